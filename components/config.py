@@ -1,0 +1,898 @@
+"""The whole stack config as pydantic models, and the one loader that reads it.
+
+Every problem in a stack's config is reported at once, before any resource is
+registered: each line names the full key (``forgeway:hosts[2].arch``), the value given
+(``[secret]`` for secret keys) and what is expected.
+
+Parsing is pure (``parse_stack``: a mapping in, a ``StackConfig`` or ``ConfigError``
+out) so tests feed it the bad-config corpus without Pulumi; ``load_stack_config`` is the
+thin Pulumi-facing wrapper.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+)
+
+__all__ = [
+    "PROJECT",
+    "SECRET_KEYS",
+    "SECTIONS",
+    "ConfigError",
+    "Problem",
+    "StackConfig",
+    "parse_stack",
+]
+
+PROJECT = "forgeway"
+
+Arch = Literal["arm64", "amd64"]
+Role = Literal["vps", "gitlab", "runner"]
+Service = Literal["http", "https", "ssh", "registry"]
+
+# --- field types -------------------------------------------------------------------
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_HOST_KEY = re.compile(
+    r"^(ssh-ed25519|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521|ssh-rsa)"
+    r" [A-Za-z0-9+/]{32,}={0,3}( [^\s]*)?$"
+)
+_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+# A pinned image: either a digest, or a tag that names a version (has a digit) and is
+# not a floating alias.
+_DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+_FLOATING_TAGS = {"latest", "stable", "edge", "nightly", "rc", "main", "master"}
+_ARM32 = {"armv7", "armv7l", "armhf", "arm", "armel", "armv6", "arm32", "armv6l"}
+
+
+def _is_hostname(value: str) -> bool:
+    labels = value.rstrip(".").split(".")
+    return len(value) <= 253 and all(_LABEL.match(label.lower()) for label in labels)
+
+
+def _address(value: str) -> str:
+    """An IP address or a DNS name (what SSH and WireGuard endpoints accept)."""
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    if re.fullmatch(r"[0-9.]+", value) or not _is_hostname(value):
+        raise ValueError("expected an IPv4/IPv6 address or a DNS hostname such as vps.example.org")
+    return value
+
+
+def _hostname(value: str) -> str:
+    if not _is_hostname(value) or "." not in value:
+        raise ValueError("expected a fully qualified DNS name such as gitlab.example.org")
+    return value.lower()
+
+
+def _name(value: str) -> str:
+    if not _LABEL.match(value):
+        raise ValueError("expected a lowercase name of letters, digits and '-' (a DNS label, at most 63 characters)")
+    return value
+
+
+def _host_key(value: str) -> str:
+    if not _HOST_KEY.match(value.strip()):
+        raise ValueError(
+            "expected one public host key line such as 'ssh-ed25519 AAAAC3Nz...' "
+            "(the output of `ssh-keyscan -t ed25519 HOST`, without the host name)"
+        )
+    return " ".join(value.split()[:2])
+
+
+def _arch(value: Any) -> Any:
+    if isinstance(value, str) and value.lower() in _ARM32:
+        raise ValueError(
+            f"32-bit ARM ({value}) is not supported: GitLab publishes no images for 32-bit ARM; "
+            "install a 64-bit (aarch64) OS on this device and use arm64"
+        )
+    aliases = {"aarch64": "arm64", "x86_64": "amd64", "x86-64": "amd64"}
+    return aliases.get(value, value) if isinstance(value, str) else value
+
+
+def _image(value: str) -> str:
+    if _DIGEST.search(value):
+        return value
+    name, _, tag = value.rpartition(":")
+    if not name or "/" in tag:
+        raise ValueError(
+            "expected an image pinned by digest (name@sha256:...) or by a fixed version tag "
+            "(name:17.5.1-ce.0); an untagged image floats to 'latest'"
+        )
+    if tag.lower() in _FLOATING_TAGS or not re.search(r"\d", tag):
+        raise ValueError(f"tag '{tag}' moves over time; pin a fixed version tag (e.g. 17.5.1-ce.0) or a digest")
+    return value
+
+
+def _network(value: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(value, strict=True)
+    except (ValueError, TypeError) as exc:
+        raise ValueError("expected a network in CIDR form with no host bits set, e.g. 192.168.1.0/24") from exc
+
+
+Name = Annotated[str, AfterValidator(_name)]
+Address = Annotated[str, AfterValidator(_address)]
+Hostname = Annotated[str, AfterValidator(_hostname)]
+HostKey = Annotated[str, AfterValidator(_host_key)]
+ArchField = Annotated[Arch, BeforeValidator(_arch)]
+Image = Annotated[str, AfterValidator(_image)]
+Network = Annotated[ipaddress.IPv4Network | ipaddress.IPv6Network, BeforeValidator(_network)]
+SshUser = Annotated[str, Field(pattern=_USER.pattern)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- sections ----------------------------------------------------------------------
+
+
+class ProxySettings(_Model):
+    """An HTTP(S) proxy the host's docker daemon must use to reach registries."""
+
+    http_proxy: str | None = Field(None, description="URL of the HTTP proxy, e.g. http://proxy.lan:3128")
+    https_proxy: str | None = Field(None, description="URL of the HTTPS proxy")
+    no_proxy: list[str] = Field(
+        default_factory=list,
+        description="Extra NO_PROXY entries; the registry, GitLab host and tunnel subnet are always added",
+    )
+
+
+class RunnerSettings(_Model):
+    """Per-host runner options (hosts with role `runner`)."""
+
+    tags: list[Name] = Field(default_factory=list, description="Tags beside the architecture tag")
+    concurrent: Annotated[int, Field(ge=1, le=64)] | None = Field(
+        None, description="Jobs at once; default: the host's cores"
+    )
+    privileged: bool = Field(False, description="Privileged job containers (needs protected_only)")
+    protected_only: bool = Field(False, description="Run jobs of protected branches and tags only")
+
+
+class Host(_Model):
+    """A machine forgeway manages over SSH."""
+
+    name: Name = Field(description="Unique host name, used in resource names")
+    address: Address = Field(description="Address or DNS name the deployer reaches over SSH")
+    arch: ArchField = Field(description="CPU architecture: arm64 or amd64 (32-bit ARM is refused)")
+    roles: Annotated[list[Role], Field(min_length=1)] = Field(description="What the host does: vps, gitlab, runner")
+    ssh_user: SshUser = Field("root", description="SSH login user")
+    ssh_port: Port = Field(22, description="SSH port; on the VPS this is the admin SSH port")
+    host_key: HostKey | None = Field(
+        None, description="Pinned SSH host key, 'ssh-ed25519 AAAA...'; required unless insecure_unpinned_host_keys"
+    )
+    jump_host: Name | None = Field(None, description="Name of another host to reach this one through")
+    public_address: Address | None = Field(
+        None, description="VPS only: the public address clients and peers use (default: address)"
+    )
+    public_interface: Name = Field("eth0", description="VPS only: the interface that faces the internet")
+    lan_networks: list[Network] = Field(
+        default_factory=list, description="The host's LAN networks (must not overlap the tunnel)"
+    )
+    docker_networks: list[Network] = Field(
+        default_factory=list, description="Docker bridge/address-pool networks on the host"
+    )
+    tunnel_address: ipaddress.IPv4Address | None = Field(
+        None, description="Fixed tunnel address; default: assigned in host order (.1 is the VPS)"
+    )
+    memory_mb: Annotated[int, Field(ge=256)] | None = Field(
+        None, description="Host memory in MB (drives the GitLab small-device profile)"
+    )
+    proxy: ProxySettings | None = Field(None, description="Proxy for the docker daemon")
+    runner: RunnerSettings | None = Field(None, description="Runner options (role runner)")
+
+
+class Tunnel(_Model):
+    """The WireGuard tunnel between the VPS and its peers."""
+
+    subnet: Network = Field(ipaddress.ip_network("10.8.0.0/24"), description="Tunnel subnet (IPv4)")
+    listen_port: Port = Field(51820, description="UDP port of WireGuard on the VPS")
+    uplink_mtu: Annotated[int, Field(ge=1280, le=9000)] = Field(
+        1500, description="MTU of the narrowest uplink on the path"
+    )
+    mtu: Annotated[int, Field(ge=1280, le=8920)] | None = Field(
+        None, description="Tunnel MTU; default uplink_mtu - 80 (WireGuard over IPv6 overhead)"
+    )
+    keepalive: Annotated[int, Field(ge=1, le=600)] = Field(
+        25, description="PersistentKeepalive seconds for peers behind NAT"
+    )
+    endpoint: Address | None = Field(None, description="What peers dial; default: the VPS public_address or address")
+    implementation: Literal["auto", "kernel", "wireguard-go"] = Field(
+        "auto", description="auto: the kernel module where it loads, else wireguard-go"
+    )
+
+    @property
+    def effective_mtu(self) -> int:
+        return self.mtu if self.mtu is not None else self.uplink_mtu - 80
+
+
+class ForwardedPort(_Model):
+    """One public port on the VPS and where it lands on the GitLab host."""
+
+    service: Service = Field(description="http, https, ssh or registry")
+    public: Port = Field(description="Port on the VPS public address")
+    home: Port | None = Field(None, description="Port on the GitLab host (default: same as public)")
+
+    @property
+    def home_port(self) -> int:
+        return self.home if self.home is not None else self.public
+
+
+def _default_ports() -> list[ForwardedPort]:
+    return [
+        ForwardedPort(service="http", public=80),
+        ForwardedPort(service="https", public=443),
+        ForwardedPort(service="ssh", public=22, home=2222),
+        ForwardedPort(service="registry", public=5050),
+    ]
+
+
+class Forwarding(_Model):
+    """NAT forwarding on the VPS."""
+
+    mode: Literal["snat", "preserve-source"] = Field(
+        "snat", description="snat: GitLab sees the VPS tunnel address; preserve-source: the client's"
+    )
+    ports: list[ForwardedPort] = Field(
+        default_factory=_default_ports, description="Forwarded services (public -> home port)"
+    )
+    admin_ssh_port: Port | None = Field(None, description="VPS admin SSH port kept open; default: the VPS ssh_port")
+
+    def port(self, service: str) -> ForwardedPort | None:
+        return next((p for p in self.ports if p.service == service), None)
+
+
+class GitLab(_Model):
+    """The GitLab server on the host with role gitlab."""
+
+    domain: Hostname = Field(description="Public DNS name of GitLab, pointing at the VPS")
+    external_url: str | None = Field(None, description="Default https://<domain> (with the https port if not 443)")
+    images: dict[Arch, Image] = Field(description="Pinned image per architecture: {arm64: ..., amd64: ...}")
+    small_device: Literal["auto", "on", "off"] = Field(
+        "auto", description="Small-device profile; auto: on for arm64 hosts with <= 8 GB"
+    )
+    tls: Literal["letsencrypt", "own-ca"] = Field("own-ca", description="Certificates from Let's Encrypt or our own CA")
+    memory_limit_mb: Annotated[int, Field(ge=2048)] | None = Field(None, description="Container memory limit")
+
+
+class Registry(_Model):
+    """GitLab's container registry."""
+
+    enabled: bool = Field(True, description="Serve the container registry")
+    domain: Hostname | None = Field(None, description="Registry DNS name; default: the GitLab domain")
+    username: str | None = Field(None, description="User the managed daemons log in as (with registry_password)")
+
+
+class Runners(_Model):
+    """Settings shared by every runner host."""
+
+    images: dict[Arch, Image] = Field(default_factory=dict, description="Pinned gitlab-runner image per architecture")
+
+
+class StackConfig(_Model):
+    """One stack's whole configuration, without its secrets (SECRET_KEYS)."""
+
+    hosts: list[Host] = Field(description="Every machine: exactly one vps, one gitlab; any number of runners")
+    tunnel: Tunnel = Field(Tunnel(), description="The WireGuard tunnel")
+    forwarding: Forwarding = Field(Forwarding(), description="Public ports on the VPS and where they land")
+    gitlab: GitLab = Field(description="The GitLab server")
+    registry: Registry = Field(Registry(), description="The container registry")
+    runners: Runners = Field(Runners(), description="Settings shared by the runner hosts")
+    insecure_unpinned_host_keys: bool = Field(
+        False, description="Connect without checking SSH host keys (a loud opt-out; never in production)"
+    )
+
+    def hosts_with(self, role: str) -> list[Host]:
+        return [h for h in self.hosts if role in h.roles]
+
+    @property
+    def vps(self) -> Host:
+        return self.hosts_with("vps")[0]
+
+    @property
+    def gitlab_host(self) -> Host:
+        return self.hosts_with("gitlab")[0]
+
+    def host(self, name: str) -> Host:
+        return next(h for h in self.hosts if h.name == name)
+
+
+# --- secrets -----------------------------------------------------------------------
+
+
+def _pem_private_key(value: Any) -> Any:
+    if isinstance(value, str) and "PRIVATE KEY-----" not in value:
+        raise ValueError("expected a PEM private key (-----BEGIN ... PRIVATE KEY-----)")
+    return value
+
+
+def _runner_token(value: Any) -> Any:
+    if isinstance(value, str) and not value.startswith("glrt-"):
+        raise ValueError(
+            "expected a runner authentication token (glrt-...): create the runner in GitLab "
+            "(Admin > CI/CD > Runners > New instance runner) and use its token; registration "
+            "tokens are deprecated and refused"
+        )
+    return value
+
+
+def _wg_key(value: Any) -> Any:
+    import base64
+    import binascii
+
+    try:
+        ok = isinstance(value, str) and len(base64.b64decode(value, validate=True)) == 32
+    except (binascii.Error, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError("expected a WireGuard private key: 32 bytes in base64 (`wg genkey`)")
+    return value
+
+
+SecretText = Annotated[str, Field(min_length=1)]
+
+
+@dataclass(frozen=True)
+class SecretKey:
+    """A config key that must be set with `pulumi config set --secret`."""
+
+    key: str
+    adapter: TypeAdapter[Any]
+    description: str
+    example: str  # the value placeholder in the fix command
+    path_hint: str = ""  # for maps: the path form of the fix command
+
+
+SECRET_KEYS: dict[str, SecretKey] = {
+    s.key: s
+    for s in [
+        SecretKey(
+            "ssh_private_key",
+            TypeAdapter(Annotated[str, AfterValidator(_pem_private_key)]),
+            "SSH private key for every host (omit to use ssh-agent)",
+            '"$(cat ~/.ssh/id_ed25519)"',
+        ),
+        SecretKey(
+            "gitlab_root_password",
+            TypeAdapter(Annotated[str, Field(min_length=12)]),
+            "GitLab root password (default: generated)",
+            "<password>",
+        ),
+        SecretKey(
+            "registry_password",
+            TypeAdapter(SecretText),
+            "Password of registry.username for the managed docker daemons",
+            "<password>",
+        ),
+        SecretKey(
+            "ca_private_key",
+            TypeAdapter(Annotated[str, AfterValidator(_pem_private_key)]),
+            "Private key of our own CA (tls own-ca; default: generated)",
+            '"$(cat ca.key)"',
+        ),
+        SecretKey(
+            "wireguard_private_keys",
+            TypeAdapter(dict[Name, Annotated[str, AfterValidator(_wg_key)]]),
+            "WireGuard private key per host name (default: generated)",
+            '"$(wg genkey)"',
+            path_hint="<host>",
+        ),
+        SecretKey(
+            "runner_tokens",
+            TypeAdapter(dict[Name, Annotated[str, AfterValidator(_runner_token)]]),
+            "Runner authentication token (glrt-...) per runner host name",
+            "<glrt-token>",
+            path_hint="<host>",
+        ),
+    ]
+}
+
+# Non-secret top-level keys and the model field that holds each.
+SECTIONS: tuple[str, ...] = tuple(StackConfig.model_fields)
+
+
+def fix_command(key: str, path: str = "") -> str:
+    """The exact CLI command that stores a secret key encrypted."""
+    spec = SECRET_KEYS[key]
+    if spec.path_hint:
+        sub = path or spec.path_hint
+        return f"pulumi config set --secret --path '{PROJECT}:{key}.{sub}' {spec.example}"
+    return f"pulumi config set --secret {PROJECT}:{key} {spec.example}"
+
+
+# --- errors ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in the config: the full key, the value given, what is expected."""
+
+    key: str
+    value: str
+    expected: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.expected} (got {self.value})"
+
+
+class ConfigError(Exception):
+    """Every problem of a stack config, one per line."""
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems = sorted(set(problems), key=lambda p: p.key)
+        lines = [f"  - {p}" for p in self.problems]
+        super().__init__(
+            f"the stack config has {len(self.problems)} problem(s); nothing was changed:\n" + "\n".join(lines)
+        )
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _key_path(top: str, loc: tuple[int | str, ...]) -> str:
+    path = f"{PROJECT}:{top}"
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    """Field names of the model that holds the unknown key at loc (for 'did you mean')."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        fields = getattr(current, "model_fields", {})
+        if part not in fields:
+            return []
+        annotation = fields[part].annotation
+        current = _model_in(annotation)
+        if current is None:
+            return []
+    return list(getattr(current, "model_fields", {}))
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _problems_from(
+    exc: ValidationError, *, base: tuple[int | str, ...], root: type[BaseModel] | None, secret: Callable[[str], bool]
+) -> list[Problem]:
+    """Problems from a pydantic error; ``base`` is prepended to each error's loc."""
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = base + tuple(err["loc"])
+        key = _key_path(str(loc[0]), loc[1:])
+        value = "[secret]" if secret(str(loc[0])) else _show(err.get("input"))
+        expected = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            known = _fields_at(root, loc) if root else []
+            hint = difflib.get_close_matches(str(loc[-1]), known, n=1)
+            expected = "unknown key" + (
+                f"; did you mean '{hint[0]}'?" if hint else f" (known: {', '.join(known)})" if known else ""
+            )
+        elif err["type"] == "missing":
+            value, expected = "nothing", "required key is missing"
+        problems.append(Problem(key, value, expected))
+    return problems
+
+
+# --- cross-section checks ----------------------------------------------------------
+
+Check = Callable[[StackConfig], list[Problem]]
+
+
+def _host_index(cfg: StackConfig, host: Host) -> int:
+    return cfg.hosts.index(host)
+
+
+def _check_roles(cfg: StackConfig) -> list[Problem]:
+    problems = []
+    for role in ("vps", "gitlab"):
+        holders = cfg.hosts_with(role)
+        if len(holders) != 1:
+            problems.append(
+                Problem(
+                    f"{PROJECT}:hosts",
+                    _show([h.name for h in holders]),
+                    f"exactly one host with role '{role}' (found {len(holders)})",
+                )
+            )
+    seen: dict[str, int] = {}
+    for i, host in enumerate(cfg.hosts):
+        if host.name in seen:
+            problems.append(
+                Problem(
+                    f"{PROJECT}:hosts[{i}].name", _show(host.name), f"a unique name (hosts[{seen[host.name]}] has it)"
+                )
+            )
+        seen.setdefault(host.name, i)
+        if len(set(host.roles)) != len(host.roles):
+            problems.append(Problem(f"{PROJECT}:hosts[{i}].roles", _show(host.roles), "each role once"))
+        if "runner" not in host.roles and host.runner is not None:
+            problems.append(
+                Problem(f"{PROJECT}:hosts[{i}].runner", "{...}", "runner settings only on a host with role 'runner'")
+            )
+        if "vps" not in host.roles and host.public_address is not None:
+            problems.append(
+                Problem(
+                    f"{PROJECT}:hosts[{i}].public_address", _show(host.public_address), "public_address only on the vps"
+                )
+            )
+    return problems
+
+
+def _check_host_links(cfg: StackConfig) -> list[Problem]:
+    names = {h.name for h in cfg.hosts}
+    problems = []
+    for i, host in enumerate(cfg.hosts):
+        if host.jump_host is not None:
+            if host.jump_host == host.name or host.jump_host not in names:
+                problems.append(
+                    Problem(
+                        f"{PROJECT}:hosts[{i}].jump_host",
+                        _show(host.jump_host),
+                        f"the name of another host ({', '.join(sorted(names - {host.name}))})",
+                    )
+                )
+            elif cfg.host(host.jump_host).jump_host is not None:
+                problems.append(
+                    Problem(
+                        f"{PROJECT}:hosts[{i}].jump_host",
+                        _show(host.jump_host),
+                        "a host reached directly (one jump at most)",
+                    )
+                )
+        if host.host_key is None and not cfg.insecure_unpinned_host_keys:
+            problems.append(
+                Problem(
+                    f"{PROJECT}:hosts[{i}].host_key",
+                    "nothing",
+                    "a pinned SSH host key (`ssh-keyscan -t ed25519 -p PORT ADDRESS`); or set "
+                    f"{PROJECT}:insecure_unpinned_host_keys true to connect without checking it",
+                )
+            )
+    return problems
+
+
+def _check_ports(cfg: StackConfig) -> list[Problem]:
+    problems = []
+    by_service: dict[str, int] = {}
+    by_public: dict[int, int] = {}
+    for i, fp in enumerate(cfg.forwarding.ports):
+        key = f"{PROJECT}:forwarding.ports[{i}]"
+        if fp.service in by_service:
+            problems.append(
+                Problem(
+                    f"{key}.service", _show(fp.service), f"each service once (ports[{by_service[fp.service]}] has it)"
+                )
+            )
+        if fp.public in by_public:
+            problems.append(
+                Problem(
+                    f"{key}.public",
+                    _show(fp.public),
+                    f"a public port no other service uses (ports[{by_public[fp.public]}] has it)",
+                )
+            )
+        by_service.setdefault(fp.service, i)
+        by_public.setdefault(fp.public, i)
+    if "https" not in by_service:
+        problems.append(
+            Problem(
+                f"{PROJECT}:forwarding.ports", _show(sorted(by_service)), "an https entry (GitLab is served over HTTPS)"
+            )
+        )
+    if cfg.registry.enabled and "registry" not in by_service:
+        problems.append(
+            Problem(
+                f"{PROJECT}:forwarding.ports",
+                _show(sorted(by_service)),
+                "a registry entry while registry.enabled is true",
+            )
+        )
+    if cfg.gitlab.tls == "letsencrypt" and cfg.forwarding.port("http") is None:
+        problems.append(
+            Problem(
+                f"{PROJECT}:forwarding.ports",
+                _show(sorted(by_service)),
+                "an http entry on port 80: gitlab.tls=letsencrypt answers its challenge there",
+            )
+        )
+    vps = cfg.hosts_with("vps")
+    if len(vps) == 1:
+        admin = cfg.forwarding.admin_ssh_port or vps[0].ssh_port
+        for i, fp in enumerate(cfg.forwarding.ports):
+            if fp.public == admin:
+                problems.append(
+                    Problem(
+                        f"{PROJECT}:forwarding.ports[{i}].public",
+                        _show(fp.public),
+                        f"a port other than the VPS admin SSH port {admin} (forwarding it would lock the admin out); "
+                        "move the VPS's sshd to another port and set its ssh_port, or forward git SSH on another port",
+                    )
+                )
+        if cfg.forwarding.admin_ssh_port not in (None, vps[0].ssh_port) and vps[0].jump_host is None:
+            problems.append(
+                Problem(
+                    f"{PROJECT}:forwarding.admin_ssh_port",
+                    _show(cfg.forwarding.admin_ssh_port),
+                    "the port the deployer reaches the VPS on "
+                    f"(hosts[{_host_index(cfg, vps[0])}].ssh_port={vps[0].ssh_port})",
+                )
+            )
+        if cfg.tunnel.listen_port in {fp.public for fp in cfg.forwarding.ports}:
+            problems.append(
+                Problem(f"{PROJECT}:tunnel.listen_port", _show(cfg.tunnel.listen_port), "a UDP port not also forwarded")
+            )
+    return problems
+
+
+def _check_networks(cfg: StackConfig) -> list[Problem]:
+    problems = []
+    subnet = cfg.tunnel.subnet
+    if subnet.version != 4:
+        return [Problem(f"{PROJECT}:tunnel.subnet", _show(str(subnet)), "an IPv4 subnet")]
+    if subnet.num_addresses < len(cfg.hosts) + 2:
+        problems.append(Problem(f"{PROJECT}:tunnel.subnet", _show(str(subnet)), f"room for {len(cfg.hosts)} hosts"))
+    for i, host in enumerate(cfg.hosts):
+        for field in ("lan_networks", "docker_networks"):
+            for j, net in enumerate(getattr(host, field)):
+                if net.version == subnet.version and net.overlaps(subnet):
+                    problems.append(
+                        Problem(
+                            f"{PROJECT}:hosts[{i}].{field}[{j}]",
+                            _show(str(net)),
+                            f"a network that does not overlap the tunnel subnet {subnet} (tunnel.subnet)",
+                        )
+                    )
+        if host.tunnel_address is not None and host.tunnel_address not in subnet:
+            problems.append(
+                Problem(
+                    f"{PROJECT}:hosts[{i}].tunnel_address",
+                    _show(str(host.tunnel_address)),
+                    f"an address inside tunnel.subnet {subnet}",
+                )
+            )
+    if cfg.tunnel.mtu is not None and cfg.tunnel.mtu > cfg.tunnel.uplink_mtu - 60:
+        problems.append(
+            Problem(
+                f"{PROJECT}:tunnel.mtu",
+                _show(cfg.tunnel.mtu),
+                f"at most uplink_mtu - 60 = {cfg.tunnel.uplink_mtu - 60} (WireGuard adds 60-80 bytes)",
+            )
+        )
+    return problems
+
+
+def _check_images(cfg: StackConfig) -> list[Problem]:
+    problems = []
+    gitlab = cfg.hosts_with("gitlab")
+    if len(gitlab) == 1 and gitlab[0].arch not in cfg.gitlab.images:
+        problems.append(
+            Problem(
+                f"{PROJECT}:gitlab.images.{gitlab[0].arch}",
+                "nothing",
+                f"a pinned GitLab image for {gitlab[0].arch}, the arch of host '{gitlab[0].name}'",
+            )
+        )
+    for arch in sorted({h.arch for h in cfg.hosts_with("runner")} - set(cfg.runners.images)):
+        problems.append(
+            Problem(
+                f"{PROJECT}:runners.images.{arch}",
+                "nothing",
+                f"a pinned gitlab-runner image for the {arch} runner hosts",
+            )
+        )
+    return problems
+
+
+# Each check with the sections it needs whole: with a section invalid, the check is
+# skipped (its field errors are already reported) rather than guessing from a part.
+CROSS_CHECKS: tuple[tuple[frozenset[str], Check], ...] = (
+    (frozenset({"hosts"}), _check_roles),
+    (frozenset({"hosts"}), _check_host_links),
+    (frozenset({"hosts", "forwarding", "registry", "gitlab", "tunnel"}), _check_ports),
+    (frozenset({"tunnel"}), _check_networks),
+    (frozenset({"hosts", "gitlab", "runners"}), _check_images),
+)
+
+
+def _check_secrets(cfg: StackConfig, secrets: Mapping[str, Any]) -> list[Problem]:
+    problems = []
+    runner_names = {h.name for h in cfg.hosts_with("runner")}
+    tokens = secrets.get("runner_tokens") or {}
+    for name in sorted(runner_names - set(tokens)):
+        problems.append(
+            Problem(
+                f"{PROJECT}:runner_tokens.{name}",
+                "nothing",
+                f"a runner authentication token for runner host '{name}': {fix_command('runner_tokens', name)}",
+            )
+        )
+    for name in sorted(set(tokens) - runner_names):
+        problems.append(
+            Problem(f"{PROJECT}:runner_tokens.{name}", "[secret]", "a token only for a host with role 'runner'")
+        )
+    for name in sorted(set(secrets.get("wireguard_private_keys") or {}) - {h.name for h in cfg.hosts}):
+        problems.append(
+            Problem(f"{PROJECT}:wireguard_private_keys.{name}", "[secret]", "a key only for a host in hosts")
+        )
+    if cfg.registry.username is not None and "registry_password" not in secrets:
+        problems.append(
+            Problem(
+                f"{PROJECT}:registry_password",
+                "nothing",
+                f"a password for registry.username: {fix_command('registry_password')}",
+            )
+        )
+    if "ca_private_key" in secrets and cfg.gitlab.tls != "own-ca":
+        problems.append(Problem(f"{PROJECT}:ca_private_key", "[secret]", "only with gitlab.tls=own-ca"))
+    return problems
+
+
+# --- the loader --------------------------------------------------------------------
+
+
+def parse_stack(raw: Mapping[str, Any], secret_keys: Iterable[str] = ()) -> tuple[StackConfig, dict[str, Any]]:
+    """Validate one stack's config; return it and the (plain) secret values.
+
+    ``raw`` maps full keys (``forgeway:hosts``) to values, already decoded from JSON.
+    ``secret_keys`` are the full keys the stack stores encrypted. Raises ConfigError
+    with every problem found.
+    """
+    secret_set = set(secret_keys)
+    config: StackConfig
+    problems: list[Problem] = []
+    sections: dict[str, Any] = {}
+    secrets: dict[str, Any] = {}
+    prefix = f"{PROJECT}:"
+    known = [*SECTIONS, *SECRET_KEYS]
+    for full_key, value in raw.items():
+        if not full_key.startswith(prefix):
+            continue  # provider config (docker:host, ...) is not ours to check
+        key = full_key[len(prefix) :]
+        if key in SECRET_KEYS:
+            if full_key not in secret_set:
+                problems.append(
+                    Problem(
+                        full_key,
+                        "[secret]",
+                        f"an encrypted secret, but it is plaintext in the stack file; fix: {fix_command(key)}",
+                    )
+                )
+            try:
+                secrets[key] = SECRET_KEYS[key].adapter.validate_python(value)
+            except ValidationError as exc:
+                problems += _problems_from(exc, base=(key,), root=None, secret=lambda _: True)
+        elif key in SECTIONS:
+            sections[key] = value
+        else:
+            hint = difflib.get_close_matches(key, known, n=1)
+            problems.append(
+                Problem(
+                    full_key,
+                    _show(value) if full_key not in secret_set else "[secret]",
+                    "unknown key"
+                    + (f"; did you mean '{prefix}{hint[0]}'?" if hint else f" (known: {', '.join(known)})"),
+                )
+            )
+
+    try:
+        config = StackConfig.model_validate(sections)
+        whole, host_index = frozenset(SECTIONS), list(range(len(config.hosts)))
+    except ValidationError as exc:
+        problems += _problems_from(exc, base=(), root=StackConfig, secret=lambda top: f"{prefix}{top}" in secret_set)
+        config, whole, host_index = _partial(sections)
+    for needs, check in CROSS_CHECKS:
+        if needs <= whole:
+            problems += [_reindex(p, host_index) for p in check(config)]
+    if "hosts" in whole:
+        problems += _check_secrets(config, secrets)
+    if problems:
+        raise ConfigError(problems)
+    return config, secrets
+
+
+def _reindex(problem: Problem, host_index: list[int]) -> Problem:
+    """Point a problem found on the partial config back at the host's index as given."""
+    match = re.match(rf"{PROJECT}:hosts\[(\d+)\]", problem.key)
+    if not match:
+        return problem
+    key = f"{PROJECT}:hosts[{host_index[int(match.group(1))]}]" + problem.key[match.end() :]
+    return Problem(key, problem.value, problem.expected)
+
+
+def _partial(sections: Mapping[str, Any]) -> tuple[StackConfig, frozenset[str], list[int]]:
+    """The config with invalid parts left out, the sections that were whole, and for each
+    host kept its index in the config as given.
+
+    Hosts that do not parse are dropped one by one, so network checks still see the rest.
+    """
+    good: dict[str, Any] = {}
+    whole: set[str] = set()
+    host_index: list[int] = []
+    for key in SECTIONS:
+        if key not in sections:
+            whole.add(key)  # the default applies
+            continue
+        try:
+            StackConfig.model_validate({**_MINIMAL, key: sections[key]})
+            good[key] = sections[key]
+            whole.add(key)
+        except ValidationError:
+            if key == "hosts" and isinstance(sections[key], list):
+                host_index = [i for i, h in enumerate(sections[key]) if _valid_host(h)]
+                good[key] = [sections[key][i] for i in host_index]
+    if "hosts" in whole:
+        host_index = list(range(len(sections.get("hosts", []))))
+    return StackConfig.model_validate({**_MINIMAL, **good}), frozenset(whole), host_index
+
+
+def _valid_host(value: Any) -> bool:
+    try:
+        Host.model_validate(value)
+        return True
+    except ValidationError:
+        return False
+
+
+# Just enough of a stack for one section to be validated on its own.
+_MINIMAL: dict[str, Any] = {
+    "hosts": [],
+    "gitlab": {"domain": "gitlab.example.org", "images": {}},
+}
+
+
+def load_stack_config() -> tuple[StackConfig, dict[str, Any]]:
+    """Read this stack's `forgeway:*` config from the Pulumi runtime and validate it."""
+    from pulumi.runtime import config as runtime_config
+
+    raw: dict[str, Any] = {}
+    merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    for key in merged:
+        if key.startswith(f"{PROJECT}:"):
+            raw[key] = _decode(runtime_config.get_config(key))
+    secret_keys = [k for k in raw if runtime_config.is_config_secret(k)]
+    return parse_stack(raw, secret_keys)
+
+
+def _decode(value: Any) -> Any:
+    # Pulumi hands every value over as a string; objects, lists, numbers and booleans
+    # arrive as JSON text.
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value

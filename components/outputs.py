@@ -1,0 +1,93 @@
+"""The stack outputs contract: what other projects may read with a StackReference.
+
+The README's outputs table is generated from OUTPUTS, and a program test checks that
+the program exports exactly these names, with these secret flags.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+
+from components.config import StackConfig
+from components.pki import CertificateAuthority
+from components.tunnel import WireGuardKey, tunnel_addresses
+
+__all__ = ["OUTPUTS", "OutputSpec", "export_all", "stack_outputs"]
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    name: str
+    type: str
+    meaning: str
+    secret: bool = False
+    when: str = "always"
+
+
+OUTPUTS: tuple[OutputSpec, ...] = (
+    OutputSpec("gitlab_url", "string", "GitLab's external URL, e.g. https://gitlab.example.org"),
+    OutputSpec("ssh_clone_host", "string", "Host name in SSH clone URLs (git@HOST)"),
+    OutputSpec("ssh_clone_port", "integer", "Public port of git over SSH (22 unless forwarded elsewhere)"),
+    OutputSpec(
+        "registry",
+        "string",
+        "Container registry as host:port, for docker login and image names",
+        when="registry.enabled",
+    ),
+    OutputSpec("vps_public_address", "string", "The VPS's public address or DNS name"),
+    OutputSpec("tunnel_endpoint", "string", "WireGuard endpoint peers dial, host:port"),
+    OutputSpec("tunnel_subnet", "string", "Tunnel subnet in CIDR form"),
+    OutputSpec(
+        "tunnel_peers",
+        "map host -> {address, public_key, role}",
+        "Every host's tunnel address and WireGuard public key (the VPS included, role vps)",
+    ),
+    OutputSpec("ca_certificate", "string (PEM)", "Our own CA certificate to trust", when="gitlab.tls=own-ca"),
+    OutputSpec("runners", "map arch -> list of host names", "Runner hosts per architecture (arm64, amd64)"),
+)
+
+
+def _url_port(scheme_default: int, port: int) -> str:
+    return "" if port == scheme_default else f":{port}"
+
+
+def stack_outputs(cfg: StackConfig, keys: dict[str, WireGuardKey], ca: CertificateAuthority | None) -> dict[str, Any]:
+    """The values of OUTPUTS for this stack (names not in this dict are not exported)."""
+    fwd = cfg.forwarding
+    https = fwd.port("https")
+    assert https is not None  # config requires it
+    ssh = fwd.port("ssh")
+    vps = cfg.vps
+    public = vps.public_address or vps.address
+    addresses = tunnel_addresses(cfg)
+    out: dict[str, Any] = {
+        "gitlab_url": cfg.gitlab.external_url or f"https://{cfg.gitlab.domain}{_url_port(443, https.public)}",
+        "ssh_clone_host": cfg.gitlab.domain,
+        "ssh_clone_port": ssh.public if ssh else None,
+        "vps_public_address": public,
+        "tunnel_endpoint": f"{cfg.tunnel.endpoint or public}:{cfg.tunnel.listen_port}",
+        "tunnel_subnet": str(cfg.tunnel.subnet),
+        "tunnel_peers": {
+            h.name: {
+                "address": str(addresses[h.name]),
+                "public_key": keys[h.name].public_key,
+                "role": "vps" if "vps" in h.roles else "peer",
+            }
+            for h in cfg.hosts
+        },
+        "runners": {arch: [h.name for h in cfg.hosts_with("runner") if h.arch == arch] for arch in ("arm64", "amd64")},
+    }
+    registry = fwd.port("registry")
+    if cfg.registry.enabled and registry is not None:
+        out["registry"] = f"{cfg.registry.domain or cfg.gitlab.domain}:{registry.public}"
+    if ca is not None:
+        out["ca_certificate"] = ca.cert_pem
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def export_all(outputs: dict[str, Any]) -> None:
+    for name, value in outputs.items():
+        pulumi.export(name, value)

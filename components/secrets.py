@@ -1,0 +1,50 @@
+"""Secret config values, handed to resources only as secret Outputs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pulumi
+
+__all__ = ["StackSecrets"]
+
+
+class StackSecrets:
+    """The validated secret config; every accessor returns ``Output.secret`` or None."""
+
+    def __init__(self, plain: Mapping[str, Any]) -> None:
+        self._plain = dict(plain)
+
+    def _get(self, key: str) -> pulumi.Output[str] | None:
+        value = self._plain.get(key)
+        return None if value is None else pulumi.Output.secret(value)
+
+    def _get_in(self, key: str, name: str) -> pulumi.Output[str] | None:
+        value = (self._plain.get(key) or {}).get(name)
+        return None if value is None else pulumi.Output.secret(value)
+
+    @property
+    def ssh_private_key(self) -> pulumi.Output[str] | None:
+        return self._get("ssh_private_key")
+
+    @property
+    def gitlab_root_password(self) -> pulumi.Output[str] | None:
+        return self._get("gitlab_root_password")
+
+    @property
+    def registry_password(self) -> pulumi.Output[str] | None:
+        return self._get("registry_password")
+
+    @property
+    def ca_private_key(self) -> pulumi.Output[str] | None:
+        return self._get("ca_private_key")
+
+    def wireguard_private_key(self, host: str) -> pulumi.Output[str] | None:
+        return self._get_in("wireguard_private_keys", host)
+
+    def runner_token(self, host: str) -> pulumi.Output[str] | None:
+        return self._get_in("runner_tokens", host)
+
+    def __repr__(self) -> str:  # never print values, even by accident
+        return f"StackSecrets(keys={sorted(self._plain)})"

@@ -1,0 +1,230 @@
+"""Run the forgeway program under Pulumi's mock monitor and record what it registers.
+
+This is not the Pulumi engine: no provider runs and nothing is created. The SDK's
+MockMonitor answers each registration; a recording subclass keeps every request's
+type, name, parent, provider, dependencies, options and inputs (as the wire format
+has them, so secret values stay wrapped in Pulumi's secret marker), and the stack
+outputs. Tests, the benchmark and the offline plan read that record.
+
+One synthesis per process: the Pulumi runtime keeps global state. Use
+``python -m tools.synth`` (or ``synthesize_in_subprocess``) for a second stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import runpy
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT = "forgeway"
+# Pulumi's wire marker for a secret value: {SIG_KEY: SECRET_SIG, "value": ...}
+SIG_KEY = "4dabf18193072939515e22adb298388d"
+SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"  # noqa: S105 (a marker, not a password)
+
+__all__ = [
+    "Registration",
+    "Synthesis",
+    "contains_secret",
+    "is_secret_value",
+    "stack_config_strings",
+    "synthesize",
+    "synthesize_in_subprocess",
+    "unwrap",
+]
+
+
+@dataclass
+class Registration:
+    urn: str
+    type: str
+    name: str
+    parent: str
+    custom: bool
+    provider: str
+    dependencies: list[str]
+    protect: bool
+    retain_on_delete: bool
+    delete_before_replace: bool
+    additional_secret_outputs: list[str]
+    ignore_changes: list[str]
+    replace_on_changes: list[str]
+    inputs: dict[str, Any]
+
+
+@dataclass
+class Synthesis:
+    stack: str
+    seconds: float
+    resources: list[Registration] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    def of_type(self, type_: str) -> list[Registration]:
+        return [r for r in self.resources if r.type == type_]
+
+    def by_urn(self) -> dict[str, Registration]:
+        return {r.urn: r for r in self.resources}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Synthesis:
+        return cls(
+            stack=data["stack"],
+            seconds=data["seconds"],
+            resources=[Registration(**r) for r in data["resources"]],
+            outputs=data["outputs"],
+        )
+
+
+def is_secret_value(value: Any) -> bool:
+    return isinstance(value, dict) and value.get(SIG_KEY) == SECRET_SIG
+
+
+def contains_secret(value: Any) -> bool:
+    if is_secret_value(value):
+        return True
+    if isinstance(value, dict):
+        return any(contains_secret(v) for v in value.values())
+    if isinstance(value, list):
+        return any(contains_secret(v) for v in value)
+    return False
+
+
+def unwrap(value: Any) -> Any:
+    """The value with secret markers removed (for assertions on content)."""
+    if is_secret_value(value):
+        return unwrap(value.get("value"))
+    if isinstance(value, dict):
+        return {k: unwrap(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unwrap(v) for v in value]
+    return value
+
+
+def stack_config_strings(config: Mapping[str, Any]) -> dict[str, str]:
+    """Config values as the CLI hands them to a program: strings, objects as JSON."""
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}
+
+
+def _mock_state(typ: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    """What a provider would return: the inputs, plus the outputs the program reads."""
+    import pulumi
+
+    state = dict(inputs)
+    if typ == "random:index/randomBytes:RandomBytes":
+        raw = os.urandom(int(inputs.get("length", 32)))
+        state["base64"] = pulumi.Output.secret(base64.b64encode(raw).decode())
+        state["hex"] = pulumi.Output.secret(raw.hex())
+    elif typ == "random:index/randomPassword:RandomPassword":
+        state["result"] = pulumi.Output.secret(base64.urlsafe_b64encode(os.urandom(18)).decode())
+    elif typ == "tls:index/privateKey:PrivateKey":
+        state["privateKeyPem"] = pulumi.Output.secret("-----BEGIN PRIVATE KEY-----\nmock\n-----END PRIVATE KEY-----\n")
+        state["publicKeyPem"] = "-----BEGIN PUBLIC KEY-----\nmock\n-----END PUBLIC KEY-----\n"
+    elif typ in ("tls:index/selfSignedCert:SelfSignedCert", "tls:index/locallySignedCert:LocallySignedCert"):
+        state["certPem"] = "-----BEGIN CERTIFICATE-----\nmock\n-----END CERTIFICATE-----\n"
+    elif typ == "command:remote:Command":
+        state.setdefault("stdout", "")
+        state.setdefault("stderr", "")
+    return state
+
+
+def synthesize(stack: str, config: Mapping[str, str], secret_keys: list[str]) -> Synthesis:
+    """Run __main__.py once under mocks in this process and return the record."""
+    import pulumi
+    from google.protobuf import json_format
+    from pulumi.runtime import mocks as pulumi_mocks
+    from pulumi.runtime.settings import set_root_resource
+    from pulumi.runtime.stack import run_in_stack
+    from pulumi.runtime.sync_await import _sync_await
+
+    record = Synthesis(stack=stack, seconds=0.0)
+
+    class Mocks(pulumi.runtime.Mocks):
+        def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+            return f"{args.name}-id", _mock_state(args.typ, args.inputs)
+
+        def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], None]:
+            return {}, None
+
+    class RecordingMonitor(pulumi_mocks.MockMonitor):  # type: ignore[misc]
+        def RegisterResource(self, request: Any) -> Any:  # gRPC method name
+            response = super().RegisterResource(request)
+            if request.type != "pulumi:pulumi:Stack":
+                record.resources.append(
+                    Registration(
+                        urn=response.urn,
+                        type=request.type,
+                        name=request.name,
+                        parent=request.parent,
+                        custom=bool(request.custom),
+                        provider=request.provider,
+                        dependencies=sorted(request.dependencies),
+                        protect=bool(request.protect),
+                        retain_on_delete=bool(request.retainOnDelete),
+                        delete_before_replace=bool(request.deleteBeforeReplace),
+                        additional_secret_outputs=list(request.additionalSecretOutputs),
+                        ignore_changes=list(request.ignoreChanges),
+                        replace_on_changes=list(request.replaceOnChanges),
+                        inputs=json_format.MessageToDict(request.object),
+                    )
+                )
+            return response
+
+        def RegisterResourceOutputs(self, request: Any) -> Any:
+            if request.urn.endswith(f"pulumi:pulumi:Stack::{PROJECT}-{stack}"):
+                record.outputs = json_format.MessageToDict(request.outputs)
+            return super().RegisterResourceOutputs(request)
+
+    mocks = Mocks()
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=RecordingMonitor(mocks))
+    pulumi.runtime.set_all_config(dict(config), secret_keys)
+    sys.path.insert(0, str(ROOT))
+
+    def program() -> None:
+        runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
+
+    started = time.perf_counter()
+    # set_mocks registers (and closes) a root stack of its own; drop it so the program
+    # runs inside a fresh one whose outputs are registered at the end, as under the CLI.
+    set_root_resource(None)
+    _sync_await(run_in_stack(program))
+    record.seconds = time.perf_counter() - started
+    return record
+
+
+def synthesize_in_subprocess(stack: str, config: Mapping[str, Any], secret_keys: list[str]) -> Synthesis:
+    """Synthesize in a fresh Python process (the runtime is one-stack-per-process)."""
+    payload = json.dumps({"stack": stack, "config": stack_config_strings(config), "secret_keys": secret_keys})
+    done = subprocess.run(
+        [sys.executable, "-m", "tools.synth"],
+        input=payload,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"synthesis of stack {stack!r} failed:\n{done.stderr[-4000:]}")
+    return Synthesis.from_json(json.loads(done.stdout))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.parse_args()
+    # Config arrives on stdin so secret values never reach a command line.
+    request = json.load(sys.stdin)
+    record = synthesize(request["stack"], request["config"], request["secret_keys"])
+    json.dump(asdict(record), sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
