@@ -30,7 +30,7 @@ class OutputSpec:
 OUTPUTS: tuple[OutputSpec, ...] = (
     OutputSpec("gitlab_url", "string", "GitLab's external URL, e.g. https://gitlab.example.org"),
     OutputSpec("ssh_clone_host", "string", "Host name in SSH clone URLs (git@HOST)"),
-    OutputSpec("ssh_clone_port", "integer", "Public port of git over SSH (22 unless forwarded elsewhere)"),
+    OutputSpec("ssh_clone_port", "integer", "Public port of git over SSH", when="an ssh port is forwarded"),
     OutputSpec(
         "registry",
         "string",

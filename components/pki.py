@@ -33,7 +33,7 @@ class CertificateAuthority(pulumi.ComponentResource):
         super().__init__("forgeway:pki:CertificateAuthority", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         if args.supplied_key is not None:
-            key_pem = pulumi.Output.secret(args.supplied_key)
+            key_pem: pulumi.Output[str] = pulumi.Output.secret(args.supplied_key)
         else:
             key = tls.PrivateKey(f"{name}-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
             key_pem = pulumi.Output.secret(key.private_key_pem)

@@ -32,7 +32,7 @@ class WireGuardKey(pulumi.ComponentResource):
     def __init__(self, name: str, args: WireGuardKeyArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("forgeway:tunnel:WireGuardKey", name, None, opts)
         if args.supplied is not None:
-            private = pulumi.Output.secret(args.supplied)
+            private: pulumi.Output[str] = pulumi.Output.secret(args.supplied)
         else:
             # 32 CSPRNG bytes in base64 are a WireGuard private key (the scalar is
             # clamped where it is used); kept encrypted in state.

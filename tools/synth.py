@@ -154,9 +154,9 @@ def synthesize(stack: str, config: Mapping[str, str], secret_keys: list[str]) ->
         def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], None]:
             return {}, None
 
-    class RecordingMonitor(pulumi_mocks.MockMonitor):  # type: ignore[misc]
+    class RecordingMonitor(pulumi_mocks.MockMonitor):
         def RegisterResource(self, request: Any) -> Any:  # gRPC method name
-            response = super().RegisterResource(request)
+            response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
             if request.type != "pulumi:pulumi:Stack":
                 record.resources.append(
                     Registration(
@@ -181,7 +181,7 @@ def synthesize(stack: str, config: Mapping[str, str], secret_keys: list[str]) ->
         def RegisterResourceOutputs(self, request: Any) -> Any:
             if request.urn.endswith(f"pulumi:pulumi:Stack::{PROJECT}-{stack}"):
                 record.outputs = json_format.MessageToDict(request.outputs)
-            return super().RegisterResourceOutputs(request)
+            return super().RegisterResourceOutputs(request)  # type: ignore[no-untyped-call]
 
     mocks = Mocks()
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=RecordingMonitor(mocks))
@@ -194,7 +194,7 @@ def synthesize(stack: str, config: Mapping[str, str], secret_keys: list[str]) ->
     started = time.perf_counter()
     # set_mocks registers (and closes) a root stack of its own; drop it so the program
     # runs inside a fresh one whose outputs are registered at the end, as under the CLI.
-    set_root_resource(None)
+    set_root_resource(None)  # type: ignore[arg-type]  # the SDK accepts None: "no root yet"
     _sync_await(run_in_stack(program))
     record.seconds = time.perf_counter() - started
     return record

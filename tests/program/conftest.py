@@ -1,0 +1,50 @@
+"""Synthesize the example stacks once per session under Pulumi's mock monitor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tests.stacks import lab_stack, prod_stack, secret_strings
+from tools.synth import Synthesis, synthesize_in_subprocess
+
+
+@dataclass
+class Stack:
+    name: str
+    config: dict[str, Any]
+    secret_keys: list[str]
+    synth: Synthesis
+
+    @property
+    def secrets(self) -> list[str]:
+        return secret_strings(self.config, self.secret_keys)
+
+
+def _synth(name: str, loaded: tuple[dict[str, Any], list[str]]) -> Stack:
+    config, secret_keys = loaded
+    return Stack(name, config, secret_keys, synthesize_in_subprocess(name, config, secret_keys))
+
+
+@pytest.fixture(scope="session")
+def prod() -> Stack:
+    return _synth("prod", prod_stack())
+
+
+@pytest.fixture(scope="session")
+def lab() -> Stack:
+    return _synth("lab", lab_stack())
+
+
+@pytest.fixture(scope="session", params=["prod", "lab"])
+def stack(request: pytest.FixtureRequest) -> Stack:
+    fixture: Stack = request.getfixturevalue(request.param)
+    return fixture
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/program" in str(item.path):
+            item.add_marker(pytest.mark.program)
