@@ -665,7 +665,27 @@ def _check_networks(cfg: StackConfig) -> list[Problem]:
         return [Problem(f"{PROJECT}:tunnel.subnet", _show(str(subnet)), "an IPv4 subnet")]
     if subnet.num_addresses < len(cfg.hosts) + 2:
         problems.append(Problem(f"{PROJECT}:tunnel.subnet", _show(str(subnet)), f"room for {len(cfg.hosts)} hosts"))
+    pinned: dict[ipaddress.IPv4Address, int] = {}
     for i, host in enumerate(cfg.hosts):
+        address = host.tunnel_address
+        if address is not None and address in subnet:
+            if address in (subnet.network_address, subnet.broadcast_address):
+                problems.append(
+                    Problem(
+                        f"{PROJECT}:hosts[{i}].tunnel_address",
+                        _show(str(address)),
+                        "a host address, not the network or broadcast address",
+                    )
+                )
+            elif address in pinned:
+                problems.append(
+                    Problem(
+                        f"{PROJECT}:hosts[{i}].tunnel_address",
+                        _show(str(address)),
+                        f"an address no other host has (hosts[{pinned[address]}] has it)",
+                    )
+                )
+            pinned.setdefault(address, i)
         for field in ("lan_networks", "docker_networks"):
             for j, net in enumerate(getattr(host, field)):
                 if net.version == subnet.version and net.overlaps(subnet):
