@@ -48,7 +48,14 @@ def _pin_options(target: SshTarget) -> list[str]:
     if target.host_key is None:
         # The stack opted out of pinning (insecure_unpinned_host_keys): accept any key,
         # remember none.
-        return ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
+        return [
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+        ]
     key_type, key_b64 = target.host_key.split()[:2]
     return [
         "-o",
@@ -76,6 +83,7 @@ def ssh_options(target: SshTarget, jump: SshTarget | None = None) -> list[str]:
     if jump is not None:
         # ssh expands %-tokens in ProxyCommand, so the jump's own tokens are escaped.
         jump_opts = [o.replace("%", "%%") for o in ssh_options(jump)]
-        inner = ["ssh", *jump_opts, "-W", "%h:%p", ssh_destination(jump)]
+        # Brackets let -W take an IPv6 target (ssh reads "[addr]:port").
+        inner = ["ssh", *jump_opts, "-W", "[%h]:%p", ssh_destination(jump)]
         opts += ["-o", f"ProxyCommand={shlex.join(inner)}"]
     return opts

@@ -65,7 +65,7 @@ def test_jump_options_escape_the_jumps_tokens() -> None:
     jump = SshTarget("203.0.113.10", 22, "admin", KEY)
     opts = ssh_options(SshTarget("10.8.0.2", 22, "root", KEY), jump)
     proxy = next(o for o in opts if o.startswith("ProxyCommand="))
-    assert "%%H" in proxy and "-W %h:%p" in proxy and proxy.endswith("admin@203.0.113.10")
+    assert "%%H" in proxy and "-W '[%h]:%p'" in proxy and proxy.endswith("admin@203.0.113.10")
 
 
 def test_opt_out_accepts_any_key_and_remembers_none() -> None:

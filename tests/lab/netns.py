@@ -1,0 +1,576 @@
+"""Lab hosts: Linux network namespaces that each run their own ``sshd``.
+
+The lab tier tests the program against real SSH servers without any machine but this
+one. Each :class:`LabHost` is a network namespace with its own sshd, host key and
+authorized client key, so the program connects to it exactly as it does in production.
+
+Topology (no bridge, no forwarding, no default route anywhere)::
+
+    root namespace                          fw-<name>-<rand>  (a public host)
+    fwr<rand>  198.51.100.X  <---- veth ---->  eth0  203.0.113.X
+
+    fw-<a>-<rand>  (host A)                 fw-<b>-<rand>  (host B, added with via=A)
+    fwp<rand>  198.51.100.Y  <---- veth ---->  eth0  203.0.113.Y
+
+* A public host's veth runs from the root namespace, where the tests (and so ssh,
+  docker, pulumi) run. Each end has one /32 address and a /32 route to the other end:
+  the host namespace has no default route and reaches nothing else.
+* A private host (``via=A``) is linked to A's namespace only. The root namespace gets
+  an ``unreachable`` route for its address, so a direct attempt fails at once with
+  "No route to host" instead of leaking to the machine's real default route, and going
+  through A (an SSH jump) is the only way in. Namespaces do not forward packets.
+* Every host address has a /32 route in the root namespace (to its veth, or
+  unreachable). Adding it is how a lab claims the address: the kernel refuses a second
+  one, so labs of test runs that overlap cannot take the same address. A link's far end
+  has the host's number in the link network, so it is unique too.
+* Addresses are documentation ranges only, so nothing here sends a packet anywhere but
+  to a namespace of the lab: hosts in 203.0.113.0/24 (TEST-NET-3), link ends in
+  198.51.100.0/24 (TEST-NET-2). IPv6 hosts work the same way: hosts in
+  2001:db8:0:113::/64, link ends in 2001:db8:0:100::/64 (/128 each, no DAD).
+* Each sshd runs in a PID namespace of its own (``unshare --pid``), whose init it is:
+  it reaps the per-connection processes it orphans, and when it is stopped the kernel
+  kills whatever of it is left.
+
+Everything a :class:`Lab` creates (processes, namespaces, veths, routes, its temporary
+directory) is pushed on a cleanup stack as soon as it exists; :meth:`Lab.close` unwinds
+it, stops processes by PID, and may be called twice or after a failed ``add_host``.
+
+Side effect left behind on purpose: ``/run/sshd`` (sshd's compiled-in privilege
+separation directory, normally made by the ssh service) is created if missing and never
+removed, as an sshd of the system or of another lab may be using it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "HOST_NETWORK",
+    "HOST_NETWORK6",
+    "LINK_NETWORK",
+    "LINK_NETWORK6",
+    "REQUIRED_TOOLS",
+    "Lab",
+    "LabHost",
+    "generate_key",
+    "missing_lab_tools",
+    "require_lab_tools",
+]
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+HOST_NETWORK = ipaddress.IPv4Network("203.0.113.0/24")
+LINK_NETWORK = ipaddress.IPv4Network("198.51.100.0/24")
+HOST_NETWORK6 = ipaddress.IPv6Network("2001:db8:0:113::/64")
+LINK_NETWORK6 = ipaddress.IPv6Network("2001:db8:0:100::/64")
+_HOST_NETWORKS: dict[int, IPNetwork] = {4: HOST_NETWORK, 6: HOST_NETWORK6}
+_LINK_NETWORKS: dict[int, IPNetwork] = {4: LINK_NETWORK, 6: LINK_NETWORK6}
+# Addresses given out when add_host is not told one: host numbers 10..254 (IPv4) or
+# 10..65535 (IPv6) of the host network.
+_AUTO_HOSTS = {4: range(10, 255), 6: range(10, 0x10000)}
+
+SSHD = "/usr/sbin/sshd"  # sshd re-executes itself, so it must be started by absolute path
+PRIVSEP_DIR = Path("/run/sshd")
+APT_PACKAGES_FILE = "tools/apt-packages.txt"
+
+# tool -> Debian package that ships it
+REQUIRED_TOOLS: dict[str, str] = {
+    "ip": "iproute2",
+    "sshd": "openssh-server",
+    "ssh": "openssh-client",
+    "ssh-keygen": "openssh-client",
+    "ssh-keyscan": "openssh-client",
+    "ssh-agent": "openssh-client",
+    "ssh-add": "openssh-client",
+    "nft": "nftables",
+    "wg": "wireguard-tools",
+    "wireguard-go": "wireguard-go",
+    "pgrep": "procps",
+    "unshare": "util-linux",
+}
+
+_KEY_TYPES = ("ed25519", "ecdsa", "rsa")
+_NAME = re.compile(r"[a-z][a-z0-9]{0,15}")
+_SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin"])
+_COMMAND_TIMEOUT = 30.0
+_READY_TIMEOUT = 15.0
+_STOP_TIMEOUT = 5.0
+
+
+# --------------------------------------------------------------------------- preflight
+
+
+def missing_lab_tools() -> list[str]:
+    """Tools of :data:`REQUIRED_TOOLS` not found here (``sshd`` must be :data:`SSHD`)."""
+    missing = []
+    for tool in REQUIRED_TOOLS:
+        found = Path(SSHD).is_file() if tool == "sshd" else shutil.which(tool, path=_SEARCH_PATH)
+        if not found:
+            missing.append(tool)
+    return missing
+
+
+def require_lab_tools() -> None:
+    """Raise RuntimeError, saying what is wrong and how to fix it, unless the lab can run.
+
+    The lab tier never skips: a machine without its tools fails it loudly.
+    """
+    problems = []
+    missing = missing_lab_tools()
+    if missing:
+        packages = sorted({REQUIRED_TOOLS[tool] for tool in missing})
+        problems.append(
+            "missing tools: "
+            + ", ".join(f"{tool} (Debian package {REQUIRED_TOOLS[tool]})" for tool in missing)
+            + ". Install them with `make setup`, or as root: "
+            + f"apt-get update && apt-get install -y {' '.join(packages)}"
+            + f" (the full list is {APT_PACKAGES_FILE})"
+        )
+    if os.geteuid() != 0:
+        problems.append(
+            "not running as root: the lab creates network namespaces, veth links and routes, "
+            "and starts sshd; run the lab tier as root"
+        )
+    if problems:
+        raise RuntimeError("the lab test tier cannot run here:\n  - " + "\n  - ".join(problems))
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _run(cmd: list[str], *, env: dict[str, str] | None = None) -> str:
+    """Run a command, return its stdout, raise RuntimeError with its stderr on failure."""
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=_COMMAND_TIMEOUT, env=env, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"`{shlex.join(cmd)}` failed with exit status {result.returncode}: {result.stderr.strip()}")
+    return result.stdout
+
+
+def generate_key(path: Path, key_type: str = "ed25519") -> str:
+    """Make a passphrase-less keypair at ``path`` (+ ``.pub``); return ``"<type> <base64>"``."""
+    if key_type not in _KEY_TYPES:
+        raise ValueError(f"key type {key_type!r} is not one of {_KEY_TYPES}")
+    _run(["ssh-keygen", "-q", "-t", key_type, "-N", "", "-C", "", "-f", str(path)])
+    key_type_name, key_b64 = path.with_name(path.name + ".pub").read_text().split()[:2]
+    return f"{key_type_name} {key_b64}"
+
+
+def _stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process by PID, SIGKILL it if it has not exited in time, reap it."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(_STOP_TIMEOUT)
+
+
+def _terminate_pids(pids: list[int]) -> None:
+    """SIGTERM, then SIGKILL, processes by PID; wait until they are gone from /proc (reaped)."""
+    for sig, wait in ((signal.SIGTERM, 2.0), (signal.SIGKILL, _STOP_TIMEOUT)):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while (pids := [pid for pid in pids if Path(f"/proc/{pid}").exists()]) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not pids:
+            return
+    raise RuntimeError(f"processes {pids} survived SIGKILL")
+
+
+def _child_pid(parent: int) -> int | None:
+    """The PID of the (only) child of ``parent``, or None while it has none."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        if int(text[text.rindex(")") + 2 :].split()[1]) == parent:
+            return int(stat.parent.name)
+    return None
+
+
+def _stop_sshd(proc: subprocess.Popen[bytes], sshd_pid: int | None) -> None:
+    """Stop our sshd by PID; as init of its PID namespace it takes every session with it.
+
+    ``proc`` is ``unshare``, which exits when sshd does. Should that not happen, killing
+    ``unshare`` makes the kernel SIGKILL sshd too (``--kill-child``).
+    """
+    if sshd_pid is not None and proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(sshd_pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(_STOP_TIMEOUT)
+    _stop_process(proc)
+
+
+def _netns_pids(netns: str) -> list[int]:
+    if not Path("/run/netns", netns).exists():
+        return []
+    return [int(pid) for pid in _run(["ip", "netns", "pids", netns]).split()]
+
+
+def _delete_netns(netns: str) -> None:
+    """Stop, by PID, whatever still runs in a namespace of ours, then delete it.
+
+    Stopping sshd has normally ended everything in it already: this is the backstop.
+    """
+    _terminate_pids(_netns_pids(netns))
+    if Path("/run/netns", netns).exists():
+        _run(["ip", "netns", "delete", netns])
+
+
+def _delete_root_link(name: str) -> None:
+    if Path("/sys/class/net", name).exists():
+        _run(["ip", "link", "delete", name])
+
+
+def _ip(netns: str | None, ip: IPAddress) -> list[str]:
+    """``ip -4``/``ip -6``, in ``netns`` (None: the root namespace)."""
+    return ["ip", f"-{ip.version}", *([] if netns is None else ["-n", netns])]
+
+
+def _host_prefix(ip: IPAddress) -> str:
+    return f"{ip}/{ip.max_prefixlen}"
+
+
+def _root_routes(ip: IPAddress) -> list[dict[str, object]]:
+    routes: list[dict[str, object]] = json.loads(
+        _run([*_ip(None, ip), "-j", "route", "show", _host_prefix(ip)]) or "[]"
+    )
+    return routes
+
+
+def _delete_unreachable_route(ip: IPAddress) -> None:
+    if any(route.get("type") == "unreachable" for route in _root_routes(ip)):
+        _run([*_ip(None, ip), "route", "delete", "unreachable", _host_prefix(ip)])
+
+
+def _link_address(ip: IPAddress) -> IPAddress:
+    """The address of the far end of host ``ip``'s link: same host number, link network.
+
+    Unique as long as host addresses are, which the root namespace's routes enforce.
+    """
+    host_network, link_network = _HOST_NETWORKS[ip.version], _LINK_NETWORKS[ip.version]
+    return link_network[int(ip) - int(host_network.network_address)]
+
+
+def _claim(candidates: Iterable[IPAddress], route_add: Callable[[IPAddress], list[str]]) -> IPAddress:
+    """The first candidate whose root-namespace route ``route_add`` could add.
+
+    The kernel refuses a second route to the same /32 (/128), so that route is what
+    keeps two labs running at once (two test runs) from using one address.
+    """
+    taken = []
+    for ip in candidates:
+        cmd = route_add(ip)
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=_COMMAND_TIMEOUT, check=False)
+        if result.returncode == 0:
+            return ip
+        if "File exists" not in result.stderr:
+            raise RuntimeError(f"`{shlex.join(cmd)}` failed with exit status {result.returncode}: {result.stderr}")
+        taken.append(str(ip))
+    raise RuntimeError(f"addresses already routed in the root namespace (another lab running?): {taken}")
+
+
+def _link_end(netns: str | None, interface: str, local: IPAddress, remote: IPAddress | None) -> None:
+    """Give one veth end the address ``local`` and a route to ``remote``, and bring it up."""
+    ip = _ip(netns, local)
+    nodad = ["nodad"] if local.version == 6 else []  # usable at once, not "tentative"
+    _run([*ip, "addr", "add", _host_prefix(local), "dev", interface, *nodad])
+    _run([*ip, "link", "set", interface, "up"])
+    if remote is not None:
+        _run([*ip, "route", "add", _host_prefix(remote), "dev", interface])
+
+
+# --------------------------------------------------------------------------- the lab
+
+
+@dataclass(frozen=True)
+class LabHost:
+    """One namespace host and everything a test needs to reach it over SSH."""
+
+    name: str
+    netns: str  # network namespace: fw-<name>-<random>
+    address: str  # where sshd listens: in 203.0.113.0/24 (or 2001:db8:0:113::/64)
+    port: int
+    host_key: str  # "ssh-ed25519 AAAA..." (authorized_keys form, no comment)
+    client_key: Path  # private key authorized for root (passphrase-less)
+    sshd_pid: int
+    work_dir: Path  # keys, sshd_config, sshd.log
+    via: str | None = None  # name of the only host that can reach this one, if any
+    other_host_keys: tuple[str, ...] = ()  # further host keys sshd offers (other types)
+
+
+class Lab:
+    """A set of namespace hosts, torn down by :meth:`close` (or by leaving ``with``)."""
+
+    def __init__(self, base_dir: Path | None = None) -> None:
+        self._token = secrets.token_hex(3)
+        self._cleanups: list[tuple[str, Callable[[], None]]] = []
+        self.hosts: dict[str, LabHost] = {}
+        self.work_dir = Path(tempfile.mkdtemp(prefix=f"fw-lab-{self._token}-", dir=base_dir))
+        self._push(f"remove {self.work_dir}", lambda: shutil.rmtree(self.work_dir, ignore_errors=True))
+        self._agent_socket: Path | None = None
+        self._keys_in_agent: set[Path] = set()
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _push(self, what: str, action: Callable[[], None]) -> None:
+        self._cleanups.append((what, action))
+
+    def close(self) -> None:
+        """Undo everything, newest first; go on past errors and report them all at the end."""
+        errors = []
+        while self._cleanups:
+            what, action = self._cleanups.pop()
+            try:
+                action()
+            except Exception as exc:  # every step must get its chance
+                errors.append(f"{what}: {exc}")
+        if errors:
+            raise RuntimeError("lab cleanup failed:\n  " + "\n  ".join(errors))
+
+    # ----------------------------------------------------------------------- hosts
+
+    def add_host(
+        self,
+        name: str,
+        address: str | None = None,
+        *,
+        port: int = 22,
+        via: LabHost | None = None,
+        host_key_types: Iterable[str] = ("ed25519",),
+        ip_version: int = 4,
+    ) -> LabHost:
+        """Create namespace ``fw-<name>-<random>`` with sshd listening on ``address:port``.
+
+        Without ``address``, the lab takes a free one (of ``ip_version``, or of ``via``'s
+        version), which lets test runs overlap. Without ``via`` the host is linked to the
+        root namespace. With ``via=A`` it is linked to A's namespace only, so it can be
+        reached only by jumping through A. ``host_key_types`` are the host keys sshd gets:
+        the first is ``host_key``, the others are ``other_host_keys``.
+        """
+        if not _NAME.fullmatch(name):
+            raise ValueError(f"host name {name!r} must match {_NAME.pattern}")
+        if name in self.hosts:
+            raise ValueError(f"host {name!r} is already in this lab")
+        if via is not None and self.hosts.get(via.name) != via:
+            raise ValueError(f"via host {via.name!r} is not a host of this lab")
+        key_types = tuple(host_key_types)
+        if not key_types:
+            raise ValueError("a host needs at least one host key type")
+        candidates = self._candidates(address, via, ip_version)
+
+        netns = f"fw-{name}-{secrets.token_hex(3)}"
+        _run(["ip", "netns", "add", netns])
+        # Kills what sshd left in the namespace, then deletes it (and so its veth ends).
+        self._push(f"delete namespace {netns}", lambda: _delete_netns(netns))
+        _run(["ip", "-n", netns, "link", "set", "lo", "up"])
+        ip = self._link_to_root(netns, candidates) if via is None else self._link_to_host(netns, candidates, via)
+
+        host_dir = self.work_dir / name
+        host_dir.mkdir()
+        host_keys = [host_dir / f"ssh_host_{key_type}_key" for key_type in key_types]
+        host_key_lines = [generate_key(path, key_type) for path, key_type in zip(host_keys, key_types, strict=True)]
+        client_key = host_dir / "client_ed25519"
+        (host_dir / "authorized_keys").write_text(generate_key(client_key) + "\n")
+        config = host_dir / "sshd_config"
+        config.write_text(self._sshd_config(host_dir, str(ip), port, host_keys))
+
+        proc, sshd_pid = self._start_sshd(netns, config, host_dir / "sshd.log")
+        self._wait_ready(
+            proc,
+            address=str(ip),
+            port=port,
+            host_key=host_key_lines[0],
+            log=host_dir / "sshd.log",
+            probe_netns=None if via is None else via.netns,
+        )
+        host = LabHost(
+            name=name,
+            netns=netns,
+            address=str(ip),
+            port=port,
+            host_key=host_key_lines[0],
+            client_key=client_key,
+            sshd_pid=sshd_pid,
+            work_dir=host_dir,
+            via=None if via is None else via.name,
+            other_host_keys=tuple(host_key_lines[1:]),
+        )
+        self.hosts[name] = host
+        return host
+
+    def _candidates(self, address: str | None, via: LabHost | None, ip_version: int) -> list[IPAddress]:
+        """The addresses add_host may claim: the one it was given, or the free-looking ones."""
+        used = {ipaddress.ip_address(host.address) for host in self.hosts.values()}
+        if address is None:
+            version = ip_version if via is None else ipaddress.ip_address(via.address).version
+            network = _HOST_NETWORKS[version]
+            return [network[n] for n in _AUTO_HOSTS[version] if network[n] not in used]
+        ip = ipaddress.ip_address(address)
+        network = _HOST_NETWORKS[ip.version]
+        if ip not in network or ip in (network.network_address, network.broadcast_address):
+            raise ValueError(f"host address {address} is not a host address of {network}")
+        if via is not None and ipaddress.ip_address(via.address).version != ip.version:
+            raise ValueError(f"{address} cannot be linked to {via.address}: not the same IP version")
+        if ip in used:
+            raise ValueError(f"address {address} is already used in this lab")
+        return [ip]
+
+    def _link_to_root(self, netns: str, candidates: list[IPAddress]) -> IPAddress:
+        root_if = f"fwr{secrets.token_hex(4)}"
+        _run(["ip", "link", "add", root_if, "type", "veth", "peer", "name", "eth0", "netns", netns])
+        self._push(f"delete veth {root_if}", lambda: _delete_root_link(root_if))
+        _run(["ip", "link", "set", root_if, "up"])
+        # The route to the host, which goes with the veth, is also the claim on its address.
+        ip = _claim(candidates, lambda c: [*_ip(None, c), "route", "add", _host_prefix(c), "dev", root_if])
+        local = _link_address(ip)
+        _link_end(None, root_if, local, None)
+        _link_end(netns, "eth0", ip, local)
+        return ip
+
+    def _link_to_host(self, netns: str, candidates: list[IPAddress], via: LabHost) -> IPAddress:
+        # The root namespace must never send the address out of the real interface: an
+        # unreachable route, which is also the claim on the address.
+        ip = _claim(candidates, lambda c: [*_ip(None, c), "route", "add", "unreachable", _host_prefix(c)])
+        self._push(f"delete unreachable route {ip}", lambda: _delete_unreachable_route(ip))
+        local = _link_address(ip)
+        via_if = f"fwp{secrets.token_hex(4)}"
+        # The veth lives in the two namespaces only: deleting either namespace deletes it.
+        _run(["ip", "-n", via.netns, "link", "add", via_if, "type", "veth", "peer", "name", "eth0", "netns", netns])
+        _link_end(via.netns, via_if, local, ip)
+        _link_end(netns, "eth0", ip, local)
+        return ip
+
+    @staticmethod
+    def _sshd_config(host_dir: Path, address: str, port: int, host_keys: list[Path]) -> str:
+        lines = [
+            f"ListenAddress {address}",
+            f"Port {port}",
+            *(f"HostKey {path}" for path in host_keys),
+            f"AuthorizedKeysFile {host_dir / 'authorized_keys'}",
+            "PermitRootLogin prohibit-password",
+            "PubkeyAuthentication yes",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "UsePAM no",
+            f"PidFile {host_dir / 'sshd.pid'}",  # says 1: the PID inside sshd's PID namespace
+            "StrictModes no",
+            "AllowTcpForwarding yes",  # the default, spelled out: jumps (-W) need it
+            "LogLevel VERBOSE",
+        ]
+        return "\n".join(lines) + "\n"
+
+    def _start_sshd(self, netns: str, config: Path, log: Path) -> tuple[subprocess.Popen[bytes], int]:
+        """Start sshd in ``netns`` and in a PID namespace of its own; return (unshare, sshd PID).
+
+        sshd is the init of its PID namespace, so it reaps the per-connection processes
+        it orphans (a client that hangs up during key exchange leaves one) and, when it
+        exits, the kernel kills whatever of it is left: nothing outlives the host.
+        ``ip netns exec`` execs ``unshare`` (no fork), which forks sshd and waits for it.
+        """
+        PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
+        cmd = ["unshare", "--pid", "--kill-child", SSHD, "-D", "-f", str(config), "-E", str(log)]
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", netns, *cmd],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        sshd_pid: int | None = None
+        self._push(f"stop sshd in {netns}", lambda: _stop_sshd(proc, sshd_pid))
+        deadline = time.monotonic() + _READY_TIMEOUT
+        while (sshd_pid := _child_pid(proc.pid)) is None:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                text = log.read_text() if log.exists() else "(no log)"
+                raise RuntimeError(f"sshd in {netns} did not start (status {proc.poll()}):\n{text}")
+            time.sleep(0.01)
+        return proc, sshd_pid
+
+    @staticmethod
+    def _wait_ready(
+        proc: subprocess.Popen[bytes],
+        *,
+        address: str,
+        port: int,
+        host_key: str,
+        log: Path,
+        probe_netns: str | None,
+    ) -> None:
+        """Wait until sshd answers on address:port with host_key (seen from probe_netns)."""
+        keyscan = ["ssh-keyscan", "-T", "2", "-t", host_key.split(maxsplit=1)[0], "-p", str(port), address]
+        if probe_netns is not None:
+            keyscan = ["ip", "netns", "exec", probe_netns, *keyscan]
+        deadline = time.monotonic() + _READY_TIMEOUT
+        while True:
+            if proc.poll() is not None:
+                text = log.read_text() if log.exists() else "(no log)"
+                raise RuntimeError(f"sshd for {address}:{port} exited with status {proc.returncode}:\n{text}")
+            scan = subprocess.run(keyscan, capture_output=True, text=True, timeout=_COMMAND_TIMEOUT, check=False)
+            offered = {" ".join(line.split()[1:3]) for line in scan.stdout.splitlines() if not line.startswith("#")}
+            if host_key in offered:
+                break
+            if offered:
+                raise RuntimeError(f"{address}:{port} answers with another host key: {offered}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"sshd for {address}:{port} did not answer in {_READY_TIMEOUT}s: {scan.stderr}")
+            time.sleep(0.05)
+
+    # ----------------------------------------------------------------------- keys and agent
+
+    def spare_host_key(self, key_type: str = "ed25519") -> str:
+        """A freshly generated public key that no lab host has: the "wrong" pin."""
+        path = self.work_dir / f"spare_{key_type}_{secrets.token_hex(4)}"
+        return generate_key(path, key_type)
+
+    def agent_env(self, *hosts: LabHost) -> dict[str, str]:
+        """``{"SSH_AUTH_SOCK": ...}`` of an ssh-agent of this lab holding the hosts' client keys.
+
+        An agent is how an ``ssh`` started by a ProxyCommand (a jump) gets an identity:
+        it inherits the environment, but none of the outer ssh's ``-i``/``-F``/``-o``.
+        The agent is started once per lab and stopped, by PID, by :meth:`close`.
+        """
+        if self._agent_socket is None:
+            socket_path = self.work_dir / "agent.sock"
+            proc = subprocess.Popen(
+                ["ssh-agent", "-D", "-a", str(socket_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            self._push(f"stop ssh-agent {proc.pid}", lambda: _stop_process(proc))
+            deadline = time.monotonic() + _READY_TIMEOUT
+            while not socket_path.exists():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"ssh-agent did not create {socket_path}")
+                time.sleep(0.02)
+            self._agent_socket = socket_path
+        env = {"SSH_AUTH_SOCK": str(self._agent_socket)}
+        for host in hosts:
+            if host.client_key not in self._keys_in_agent:
+                _run(["ssh-add", "-q", str(host.client_key)], env={**os.environ, **env})
+                self._keys_in_agent.add(host.client_key)
+        return env

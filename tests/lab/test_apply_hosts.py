@@ -1,0 +1,120 @@
+"""The program applied by the lab applier (tools/applier) to namespace hosts over SSH.
+
+What runs for real: the program under the mock monitor, the applier's ssh to each
+namespace's own sshd with the connection the program built (pinned host key, the
+stack's private key through an agent, a jump host), and each host's arch check.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.lab.netns import Lab, LabHost, generate_key
+from tests.stacks import ROOT, lab_stack
+from tools.synth import stack_config_strings
+
+
+def _stack_for(lab: Lab, tmp_path: Path) -> tuple[dict[str, Any], list[str], dict[str, LabHost]]:
+    """Pulumi.lab.yaml with its hosts pointed at fresh namespace hosts."""
+    config, secret_keys = lab_stack()
+    deployer_key = tmp_path / "deployer"
+    deployer_pub = generate_key(deployer_key)
+    hosts: dict[str, LabHost] = {}
+    for i, host in enumerate(config["forgeway:hosts"]):
+        port = host.get("ssh_port", 22)
+        lab_host = lab.add_host(f"h{i}", f"203.0.113.{160 + i}", port=port)
+        # One deployer key for every host, as in production.
+        with (lab_host.work_dir / "authorized_keys").open("a") as keys:
+            keys.write(deployer_pub + "\n")
+        host.update(address=lab_host.address, host_key=lab_host.host_key, arch="amd64")
+        hosts[host["name"]] = lab_host
+    config["forgeway:ssh_private_key"] = deployer_key.read_text()
+    return config, secret_keys, hosts
+
+
+def _apply(config: dict[str, Any], secret_keys: list[str], state: Path, action: str = "apply") -> tuple[int, str, str]:
+    request = {
+        "action": action,
+        "stack": "lab",
+        "config": stack_config_strings(config),
+        "secret_keys": secret_keys,
+        "state": str(state),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "tools.applier"],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        check=False,
+    )
+    return done.returncode, done.stdout, done.stderr
+
+
+def _ops(stdout: str) -> list[tuple[str, str, str]]:
+    return [(c["op"], c["type"], c["name"]) for c in map(json.loads, stdout.splitlines())]
+
+
+def test_apply_checks_every_host_then_reapply_changes_nothing(lab: Lab, tmp_path: Path) -> None:
+    config, secret_keys, hosts = _stack_for(lab, tmp_path)
+    state = tmp_path / "state.json"
+    rc, out, err = _apply(config, secret_keys, state)
+    assert rc == 0, err
+    creates = {name for op, typ, name in _ops(out) if op == "create" and typ == "command:remote:Command"}
+    assert creates == {f"{name}-arch" for name in hosts}
+    assert state.stat().st_mode & 0o077 == 0, "state holds secrets: owner-only"
+
+    rc, out, err = _apply(config, secret_keys, state)
+    assert rc == 0, err
+    assert {op for op, _, _ in _ops(out)} == {"same"}, out
+
+
+def test_wrong_host_key_stops_with_the_host_and_step_and_next_apply_converges(lab: Lab, tmp_path: Path) -> None:
+    config, secret_keys, hosts = _stack_for(lab, tmp_path)
+    state = tmp_path / "state.json"
+    good_key = config["forgeway:hosts"][1]["host_key"]
+    config["forgeway:hosts"][1]["host_key"] = lab.spare_host_key()
+    rc, _, err = _apply(config, secret_keys, state)
+    assert rc == 1
+    name = config["forgeway:hosts"][1]["name"]
+    assert f"{name}-arch: `create` failed on host {hosts[name].address}" in err
+    assert "Host key verification failed" in err
+
+    config["forgeway:hosts"][1]["host_key"] = good_key
+    rc, out, err = _apply(config, secret_keys, state)
+    assert rc == 0, err
+    assert ("create", "command:remote:Command", f"{name}-arch") in _ops(out)
+
+
+def test_a_host_whose_cpu_is_not_its_configured_arch_is_refused(lab: Lab, tmp_path: Path) -> None:
+    config, secret_keys, _ = _stack_for(lab, tmp_path)
+    config["forgeway:hosts"][0]["arch"] = "arm64"
+    rc, _, err = _apply(config, secret_keys, tmp_path / "state.json")
+    assert rc == 1
+    assert "host 'vps' is x86_64 (amd64), but the stack config says arch: arm64" in err
+
+
+def test_an_unreachable_host_is_named(lab: Lab, tmp_path: Path) -> None:
+    config, secret_keys, hosts = _stack_for(lab, tmp_path)
+    # A port nothing listens on, in a lab namespace: the only traffic is to the lab.
+    config["forgeway:hosts"][2]["ssh_port"] = 2299
+    rc, _, err = _apply(config, secret_keys, tmp_path / "state.json")
+    assert rc == 1
+    name = config["forgeway:hosts"][2]["name"]
+    assert f"{name}-arch: `create` failed on host {hosts[name].address}" in err
+    assert "Connection refused" in err
+
+
+def test_destroy_removes_everything_from_state(lab: Lab, tmp_path: Path) -> None:
+    config, secret_keys, _ = _stack_for(lab, tmp_path)
+    state = tmp_path / "state.json"
+    assert _apply(config, secret_keys, state)[0] == 0
+    rc, out, err = _apply(config, secret_keys, state, action="destroy")
+    assert rc == 0, err
+    assert {op for op, _, _ in _ops(out)} == {"delete"}
+    assert json.loads(state.read_text())["entries"] == {}
