@@ -1,0 +1,333 @@
+"""`make lab` / `make lab-down`: the lab topology on this machine, and the lab stack on it.
+
+Topology (network namespaces ``fwl-*``; addresses exist only inside them):
+
+    client 203.0.113.100 ─┐
+    vps    203.0.113.10  ─┼─ fwl-inet (a bridge: "the internet", 203.0.113.0/24)
+    cgnat  203.0.113.20  ─┤      the deployer (root namespace) is 203.0.113.254 on it
+      │ 100.64.0.1        │
+      └─ homegw 100.64.0.2 (the home router: NAT to the CGNAT)
+           └─ 198.51.100.1 bridge: the home LAN; the deployer is 198.51.100.254 on it
+                home 198.51.100.2, runner-arm .3, runner-amd .4
+
+vps, home and the runners each run their own sshd with their own host key. The
+CGNAT router masquerades the home side with a short UDP timeout, so nothing reaches
+home unless home dials out. What exists of forgeway today is applied (tools/applier):
+host arch checks, WireGuard keys, the CA; the tunnel and forwarding come with issue 4.
+
+``runner-arm`` is declared arm64: its sshd gives sessions a PATH whose ``uname``
+says aarch64, so the arch check passes; nothing arm64 runs (this machine is x86_64).
+
+`make lab` is idempotent (an existing topology is kept; the apply is a no-op when
+nothing changed); `make lab-down` destroys the stack's resources, stops every
+process it started by PID and deletes the namespaces, veths and the lab directory.
+The description of what was built is in ``.lab/topology.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+LAB_DIR = ROOT / ".lab"
+TOPOLOGY = LAB_DIR / "topology.json"
+STATE = LAB_DIR / "state.json"
+PREFIX = "fwl-"
+SSHD = "/usr/sbin/sshd"
+INTERNET = "203.0.113"
+LAN = "198.51.100"
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    name: str  # the stack's host name
+    segment: str  # "internet" or "lan"
+    address: str
+    ssh_port: int
+    fake_machine: str | None = None  # what `uname -m` says in SSH sessions
+
+
+HOSTS = (
+    HostSpec("vps", "internet", f"{INTERNET}.10", 2202),
+    HostSpec("home", "lan", f"{LAN}.2", 22),
+    HostSpec("runner-arm", "lan", f"{LAN}.3", 22, fake_machine="aarch64"),
+    HostSpec("runner-amd", "lan", f"{LAN}.4", 22),
+)
+CLIENT = f"{INTERNET}.100"
+CGNAT_WAN, CGNAT_LAN, HOMEGW_WAN = f"{INTERNET}.20", "100.64.0.1", "100.64.0.2"
+DEPLOYER_INTERNET, DEPLOYER_LAN = f"{INTERNET}.254", f"{LAN}.254"
+
+
+def sh(*argv: str, netns: str | None = None, check: bool = True) -> str:
+    cmd = ["ip", "netns", "exec", netns, *argv] if netns else list(argv)
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=60)
+    if check and done.returncode != 0:
+        raise RuntimeError(f"`{' '.join(cmd)}` failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+def ns(name: str) -> str:
+    return f"{PREFIX}{name}"
+
+
+def _veth(a_ns: str | None, a_if: str, b_ns: str, b_if: str) -> None:
+    """A veth pair between two namespaces (None: the root namespace)."""
+    tmp_a, tmp_b = f"fwt{os.getpid() % 10000}a", f"fwt{os.getpid() % 10000}b"
+    sh("ip", "link", "add", tmp_a, "type", "veth", "peer", "name", tmp_b)
+    sh("ip", "link", "set", tmp_b, "netns", b_ns)
+    sh("ip", "-n", b_ns, "link", "set", tmp_b, "name", b_if)
+    if a_ns is not None:
+        sh("ip", "link", "set", tmp_a, "netns", a_ns)
+        sh("ip", "-n", a_ns, "link", "set", tmp_a, "name", a_if)
+    else:
+        sh("ip", "link", "set", tmp_a, "name", a_if)
+
+
+def _up(netns: str | None, ifname: str, cidr: str | None = None, master: str | None = None) -> None:
+    prefix = ["ip", "-n", netns] if netns else ["ip"]
+    if cidr:
+        sh(*prefix, "addr", "add", cidr, "dev", ifname)
+    if master:
+        sh(*prefix, "link", "set", ifname, "master", master)
+    sh(*prefix, "link", "set", ifname, "up")
+
+
+def _bridge(netns: str, name: str) -> None:
+    sh("ip", "-n", netns, "link", "add", name, "type", "bridge")
+    sh("ip", "-n", netns, "link", "set", name, "up")
+
+
+def _nat(netns: str, out_if: str, source: str) -> None:
+    ruleset = f"""table ip lab-nat {{
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    ip saddr {source} oifname "{out_if}" masquerade
+  }}
+}}
+"""
+    subprocess.run(["ip", "netns", "exec", netns, "nft", "-f", "-"], input=ruleset, text=True, check=True)
+    sh("sysctl", "-qw", "net.ipv4.ip_forward=1", netns=netns)
+
+
+def build_network() -> None:
+    """Create the namespaces and links (fails if any exists: run lab-down first)."""
+    names = ["inet", "client", "cgnat", "homegw"] + [h.name for h in HOSTS]
+    for name in names:
+        sh("ip", "netns", "add", ns(name))
+        sh("ip", "-n", ns(name), "link", "set", "lo", "up")
+    _bridge(ns("inet"), "br0")
+    _bridge(ns("homegw"), "br0")
+    # the internet segment
+    for name, addr in [("client", CLIENT), ("cgnat", CGNAT_WAN)] + [
+        (h.name, h.address) for h in HOSTS if h.segment == "internet"
+    ]:
+        port = f"p-{name}"[:15]
+        _veth(ns("inet"), port, ns(name), "eth0")
+        _up(ns("inet"), port, master="br0")
+        _up(ns(name), "eth0", f"{addr}/24")
+    _veth(None, "fwl-inet0", ns("inet"), "p-deployer")
+    _up(ns("inet"), "p-deployer", master="br0")
+    _up(None, "fwl-inet0", f"{DEPLOYER_INTERNET}/24")
+    # CGNAT: 100.64.0.0/24 behind one public address, short UDP mappings
+    _veth(ns("cgnat"), "eth1", ns("homegw"), "eth0")
+    _up(ns("cgnat"), "eth1", f"{CGNAT_LAN}/24")
+    _up(ns("homegw"), "eth0", f"{HOMEGW_WAN}/24")
+    _nat(ns("cgnat"), "eth0", "100.64.0.0/24")
+    sh("sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout=10", netns=ns("cgnat"), check=False)
+    sh("sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout_stream=20", netns=ns("cgnat"), check=False)
+    sh("ip", "-n", ns("homegw"), "route", "add", "default", "via", CGNAT_LAN)
+    # the home LAN
+    _up(ns("homegw"), "br0", f"{LAN}.1/24")
+    _nat(ns("homegw"), "eth0", f"{LAN}.0/24")
+    for h in HOSTS:
+        if h.segment == "lan":
+            port = f"p-{h.name}"[:15]
+            _veth(ns("homegw"), port, ns(h.name), "eth0")
+            _up(ns("homegw"), port, master="br0")
+            _up(ns(h.name), "eth0", f"{h.address}/24")
+            sh("ip", "-n", ns(h.name), "route", "add", "default", "via", f"{LAN}.1")
+    _veth(None, "fwl-lan0", ns("homegw"), "p-deployer")
+    _up(ns("homegw"), "p-deployer", master="br0")
+    _up(None, "fwl-lan0", f"{DEPLOYER_LAN}/24")
+
+
+def _keygen(path: Path) -> str:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(path)], check=True)
+    return " ".join(path.with_name(path.name + ".pub").read_text().split()[:2])
+
+
+def start_sshd(spec: HostSpec, work: Path, deployer_pub: str) -> dict[str, Any]:
+    """sshd in the host's namespace and its own PID namespace, detached from make."""
+    work.mkdir(parents=True)
+    host_key = _keygen(work / "ssh_host_ed25519_key")
+    (work / "authorized_keys").write_text(deployer_pub + "\n")
+    lines = [
+        f"ListenAddress {spec.address}",
+        f"Port {spec.ssh_port}",
+        f"HostKey {work / 'ssh_host_ed25519_key'}",
+        f"AuthorizedKeysFile {work / 'authorized_keys'}",
+        "PermitRootLogin prohibit-password",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "UsePAM no",
+        "StrictModes no",
+        f"PidFile {work / 'sshd.pid'}",
+    ]
+    if spec.fake_machine:
+        shim = work / "bin"
+        shim.mkdir()
+        (shim / "uname").write_text(
+            f'#!/bin/sh\n[ "$1" = "-m" ] && {{ echo {spec.fake_machine}; exit 0; }}\nexec /bin/uname "$@"\n'
+        )
+        (shim / "uname").chmod(0o755)
+        lines.append(f"SetEnv PATH={shim}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    (work / "sshd_config").write_text("\n".join(lines) + "\n")
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", ns(spec.name), "unshare", "--pid", "--kill-child", "--fork", SSHD, "-D",
+         "-f", str(work / "sshd_config"), "-E", str(work / "sshd.log")],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 15
+    while True:
+        scan = subprocess.run(
+            ["ssh-keyscan", "-T", "2", "-t", "ed25519", "-p", str(spec.ssh_port), spec.address],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if host_key.split()[1] in scan.stdout:
+            break
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"sshd of lab host {spec.name} did not come up: {(work / 'sshd.log').read_text()}")
+        time.sleep(0.1)
+    return {"name": spec.name, "netns": ns(spec.name), "address": spec.address, "ssh_port": spec.ssh_port,
+            "host_key": host_key, "pid": proc.pid}  # fmt: skip
+
+
+def lab_config(topology: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Pulumi.lab.yaml with this lab's host keys, deployer key and runner tokens."""
+    import secrets as token_source
+
+    from tools.stackfile import load_stack_file
+
+    config, secret_keys = load_stack_file(ROOT / "Pulumi.lab.yaml", None)
+    by_name = {h["name"]: h for h in topology["hosts"]}
+    for host in config["forgeway:hosts"]:
+        host["host_key"] = by_name[host["name"]]["host_key"]
+    config["forgeway:ssh_private_key"] = (LAB_DIR / "deployer").read_text()
+    tokens = json.loads((LAB_DIR / "runner-tokens.json").read_text())
+    if not tokens:
+        tokens = {
+            h["name"]: "glrt-" + token_source.token_urlsafe(15)
+            for h in config["forgeway:hosts"]
+            if "runner" in h["roles"]
+        }
+    config["forgeway:runner_tokens"] = tokens
+    return config, [*secret_keys, "forgeway:ssh_private_key", "forgeway:runner_tokens"]
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
+def up() -> int:
+    from tools.synth import stack_config_strings
+
+    if not TOPOLOGY.exists():
+        if any(line.startswith(PREFIX) for line in sh("ip", "netns", "list").splitlines()):
+            print("lab: namespaces fwl-* exist without .lab/topology.json; run `make lab-down` first", file=sys.stderr)
+            return 1
+        LAB_DIR.mkdir(mode=0o700, exist_ok=True)
+        try:
+            deployer_pub = _keygen(LAB_DIR / "deployer")
+            build_network()
+            hosts = []
+            for spec in HOSTS:
+                hosts.append(start_sshd(spec, LAB_DIR / "hosts" / spec.name, deployer_pub))
+                # Record each started sshd at once, so lab-down finds it even if a later step fails.
+                TOPOLOGY.with_suffix(".partial").write_text(json.dumps({"hosts": hosts}))
+        except Exception:
+            down()
+            raise
+        _write_private(LAB_DIR / "runner-tokens.json", "{}")
+        topology = {
+            "namespaces": sorted(
+                line.split()[0] for line in sh("ip", "netns", "list").splitlines() if line.startswith(PREFIX)
+            ),
+            "client": {"netns": ns("client"), "address": CLIENT},
+            "hosts": hosts,
+            "deployer": {"internet": DEPLOYER_INTERNET, "lan": DEPLOYER_LAN},
+            "public_ports": [80, 443, 22, 5050],
+            "vps_public_address": next(h.address for h in HOSTS if h.name == "vps"),
+        }
+        TOPOLOGY.write_text(json.dumps(topology, indent=1) + "\n")
+        print(f"lab: built {len(topology['namespaces'])} namespaces; described in {TOPOLOGY.relative_to(ROOT)}")
+    topology = json.loads(TOPOLOGY.read_text())
+    config, secret_keys = lab_config(topology)
+    _write_private(LAB_DIR / "runner-tokens.json", json.dumps(config["forgeway:runner_tokens"]))
+    request = {"action": "apply", "stack": "lab", "config": stack_config_strings(config),
+               "secret_keys": secret_keys, "state": str(STATE)}  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "tools.applier"], input=json.dumps(request), text=True,
+                          capture_output=True, cwd=ROOT, check=False)  # fmt: skip
+    sys.stderr.write(done.stderr)
+    if done.returncode != 0:
+        return done.returncode
+    changes = [json.loads(line) for line in done.stdout.splitlines()]
+    changed = [c for c in changes if c["op"] != "same"]
+    print(f"lab: applied the lab stack: {len(changed)} change(s), {len(changes) - len(changed)} unchanged")
+    print(f"lab: from the client: ip netns exec {ns('client')} ssh ... (GitLab through the VPS comes with issue 4)")
+    return 0
+
+
+def down() -> int:
+    """Destroy the stack's resources, stop our processes by PID, delete the namespaces."""
+    errors: list[str] = []
+    if STATE.exists() and TOPOLOGY.exists():
+        request = {"action": "destroy", "state": str(STATE)}
+        done = subprocess.run([sys.executable, "-m", "tools.applier"], input=json.dumps(request), text=True,
+                              capture_output=True, cwd=ROOT, check=False)  # fmt: skip
+        if done.returncode != 0:
+            errors.append(f"destroy: {done.stderr.strip()}")
+    for described in (TOPOLOGY, TOPOLOGY.with_suffix(".partial")):
+        if not described.exists():
+            continue
+        for host in json.loads(described.read_text())["hosts"]:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(host["pid"], signal.SIGTERM)  # unshare and its sshd (their own session)
+    for line in sh("ip", "netns", "list").splitlines():
+        name = line.split()[0] if line.strip() else ""
+        if name.startswith(PREFIX):
+            sh("ip", "netns", "delete", name, check=False)
+    for link in ("fwl-inet0", "fwl-lan0"):
+        sh("ip", "link", "delete", link, check=False)
+    shutil.rmtree(LAB_DIR, ignore_errors=True)
+    for err in errors:
+        print(f"lab-down: {err}", file=sys.stderr)
+    print("lab-down: namespaces, processes and .lab/ removed")
+    return 1 if errors else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="The forgeway lab on this machine.")
+    parser.add_argument("action", choices=["up", "down"])
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("lab: needs root (network namespaces); run as root", file=sys.stderr)
+        return 1
+    return up() if args.action == "up" else down()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
