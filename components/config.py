@@ -107,12 +107,14 @@ def _arch(value: Any) -> Any:
             "install a 64-bit (aarch64) OS on this device and use arm64"
         )
     aliases = {"aarch64": "arm64", "x86_64": "amd64", "x86-64": "amd64"}
-    return aliases.get(value, value) if isinstance(value, str) else value
+    return aliases.get(value.lower(), value.lower()) if isinstance(value, str) else value
 
 
 def _image(value: str) -> str:
     if _DIGEST.search(value):
         return value
+    if "@" in value:
+        raise ValueError("expected a digest of the form name@sha256:<64 hex digits>")
     name, _, tag = value.rpartition(":")
     if not name or "/" in tag:
         raise ValueError(
@@ -208,7 +210,8 @@ class Tunnel(_Model):
 
     subnet: Network = Field(ipaddress.ip_network("10.8.0.0/24"), description="Tunnel subnet (IPv4)")
     listen_port: Port = Field(51820, description="UDP port of WireGuard on the VPS")
-    uplink_mtu: Annotated[int, Field(ge=1280, le=9000)] = Field(
+    # 1360: the smallest uplink whose default tunnel MTU (uplink - 80) carries IPv6's 1280.
+    uplink_mtu: Annotated[int, Field(ge=1360, le=9000)] = Field(
         1500, description="MTU of the narrowest uplink on the path"
     )
     mtu: Annotated[int, Field(ge=1280, le=8920)] | None = Field(
@@ -268,7 +271,7 @@ class GitLab(_Model):
 
     domain: Hostname = Field(description="Public DNS name of GitLab, pointing at the VPS")
     external_url: str | None = Field(None, description="Default https://<domain> (with the https port if not 443)")
-    images: dict[Arch, Image] = Field(description="Pinned image per architecture: {arm64: ..., amd64: ...}")
+    images: dict[ArchField, Image] = Field(description="Pinned image per architecture: {arm64: ..., amd64: ...}")
     small_device: Literal["auto", "on", "off"] = Field(
         "auto", description="Small-device profile; auto: on for arm64 hosts with <= 8 GB"
     )
@@ -287,7 +290,9 @@ class Registry(_Model):
 class Runners(_Model):
     """Settings shared by every runner host."""
 
-    images: dict[Arch, Image] = Field(default_factory=dict, description="Pinned gitlab-runner image per architecture")
+    images: dict[ArchField, Image] = Field(
+        default_factory=dict, description="Pinned gitlab-runner image per architecture"
+    )
 
 
 class StackConfig(_Model):
@@ -440,7 +445,7 @@ class ConfigError(Exception):
     """Every problem of a stack config, one per line."""
 
     def __init__(self, problems: Iterable[Problem]) -> None:
-        self.problems = sorted(set(problems), key=lambda p: p.key)
+        self.problems = sorted(set(problems), key=lambda p: (p.key, p.expected, p.value))
         lines = [f"  - {p}" for p in self.problems]
         super().__init__(
             f"the stack config has {len(self.problems)} problem(s); nothing was changed:\n" + "\n".join(lines)
@@ -455,6 +460,8 @@ def _show(value: Any) -> str:
 def _key_path(top: str, loc: tuple[int | str, ...]) -> str:
     path = f"{PROJECT}:{top}"
     for part in loc:
+        if part == "[key]":
+            continue  # pydantic's marker for "the key of this map entry"
         path += f"[{part}]" if isinstance(part, int) else f".{part}"
     return path
 
@@ -539,6 +546,15 @@ def _check_roles(cfg: StackConfig) -> list[Problem]:
         seen.setdefault(host.name, i)
         if len(set(host.roles)) != len(host.roles):
             problems.append(Problem(f"{PROJECT}:hosts[{i}].roles", _show(host.roles), "each role once"))
+        if host.runner is not None and host.runner.privileged and not host.runner.protected_only:
+            problems.append(
+                Problem(
+                    f"{PROJECT}:hosts[{i}].runner.privileged",
+                    "true",
+                    "privileged only with runner.protected_only: true (privileged jobs own the host; "
+                    "let only protected branches and tags run them)",
+                )
+            )
         if "runner" not in host.roles and host.runner is not None:
             problems.append(
                 Problem(f"{PROJECT}:hosts[{i}].runner", "{...}", "runner settings only on a host with role 'runner'")
@@ -589,6 +605,7 @@ def _check_ports(cfg: StackConfig) -> list[Problem]:
     problems = []
     by_service: dict[str, int] = {}
     by_public: dict[int, int] = {}
+    by_home: dict[int, int] = {}
     for i, fp in enumerate(cfg.forwarding.ports):
         key = f"{PROJECT}:forwarding.ports[{i}]"
         if fp.service in by_service:
@@ -605,8 +622,21 @@ def _check_ports(cfg: StackConfig) -> list[Problem]:
                     f"a public port no other service uses (ports[{by_public[fp.public]}] has it)",
                 )
             )
+        if fp.home_port in by_home and fp.public not in by_public:  # a public clash says it already
+            other = by_home[fp.home_port]
+            # Name the entry whose home port was set explicitly: that is the one to change.
+            at, seen = (i, other) if fp.home is not None or cfg.forwarding.ports[other].home is None else (other, i)
+            field = "home" if cfg.forwarding.ports[at].home is not None else "public"
+            problems.append(
+                Problem(
+                    f"{PROJECT}:forwarding.ports[{at}].{field}",
+                    _show(fp.home_port),
+                    f"a home port no other service lands on (ports[{seen}] lands there too; home defaults to public)",
+                )
+            )
         by_service.setdefault(fp.service, i)
         by_public.setdefault(fp.public, i)
+        by_home.setdefault(fp.home_port, i)
     if "https" not in by_service:
         problems.append(
             Problem(
@@ -621,12 +651,43 @@ def _check_ports(cfg: StackConfig) -> list[Problem]:
                 "a registry entry while registry.enabled is true",
             )
         )
-    if cfg.gitlab.tls == "letsencrypt" and cfg.forwarding.port("http") is None:
+    http = cfg.forwarding.port("http")
+    if cfg.gitlab.tls == "letsencrypt" and http is not None and http.public != 80:
+        problems.append(
+            Problem(
+                f"{PROJECT}:forwarding.ports[{cfg.forwarding.ports.index(http)}].public",
+                _show(http.public),
+                "80: gitlab.tls=letsencrypt answers the ACME HTTP-01 challenge on public port 80",
+            )
+        )
+    if cfg.gitlab.tls == "letsencrypt" and http is None:
         problems.append(
             Problem(
                 f"{PROJECT}:forwarding.ports",
                 _show(sorted(by_service)),
                 "an http entry on port 80: gitlab.tls=letsencrypt answers its challenge there",
+            )
+        )
+    if cfg.tunnel.listen_port in {fp.public for fp in cfg.forwarding.ports}:
+        problems.append(
+            Problem(f"{PROJECT}:tunnel.listen_port", _show(cfg.tunnel.listen_port), "a UDP port not also forwarded")
+        )
+    return problems
+
+
+def _check_host_ports(cfg: StackConfig) -> list[Problem]:
+    """Ports that must not clash with the hosts' own SSH: the VPS admin, GitLab's host."""
+    problems = []
+    ssh = cfg.forwarding.port("ssh")
+    gitlab = cfg.hosts_with("gitlab")
+    if ssh is not None and len(gitlab) == 1 and ssh.home_port == gitlab[0].ssh_port:
+        problems.append(
+            Problem(
+                f"{PROJECT}:forwarding.ports[{cfg.forwarding.ports.index(ssh)}].home",
+                _show(ssh.home_port),
+                f"a port other than the own SSH port of host '{gitlab[0].name}' "
+                f"(hosts[{cfg.hosts.index(gitlab[0])}].ssh_port={gitlab[0].ssh_port}); GitLab's SSH must land "
+                "elsewhere, e.g. 2222",
             )
         )
     vps = cfg.hosts_with("vps")
@@ -651,18 +712,28 @@ def _check_ports(cfg: StackConfig) -> list[Problem]:
                     f"(hosts[{_host_index(cfg, vps[0])}].ssh_port={vps[0].ssh_port})",
                 )
             )
-        if cfg.tunnel.listen_port in {fp.public for fp in cfg.forwarding.ports}:
-            problems.append(
-                Problem(f"{PROJECT}:tunnel.listen_port", _show(cfg.tunnel.listen_port), "a UDP port not also forwarded")
+    return problems
+
+
+def _check_mtu(cfg: StackConfig) -> list[Problem]:
+    problems = []
+    if cfg.tunnel.mtu is not None and cfg.tunnel.mtu > cfg.tunnel.uplink_mtu - 60:
+        problems.append(
+            Problem(
+                f"{PROJECT}:tunnel.mtu",
+                _show(cfg.tunnel.mtu),
+                f"at most uplink_mtu - 60 = {cfg.tunnel.uplink_mtu - 60} (WireGuard adds 60-80 bytes)",
             )
+        )
     return problems
 
 
 def _check_networks(cfg: StackConfig) -> list[Problem]:
     problems = []
     subnet = cfg.tunnel.subnet
+    problems += _check_mtu(cfg)
     if subnet.version != 4:
-        return [Problem(f"{PROJECT}:tunnel.subnet", _show(str(subnet)), "an IPv4 subnet")]
+        return [*problems, Problem(f"{PROJECT}:tunnel.subnet", _show(str(subnet)), "an IPv4 subnet")]
     if subnet.num_addresses < len(cfg.hosts) + 2:
         problems.append(Problem(f"{PROJECT}:tunnel.subnet", _show(str(subnet)), f"room for {len(cfg.hosts)} hosts"))
     pinned: dict[ipaddress.IPv4Address, int] = {}
@@ -704,14 +775,6 @@ def _check_networks(cfg: StackConfig) -> list[Problem]:
                     f"an address inside tunnel.subnet {subnet}",
                 )
             )
-    if cfg.tunnel.mtu is not None and cfg.tunnel.mtu > cfg.tunnel.uplink_mtu - 60:
-        problems.append(
-            Problem(
-                f"{PROJECT}:tunnel.mtu",
-                _show(cfg.tunnel.mtu),
-                f"at most uplink_mtu - 60 = {cfg.tunnel.uplink_mtu - 60} (WireGuard adds 60-80 bytes)",
-            )
-        )
     return problems
 
 
@@ -742,7 +805,8 @@ def _check_images(cfg: StackConfig) -> list[Problem]:
 CROSS_CHECKS: tuple[tuple[frozenset[str], Check], ...] = (
     (frozenset({"hosts"}), _check_roles),
     (frozenset({"hosts"}), _check_host_links),
-    (frozenset({"hosts", "forwarding", "registry", "gitlab", "tunnel"}), _check_ports),
+    (frozenset({"forwarding", "registry", "gitlab", "tunnel"}), _check_ports),
+    (frozenset({"hosts", "forwarding"}), _check_host_ports),
     (frozenset({"tunnel"}), _check_networks),
     (frozenset({"hosts", "gitlab", "runners"}), _check_images),
 )
@@ -784,6 +848,44 @@ def _check_secrets(cfg: StackConfig, secrets: Mapping[str, Any]) -> list[Problem
 # --- the loader --------------------------------------------------------------------
 
 
+def _unknown_key(full_key: str, value: Any, secret: bool) -> Problem:
+    prefix = f"{PROJECT}:"
+    known = [*SECTIONS, *SECRET_KEYS]
+    hint = difflib.get_close_matches(full_key.removeprefix(prefix), known, n=1)
+    if hint and hint[0] in SECRET_KEYS:
+        # Probably a secret under a misspelt name: never show it, say how to store it.
+        return Problem(
+            full_key,
+            "[secret]",
+            f"unknown key; did you mean '{prefix}{hint[0]}'? Store it encrypted: {fix_command(hint[0])}",
+        )
+    return Problem(
+        full_key,
+        "[secret]" if secret else _show(value),
+        "unknown key" + (f"; did you mean '{prefix}{hint[0]}'?" if hint else f" (known: {', '.join(known)})"),
+    )
+
+
+def _read_secret(key: str, value: Any, secret: bool, secrets: dict[str, Any]) -> list[Problem]:
+    """Validate one secret key into ``secrets``; its problems never show the value."""
+    problems = []
+    if not secret:
+        problems.append(
+            Problem(
+                f"{PROJECT}:{key}",
+                "[secret]",
+                f"an encrypted secret, but it is plaintext in the stack file; fix: {fix_command(key)}",
+            )
+        )
+    try:
+        secrets[key] = SECRET_KEYS[key].adapter.validate_python(value)
+    except ValidationError as exc:
+        problems += _problems_from(exc, base=(key,), root=None, secret=lambda _: True)
+        if isinstance(value, dict):
+            secrets[key] = dict(value)  # its names still count; the error is reported
+    return problems
+
+
 def parse_stack(raw: Mapping[str, Any], secret_keys: Iterable[str] = ()) -> tuple[StackConfig, dict[str, Any]]:
     """Validate one stack's config; return it and the (plain) secret values.
 
@@ -792,41 +894,21 @@ def parse_stack(raw: Mapping[str, Any], secret_keys: Iterable[str] = ()) -> tupl
     with every problem found.
     """
     secret_set = set(secret_keys)
+    prefix = f"{PROJECT}:"
     config: StackConfig
     problems: list[Problem] = []
     sections: dict[str, Any] = {}
     secrets: dict[str, Any] = {}
-    prefix = f"{PROJECT}:"
-    known = [*SECTIONS, *SECRET_KEYS]
     for full_key, value in raw.items():
         if not full_key.startswith(prefix):
             continue  # provider config (docker:host, ...) is not ours to check
-        key = full_key[len(prefix) :]
+        key = full_key.removeprefix(prefix)
         if key in SECRET_KEYS:
-            if full_key not in secret_set:
-                problems.append(
-                    Problem(
-                        full_key,
-                        "[secret]",
-                        f"an encrypted secret, but it is plaintext in the stack file; fix: {fix_command(key)}",
-                    )
-                )
-            try:
-                secrets[key] = SECRET_KEYS[key].adapter.validate_python(value)
-            except ValidationError as exc:
-                problems += _problems_from(exc, base=(key,), root=None, secret=lambda _: True)
+            problems += _read_secret(key, value, full_key in secret_set, secrets)
         elif key in SECTIONS:
             sections[key] = value
         else:
-            hint = difflib.get_close_matches(key, known, n=1)
-            problems.append(
-                Problem(
-                    full_key,
-                    _show(value) if full_key not in secret_set else "[secret]",
-                    "unknown key"
-                    + (f"; did you mean '{prefix}{hint[0]}'?" if hint else f" (known: {', '.join(known)})"),
-                )
-            )
+            problems.append(_unknown_key(full_key, value, full_key in secret_set))
 
     try:
         config = StackConfig.model_validate(sections)
@@ -839,9 +921,18 @@ def parse_stack(raw: Mapping[str, Any], secret_keys: Iterable[str] = ()) -> tupl
             problems += [_reindex(p, host_index) for p in check(config)]
     if "hosts" in whole:
         problems += _check_secrets(config, secrets)
+    problems = [_masked(p, secret_set) for p in problems]
     if problems:
         raise ConfigError(problems)
     return config, secrets
+
+
+def _masked(problem: Problem, secret_set: set[str]) -> Problem:
+    """A problem on a key stored as a secret never shows the value given."""
+    top = re.split(r"[.\[]", problem.key, maxsplit=1)[0]
+    if top in secret_set and problem.value not in ("nothing", "[secret]"):
+        return Problem(problem.key, "[secret]", problem.expected)
+    return problem
 
 
 def _reindex(problem: Problem, host_index: list[int]) -> Problem:
@@ -864,7 +955,8 @@ def _partial(sections: Mapping[str, Any]) -> tuple[StackConfig, frozenset[str], 
     host_index: list[int] = []
     for key in SECTIONS:
         if key not in sections:
-            whole.add(key)  # the default applies
+            if not StackConfig.model_fields[key].is_required():
+                whole.add(key)  # the default applies
             continue
         try:
             StackConfig.model_validate({**_MINIMAL, key: sections[key]})
