@@ -108,11 +108,12 @@ def set_path(config: Config, path: str, value: Any) -> None:
     if isinstance(parent, list) and isinstance(last, int) and last == len(parent):
         parent.append(value)
         return
-    if not (isinstance(parent, list) and isinstance(last, int) and last < len(parent)) and not (
-        isinstance(parent, dict) and isinstance(last, str)
-    ):
+    if isinstance(parent, list) and isinstance(last, int) and last < len(parent):
+        parent[last] = value
+    elif isinstance(parent, dict) and isinstance(last, str):
+        parent[last] = value
+    else:
         raise ValueError(f"{path}: cannot set {last!r} in a {type(parent).__name__}")
-    parent[last] = value
 
 
 def delete_path(config: Config, path: str) -> None:
