@@ -1,0 +1,143 @@
+#!/bin/sh
+# Remove what tunnel-up.sh added for WireGuard interface IF: its boot units, the
+# wireguard-go process (by its PID file), the interface (with its address and routes),
+# the saved key, config and settings, the PID file and log. Succeeds when all of that
+# is already gone, printing "ok IF: nothing to remove".
+#
+#   tunnel-down.sh IF
+#
+# Shared things go with the last interface: the unit templates and the saved copy of
+# tunnel-up.sh. Left on purpose: /run/wireguard (wireguard-go's own directory).
+# Environment: FORGEWAY_ETC, FORGEWAY_RUN, FORGEWAY_WG_SOCKET_DIR, as tunnel-up.sh.
+set -eu
+
+fail() {
+  echo "tunnel-down: $*" >&2
+  exit 1
+}
+
+[ $# -eq 1 ] || fail "usage: tunnel-down.sh IF"
+if=$1
+case $if in
+  '' | *[!a-zA-Z0-9_=+.-]*) fail "bad interface name '$if'" ;;
+esac
+[ ${#if} -le 15 ] || fail "interface name '$if' is longer than 15 characters"
+
+etc=${FORGEWAY_ETC:-/etc}
+run=${FORGEWAY_RUN:-/run/forgeway}
+sockets=${FORGEWAY_WG_SOCKET_DIR:-/run/wireguard}
+state=$etc/forgeway/wireguard
+units=$etc/systemd/system
+pidfile=$run/$if.pid
+svc=forgeway-tunnel@$if.service
+timer=forgeway-tunnel-reresolve@$if.timer
+
+removed=
+gone() {
+  removed=yes
+  echo "removed $if: $1"
+}
+remove() { # remove PATH...: the files that exist
+  for _f in "$@"; do
+    if [ -e "$_f" ] || [ -L "$_f" ]; then
+      rm -f "$_f"
+      gone "$_f"
+    fi
+  done
+}
+
+# --- units first, so nothing brings the tunnel back ---------------------------------------
+
+if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+  for u in "$timer" "$svc"; do
+    if systemctl is-active --quiet "$u"; then
+      systemctl stop "$u" # stopping the service also stops a wireguard-go it started
+      gone "stopped $u"
+    fi
+  done
+fi
+remove "$units/timers.target.wants/$timer" "$units/multi-user.target.wants/$svc"
+
+# --- the wireguard-go process and the interface ---------------------------------------------
+
+read -r self_stat </proc/self/stat || self_stat=
+proc_ok=no
+[ "${self_stat%% *}" != "$$" ] || proc_ok=yes
+
+link_kind() { # none, kernel (wireguard), tun (wireguard-go) or other
+  _d=$(ip -d link show dev "$if" 2>/dev/null) || {
+    echo none
+    return 0
+  }
+  _d=$(printf '%s\n' "$_d" | sed 1d)
+  if printf '%s\n' "$_d" | grep -qw wireguard; then
+    echo kernel
+  elif printf '%s\n' "$_d" | grep -q '^ *tun '; then
+    echo tun
+  else
+    echo other
+  fi
+}
+
+running() { # running PID: alive and, where /proc can tell, not a zombie waiting for its reaper
+  kill -0 "$1" 2>/dev/null || return 1
+  [ "$proc_ok" = yes ] || return 0
+  read -r _s 2>/dev/null <"/proc/$1/stat" || return 1
+  _s=${_s##*) }
+  [ "${_s%% *}" != Z ]
+}
+
+kind=$(link_kind)
+if [ -s "$pidfile" ]; then
+  read -r pid <"$pidfile" || pid=
+  case $pid in '' | *[!0-9]*) pid= ;; esac
+  # Kill only a process that is ours for sure: wireguard-go by /proc, or, where /proc
+  # cannot tell (another PID namespace), one whose tun device still exists: the device
+  # dies with the process, so its PID cannot have been reused.
+  if [ -n "$pid" ] && running "$pid"; then
+    comm=
+    [ "$proc_ok" = no ] || read -r comm 2>/dev/null <"/proc/$pid/comm" || comm=
+    if [ "$comm" = wireguard-go ] || { [ "$proc_ok" = no ] && [ "$kind" = tun ]; }; then
+      kill "$pid"
+      _i=0
+      while running "$pid" && [ "$_i" -lt 100 ]; do
+        _i=$((_i + 1))
+        sleep 0.05
+      done
+      ! running "$pid" || kill -9 "$pid" 2>/dev/null || true
+      gone "stopped wireguard-go (pid $pid)"
+    fi
+  fi
+fi
+case $(link_kind) in
+  kernel | tun)
+    ip link delete dev "$if"
+    gone "interface"
+    ;;
+  other) echo "tunnel-down: $if is not a WireGuard interface: left alone" >&2 ;;
+  none) ;;
+esac
+remove "$pidfile" "$run/$if.log" "$sockets/$if.sock"
+
+# --- saved files; shared ones with the last interface -------------------------------------------
+
+remove "$state/$if.key" "$state/$if.conf" "$state/$if.env"
+if [ -z "$(find "$state" -maxdepth 1 -name '*.conf' 2>/dev/null)" ]; then
+  remove "$state/tunnel-up.sh"
+fi
+if [ -z "$(find "$units/multi-user.target.wants" -name 'forgeway-tunnel@*' 2>/dev/null)" ]; then
+  remove "$units/forgeway-tunnel@.service"
+fi
+if [ -z "$(find "$units/timers.target.wants" -name 'forgeway-tunnel-reresolve@*' 2>/dev/null)" ]; then
+  remove "$units/forgeway-tunnel-reresolve@.service" "$units/forgeway-tunnel-reresolve@.timer"
+fi
+# Directories tunnel-up.sh made, when empty (what else uses them keeps them).
+for d in "$state" "$etc/forgeway" "$units/timers.target.wants" "$units/multi-user.target.wants" "$sockets" "$run"; do
+  case $d in /run/wireguard | /var/run/wireguard) continue ;; esac
+  if [ -d "$d" ] && rmdir "$d" 2>/dev/null; then gone "$d/"; fi
+done
+if [ "$removed" = yes ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+  systemctl daemon-reload
+fi
+
+[ -n "$removed" ] || echo "ok $if: nothing to remove"

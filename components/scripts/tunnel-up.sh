@@ -1,0 +1,454 @@
+#!/bin/sh
+# Converge the forgeway WireGuard interface IF: safe to run any number of times; a
+# run that finds everything as wanted changes nothing and prints "ok IF: ...".
+#
+#   tunnel-up.sh IF DIR  <KEY   deploy: save DIR/IF.conf and DIR/IF.env (rendered by
+#                               components/render/wgconf.py) and the private key read
+#                               from stdin (never argv), install the boot units, converge
+#   tunnel-up.sh --boot IF      boot: converge from the saved files (the unit runs this)
+#   tunnel-up.sh --reresolve IF set DNS-name endpoints again on peers without an
+#                               endpoint or a recent handshake (the timer runs this)
+#
+# What it converges: the interface (kernel `ip link add IF type wireguard` where that
+# works, else a wireguard-go process, per IMPLEMENTATION in IF.env: auto, kernel or
+# wireguard-go), its peers and private key (one `wg setconf`, the key through a pipe),
+# address, MTU, link up, extra routes. The private key is never in argv, output or logs.
+#
+# Boot: when systemd is PID 1, forgeway-tunnel@IF.service runs --boot; when IF.conf
+# has a DNS-name endpoint, forgeway-tunnel-reresolve@IF.timer runs --reresolve every
+# 30 s (for a name that did not resolve at boot, or a VPS that moved). Without systemd
+# the script says so and the caller makes the tunnel survive a reboot (--boot at boot).
+# The units run a saved copy of this script: DIR/tunnel-up.sh, or $0 when run from a
+# file; run inline (sh -c), put the script in DIR.
+#
+# Environment (the defaults are for real hosts; tests and lab hosts that share one
+# filesystem override them):
+#   FORGEWAY_ETC=/etc              saved files in $FORGEWAY_ETC/forgeway/wireguard,
+#                                  units in $FORGEWAY_ETC/systemd/system
+#   FORGEWAY_RUN=/run/forgeway     wireguard-go PID file and log
+#   FORGEWAY_WG_SOCKET_DIR=/run/wireguard
+#                                  wireguard-go's control sockets. wg and wireguard-go
+#                                  look only in /run/wireguard (compiled in), so another
+#                                  directory is bind-mounted there, in a private mount
+#                                  namespace, around each call: two netns, two wg0
+#   FORGEWAY_SYSTEMD=auto|yes|no   install boot units (auto: when systemd is PID 1)
+set -eu
+
+fail() {
+  echo "tunnel-up: $*" >&2
+  exit 1
+}
+
+mode=deploy
+case ${1:-} in
+  --boot) mode=boot && shift ;;
+  --reresolve) mode=reresolve && shift ;;
+esac
+[ $# -ge 1 ] || fail "usage: tunnel-up.sh IF DIR <KEY | --boot IF | --reresolve IF"
+if=$1
+case $if in
+  '' | *[!a-zA-Z0-9_=+.-]*) fail "bad interface name '$if'" ;;
+esac
+[ ${#if} -le 15 ] || fail "interface name '$if' is longer than 15 characters"
+
+etc=${FORGEWAY_ETC:-/etc}
+run=${FORGEWAY_RUN:-/run/forgeway}
+sockets=${FORGEWAY_WG_SOCKET_DIR:-/run/wireguard}
+state=$etc/forgeway/wireguard
+units=$etc/systemd/system
+conf=$state/$if.conf
+env=$state/$if.env
+key=$state/$if.key
+pidfile=$run/$if.pid
+log=$run/$if.log
+svc=forgeway-tunnel@$if.service
+timer=forgeway-tunnel-reresolve@$if.timer
+umask 077 # the key file and every temporary file are created 0600
+
+changes=
+changed() {
+  changes="$changes|$1"
+  echo "changed $if: $1"
+}
+
+tmp=
+trap '[ -z "$tmp" ] || rm -rf "$tmp"' EXIT
+
+# Run wg or wireguard-go seeing $sockets as /run/wireguard ($0: the directory).
+# shellcheck disable=SC2016 # expanded by the inner sh
+BIND='mount --bind "$0" /run/wireguard && exec "$@"'
+socket_dirs() {
+  mkdir -p "$sockets"
+  [ -d /run/wireguard ] || mkdir -m 0755 /run/wireguard # the mount point (wireguard-go's own directory)
+}
+wgx() {
+  case $sockets in
+    /run/wireguard | /var/run/wireguard) "$@" ;;
+    *)
+      socket_dirs
+      unshare -m sh -c "$BIND" "$sockets" "$@"
+      ;;
+  esac
+}
+
+# /proc shows our PIDs unless we run in a PID namespace without a /proc of its own
+# (`read` is a builtin: /proc/self is this shell).
+read -r self_stat </proc/self/stat || self_stat=
+proc_ok=no
+[ "${self_stat%% *}" != "$$" ] || proc_ok=yes
+
+# The PID in the PID file if that process is alive and (where /proc can tell) is
+# wireguard-go; else nothing.
+wggo_pid() {
+  [ -s "$pidfile" ] || return 0
+  read -r _p <"$pidfile" || return 0
+  case $_p in '' | *[!0-9]*) return 0 ;; esac
+  kill -0 "$_p" 2>/dev/null || return 0
+  if [ "$proc_ok" = yes ]; then
+    read -r _c 2>/dev/null <"/proc/$_p/comm" || return 0
+    [ "$_c" = wireguard-go ] || return 0
+    read -r _s 2>/dev/null <"/proc/$_p/stat" || return 0
+    _s=${_s##*) }
+    [ "${_s%% *}" != Z ] || return 0 # exited, not yet reaped
+  fi
+  echo "$_p"
+}
+
+link_kind() { # none, kernel (wireguard), tun (wireguard-go) or other
+  _d=$(ip -d link show dev "$if" 2>/dev/null) || {
+    echo none
+    return 0
+  }
+  _d=$(printf '%s\n' "$_d" | sed 1d)
+  if printf '%s\n' "$_d" | grep -qw wireguard; then
+    echo kernel
+  elif printf '%s\n' "$_d" | grep -q '^ *tun '; then
+    echo tun
+  else
+    echo other
+  fi
+}
+
+setting() { sed -n "s/^$1=//p" "$env" | tail -n 1; }
+
+# "Key = value" lines of the wg setconf format (values may end in "=", as keys do).
+# shellcheck disable=SC2016 # awk code
+AWK_KV='{ k = $0; sub(/[ \t]*=.*/, "", k); v = $0; sub(/^[^=]*=[ \t]*/, "", v); sub(/[ \t]+$/, "", v) }'
+
+# DNS-name endpoints of the saved config: "PUBLICKEY HOST:PORT" lines.
+name_endpoints() {
+  awk "$AWK_KV"'
+    /^\[/ { pk = "" }
+    k == "PublicKey" { pk = v }
+    k == "Endpoint" && pk != "" && v !~ /^\[/ && v !~ /^[0-9.]+:[0-9]+$/ { print pk, v }
+  ' "$conf"
+}
+
+# The state the saved config asks for, one fact a line, sorted, to compare with
+# live_state. Endpoints are left out: they roam, and names resolve.
+wanted_state() {
+  awk "$AWK_KV"'
+    function flush() { if (pk != "") print pk, "keepalive", (ka == "" ? "off" : ka) }
+    /^\[Interface\]/ { flush(); pk = ""; sec = "i" }
+    /^\[Peer\]/ { flush(); pk = ""; ka = ""; sec = "p" }
+    sec == "i" && k == "ListenPort" { print "listen-port", v }
+    sec == "p" && k == "PublicKey" { pk = v }
+    sec == "p" && k == "AllowedIPs" { n = split(v, a, /[ \t]*,[ \t]*/); for (i = 1; i <= n; i++) print pk, "allowed", a[i] }
+    sec == "p" && k == "PersistentKeepalive" { ka = v }
+    END { flush() }
+  ' "$conf" | sort
+}
+
+live_state() { # $1: yes when the config sets ListenPort
+  # `wg show dump` starts with the private key: it stays in this pipe, awk drops it.
+  wgx wg show "$if" dump | awk -F'\t' -v port="$1" '
+    NR == 1 { if (port == "yes") print "listen-port", $3; next }
+    $4 != "(none)" { n = split($4, a, ","); for (i = 1; i <= n; i++) print $1, "allowed", a[i] }
+    { print $1, "keepalive", $8 }
+  ' | sort
+}
+
+install_file() { # install_file SRC DST MODE: replace DST (atomically) when it differs
+  if ! cmp -s "$1" "$2"; then
+    cp "$1" "$2.new"
+    chmod "$3" "$2.new"
+    mv -f "$2.new" "$2"
+    changed "$2"
+  fi
+}
+
+# --- deploy: save the rendered files and the key ---------------------------------------
+
+if [ "$mode" = deploy ]; then
+  [ $# -eq 2 ] || fail "usage: tunnel-up.sh IF DIR <KEY"
+  dir=$2
+  for f in "$dir/$if.conf" "$dir/$if.env"; do
+    [ -f "$f" ] || fail "$f is missing (rendered by components/render/wgconf.py)"
+  done
+  if grep -qi '^[[:space:]]*PrivateKey' "$dir/$if.conf"; then
+    fail "$dir/$if.conf has a PrivateKey line: the private key goes on stdin only"
+  fi
+  (umask 022 && mkdir -p "$etc/forgeway")
+  mkdir -p "$state"
+  chmod 0700 "$state"
+  tmp=$(mktemp -d "$state/.tmp.XXXXXX")
+  # stdin -> a 0600 file, whitespace stripped; checked by deriving its public key.
+  { tr -d ' \t\r\n' && echo; } >"$tmp/key"
+  wg pubkey <"$tmp/key" >/dev/null 2>&1 ||
+    fail "stdin is not a WireGuard private key (44 characters of base64, as \`wg genkey\` prints)"
+  if ! cmp -s "$tmp/key" "$key"; then
+    mv -f "$tmp/key" "$key"
+    changed "$key (mode 0600)"
+  fi
+  install_file "$dir/$if.conf" "$conf" 0600
+  install_file "$dir/$if.env" "$env" 0600
+  if [ -f "$dir/tunnel-up.sh" ]; then
+    install_file "$dir/tunnel-up.sh" "$state/tunnel-up.sh" 0700
+  else
+    case $0 in */tunnel-up.sh) install_file "$0" "$state/tunnel-up.sh" 0700 ;; esac
+  fi
+else
+  [ $# -eq 1 ] || fail "usage: tunnel-up.sh --$mode IF"
+fi
+for f in "$conf" "$env" "$key"; do
+  [ -f "$f" ] || fail "$f is missing: run tunnel-up.sh $if DIR <KEY first"
+done
+[ -n "$tmp" ] || tmp=$(mktemp -d "$state/.tmp.XXXXXX")
+
+# --- reresolve: DNS-name endpoints only ----------------------------------------------------
+
+if [ "$mode" = reresolve ]; then
+  export WG_ENDPOINT_RESOLUTION_RETRIES="${WG_ENDPOINT_RESOLUTION_RETRIES:-2}"
+  now=$(date +%s)
+  name_endpoints >"$tmp/names"
+  while read -r pk endpoint; do
+    live=$(wgx wg show "$if" dump | awk -F'\t' -v pk="$pk" 'NR > 1 && $1 == pk { print $3, $5 }')
+    [ -n "$live" ] || continue
+    # As wireguard-tools' contrib/reresolve-dns: leave a peer with a recent handshake alone.
+    if [ "${live%% *}" != "(none)" ] && [ $((now - ${live##* })) -lt 135 ]; then continue; fi
+    if wgx wg set "$if" peer "$pk" endpoint "$endpoint"; then
+      echo "changed $if: endpoint $endpoint"
+    else
+      echo "tunnel-up: $endpoint does not resolve yet; the next run tries again" >&2
+    fi
+  done <"$tmp/names"
+  exit 0
+fi
+
+# --- the interface ---------------------------------------------------------------------------
+
+impl=$(setting IMPLEMENTATION)
+case ${impl:=auto} in
+  auto | kernel | wireguard-go) ;;
+  *) fail "$env: IMPLEMENTATION=$impl is not auto, kernel or wireguard-go" ;;
+esac
+address=$(setting ADDRESS)
+mtu=$(setting MTU)
+routes=$(setting ROUTES | tr ',' ' ')
+[ -n "$address" ] || fail "$env: ADDRESS is empty"
+case $mtu in '' | *[!0-9]*) fail "$env: MTU=$mtu is not a number" ;; esac
+
+start_wireguard_go() {
+  command -v wireguard-go >/dev/null ||
+    fail "no WireGuard kernel module and no wireguard-go: apt-get install wireguard-go"
+  mkdir -p "$run"
+  rm -f "$sockets/$if.sock" # left by a killed process
+  # Foreground (-f) in the background, in a session of its own: $! is its PID (setsid
+  # does not fork: this child leads no process group; unshare without --fork execs).
+  # Output goes to a log so that a remote shell's stdout is not held open.
+  case $sockets in
+    /run/wireguard | /var/run/wireguard)
+      setsid wireguard-go -f "$if" </dev/null >>"$log" 2>&1 &
+      ;;
+    *)
+      socket_dirs
+      setsid unshare -m sh -c "$BIND" "$sockets" wireguard-go -f "$if" </dev/null >>"$log" 2>&1 &
+      ;;
+  esac
+  _pid=$!
+  echo "$_pid" >"$pidfile"
+  _i=0
+  until [ -S "$sockets/$if.sock" ] && ip link show dev "$if" >/dev/null 2>&1; do
+    kill -0 "$_pid" 2>/dev/null || fail "wireguard-go $if exited: $(tail -n 5 "$log")"
+    _i=$((_i + 1))
+    [ "$_i" -le 100 ] || fail "wireguard-go $if did not come up in 10 s: $(tail -n 5 "$log")"
+    sleep 0.1
+  done
+  changed "created (wireguard-go, pid $_pid)"
+}
+
+kind=$(link_kind)
+pid=$(wggo_pid)
+case $kind in
+  other) fail "$if exists and is not a WireGuard interface; remove it or choose another name" ;;
+  tun)
+    [ -n "$pid" ] || fail "$if is a tun device but no wireguard-go of ours runs it ($pidfile): run tunnel-down.sh $if"
+    [ "$impl" != kernel ] || fail "$if runs on wireguard-go but IMPLEMENTATION=kernel: run tunnel-down.sh $if first"
+    ;;
+  kernel)
+    [ "$impl" != wireguard-go ] ||
+      fail "$if is a kernel interface but IMPLEMENTATION=wireguard-go: run tunnel-down.sh $if first"
+    ;;
+  none)
+    [ -z "$pid" ] || kill "$pid" # alive without its interface: start afresh
+    rm -f "$pidfile"
+    if [ "$impl" != wireguard-go ] && ip link add "$if" type wireguard 2>/dev/null; then
+      changed "created (kernel)"
+    elif [ "$impl" = kernel ]; then
+      fail "IMPLEMENTATION=kernel, but \`ip link add $if type wireguard\` fails here (no wireguard module)"
+    else
+      start_wireguard_go
+    fi
+    ;;
+esac
+
+# --- peers and private key -------------------------------------------------------------------
+
+# CONF with "PrivateKey = <the key file>" added to [Interface], on stdout (a pipe to
+# wg setconf: all in one step, as `wg setconf` drops a private key it is not given).
+with_key() {
+  awk -v keyfile="$key" '
+    { print }
+    /^\[Interface\]/ && !done { getline k <keyfile; print "PrivateKey = " k; done = 1 }
+  ' "$1"
+}
+
+unresolved=no
+port=no
+! grep -q '^ListenPort' "$conf" || port=yes
+wanted_state >"$tmp/want"
+live_state "$port" >"$tmp/have"
+if [ "$(wgx wg show "$if" public-key)" != "$(wg pubkey <"$key")" ] || ! cmp -s "$tmp/want" "$tmp/have"; then
+  [ "$mode" != boot ] || export WG_ENDPOINT_RESOLUTION_RETRIES="${WG_ENDPOINT_RESOLUTION_RETRIES:-3}"
+  if ! with_key "$conf" | wgx wg setconf "$if" /dev/stdin; then
+    # Most likely a DNS-name endpoint that does not resolve (yet): apply the rest. At
+    # boot the reresolve timer sets the endpoint later; at deploy time it is an error.
+    name_endpoints | awk '{ print $2 }' >"$tmp/names"
+    awk 'NR == FNR { skip["Endpoint = " $0] = 1; next } !($0 in skip)' "$tmp/names" "$conf" >"$tmp/conf"
+    with_key "$tmp/conf" | wgx wg setconf "$if" /dev/stdin || fail "wg setconf $if $conf failed"
+    names=$(tr '\n' ' ' <"$tmp/names")
+    unresolved=yes
+    [ "$mode" = boot ] || fail "endpoint ${names}of $conf does not resolve"
+    echo "tunnel-up: endpoint ${names}did not resolve; tunnel-up.sh --reresolve $if ($timer) sets it later" >&2
+  fi
+  changed "peers and private key (wg setconf)"
+fi
+# A DNS-name endpoint missing from the interface (it did not resolve before): set it.
+if [ "$unresolved" = yes ]; then : >"$tmp/names"; else name_endpoints >"$tmp/names"; fi
+while read -r pk endpoint; do
+  live=$(wgx wg show "$if" endpoints | awk -v pk="$pk" '$1 == pk { print $2 }')
+  if [ "$live" = "(none)" ] && wgx wg set "$if" peer "$pk" endpoint "$endpoint" 2>/dev/null; then
+    changed "endpoint $endpoint"
+  fi
+done <"$tmp/names"
+
+# --- address, MTU, link up, routes -------------------------------------------------------------
+
+have=$(ip -o addr show dev "$if" scope global | awk '{ print $4 }' | tr '\n' ' ')
+if [ "$have" != "$address " ]; then
+  ip addr flush dev "$if" scope global
+  ip addr add "$address" dev "$if"
+  changed "address $address"
+fi
+line=$(ip -o link show dev "$if")
+have=$(printf '%s\n' "$line" | sed -n 's/.* mtu \([0-9]*\) .*/\1/p')
+if [ "$have" != "$mtu" ]; then
+  ip link set dev "$if" mtu "$mtu"
+  changed "mtu $mtu"
+fi
+case $line in
+  *"<UP,"* | *",UP,"* | *",UP>"*) ;;
+  *) ip link set dev "$if" up && changed "link up" ;;
+esac
+for r in $routes; do
+  if [ -z "$(ip route show exact "$r" dev "$if")" ]; then
+    ip route replace "$r" dev "$if"
+    changed "route $r"
+  fi
+done
+# Routes of the kind we add (proto boot) that are no longer wanted.
+for r in $(ip route show dev "$if" proto boot | awk '{ print $1 }'); do
+  case " $routes " in
+    *" $r "*) ;;
+    *) ip route del "$r" dev "$if" && changed "removed route $r" ;;
+  esac
+done
+
+# --- boot units ------------------------------------------------------------------------------
+
+booted=no
+[ ! -d /run/systemd/system ] || booted=yes # sd_booted(): systemd is PID 1
+want_units=${FORGEWAY_SYSTEMD:-auto}
+[ "$want_units" != auto ] || want_units=$booted
+if [ "$mode" = deploy ] && [ "$want_units" = yes ]; then
+  [ -f "$state/tunnel-up.sh" ] || fail "the boot unit needs a copy of tunnel-up.sh: put it in $dir"
+  umask 022 # units and their directories are world-readable
+  mkdir -p "$units"
+  environment="\"FORGEWAY_ETC=$etc\" \"FORGEWAY_RUN=$run\" \"FORGEWAY_WG_SOCKET_DIR=$sockets\""
+  cat >"$tmp/unit" <<EOF
+# forgeway: bring up WireGuard interface %I from $state at boot
+[Unit]
+Description=forgeway WireGuard tunnel %I
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+Environment=$environment
+ExecStart=/bin/sh "$state/tunnel-up.sh" --boot %i
+
+[Install]
+WantedBy=multi-user.target
+EOF
+  install_file "$tmp/unit" "$units/forgeway-tunnel@.service" 0644
+  mkdir -p "$units/multi-user.target.wants"
+  if [ ! -L "$units/multi-user.target.wants/$svc" ]; then
+    ln -sf "$units/forgeway-tunnel@.service" "$units/multi-user.target.wants/$svc"
+    changed "enabled $svc"
+  fi
+  if [ -n "$(name_endpoints)" ]; then
+    cat >"$tmp/unit" <<EOF
+# forgeway: set the DNS-name endpoints of WireGuard interface %I again
+[Unit]
+Description=forgeway: re-resolve the endpoints of WireGuard tunnel %I
+After=forgeway-tunnel@%i.service
+
+[Service]
+Type=oneshot
+Environment=$environment
+ExecStart=/bin/sh "$state/tunnel-up.sh" --reresolve %i
+EOF
+    install_file "$tmp/unit" "$units/forgeway-tunnel-reresolve@.service" 0644
+    cat >"$tmp/unit" <<EOF
+# forgeway: re-resolve the DNS-name endpoints of WireGuard interface %I every 30 s
+[Unit]
+Description=forgeway: re-resolve the endpoints of WireGuard tunnel %I every 30 s
+
+[Timer]
+OnBootSec=30
+OnUnitActiveSec=30
+
+[Install]
+WantedBy=timers.target
+EOF
+    install_file "$tmp/unit" "$units/forgeway-tunnel-reresolve@.timer" 0644
+    mkdir -p "$units/timers.target.wants"
+    if [ ! -L "$units/timers.target.wants/$timer" ]; then
+      ln -sf "$units/forgeway-tunnel-reresolve@.timer" "$units/timers.target.wants/$timer"
+      changed "enabled $timer"
+    fi
+  fi
+  if [ "$booted" = yes ]; then
+    case $changes in *"|$units/"*) systemctl daemon-reload ;; esac
+    if [ -L "$units/timers.target.wants/$timer" ] && ! systemctl is-active --quiet "$timer"; then
+      systemctl start "$timer"
+      changed "started $timer"
+    fi
+  fi
+elif [ "$mode" = deploy ] && [ "$want_units" = no ]; then
+  echo "note $if: systemd is not PID 1 here (or FORGEWAY_SYSTEMD=no), so no boot unit is installed;" \
+    "to survive a reboot, run 'sh $state/tunnel-up.sh --boot $if' at boot (same FORGEWAY_* environment)" >&2
+fi
+
+[ -n "$changes" ] || echo "ok $if: nothing to change"

@@ -1,0 +1,478 @@
+"""tunnel-up.sh / tunnel-down.sh on two network namespaces joined by a veth.
+
+    fwt-vps-<rand>                                   fwt-home-<rand>
+    eth1 203.0.113.1/24  <-------- veth -------->   eth1 203.0.113.2/24
+    wg0  10.8.0.1/24  udp 51820  <== WireGuard ==>  wg0  10.8.0.2/24  (dials vps.forgeway.test)
+
+Nothing links the namespaces to the root namespace, so no packet leaves them. There
+is no WireGuard kernel module here, so tunnel-up.sh falls back to wireguard-go, for
+real. The namespaces share the root filesystem, so each host gets its own
+FORGEWAY_ETC / FORGEWAY_RUN / FORGEWAY_WG_SOCKET_DIR under the test's tmp_path (the
+real /etc is never written) and both can have a wg0. The home host resolves
+vps.forgeway.test through an /etc/hosts bind-mounted in a private mount namespace
+around each script run. Scripts run as the program runs them: ``sh -c
+script_command(...)``, the private key on stdin. Processes are stopped by PID and the
+namespaces deleted after every test, pass or fail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from components.config import Tunnel
+from components.render.wgconf import TunnelHost, endpoint_interface, peer_interface, tunnel_files
+from components.render.wireguard import wg_public_key
+from components.scripts import script, script_command
+
+pytestmark = pytest.mark.lab
+
+IFACE = "wg0"
+VPS_NAME = "vps.forgeway.test"
+# tool -> Debian package
+TOOLS = {
+    "ip": "iproute2",
+    "wg": "wireguard-tools",
+    "wireguard-go": "wireguard-go",
+    "ping": "iputils-ping",
+    "unshare": "util-linux",
+    "setsid": "util-linux",
+    "systemd-analyze": "systemd",
+}
+# Around a command: /etc/hosts from $0, in a mount namespace of its own.
+_WITH_HOSTS = 'mount --bind "$0" /etc/hosts && exec "$@"'
+_TIMEOUT = 30
+
+
+def _require_root_and_tools() -> None:
+    problems = []
+    if os.geteuid() != 0:
+        problems.append("not root: the test creates network namespaces and runs wireguard-go")
+    missing = sorted(tool for tool in TOOLS if shutil.which(tool) is None)
+    if missing:
+        packages = " ".join(sorted({TOOLS[t] for t in missing}))
+        problems.append(f"missing {', '.join(missing)}: apt-get install -y {packages}")
+    if problems:
+        pytest.fail("tunnel script lab test cannot run: " + "; ".join(problems))
+
+
+def _run(
+    cmd: list[str], *, input: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, input=input, env=env, capture_output=True, text=True, timeout=_TIMEOUT, check=False)
+
+
+def _ok(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+    done = _run(cmd)
+    assert done.returncode == 0, f"`{shlex.join(cmd)[:200]}` failed ({done.returncode}):\n{done.stdout}{done.stderr}"
+    return done
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    with contextlib.suppress(OSError):
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    return False
+
+
+def _kill(pid: int, sig: signal.Signals = signal.SIGTERM) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+    deadline = time.monotonic() + 5
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if _alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+class ArgvWatch:
+    """Scans every process's argv (/proc/*/cmdline) in a loop, recording any that holds a secret.
+
+    A sampling check: it sees the processes alive at each pass (a pass takes a few ms),
+    which catches a key passed on a command line to ip, wg, wireguard-go or a shell.
+    """
+
+    def __init__(self, secrets_: list[str]) -> None:
+        self._needles = [s.encode() for s in secrets_]
+        self.hits: list[str] = []
+        self.passes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+                try:
+                    data = cmdline.read_bytes()
+                except OSError:
+                    continue
+                if any(n in data for n in self._needles):
+                    self.hits.append(f"pid {cmdline.parent.name}: {data[:60]!r}...")
+            self.passes += 1
+
+    def __enter__(self) -> ArgvWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+@dataclass
+class Host:
+    name: str
+    netns: str
+    address: str
+    base: Path
+    private_key: str
+    hosts_file: Path
+    outputs: list[str] = field(default_factory=list)
+
+    @property
+    def etc(self) -> Path:
+        return self.base / "etc"
+
+    @property
+    def state(self) -> Path:
+        return self.etc / "forgeway" / "wireguard"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.base / "run"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.run_dir / f"{IFACE}.pid"
+
+    @property
+    def rendered(self) -> Path:
+        return self.base / "rendered"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            "FORGEWAY_ETC": str(self.etc),
+            "FORGEWAY_RUN": str(self.run_dir),
+            "FORGEWAY_WG_SOCKET_DIR": str(self.run_dir / "wireguard"),
+            "FORGEWAY_SYSTEMD": "yes",  # write the units here although systemd is not PID 1
+        }
+
+    def sh(
+        self,
+        command: list[str],
+        *,
+        stdin: str | None = None,
+        env: dict[str, str] | None = None,
+        hosts: Path | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``command`` in this host's namespace with its /etc/hosts; record its output."""
+        cmd = ["ip", "netns", "exec", self.netns, "unshare", "-m", "sh", "-c", _WITH_HOSTS]
+        cmd += [str(hosts or self.hosts_file), *command]
+        done = _run(cmd, input=stdin or "", env=env or self.env())
+        self.outputs += [done.stdout, done.stderr]
+        return done
+
+    def up(self, key: str | None = None) -> subprocess.CompletedProcess[str]:
+        line = script_command("tunnel-up.sh", IFACE, str(self.rendered))
+        done = self.sh(["sh", "-c", line], stdin=(key or self.private_key) + "\n")
+        assert done.returncode == 0, f"tunnel-up.sh on {self.name} failed:\n{done.stdout}{done.stderr}"
+        return done
+
+    def down(self) -> subprocess.CompletedProcess[str]:
+        done = self.sh(["sh", "-c", script_command("tunnel-down.sh", IFACE)])
+        assert done.returncode == 0, f"tunnel-down.sh on {self.name} failed:\n{done.stdout}{done.stderr}"
+        return done
+
+    def unit_command(self, unit: str) -> tuple[list[str], dict[str, str]]:
+        """ExecStart and Environment of an installed unit, for instance IFACE (what systemd would run)."""
+        text = (self.etc / "systemd" / "system" / unit).read_text()
+        exec_start = re.search(r"^ExecStart=(.*)$", text, re.M)
+        environment = re.search(r"^Environment=(.*)$", text, re.M)
+        assert exec_start and environment, text
+        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
+        for item in shlex.split(environment.group(1)):
+            name, _, value = item.partition("=")
+            env[name] = value
+        return shlex.split(exec_start.group(1).replace("%i", IFACE)), env
+
+    def boot(self, hosts: Path | None = None, **extra_env: str) -> subprocess.CompletedProcess[str]:
+        """Run what forgeway-tunnel@wg0.service runs at boot."""
+        command, env = self.unit_command("forgeway-tunnel@.service")
+        return self.sh(command, env={**env, **extra_env}, hosts=hosts)
+
+    def wireguard_go_pid(self) -> int:
+        return int(self.pidfile.read_text())
+
+    def ifindex(self) -> int | None:
+        done = _run(["ip", "-n", self.netns, "-o", "link", "show", "dev", IFACE])
+        return int(done.stdout.split(":", 1)[0]) if done.returncode == 0 else None
+
+    def wg(self, *args: str) -> str:
+        """``wg ARGS`` in this host's namespace, seeing its wireguard-go sockets."""
+        bind = 'mount --bind "$0" /run/wireguard && exec wg "$@"'
+        sockets = str(self.run_dir / "wireguard")
+        return _ok(["ip", "netns", "exec", self.netns, "unshare", "-m", "sh", "-c", bind, sockets, *args]).stdout
+
+    def showconf(self) -> str:
+        return self.wg("showconf", IFACE)
+
+    def ping(self, address: str, wait: float = 8.0) -> bool:
+        deadline = time.monotonic() + wait
+        while True:
+            if _run(["ip", "netns", "exec", self.netns, "ping", "-n", "-c", "1", "-W", "1", address]).returncode == 0:
+                return True
+            if time.monotonic() > deadline:
+                return False
+
+    def reboot(self) -> None:
+        """Power loss: wireguard-go killed, its interface gone, /run (a tmpfs) empty."""
+        _kill(self.wireguard_go_pid(), signal.SIGKILL)
+        # The tun device goes with its process (not persistent); delete it if it lingers.
+        deadline = time.monotonic() + 2
+        while self.ifindex() is not None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        _run(["ip", "-n", self.netns, "link", "delete", IFACE])
+        assert self.ifindex() is None
+        shutil.rmtree(self.run_dir)
+
+
+@dataclass
+class Pair:
+    vps: Host
+    home: Host
+    watch: ArgvWatch
+
+    @property
+    def hosts(self) -> tuple[Host, Host]:
+        return self.vps, self.home
+
+
+def _cleanup(netns: str, pidfile: Path) -> None:
+    """Stop, by PID, wireguard-go and anything else left in the namespace; delete it (and the veth)."""
+    pids = set()
+    with contextlib.suppress(OSError, ValueError):
+        pids.add(int(pidfile.read_text()))
+    if Path("/run/netns", netns).exists():
+        pids |= {int(p) for p in _run(["ip", "netns", "pids", netns]).stdout.split()}
+        for pid in pids:
+            _kill(pid)
+        _run(["ip", "netns", "delete", netns])
+    else:
+        for pid in pids:
+            # Only a wireguard-go of this test: never a reused PID.
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "wireguard-go":
+                    _kill(pid)
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[Pair]:
+    _require_root_and_tools()
+    token = secrets.token_hex(3)
+    keys = {name: _ok(["wg", "genkey"]).stdout.strip() for name in ("vps", "home")}
+    resolving = tmp_path / "hosts"
+    resolving.write_text(f"127.0.0.1 localhost\n203.0.113.1 {VPS_NAME}\n")
+    hosts = {
+        name: Host(name, f"fwt-{name}-{token}", address, tmp_path / name, keys[name], resolving)
+        for name, address in (("vps", "203.0.113.1"), ("home", "203.0.113.2"))
+    }
+    vps, home = hosts["vps"], hosts["home"]
+    cleanups = [(h.netns, h.pidfile) for h in hosts.values()]
+    try:
+        for host in hosts.values():
+            _ok(["ip", "netns", "add", host.netns])
+            _ok(["ip", "-n", host.netns, "link", "set", "lo", "up"])
+            (host.etc / "systemd" / "system").mkdir(parents=True)  # as on any systemd host
+        _ok(["ip", "-n", vps.netns, "link", "add", "eth1", "type", "veth", "peer", "name", "eth1", "netns", home.netns])
+        for host in hosts.values():
+            _ok(["ip", "-n", host.netns, "addr", "add", f"{host.address}/24", "dev", "eth1"])
+            _ok(["ip", "-n", host.netns, "link", "set", "eth1", "up"])
+
+        tunnel = Tunnel()
+        vps_id = TunnelHost("vps", wg_public_key(vps.private_key), ipaddress.IPv4Address("10.8.0.1"))
+        home_id = TunnelHost("home", wg_public_key(home.private_key), ipaddress.IPv4Address("10.8.0.2"))
+        rendered = {
+            "vps": endpoint_interface(tunnel=tunnel, address=vps_id.address, peers=[home_id]),
+            "home": peer_interface(tunnel=tunnel, address=home_id.address, vps=vps_id, endpoint_host=VPS_NAME),
+        }
+        for name, host in hosts.items():
+            host.rendered.mkdir(parents=True)
+            files = {**tunnel_files(rendered[name]), "tunnel-up.sh": script("tunnel-up.sh")}
+            for filename, text in files.items():
+                (host.rendered / filename).write_text(text)
+
+        with ArgvWatch([vps.private_key, home.private_key]) as watch:
+            vps.up()
+            home.up()
+            yield Pair(vps, home, watch)
+    finally:
+        for netns, pidfile in cleanups:
+            _cleanup(netns, pidfile)
+
+
+def test_ping_crosses_the_tunnel_both_ways(pair: Pair) -> None:
+    assert pair.home.ping("10.8.0.1"), "home cannot ping the VPS through wg0"
+    assert pair.vps.ping("10.8.0.2"), "the VPS cannot ping home through wg0"
+
+
+def test_second_up_changes_nothing(pair: Pair) -> None:
+    assert pair.home.ping("10.8.0.1")
+    before = {h.name: (h.wireguard_go_pid(), h.ifindex(), h.showconf()) for h in pair.hosts}
+    for host in pair.hosts:
+        done = host.up()
+        assert done.stdout == f"ok {IFACE}: nothing to change\n", f"{host.name}: {done.stdout}{done.stderr}"
+    after = {h.name: (h.wireguard_go_pid(), h.ifindex(), h.showconf()) for h in pair.hosts}
+    assert after == before  # same process, same interface, same config
+    assert all(_alive(h.wireguard_go_pid()) for h in pair.hosts)
+
+
+def test_key_is_0600_and_in_no_argv_output_or_other_file(pair: Pair) -> None:
+    for host in pair.hosts:
+        key_file = host.state / f"{IFACE}.key"
+        assert key_file.stat().st_mode & 0o777 == 0o600
+        assert key_file.read_text() == host.private_key + "\n"
+    pair.home.up()  # a second pass under the watch
+    time.sleep(0.05)
+    assert pair.watch.passes > 0
+    assert not pair.watch.hits, f"a private key appeared in a command line: {pair.watch.hits}"
+    keys = [h.private_key for h in pair.hosts]
+    for host in pair.hosts:
+        assert not any(k in out for k in keys for out in host.outputs), f"{host.name}: key in script output"
+        for path in [*host.base.rglob("*")]:
+            if path.is_file() and not path.is_socket() and path.name != f"{IFACE}.key":
+                text = path.read_text(errors="replace")
+                assert not any(k in text for k in keys), f"key in {path}"
+
+
+def test_down_removes_what_up_added(pair: Pair) -> None:
+    pids = {h.name: h.wireguard_go_pid() for h in pair.hosts}
+    for host in pair.hosts:
+        host.down()
+        assert not _alive(pids[host.name]), f"{host.name}: wireguard-go {pids[host.name]} still runs"
+        assert host.ifindex() is None, f"{host.name}: {IFACE} still exists"
+        assert not host.run_dir.exists(), f"{host.name}: {list(host.run_dir.rglob('*'))}"
+        left = sorted(str(p.relative_to(host.etc)) for p in host.etc.rglob("*"))
+        assert left == ["systemd", "systemd/system"], f"{host.name}: left behind {left}"
+        assert host.down().stdout == f"ok {IFACE}: nothing to remove\n"
+
+
+def test_units_are_valid_for_systemd(pair: Pair) -> None:
+    units = pair.home.etc / "systemd" / "system"
+    assert (units / "multi-user.target.wants" / "forgeway-tunnel@wg0.service").resolve().is_file()
+    assert (units / "timers.target.wants" / "forgeway-tunnel-reresolve@wg0.timer").resolve().is_file()
+    # The VPS's peers have no DNS-name endpoint: nothing to re-resolve there.
+    assert not (pair.vps.etc / "systemd" / "system" / "forgeway-tunnel-reresolve@.timer").exists()
+    for template in units.glob("forgeway-*@.*"):
+        instance = pair.home.base / template.name.replace("@.", "@wg0.")
+        instance.write_text(template.read_text())
+        done = _run(["systemd-analyze", "verify", str(instance)])
+        assert done.returncode == 0 and not done.stderr.strip(), f"{template.name}: {done.stderr}"
+
+
+def test_boot_path_brings_the_tunnel_back_after_a_reboot(pair: Pair) -> None:
+    assert pair.home.ping("10.8.0.1")
+    old = {h.name: h.wireguard_go_pid() for h in pair.hosts}
+    for host in pair.hosts:
+        host.reboot()
+    assert not pair.home.ping("10.8.0.1", wait=0)
+    for host in pair.hosts:
+        done = host.boot()
+        assert done.returncode == 0, f"{host.name} boot: {done.stdout}{done.stderr}"
+        assert f"created (wireguard-go, pid {host.wireguard_go_pid()})" in done.stdout
+        assert host.wireguard_go_pid() != old[host.name]
+    assert pair.home.ping("10.8.0.1"), "no tunnel after the boot path"
+    assert pair.vps.ping("10.8.0.2")
+
+
+def test_boot_without_dns_comes_up_and_the_reresolve_unit_sets_the_endpoint(pair: Pair) -> None:
+    pair.home.reboot()
+    no_name = pair.home.base / "hosts-without-vps"
+    no_name.write_text("127.0.0.1 localhost\n")
+    done = pair.home.boot(hosts=no_name, WG_ENDPOINT_RESOLUTION_RETRIES="0")
+    assert done.returncode == 0, done.stderr
+    assert "did not resolve" in done.stderr
+    assert "Endpoint" not in pair.home.showconf()  # up, peers set, nowhere to send yet
+    command, env = pair.home.unit_command("forgeway-tunnel-reresolve@.service")
+    done = pair.home.sh(command, env=env)  # DNS works again
+    assert done.returncode == 0, done.stderr
+    assert f"endpoint {VPS_NAME}:51820" in done.stdout
+    assert pair.home.ping("10.8.0.1"), "no tunnel after re-resolving the endpoint"
+    assert pair.home.sh(command, env=env).stdout == ""  # a working tunnel is left alone
+
+
+def test_up_repairs_drift(pair: Pair) -> None:
+    home = pair.home
+    ns = ["ip", "-n", home.netns]
+    _ok([*ns, "link", "set", "dev", IFACE, "mtu", "1300"])
+    _ok([*ns, "addr", "add", "10.8.0.99/24", "dev", IFACE])
+    home.wg("set", IFACE, "peer", wg_public_key(pair.vps.private_key), "remove")
+    pid = home.wireguard_go_pid()
+    done = home.up()
+    for what in ("peers and private key", "address 10.8.0.2/24", "mtu 1420"):
+        assert f"changed {IFACE}: {what}" in done.stdout, done.stdout
+    assert home.wireguard_go_pid() == pid  # repaired in place, not restarted
+    assert home.ping("10.8.0.1")
+
+
+def test_up_refuses_what_is_not_a_key_and_keeps_the_old_one(pair: Pair) -> None:
+    key_file = pair.home.state / f"{IFACE}.key"
+    before = key_file.read_text()
+    line = script_command("tunnel-up.sh", IFACE, str(pair.home.rendered))
+    done = pair.home.sh(["sh", "-c", line], stdin="not a key\n")
+    assert done.returncode == 1
+    assert "stdin is not a WireGuard private key" in done.stderr
+    assert key_file.read_text() == before
+
+
+def test_a_new_key_is_applied_without_restarting_wireguard_go(pair: Pair) -> None:
+    new_key = _ok(["wg", "genkey"]).stdout.strip()
+    pid = pair.home.wireguard_go_pid()
+    done = pair.home.up(new_key)
+    assert f"{IFACE}.key (mode 0600)" in done.stdout and "peers and private key" in done.stdout
+    assert pair.home.wireguard_go_pid() == pid
+    assert pair.home.wg("show", IFACE, "public-key").strip() == wg_public_key(new_key)
+
+
+def test_implementation_kernel_is_detected_never_assumed(pair: Pair) -> None:
+    # Whatever this machine has, the script must find out: try the kernel type here.
+    probe = _run(["ip", "-n", pair.home.netns, "link", "add", "fwprobe", "type", "wireguard"])
+    _run(["ip", "-n", pair.home.netns, "link", "delete", "fwprobe"])
+    kernel_works = probe.returncode == 0
+    rendered = pair.home.base / "rendered-kernel"
+    rendered.mkdir()
+    for name, text in {
+        "wg1.conf": (pair.home.rendered / "wg0.conf").read_text(),
+        "wg1.env": (pair.home.rendered / "wg0.env")
+        .read_text()
+        .replace("IMPLEMENTATION=auto", "IMPLEMENTATION=kernel")
+        .replace("10.8.0.2/24", "10.9.0.2/24"),
+    }.items():
+        (rendered / name).write_text(text)
+    done = pair.home.sh(["sh", "-c", script_command("tunnel-up.sh", "wg1", str(rendered))], stdin=pair.home.private_key)
+    if kernel_works:
+        assert done.returncode == 0 and "created (kernel)" in done.stdout, done.stderr
+    else:
+        assert done.returncode == 1
+        assert "IMPLEMENTATION=kernel, but `ip link add wg1 type wireguard` fails here" in done.stderr
+        assert not (pair.home.run_dir / "wg1.pid").exists()  # no wireguard-go fallback
+    pair.home.sh(["sh", "-c", script_command("tunnel-down.sh", "wg1")])
