@@ -108,9 +108,9 @@ def set_path(config: Config, path: str, value: Any) -> None:
     if isinstance(parent, list) and isinstance(last, int) and last == len(parent):
         parent.append(value)
         return
-    if isinstance(parent, list) and isinstance(last, int) and last < len(parent):
-        parent[last] = value
-    elif isinstance(parent, dict) and isinstance(last, str):
+    if (isinstance(parent, list) and isinstance(last, int) and last < len(parent)) or (
+        isinstance(parent, dict) and isinstance(last, str)
+    ):
         parent[last] = value
     else:
         raise ValueError(f"{path}: cannot set {last!r} in a {type(parent).__name__}")

@@ -1,0 +1,83 @@
+#!/bin/sh
+# Remove exactly what home-routing-up.sh added on the home device, and succeed when it
+# is gone already (a second run prints only "ok ..."). Takes no arguments: the rule,
+# route and interface are read from the parameters saved by home-routing-up.sh.
+#
+#   - table ip forgeway; the ip rule (priority, fwmark, table: all three must match) and
+#     the default route of our table via the tunnel
+#   - net.ipv4.conf.IF.rp_filter back to the value recorded before (when IF exists), and
+#     the sysctl.d file
+#   - the boot unit forgeway-home-routing.service, the saved ruleset and records
+#
+# Environment: FORGEWAY_ETC=/etc (see forwarding-up.sh).
+set -eu
+
+fail() { echo "home-routing-down: $*" >&2; exit 1; }
+[ $# -eq 0 ] || fail "usage: home-routing-down.sh (no arguments)"
+
+etc=${FORGEWAY_ETC:-/etc}
+state=$etc/forgeway/home-routing
+file=$state/forgeway.nft
+live=$state/forgeway.live
+params=$state/params
+before=$state/rp_filter.before
+sysctl_file=$etc/sysctl.d/60-forgeway-home-routing.conf
+units=$etc/systemd/system
+unit=forgeway-home-routing.service
+table="ip forgeway"
+
+removed=
+gone() { removed=yes; echo "removed $*"; }
+
+# Never the VPS's table of the same name.
+if [ -f "$etc/forgeway/nftables/forgeway.nft" ]; then
+  fail "this host has the VPS's table ip forgeway (forwarding-up.sh): not removing it; use forwarding-down.sh"
+fi
+
+if command -v nft >/dev/null && nft list table "$table" >/dev/null 2>&1; then
+  nft delete table "$table"
+  gone "table $table"
+fi
+
+if [ -f "$params" ]; then
+  read -r if mark rtable prio gw <"$params"
+  while ip -4 rule del priority "$prio" fwmark "$mark" lookup "$rtable" 2>/dev/null; do
+    gone "ip rule $prio: from all fwmark $mark lookup $rtable"
+  done
+  if ip -4 route del default via "$gw" dev "$if" table "$rtable" 2>/dev/null; then
+    gone "ip route default via $gw dev $if table $rtable"
+  fi
+  device="sys-subsystem-net-devices-$(printf '%s' "$if" | sed 's/-/\\x2d/g').device"
+  if [ -L "$units/$device.wants/$unit" ]; then
+    rm -f "$units/$device.wants/$unit"
+    rmdir "$units/$device.wants" 2>/dev/null || true
+    gone "$units/$device.wants/$unit"
+  fi
+fi
+
+if [ -f "$before" ]; then
+  read -r b_if b_value <"$before"
+  case $b_value in 0 | 1 | 2) ;; *) fail "$before holds '$b_if $b_value', not an interface and 0, 1 or 2" ;; esac
+  key=net.ipv4.conf.$b_if.rp_filter
+  if ip link show dev "$b_if" >/dev/null 2>&1 && [ "$(sysctl -n "$key")" != "$b_value" ]; then
+    sysctl -q -w "$key=$b_value"
+    gone "$key=2 (back to $b_value, as before home-routing-up.sh)"
+  fi
+  rm -f "$before"
+fi
+
+unit_gone=no
+for f in "$sysctl_file" "$units/$unit" "$file" "$live" "$params"; do
+  if [ -f "$f" ]; then
+    rm -f "$f"
+    gone "$f"
+    [ "$f" != "$units/$unit" ] || unit_gone=yes
+  fi
+done
+if [ "$unit_gone" = yes ] && [ -d /run/systemd/system ] && [ "$etc" = /etc ]; then
+  systemctl daemon-reload
+fi
+rmdir "$state" 2>/dev/null || true
+rmdir "$etc/forgeway" 2>/dev/null || true # only when no other part of forgeway uses it
+
+[ -n "$removed" ] || echo "ok home routing: nothing to remove"

@@ -1,0 +1,229 @@
+#!/bin/sh
+# Converge the home device's return path for preserve-source forwarding: replies to
+# connections that came in through the tunnel go back out through it (not through the
+# home's own uplink, where their source address is wrong for the client). Safe to run
+# any number of times: a run that finds everything as wanted prints only "ok ..." lines.
+#
+#   home-routing-up.sh IF MARK/MASK TABLE PRIORITY GATEWAY <RULESET
+#
+# The arguments and the ruleset come from components/render/nftables.py
+# (render_home_routing: HomeRouting.script_args() and .nftables). IF must exist (the
+# tunnel is brought up first). What it converges, and home-routing-down.sh removes:
+#   - table ip forgeway from $FORGEWAY_ETC/forgeway/home-routing/forgeway.nft (0600):
+#     connections arriving on IF get a conntrack mark bit; their replies get it as packet
+#     mark. Replaced atomically by `nft -f`; no other table is touched.
+#   - `ip rule add priority PRIORITY fwmark MARK/MASK lookup TABLE`
+#   - `ip route replace default via GATEWAY dev IF table TABLE`
+#   - net.ipv4.conf.IF.rp_filter=2 (loose): the clients' packets arrive on IF while the
+#     main table routes their sources out of the uplink, which strict mode (1) drops. The
+#     value found before is recorded for home-routing-down.sh; a sysctl.d file keeps it at
+#     boot (systemd-udevd applies per-interface keys when the interface appears).
+#   - boot: when systemd is PID 1 (or FORGEWAY_SYSTEMD=yes), forgeway-home-routing.service,
+#     bound to IF's device unit: it runs whenever IF appears (its routes go with it).
+#     Without systemd the script says so; the caller then runs the same at boot.
+# The parameters are saved; when they change, the old rule and route are removed first.
+#
+# Environment: FORGEWAY_ETC=/etc, FORGEWAY_SYSTEMD=auto|yes|no (see forwarding-up.sh).
+set -eu
+
+fail() { echo "home-routing-up: $*" >&2; exit 1; }
+note() { echo "note: $*" >&2; }
+
+[ $# -eq 5 ] || fail "usage: home-routing-up.sh IF MARK/MASK TABLE PRIORITY GATEWAY <RULESET"
+if=$1 mark=$2 rtable=$3 prio=$4 gw=$5
+case $if in '' | -* | *[!A-Za-z0-9_.-]*) fail "bad interface name '$if'" ;; esac
+[ ${#if} -le 15 ] || fail "interface name '$if' is longer than 15 characters"
+case $mark in 0x*/0x*) ;; *) fail "MARK/MASK '$mark' is not of the form 0x10000000/0x10000000" ;; esac
+case ${mark#0x} in *[!0-9a-fA-F/x]*) fail "MARK/MASK '$mark' is not hexadecimal" ;; esac
+case $rtable in '' | *[!0-9]* | 0*) fail "TABLE '$rtable' is not a table number" ;; esac
+case $rtable in 253 | 254 | 255) fail "TABLE $rtable is a reserved table (default, main, local)" ;; esac
+case $prio in '' | *[!0-9]* | 0*) fail "PRIORITY '$prio' is not a rule priority" ;; esac
+[ "$prio" -lt 32766 ] || fail "PRIORITY $prio must come before the main table's rule (32766)"
+printf '%s\n' "$gw" | grep -Eq '^[0-9]{1,3}(\.[0-9]{1,3}){3}$' || fail "GATEWAY '$gw' is not an IPv4 address"
+
+etc=${FORGEWAY_ETC:-/etc}
+state=$etc/forgeway/home-routing
+file=$state/forgeway.nft
+live=$state/forgeway.live
+params=$state/params
+before=$state/rp_filter.before
+sysctl_file=$etc/sysctl.d/60-forgeway-home-routing.conf
+units=$etc/systemd/system
+unit=forgeway-home-routing.service
+table="ip forgeway"
+umask 077
+
+changes=
+changed() { changes=yes; echo "changed $*"; }
+ok() { echo "ok $*"; }
+
+tmp=
+cleanup() { [ -z "$tmp" ] || rm -rf "$tmp"; }
+trap cleanup EXIT
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/forgeway-home-routing.XXXXXX")
+
+installed=no
+install_file() { # install_file SRC DST MODE; sets installed=yes when it wrote DST
+  installed=no
+  if ! cmp -s "$1" "$2"; then
+    _new=$(mktemp "$(dirname "$2")/.forgeway.XXXXXX")
+    cp "$1" "$_new"
+    chmod "$3" "$_new"
+    mv -f "$_new" "$2"
+    installed=yes
+    changed "$2"
+  else
+    ok "$2"
+  fi
+}
+
+for tool in nft ip sysctl; do
+  command -v "$tool" >/dev/null || fail "$tool is not installed (Debian: nftables, iproute2, procps)"
+done
+if [ -f "$etc/forgeway/nftables/forgeway.nft" ]; then
+  fail "this host has the VPS's table ip forgeway (forwarding-up.sh); one host cannot be both"
+fi
+ip link show dev "$if" >/dev/null 2>&1 || fail "interface $if does not exist: bring the tunnel up first (tunnel-up.sh)"
+
+# --- the ruleset: our table only, valid for nft ---------------------------------------------
+
+new=$tmp/forgeway.nft
+cat >"$new"
+[ -s "$new" ] || fail "no ruleset on stdin (render it with components/render/nftables.py)"
+stray=$(awk '
+  { line = $0; sub(/#.*/, "", line) }
+  depth == 0 && line !~ /^[ \t]*$/ &&
+    line !~ /^[ \t]*(table|delete table) ip forgeway[ \t]*(\{[ \t]*)?$/ { print NR ": " $0 }
+  { n = gsub(/\{/, "{", line); m = gsub(/\}/, "}", line); depth += n - m }
+' "$new")
+[ -z "$stray" ] || fail "the ruleset may hold table $table only; refused, nothing changed: $stray"
+if ! err=$(nft -c -f "$new" 2>&1); then
+  fail "the ruleset does not pass nft -c; nothing changed: $err"
+fi
+
+mkdir -p "$state"
+chmod 0700 "$state"
+
+# --- parameters changed since the last run: take the old rule and route away --------------------
+
+if [ -f "$params" ]; then
+  read -r o_if o_mark o_table o_prio o_gw <"$params"
+  if [ "$o_if $o_mark $o_table $o_prio $o_gw" != "$if $mark $rtable $prio $gw" ]; then
+    while ip -4 rule del priority "$o_prio" fwmark "$o_mark" lookup "$o_table" 2>/dev/null; do
+      changed "removed the old rule: priority $o_prio fwmark $o_mark lookup $o_table"
+    done
+    if ip -4 route del default via "$o_gw" dev "$o_if" table "$o_table" 2>/dev/null; then
+      changed "removed the old route: default via $o_gw dev $o_if table $o_table"
+    fi
+    if [ "$o_if" != "$if" ] && [ -f "$before" ]; then
+      read -r b_if b_value <"$before"
+      if ip link show dev "$b_if" >/dev/null 2>&1; then
+        sysctl -q -w "net.ipv4.conf.$b_if.rp_filter=$b_value"
+        changed "net.ipv4.conf.$b_if.rp_filter=$b_value (restored: $b_if is no longer the tunnel)"
+      fi
+      rm -f "$before"
+    fi
+    o_device="sys-subsystem-net-devices-$(printf '%s' "$o_if" | sed 's/-/\\x2d/g').device"
+    if [ "$o_if" != "$if" ] && [ -L "$units/$o_device.wants/$unit" ]; then
+      rm -f "$units/$o_device.wants/$unit"
+      rmdir "$units/$o_device.wants" 2>/dev/null || true
+      changed "removed $units/$o_device.wants/$unit"
+    fi
+  fi
+fi
+echo "$if $mark $rtable $prio $gw" >"$tmp/params"
+install_file "$tmp/params" "$params" 0600
+
+# --- table ip forgeway -------------------------------------------------------------------------
+
+install_file "$new" "$file" 0600
+have=$(nft -s list table "$table" 2>/dev/null) || have="(no table)"
+if [ "$installed" = yes ] || ! [ -f "$live" ] || [ "$have" != "$(cat "$live")" ]; then
+  nft -f "$file"
+  nft -s list table "$table" >"$live"
+  changed "table $table (nft -f $file)"
+else
+  ok "table $table"
+fi
+
+# --- rule and route ------------------------------------------------------------------------------
+
+want_rule="$prio: from all fwmark $mark lookup $rtable"
+if ip -4 rule show priority "$prio" | tr -s ' \t' '  ' | grep -Fxq "$want_rule"; then
+  ok "ip rule $want_rule"
+else
+  ip -4 rule add priority "$prio" fwmark "$mark" lookup "$rtable"
+  changed "ip rule $want_rule"
+fi
+want_route="default via $gw dev $if"
+if ip -4 route show table "$rtable" | sed 's/[[:space:]]*$//' | grep -Fxq "$want_route"; then
+  ok "ip route $want_route table $rtable"
+else
+  ip -4 route replace default via "$gw" dev "$if" table "$rtable"
+  changed "ip route $want_route table $rtable"
+fi
+
+# --- rp_filter loose on the tunnel -------------------------------------------------------------------
+
+key=net.ipv4.conf.$if.rp_filter
+current=$(sysctl -n "$key")
+[ -f "$before" ] || echo "$if $current" >"$before"
+mkdir -p "$(dirname "$sysctl_file")"
+printf '%s\n' \
+  "# forgeway: replies to clients that came in through $if go back through it (home-routing-up.sh);" \
+  "# their sources are routed out of the uplink, so strict reverse-path filtering would drop them." \
+  "# home-routing-down.sh removes this file and restores the value found before." \
+  "$key = 2" >"$tmp/sysctl.conf"
+install_file "$tmp/sysctl.conf" "$sysctl_file" 0644
+if [ "$current" != 2 ]; then
+  sysctl -q -w "$key=2"
+  changed "$key=2"
+else
+  ok "$key=2"
+fi
+
+# --- boot --------------------------------------------------------------------------------------------
+
+booted=no
+[ ! -d /run/systemd/system ] || booted=yes
+want_unit=${FORGEWAY_SYSTEMD:-auto}
+[ "$want_unit" != auto ] || want_unit=$booted
+if [ "$want_unit" = yes ]; then
+  # The device unit of IF (systemd escapes '-' in unit names).
+  device="sys-subsystem-net-devices-$(printf '%s' "$if" | sed 's/-/\\x2d/g').device"
+  nft_bin=$(command -v nft) ip_bin=$(command -v ip) sysctl_bin=$(command -v sysctl)
+  cat >"$tmp/unit" <<EOF
+# forgeway: the return path through $if for preserve-source forwarding, whenever $if
+# appears. Written by home-routing-up.sh; home-routing-down.sh removes it.
+[Unit]
+Description=forgeway return path through $if (table $table, ip rule $prio)
+BindsTo=$device
+After=$device nftables.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=$nft_bin -f $file
+ExecStart=-$ip_bin -4 rule del priority $prio fwmark $mark lookup $rtable
+ExecStart=$ip_bin -4 rule add priority $prio fwmark $mark lookup $rtable
+ExecStart=$ip_bin -4 route replace default via $gw dev $if table $rtable
+ExecStart=$sysctl_bin -q -w $key=2
+
+[Install]
+WantedBy=$device
+EOF
+  mkdir -p "$units/$device.wants"
+  install_file "$tmp/unit" "$units/$unit" 0644
+  if [ ! -L "$units/$device.wants/$unit" ]; then
+    ln -sf "$units/$unit" "$units/$device.wants/$unit"
+    changed "enabled $unit (wanted by $device)"
+  fi
+  if [ "$booted" = yes ] && [ "$changes" = yes ] && [ "$etc" = /etc ]; then systemctl daemon-reload; fi
+else
+  note "systemd is not PID 1 here (or FORGEWAY_SYSTEMD=no): no boot unit installed. To keep the" \
+    "return path after a reboot the caller runs, once $if is up: nft -f $file;" \
+    "ip -4 rule add priority $prio fwmark $mark lookup $rtable;" \
+    "ip -4 route replace default via $gw dev $if table $rtable; sysctl -w $key=2"
+fi
+
+[ -n "$changes" ] || ok "home routing: nothing to change"
