@@ -9,7 +9,16 @@ from components.hosts import connect_hosts
 from components.outputs import export_all, stack_outputs
 from components.pki import CertificateAuthority, CertificateAuthorityArgs
 from components.secrets import StackSecrets
-from components.tunnel import WireGuardKey, WireGuardKeyArgs
+from components.tunnel import (
+    TunnelEndpoint,
+    TunnelEndpointArgs,
+    TunnelPeer,
+    TunnelPeerArgs,
+    TunnelPeerInfo,
+    WireGuardKey,
+    WireGuardKeyArgs,
+    tunnel_addresses,
+)
 
 config, plain_secrets = load_stack_config()
 secrets = StackSecrets(plain_secrets)
@@ -18,6 +27,33 @@ hosts = connect_hosts(config, secrets.ssh_private_key)
 wireguard_keys = {
     name: WireGuardKey(f"{name}-wg", WireGuardKeyArgs(supplied=secrets.wireguard_private_key(name))) for name in hosts
 }
+
+# The tunnel: the VPS listens, every other host dials it.
+addresses = tunnel_addresses(config)
+vps = config.vps
+peers = [h for h in config.hosts if h.name != vps.name]
+info = {h.name: TunnelPeerInfo(h.name, addresses[h.name], wireguard_keys[h.name].public_key) for h in config.hosts}
+tunnel = TunnelEndpoint(
+    "tunnel",
+    TunnelEndpointArgs(
+        hosts[vps.name], config.tunnel, addresses[vps.name], wireguard_keys[vps.name], [info[h.name] for h in peers]
+    ),
+)
+tunnel_peers = {
+    h.name: TunnelPeer(
+        f"{h.name}-tunnel",
+        TunnelPeerArgs(
+            hosts[h.name],
+            config.tunnel,
+            addresses[h.name],
+            wireguard_keys[h.name],
+            vps=info[vps.name],
+            endpoint_host=config.tunnel.endpoint or vps.public_address or vps.address,
+        ),
+    )
+    for h in peers
+}
+
 ca = (
     CertificateAuthority("ca", CertificateAuthorityArgs(f"forgeway CA {config.gitlab.domain}", secrets.ca_private_key))
     if config.gitlab.tls == "own-ca"

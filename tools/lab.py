@@ -184,6 +184,12 @@ def start_sshd(spec: HostSpec, work: Path, deployer_pub: str) -> dict[str, Any]:
         "StrictModes no",
         f"PidFile {work / 'sshd.pid'}",
     ]
+    # Namespaces share one filesystem: each host gets its own /etc, /run and WireGuard
+    # socket directory for forgeway's scripts (FORGEWAY_*, see the scripts' headers).
+    env = {"FORGEWAY_SYSTEMD": "no"}
+    for var, sub in (("FORGEWAY_ETC", "etc"), ("FORGEWAY_RUN", "run"), ("FORGEWAY_WG_SOCKET_DIR", "wg")):
+        (work / sub).mkdir()
+        env[var] = str(work / sub)
     if spec.fake_machine:
         shim = work / "bin"
         shim.mkdir()
@@ -191,7 +197,8 @@ def start_sshd(spec: HostSpec, work: Path, deployer_pub: str) -> dict[str, Any]:
             f'#!/bin/sh\n[ "$1" = "-m" ] && {{ echo {spec.fake_machine}; exit 0; }}\nexec /bin/uname "$@"\n'
         )
         (shim / "uname").chmod(0o755)
-        lines.append(f"SetEnv PATH={shim}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        env["PATH"] = f"{shim}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    lines.append("SetEnv " + " ".join(f"{k}={v}" for k, v in env.items()))
     (work / "sshd_config").write_text("\n".join(lines) + "\n")
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     proc = subprocess.Popen(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import shlex
+from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
 
-__all__ = ["script", "script_command"]
+__all__ = ["script", "script_command", "staged_command"]
 
 _DIR = Path(__file__).parent
 
@@ -23,3 +25,20 @@ def script_command(name: str, *args: str) -> str:
     not hold secrets, which go on stdin.
     """
     return shlex.join(["sh", "-c", script(name), name, *args])
+
+
+def staged_command(stage: str, files: Mapping[str, str], entry: str, args: Sequence[str]) -> str:
+    """Ship ``files`` to the host's stage directory, then run ``entry`` (one of them) there.
+
+    The directory is ``$FORGEWAY_ETC/forgeway/stage/<stage>`` (FORGEWAY_ETC defaults to
+    /etc; the lab gives every namespace host its own) and is passed to ``entry`` after
+    ``args``. Files travel base64-encoded as quoted arguments; stdin is left for secrets.
+    """
+    if entry not in files:
+        raise ValueError(f"entry {entry!r} is not among the staged files")
+    pairs = [part for name, text in sorted(files.items()) for part in (name, base64.b64encode(text.encode()).decode())]
+    stage_dir = f'"${{FORGEWAY_ETC:-/etc}}/forgeway/stage/"{shlex.quote(stage)}'
+    return (
+        f'd={stage_dir} && {shlex.join(["sh", "-c", script("stage.sh"), "stage.sh"])} "$d" {shlex.join(pairs)}'
+        f' && sh "$d"/{shlex.quote(entry)} {shlex.join(args)} "$d"'
+    )

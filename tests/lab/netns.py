@@ -67,6 +67,7 @@ __all__ = [
     "Lab",
     "LabHost",
     "generate_key",
+    "host_env",
     "missing_lab_tools",
     "require_lab_tools",
 ]
@@ -159,6 +160,18 @@ def _run(cmd: list[str], *, env: dict[str, str] | None = None) -> str:
     if result.returncode != 0:
         raise RuntimeError(f"`{shlex.join(cmd)}` failed with exit status {result.returncode}: {result.stderr.strip()}")
     return result.stdout
+
+
+def host_env(host_dir: Path) -> dict[str, str]:
+    """The FORGEWAY_* variables that give a namespace host its own state directories."""
+    dirs = {
+        "FORGEWAY_ETC": host_dir / "etc",
+        "FORGEWAY_RUN": host_dir / "run",
+        "FORGEWAY_WG_SOCKET_DIR": host_dir / "wg",
+    }
+    for path in dirs.values():
+        path.mkdir(parents=True, exist_ok=True)
+    return {**{k: str(v) for k, v in dirs.items()}, "FORGEWAY_SYSTEMD": "no"}
 
 
 def generate_key(path: Path, key_type: str = "ed25519") -> str:
@@ -481,6 +494,9 @@ class Lab:
             "StrictModes no",
             "AllowTcpForwarding yes",  # the default, spelled out: jumps (-W) need it
             "LogLevel VERBOSE",
+            # Namespace hosts share one filesystem: each gets its own /etc, /run and
+            # WireGuard socket directory for forgeway's scripts (see their headers).
+            "SetEnv " + " ".join(f"{k}={v}" for k, v in host_env(host_dir).items()),
         ]
         return "\n".join(lines) + "\n"
 

@@ -2,7 +2,9 @@
 
 What runs for real: the program under the mock monitor, the applier's ssh to each
 namespace's own sshd with the connection the program built (pinned host key, the
-stack's private key through an agent, a jump host), and each host's arch check.
+stack's private key through an agent), each host's arch check and its wg0
+(wireguard-go). These hosts are not linked to each other: the end-to-end data path
+is tested on the `make lab` topology (test_make_lab.py).
 """
 
 from __future__ import annotations
@@ -66,7 +68,11 @@ def test_apply_checks_every_host_then_reapply_changes_nothing(lab: Lab, tmp_path
     rc, out, err = _apply(config, secret_keys, state)
     assert rc == 0, err
     creates = {name for op, typ, name in _ops(out) if op == "create" and typ == "command:remote:Command"}
-    assert creates == {f"{name}-arch" for name in hosts}
+    tunnels = {"tunnel-wg0"} | {f"{name}-tunnel-wg0" for name in hosts if name != "vps"}
+    assert creates == {f"{name}-arch" for name in hosts} | tunnels
+    for name, host in hosts.items():
+        link = subprocess.run(["ip", "-n", host.netns, "link", "show", "wg0"], capture_output=True, check=False)
+        assert link.returncode == 0, f"no wg0 on {name}"
     assert state.stat().st_mode & 0o077 == 0, "state holds secrets: owner-only"
 
     rc, out, err = _apply(config, secret_keys, state)

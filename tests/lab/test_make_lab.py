@@ -59,10 +59,22 @@ def test_lab_comes_up_reapplies_as_a_no_op_and_goes_away(lab_up: subprocess.Comp
 def test_home_reaches_the_internet_only_by_dialing_out(lab_up: subprocess.CompletedProcess[str]) -> None:
     assert lab_up.returncode == 0, lab_up.stderr
 
-    def ping(netns: str, address: str) -> bool:
-        cmd = ["ip", "netns", "exec", netns, "ping", "-c1", "-W1", address]
-        return subprocess.run(cmd, capture_output=True, check=False).returncode == 0
-
+    ping = _ping
     assert ping("fwl-home", "203.0.113.10"), "home cannot reach the VPS through the home router and the CGNAT"
     assert not ping("fwl-client", "198.51.100.2"), "the home LAN must not be reachable from the internet"
     assert not ping("fwl-client", "100.64.0.2"), "the CGNAT side must not be reachable from the internet"
+
+
+def test_the_tunnel_is_up_through_the_cgnat_both_ways(lab_up: subprocess.CompletedProcess[str]) -> None:
+    assert lab_up.returncode == 0, lab_up.stderr
+    peers = {"home": "10.8.0.2", "runner-arm": "10.8.0.3", "runner-amd": "10.8.0.4"}
+    for name in peers:
+        assert _ping(f"fwl-{name}", "10.8.0.1", tries=5), f"{name} cannot reach the VPS through the tunnel"
+    for name, address in peers.items():
+        assert _ping("fwl-vps", address), f"the VPS cannot reach {name} through the tunnel"
+
+
+def _ping(netns: str, address: str, tries: int = 1) -> bool:
+    # The first packets may wait for the handshake: a few tries, one second each.
+    cmd = ["ip", "netns", "exec", netns, "ping", "-c1", "-W1", address]
+    return any(subprocess.run(cmd, capture_output=True, check=False).returncode == 0 for _ in range(tries))

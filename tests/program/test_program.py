@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import re
+import shlex
 from typing import Any
 
 from components.config import PROJECT
@@ -167,3 +169,55 @@ def test_prod_outputs_read_as_a_user_expects(prod: Stack) -> None:
     assert (out["ssh_clone_host"], int(out["ssh_clone_port"])) == ("gitlab.example.org", 22)
     assert out["registry"] == "registry.example.org:5050"
     assert out["tunnel_endpoint"] == "vps.example.org:51820"
+
+
+def _wg_command(stack: Stack, host: str) -> Registration:
+    vps = next(h["name"] for h in _hosts(stack) if "vps" in h["roles"])
+    name = "tunnel-wg0" if host == vps else f"{host}-tunnel-wg0"
+    (cmd,) = [c for c in stack.synth.of_type(COMMAND) if c.name == name]
+    return cmd
+
+
+def test_every_host_converges_wg0_on_its_own_connection_after_its_arch_check(stack: Stack) -> None:
+    by_urn = stack.synth.by_urn()
+    arch_checks = {
+        c.name.removesuffix("-arch"): c.urn for c in stack.synth.of_type(COMMAND) if c.name.endswith("-arch")
+    }
+    for host in _hosts(stack):
+        cmd = _wg_command(stack, host["name"])
+        assert unwrap(cmd.inputs["connection"])["host"] == host["address"], cmd.urn
+        assert arch_checks[host["name"]] in cmd.dependencies, f"{cmd.urn} must wait for the arch check"
+        assert by_urn[cmd.parent].type in {"forgeway:tunnel:TunnelEndpoint", "forgeway:tunnel:TunnelPeer"}
+        assert "tunnel-up.sh" in cmd.inputs["create"] and "tunnel-down.sh" in cmd.inputs["delete"]
+
+
+def test_wireguard_private_keys_travel_only_on_stdin_as_secrets(stack: Stack) -> None:
+    for host in _hosts(stack):
+        cmd = _wg_command(stack, host["name"])
+        assert is_secret_value(cmd.inputs["stdin"]), f"{cmd.urn}: the private key must be a secret input"
+        key = unwrap(cmd.inputs["stdin"]).strip()
+        assert len(base64.b64decode(key, validate=True)) == 32
+        assert key not in cmd.inputs["create"], f"{cmd.urn}: private key on the command line"
+
+
+def test_vps_allows_each_peer_its_address_and_peers_dial_the_endpoint(stack: Stack) -> None:
+    peers = unwrap(stack.synth.outputs["tunnel_peers"])
+    vps = next(h for h in _hosts(stack) if "vps" in h["roles"])
+    endpoint_files = _staged_files(_wg_command(stack, vps["name"]))
+    for name, peer in peers.items():
+        if name == vps["name"]:
+            continue
+        assert f"PublicKey = {peer['public_key']}" in endpoint_files["wg0.conf"]
+        assert f"AllowedIPs = {peer['address']}/32" in endpoint_files["wg0.conf"]
+        peer_files = _staged_files(_wg_command(stack, name))
+        endpoint = stack.synth.outputs["tunnel_endpoint"]
+        assert f"Endpoint = {endpoint}" in peer_files["wg0.conf"], name
+        assert "PersistentKeepalive = 25" in peer_files["wg0.conf"], name
+        assert not re.search(r"^PrivateKey", peer_files["wg0.conf"], re.M)
+
+
+def _staged_files(cmd: Registration) -> dict[str, str]:
+    """The files a staged command ships (NAME B64 pairs after the stage directory)."""
+    words = shlex.split(cmd.inputs["create"].split("&&")[1])
+    pairs = words[words.index('"$d"') + 1 :] if '"$d"' in words else words[5:]
+    return {pairs[i]: base64.b64decode(pairs[i + 1]).decode() for i in range(0, len(pairs) - 1, 2)}

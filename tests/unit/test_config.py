@@ -108,12 +108,13 @@ def set_path(config: Config, path: str, value: Any) -> None:
     if isinstance(parent, list) and isinstance(last, int) and last == len(parent):
         parent.append(value)
         return
-    if (isinstance(parent, list) and isinstance(last, int) and last < len(parent)) or (
-        isinstance(parent, dict) and isinstance(last, str)
-    ):
+    if isinstance(parent, list) and isinstance(last, int) and last < len(parent):
         parent[last] = value
-    else:
-        raise ValueError(f"{path}: cannot set {last!r} in a {type(parent).__name__}")
+        return
+    if isinstance(parent, dict) and isinstance(last, str):
+        parent[last] = value
+        return
+    raise ValueError(f"{path}: cannot set {last!r} in a {type(parent).__name__}")
 
 
 def delete_path(config: Config, path: str) -> None:
