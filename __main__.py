@@ -5,6 +5,7 @@ registered), build the components, export the outputs contract (README).
 """
 
 from components.config import load_stack_config
+from components.forwarding import PortForwarding, PortForwardingArgs
 from components.hosts import connect_hosts
 from components.outputs import export_all, stack_outputs
 from components.pki import CertificateAuthority, CertificateAuthorityArgs
@@ -49,10 +50,27 @@ tunnel_peers = {
             wireguard_keys[h.name],
             vps=info[vps.name],
             endpoint_host=config.tunnel.endpoint or vps.public_address or vps.address,
+            # preserve-source: forwarded packets reach GitLab with the client's address.
+            any_source=config.forwarding.mode == "preserve-source" and "gitlab" in h.roles,
         ),
     )
     for h in peers
 }
+
+# The public ports, through the tunnel to the GitLab host.
+gitlab_host = config.gitlab_host
+forwarding = PortForwarding(
+    "forwarding",
+    PortForwardingArgs(
+        config,
+        hosts[vps.name],
+        hosts[gitlab_host.name],
+        addresses[vps.name],
+        addresses[gitlab_host.name],
+        vps_tunnel=tunnel.command,
+        gitlab_tunnel=tunnel_peers[gitlab_host.name].command,
+    ),
+)
 
 ca = (
     CertificateAuthority("ca", CertificateAuthorityArgs(f"forgeway CA {config.gitlab.domain}", secrets.ca_private_key))

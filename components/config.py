@@ -544,6 +544,14 @@ def _check_roles(cfg: StackConfig) -> list[Problem]:
                 )
             )
         seen.setdefault(host.name, i)
+        if "vps" in host.roles and "gitlab" in host.roles:
+            problems.append(
+                Problem(
+                    f"{PROJECT}:hosts[{i}].roles",
+                    _show(host.roles),
+                    "vps and gitlab on different hosts (GitLab runs at home, the VPS forwards to it)",
+                )
+            )
         if len(set(host.roles)) != len(host.roles):
             problems.append(Problem(f"{PROJECT}:hosts[{i}].roles", _show(host.roles), "each role once"))
         if host.runner is not None and host.runner.privileged and not host.runner.protected_only:

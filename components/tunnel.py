@@ -22,7 +22,7 @@ from components.render.wgconf import (
     tunnel_files,
 )
 from components.render.wireguard import assign_tunnel_addresses, wg_public_key
-from components.scripts import script, script_command, staged_command
+from components.scripts import script, script_command, staged_command, unstaged_command
 
 __all__ = [
     "TunnelEndpoint",
@@ -101,7 +101,7 @@ def _tunnel_command(
         name,
         connection=host.connection,
         create=create,
-        delete=script_command("tunnel-down.sh", INTERFACE),
+        delete=unstaged_command(INTERFACE, script_command("tunnel-down.sh", INTERFACE)),
         stdin=key.private_key.apply(lambda k: k + "\n"),
         logging=remote.Logging.STDOUT_AND_STDERR,  # the scripts never print the key
         opts=pulumi.ResourceOptions(parent=parent, depends_on=[host.arch_check]),
@@ -149,6 +149,7 @@ class TunnelPeerArgs:
     key: WireGuardKey
     vps: TunnelPeerInfo
     endpoint_host: str  # what this peer dials: tunnel.endpoint or the VPS's public address
+    any_source: bool = False  # accept packets from any source (GitLab host, preserve-source)
 
 
 class TunnelPeer(pulumi.ComponentResource):
@@ -166,6 +167,7 @@ class TunnelPeer(pulumi.ComponentResource):
                     address=args.address,
                     vps=TunnelHost(args.vps.name, vps_key, args.vps.address),
                     endpoint_host=args.endpoint_host,
+                    any_source=args.any_source,
                 )
             )
         )

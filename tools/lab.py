@@ -221,7 +221,34 @@ def start_sshd(spec: HostSpec, work: Path, deployer_pub: str) -> dict[str, Any]:
             "host_key": host_key, "pid": proc.pid}  # fmt: skip
 
 
-def lab_config(topology: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+STANDIN_PORTS = (80, 443, 2222, 5050)  # the lab stack's home ports
+
+
+def start_standin() -> dict[str, Any]:
+    """The GitLab stand-in on the home device (tools/lab_standin.py), detached."""
+    home = next(h for h in HOSTS if h.name == "home")
+    log = LAB_DIR / "standin.log"
+    log.touch()
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", ns("home"), sys.executable, str(ROOT / "tools" / "lab_standin.py"),
+         "--address", "0.0.0.0", "--log", str(log), *map(str, STANDIN_PORTS)],  # noqa: S104 (in the home netns; wg0 comes later)
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while subprocess.run(
+        ["ip", "netns", "exec", ns("home"), "python3", "-c",
+         f"import socket; socket.create_connection(('{home.address}', 80), 1).close()"],
+        capture_output=True, check=False,
+    ).returncode:  # fmt: skip
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the lab's GitLab stand-in did not start")
+        time.sleep(0.1)
+    # Its own test connection is not a client: start the log empty.
+    log.write_text("")
+    return {"netns": ns("home"), "pid": proc.pid, "ports": list(STANDIN_PORTS), "log": str(log)}
+
+
+def lab_config(topology: dict[str, Any], mode: str | None = None) -> tuple[dict[str, Any], list[str]]:
     """Pulumi.lab.yaml with this lab's host keys, deployer key and runner tokens."""
     import secrets as token_source
 
@@ -240,6 +267,8 @@ def lab_config(topology: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
             if "runner" in h["roles"]
         }
     config["forgeway:runner_tokens"] = tokens
+    if mode is not None:
+        config["forgeway:forwarding"]["mode"] = mode
     return config, [*secret_keys, "forgeway:ssh_private_key", "forgeway:runner_tokens"]
 
 
@@ -249,7 +278,7 @@ def _write_private(path: Path, text: str) -> None:
         out.write(text)
 
 
-def up() -> int:
+def up(mode: str | None = None) -> int:
     from tools.synth import stack_config_strings
 
     if not TOPOLOGY.exists():
@@ -269,7 +298,9 @@ def up() -> int:
             down()
             raise
         _write_private(LAB_DIR / "runner-tokens.json", "{}")
+        standin = start_standin()
         topology = {
+            "standin": standin,
             "namespaces": sorted(
                 line.split()[0] for line in sh("ip", "netns", "list").splitlines() if line.startswith(PREFIX)
             ),
@@ -282,7 +313,7 @@ def up() -> int:
         TOPOLOGY.write_text(json.dumps(topology, indent=1) + "\n")
         print(f"lab: built {len(topology['namespaces'])} namespaces; described in {TOPOLOGY.relative_to(ROOT)}")
     topology = json.loads(TOPOLOGY.read_text())
-    config, secret_keys = lab_config(topology)
+    config, secret_keys = lab_config(topology, mode)
     _write_private(LAB_DIR / "runner-tokens.json", json.dumps(config["forgeway:runner_tokens"]))
     request = {"action": "apply", "stack": "lab", "config": stack_config_strings(config),
                "secret_keys": secret_keys, "state": str(STATE)}  # fmt: skip
@@ -294,8 +325,18 @@ def up() -> int:
     changes = [json.loads(line) for line in done.stdout.splitlines()]
     changed = [c for c in changes if c["op"] != "same"]
     print(f"lab: applied the lab stack: {len(changed)} change(s), {len(changes) - len(changed)} unchanged")
-    print(f"lab: from the client: ip netns exec {ns('client')} ssh ... (GitLab through the VPS comes with issue 4)")
+    vps = topology["vps_public_address"]
+    print(f"lab: from the client: ip netns exec {ns('client')} curl -s telnet://{vps}:443  (the stand-in answers)")
     return 0
+
+
+def destroy() -> int:
+    """Destroy the stack's resources on the lab hosts, keep the topology (for tests)."""
+    request = {"action": "destroy", "state": str(STATE)}
+    done = subprocess.run([sys.executable, "-m", "tools.applier"], input=json.dumps(request), text=True,
+                          capture_output=True, cwd=ROOT, check=False)  # fmt: skip
+    sys.stderr.write(done.stderr)
+    return done.returncode
 
 
 def down() -> int:
@@ -310,7 +351,8 @@ def down() -> int:
     for described in (TOPOLOGY, TOPOLOGY.with_suffix(".partial")):
         if not described.exists():
             continue
-        for host in json.loads(described.read_text())["hosts"]:
+        data = json.loads(described.read_text())
+        for host in [*data["hosts"], *([data["standin"]] if "standin" in data else [])]:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(host["pid"], signal.SIGTERM)  # unshare and its sshd (their own session)
     for line in sh("ip", "netns", "list").splitlines():
@@ -328,12 +370,15 @@ def down() -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="The forgeway lab on this machine.")
-    parser.add_argument("action", choices=["up", "down"])
+    parser.add_argument("action", choices=["up", "down", "destroy"])
+    parser.add_argument("--mode", choices=["snat", "preserve-source"], help="override forwarding.mode")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("lab: needs root (network namespaces); run as root", file=sys.stderr)
         return 1
-    return up() if args.action == "up" else down()
+    if args.action == "up":
+        return up(args.mode)
+    return destroy() if args.action == "destroy" else down()
 
 
 if __name__ == "__main__":

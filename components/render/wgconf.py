@@ -178,12 +178,6 @@ class WgInterface:
                         f"{self.name}: allowed IPs {net} ({owner}) and {other} ({other_owner}) overlap; "
                         "each address may be routed to one peer only"
                     )
-        for net, owner in owned:
-            if net.prefixlen == 0:
-                raise ValueError(
-                    f"{self.name}: peer {owner} has allowed IP {net}: a default route into the tunnel would "
-                    "carry the tunnel's own packets; list the networks behind the peer instead"
-                )
 
 
 class TunnelHost(NamedTuple):
@@ -222,13 +216,18 @@ def render_setconf(cfg: WgInterface) -> str:
 
 
 def _routes(cfg: WgInterface) -> list[IPNetwork]:
-    """Allowed IPs that the address's own (connected) route does not already cover."""
+    """Allowed IPs that the address's own (connected) route does not already cover.
+
+    A /0 is never routed: it only lets a peer's packets from any source in (the home
+    device in preserve-source mode); a default route into the tunnel would carry the
+    tunnel's own packets. Replies find the tunnel by policy routing instead.
+    """
     own = cfg.address.network
     extra: list[IPNetwork] = [
         net
         for peer in cfg.peers
         for net in peer.allowed_ips
-        if not (net.version == own.version and net.subnet_of(own))  # type: ignore[arg-type]
+        if net.prefixlen > 0 and not (net.version == own.version and net.subnet_of(own))  # type: ignore[arg-type]
     ]
     v4 = ipaddress.collapse_addresses(n for n in extra if isinstance(n, ipaddress.IPv4Network))
     v6 = ipaddress.collapse_addresses(n for n in extra if isinstance(n, ipaddress.IPv6Network))
@@ -293,6 +292,7 @@ def peer_interface(
     vps: TunnelHost,
     endpoint_host: str,
     interface: str = DEFAULT_INTERFACE,
+    any_source: bool = False,
 ) -> WgInterface:
     """A peer (home device, runner): dials ``endpoint_host:listen_port``, keeps the NAT mapping alive.
 
@@ -302,7 +302,9 @@ def peer_interface(
     vps_peer = WgPeer(
         name=vps.name,
         public_key=vps.public_key,
-        allowed_ips=(tunnel.subnet,),  # the VPS forwards to the other peers
+        # The VPS forwards to the other peers; with any_source (the GitLab host in
+        # preserve-source mode) it also hands over connections from any client address.
+        allowed_ips=(ipaddress.IPv4Network("0.0.0.0/0"),) if any_source else (tunnel.subnet,),
         endpoint=format_endpoint(endpoint_host, tunnel.listen_port),
         persistent_keepalive=tunnel.keepalive,
     )

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
 
-__all__ = ["script", "script_command", "staged_command"]
+__all__ = ["script", "script_command", "staged_command", "unstaged_command"]
 
 _DIR = Path(__file__).parent
 
@@ -27,18 +27,33 @@ def script_command(name: str, *args: str) -> str:
     return shlex.join(["sh", "-c", script(name), name, *args])
 
 
-def staged_command(stage: str, files: Mapping[str, str], entry: str, args: Sequence[str]) -> str:
+def _stage_dir(stage: str) -> str:
+    return f'"${{FORGEWAY_ETC:-/etc}}/forgeway/stage/"{shlex.quote(stage)}'
+
+
+def unstaged_command(stage: str, command: str) -> str:
+    """``command`` (a delete), then remove what staged_command left for ``stage``."""
+    return (
+        f"{command} && rm -rf {_stage_dir(stage)}"
+        ' && { rmdir "${FORGEWAY_ETC:-/etc}/forgeway/stage" "${FORGEWAY_ETC:-/etc}/forgeway" 2>/dev/null || true; }'
+    )
+
+
+def staged_command(
+    stage: str, files: Mapping[str, str], entry: str, args: Sequence[str], *, pass_dir: bool = True
+) -> str:
     """Ship ``files`` to the host's stage directory, then run ``entry`` (one of them) there.
 
     The directory is ``$FORGEWAY_ETC/forgeway/stage/<stage>`` (FORGEWAY_ETC defaults to
     /etc; the lab gives every namespace host its own) and is passed to ``entry`` after
-    ``args``. Files travel base64-encoded as quoted arguments; stdin is left for secrets.
+    ``args`` (unless ``pass_dir`` is false). Files travel base64-encoded as quoted
+    arguments; stdin is left for secrets or for what the entry reads.
     """
     if entry not in files:
         raise ValueError(f"entry {entry!r} is not among the staged files")
     pairs = [part for name, text in sorted(files.items()) for part in (name, base64.b64encode(text.encode()).decode())]
-    stage_dir = f'"${{FORGEWAY_ETC:-/etc}}/forgeway/stage/"{shlex.quote(stage)}'
+    stage_dir = _stage_dir(stage)
     return (
         f'd={stage_dir} && {shlex.join(["sh", "-c", script("stage.sh"), "stage.sh"])} "$d" {shlex.join(pairs)}'
-        f' && sh "$d"/{shlex.quote(entry)} {shlex.join(args)} "$d"'
+        f' && sh "$d"/{shlex.quote(entry)} {shlex.join(args)}' + (' "$d"' if pass_dir else "")
     )

@@ -1,21 +1,37 @@
-"""`make lab` and `make lab-down` as a user runs them (tools/lab.py)."""
+"""`make lab` as a user runs it (tools/lab.py), and the data path it builds.
+
+One lab is built for this module (about 15 s) and torn down at the end, pass or
+fail. What is real: namespaces, veths, the CGNAT's masquerade, each host's sshd,
+wireguard-go, nftables, policy routing, and the program applied by tools/applier.
+The home device runs a stand-in for GitLab (tools/lab_standin.py) that answers on
+the forwarded home ports and logs the address and MSS it sees.
+"""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from tests.stacks import ROOT
 
 LAB = [sys.executable, "-m", "tools.lab"]
+VPS = "203.0.113.10"
+CLIENT_ADDRESS = "203.0.113.100"
+PUBLIC_TO_HOME = {80: 80, 443: 443, 22: 2222, 5050: 5050}
 
 
-def _lab(action: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*LAB, action], cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+def _lab(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*LAB, *args], cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+
+
+def _in(netns: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", "netns", "exec", netns, *argv], capture_output=True, text=True, check=False)
 
 
 def _netns() -> set[str]:
@@ -23,50 +39,55 @@ def _netns() -> set[str]:
     return {line.split()[0] for line in out.splitlines() if line.strip()}
 
 
-@pytest.fixture
-def lab_up() -> Iterator[subprocess.CompletedProcess[str]]:
+def _ping(netns: str, address: str, tries: int = 1) -> bool:
+    # The first packets may wait for a handshake: a few tries, one second each.
+    return any(_in(netns, "ping", "-c1", "-W1", address).returncode == 0 for _ in range(tries))
+
+
+def _connect(port: int, tries: int = 1) -> tuple[str, int]:
+    """From the client namespace: (what the stand-in answered, this side's MSS)."""
+    probe = (
+        "import socket;"
+        f"s=socket.create_connection(('{VPS}',{port}),2);"
+        "print(s.recv(200).decode().strip(), s.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG), sep='|')"
+    )
+    for attempt in range(tries):
+        done = _in("fwl-client", "python3", "-c", probe)
+        if done.returncode == 0:
+            line, mss = done.stdout.strip().split("|")
+            return line, int(mss)
+        if attempt + 1 < tries:
+            time.sleep(1)
+    raise AssertionError(f"client could not reach {VPS}:{port}: {done.stderr.strip()[-300:]}")
+
+
+@pytest.fixture(scope="module")
+def topology() -> Iterator[dict[str, Any]]:
     if (ROOT / ".lab" / "topology.json").exists() or any(n.startswith("fwl-") for n in _netns()):
         pytest.fail("a lab is already up (fwl-* namespaces or .lab/): run `make lab-down` first")
     try:
-        yield _lab("up")
+        up = _lab("up")
+        assert up.returncode == 0, up.stderr
+        yield json.loads((ROOT / ".lab" / "topology.json").read_text())
     finally:
         _lab("down")
 
 
-def test_lab_comes_up_reapplies_as_a_no_op_and_goes_away(lab_up: subprocess.CompletedProcess[str]) -> None:
-    assert lab_up.returncode == 0, lab_up.stderr
-    topology = json.loads((ROOT / ".lab" / "topology.json").read_text())
+def test_lab_describes_itself_and_reapplies_as_a_no_op(topology: dict[str, Any]) -> None:
     assert {h["name"] for h in topology["hosts"]} == {"vps", "home", "runner-arm", "runner-amd"}
     assert set(topology["namespaces"]) <= _netns()
-
     again = _lab("up")
     assert again.returncode == 0, again.stderr
-    assert "0 change(s)" in again.stdout
-
-    down = _lab("down")
-    assert down.returncode == 0, down.stderr
-    assert not any(n.startswith("fwl-") for n in _netns())
-    assert not (ROOT / ".lab").exists()
-    pids = [h["pid"] for h in topology["hosts"]]
-    listed = subprocess.run(
-        ["ps", "-o", "pid=,stat=", "-p", ",".join(map(str, pids))], capture_output=True, text=True, check=False
-    )
-    # A dead process whose new parent (PID 1 here) has not reaped it yet shows as Z.
-    alive = [line for line in listed.stdout.splitlines() if not line.split()[1].startswith("Z")]
-    assert alive == [], f"lab processes still running: {alive}"
+    assert "0 change(s)" in again.stdout, again.stdout
 
 
-def test_home_reaches_the_internet_only_by_dialing_out(lab_up: subprocess.CompletedProcess[str]) -> None:
-    assert lab_up.returncode == 0, lab_up.stderr
-
-    ping = _ping
-    assert ping("fwl-home", "203.0.113.10"), "home cannot reach the VPS through the home router and the CGNAT"
-    assert not ping("fwl-client", "198.51.100.2"), "the home LAN must not be reachable from the internet"
-    assert not ping("fwl-client", "100.64.0.2"), "the CGNAT side must not be reachable from the internet"
+def test_home_reaches_the_internet_only_by_dialing_out(topology: dict[str, Any]) -> None:
+    assert _ping("fwl-home", VPS), "home cannot reach the VPS through the home router and the CGNAT"
+    assert not _ping("fwl-client", "198.51.100.2"), "the home LAN must not be reachable from the internet"
+    assert not _ping("fwl-client", "100.64.0.2"), "the CGNAT side must not be reachable from the internet"
 
 
-def test_the_tunnel_is_up_through_the_cgnat_both_ways(lab_up: subprocess.CompletedProcess[str]) -> None:
-    assert lab_up.returncode == 0, lab_up.stderr
+def test_the_tunnel_is_up_through_the_cgnat_both_ways(topology: dict[str, Any]) -> None:
     peers = {"home": "10.8.0.2", "runner-arm": "10.8.0.3", "runner-amd": "10.8.0.4"}
     for name in peers:
         assert _ping(f"fwl-{name}", "10.8.0.1", tries=5), f"{name} cannot reach the VPS through the tunnel"
@@ -74,7 +95,83 @@ def test_the_tunnel_is_up_through_the_cgnat_both_ways(lab_up: subprocess.Complet
         assert _ping("fwl-vps", address), f"the VPS cannot reach {name} through the tunnel"
 
 
-def _ping(netns: str, address: str, tries: int = 1) -> bool:
-    # The first packets may wait for the handshake: a few tries, one second each.
-    cmd = ["ip", "netns", "exec", netns, "ping", "-c1", "-W1", address]
-    return any(subprocess.run(cmd, capture_output=True, check=False).returncode == 0 for _ in range(tries))
+def test_every_public_port_reaches_home_and_snat_shows_the_tunnel_address(topology: dict[str, Any]) -> None:
+    for public, home in PUBLIC_TO_HOME.items():
+        line, _ = _connect(public, tries=3)
+        assert line.startswith(f"forgeway-standin {home} 10.8.0.1 "), (public, line)
+
+
+def test_mss_is_clamped_to_the_tunnel_on_syn_and_syn_ack(topology: dict[str, Any]) -> None:
+    # Every veth here has MTU 1500 (MSS 1460); the tunnel's is 1420, so 1380 at most.
+    line, client_mss = _connect(443, tries=3)
+    home_mss = int(line.rsplit("mss=", 1)[1])
+    assert client_mss <= 1380, f"the SYN-ACK reached the client with MSS {client_mss}"
+    assert home_mss <= 1380, f"the SYN reached home with MSS {home_mss}"
+
+
+def test_admin_ssh_on_the_vps_stays_reachable(topology: dict[str, Any]) -> None:
+    vps = next(h for h in topology["hosts"] if h["name"] == "vps")
+    scan = _in("fwl-client", "ssh-keyscan", "-T", "3", "-t", "ed25519", "-p", str(vps["ssh_port"]), VPS)
+    assert vps["host_key"].split()[1] in scan.stdout, scan.stderr
+
+
+def test_home_keeps_its_lan_route_and_its_own_ssh(topology: dict[str, Any]) -> None:
+    route = _in("fwl-home", "ip", "route", "show", "default")
+    assert route.stdout.startswith("default via 198.51.100.1"), route.stdout
+    home = next(h for h in topology["hosts"] if h["name"] == "home")
+    scan = subprocess.run(
+        ["ssh-keyscan", "-T", "3", "-t", "ed25519", home["address"]], capture_output=True, text=True, check=False
+    )
+    assert home["host_key"].split()[1] in scan.stdout, "SSH to the home device from its LAN broke"
+
+
+def test_a_lapsed_cgnat_mapping_comes_back_with_the_keepalive(topology: dict[str, Any]) -> None:
+    # Forget every UDP mapping of the CGNAT, as its timeout would.
+    flushed = _in("fwl-cgnat", "conntrack", "-D", "-p", "udp")
+    assert flushed.returncode in (0, 1), flushed.stderr  # 1: nothing to delete
+    started = time.monotonic()
+    line, _ = _connect(443, tries=10)
+    assert line.startswith("forgeway-standin 443"), line
+    assert time.monotonic() - started < 10, "the mapping took longer than two keepalives to return"
+
+
+def test_preserve_source_shows_the_client_and_switching_back_removes_the_return_path(
+    topology: dict[str, Any],
+) -> None:
+    switched = _lab("up", "--mode", "preserve-source")
+    assert switched.returncode == 0, switched.stderr
+    line, _ = _connect(443, tries=3)
+    assert line.startswith(f"forgeway-standin 443 {CLIENT_ADDRESS} "), line
+    assert _ping("fwl-home", "198.51.100.1"), "the home LAN must keep working in preserve-source mode"
+    assert "4680" in _in("fwl-home", "ip", "rule").stdout
+
+    back = _lab("up", "--mode", "snat")
+    assert back.returncode == 0, back.stderr
+    assert "delete   command:remote:Command home-return-path" in back.stderr
+    assert "4680" not in _in("fwl-home", "ip", "rule").stdout
+    line, _ = _connect(443, tries=3)
+    assert line.startswith("forgeway-standin 443 10.8.0.1 "), line
+
+
+def test_zz_destroy_restores_every_host_and_down_removes_the_lab(topology: dict[str, Any]) -> None:
+    # Named zz: runs last in this module (it takes the stack away).
+    destroyed = _lab("destroy")
+    assert destroyed.returncode == 0, destroyed.stderr
+    assert _in("fwl-vps", "nft", "list", "ruleset").stdout == "", "the VPS ruleset is not back to empty"
+    assert _in("fwl-vps", "sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "0"
+    for host in topology["hosts"]:
+        assert _in(host["netns"], "ip", "link", "show", "wg0").returncode != 0, f"wg0 left on {host['name']}"
+        leftovers = list((ROOT / ".lab" / "hosts" / host["name"] / "etc").rglob("forgeway*"))
+        assert leftovers == [], f"files left on {host['name']}: {leftovers}"
+
+    down = _lab("down")
+    assert down.returncode == 0, down.stderr
+    assert not any(n.startswith("fwl-") for n in _netns())
+    assert not (ROOT / ".lab").exists()
+    pids = [h["pid"] for h in topology["hosts"]] + [topology["standin"]["pid"]]
+    listed = subprocess.run(
+        ["ps", "-o", "pid=,stat=", "-p", ",".join(map(str, pids))], capture_output=True, text=True, check=False
+    )
+    # A dead process whose new parent (PID 1 here) has not reaped it yet shows as Z.
+    alive = [line for line in listed.stdout.splitlines() if not line.split()[1].startswith("Z")]
+    assert alive == [], f"lab processes still running: {alive}"

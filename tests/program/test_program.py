@@ -212,7 +212,8 @@ def test_vps_allows_each_peer_its_address_and_peers_dial_the_endpoint(stack: Sta
         peer_files = _staged_files(_wg_command(stack, name))
         endpoint = stack.synth.outputs["tunnel_endpoint"]
         assert f"Endpoint = {endpoint}" in peer_files["wg0.conf"], name
-        assert "PersistentKeepalive = 25" in peer_files["wg0.conf"], name
+        keepalive = stack.config[f"{PROJECT}:tunnel"].get("keepalive", 25)
+        assert f"PersistentKeepalive = {keepalive}" in peer_files["wg0.conf"], name
         assert not re.search(r"^PrivateKey", peer_files["wg0.conf"], re.M)
 
 

@@ -146,16 +146,6 @@ def test_ipv6_endpoint_gets_brackets() -> None:
             ),
             "overlap",
         ),
-        (
-            lambda: WgInterface(
-                "wg0",
-                ipaddress.ip_interface("10.8.0.1/24"),
-                51820,
-                1420,
-                (WgPeer("a", HOME.public_key, (NET("0.0.0.0/0"),)),),
-            ),
-            "default route",
-        ),
         (lambda: WgInterface("wg0; reboot", ipaddress.ip_interface("10.8.0.1/24"), None, 1420, ()), "interface name"),
         (
             lambda: endpoint_interface(tunnel=TUNNEL, address=V4("10.9.0.1"), peers=[]),
@@ -256,3 +246,17 @@ def test_the_harness_sees_wg_refuse_a_bad_file(tmp_path: Path) -> None:
     done = _wg_apply(tmp_path, bad, HOME_KEY)
     assert done.returncode != 0
     assert "Configuration parsing error" in done.stderr, done.stderr
+
+
+def test_any_source_peer_accepts_every_source_but_adds_no_route() -> None:
+    # preserve-source: DNATed packets keep the client's address, so the home device must
+    # accept any source from the VPS; a default route into the tunnel would loop.
+    cfg = WgInterface(
+        "wg0",
+        ipaddress.ip_interface("10.8.0.2/24"),
+        None,
+        1420,
+        (WgPeer("vps", HOME.public_key, (NET("0.0.0.0/0"),), endpoint="203.0.113.10:51820", persistent_keepalive=25),),
+    )
+    assert "AllowedIPs = 0.0.0.0/0" in render_setconf(cfg)
+    assert "ROUTES=\n" in render_settings(cfg)
