@@ -2,7 +2,8 @@
 
 Listens on the given TCP ports; each connection gets one line back,
 ``forgeway-standin <port> <client address> mss=<MSS>``, and the same line is appended to the
-log, so tests see which address reached the home device. Lab-only: plain TCP,
+log, so tests see which address reached the home device. A client that then sends
+``bulk N`` gets N bytes; one that sends ``sink N`` and N bytes gets ``received N``. Lab-only: plain TCP,
 no TLS (issue 5 brings GitLab and its certificates).
 """
 
@@ -26,6 +27,31 @@ def serve(address: str, port: int, log: Path, lock: threading.Lock) -> None:
             conn.sendall(line.encode())
             with lock, log.open("a") as out:
                 out.write(line)
+            _maybe_bulk(conn)
+
+
+def _maybe_bulk(conn: socket.socket) -> None:
+    """``bulk N``: send the client N bytes; ``sink N``: take N bytes from it (throughput, PMTU)."""
+    conn.settimeout(0.3)
+    try:
+        request = conn.recv(32).split(b"\n", 1)[0].decode(errors="replace").split()
+    except (TimeoutError, OSError):
+        return
+    if len(request) >= 2 and request[0] == "sink" and request[1].isdigit():
+        # Count what the client uploads (bytes after the request line), then say how much.
+        conn.settimeout(30)
+        expected, received = int(request[1]), 0
+        while received < expected and (data := conn.recv(1 << 20)):
+            received += len(data)
+        conn.sendall(f"received {received}\n".encode())
+        return
+    if len(request) == 2 and request[0] == "bulk" and request[1].isdigit():
+        remaining = min(int(request[1]), 1 << 30)
+        chunk = b"\0" * 65536
+        conn.settimeout(30)
+        while remaining > 0:
+            sent = conn.send(chunk[: min(remaining, len(chunk))])
+            remaining -= sent
 
 
 def main() -> int:

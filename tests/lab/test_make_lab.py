@@ -101,12 +101,61 @@ def test_every_public_port_reaches_home_and_snat_shows_the_tunnel_address(topolo
         assert line.startswith(f"forgeway-standin {home} 10.8.0.1 "), (public, line)
 
 
-def test_mss_is_clamped_to_the_tunnel_on_syn_and_syn_ack(topology: dict[str, Any]) -> None:
-    # Every veth here has MTU 1500 (MSS 1460); the tunnel's is 1420, so 1380 at most.
-    line, client_mss = _connect(443, tries=3)
-    home_mss = int(line.rsplit("mss=", 1)[1])
+def test_syns_enter_the_tunnel_with_a_clamped_mss(topology: dict[str, Any]) -> None:
+    # The client's SYN offers MSS 1460 (its path is 1500); the tunnel's MTU is 1420, so
+    # the VPS must rewrite it to 1380 at most before wg0. An observer table that runs
+    # after ours counts SYNs into wg0, and those still above 1380.
+    observer = """table inet lab-mss-observer {
+  counter syns {}
+  counter too_big {}
+  chain after_clamp {
+    type filter hook forward priority 500;
+    oifname "wg0" tcp flags syn / syn,rst counter name syns
+    oifname "wg0" tcp flags syn / syn,rst tcp option maxseg size > 1380 counter name too_big
+  }
+}
+"""
+    loaded = subprocess.run(
+        ["ip", "netns", "exec", "fwl-vps", "nft", "-f", "-"], input=observer, text=True, check=False
+    )
+    assert loaded.returncode == 0
+    try:
+        _connect(443, tries=3)
+        counters = _in("fwl-vps", "nft", "-j", "list", "counters", "table", "inet", "lab-mss-observer").stdout
+        packets = {
+            c["counter"]["name"]: c["counter"]["packets"] for c in json.loads(counters)["nftables"] if "counter" in c
+        }
+        assert packets["syns"] >= 1, "no SYN went into the tunnel"
+        assert packets["too_big"] == 0, f"{packets['too_big']} SYN(s) entered wg0 with MSS above 1380"
+    finally:
+        _in("fwl-vps", "nft", "delete", "table", "inet", "lab-mss-observer")
+    # The SYN-ACK direction: here the home end's own MTU is the tunnel's, so it already
+    # offers 1380; the rule for that direction is exercised once GitLab sits behind a
+    # docker bridge (issue 5). The client must see no more than 1380 either way.
+    _, client_mss = _connect(443, tries=3)
     assert client_mss <= 1380, f"the SYN-ACK reached the client with MSS {client_mss}"
-    assert home_mss <= 1380, f"the SYN reached home with MSS {home_mss}"
+
+
+def test_bulk_transfer_works_when_icmp_fragmentation_needed_is_dropped(topology: dict[str, Any]) -> None:
+    # A black-hole path: no "fragmentation needed" gets back, so only the clamped MSS
+    # keeps segments small enough for the tunnel.
+    blackhole = """table inet lab-pmtu-blackhole {
+  chain drop_frag_needed {
+    type filter hook forward priority -300;
+    icmp type destination-unreachable icmp code frag-needed drop
+  }
+}
+"""
+    loaded = subprocess.run(
+        ["ip", "netns", "exec", "fwl-vps", "nft", "-f", "-"], input=blackhole, text=True, check=False
+    )
+    assert loaded.returncode == 0
+    try:
+        for mode in ("put", "get"):
+            moved = _in("fwl-client", "python3", str(ROOT / "tools" / "lab_fetch.py"), mode, VPS, "80", str(4 << 20))
+            assert moved.returncode == 0, f"bulk {mode} stalled: {moved.stdout} {moved.stderr}"
+    finally:
+        _in("fwl-vps", "nft", "delete", "table", "inet", "lab-pmtu-blackhole")
 
 
 def test_admin_ssh_on_the_vps_stays_reachable(topology: dict[str, Any]) -> None:
