@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup test test-unit test-program test-lab lab lab-down bench lint preview reference
+.PHONY: setup test test-unit test-program test-policies test-lab lab lab-down bench lint preview reference
 
 setup: $(VENV)/.installed
 	@bash tools/setup-apt.sh tools/apt-packages.txt
@@ -32,7 +32,7 @@ bench: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy components tools tests __main__.py
+	$(VENV)/bin/mypy components tools tests policies __main__.py
 
 preview: setup
 	@echo "make preview: the offline plan is not built yet (issue 8)." >&2

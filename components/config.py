@@ -58,7 +58,11 @@ _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 # A pinned image: either a digest, or a tag that names a version (has a digit) and is
 # not a floating alias.
 _DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
-_FLOATING_TAGS = {"latest", "stable", "edge", "nightly", "rc", "main", "master"}
+# Kept in step with policies/rules.py (image_pin_problem): config and pack agree.
+_FLOATING_TAGS = {
+    "latest", "stable", "edge", "nightly", "rc", "main", "master", "lts", "beta", "alpha", "dev",
+    "develop", "current", "mainline", "testing", "unstable", "canary", "next",
+}  # fmt: skip
 _ARM32 = {"armv7", "armv7l", "armhf", "arm", "armel", "armv6", "arm32", "armv6l"}
 
 
@@ -121,7 +125,9 @@ def _image(value: str) -> str:
             "expected an image pinned by digest (name@sha256:...) or by a fixed version tag "
             "(name:17.5.1-ce.0); an untagged image floats to 'latest'"
         )
-    if tag.lower() in _FLOATING_TAGS or not re.search(r"\d", tag):
+    low = tag.lower()
+    floating = low in _FLOATING_TAGS or "latest" in re.split(r"[-_.]", low) or not re.search(r"\d", tag)
+    if floating or re.fullmatch(r"v?\d+", low):
         raise ValueError(f"tag '{tag}' moves over time; pin a fixed version tag (e.g. 17.5.1-ce.0) or a digest")
     return value
 

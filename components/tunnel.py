@@ -104,7 +104,7 @@ def _tunnel_command(
         delete=unstaged_command(INTERFACE, script_command("tunnel-down.sh", INTERFACE)),
         stdin=key.private_key.apply(lambda k: k + "\n"),
         logging=remote.Logging.STDOUT_AND_STDERR,  # the scripts never print the key
-        opts=pulumi.ResourceOptions(parent=parent, depends_on=[host.arch_check]),
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[host.arch_check], additional_secret_outputs=["stdin"]),
     )
 
 

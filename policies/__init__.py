@@ -1,0 +1,1 @@
+"""forgeway's CrossGuard policy pack: rules.py holds the policies, __main__.py serves them."""

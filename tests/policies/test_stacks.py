@@ -1,0 +1,127 @@
+"""The whole program under mocks passes the pack, and the pack catches what config can plant.
+
+The prod and lab stacks are synthesized by ``tools.synth`` (the program's real
+``__main__.py`` under Pulumi's mock monitor); their registrations become policy args
+with wire-format camelCase inputs, secrets unwrapped by pulumi_policy's own
+deserializer, exactly as the analyzer builds them.
+
+Planting. The program today registers hosts (remote arch checks, docker providers), the
+WireGuard tunnel, the VPS forwarding and the CA, so two policies can be violated through
+stack config, and a copy of the lab stack config shows the pack catches each:
+
+* ``ssh-host-keys-pinned``: ``forgeway:insecure_unpinned_host_keys: true`` with the host
+  keys removed (mandatory; with the policy waiver, only ``ssh-host-keys-unpinned``
+  warnings remain);
+* ``vps-forwarding-ports``: ``forwarding.ports`` with the registry on 2375 (a docker API
+  port) and HTTPS on 8443 (outside the allowlist); config validation accepts both.
+
+The others become plantable with the components that will register what they check:
+
+* issue 5 (GitLab and registry): ``gitlab-volumes-protected`` (volumes),
+  ``images-pinned`` and ``image-platform-matches-host`` (``gitlab.images``; config
+  validation already refuses ``latest``), ``registry-tls-only`` (registry URL),
+  ``container-memory-limits`` (``gitlab.memory_limit_mb``);
+* issue 6 (runner fleet): ``runner-job-isolation`` (``runner.privileged`` without
+  ``protected_only``), ``images-pinned``/``image-platform-matches-host`` for
+  ``runners.images``, ``registry-tls-only`` (daemon.json), ``secrets-not-plaintext``
+  (the runner token in config.toml). Config validation refuses plaintext secrets, so
+  ``secrets-not-plaintext`` is plantable only by a component bug, not by config.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+import pytest
+
+from policies import rules
+from tests.policies.conftest import SynthesizedStack
+from tests.policies.harness import run_policies
+from tools.synth import contains_secret, unwrap
+
+pytestmark = pytest.mark.policies
+
+REMOTE = "command:remote:Command"
+DOCKER = "pulumi:providers:docker"
+
+
+def _show(violations: Sequence[object]) -> str:
+    return "\n".join(str(v) for v in violations)
+
+
+def test_example_stack_passes_the_pack(example_stack: SynthesizedStack) -> None:
+    outcome = run_policies(rules.POLICIES, example_stack.specs)
+    assert outcome.mandatory == [], _show(outcome.mandatory)
+    assert outcome.not_evaluated == []
+
+
+def test_example_stack_has_no_advisory_findings(example_stack: SynthesizedStack) -> None:
+    outcome = run_policies(rules.POLICIES, example_stack.specs)
+    assert outcome.violations == [], _show(outcome.violations)
+
+
+def test_the_pack_sees_the_program(example_stack: SynthesizedStack) -> None:
+    """Not a vacuous pass: the connections and the forwarding the policies check are there."""
+    types = Counter(s.type for s in example_stack.specs)
+    hosts = example_stack.config["forgeway:hosts"]
+    assert types[REMOTE] >= len(hosts)  # at least each host's arch check
+    assert types[DOCKER] == sum(1 for h in hosts if {"gitlab", "runner"} & set(h["roles"]))
+    vps = next(h["name"] for h in hosts if "vps" in h["roles"])
+    (forwarding,) = [s for s in example_stack.specs if s.type == REMOTE and s.name == f"{vps}-forwarding"]
+    forwarded = rules.forwarded_ports(unwrap(forwarding.props["stdin"]))
+    assert forwarded.unreadable == ()
+    assert {lo for lo, _ in forwarded.ranges} == {80, 443, 22, 5050}
+
+
+def test_declared_secret_inputs_are_secret_on_the_wire(example_stack: SynthesizedStack) -> None:
+    """What secrets-not-plaintext cannot see: every input holding secret material is really secret.
+
+    The policy only sees that such an input is declared (additional_secret_outputs); the
+    synthesis still has the wire format, where a secret value carries Pulumi's marker.
+    """
+    checked = 0
+    for reg in example_stack.synth.resources:
+        for finding in rules.secret_material(unwrap(reg.inputs)):
+            checked += 1
+            assert contains_secret(reg.inputs[finding.prop]), f"{reg.urn}: {finding.path} holds {finding.what}"
+    assert checked > 0  # the SSH private key in every connection, at least
+
+
+def test_gitlab_volumes_are_retained_on_delete(example_stack: SynthesizedStack) -> None:
+    """What gitlab-volumes-protected cannot see: retain_on_delete (the analyzer protocol has no field for it)."""
+    for spec in example_stack.specs:
+        labels = {item["label"]: item["value"] for item in spec.props.get("labels", []) if isinstance(item, dict)}
+        if spec.type == "docker:index/volume:Volume" and labels.get(rules.ROLE_LABEL) in rules.GITLAB_VOLUME_ROLES:
+            assert spec.protect and spec.retain_on_delete, spec.urn
+
+
+def test_planted_unpinned_host_keys_are_mandatory_violations(lab_unpinned: SynthesizedStack) -> None:
+    outcome = run_policies(rules.POLICIES, lab_unpinned.specs)
+    assert {v.policy for v in outcome.mandatory} == {"ssh-host-keys-pinned"}
+    named = {s.name for s in lab_unpinned.specs if s.type in (REMOTE, DOCKER)}
+    for name in named:
+        assert any(f"'{name}'" in v.message and "hosts[].host_key" in v.message for v in outcome.mandatory), name
+    assert len(outcome.mandatory) == len(named)
+
+
+def test_planted_unpinned_host_keys_waived_are_warnings(lab_unpinned: SynthesizedStack) -> None:
+    outcome = run_policies(
+        rules.POLICIES, lab_unpinned.specs, {"ssh-host-keys-pinned": {"allowUnpinnedHostKeys": True}}
+    )
+    assert outcome.mandatory == [], _show(outcome.mandatory)
+    warnings = outcome.of("ssh-host-keys-unpinned")
+    assert warnings and all(v.level == "advisory" and v.message.startswith("warning:") for v in warnings)
+    assert len(warnings) == sum(1 for s in lab_unpinned.specs if s.type in (REMOTE, DOCKER))
+
+
+def test_planted_forwarded_ports_are_mandatory_violations(lab_bad_ports: SynthesizedStack) -> None:
+    outcome = run_policies(rules.POLICIES, lab_bad_ports.specs)
+    assert {v.policy for v in outcome.mandatory} == {"vps-forwarding-ports"}
+    messages = [v.message for v in outcome.mandatory]
+    assert len(messages) == 2, messages
+    assert any("'vps-forwarding' forwards port 2375, a docker API port" in m for m in messages), messages
+    assert any(
+        "'vps-forwarding' forwards port 8443, which is not in the allowlist" in m and "allowedPorts" in m
+        for m in messages
+    ), messages
