@@ -28,6 +28,7 @@ lab-down:
 
 bench: setup
 	$(PY) -m tests.bench.synth_bench
+	$(PY) -m tests.bench.lab_bench
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,53 @@
+"""Benchmark on the lab (root): forwarded vs bare-tunnel throughput, no-op re-apply time.
+
+Not a timed test: it prints its figures. Uses a running lab if there is one, else
+brings one up and takes it down again. Both transfers fetch from the GitLab stand-in
+on the home device: once from the client through the VPS's forwarding (DNAT, tunnel,
+CGNAT), once from the VPS straight over the tunnel, so their ratio is the cost of the
+forwarding itself. Both paths run on this one machine's CPU: the figures compare the
+paths with each other, not with real links.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from tests.stacks import ROOT
+
+SIZE = 256 << 20
+LAB = [sys.executable, "-m", "tools.lab"]
+
+
+def fetch(netns: str, host: str) -> float:
+    """MB/s of one download of SIZE bytes from the stand-in's port 80."""
+    argv = ["ip", "netns", "exec", netns, "python3", str(ROOT / "tools" / "lab_fetch.py"), "get", host, "80", str(SIZE)]
+    done = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=300)
+    moved, seconds = done.stdout.split()
+    return int(moved) / float(seconds) / 1e6
+
+
+def main() -> int:
+    started_here = not (ROOT / ".lab" / "topology.json").exists()
+    if started_here:
+        subprocess.run([*LAB, "up"], cwd=ROOT, check=True, capture_output=True)
+    try:
+        forwarded = max(fetch("fwl-client", "203.0.113.10") for _ in range(3))
+        bare = max(fetch("fwl-vps", "10.8.0.2") for _ in range(3))
+        began = time.perf_counter()
+        subprocess.run([*LAB, "up"], cwd=ROOT, check=True, capture_output=True)
+        reapply = time.perf_counter() - began
+    finally:
+        if started_here:
+            subprocess.run([*LAB, "down"], cwd=ROOT, check=False, capture_output=True)
+    print(f"lab throughput (best of 3, {SIZE >> 20} MiB, wireguard-go):")
+    print(f"  client -> home through the VPS forwarding: {forwarded:8.1f} MB/s")
+    print(f"  VPS -> home over the bare tunnel:          {bare:8.1f} MB/s")
+    print(f"  ratio forwarded/bare:                      {forwarded / bare:8.2f} (target >= 0.9)")
+    print(f"no-op re-apply of the lab stack:             {reapply:8.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
