@@ -19,7 +19,10 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 test: setup
 	$(PY) -m pytest tests -m "not bench"
 
-test-unit test-program test-# The lab: network namespaces on this machine (root), the lab stack applied to them.
+test-unit test-program test-policies test-lab: setup
+	$(PY) -m pytest tests -m "$(@:test-%=%)"
+
+# The lab: network namespaces on this machine (root), the lab stack applied to them.
 lab: setup
 	$(PY) -m tools.lab up
 

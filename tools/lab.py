@@ -186,7 +186,9 @@ def start_sshd(spec: HostSpec, work: Path, deployer_pub: str) -> dict[str, Any]:
     ]
     # Namespaces share one filesystem: each host gets its own /etc, /run and WireGuard
     # socket directory for forgeway's scripts (FORGEWAY_*, see the scripts' headers).
-    env = {"FORGEWAY_SYSTEMD": "no"}
+    # Units are written (under FORGEWAY_ETC) though nothing runs systemd here: a
+    # simulated reboot runs exactly what they would (tests/lab/test_make_lab.py).
+    env = {"FORGEWAY_SYSTEMD": "yes"}
     for var, sub in (("FORGEWAY_ETC", "etc"), ("FORGEWAY_RUN", "run"), ("FORGEWAY_WG_SOCKET_DIR", "wg")):
         (work / sub).mkdir()
         env[var] = str(work / sub)
@@ -358,6 +360,10 @@ def down() -> int:
     for line in sh("ip", "netns", "list").splitlines():
         name = line.split()[0] if line.strip() else ""
         if name.startswith(PREFIX):
+            # Whatever still runs in a lab namespace (e.g. a wireguard-go a test started) goes too.
+            for pid in sh("ip", "netns", "pids", name, check=False).split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
             sh("ip", "netns", "delete", name, check=False)
     for link in ("fwl-inet0", "fwl-lan0"):
         sh("ip", "link", "delete", link, check=False)

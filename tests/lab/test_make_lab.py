@@ -10,10 +10,12 @@ the forwarded home ports and logs the address and MSS it sees.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -200,6 +202,139 @@ def test_preserve_source_shows_the_client_and_switching_back_removes_the_return_
     assert "4680" not in _in("fwl-home", "ip", "rule").stdout
     line, _ = _connect(443, tries=3)
     assert line.startswith("forgeway-standin 443 10.8.0.1 "), line
+
+
+def test_hostile_firewall_state_on_the_vps_does_not_break_forwarding(topology: dict[str, Any]) -> None:
+    # A default-drop forward policy and a catch-all reject in tables not ours, as
+    # Docker, ufw or a cloud image leave them. Apply from scratch on top of them.
+    hostile = """table inet hostile {
+  chain forward {
+    type filter hook forward priority 0; policy drop;
+  }
+}
+table ip catchall {
+  chain forward {
+    type filter hook forward priority 10; policy accept;
+    reject
+  }
+}
+"""
+    assert _lab("destroy").returncode == 0
+    loaded = subprocess.run(["ip", "netns", "exec", "fwl-vps", "nft", "-f", "-"], input=hostile, text=True, check=False)
+    assert loaded.returncode == 0
+    before = _in("fwl-vps", "nft", "list", "ruleset").stdout
+    try:
+        up = _lab("up")
+        assert up.returncode == 0, up.stderr
+        line, _ = _connect(443, tries=5)
+        assert line.startswith("forgeway-standin 443 "), line
+        assert _lab("destroy").returncode == 0
+        assert _in("fwl-vps", "nft", "list", "ruleset").stdout == before, "their tables changed"
+    finally:
+        _in("fwl-vps", "nft", "delete", "table", "inet", "hostile")
+        _in("fwl-vps", "nft", "delete", "table", "ip", "catchall")
+        assert _lab("up").returncode == 0
+
+
+def _unit_commands(host: dict[str, Any]) -> list[tuple[str, dict[str, str], list[str]]]:
+    """(unit, environment, ExecStart lines) of every enabled unit a host's scripts installed."""
+    units = ROOT / ".lab" / "hosts" / host["name"] / "etc" / "systemd" / "system"
+    found = []
+    for link in sorted(units.glob("*.wants/*.service")):
+        template = link.resolve()
+        instance = link.name.split("@", 1)[1].removesuffix(".service") if "@" in link.name else ""
+        env: dict[str, str] = {}
+        starts = []
+        for raw in template.read_text().splitlines():
+            if raw.startswith("Environment="):
+                key, _, value = raw.removeprefix("Environment=").partition("=")
+                env[key] = value
+            elif raw.startswith("ExecStart="):
+                starts.append(raw.removeprefix("ExecStart=").replace("%i", instance))
+        found.append((link.name, env, starts))
+    # The tunnel first: the other units wait for its wg0 device.
+    return sorted(found, key=lambda unit: not unit[0].startswith("forgeway-tunnel@"))
+
+
+def _sshd_pid(host: dict[str, Any]) -> str:
+    """The host's sshd: the boot units run in its PID namespace, as on a real host
+    everything shares one (the lab gives each sshd a PID namespace of its own)."""
+    children = Path(f"/proc/{host['pid']}/task/{host['pid']}/children").read_text().split()
+    assert len(children) == 1, f"expected one sshd under {host['pid']}: {children}"
+    return children[0]
+
+
+def _sysctl_at_boot(host: dict[str, Any]) -> None:
+    """What systemd-sysctl.service does at boot: apply the host's sysctl.d files."""
+    for conf in sorted((ROOT / ".lab" / "hosts" / host["name"] / "etc" / "sysctl.d").glob("*.conf")):
+        for raw in conf.read_text().splitlines():
+            line = raw.strip()
+            if line and not line.startswith(("#", ";")):
+                key, _, value = line.partition("=")
+                _in(host["netns"], "sysctl", "-qw", f"{key.strip()}={value.strip()}")
+
+
+def _flush_runtime_state(host: dict[str, Any]) -> None:
+    """What a reboot forgets: processes, interfaces, rulesets, policy rules, sysctls."""
+    netns = host["netns"]
+    for pid in subprocess.run(
+        ["ip", "netns", "pids", netns], capture_output=True, text=True, check=False
+    ).stdout.split():
+        comm = Path(f"/proc/{pid}/comm")
+        if comm.exists() and comm.read_text().strip() == "wireguard-go":
+            subprocess.run(["kill", "-9", pid], check=False)
+    _in(netns, "ip", "link", "delete", "wg0")
+    _in(netns, "nft", "flush", "ruleset")
+    _in(netns, "ip", "rule", "flush", "table", "4680")
+    _in(netns, "sysctl", "-qw", "net.ipv4.ip_forward=0")
+    shutil.rmtree(ROOT / ".lab" / "hosts" / host["name"] / "run", ignore_errors=True)
+    (ROOT / ".lab" / "hosts" / host["name"] / "run").mkdir()
+
+
+def test_zy_a_reboot_brings_tunnel_and_forwarding_back_from_the_boot_units(topology: dict[str, Any]) -> None:
+    switched = _lab("up", "--mode", "preserve-source")  # boot must restore the return path too
+    assert switched.returncode == 0, switched.stderr
+    for host in topology["hosts"]:
+        _flush_runtime_state(host)
+    assert not _ping("fwl-home", "10.8.0.1"), "the tunnel survived the simulated reboot: nothing was flushed"
+    for host in topology["hosts"]:
+        # The host's own environment (the lab gives each its FORGEWAY_* directories in
+        # sshd's SetEnv), then what each unit sets.
+        config = (ROOT / ".lab" / "hosts" / host["name"] / "sshd_config").read_text()
+        host_env = dict(
+            pair.split("=", 1)
+            for line in config.splitlines()
+            if line.startswith("SetEnv ")
+            for pair in line.split()[1:]
+        )
+        _sysctl_at_boot(host)
+        for unit, env, starts in _unit_commands(host):
+            assert starts, f"{unit} on {host['name']} has no ExecStart"
+            variables = [f"{k}={v}" for k, v in {**host_env, **env}.items()]
+            for start in starts:
+                # systemd's "-" prefix: a failure of this line does not fail the unit.
+                booted = subprocess.run(
+                    [
+                        "nsenter",
+                        "-t",
+                        _sshd_pid(host),
+                        "-p",
+                        "-n",
+                        "env",
+                        *variables,
+                        "sh",
+                        "-c",
+                        start.removeprefix("-"),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+                assert booted.returncode == 0 or start.startswith("-"), f"{unit}: {start}: {booted.stderr[-500:]}"
+    assert _ping("fwl-home", "10.8.0.1", tries=5), "no tunnel after the boot units ran"
+    line, _ = _connect(443, tries=5)
+    assert line.startswith(f"forgeway-standin 443 {CLIENT_ADDRESS} "), line
+    assert _lab("up", "--mode", "snat").returncode == 0
 
 
 def test_zz_destroy_restores_every_host_and_down_removes_the_lab(topology: dict[str, Any]) -> None:
