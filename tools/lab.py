@@ -65,6 +65,7 @@ HOSTS = (
     HostSpec("runner-amd", "lan", f"{LAN}.4", 22),
 )
 CLIENT = f"{INTERNET}.100"
+VPS_ADDRESS = f"{INTERNET}.10"
 CGNAT_WAN, CGNAT_LAN, HOMEGW_WAN = f"{INTERNET}.20", "100.64.0.1", "100.64.0.2"
 DEPLOYER_INTERNET, DEPLOYER_LAN = f"{INTERNET}.254", f"{LAN}.254"
 
@@ -167,13 +168,13 @@ def _keygen(path: Path) -> str:
     return " ".join(path.with_name(path.name + ".pub").read_text().split()[:2])
 
 
-def start_sshd(spec: HostSpec, work: Path, deployer_pub: str) -> dict[str, Any]:
+def start_sshd(spec: HostSpec, work: Path, deployer_pub: str, listen: str | None = None) -> dict[str, Any]:
     """sshd in the host's namespace and its own PID namespace, detached from make."""
     work.mkdir(parents=True)
     host_key = _keygen(work / "ssh_host_ed25519_key")
     (work / "authorized_keys").write_text(deployer_pub + "\n")
     lines = [
-        f"ListenAddress {spec.address}",
+        f"ListenAddress {listen or spec.address}",
         f"Port {spec.ssh_port}",
         f"HostKey {work / 'ssh_host_ed25519_key'}",
         f"AuthorizedKeysFile {work / 'authorized_keys'}",
@@ -223,23 +224,64 @@ def start_sshd(spec: HostSpec, work: Path, deployer_pub: str) -> dict[str, Any]:
             "host_key": host_key, "pid": proc.pid}  # fmt: skip
 
 
-STANDIN_PORTS = (80, 443, 2222, 5050)  # the lab stack's home ports
+STANDIN = ("http:80", "https:443", "raw:5050")  # GitLab's home ports; SSH (2222) is an sshd
+STANDIN_NAMES = ("gitlab.forgeway.test", "registry.forgeway.test")
 
 
-def start_standin() -> dict[str, Any]:
-    """The GitLab stand-in on the home device (tools/lab_standin.py), detached."""
+def _standin_certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for the stand-in (issue 5 brings the stack's own CA)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, STANDIN_NAMES[0])])
+    now = datetime.datetime.now(datetime.UTC)
+    sans = [x509.DNSName(n) for n in STANDIN_NAMES] + [x509.IPAddress(ipaddress.ip_address(VPS_ADDRESS))]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "standin.crt", directory / "standin.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_private(
+        key_path,
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode(),
+    )
+    return cert_path, key_path
+
+
+def start_standin(deployer_pub: str) -> dict[str, Any]:
+    """The GitLab stand-in on the home device (tools/lab_standin.py and an sshd), detached."""
     home = next(h for h in HOSTS if h.name == "home")
-    log = LAB_DIR / "standin.log"
+    directory = LAB_DIR / "standin"
+    directory.mkdir()
+    log = directory / "standin.log"
     log.touch()
+    cert, key = _standin_certificate(directory)
     proc = subprocess.Popen(
         ["ip", "netns", "exec", ns("home"), sys.executable, str(ROOT / "tools" / "lab_standin.py"),
-         "--address", "0.0.0.0", "--log", str(log), *map(str, STANDIN_PORTS)],  # noqa: S104 (in the home netns; wg0 comes later)
+         "--log", str(log), "--cert", str(cert), "--key", str(key), *STANDIN],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     deadline = time.monotonic() + 10
     while subprocess.run(
         ["ip", "netns", "exec", ns("home"), "python3", "-c",
-         f"import socket; socket.create_connection(('{home.address}', 80), 1).close()"],
+         f"import socket; socket.create_connection(('{home.address}', 5050), 1).close()"],
         capture_output=True, check=False,
     ).returncode:  # fmt: skip
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -247,7 +289,22 @@ def start_standin() -> dict[str, Any]:
         time.sleep(0.1)
     # Its own test connection is not a client: start the log empty.
     log.write_text("")
-    return {"netns": ns("home"), "pid": proc.pid, "ports": list(STANDIN_PORTS), "log": str(log)}
+    # GitLab's SSH (home port 2222): an sshd with a host key of its own, on every address.
+    ssh = start_sshd(
+        HostSpec("home", "lan", home.address, 2222),
+        directory / "ssh",
+        deployer_pub,
+        listen="0.0.0.0",  # noqa: S104
+    )
+    return {
+        "netns": ns("home"),
+        "pid": proc.pid,
+        "ssh": ssh,
+        "listen": list(STANDIN),
+        "log": str(log),
+        "ca_certificate": str(cert),
+        "names": list(STANDIN_NAMES),
+    }
 
 
 def lab_config(topology: dict[str, Any], mode: str | None = None) -> tuple[dict[str, Any], list[str]]:
@@ -300,7 +357,7 @@ def up(mode: str | None = None) -> int:
             down()
             raise
         _write_private(LAB_DIR / "runner-tokens.json", "{}")
-        standin = start_standin()
+        standin = start_standin(deployer_pub)
         topology = {
             "standin": standin,
             "namespaces": sorted(
@@ -328,7 +385,10 @@ def up(mode: str | None = None) -> int:
     changed = [c for c in changes if c["op"] != "same"]
     print(f"lab: applied the lab stack: {len(changed)} change(s), {len(changes) - len(changed)} unchanged")
     vps = topology["vps_public_address"]
-    print(f"lab: from the client: ip netns exec {ns('client')} curl -s telnet://{vps}:443  (the stand-in answers)")
+    print(
+        f"lab: GitLab stand-in through the VPS: ip netns exec {ns('client')} curl --cacert "
+        f"{topology['standin']['ca_certificate']} https://{vps}/"
+    )
     return 0
 
 
@@ -354,7 +414,8 @@ def down() -> int:
         if not described.exists():
             continue
         data = json.loads(described.read_text())
-        for host in [*data["hosts"], *([data["standin"]] if "standin" in data else [])]:
+        standin = [data["standin"], data["standin"]["ssh"]] if "standin" in data else []
+        for host in [*data["hosts"], *standin]:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(host["pid"], signal.SIGTERM)  # unshare and its sshd (their own session)
     for line in sh("ip", "netns", "list").splitlines():

@@ -21,8 +21,19 @@ LAB = [sys.executable, "-m", "tools.lab"]
 
 
 def fetch(netns: str, host: str) -> float:
-    """MB/s of one download of SIZE bytes from the stand-in's port 80."""
-    argv = ["ip", "netns", "exec", netns, "python3", str(ROOT / "tools" / "lab_fetch.py"), "get", host, "80", str(SIZE)]
+    """MB/s of one download of SIZE bytes from the stand-in's raw port (5050)."""
+    argv = [
+        "ip",
+        "netns",
+        "exec",
+        netns,
+        "python3",
+        str(ROOT / "tools" / "lab_fetch.py"),
+        "get",
+        host,
+        "5050",
+        str(SIZE),
+    ]
     done = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=300)
     moved, seconds = done.stdout.split()
     return int(moved) / float(seconds) / 1e6

@@ -25,7 +25,7 @@ from tests.stacks import ROOT
 LAB = [sys.executable, "-m", "tools.lab"]
 VPS = "203.0.113.10"
 CLIENT_ADDRESS = "203.0.113.100"
-PUBLIC_TO_HOME = {80: 80, 443: 443, 22: 2222, 5050: 5050}
+RAW = 5050  # the stand-in's line protocol (the registry's port until issue 5)
 
 
 def _lab(*args: str) -> subprocess.CompletedProcess[str]:
@@ -46,8 +46,29 @@ def _ping(netns: str, address: str, tries: int = 1) -> bool:
     return any(_in(netns, "ping", "-c1", "-W1", address).returncode == 0 for _ in range(tries))
 
 
+def _http(topology: dict[str, Any], port: int, tls: bool, tries: int = 3) -> str:
+    """From the client namespace: the stand-in's answer over HTTP or HTTPS (verified)."""
+    cafile = topology["standin"]["ca_certificate"]
+    probe = (
+        "import http.client, ssl;"
+        f"c=http.client.HTTPSConnection('{VPS}',{port},timeout=3,"
+        f"context=ssl.create_default_context(cafile='{cafile}'))"
+        if tls
+        else f"import http.client; c=http.client.HTTPConnection('{VPS}',{port},timeout=3)"
+    ) + ";c.request('GET','/');r=c.getresponse();print(r.status, r.read().decode().strip())"
+    for attempt in range(tries):
+        done = _in("fwl-client", "python3", "-c", probe)
+        if done.returncode == 0:
+            status, line = done.stdout.strip().split(" ", 1)
+            assert status == "200", done.stdout
+            return line
+        if attempt + 1 < tries:
+            time.sleep(1)
+    raise AssertionError(f"client could not fetch {VPS}:{port}: {done.stderr.strip()[-300:]}")
+
+
 def _connect(port: int, tries: int = 1) -> tuple[str, int]:
-    """From the client namespace: (what the stand-in answered, this side's MSS)."""
+    """From the client namespace, on the raw port: (the stand-in's line, this side's MSS)."""
     probe = (
         "import socket;"
         f"s=socket.create_connection(('{VPS}',{port}),2);"
@@ -97,10 +118,15 @@ def test_the_tunnel_is_up_through_the_cgnat_both_ways(topology: dict[str, Any]) 
         assert _ping("fwl-vps", address), f"the VPS cannot reach {name} through the tunnel"
 
 
-def test_every_public_port_reaches_home_and_snat_shows_the_tunnel_address(topology: dict[str, Any]) -> None:
-    for public, home in PUBLIC_TO_HOME.items():
-        line, _ = _connect(public, tries=3)
-        assert line.startswith(f"forgeway-standin {home} 10.8.0.1 "), (public, line)
+def test_http_https_ssh_and_registry_reach_home_and_snat_shows_the_tunnel_address(topology: dict[str, Any]) -> None:
+    assert _http(topology, 80, tls=False).startswith("forgeway-standin 80 10.8.0.1 ")
+    # HTTPS verifies against the stand-in's certificate (it names the VPS address).
+    assert _http(topology, 443, tls=True).startswith("forgeway-standin 443 10.8.0.1 ")
+    line, _ = _connect(RAW, tries=3)
+    assert line.startswith(f"forgeway-standin {RAW} 10.8.0.1 "), line
+    # Public 22 lands on GitLab's SSH (home 2222), not on the home device's own sshd.
+    scan = _in("fwl-client", "ssh-keyscan", "-T", "3", "-t", "ed25519", "-p", "22", VPS)
+    assert topology["standin"]["ssh"]["host_key"].split()[1] in scan.stdout, scan.stderr
 
 
 def test_syns_enter_the_tunnel_with_a_clamped_mss(topology: dict[str, Any]) -> None:
@@ -122,7 +148,7 @@ def test_syns_enter_the_tunnel_with_a_clamped_mss(topology: dict[str, Any]) -> N
     )
     assert loaded.returncode == 0
     try:
-        _connect(443, tries=3)
+        _connect(RAW, tries=3)
         counters = _in("fwl-vps", "nft", "-j", "list", "counters", "table", "inet", "lab-mss-observer").stdout
         packets = {
             c["counter"]["name"]: c["counter"]["packets"] for c in json.loads(counters)["nftables"] if "counter" in c
@@ -134,7 +160,7 @@ def test_syns_enter_the_tunnel_with_a_clamped_mss(topology: dict[str, Any]) -> N
     # The SYN-ACK direction: here the home end's own MTU is the tunnel's, so it already
     # offers 1380; the rule for that direction is exercised once GitLab sits behind a
     # docker bridge (issue 5). The client must see no more than 1380 either way.
-    _, client_mss = _connect(443, tries=3)
+    _, client_mss = _connect(RAW, tries=3)
     assert client_mss <= 1380, f"the SYN-ACK reached the client with MSS {client_mss}"
 
 
@@ -154,16 +180,22 @@ def test_bulk_transfer_works_when_icmp_fragmentation_needed_is_dropped(topology:
     assert loaded.returncode == 0
     try:
         for mode in ("put", "get"):
-            moved = _in("fwl-client", "python3", str(ROOT / "tools" / "lab_fetch.py"), mode, VPS, "80", str(4 << 20))
+            moved = _in(
+                "fwl-client", "python3", str(ROOT / "tools" / "lab_fetch.py"), mode, VPS, str(RAW), str(4 << 20)
+            )
             assert moved.returncode == 0, f"bulk {mode} stalled: {moved.stdout} {moved.stderr}"
     finally:
         _in("fwl-vps", "nft", "delete", "table", "inet", "lab-pmtu-blackhole")
 
 
-def test_admin_ssh_on_the_vps_stays_reachable(topology: dict[str, Any]) -> None:
+def _assert_admin_ssh(topology: dict[str, Any]) -> None:
     vps = next(h for h in topology["hosts"] if h["name"] == "vps")
     scan = _in("fwl-client", "ssh-keyscan", "-T", "3", "-t", "ed25519", "-p", str(vps["ssh_port"]), VPS)
-    assert vps["host_key"].split()[1] in scan.stdout, scan.stderr
+    assert vps["host_key"].split()[1] in scan.stdout, f"admin SSH to the VPS is not reachable: {scan.stderr}"
+
+
+def test_admin_ssh_on_the_vps_stays_reachable(topology: dict[str, Any]) -> None:
+    _assert_admin_ssh(topology)  # after an apply
 
 
 def test_home_keeps_its_lan_route_and_its_own_ssh(topology: dict[str, Any]) -> None:
@@ -181,8 +213,8 @@ def test_a_lapsed_cgnat_mapping_comes_back_with_the_keepalive(topology: dict[str
     flushed = _in("fwl-cgnat", "conntrack", "-D", "-p", "udp")
     assert flushed.returncode in (0, 1), flushed.stderr  # 1: nothing to delete
     started = time.monotonic()
-    line, _ = _connect(443, tries=10)
-    assert line.startswith("forgeway-standin 443"), line
+    line, _ = _connect(RAW, tries=10)
+    assert line.startswith(f"forgeway-standin {RAW}"), line
     assert time.monotonic() - started < 10, "the mapping took longer than two keepalives to return"
 
 
@@ -191,17 +223,19 @@ def test_preserve_source_shows_the_client_and_switching_back_removes_the_return_
 ) -> None:
     switched = _lab("up", "--mode", "preserve-source")
     assert switched.returncode == 0, switched.stderr
-    line, _ = _connect(443, tries=3)
-    assert line.startswith(f"forgeway-standin 443 {CLIENT_ADDRESS} "), line
+    line, _ = _connect(RAW, tries=3)
+    assert line.startswith(f"forgeway-standin {RAW} {CLIENT_ADDRESS} "), line
+    assert _http(topology, 443, tls=True).startswith(f"forgeway-standin 443 {CLIENT_ADDRESS} ")
     assert _ping("fwl-home", "198.51.100.1"), "the home LAN must keep working in preserve-source mode"
+    _assert_admin_ssh(topology)  # after an update
     assert "4680" in _in("fwl-home", "ip", "rule").stdout
 
     back = _lab("up", "--mode", "snat")
     assert back.returncode == 0, back.stderr
     assert "delete   command:remote:Command home-return-path" in back.stderr
     assert "4680" not in _in("fwl-home", "ip", "rule").stdout
-    line, _ = _connect(443, tries=3)
-    assert line.startswith("forgeway-standin 443 10.8.0.1 "), line
+    line, _ = _connect(RAW, tries=3)
+    assert line.startswith(f"forgeway-standin {RAW} 10.8.0.1 "), line
 
 
 def test_hostile_firewall_state_on_the_vps_does_not_break_forwarding(topology: dict[str, Any]) -> None:
@@ -226,8 +260,8 @@ table ip catchall {
     try:
         up = _lab("up")
         assert up.returncode == 0, up.stderr
-        line, _ = _connect(443, tries=5)
-        assert line.startswith("forgeway-standin 443 "), line
+        line, _ = _connect(RAW, tries=5)
+        assert line.startswith(f"forgeway-standin {RAW} "), line
         assert _lab("destroy").returncode == 0
         assert _in("fwl-vps", "nft", "list", "ruleset").stdout == before, "their tables changed"
     finally:
@@ -332,8 +366,8 @@ def test_zy_a_reboot_brings_tunnel_and_forwarding_back_from_the_boot_units(topol
                 )
                 assert booted.returncode == 0 or start.startswith("-"), f"{unit}: {start}: {booted.stderr[-500:]}"
     assert _ping("fwl-home", "10.8.0.1", tries=5), "no tunnel after the boot units ran"
-    line, _ = _connect(443, tries=5)
-    assert line.startswith(f"forgeway-standin 443 {CLIENT_ADDRESS} "), line
+    line, _ = _connect(RAW, tries=5)
+    assert line.startswith(f"forgeway-standin {RAW} {CLIENT_ADDRESS} "), line
     assert _lab("up", "--mode", "snat").returncode == 0
 
 
@@ -341,6 +375,7 @@ def test_zz_destroy_restores_every_host_and_down_removes_the_lab(topology: dict[
     # Named zz: runs last in this module (it takes the stack away).
     destroyed = _lab("destroy")
     assert destroyed.returncode == 0, destroyed.stderr
+    _assert_admin_ssh(topology)  # after a destroy
     assert _in("fwl-vps", "nft", "list", "ruleset").stdout == "", "the VPS ruleset is not back to empty"
     assert _in("fwl-vps", "sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "0"
     for host in topology["hosts"]:
@@ -352,7 +387,7 @@ def test_zz_destroy_restores_every_host_and_down_removes_the_lab(topology: dict[
     assert down.returncode == 0, down.stderr
     assert not any(n.startswith("fwl-") for n in _netns())
     assert not (ROOT / ".lab").exists()
-    pids = [h["pid"] for h in topology["hosts"]] + [topology["standin"]["pid"]]
+    pids = [h["pid"] for h in topology["hosts"]] + [topology["standin"]["pid"], topology["standin"]["ssh"]["pid"]]
     listed = subprocess.run(
         ["ps", "-o", "pid=,stat=", "-p", ",".join(map(str, pids))], capture_output=True, text=True, check=False
     )
