@@ -129,17 +129,22 @@ def test_http_https_ssh_and_registry_reach_home_and_snat_shows_the_tunnel_addres
     assert topology["standin"]["ssh"]["host_key"].split()[1] in scan.stdout, scan.stderr
 
 
-def test_syns_enter_the_tunnel_with_a_clamped_mss(topology: dict[str, Any]) -> None:
-    # The client's SYN offers MSS 1460 (its path is 1500); the tunnel's MTU is 1420, so
-    # the VPS must rewrite it to 1380 at most before wg0. An observer table that runs
-    # after ours counts SYNs into wg0, and those still above 1380.
+def test_mss_is_clamped_on_syn_and_syn_ack_at_the_tunnel(topology: dict[str, Any]) -> None:
+    # The client's SYN offers MSS 1460 (its path is 1500). The home end offers 1460 too,
+    # as GitLab behind a 1500-byte docker bridge would: a route with advmss 1460 back to
+    # the VPS. The tunnel's MTU is 1420, so the VPS must bring both to 1380 at most. An
+    # observer table that runs after ours counts the handshakes, and those still above.
     observer = """table inet lab-mss-observer {
   counter syns {}
-  counter too_big {}
+  counter syns_too_big {}
+  counter synacks {}
+  counter synacks_too_big {}
   chain after_clamp {
     type filter hook forward priority 500;
-    oifname "wg0" tcp flags syn / syn,rst counter name syns
-    oifname "wg0" tcp flags syn / syn,rst tcp option maxseg size > 1380 counter name too_big
+    oifname "wg0" tcp flags & (syn|ack) == syn counter name syns
+    oifname "wg0" tcp flags & (syn|ack) == syn tcp option maxseg size > 1380 counter name syns_too_big
+    iifname "wg0" tcp flags & (syn|ack) == syn|ack counter name synacks
+    iifname "wg0" tcp flags & (syn|ack) == syn|ack tcp option maxseg size > 1380 counter name synacks_too_big
   }
 }
 """
@@ -147,21 +152,21 @@ def test_syns_enter_the_tunnel_with_a_clamped_mss(topology: dict[str, Any]) -> N
         ["ip", "netns", "exec", "fwl-vps", "nft", "-f", "-"], input=observer, text=True, check=False
     )
     assert loaded.returncode == 0
+    offered = _in("fwl-home", "ip", "route", "add", "10.8.0.1/32", "dev", "wg0", "advmss", "1460")
+    assert offered.returncode == 0, offered.stderr
     try:
-        _connect(RAW, tries=3)
+        _, client_mss = _connect(RAW, tries=3)
         counters = _in("fwl-vps", "nft", "-j", "list", "counters", "table", "inet", "lab-mss-observer").stdout
         packets = {
             c["counter"]["name"]: c["counter"]["packets"] for c in json.loads(counters)["nftables"] if "counter" in c
         }
-        assert packets["syns"] >= 1, "no SYN went into the tunnel"
-        assert packets["too_big"] == 0, f"{packets['too_big']} SYN(s) entered wg0 with MSS above 1380"
+        assert packets["syns"] >= 1 and packets["synacks"] >= 1, packets
+        assert packets["syns_too_big"] == 0, f"{packets['syns_too_big']} SYN(s) entered wg0 with MSS above 1380"
+        assert packets["synacks_too_big"] == 0, f"{packets['synacks_too_big']} SYN-ACK(s) left wg0 above 1380"
+        assert client_mss <= 1380, f"the SYN-ACK reached the client with MSS {client_mss}"
     finally:
         _in("fwl-vps", "nft", "delete", "table", "inet", "lab-mss-observer")
-    # The SYN-ACK direction: here the home end's own MTU is the tunnel's, so it already
-    # offers 1380; the rule for that direction is exercised once GitLab sits behind a
-    # docker bridge (issue 5). The client must see no more than 1380 either way.
-    _, client_mss = _connect(RAW, tries=3)
-    assert client_mss <= 1380, f"the SYN-ACK reached the client with MSS {client_mss}"
+        _in("fwl-home", "ip", "route", "del", "10.8.0.1/32", "dev", "wg0")
 
 
 def test_bulk_transfer_works_when_icmp_fragmentation_needed_is_dropped(topology: dict[str, Any]) -> None:
