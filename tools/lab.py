@@ -12,8 +12,9 @@ Topology (network namespaces ``fwl-*``; addresses exist only inside them):
 
 vps, home and the runners each run their own sshd with their own host key. The
 CGNAT router masquerades the home side with a short UDP timeout, so nothing reaches
-home unless home dials out. What exists of forgeway today is applied (tools/applier):
-host arch checks, WireGuard keys, the CA; the tunnel and forwarding come with issue 4.
+home unless home dials out. The lab stack is applied with tools/applier: host arch
+checks, the tunnel, the forwarding, the CA. The home device runs a stand-in for
+GitLab (tools/lab_standin.py, and an sshd for GitLab's SSH) until issue 5.
 
 ``runner-arm`` is declared arm64: its sshd gives sessions a PATH whose ``uname``
 says aarch64, so the arch check passes; nothing arm64 runs (this machine is x86_64).
@@ -374,10 +375,8 @@ def up(mode: str | None = None) -> int:
     topology = json.loads(TOPOLOGY.read_text())
     config, secret_keys = lab_config(topology, mode)
     _write_private(LAB_DIR / "runner-tokens.json", json.dumps(config["forgeway:runner_tokens"]))
-    request = {"action": "apply", "stack": "lab", "config": stack_config_strings(config),
-               "secret_keys": secret_keys, "state": str(STATE)}  # fmt: skip
-    done = subprocess.run([sys.executable, "-m", "tools.applier"], input=json.dumps(request), text=True,
-                          capture_output=True, cwd=ROOT, check=False)  # fmt: skip
+    done = _applier({"action": "apply", "stack": "lab", "config": stack_config_strings(config),
+                     "secret_keys": secret_keys, "state": str(STATE)})  # fmt: skip
     sys.stderr.write(done.stderr)
     if done.returncode != 0:
         return done.returncode
@@ -392,11 +391,21 @@ def up(mode: str | None = None) -> int:
     return 0
 
 
+def _applier(request: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    """tools.applier in its own process (one program run per process); request on stdin."""
+    return subprocess.run(
+        [sys.executable, "-m", "tools.applier"],
+        input=json.dumps(request),
+        text=True,
+        capture_output=True,
+        cwd=ROOT,
+        check=False,
+    )
+
+
 def destroy() -> int:
     """Destroy the stack's resources on the lab hosts, keep the topology (for tests)."""
-    request = {"action": "destroy", "state": str(STATE)}
-    done = subprocess.run([sys.executable, "-m", "tools.applier"], input=json.dumps(request), text=True,
-                          capture_output=True, cwd=ROOT, check=False)  # fmt: skip
+    done = _applier({"action": "destroy", "state": str(STATE)})
     sys.stderr.write(done.stderr)
     return done.returncode
 
@@ -405,9 +414,7 @@ def down() -> int:
     """Destroy the stack's resources, stop our processes by PID, delete the namespaces."""
     errors: list[str] = []
     if STATE.exists() and TOPOLOGY.exists():
-        request = {"action": "destroy", "state": str(STATE)}
-        done = subprocess.run([sys.executable, "-m", "tools.applier"], input=json.dumps(request), text=True,
-                              capture_output=True, cwd=ROOT, check=False)  # fmt: skip
+        done = _applier({"action": "destroy", "state": str(STATE)})
         if done.returncode != 0:
             errors.append(f"destroy: {done.stderr.strip()}")
     for described in (TOPOLOGY, TOPOLOGY.with_suffix(".partial")):
