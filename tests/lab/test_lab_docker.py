@@ -1,0 +1,143 @@
+"""A real dockerd in a namespace host (tools/lab_docker.py) and the lab's images (tools/lab_images.py).
+
+Needs root, docker.io and debootstrap: the lab tier fails loudly without them, never skips.
+The first run on a machine builds the image cache (~1 min); later runs reuse it.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tools.lab_docker import DOCKERD, DaemonInfo, docker, start_dockerd, stop_dockerd
+from tools.lab_images import BASE, ensure_image
+
+pytestmark = pytest.mark.lab
+
+ADDRESS = "203.0.113.77"  # only inside the test's own namespace, which has no link out
+PORT = 8080
+SERVER = f"""
+import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", {PORT}))
+s.listen()
+while True:
+    c, a = s.accept()
+    c.sendall(b"hello from the container\\n")
+    c.close()
+"""
+
+
+def _require_docker_tools() -> None:
+    missing = [
+        tool
+        for tool, ok in (
+            ("dockerd", Path(DOCKERD).is_file()),
+            ("debootstrap", shutil.which("debootstrap", path="/usr/sbin:/usr/bin")),
+            ("docker", shutil.which("docker", path="/usr/local/bin:/usr/bin")),
+        )
+        if not ok
+    ]
+    if missing:
+        raise RuntimeError(
+            f"missing {', '.join(missing)}: apt-get install -y docker.io debootstrap (see tools/apt-packages.txt)"
+        )
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    """A namespace of our own with an eth0 (a veth whose peer stays in it) at ADDRESS."""
+    _require_docker_tools()
+    name = f"fwdk-{secrets.token_hex(4)}"
+    _ip("netns", "add", name)
+    try:
+        _ip("-n", name, "link", "set", "lo", "up")
+        _ip("-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p")
+        _ip("-n", name, "addr", "add", f"{ADDRESS}/24", "dev", "eth0")
+        _ip("-n", name, "link", "set", "eth0", "up")
+        _ip("-n", name, "link", "set", "eth0p", "up")
+        yield name
+    finally:
+        pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True, check=False).stdout
+        _ip("netns", "delete", name)
+        assert not pids.split(), f"processes left in {name}: {pids.split()}"
+        assert not Path("/run/netns", name).exists()
+
+
+@pytest.fixture
+def work() -> Iterator[Path]:
+    directory = Path(tempfile.mkdtemp(prefix="fwdk-"))
+    yield directory / "docker"
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def _mounts_under(path: Path) -> list[str]:
+    return [line for line in Path("/proc/mounts").read_text().splitlines() if str(path) in line]
+
+
+def test_dockerd_in_a_namespace_runs_the_base_image(netns: str, work: Path) -> None:
+    started = time.monotonic()
+    daemon: DaemonInfo | None = start_dockerd(netns, work, index=7)
+    print(f"\ndockerd start: {time.monotonic() - started:.2f}s")
+    assert daemon is not None
+    try:
+        assert docker(daemon, "info", "--format", "{{.Driver}}").stdout.decode().strip() == "vfs"
+
+        first = ensure_image(daemon, BASE)
+        print(f"ensure_image (first): {first}")
+        second = ensure_image(daemon, BASE)
+        print(f"ensure_image (again): {second}")
+        assert set(second) == {"total"}, second  # nothing built, nothing imported
+        assert second["total"] < 2.0
+
+        started = time.monotonic()
+        run = docker(daemon, "run", "--rm", BASE, "python3", "-c", "print(42)")
+        print(f"docker run --rm: {time.monotonic() - started:.2f}s")
+        assert run.stdout == b"42\n"
+
+        # a published port on the host's address, reached from inside the host
+        docker(daemon, "run", "-d", "--name", "server", "-p", f"{ADDRESS}:{PORT}:{PORT}", BASE, "python3", "-c", SERVER)
+        probe = f"import socket; print(socket.create_connection(('{ADDRESS}', {PORT}), 2).recv(100).decode())"
+        deadline = time.monotonic() + 20
+        while True:
+            done = subprocess.run(
+                ["ip", "netns", "exec", netns, "python3", "-c", probe],
+                capture_output=True, text=True, timeout=30, check=False,
+            )  # fmt: skip
+            if "hello from the container" in done.stdout:
+                break
+            assert time.monotonic() < deadline, f"published port not reachable: {done.stderr}"
+            time.sleep(0.2)
+        # docker's rules are in the namespace's netfilter (and not in the root namespace's)
+        rules = subprocess.run(
+            ["ip", "netns", "exec", netns, "iptables", "-t", "nat", "-S", "DOCKER"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        assert f"-d {ADDRESS}/32" in rules and "172.30.7." in rules, rules
+        # dockerd's mounts stay in its own mount namespace
+        assert _mounts_under(work) == []
+    finally:
+        started = time.monotonic()
+        stop_dockerd(daemon)
+        print(f"dockerd stop: {time.monotonic() - started:.2f}s")
+
+    assert not Path(f"/proc/{daemon.pid}").exists()
+    leftovers = subprocess.run(["pgrep", "-f", str(work)], capture_output=True, text=True, check=False).stdout
+    assert leftovers.split() == [], f"processes left: {leftovers}"
+    assert (
+        subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True, check=False).stdout.split() == []
+    )
+    assert _mounts_under(work) == []
+    assert not work.exists()
