@@ -116,7 +116,16 @@ def stack_config_strings(config: Mapping[str, Any]) -> dict[str, str]:
 
 def _mock_state(typ: str, inputs: dict[str, Any]) -> dict[str, Any]:
     """What a provider would return: the inputs, plus the outputs the program reads."""
+    import datetime
+    import hashlib
+
     import pulumi
+
+    def mock_pem(label: str) -> str:
+        # PEM-armoured, distinct per resource: the body names the type and digests the inputs.
+        digest = hashlib.sha256(json.dumps(unwrap(inputs), sort_keys=True, default=str).encode()).hexdigest()[:32]
+        body = base64.b64encode(f"mock {typ} {digest}".encode()).decode()
+        return f"-----BEGIN {label}-----\n{body}\n-----END {label}-----\n"
 
     state = dict(inputs)
     if typ == "random:index/randomBytes:RandomBytes":
@@ -128,8 +137,20 @@ def _mock_state(typ: str, inputs: dict[str, Any]) -> dict[str, Any]:
     elif typ == "tls:index/privateKey:PrivateKey":
         state["privateKeyPem"] = pulumi.Output.secret("-----BEGIN PRIVATE KEY-----\nmock\n-----END PRIVATE KEY-----\n")
         state["publicKeyPem"] = "-----BEGIN PUBLIC KEY-----\nmock\n-----END PUBLIC KEY-----\n"
+    elif typ == "tls:index/certRequest:CertRequest":
+        state["certRequestPem"] = mock_pem("CERTIFICATE REQUEST")
+        state["keyAlgorithm"] = "ECDSA"
     elif typ in ("tls:index/selfSignedCert:SelfSignedCert", "tls:index/locallySignedCert:LocallySignedCert"):
-        state["certPem"] = "-----BEGIN CERTIFICATE-----\nmock\n-----END CERTIFICATE-----\n"
+        # Distinct per certificate (a chain's parts can be told apart), with the
+        # validity outputs the provider computes.
+        state["certPem"] = mock_pem("CERTIFICATE")
+        start = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+        end = start + datetime.timedelta(hours=int(inputs.get("validityPeriodHours", 0)))
+        state["validityStartTime"] = start.strftime("%Y-%m-%dT%H:%M:%SZ")
+        state["validityEndTime"] = end.strftime("%Y-%m-%dT%H:%M:%SZ")
+        state["readyForRenewal"] = False
+        if typ == "tls:index/locallySignedCert:LocallySignedCert":
+            state["caKeyAlgorithm"] = "ECDSA"
     elif typ == "command:remote:Command":
         state.setdefault("stdout", "")
         state.setdefault("stderr", "")
