@@ -9,6 +9,7 @@ from components.forwarding import PortForwarding, PortForwardingArgs
 from components.hosts import connect_hosts
 from components.outputs import export_all, stack_outputs
 from components.pki import CertificateAuthority, CertificateAuthorityArgs
+from components.registry import Registry, RegistryArgs
 from components.secrets import StackSecrets
 from components.tunnel import (
     TunnelEndpoint,
@@ -75,6 +76,13 @@ forwarding = PortForwarding(
 ca = (
     CertificateAuthority("ca", CertificateAuthorityArgs(f"forgeway CA {config.gitlab.domain}", secrets.ca_private_key))
     if config.gitlab.tls == "own-ca"
+    else None
+)
+
+# The registry over TLS: with our own CA, its certificate and every docker daemon's trust.
+registry = (
+    Registry("registry", RegistryArgs(config, hosts, ca, addresses))
+    if ca is not None and config.registry.enabled
     else None
 )
 

@@ -142,8 +142,9 @@ def _mock_state(typ: str, inputs: dict[str, Any]) -> dict[str, Any]:
         state["keyAlgorithm"] = "ECDSA"
     elif typ in ("tls:index/selfSignedCert:SelfSignedCert", "tls:index/locallySignedCert:LocallySignedCert"):
         # Distinct per certificate (a chain's parts can be told apart), with the
-        # validity outputs the provider computes.
-        state["certPem"] = mock_pem("CERTIFICATE")
+        # validity outputs the provider computes. A CA certificate is a real one (the
+        # program parses it to render trust files), made the way the lab's applier does.
+        state["certPem"] = _real_ca_pem() if inputs.get("isCaCertificate") else mock_pem("CERTIFICATE")
         start = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
         end = start + datetime.timedelta(hours=int(inputs.get("validityPeriodHours", 0)))
         state["validityStartTime"] = start.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -155,6 +156,15 @@ def _mock_state(typ: str, inputs: dict[str, Any]) -> dict[str, Any]:
         state.setdefault("stdout", "")
         state.setdefault("stderr", "")
     return state
+
+
+def _real_ca_pem() -> str:
+    from tools.applier import _tls_private_key, _tls_self_signed  # the applier's own emulation
+
+    key = _tls_private_key({"algorithm": "ECDSA", "ecdsaCurve": "P256"})["privateKeyPem"]
+    inputs = {"privateKeyPem": key, "isCaCertificate": True, "validityPeriodHours": 24}
+    pem: str = _tls_self_signed(inputs)["certPem"]
+    return pem
 
 
 ResourceHandler = Callable[[Any], tuple[str, dict[str, Any]]]

@@ -3,7 +3,7 @@
 What runs for real: the program under the mock monitor, the applier's ssh to each
 namespace's own sshd with the connection the program built (pinned host key, the
 stack's private key through an agent), each host's arch check, its wg0
-(wireguard-go) and the VPS's forwarding rules. These hosts are not linked to each other: the end-to-end data path
+(wireguard-go), the VPS's forwarding rules and the docker hosts' trust of the CA. These hosts are not linked to each other: the end-to-end data path
 is tested on the `make lab` topology (test_make_lab.py).
 """
 
@@ -69,7 +69,8 @@ def test_apply_checks_every_host_then_reapply_changes_nothing(lab: Lab, tmp_path
     assert rc == 0, err
     creates = {name for op, typ, name in _ops(out) if op == "create" and typ == "command:remote:Command"}
     tunnels = {"tunnel-wg0"} | {f"{name}-tunnel-wg0" for name in hosts if name != "vps"}
-    assert creates == {f"{name}-arch" for name in hosts} | tunnels | {"vps-forwarding"}
+    trust = {f"{name}-docker-client" for name in hosts if name != "vps"}  # docker hosts, own CA
+    assert creates == {f"{name}-arch" for name in hosts} | tunnels | {"vps-forwarding"} | trust
     for name, host in hosts.items():
         link = subprocess.run(["ip", "-n", host.netns, "link", "show", "wg0"], capture_output=True, check=False)
         assert link.returncode == 0, f"no wg0 on {name}"

@@ -199,6 +199,15 @@ def _assert_admin_ssh(topology: dict[str, Any]) -> None:
     assert vps["host_key"].split()[1] in scan.stdout, f"admin SSH to the VPS is not reachable: {scan.stderr}"
 
 
+def test_every_docker_host_trusts_our_ca_for_the_registry(topology: dict[str, Any]) -> None:
+    state = json.loads((ROOT / ".lab" / "state.json").read_text())["entries"]
+    ca_pem = state["tls:index/selfSignedCert:SelfSignedCert::ca-cert"]["outputs"]["certPem"]
+    for name in ("home", "runner-arm", "runner-amd"):
+        ca = ROOT / ".lab" / "hosts" / name / "etc" / "docker" / "certs.d" / "gitlab.forgeway.test:5050" / "ca.crt"
+        assert ca.read_text() == ca_pem, f"{name} does not trust the stack's CA for the registry"
+    assert not (ROOT / ".lab" / "hosts" / "vps" / "etc" / "docker").exists(), "the VPS runs no docker"
+
+
 def test_admin_ssh_on_the_vps_stays_reachable(topology: dict[str, Any]) -> None:
     _assert_admin_ssh(topology)  # after an apply
 
@@ -385,7 +394,8 @@ def test_zz_destroy_restores_every_host_and_down_removes_the_lab(topology: dict[
     assert _in("fwl-vps", "sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "0"
     for host in topology["hosts"]:
         assert _in(host["netns"], "ip", "link", "show", "wg0").returncode != 0, f"wg0 left on {host['name']}"
-        leftovers = list((ROOT / ".lab" / "hosts" / host["name"] / "etc").rglob("forgeway*"))
+        etc = ROOT / ".lab" / "hosts" / host["name"] / "etc"
+        leftovers = [*etc.rglob("forgeway*"), *etc.rglob("certs.d")]
         assert leftovers == [], f"files left on {host['name']}: {leftovers}"
 
     down = _lab("down")

@@ -222,3 +222,29 @@ def _staged_files(cmd: Registration) -> dict[str, str]:
     words = shlex.split(cmd.inputs["create"].split("&&")[1])
     pairs = words[words.index('"$d"') + 1 :] if '"$d"' in words else words[5:]
     return {pairs[i]: base64.b64decode(pairs[i + 1]).decode() for i in range(0, len(pairs) - 1, 2)}
+
+
+def test_own_ca_stacks_get_a_registry_certificate_and_trust_on_every_docker_host(stack: Stack) -> None:
+    own_ca = stack.config[f"{PROJECT}:gitlab"].get("tls", "own-ca") == "own-ca"
+    trust = {
+        c.name.removesuffix("-docker-client"): c
+        for c in stack.synth.of_type(COMMAND)
+        if c.name.endswith("-docker-client")
+    }
+    if not own_ca:
+        # Let's Encrypt certificates are trusted already; nothing to install.
+        assert trust == {} and not stack.synth.of_type("tls:index/locallySignedCert:LocallySignedCert")
+        return
+    docker_hosts = {h["name"] for h in _hosts(stack) if {"gitlab", "runner"} & set(h["roles"])}
+    assert set(trust) == docker_hosts
+    (request,) = stack.synth.of_type("tls:index/certRequest:CertRequest")
+    gitlab = stack.config[f"{PROJECT}:gitlab"]["domain"]
+    assert gitlab in request.inputs["dnsNames"]
+    registry = stack.synth.outputs["registry"]
+    for name, cmd in trust.items():
+        files = _staged_files(cmd)
+        assert f"etc/docker/certs.d/{registry}/ca.crt" in files["manifest"], name
+        assert any(text.startswith("-----BEGIN CERTIFICATE-----") for text in files.values()), name
+        assert unwrap(cmd.inputs["connection"])["host"] == next(
+            h["address"] for h in _hosts(stack) if h["name"] == name
+        )

@@ -1,0 +1,100 @@
+"""Registry: GitLab's container registry over TLS, trusted by every docker daemon we manage.
+
+With ``gitlab.tls = own-ca`` it holds the server certificate (our CA; every name and
+address clients use) and, on each docker host, our CA in ``certs.d`` for every
+registry endpoint and in the system trust store, plus the daemon's proxy drop-in when
+the host has a proxy (NO_PROXY always covers the registry, GitLab and the tunnel).
+The GitLab container that serves the certificate comes with the GitLab component.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import pulumi
+from pulumi_command import remote
+
+from components.config import Host as HostConfig
+from components.config import StackConfig
+from components.hosts import DOCKER_ROLES, Host
+from components.pki import CertificateAuthority, ServerCertificate, ServerCertificateArgs, server_names
+from components.render.docker_client import DockerClientSettings, render_docker_client
+from components.scripts import script, script_command, staged_command, unstaged_command
+
+__all__ = ["Registry", "RegistryArgs", "registry_endpoints"]
+
+STAGE = "docker-client"
+
+
+def registry_endpoints(cfg: StackConfig) -> tuple[str, ...]:
+    """Every host:port a docker client may use for the registry (certs.d is per endpoint)."""
+    port = cfg.forwarding.port("registry")
+    if port is None:
+        return ()
+    names = {cfg.registry.domain or cfg.gitlab.domain, cfg.gitlab.domain}
+    return tuple(sorted(f"{name}:{port.public}" for name in names))
+
+
+def _client_files(cfg: StackConfig, host: HostConfig, endpoints: tuple[str, ...], ca_pem: str) -> dict[str, str]:
+    """The files docker-client-up.sh installs on one host (and their manifest)."""
+    proxy = host.proxy
+    settings = DockerClientSettings(
+        registries=endpoints,
+        ca_pem=ca_pem,
+        gitlab_host=cfg.gitlab_host.address,
+        tunnel_subnet=str(cfg.tunnel.subnet),
+        http_proxy=proxy.http_proxy if proxy else None,
+        https_proxy=proxy.https_proxy if proxy else None,
+        no_proxy=tuple(proxy.no_proxy) if proxy else (),
+    )
+    return render_docker_client(settings).staged()
+
+
+@dataclass(frozen=True)
+class RegistryArgs:
+    config: StackConfig
+    hosts: Mapping[str, Host]
+    ca: CertificateAuthority
+    addresses: Mapping[str, ipaddress.IPv4Address]  # tunnel addresses
+
+
+class Registry(pulumi.ComponentResource):
+    """The registry's certificate and every managed docker daemon's trust of it."""
+
+    certificate: ServerCertificate
+    trust: dict[str, remote.Command]
+
+    def __init__(self, name: str, args: RegistryArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("forgeway:registry:Registry", name, None, opts)
+        cfg = args.config
+        dns_names, ip_addresses = server_names(cfg, args.addresses)
+        self.certificate = ServerCertificate(
+            f"{name}-tls",
+            ServerCertificateArgs(args.ca, dns_names[0], dns_names, ip_addresses),
+            pulumi.ResourceOptions(parent=self),
+        )
+        self.trust = {}
+        endpoints = registry_endpoints(cfg)
+        for host_cfg in cfg.hosts:
+            if not DOCKER_ROLES & set(host_cfg.roles) or not endpoints:
+                continue
+            files = args.ca.cert_pem.apply(functools.partial(_client_files, cfg, host_cfg, endpoints))
+            host = args.hosts[host_cfg.name]
+            self.trust[host_cfg.name] = remote.Command(
+                f"{host_cfg.name}-docker-client",
+                connection=host.connection,
+                create=files.apply(
+                    lambda staged: staged_command(
+                        STAGE,
+                        {**staged, "docker-client-up.sh": script("docker-client-up.sh")},
+                        "docker-client-up.sh",
+                        [],
+                    )
+                ),
+                delete=unstaged_command(STAGE, script_command("docker-client-down.sh")),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[host.arch_check]),
+            )
+        self.register_outputs({"endpoints": list(endpoints)})
