@@ -3,8 +3,9 @@
 What runs for real: the program under the mock monitor, the applier's ssh to each
 namespace's own sshd with the connection the program built (pinned host key, the
 stack's private key through an agent), each host's arch check, its wg0
-(wireguard-go), the VPS's forwarding rules and the docker hosts' trust of the CA. These hosts are not linked to each other: the end-to-end data path
-is tested on the `make lab` topology (test_make_lab.py).
+(wireguard-go), the VPS's forwarding rules and the docker hosts' trust of the CA.
+These hosts are not linked to each other: the end-to-end data path is tested on the
+`make lab` topology (test_make_lab.py).
 """
 
 from __future__ import annotations
