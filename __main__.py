@@ -79,11 +79,7 @@ ca = (
     else None
 )
 
-# The registry over TLS: with our own CA, its certificate and every docker daemon's trust.
-registry = (
-    Registry("registry", RegistryArgs(config, hosts, ca, addresses))
-    if ca is not None and config.registry.enabled
-    else None
-)
+# The registry over TLS: its certificate (own CA) and every docker daemon's trust and proxy.
+registry = Registry("registry", RegistryArgs(config, hosts, ca, addresses)) if config.registry.enabled else None
 
 export_all(stack_outputs(config, wireguard_keys, ca))

@@ -1,10 +1,11 @@
 """Registry: GitLab's container registry over TLS, trusted by every docker daemon we manage.
 
 With ``gitlab.tls = own-ca`` it holds the server certificate (our CA; every name and
-address clients use) and, on each docker host, our CA in ``certs.d`` for every
-registry endpoint and in the system trust store, plus the daemon's proxy drop-in when
-the host has a proxy (NO_PROXY always covers the registry, GitLab and the tunnel).
-The GitLab container that serves the certificate comes with the GitLab component.
+address clients use) and puts our CA, on each docker host, in ``certs.d`` for every
+registry endpoint and in the system trust store. On any docker host with a proxy it
+adds the daemon's proxy drop-in (NO_PROXY always covers the registry, GitLab and the
+tunnel), whatever the TLS mode. The GitLab container that serves the certificate
+comes with the GitLab component.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def registry_endpoints(cfg: StackConfig) -> tuple[str, ...]:
     return tuple(sorted(f"{name}:{port.public}" for name in names))
 
 
-def _client_files(cfg: StackConfig, host: HostConfig, endpoints: tuple[str, ...], ca_pem: str) -> dict[str, str]:
+def _client_files(cfg: StackConfig, host: HostConfig, endpoints: tuple[str, ...], ca_pem: str | None) -> dict[str, str]:
     """The files docker-client-up.sh installs on one host (and their manifest)."""
     proxy = host.proxy
     settings = DockerClientSettings(
@@ -57,31 +58,37 @@ def _client_files(cfg: StackConfig, host: HostConfig, endpoints: tuple[str, ...]
 class RegistryArgs:
     config: StackConfig
     hosts: Mapping[str, Host]
-    ca: CertificateAuthority
+    ca: CertificateAuthority | None  # None with Let's Encrypt: its certificates are trusted already
     addresses: Mapping[str, ipaddress.IPv4Address]  # tunnel addresses
 
 
 class Registry(pulumi.ComponentResource):
     """The registry's certificate and every managed docker daemon's trust of it."""
 
-    certificate: ServerCertificate
+    certificate: ServerCertificate | None
     trust: dict[str, remote.Command]
 
     def __init__(self, name: str, args: RegistryArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("forgeway:registry:Registry", name, None, opts)
         cfg = args.config
-        dns_names, ip_addresses = server_names(cfg, args.addresses)
-        self.certificate = ServerCertificate(
-            f"{name}-tls",
-            ServerCertificateArgs(args.ca, dns_names[0], dns_names, ip_addresses),
-            pulumi.ResourceOptions(parent=self),
-        )
+        self.certificate = None
+        if args.ca is not None:
+            dns_names, ip_addresses = server_names(cfg, args.addresses)
+            self.certificate = ServerCertificate(
+                f"{name}-tls",
+                ServerCertificateArgs(args.ca, dns_names[0], dns_names, ip_addresses),
+                pulumi.ResourceOptions(parent=self),
+            )
         self.trust = {}
         endpoints = registry_endpoints(cfg)
         for host_cfg in cfg.hosts:
             if not DOCKER_ROLES & set(host_cfg.roles) or not endpoints:
                 continue
-            files = args.ca.cert_pem.apply(functools.partial(_client_files, cfg, host_cfg, endpoints))
+            if args.ca is None and host_cfg.proxy is None:
+                continue  # public certificates and no proxy: nothing to install
+            render = functools.partial(_client_files, cfg, host_cfg, endpoints)
+            ca_pem: pulumi.Output[str | None] = args.ca.cert_pem if args.ca else pulumi.Output.from_input(None)
+            files = ca_pem.apply(render)
             host = args.hosts[host_cfg.name]
             self.trust[host_cfg.name] = remote.Command(
                 f"{host_cfg.name}-docker-client",

@@ -67,7 +67,7 @@ _PATH_SAFE = re.compile(r"^[A-Za-z0-9._:/-]+$")
 @dataclass(frozen=True)
 class DockerClientSettings:
     registries: tuple[str, ...]  # "host:port" of every registry endpoint clients use
-    ca_pem: str  # the forgeway CA (one or more PEM certificates)
+    ca_pem: str | None  # the forgeway CA (PEM); None when certificates are public (Let's Encrypt)
     gitlab_host: str  # name or address
     tunnel_subnet: str  # e.g. 10.8.0.0/24
     http_proxy: str | None = None
@@ -203,19 +203,23 @@ def render_docker_client(settings: DockerClientSettings) -> DockerClientFiles:
     """The certs.d CAs, the trust-store CA, the proxy drop-in (with a proxy) and their manifest."""
     if not settings.registries:
         raise ValueError("registries: at least one registry endpoint (host:port) is needed")
-    ca = _ca(settings.ca_pem)
+    has_proxy = settings.http_proxy is not None or settings.https_proxy is not None
+    if settings.ca_pem is None and not has_proxy:
+        raise ValueError("ca_pem or a proxy: without either there is nothing to install")
     endpoints = sorted({_registry(r) for r in settings.registries})
     no_proxy_entries(settings)  # validate GitLab host, subnet and extras even without a proxy
     managed: list[ManagedFile] = []
     texts: dict[str, str] = {}
-    for index, (host, port) in enumerate(endpoints):
-        name = f"registry-{index}.crt"
-        path = f"{CERTS_DIR}/{host}:{port}/ca.crt"
-        managed.append(ManagedFile("cert", "0644", name, path))
-        texts[name] = ca
-    managed.append(ManagedFile("trust", "0644", "forgeway-ca.crt", TRUST_PATH))
-    texts["forgeway-ca.crt"] = ca
-    if settings.http_proxy is not None or settings.https_proxy is not None:
+    if settings.ca_pem is not None:
+        ca = _ca(settings.ca_pem)
+        for index, (host, port) in enumerate(endpoints):
+            name = f"registry-{index}.crt"
+            path = f"{CERTS_DIR}/{host}:{port}/ca.crt"
+            managed.append(ManagedFile("cert", "0644", name, path))
+            texts[name] = ca
+        managed.append(ManagedFile("trust", "0644", "forgeway-ca.crt", TRUST_PATH))
+        texts["forgeway-ca.crt"] = ca
+    if has_proxy:
         text = _dropin(settings)
         secret = any(
             urlsplit(url).username or urlsplit(url).password

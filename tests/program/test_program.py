@@ -232,8 +232,17 @@ def test_own_ca_stacks_get_a_registry_certificate_and_trust_on_every_docker_host
         if c.name.endswith("-docker-client")
     }
     if not own_ca:
-        # Let's Encrypt certificates are trusted already; nothing to install.
-        assert trust == {} and not stack.synth.of_type("tls:index/locallySignedCert:LocallySignedCert")
+        # Let's Encrypt certificates are trusted already: only hosts with a proxy get a
+        # command, and it installs the daemon's proxy drop-in alone.
+        proxied = {h["name"] for h in _hosts(stack) if h.get("proxy")}
+        assert set(trust) == proxied and not stack.synth.of_type("tls:index/locallySignedCert:LocallySignedCert")
+        for name, cmd in trust.items():
+            manifest = _staged_files(cmd)["manifest"]
+            assert manifest.split()[0] == "dropin" and "ca.crt" not in manifest, name
+            dropin = _staged_files(cmd)["forgeway-proxy.conf"]
+            gitlab_host = next(h for h in _hosts(stack) if "gitlab" in h["roles"])
+            for must in (stack.config[f"{PROJECT}:registry"]["domain"], gitlab_host["address"], "10.8.0.0/24"):
+                assert must in dropin, f"{name}: NO_PROXY lacks {must}"
         return
     docker_hosts = {h["name"] for h in _hosts(stack) if {"gitlab", "runner"} & set(h["roles"])}
     assert set(trust) == docker_hosts

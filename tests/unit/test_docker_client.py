@@ -213,3 +213,14 @@ def test_verify_would_catch_a_broken_dropin(tmp_path: Path) -> None:
 def test_hostile_values_are_refused(changes: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         render_docker_client(settings(**changes))
+
+
+def test_lets_encrypt_with_a_proxy_installs_the_drop_in_alone() -> None:
+    files = render_docker_client(settings(ca_pem=None, http_proxy="http://proxy.home.arpa:3128"))
+    assert [f.kind for f in files.managed] == ["dropin"]
+    assert "ca.crt" not in files.manifest
+
+
+def test_nothing_to_install_is_refused() -> None:
+    with pytest.raises(ValueError, match="nothing to install"):
+        render_docker_client(settings(ca_pem=None, http_proxy=None, https_proxy=None))
