@@ -54,7 +54,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +68,7 @@ __all__ = [
     "LabHost",
     "generate_key",
     "host_env",
+    "isolated_netns",
     "missing_lab_tools",
     "require_lab_tools",
 ]
@@ -172,6 +173,32 @@ def host_env(host_dir: Path) -> dict[str, str]:
     for path in dirs.values():
         path.mkdir(parents=True, exist_ok=True)
     return {**{k: str(v) for k, v in dirs.items()}, "FORGEWAY_SYSTEMD": "no"}
+
+
+@contextlib.contextmanager
+def isolated_netns(prefix: str, address: str) -> Iterator[str]:
+    """A namespace ``<prefix>-<random>`` with an eth0 at ``address`` whose veth peer stays
+    inside it: no link out of the namespace. Deleted on exit; a process still running in
+    it is killed and the exit fails naming it (tests stop theirs by PID first)."""
+    name = f"{prefix}-{secrets.token_hex(4)}"
+    _run(["ip", "netns", "add", name])
+    try:
+        for args in (
+            ["link", "set", "lo", "up"],
+            ["link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"],
+            ["addr", "add", f"{address}/24", "dev", "eth0"],
+            ["link", "set", "eth0", "up"],
+            ["link", "set", "eth0p", "up"],
+        ):
+            _run(["ip", "-n", name, *args])
+        yield name
+    finally:
+        pids = _netns_pids(name)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        _run(["ip", "netns", "delete", name])
+        assert not pids, f"processes left in {name}: {pids}"
 
 
 def generate_key(path: Path, key_type: str = "ed25519") -> str:

@@ -16,7 +16,6 @@ import contextlib
 import datetime
 import ipaddress
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -34,6 +33,7 @@ from cryptography.x509.oid import NameOID
 
 from components.render.docker_client import DockerClientSettings, render_docker_client
 from components.scripts import script_command
+from tests.lab.netns import isolated_netns
 from tools.lab_docker import DOCKERD, docker, start_dockerd, stop_dockerd
 
 pytestmark = pytest.mark.lab
@@ -177,30 +177,12 @@ def test_a_file_changed_by_hand_is_put_back(tmp_path: Path, ca_pem: str) -> None
 # --- a real dockerd ------------------------------------------------------------------
 
 
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
-
-
 @pytest.fixture
 def netns() -> Iterator[str]:
     if not Path(DOCKERD).is_file():
         raise RuntimeError(f"{DOCKERD} is missing: apt-get install -y docker.io (tools/apt-packages.txt)")
-    name = f"fwdc-{secrets.token_hex(4)}"
-    _ip("netns", "add", name)
-    try:
-        _ip("-n", name, "link", "set", "lo", "up")
-        _ip("-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p")
-        _ip("-n", name, "addr", "add", f"{ADDRESS}/24", "dev", "eth0")
-        _ip("-n", name, "link", "set", "eth0", "up")
-        _ip("-n", name, "link", "set", "eth0p", "up")
+    with isolated_netns("fwdc", ADDRESS) as name:
         yield name
-    finally:
-        pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True, check=False).stdout
-        for pid in pids.split():  # not expected: everything is stopped by PID before
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), signal.SIGKILL)
-        _ip("netns", "delete", name)
-        assert not pids.split(), f"processes left in {name}: {pids.split()}"
 
 
 REGISTRY = f"""

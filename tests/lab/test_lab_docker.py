@@ -6,7 +6,6 @@ The first run on a machine builds the image cache (~1 min); later runs reuse it.
 
 from __future__ import annotations
 
-import secrets
 import shutil
 import subprocess
 import tempfile
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.lab.netns import isolated_netns
 from tools.lab_docker import DOCKERD, DaemonInfo, docker, start_dockerd, stop_dockerd
 from tools.lab_images import BASE, ensure_image
 
@@ -52,28 +52,13 @@ def _require_docker_tools() -> None:
         )
 
 
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
-
-
 @pytest.fixture
 def netns() -> Iterator[str]:
     """A namespace of our own with an eth0 (a veth whose peer stays in it) at ADDRESS."""
     _require_docker_tools()
-    name = f"fwdk-{secrets.token_hex(4)}"
-    _ip("netns", "add", name)
-    try:
-        _ip("-n", name, "link", "set", "lo", "up")
-        _ip("-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p")
-        _ip("-n", name, "addr", "add", f"{ADDRESS}/24", "dev", "eth0")
-        _ip("-n", name, "link", "set", "eth0", "up")
-        _ip("-n", name, "link", "set", "eth0p", "up")
+    with isolated_netns("fwdk", ADDRESS) as name:
         yield name
-    finally:
-        pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True, check=False).stdout
-        _ip("netns", "delete", name)
-        assert not pids.split(), f"processes left in {name}: {pids.split()}"
-        assert not Path("/run/netns", name).exists()
+    assert not Path("/run/netns", name).exists()
 
 
 @pytest.fixture
