@@ -6,9 +6,16 @@ registered), build the components, export the outputs contract (README).
 
 from components.config import load_stack_config
 from components.forwarding import PortForwarding, PortForwardingArgs
+from components.gitlab import GitLabServer, GitLabServerArgs
 from components.hosts import connect_hosts
 from components.outputs import export_all, stack_outputs
-from components.pki import CertificateAuthority, CertificateAuthorityArgs
+from components.pki import (
+    CertificateAuthority,
+    CertificateAuthorityArgs,
+    ServerCertificate,
+    ServerCertificateArgs,
+    server_names,
+)
 from components.registry import Registry, RegistryArgs
 from components.secrets import StackSecrets
 from components.tunnel import (
@@ -78,8 +85,27 @@ ca = (
     if config.gitlab.tls == "own-ca"
     else None
 )
+# own-ca: one server certificate for every name and address clients use (GitLab and registry).
+certificate = None
+if ca is not None:
+    dns_names, ip_addresses = server_names(config, addresses)
+    certificate = ServerCertificate("gitlab-tls", ServerCertificateArgs(ca, dns_names[0], dns_names, ip_addresses))
 
-# The registry over TLS: its certificate (own CA) and every docker daemon's trust and proxy.
-registry = Registry("registry", RegistryArgs(config, hosts, ca, addresses)) if config.registry.enabled else None
+gitlab = GitLabServer(
+    "gitlab",
+    GitLabServerArgs(
+        config,
+        hosts[gitlab_host.name],
+        tunnel_address=addresses[gitlab_host.name],
+        vps_tunnel_address=addresses[vps.name],
+        certificate=certificate,
+        root_password=secrets.gitlab_root_password,
+        # The container's ports bind the tunnel address: wg0 must exist first.
+        depends_on=[tunnel_peers[gitlab_host.name].command],
+    ),
+)
 
-export_all(stack_outputs(config, wireguard_keys, ca))
+# The registry over TLS: every docker daemon's trust of it, and their proxy settings.
+registry = Registry("registry", RegistryArgs(config, hosts, ca)) if config.registry.enabled else None
+
+export_all(stack_outputs(config, wireguard_keys, ca, gitlab.root_password))

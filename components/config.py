@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -36,6 +37,7 @@ __all__ = [
     "ConfigError",
     "Problem",
     "StackConfig",
+    "VolumeRole",
     "parse_stack",
 ]
 
@@ -145,6 +147,23 @@ Hostname = Annotated[str, AfterValidator(_hostname)]
 HostKey = Annotated[str, AfterValidator(_host_key)]
 ArchField = Annotated[Arch, BeforeValidator(_arch)]
 Image = Annotated[str, AfterValidator(_image)]
+VolumeRole = Literal["config", "logs", "data"]
+
+
+def _email(value: str) -> str:
+    if not re.fullmatch(r"[^@\s']+@[^@\s']+", value) or not _is_hostname(value.rsplit("@", 1)[1]):
+        raise ValueError("an e-mail address such as admin@example.org")
+    return value
+
+
+def _absolute_path(value: str) -> str:
+    if not value.startswith("/") or any(part in ("", ".", "..") for part in value.split("/")[1:]) or "\x00" in value:
+        raise ValueError("an absolute, normalized directory path such as /srv/gitlab/data")
+    return value
+
+
+Email = Annotated[str, AfterValidator(_email)]
+AbsolutePath = Annotated[str, AfterValidator(_absolute_path)]
 Network = Annotated[ipaddress.IPv4Network | ipaddress.IPv6Network, BeforeValidator(_network)]
 SshUser = Annotated[str, Field(pattern=_USER.pattern)]
 
@@ -272,6 +291,18 @@ class Forwarding(_Model):
         return next((p for p in self.ports if p.service == service), None)
 
 
+class VolumePaths(_Model):
+    """Host directories bound into GitLab's named volumes (e.g. an SSD on a Jetson)."""
+
+    config: AbsolutePath | None = Field(None, description="/etc/gitlab: settings, secrets, SSH host keys")
+    logs: AbsolutePath | None = Field(None, description="/var/log/gitlab")
+    data: AbsolutePath | None = Field(None, description="/var/opt/gitlab: repositories, database, registry")
+
+    def get(self, role: VolumeRole) -> str | None:
+        path: str | None = getattr(self, role)
+        return path
+
+
 class GitLab(_Model):
     """The GitLab server on the host with role gitlab."""
 
@@ -282,7 +313,18 @@ class GitLab(_Model):
         "auto", description="Small-device profile; auto: on for arm64 hosts with <= 8 GB"
     )
     tls: Literal["letsencrypt", "own-ca"] = Field("own-ca", description="Certificates from Let's Encrypt or our own CA")
-    memory_limit_mb: Annotated[int, Field(ge=2048)] | None = Field(None, description="Container memory limit")
+    memory_limit_mb: Annotated[int, Field(ge=2048)] | None = Field(
+        None, description="Container memory limit; default 3/4 of the host's memory_mb, else 4096"
+    )
+    letsencrypt_emails: list[Email] = Field(
+        default_factory=list, description="Contact addresses for Let's Encrypt expiry mail (tls letsencrypt)"
+    )
+    publish_on_lan: bool = Field(
+        False, description="Also publish GitLab's ports on the host's LAN address (default: tunnel address only)"
+    )
+    volume_paths: VolumePaths = Field(
+        VolumePaths(), description="Host directories behind GitLab's volumes; default: docker named volumes"
+    )
 
 
 class Registry(_Model):
@@ -657,6 +699,15 @@ def _check_ports(cfg: StackConfig) -> list[Problem]:
                 f"{PROJECT}:forwarding.ports", _show(sorted(by_service)), "an https entry (GitLab is served over HTTPS)"
             )
         )
+    if "ssh" not in by_service:
+        problems.append(
+            Problem(
+                f"{PROJECT}:forwarding.ports",
+                _show(sorted(by_service)),
+                "an ssh entry (git over SSH; e.g. {service: ssh, public: 22, home: 2222})",
+            )
+        )
+    problems += _external_url_problems(cfg, by_service.get("https"))
     if cfg.registry.enabled and "registry" not in by_service:
         problems.append(
             Problem(
@@ -687,6 +738,31 @@ def _check_ports(cfg: StackConfig) -> list[Problem]:
             Problem(f"{PROJECT}:tunnel.listen_port", _show(cfg.tunnel.listen_port), "a UDP port not also forwarded")
         )
     return problems
+
+
+def _external_url_problems(cfg: StackConfig, https_index: int | None) -> list[Problem]:
+    """gitlab.external_url must be what the VPS serves: https, GitLab's domain, the forwarded port."""
+    url = cfg.gitlab.external_url
+    if url is None or https_index is None:
+        return []
+    public = cfg.forwarding.ports[https_index].public
+    expected = f"https://{cfg.gitlab.domain}" + ("" if public == 443 else f":{public}")
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        parts, port = None, None
+    host = (parts.hostname or "") if parts is not None else ""
+    if parts is None or parts.scheme != "https" or host != cfg.gitlab.domain.lower() or port != public:
+        return [
+            Problem(
+                f"{PROJECT}:gitlab.external_url",
+                _show(url),
+                f"{expected} (optionally with a path): https on gitlab.domain and on the public https port the VPS "
+                f"forwards (forwarding.ports[{https_index}].public={public}); or leave it unset",
+            )
+        ]
+    return []
 
 
 def _check_host_ports(cfg: StackConfig) -> list[Problem]:
@@ -792,8 +868,33 @@ def _check_networks(cfg: StackConfig) -> list[Problem]:
     return problems
 
 
-def _check_images(cfg: StackConfig) -> list[Problem]:
+# An architecture named in an image reference (yrzr/gitlab-ce-arm64v8, ...-amd64): such an
+# image under the other architecture's key would be pulled for, and fail on, the wrong CPU.
+_ARCH_HINTS: dict[str, re.Pattern[str]] = {
+    "arm64": re.compile(r"(?<![a-z0-9])(arm64(v8)?|aarch64)(?![a-z0-9])"),
+    "amd64": re.compile(r"(?<![a-z0-9])(amd64|x86[_-]64)(?![a-z0-9])"),
+}
+
+
+def _image_arch_problems(section: str, images: Mapping[Arch, str]) -> list[Problem]:
     problems = []
+    for arch, ref in sorted(images.items()):
+        named = ref.split("@", 1)[0].lower()
+        for other, hint in _ARCH_HINTS.items():
+            if other != arch and hint.search(named):
+                problems.append(
+                    Problem(
+                        f"{PROJECT}:{section}.images.{arch}",
+                        _show(ref),
+                        f"an image built for {arch}: this reference names {other}; "
+                        f"put it under {section}.images.{other} and give {arch} hosts an {arch} image",
+                    )
+                )
+    return problems
+
+
+def _check_images(cfg: StackConfig) -> list[Problem]:
+    problems = _image_arch_problems("gitlab", cfg.gitlab.images) + _image_arch_problems("runners", cfg.runners.images)
     gitlab = cfg.hosts_with("gitlab")
     if len(gitlab) == 1 and gitlab[0].arch not in cfg.gitlab.images:
         problems.append(

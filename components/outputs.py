@@ -47,6 +47,13 @@ OUTPUTS: tuple[OutputSpec, ...] = (
     ),
     OutputSpec("ca_certificate", "string (PEM)", "Our own CA certificate to trust", when="gitlab.tls=own-ca"),
     OutputSpec("runners", "map arch -> list of host names", "Runner hosts per architecture (arm64, amd64)"),
+    OutputSpec(
+        "gitlab_root_password",
+        "string",
+        "GitLab's initial root password (generated unless set as secret config); "
+        "`pulumi stack output gitlab_root_password --show-secrets`",
+        secret=True,
+    ),
 )
 
 
@@ -54,7 +61,12 @@ def _url_port(scheme_default: int, port: int) -> str:
     return "" if port == scheme_default else f":{port}"
 
 
-def stack_outputs(cfg: StackConfig, keys: dict[str, WireGuardKey], ca: CertificateAuthority | None) -> dict[str, Any]:
+def stack_outputs(
+    cfg: StackConfig,
+    keys: dict[str, WireGuardKey],
+    ca: CertificateAuthority | None,
+    root_password: pulumi.Output[str],
+) -> dict[str, Any]:
     """The values of OUTPUTS for this stack (names not in this dict are not exported)."""
     fwd = cfg.forwarding
     https = fwd.port("https")
@@ -78,6 +90,7 @@ def stack_outputs(cfg: StackConfig, keys: dict[str, WireGuardKey], ca: Certifica
             }
             for h in cfg.hosts
         },
+        "gitlab_root_password": pulumi.Output.secret(root_password),
         "runners": {arch: [h.name for h in cfg.hosts_with("runner") if h.arch == arch] for arch in ("arm64", "amd64")},
     }
     registry = fwd.port("registry")

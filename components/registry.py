@@ -1,17 +1,15 @@
 """Registry: GitLab's container registry over TLS, trusted by every docker daemon we manage.
 
-With ``gitlab.tls = own-ca`` it holds the server certificate (our CA; every name and
-address clients use) and puts our CA, on each docker host, in ``certs.d`` for every
-registry endpoint and in the system trust store. On any docker host with a proxy it
-adds the daemon's proxy drop-in (NO_PROXY always covers the registry, GitLab and the
-tunnel), whatever the TLS mode. The GitLab container that serves the certificate
-comes with the GitLab component.
+With ``gitlab.tls = own-ca`` it puts our CA, on each docker host, in ``certs.d`` for
+every registry endpoint and in the system trust store. On any docker host with a proxy
+it adds the daemon's proxy drop-in (NO_PROXY always covers the registry, GitLab and the
+tunnel), whatever the TLS mode. The server certificate (``__main__.py``: every name and
+address clients use) is served by GitLab's own nginx (components/gitlab.py).
 """
 
 from __future__ import annotations
 
 import functools
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -21,7 +19,7 @@ from pulumi_command import remote
 from components.config import Host as HostConfig
 from components.config import StackConfig
 from components.hosts import DOCKER_ROLES, Host
-from components.pki import CertificateAuthority, ServerCertificate, ServerCertificateArgs, server_names
+from components.pki import CertificateAuthority
 from components.render.docker_client import DockerClientSettings, render_docker_client
 from components.scripts import script, script_command, staged_command, unstaged_command
 
@@ -59,26 +57,16 @@ class RegistryArgs:
     config: StackConfig
     hosts: Mapping[str, Host]
     ca: CertificateAuthority | None  # None with Let's Encrypt: its certificates are trusted already
-    addresses: Mapping[str, ipaddress.IPv4Address]  # tunnel addresses
 
 
 class Registry(pulumi.ComponentResource):
-    """The registry's certificate and every managed docker daemon's trust of it."""
+    """Every managed docker daemon's trust of the registry (and its proxy settings)."""
 
-    certificate: ServerCertificate | None
     trust: dict[str, remote.Command]
 
     def __init__(self, name: str, args: RegistryArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("forgeway:registry:Registry", name, None, opts)
         cfg = args.config
-        self.certificate = None
-        if args.ca is not None:
-            dns_names, ip_addresses = server_names(cfg, args.addresses)
-            self.certificate = ServerCertificate(
-                f"{name}-tls",
-                ServerCertificateArgs(args.ca, dns_names[0], dns_names, ip_addresses),
-                pulumi.ResourceOptions(parent=self),
-            )
         self.trust = {}
         endpoints = registry_endpoints(cfg)
         for host_cfg in cfg.hosts:

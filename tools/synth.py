@@ -152,6 +152,11 @@ def _mock_state(typ: str, inputs: dict[str, Any]) -> dict[str, Any]:
         state["readyForRenewal"] = False
         if typ == "tls:index/locallySignedCert:LocallySignedCert":
             state["caKeyAlgorithm"] = "ECDSA"
+    elif typ == "docker:index/remoteImage:RemoteImage":
+        # The pulled image's id, as the provider reports it (a digest of the content).
+        image_id = "sha256:" + hashlib.sha256(str(inputs.get("name")).encode()).hexdigest()
+        state["imageId"] = image_id
+        state["repoDigest"] = f"{str(inputs.get('name')).rsplit(':', 1)[0]}@{image_id}"
     elif typ == "command:remote:Command":
         state.setdefault("stdout", "")
         state.setdefault("stderr", "")

@@ -1,0 +1,204 @@
+"""GitLabServer: the omnibus GitLab container on the GitLab host, through its docker provider.
+
+What it registers (children of the component):
+
+* ``<host>-gitlab-image``: ``RemoteImage`` of ``gitlab.images[<host arch>]`` for platform
+  ``linux/<arch>`` (config already refused an image whose name says another arch).
+* ``<host>-gitlab-{config,logs,data}``: ``Volume`` with ``protect`` and ``retain_on_delete``
+  and the label ``forgeway.role=gitlab-<role>`` the policy pack looks for. The config
+  volume holds ``/etc/gitlab``, where omnibus keeps its SSH host keys and secrets, so a
+  new container keeps the fingerprint users pinned and can still decrypt the database.
+* ``<host>-gitlab-root-password``: ``RandomPassword`` unless ``gitlab_root_password``
+  is secret config.
+* ``<host>-gitlab``: the ``Container``. Its env (GITLAB_OMNIBUS_CONFIG from
+  components/render/gitlab.py, GITLAB_ROOT_PASSWORD) is one secret; with ``own-ca`` the
+  server certificate chain and key are uploaded to ``/etc/gitlab/ssl/<name>.{crt,key}``
+  before it starts. Published ports bind the host's tunnel address (and its LAN address
+  with ``gitlab.publish_on_lan``), never every interface: each forwarded service's home
+  port onto the container's fixed port.
+
+Omnibus reads GITLAB_ROOT_PASSWORD only when it first creates the database; changing
+it later changes nothing inside GitLab (documented in the README).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_docker as docker
+import pulumi_random as random
+
+from components.config import StackConfig, VolumeRole
+from components.hosts import Host
+from components.pki import ServerCertificate
+from components.render.gitlab import CONTAINER_PORTS, SSL_DIR, render_gitlab_rb, settings_from_config
+
+__all__ = [
+    "CONTAINER_NAME",
+    "HEALTHCHECK",
+    "MOUNTS",
+    "SHM_SIZE_MB",
+    "GitLabServer",
+    "GitLabServerArgs",
+    "memory_limit_mb",
+]
+
+CONTAINER_NAME = "forgeway-gitlab"
+# Where omnibus keeps each volume's contents.
+VOLUME_ROLES: tuple[VolumeRole, ...] = ("config", "logs", "data")
+MOUNTS: dict[str, str] = {"config": "/etc/gitlab", "logs": "/var/log/gitlab", "data": "/var/opt/gitlab"}
+# PostgreSQL and Prometheus need more than docker's default 64 MB of /dev/shm (omnibus docs).
+SHM_SIZE_MB = 256
+# The omnibus image's own check; it starts slowly on small devices (first boot: minutes).
+HEALTHCHECK = ("CMD", "/opt/gitlab/bin/gitlab-healthcheck", "--fail", "--max-time", "10")
+DEFAULT_MEMORY_MB = 4096
+MIN_MEMORY_MB = 2048
+
+
+def memory_limit_mb(cfg: StackConfig) -> int:
+    """gitlab.memory_limit_mb, else 3/4 of the host's memory_mb (at least 2 GB), else 4 GB."""
+    if cfg.gitlab.memory_limit_mb is not None:
+        return cfg.gitlab.memory_limit_mb
+    host_mb = cfg.gitlab_host.memory_mb
+    return max(MIN_MEMORY_MB, host_mb * 3 // 4) if host_mb is not None else DEFAULT_MEMORY_MB
+
+
+def _certificate_names(cfg: StackConfig) -> list[str]:
+    """The /etc/gitlab/ssl/<name> files nginx and registry_nginx read (own-ca)."""
+    names = [cfg.gitlab.domain]
+    registry = cfg.registry.domain or cfg.gitlab.domain
+    if cfg.registry.enabled and registry not in names:
+        names.append(registry)
+    return names
+
+
+def _published_ports(cfg: StackConfig, bind: Sequence[str]) -> list[docker.ContainerPortArgs]:
+    ports = []
+    for address in bind:
+        for fp in cfg.forwarding.ports:
+            if fp.service == "registry" and not cfg.registry.enabled:
+                continue
+            ports.append(
+                docker.ContainerPortArgs(
+                    internal=CONTAINER_PORTS[fp.service], external=fp.home_port, ip=address, protocol="tcp"
+                )
+            )
+    return ports
+
+
+@dataclass(frozen=True)
+class GitLabServerArgs:
+    config: StackConfig
+    host: Host
+    tunnel_address: ipaddress.IPv4Address  # the GitLab host's wg0 address: what the VPS DNATs to
+    vps_tunnel_address: ipaddress.IPv4Address
+    certificate: ServerCertificate | None  # own-ca: the registry/GitLab server certificate
+    root_password: pulumi.Output[str] | None = None  # secret config; None: generate
+    depends_on: Sequence[pulumi.Resource] = ()  # e.g. the host's tunnel (ports bind its address)
+
+
+class GitLabServer(pulumi.ComponentResource):
+    """GitLab's image, volumes, root password and container on the GitLab host."""
+
+    image: docker.RemoteImage
+    volumes: dict[str, docker.Volume]
+    container: docker.Container
+    root_password: pulumi.Output[str]
+
+    def __init__(self, name: str, args: GitLabServerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("forgeway:gitlab:GitLabServer", name, None, opts)
+        cfg, host = args.config, args.host
+        settings = cfg.gitlab_host
+        if host.docker is None:
+            raise ValueError(f"host '{settings.name}' has role gitlab but no docker provider")
+        on_host = pulumi.ResourceOptions(parent=self, provider=host.docker, depends_on=[host.arch_check])
+        prefix = f"{settings.name}-gitlab"
+
+        self.image = docker.RemoteImage(
+            f"{prefix}-image",
+            name=cfg.gitlab.images[settings.arch],
+            platform=f"linux/{settings.arch}",
+            keep_locally=True,  # a replaced container must not leave the host without GitLab's image
+            opts=on_host,
+        )
+        keep = pulumi.ResourceOptions(protect=True, retain_on_delete=True)
+        self.volumes = {}
+        for role, path in ((r, cfg.gitlab.volume_paths.get(r)) for r in VOLUME_ROLES):
+            self.volumes[role] = docker.Volume(
+                f"{prefix}-{role}",
+                name=f"{CONTAINER_NAME}-{role}",
+                labels=[docker.VolumeLabelArgs(label="forgeway.role", value=f"gitlab-{role}")],
+                # A host directory, bound by the local driver, when the user chose one.
+                driver_opts={"type": "none", "o": "bind", "device": path} if path else None,
+                opts=pulumi.ResourceOptions.merge(on_host, keep),
+            )
+
+        if args.root_password is not None:
+            self.root_password = pulumi.Output.secret(args.root_password)
+        else:
+            generated = random.RandomPassword(
+                f"{prefix}-root-password",
+                length=24,
+                override_special="-_.",
+                min_lower=2,
+                min_upper=2,
+                min_numeric=2,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            self.root_password = pulumi.Output.secret(generated.result)
+
+        gitlab_rb = render_gitlab_rb(
+            settings_from_config(cfg, str(args.vps_tunnel_address), cfg.gitlab.letsencrypt_emails)
+        )
+        envs: pulumi.Output[list[str]] = pulumi.Output.secret(
+            self.root_password.apply(
+                lambda password: [f"GITLAB_OMNIBUS_CONFIG={gitlab_rb.text}", f"GITLAB_ROOT_PASSWORD={password}"]
+            )
+        )
+        uploads: list[docker.ContainerUploadArgs] = []
+        if args.certificate is not None:
+            chain = args.certificate.chain_pem
+            key: pulumi.Output[str] = pulumi.Output.secret(args.certificate.private_key_pem)
+            for cert_name in _certificate_names(cfg):
+                uploads += [
+                    docker.ContainerUploadArgs(file=f"{SSL_DIR}/{cert_name}.crt", content=chain),
+                    docker.ContainerUploadArgs(file=f"{SSL_DIR}/{cert_name}.key", content=key),
+                ]
+        bind = [str(args.tunnel_address)]
+        if cfg.gitlab.publish_on_lan:
+            bind.append(settings.address)
+        self.container = docker.Container(
+            prefix,
+            name=CONTAINER_NAME,
+            image=self.image.image_id,
+            hostname=cfg.gitlab.domain,
+            envs=envs,
+            ports=_published_ports(cfg, bind),
+            volumes=[
+                docker.ContainerVolumeArgs(volume_name=volume.name, container_path=MOUNTS[role])
+                for role, volume in self.volumes.items()
+            ],
+            uploads=uploads or None,
+            labels=[docker.ContainerLabelArgs(label="forgeway.role", value="gitlab")],
+            restart="unless-stopped",
+            shm_size=SHM_SIZE_MB,
+            memory=memory_limit_mb(cfg),
+            healthcheck=docker.ContainerHealthcheckArgs(
+                tests=list(HEALTHCHECK), interval="60s", timeout="30s", retries=5, start_period="600s"
+            ),
+            log_driver="json-file",
+            log_opts={"max-size": "50m", "max-file": "5"},
+            # omnibus stops its services in order (PostgreSQL last); docker's 10 s would kill it mid-write.
+            destroy_grace_seconds=120,
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                provider=host.docker,
+                depends_on=[host.arch_check, *args.depends_on],
+                # The provider echoes inputs as outputs: keep them secret in the state too.
+                additional_secret_outputs=["envs", "uploads"],
+            ),
+        )
+        self.register_outputs({"image": self.image.image_id, "small_device": dict(gitlab_rb.figures)})

@@ -1,0 +1,142 @@
+"""The GitLab server as the program registers it (mock monitor; nothing is created).
+
+What is checked here is the registration: types, options, wire-format inputs and
+secret markers. That the container really serves through the VPS is the lab tier's job
+(tests/lab/test_make_lab.py).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Any
+
+import pytest
+
+from components.config import PROJECT, parse_stack
+from components.gitlab import CONTAINER_NAME, HEALTHCHECK, MOUNTS, SHM_SIZE_MB
+from components.render.gitlab import CONTAINER_PORTS
+from components.tunnel import tunnel_addresses
+from tests.program.conftest import Stack
+from tools.synth import Registration, is_secret_value, unwrap
+
+CONTAINER = "docker:index/container:Container"
+VOLUME = "docker:index/volume:Volume"
+REMOTE_IMAGE = "docker:index/remoteImage:RemoteImage"
+
+
+def _gitlab_host(stack: Stack) -> dict[str, Any]:
+    hosts: list[dict[str, Any]] = stack.config[f"{PROJECT}:hosts"]
+    return next(h for h in hosts if "gitlab" in h["roles"])
+
+
+def _one(stack: Stack, type_: str) -> Registration:
+    (reg,) = stack.synth.of_type(type_)
+    return reg
+
+
+def _tunnel_address(stack: Stack) -> str:
+    config, _ = parse_stack(stack.config, stack.secret_keys)
+    return str(tunnel_addresses(config)[_gitlab_host(stack)["name"]])
+
+
+def test_image_is_the_hosts_arch_pulled_for_its_platform_through_its_provider(stack: Stack) -> None:
+    host = _gitlab_host(stack)
+    image = _one(stack, REMOTE_IMAGE)
+    assert image.inputs["name"] == stack.config[f"{PROJECT}:gitlab"]["images"][host["arch"]]
+    assert image.inputs["platform"] == f"linux/{host['arch']}"
+    assert f"{host['name']}-docker" in image.provider
+    assert image.inputs["keepLocally"] is True
+
+
+def test_volumes_are_protected_retained_and_labelled(stack: Stack) -> None:
+    volumes = {v.inputs["name"]: v for v in stack.synth.of_type(VOLUME)}
+    assert sorted(volumes) == sorted(f"{CONTAINER_NAME}-{role}" for role in MOUNTS)
+    for name, volume in volumes.items():
+        assert volume.protect and volume.retain_on_delete, name
+        role = name.removeprefix(f"{CONTAINER_NAME}-")
+        assert volume.inputs["labels"] == [{"label": "forgeway.role", "value": f"gitlab-{role}"}]
+        assert f"{_gitlab_host(stack)['name']}-docker" in volume.provider
+
+
+def test_container_options_for_a_small_device(stack: Stack) -> None:
+    container = _one(stack, CONTAINER)
+    inputs = container.inputs
+    assert inputs["name"] == CONTAINER_NAME
+    assert inputs["shmSize"] >= 256 == SHM_SIZE_MB
+    assert inputs["memory"] >= 2048
+    assert inputs["restart"] == "unless-stopped"
+    assert inputs["healthcheck"]["tests"] == list(HEALTHCHECK)
+    assert {m["containerPath"] for m in inputs["volumes"]} == set(MOUNTS.values())
+    assert {"label": "forgeway.role", "value": "gitlab"} in inputs["labels"]
+    # The container uses the pulled image by id: what was pulled for the host's platform.
+    image = _one(stack, REMOTE_IMAGE)
+    assert image.urn in container.dependencies
+
+
+def test_ports_bind_the_tunnel_address_only_and_land_on_the_home_ports(stack: Stack) -> None:
+    container = _one(stack, CONTAINER)
+    config, _ = parse_stack(stack.config, stack.secret_keys)
+    expected = sorted(
+        (_tunnel_address(stack), fp.home_port, CONTAINER_PORTS[fp.service]) for fp in config.forwarding.ports
+    )
+    got = sorted((p["ip"], int(p["external"]), int(p["internal"])) for p in container.inputs["ports"])
+    assert got == expected
+    assert all(p["ip"] not in ("0.0.0.0", "::", "") for p in container.inputs["ports"])  # noqa: S104
+    # ports bind wg0's address: the tunnel is up first
+    tunnel = next(r for r in stack.synth.resources if r.name == f"{_gitlab_host(stack)['name']}-tunnel-wg0")
+    assert tunnel.urn in container.dependencies
+
+
+def test_env_is_one_secret_with_the_rendered_gitlab_rb_that_ruby_parses(stack: Stack) -> None:
+    container = _one(stack, CONTAINER)
+    envs = container.inputs["envs"]
+    assert is_secret_value(envs)
+    assert {"envs", "uploads"} <= set(container.additional_secret_outputs)  # outputs echo inputs
+    values = dict(e.split("=", 1) for e in unwrap(envs))
+    assert set(values) == {"GITLAB_OMNIBUS_CONFIG", "GITLAB_ROOT_PASSWORD"}
+    rb = values["GITLAB_OMNIBUS_CONFIG"]
+    assert f"external_url 'https://{stack.config[f'{PROJECT}:gitlab']['domain']}" in rb
+    done = subprocess.run(["ruby", "-c"], input=rb, capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and "Syntax OK" in done.stdout, done.stderr
+
+
+def test_root_password_is_config_when_given_else_random_and_only_a_secret_output(stack: Stack) -> None:
+    given = f"{PROJECT}:gitlab_root_password" in stack.config
+    randoms = [r for r in stack.synth.of_type("random:index/randomPassword:RandomPassword") if "gitlab" in r.name]
+    assert len(randoms) == (0 if given else 1)
+    assert is_secret_value(stack.synth.outputs["gitlab_root_password"])
+
+
+def test_own_ca_certificate_and_key_are_uploaded_the_key_as_a_secret(stack: Stack) -> None:
+    container = _one(stack, CONTAINER)
+    tls = stack.config[f"{PROJECT}:gitlab"].get("tls", "own-ca")
+    if tls != "own-ca":
+        assert not container.inputs.get("uploads")
+        return
+    files = {u["file"]: u["content"] for u in container.inputs["uploads"]}
+    domain = stack.config[f"{PROJECT}:gitlab"]["domain"]
+    assert unwrap(files[f"/etc/gitlab/ssl/{domain}.crt"]).startswith("-----BEGIN CERTIFICATE-----")
+    key = files[f"/etc/gitlab/ssl/{domain}.key"]
+    assert is_secret_value(key) and "PRIVATE KEY" in unwrap(key)
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "expected"),
+    [
+        ({"images": {"amd64": "yrzr/gitlab-ce-arm64v8:18.5.1-ce.0"}}, "gitlab.images.amd64", "names arm64"),
+        ({"external_url": "https://gitlab.forgeway.test:8443"}, "gitlab.external_url", "public https port"),
+    ],
+)
+def test_bad_gitlab_inputs_are_config_errors_naming_the_key(change: dict[str, Any], key: str, expected: str) -> None:
+    from tests.stacks import lab_stack
+    from tools.synth import synthesize_in_subprocess
+
+    config, secret_keys = lab_stack()
+    gitlab = dict(config[f"{PROJECT}:gitlab"])
+    for k, v in change.items():
+        gitlab[k] = {**gitlab[k], **v} if isinstance(v, dict) else v
+    config[f"{PROJECT}:gitlab"] = gitlab
+    with pytest.raises(RuntimeError) as failed:
+        synthesize_in_subprocess("lab", config, secret_keys)
+    message = str(failed.value)
+    assert f"{PROJECT}:{key}" in message and expected in message
