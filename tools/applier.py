@@ -15,18 +15,47 @@ This is not the Pulumi engine. What it emulates, per type:
   crypto/x509 gives them; a certificate within ``early_renewal_hours`` of its end is
   replaced on the next run (the provider's ``ready_for_renewal``). Write-only key
   inputs and anything else not listed in ``_TLS_INPUTS`` are refused by name.
+- ``docker:index/remoteImage:RemoteImage``, ``volume:Volume``, ``container:Container``
+  (pulumi-docker 5.2.0, the bridged terraform docker provider): Docker Engine API
+  calls (v1.41) over ``ssh <sshOpts> … docker system dial-stdio`` to the host of the
+  resource's ``pulumi:providers:docker``, one ssh per call (tools/docker_api.py), with
+  the provider's own ssh options. The ssh key is the applier's agent's: the
+  ``privateKey`` of every Command connection registered in this run, else (nothing
+  registered yet, or ``destroy``) the first one found in the state's Commands.
+  "Pull" is an inspect: the lab has no registry, so a missing image, or one whose
+  architecture is not ``platform``'s, fails. Volumes are created and removed; a
+  container is created, its ``uploads`` put in (a tar, as the provider does), started,
+  waited for (running; healthy with ``wait``), updated in place through
+  ContainerUpdate for ``restart``/``maxRetryCount``/``cpuShares``/``cpuSet``/``memory``/
+  ``memorySwap``, and stopped (``destroyGraceSeconds``) and removed (anonymous volumes
+  with ``removeVolumes``, named ones never) on delete. Inputs not in ``_DOCKER_INPUTS``
+  are refused by name. A container is always replaced delete-first (the bridge sets
+  DeleteBeforeReplace for it), a volume whose ``name`` the program sets too (the
+  bridge's rule for a name it did not autoname); a missing name is autonamed
+  ``<resource name>-<7 hex>``.
 - ``pulumi:providers:*``: recorded, nothing to do.
 Anything else is refused by name, so the lab never pretends.
 
 State (like the engine's checkpoint, but plain JSON with mode 0600 under the lab
-directory) maps ``type::name`` to inputs and outputs. On the next run each resource
-is created, left alone (inputs equal), updated, or replaced (a replace-on-change input
-such as ``triggers`` changed: the new one is created, then the old one deleted), and
-resources the program no longer registers are deleted in reverse creation order.
-Not emulated: ``delete_before_replace``, ``protect``, ``retain_on_delete`` (the mock
-monitor does not hand resource options to ``new_resource``), previews, refresh, and
-parallelism (resources are applied one at a time, in the order the SDK resolves them,
-which respects dependencies).
+directory) maps ``type::name`` to inputs, outputs and the resource options below. On
+the next run each resource is created, left alone (inputs equal), updated (keeping its
+id), or replaced (a replace-on-change input such as ``triggers`` changed: the new one
+is created, then the old one deleted; the other way round with ``deleteBeforeReplace``
+or where the provider asks for it), and resources the program no longer registers are
+deleted in reverse creation order.
+
+Resource options, as the engine honours them (tools/synth.py hands them over):
+- ``protect``: deleting the resource (gone from the program, or ``destroy``) fails
+  naming it; so does a replace while the state and the program both protect it.
+  ``destroy(exclude_protected=True)`` (``pulumi destroy --exclude-protected``) leaves
+  protected resources in the state (not what they depend on) and logs them.
+- ``retainOnDelete``: a delete (or the delete half of a replace) drops the resource
+  from the state and leaves it on the host; the log says it was retained.
+- ``deleteBeforeReplace``: the old resource is deleted before its replacement is made.
+Not emulated: previews, refresh (drift on the hosts goes unseen), ``ignoreChanges``,
+``replaceOnChanges``, ``dependsOn`` ordering beyond what the SDK's resolution order
+gives, and parallelism (resources are applied one at a time, in the order the SDK
+resolves them, which respects dependencies).
 """
 
 from __future__ import annotations
@@ -34,22 +63,69 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime
+import io
 import ipaddress
 import json
 import os
+import re
+import secrets
 import shlex
 import subprocess
+import tarfile
 import tempfile
 import threading
+import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from components.render.ssh import SshTarget, ssh_destination, ssh_options
-from tools.synth import Synthesis, synthesize, unwrap
+from tools.docker_api import DockerApiError, DockerClient, DockerHost, Response, redact
+from tools.synth import RegistrationOptions, Synthesis, synthesize, unwrap
 
 __all__ = ["Applier", "ApplyError", "Change", "apply_stack", "destroy"]
+
+DOCKER_PROVIDER = "pulumi:providers:docker"
+DOCKER_IMAGE = "docker:index/remoteImage:RemoteImage"
+DOCKER_VOLUME = "docker:index/volume:Volume"
+DOCKER_CONTAINER = "docker:index/container:Container"
+
+# Container inputs the emulation honours; any other is refused by name.
+_CONTAINER_INPUTS = {
+    "name", "image", "envs", "ports", "volumes", "labels", "restart", "maxRetryCount", "shmSize", "memory",
+    "memorySwap", "cpuShares", "cpuSet", "healthcheck", "uploads", "hostname", "command", "entrypoints",
+    "privileged", "networkMode", "logDriver", "logOpts", "capabilities", "destroyGraceSeconds", "mustRun",
+    "start", "wait", "waitTimeout", "removeVolumes",
+}  # fmt: skip
+# Changed in place by the provider's update (ContainerUpdate).
+_CONTAINER_UPDATES = {"restart", "maxRetryCount", "cpuShares", "cpuSet", "memory", "memorySwap"}
+# Not ForceNew upstream and not sent by ContainerUpdate: a change is an update that only
+# the state sees (healthcheck: the running container keeps its old one; logged).
+_CONTAINER_STATE_ONLY = {
+    "destroyGraceSeconds",
+    "mustRun",
+    "start",
+    "wait",
+    "waitTimeout",
+    "removeVolumes",
+    "healthcheck",
+}
+_DOCKER_INPUTS = {
+    DOCKER_IMAGE: {"name", "platform", "keepLocally", "forceRemove", "pullTriggers", "triggers"},
+    DOCKER_VOLUME: {"name", "driver", "driverOpts", "labels"},
+    DOCKER_CONTAINER: _CONTAINER_INPUTS,
+}
+# Keys of the inputs' nested objects the emulation honours (wire names).
+_DOCKER_NESTED = {
+    "ports": {"internal", "external", "ip", "protocol"},
+    "volumes": {"volumeName", "hostPath", "containerPath", "readOnly"},
+    "uploads": {"file", "content", "contentBase64", "executable"},
+    "healthcheck": {"tests", "interval", "timeout", "startPeriod", "retries"},
+    "capabilities": {"adds", "drops"},
+    "labels": {"label", "value"},
+}
 
 # Inputs whose change replaces the resource (the providers' replace-on-change sets);
 # "*" means every input.
@@ -61,6 +137,9 @@ REPLACE_ON = {
     "tls:index/selfSignedCert:SelfSignedCert": {"*"},
     "tls:index/certRequest:CertRequest": {"*"},
     "tls:index/locallySignedCert:LocallySignedCert": {"*"},
+    DOCKER_IMAGE: {"name", "platform", "pullTriggers", "triggers"},
+    DOCKER_VOLUME: {"*"},
+    DOCKER_CONTAINER: _CONTAINER_INPUTS - _CONTAINER_UPDATES - _CONTAINER_STATE_ONLY,
 }
 COMMAND_TIMEOUT_S = 300
 
@@ -84,6 +163,11 @@ class Entry:
     seq: int
     inputs: dict[str, Any]
     outputs: dict[str, Any]
+    provider: str = ""  # the provider reference ("urn::id") it was made through
+    provider_inputs: dict[str, Any] = field(default_factory=dict)  # that provider's inputs then (docker)
+    protect: bool = False
+    retain_on_delete: bool = False
+    delete_before_replace: bool = False
 
 
 @dataclass
@@ -175,22 +259,40 @@ class Applier:
         self._seen: set[str] = set()
         self._lock = threading.Lock()
         self._agent: SshAgent | None = None
+        self._command_keys: list[str] = []  # privateKeys of Command connections registered in this run
 
     # -- called by the mock monitor, from worker threads --
 
     def handle(self, args: Any) -> tuple[str, dict[str, Any]]:
         if not args.custom:
             return f"{args.name}-component", dict(args.inputs)  # components do nothing themselves
+        options = getattr(args, "options", None) or RegistrationOptions()
         with self._lock:
-            return self._handle(args.typ, args.name, unwrap(args.inputs))
+            return self._handle(args.typ, args.name, unwrap(args.inputs), getattr(args, "provider", "") or "", options)
 
-    def _handle(self, typ: str, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    def _handle(
+        self, typ: str, name: str, inputs: dict[str, Any], provider: str, options: RegistrationOptions
+    ) -> tuple[str, dict[str, Any]]:
         key = f"{typ}::{name}"
         if key in self._seen:
             raise ApplyError(f"{key} is registered twice in one run")
         self._seen.add(key)
+        if typ == "command:remote:Command":
+            self._note_keys(inputs.get("connection") or {})
+        provider_inputs = self._provider_inputs(key, provider) if typ.startswith("docker:") else {}
+        flags = {
+            "protect": options.protect,
+            "retain_on_delete": options.retain_on_delete,
+            "delete_before_replace": options.delete_before_replace,
+        }
         previous = self.state.entries.get(key)
         if previous is not None and previous.inputs == inputs and not _due_for_renewal(previous):
+            # Options and the provider's inputs may change without the resource changing.
+            if {k: getattr(previous, k) for k in flags} != flags or previous.provider_inputs != provider_inputs:
+                self.state.entries[key] = Entry(
+                    **{**asdict(previous), **flags, "provider": provider, "provider_inputs": provider_inputs}
+                )
+                self.state.save()
             self.changes.append(Change("same", typ, name))
             return previous.id, previous.outputs
         if previous is None:
@@ -199,31 +301,77 @@ class Applier:
             changed = {k for k in {*inputs, *previous.inputs} if inputs.get(k) != previous.inputs.get(k)}
             replace_on = REPLACE_ON.get(typ, set())
             op = "replace" if "*" in replace_on or changed & replace_on else "update"
-        self.log(f"{op:8} {typ} {name}")
+        delete_first = op == "replace" and (options.delete_before_replace or _provider_deletes_first(typ, inputs))
+        self.log(f"{op:8} {typ} {name}" + (" (delete before replace)" if delete_first else ""))
+        resource_id: str | None
         if op == "update":
             assert previous is not None
-            outputs = self._update(typ, name, inputs, previous)
+            resource_id, outputs = previous.id, self._update(typ, name, inputs, previous, provider_inputs)
+        elif op == "create":
+            resource_id, outputs = self._create(typ, name, inputs, provider_inputs)
         else:
-            outputs = self._create(typ, name, inputs)
-        entry = Entry(typ, name, f"{name}-{self.state.next_seq}", self.state.next_seq, inputs, outputs)
-        self.state.next_seq += 1
-        if op == "replace":
             assert previous is not None
-            self._delete(previous)  # create-then-delete, the engine's default order
+            if previous.protect and options.protect:
+                # The engine allows unprotecting and replacing in one update, so both must protect.
+                raise ApplyError(
+                    f"unable to replace resource {key} as it is currently marked for protection: "
+                    "remove the `protect` option from the resource in the program and apply again"
+                )
+            if delete_first:
+                self._remove(previous)
+                del self.state.entries[key]  # gone: a failing create must not leave it in the state
+                self.state.save()
+                resource_id, outputs = self._create(typ, name, inputs, provider_inputs)
+            else:
+                resource_id, outputs = self._create(typ, name, inputs, provider_inputs)
+                self._remove(previous)  # create-then-delete, the engine's default order
+        entry = Entry(
+            typ,
+            name,
+            resource_id or f"{name}-{self.state.next_seq}",
+            self.state.next_seq,
+            inputs,
+            outputs,
+            provider=provider,
+            provider_inputs=provider_inputs,
+            **flags,
+        )
+        self.state.next_seq += 1
         self.state.entries[key] = entry
         self.state.save()
         self.changes.append(Change(op, typ, name))
         return entry.id, outputs
 
-    def finish(self) -> None:
-        """Delete what the program no longer registers, newest first."""
+    def finish(self, exclude_protected: bool = False) -> None:
+        """Delete what the program no longer registers, newest first.
+
+        A protected resource stops the run (as in the engine), unless
+        ``exclude_protected``, which leaves it in the state and says so.
+        """
         stale = sorted((e for k, e in self.state.entries.items() if k not in self._seen), key=lambda e: -e.seq)
+        kept = []
         for entry in stale:
+            key = f"{entry.type}::{entry.name}"
+            if entry.protect:
+                if exclude_protected:
+                    self.log(f"{'skip':8} {entry.type} {entry.name} (protected: left in the state)")
+                    kept.append(key)
+                    continue
+                raise ApplyError(
+                    f"unable to delete resource {key} as it is currently marked for protection: remove the "
+                    "`protect` option from the resource in the program and apply, then delete it "
+                    "(or destroy with exclude_protected)"
+                )
             self.log(f"{'delete':8} {entry.type} {entry.name}")
-            self._delete(entry)
-            del self.state.entries[f"{entry.type}::{entry.name}"]
+            self._remove(entry)
+            del self.state.entries[key]
             self.state.save()
             self.changes.append(Change("delete", entry.type, entry.name))
+        if kept:
+            self.log(
+                f"All unprotected resources were destroyed. {len(kept)} protected resource(s) are still in the "
+                f"state: {', '.join(kept)}"
+            )
 
     def close(self) -> None:
         if self._agent is not None:
@@ -232,28 +380,48 @@ class Applier:
 
     # -- per type --
 
-    def _create(self, typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    def _create(
+        self, typ: str, name: str, inputs: dict[str, Any], provider_inputs: Mapping[str, Any]
+    ) -> tuple[str | None, dict[str, Any]]:
+        """(resource id, or None for "name-seq"; outputs) of a new resource."""
         if typ == "command:remote:Command":
-            return self._command(name, inputs, "create", inputs.get("create"))
+            return None, self._command(name, inputs, "create", inputs.get("create"))
         if typ == "random:index/randomBytes:RandomBytes":
             raw = os.urandom(int(inputs["length"]))
-            return {**inputs, "base64": base64.b64encode(raw).decode(), "hex": raw.hex()}
+            return None, {**inputs, "base64": base64.b64encode(raw).decode(), "hex": raw.hex()}
         if typ == "random:index/randomPassword:RandomPassword":
-            return {**inputs, "result": base64.urlsafe_b64encode(os.urandom(int(inputs["length"]))).decode()}
+            return None, {**inputs, "result": base64.urlsafe_b64encode(os.urandom(int(inputs["length"]))).decode()}
         if typ in _TLS_EMULATIONS:
-            return {**inputs, **_TLS_EMULATIONS[typ](inputs)}
+            return None, {**inputs, **_TLS_EMULATIONS[typ](inputs)}
+        if typ in _DOCKER_CREATE:
+            return _DOCKER_CREATE[typ](self._docker(typ, name, provider_inputs, inputs), name, inputs)
         if typ.startswith("pulumi:providers:"):
-            return dict(inputs)
+            return None, dict(inputs)
         raise ApplyError(f"the lab applier does not emulate {typ} (resource {name})")
 
-    def _update(self, typ: str, name: str, inputs: dict[str, Any], previous: Entry) -> dict[str, Any]:
+    def _update(
+        self, typ: str, name: str, inputs: dict[str, Any], previous: Entry, provider_inputs: Mapping[str, Any]
+    ) -> dict[str, Any]:
         if typ == "command:remote:Command":
             script = inputs.get("update") or inputs.get("create")
             return self._command(name, inputs, "update", script)
         if typ.startswith("pulumi:providers:"):
             return dict(inputs)
+        if typ == DOCKER_CONTAINER:
+            return _container_update(self._docker(typ, name, provider_inputs, inputs), inputs, previous, self.log)
+        if typ in _DOCKER_INPUTS:
+            _docker_inputs(typ, inputs)  # refuses what the emulation does not know
         # Types whose every input replaces never get here; for the others keep outputs.
         return {**previous.outputs, **inputs}
+
+    def _remove(self, entry: Entry) -> None:
+        """Delete a resource on its host, unless it is retained (retainOnDelete)."""
+        if entry.retain_on_delete:
+            self.log(
+                f"{'retain':8} {entry.type} {entry.name} (retainOnDelete: left on the host, dropped from the state)"
+            )
+            return
+        self._delete(entry)
 
     def _delete(self, entry: Entry) -> None:
         if entry.type == "command:remote:Command" and entry.inputs.get("delete"):
@@ -262,6 +430,64 @@ class Applier:
                 "PULUMI_COMMAND_STDERR": str(entry.outputs.get("stderr", "")),
             }
             self._command(entry.name, entry.inputs, "delete", entry.inputs["delete"], extra_env=env)
+        if entry.type in _DOCKER_DELETE:
+            # The provider as it is now, if it is still in the state; else as it was.
+            current = self._provider_entry(entry.provider)
+            provider_inputs = current.inputs if current is not None else entry.provider_inputs
+            _DOCKER_DELETE[entry.type](self._docker(entry.type, entry.name, provider_inputs, entry.inputs), entry)
+
+    # -- ssh and docker plumbing --
+
+    def _note_keys(self, conn: Mapping[str, Any]) -> None:
+        for holder in (conn, conn.get("proxy") or {}):
+            key = holder.get("privateKey")
+            if key and key not in self._command_keys:
+                self._command_keys.append(key)
+
+    def _state_key(self) -> str | None:
+        """The first private key of a Command connection in the state (oldest first)."""
+        for entry in sorted(self.state.entries.values(), key=lambda e: e.seq):
+            if entry.type == "command:remote:Command":
+                conn = entry.inputs.get("connection") or {}
+                for holder in (conn, conn.get("proxy") or {}):
+                    if holder.get("privateKey"):
+                        return str(holder["privateKey"])
+        return None
+
+    def _provider_entry(self, reference: str) -> Entry | None:
+        provider_id = reference.rsplit("::", 1)[-1] if reference else ""
+        for entry in self.state.entries.values():
+            if entry.type == DOCKER_PROVIDER and entry.id == provider_id:
+                return entry
+        return None
+
+    def _provider_inputs(self, key: str, reference: str) -> dict[str, Any]:
+        entry = self._provider_entry(reference)
+        if entry is None:
+            raise ApplyError(
+                f"{key}: its docker provider {reference or '(default)'} is not applied; the lab reaches docker "
+                "only through an explicit pulumi:providers:docker with an ssh:// host"
+            )
+        return dict(entry.inputs)
+
+    def _docker(self, typ: str, name: str, provider_inputs: Mapping[str, Any], inputs: Mapping[str, Any]) -> _Docker:
+        """The API of the provider's host for one resource, with the ssh key in the agent."""
+        try:
+            host = DockerHost.from_provider(provider_inputs)
+        except ValueError as exc:
+            raise ApplyError(f"{typ} {name}: {exc}") from exc
+        if self._agent is None:
+            self._agent = SshAgent()
+        keys = self._command_keys or [k for k in (self._state_key(),) if k]
+        if not keys:
+            raise ApplyError(
+                f"{typ} {name}: no ssh key for docker host {host.label}: the applier uses the privateKey of the "
+                "program's Command connections, and none is registered or in the state"
+            )
+        for key in keys:
+            self._agent.add(key)
+        client = DockerClient(host, self._agent.env())
+        return _Docker(client, f"{typ} {name}", host.label, _secret_values(inputs))
 
     def _command(
         self,
@@ -578,6 +804,422 @@ def _due_for_renewal(entry: Entry, now: datetime.datetime | None = None) -> bool
     return (now or datetime.datetime.now(datetime.UTC)) >= ends - early
 
 
+# --- docker: images, volumes and containers over the Engine API (tools/docker_api.py) ---
+
+_MIB = 1024 * 1024
+_START_TIMEOUT_S = 15.0  # the provider waits this long for a started container to run
+_VOLUME_IN_USE_RETRY_S = 30.0
+_GO_UNITS_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9}
+_GO_UNITS_NS["h"] = 3600 * 10**9
+_GO_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+
+
+class _Docker:
+    """One resource's API calls: errors name the resource, host and step, with its
+    secrets (env values, uploaded contents) redacted."""
+
+    def __init__(self, client: DockerClient, what: str, host: str, secret_values: list[str]) -> None:
+        self.client = client
+        self.what = what
+        self.host = host
+        self.secrets = secret_values
+
+    def fail(self, step: str, detail: str) -> ApplyError:
+        return ApplyError(redact(f"{self.what}: {step} failed on docker host {self.host}: {detail}", self.secrets))
+
+    def call(
+        self, step: str, method: str, path: str, *, ok: tuple[int, ...] = (200, 201, 204), **kwargs: Any
+    ) -> Response:
+        try:
+            response = self.client.call(method, path, **kwargs)
+        except DockerApiError as exc:
+            raise self.fail(step, str(exc)) from None
+        if response.status not in ok:
+            raise self.fail(step, f"HTTP {response.status}: {response.message()}")
+        return response
+
+
+def _quote(name: str) -> str:
+    return urllib.parse.quote(name, safe="/:@")
+
+
+def _secret_values(inputs: Mapping[str, Any]) -> list[str]:
+    """What must never reach a log or an error: env values and uploaded contents."""
+    values = [str(e).partition("=")[2] for e in inputs.get("envs") or []]
+    for upload in inputs.get("uploads") or []:
+        values.append(str(upload.get("content") or ""))
+        with contextlib.suppress(ValueError):
+            values.append(base64.b64decode(upload.get("contentBase64") or "").decode(errors="replace"))
+    return [v for v in values if v]
+
+
+def _docker_inputs(typ: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """The inputs that are set, after refusing any (also nested) the emulation does not honour."""
+    given = {k: v for k, v in inputs.items() if v is not None}
+    unknown = sorted(set(given) - _DOCKER_INPUTS[typ])
+    for key, allowed in _DOCKER_NESTED.items():
+        value = given.get(key)
+        items = [value] if isinstance(value, dict) else value if isinstance(value, list) else []
+        for item in items:
+            if isinstance(item, dict):
+                unknown += [f"{key}.{k}" for k in sorted(set(item) - allowed) if item[k] is not None]
+    if unknown:
+        raise ApplyError(f"the lab applier does not emulate {', '.join(unknown)} of {typ}")
+    return given
+
+
+def _provider_deletes_first(typ: str, inputs: Mapping[str, Any]) -> bool:
+    """The bridge's delete-before-replace: always for containers (DeleteBeforeReplace in
+    pulumi-docker's resource info), and for a resource whose autonamable ``name`` the
+    program set itself (two with one name cannot exist at once)."""
+    return typ == DOCKER_CONTAINER or (typ == DOCKER_VOLUME and bool(inputs.get("name")))
+
+
+def _autoname(name: str) -> str:
+    """The bridge's autoname: the resource name, "-", 7 random hex digits."""
+    return f"{name}-{secrets.token_hex(4)[:7]}"
+
+
+def go_duration_ns(text: str) -> int:
+    """Nanoseconds of a Go duration string ("30s", "1m30s", "1.5h", "500ms")."""
+    s = text.strip()
+    sign = -1 if s.startswith("-") else 1
+    s = s.lstrip("+-")
+    if s == "0":
+        return 0
+    total, pos = 0.0, 0
+    while pos < len(s):
+        match = _GO_DURATION_PART.match(s, pos)
+        if match is None:
+            raise ValueError(f"not a Go duration: {text!r}")
+        total += float(match.group(1)) * _GO_UNITS_NS[match.group(2)]
+        pos = match.end()
+    if pos == 0:
+        raise ValueError(f"not a Go duration: {text!r}")
+    return sign * round(total)
+
+
+def _labels(items: list[Mapping[str, Any]] | None) -> dict[str, str]:
+    return {str(item["label"]): str(item["value"]) for item in items or []}
+
+
+def _inspect_image(d: _Docker, image: str, platform: str | None = None) -> dict[str, Any]:
+    """The provider's "find or pull": here find only, as the lab has no registry."""
+    response = d.call("inspect image", "GET", f"/images/{_quote(image)}/json", ok=(200, 404))
+    if response.status == 404:
+        raise d.fail(
+            f"pull of image {image}",
+            "the image is not on the daemon and cannot be pulled in the lab (no registry): "
+            "the lab must load it first (tools/lab_images.ensure_image)",
+        )
+    info: dict[str, Any] = response.json()
+    if platform:
+        want_os, _, rest = platform.partition("/")
+        want_arch, _, want_variant = rest.partition("/")
+        have = "/".join(str(p) for p in (info.get("Os"), info.get("Architecture"), info.get("Variant")) if p)
+        if (want_os, want_arch) != (info.get("Os"), info.get("Architecture")) or (
+            want_variant and want_variant != info.get("Variant")
+        ):
+            raise d.fail(
+                f"pull of image {image}", f"the image there is {have}, but the platform asked for is {platform}"
+            )
+    return info
+
+
+def _image_create(d: _Docker, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    given = _docker_inputs(DOCKER_IMAGE, inputs)
+    info = _inspect_image(d, given["name"], given.get("platform"))
+    image_id = str(info["Id"])
+    digests = info.get("RepoDigests") or []
+    # The terraform provider's id: the image id followed by the name.
+    return image_id + given["name"], {**inputs, "imageId": image_id, "repoDigest": digests[0] if digests else image_id}
+
+
+def _image_delete(d: _Docker, entry: Entry) -> None:
+    if entry.inputs.get("keepLocally"):
+        return
+    query = {"force": bool(entry.inputs.get("forceRemove"))}
+    d.call("remove image", "DELETE", f"/images/{_quote(entry.inputs['name'])}", query=query, ok=(200, 404))
+
+
+def _volume_create(d: _Docker, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    given = _docker_inputs(DOCKER_VOLUME, inputs)
+    body = {
+        "Name": given.get("name") or _autoname(name),
+        "Driver": given.get("driver") or "local",
+        "DriverOpts": given.get("driverOpts") or {},
+        "Labels": _labels(given.get("labels")),
+    }
+    volume = d.call("create volume", "POST", "/volumes/create", json_body=body, ok=(200, 201)).json()
+    outputs = {**inputs, "name": volume["Name"], "driver": volume["Driver"], "mountpoint": volume.get("Mountpoint", "")}
+    return str(volume["Name"]), outputs
+
+
+def _volume_delete(d: _Docker, entry: Entry) -> None:
+    """Remove the volume (forced, as the provider); a volume still in use is retried a while."""
+    deadline = time.monotonic() + _VOLUME_IN_USE_RETRY_S
+    while True:
+        response = d.call(
+            "remove volume", "DELETE", f"/volumes/{_quote(entry.id)}", query={"force": True}, ok=(204, 404, 409)
+        )
+        if response.status != 409:
+            return
+        if time.monotonic() > deadline:
+            raise d.fail(f"remove volume {entry.id}", f"HTTP 409: {response.message()}")
+        time.sleep(1.0)
+
+
+def _port_config(ports: list[Mapping[str, Any]]) -> tuple[dict[str, Any], dict[str, list[dict[str, str]]]]:
+    """(ExposedPorts, PortBindings) of the ``ports`` input (ip 0.0.0.0, tcp by default)."""
+    exposed: dict[str, Any] = {}
+    bindings: dict[str, list[dict[str, str]]] = {}
+    for port in ports:
+        key = f"{int(port['internal'])}/{port.get('protocol') or 'tcp'}"
+        exposed[key] = {}
+        external = port.get("external")
+        host_ip = port.get("ip") or "0.0.0.0"  # noqa: S104 (the provider's default)
+        bindings.setdefault(key, []).append(
+            {"HostIp": host_ip, "HostPort": "" if external is None else str(int(external))}
+        )
+    return exposed, bindings
+
+
+def _volume_config(volumes: list[Mapping[str, Any]]) -> tuple[list[str], dict[str, Any]]:
+    """(Binds, anonymous Volumes) of the ``volumes`` input, as the provider builds them."""
+    binds: list[str] = []
+    anonymous: dict[str, Any] = {}
+    for volume in volumes:
+        source = volume.get("volumeName") or volume.get("hostPath")
+        target = volume["containerPath"]
+        if source:
+            binds.append(f"{source}:{target}" + (":ro" if volume.get("readOnly") else ""))
+        else:
+            anonymous[target] = {}
+    return binds, anonymous
+
+
+def _resources(given: Mapping[str, Any]) -> dict[str, Any]:
+    """Memory (MB), swap (MB, or -1), shm (MB), CPU shares and set: HostConfig fields."""
+    resources: dict[str, Any] = {}
+    if given.get("memory"):
+        resources["Memory"] = int(given["memory"]) * _MIB
+    if given.get("memorySwap"):
+        swap = int(given["memorySwap"])
+        resources["MemorySwap"] = swap * _MIB if swap > 0 else swap
+    if given.get("shmSize"):
+        resources["ShmSize"] = int(given["shmSize"]) * _MIB
+    if given.get("cpuShares"):
+        resources["CpuShares"] = int(given["cpuShares"])
+    if given.get("cpuSet"):
+        resources["CpusetCpus"] = given["cpuSet"]
+    return resources
+
+
+def _restart_policy(given: Mapping[str, Any]) -> dict[str, Any]:
+    return {"Name": given.get("restart") or "no", "MaximumRetryCount": int(given.get("maxRetryCount") or 0)}
+
+
+def _container_body(given: Mapping[str, Any]) -> dict[str, Any]:
+    """ContainerCreate's config and host config, built as the terraform provider does."""
+    exposed, bindings = _port_config(given.get("ports") or [])
+    binds, anonymous = _volume_config(given.get("volumes") or [])
+    optional = {
+        "Cmd": list(given.get("command") or []),
+        "Entrypoint": list(given.get("entrypoints") or []),
+        "ExposedPorts": exposed,
+        "Volumes": anonymous,
+    }
+    config: dict[str, Any] = {
+        "Image": given["image"],
+        "Hostname": given.get("hostname", ""),
+        "Env": list(given.get("envs") or []),
+        "Labels": _labels(given.get("labels")),
+        **{k: v for k, v in optional.items() if v},
+    }
+    if "healthcheck" in given:
+        check = given["healthcheck"]
+        config["Healthcheck"] = {
+            "Test": list(check.get("tests") or []),
+            "Interval": go_duration_ns(check.get("interval") or "0s"),
+            "Timeout": go_duration_ns(check.get("timeout") or "0s"),
+            "StartPeriod": go_duration_ns(check.get("startPeriod") or "0s"),
+            "Retries": int(check.get("retries") or 0),
+        }
+    capabilities = given.get("capabilities") or {}
+    host_optional = {
+        "PortBindings": bindings,
+        "Binds": binds,
+        "NetworkMode": given.get("networkMode"),
+        "CapAdd": list(capabilities.get("adds") or []),
+        "CapDrop": list(capabilities.get("drops") or []),
+    }
+    host: dict[str, Any] = {
+        "Privileged": bool(given.get("privileged")),
+        "RestartPolicy": _restart_policy(given),
+        "LogConfig": {"Type": given.get("logDriver") or "", "Config": dict(given.get("logOpts") or {})},
+        **_resources(given),
+        **{k: v for k, v in host_optional.items() if v},
+    }
+    return {**config, "HostConfig": host}
+
+
+def _upload_tar(upload: Mapping[str, Any]) -> bytes:
+    """One file in a tar, mode 0644 (0744 if executable), as the provider uploads it."""
+    if bool(upload.get("content")) == bool(upload.get("contentBase64")):
+        raise ApplyError(f"upload {upload.get('file')}: exactly one of content and contentBase64 must be set")
+    data = str(upload["content"]).encode() if upload.get("content") else base64.b64decode(upload["contentBase64"])
+    info = tarfile.TarInfo(str(upload["file"]))
+    info.size, info.mode = len(data), 0o744 if upload.get("executable") else 0o644
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _inspect_container(d: _Docker, container_id: str) -> dict[str, Any]:
+    info: dict[str, Any] = d.call("inspect container", "GET", f"/containers/{container_id}/json").json()
+    return info
+
+
+def _await_running(d: _Docker, container_id: str, must_run: bool) -> dict[str, Any]:
+    """Wait (as the provider's read does) until the started container runs; one that
+    has exited already fails when mustRun."""
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    while True:
+        info = _inspect_container(d, container_id)
+        state = info.get("State") or {}
+        if state.get("Running") or not must_run:
+            return info
+        if state.get("Status") in ("exited", "dead") or time.monotonic() > deadline:
+            error = f", {state['Error']}" if state.get("Error") else ""
+            raise d.fail("start", f"the container is {state.get('Status')} (exit code {state.get('ExitCode')}{error})")
+        time.sleep(0.2)
+
+
+def _await_healthy(d: _Docker, container_id: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state = _inspect_container(d, container_id).get("State") or {}
+        health = state.get("Health")
+        if not health:
+            raise d.fail("wait for healthy", "the container has no healthcheck (wait needs one)")
+        if health.get("Status") == "healthy":
+            return
+        if not state.get("Running"):
+            stopped = f"status {state.get('Status')}, exit code {state.get('ExitCode')}"
+            raise d.fail("wait for healthy", f"the container stopped before it was healthy ({stopped})")
+        if time.monotonic() > deadline:
+            log = health.get("Log") or [{}]
+            last = str(log[-1].get("Output", "")).strip()[-500:]
+            raise d.fail(
+                "wait for healthy",
+                f"not healthy after {timeout_s:.0f} s (status {health.get('Status')}, last check: {last!r})",
+            )
+        time.sleep(0.5)
+
+
+def _remove_container(d: _Docker, container_id: str, remove_volumes: bool) -> None:
+    query = {"v": remove_volumes, "force": True}
+    d.call("remove container", "DELETE", f"/containers/{container_id}", query=query, ok=(204, 404))
+    d.call(
+        "wait for removal", "POST", f"/containers/{container_id}/wait", query={"condition": "removed"}, ok=(200, 404)
+    )
+
+
+def _container_create(d: _Docker, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    given = _docker_inputs(DOCKER_CONTAINER, inputs)
+    container_name = given.get("name") or _autoname(name)
+    _inspect_image(d, given["image"])
+    body = _container_body(given)
+    created = d.call("create", "POST", "/containers/create", query={"name": container_name}, json_body=body, ok=(201,))
+    container_id = str(created.json()["Id"])
+    try:
+        for upload in given.get("uploads") or []:
+            d.call(
+                f"upload of {upload.get('file')}",
+                "PUT",
+                f"/containers/{container_id}/archive",
+                query={"path": "/"},
+                raw_body=_upload_tar(upload),
+                content_type="application/x-tar",
+            )
+        if given.get("start", True):
+            d.call("start", "POST", f"/containers/{container_id}/start", ok=(204, 304))
+            _await_running(d, container_id, bool(given.get("mustRun", True)))
+            if given.get("wait"):
+                _await_healthy(d, container_id, float(given.get("waitTimeout") or 60))
+        info = _inspect_container(d, container_id)
+    except ApplyError:
+        # The engine would keep a failed create to replace it next run; the lab removes
+        # it, so the name is free for the next apply.
+        with contextlib.suppress(ApplyError):
+            _remove_container(d, container_id, bool(given.get("removeVolumes", True)))
+        raise
+    networks = (info.get("NetworkSettings") or {}).get("Networks") or {}
+    outputs = {
+        **inputs,
+        "id": container_id,
+        "name": str(info.get("Name", container_name)).lstrip("/"),
+        "hostname": (info.get("Config") or {}).get("Hostname", ""),
+        "bridge": (info.get("NetworkSettings") or {}).get("Bridge", ""),
+        "networkDatas": [
+            {
+                "networkName": net,
+                "ipAddress": data.get("IPAddress", ""),
+                "ipPrefixLength": data.get("IPPrefixLen", 0),
+                "gateway": data.get("Gateway", ""),
+                "macAddress": data.get("MacAddress", ""),
+            }
+            for net, data in sorted(networks.items())
+        ],
+    }
+    return container_id, outputs
+
+
+def _container_update(
+    d: _Docker, inputs: dict[str, Any], previous: Entry, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """The provider's update: ContainerUpdate with the restart policy and resources when
+    one of them changed; other (state-only) changes touch nothing on the host."""
+    given = _docker_inputs(DOCKER_CONTAINER, inputs)
+    changed = {k for k in {*inputs, *previous.inputs} if inputs.get(k) != previous.inputs.get(k)}
+    if changed & _CONTAINER_UPDATES:
+        body: dict[str, Any] = {
+            "RestartPolicy": _restart_policy(given),
+            "CpuShares": int(given.get("cpuShares") or 0),
+            "Memory": int(given.get("memory") or 0) * _MIB,
+            "CpusetCpus": given.get("cpuSet") or "",
+        }
+        if given.get("memorySwap"):
+            body["MemorySwap"] = _resources(given)["MemorySwap"]
+        d.call("update", "POST", f"/containers/{previous.id}/update", json_body=body)
+    if "healthcheck" in changed:
+        log(f"{'':8} {d.what}: healthcheck changed: the provider records it, the container keeps its old one")
+    return {**previous.outputs, **inputs, "id": previous.id, "name": previous.outputs.get("name")}
+
+
+def _container_delete(d: _Docker, entry: Entry) -> None:
+    grace = int(entry.inputs.get("destroyGraceSeconds") or 0)
+    if grace > 0:
+        d.call(
+            "stop", "POST", f"/containers/{entry.id}/stop", query={"t": grace}, ok=(204, 304, 404), timeout=grace + 60
+        )
+    # v: anonymous volumes only (removeVolumes, default true); named volumes stay.
+    _remove_container(d, entry.id, bool(entry.inputs.get("removeVolumes", True)))
+
+
+_DOCKER_CREATE: dict[str, Callable[[_Docker, str, dict[str, Any]], tuple[str, dict[str, Any]]]] = {
+    DOCKER_IMAGE: _image_create,
+    DOCKER_VOLUME: _volume_create,
+    DOCKER_CONTAINER: _container_create,
+}
+_DOCKER_DELETE: dict[str, Callable[[_Docker, Entry], None]] = {
+    DOCKER_IMAGE: _image_delete,
+    DOCKER_VOLUME: _volume_delete,
+    DOCKER_CONTAINER: _container_delete,
+}
+
+
 def apply_stack(
     stack: str,
     config: Mapping[str, str],
@@ -595,11 +1237,16 @@ def apply_stack(
     return synthesis, applier.changes
 
 
-def destroy(state_path: Path, log: Callable[[str], None] = print) -> list[Change]:
-    """Delete everything in the state, newest first (what `pulumi destroy` would)."""
+def destroy(state_path: Path, log: Callable[[str], None] = print, *, exclude_protected: bool = False) -> list[Change]:
+    """Delete everything in the state, newest first (what `pulumi destroy` would).
+
+    A protected resource fails the destroy, unless ``exclude_protected`` (the CLI's
+    ``--exclude-protected``): then protected resources stay in the state, and the log
+    names them.
+    """
     applier = Applier(state_path, log)
     try:
-        applier.finish()
+        applier.finish(exclude_protected=exclude_protected)
     finally:
         applier.close()
     return applier.changes
@@ -609,7 +1256,8 @@ def main() -> int:
     """``python -m tools.applier``: a JSON request on stdin (secrets never on argv).
 
     {"action": "apply"|"destroy", "stack": ..., "config": {...}, "secret_keys": [...],
-    "state": "path"}; prints the changes as JSON lines on stdout, progress on stderr.
+    "state": "path", "exclude_protected": false}; prints the changes as JSON lines on
+    stdout, progress on stderr.
     """
     import sys
 
@@ -621,7 +1269,7 @@ def main() -> int:
 
     try:
         if request["action"] == "destroy":
-            changes = destroy(state_path, log)
+            changes = destroy(state_path, log, exclude_protected=bool(request.get("exclude_protected")))
         else:
             _, changes = apply_stack(request["stack"], request["config"], request["secret_keys"], state_path, log)
     except ApplyError as exc:

@@ -13,8 +13,11 @@ Topology (network namespaces ``fwl-*``; addresses exist only inside them):
 vps, home and the runners each run their own sshd with their own host key. The
 CGNAT router masquerades the home side with a short UDP timeout, so nothing reaches
 home unless home dials out. The lab stack is applied with tools/applier: host arch
-checks, the tunnel, the forwarding, the CA. The home device runs a stand-in for
-GitLab (tools/lab_standin.py, and an sshd for GitLab's SSH) until issue 5.
+checks, the tunnel, the forwarding, the CA, GitLab's container and every docker
+daemon's trust. The home device, both runners and the client run a dockerd of their
+own (tools/lab_docker.py); GitLab's image is a stand-in built from Debian
+(tools/lab_images.py, tools/standin_image/): nothing can be pulled here. Names:
+``/etc/netns/fwl-*/hosts`` say that gitlab.forgeway.test is the VPS.
 
 ``runner-arm`` is declared arm64: its sshd gives sessions a PATH whose ``uname``
 says aarch64, so the arch check passes; nothing arm64 runs (this machine is x86_64).
@@ -65,6 +68,12 @@ HOSTS = (
     HostSpec("runner-arm", "lan", f"{LAN}.3", 22, fake_machine="aarch64"),
     HostSpec("runner-amd", "lan", f"{LAN}.4", 22),
 )
+# Hosts with a dockerd of their own (index: their bridge subnets, tools/lab_docker.py);
+# the client gets one too, as a laptop would have, to log in to the registry.
+DOCKER_HOSTS = {"home": 1, "runner-arm": 2, "runner-amd": 3}
+CLIENT_DOCKER_INDEX = 4
+# What DNS would say: GitLab's and the registry's names are the VPS's public address.
+PUBLIC_NAMES = ("gitlab.forgeway.test", "registry.forgeway.test")
 CLIENT = f"{INTERNET}.100"
 VPS_ADDRESS = f"{INTERNET}.10"
 CGNAT_WAN, CGNAT_LAN, HOMEGW_WAN = f"{INTERNET}.20", "100.64.0.1", "100.64.0.2"
@@ -194,6 +203,9 @@ def start_sshd(spec: HostSpec, work: Path, deployer_pub: str, listen: str | None
     for var, sub in (("FORGEWAY_ETC", "etc"), ("FORGEWAY_RUN", "run"), ("FORGEWAY_WG_SOCKET_DIR", "wg")):
         (work / sub).mkdir()
         env[var] = str(work / sub)
+    if spec.name in DOCKER_HOSTS:
+        # `docker system dial-stdio` (what the docker provider runs over SSH) finds this host's daemon.
+        env["DOCKER_HOST"] = f"unix://{docker_work(spec.name) / 'docker.sock'}"
     if spec.fake_machine:
         shim = work / "bin"
         shim.mkdir()
@@ -225,90 +237,52 @@ def start_sshd(spec: HostSpec, work: Path, deployer_pub: str, listen: str | None
             "host_key": host_key, "pid": proc.pid}  # fmt: skip
 
 
-STANDIN = ("http:80", "https:443", "raw:5050")  # GitLab's home ports; SSH (2222) is an sshd
-STANDIN_NAMES = ("gitlab.forgeway.test", "registry.forgeway.test")
+def docker_work(name: str) -> Path:
+    """Where a lab host's dockerd keeps everything (its socket: ``docker.sock``)."""
+    return LAB_DIR / "hosts" / name / "docker"
 
 
-def _standin_certificate(directory: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for the stand-in (issue 5 brings the stack's own CA)."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, STANDIN_NAMES[0])])
-    now = datetime.datetime.now(datetime.UTC)
-    sans = [x509.DNSName(n) for n in STANDIN_NAMES] + [x509.IPAddress(ipaddress.ip_address(VPS_ADDRESS))]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "standin.crt", directory / "standin.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    _write_private(
-        key_path,
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ).decode(),
-    )
-    return cert_path, key_path
+def write_name_files() -> None:
+    """/etc/netns/<ns>/hosts: `ip netns exec` shows it as /etc/hosts (the lab's DNS)."""
+    vps = next(h.address for h in HOSTS if h.name == "vps")
+    for name in ["client", *DOCKER_HOSTS]:
+        directory = Path("/etc/netns") / ns(name)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "hosts").write_text(f"127.0.0.1 localhost\n{vps} {' '.join(PUBLIC_NAMES)}\n")
 
 
-def start_standin(deployer_pub: str) -> dict[str, Any]:
-    """The GitLab stand-in on the home device (tools/lab_standin.py and an sshd), detached."""
-    home = next(h for h in HOSTS if h.name == "home")
-    directory = LAB_DIR / "standin"
-    directory.mkdir()
-    log = directory / "standin.log"
-    log.touch()
-    cert, key = _standin_certificate(directory)
-    proc = subprocess.Popen(
-        ["ip", "netns", "exec", ns("home"), sys.executable, str(ROOT / "tools" / "lab_standin.py"),
-         "--log", str(log), "--cert", str(cert), "--key", str(key), *STANDIN],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 10
-    while subprocess.run(
-        ["ip", "netns", "exec", ns("home"), "python3", "-c",
-         f"import socket; socket.create_connection(('{home.address}', 5050), 1).close()"],
-        capture_output=True, check=False,
-    ).returncode:  # fmt: skip
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("the lab's GitLab stand-in did not start")
-        time.sleep(0.1)
-    # Its own test connection is not a client: start the log empty.
-    log.write_text("")
-    # GitLab's SSH (home port 2222): an sshd with a host key of its own, on every address.
-    ssh = start_sshd(
-        HostSpec("home", "lan", home.address, 2222),
-        directory / "ssh",
-        deployer_pub,
-        listen="0.0.0.0",  # noqa: S104
-    )
-    return {
-        "netns": ns("home"),
-        "pid": proc.pid,
-        "ssh": ssh,
-        "listen": list(STANDIN),
-        "log": str(log),
-        "ca_certificate": str(cert),
-        "names": list(STANDIN_NAMES),
-    }
+def start_docker_hosts(record: dict[str, Any]) -> None:
+    """A dockerd per docker host (and the client), each showing its host's FORGEWAY_ETC/docker
+    as /etc/docker; GitLab's stand-in image on the GitLab host. ``record`` gets each daemon
+    as soon as it runs, so lab-down stops it even if a later step fails."""
+    from tools.lab_docker import DaemonInfo, start_dockerd
+    from tools.lab_images import GITLAB_STANDIN, ensure_image
+
+    daemons = record.setdefault("docker", {})
+    for name, index in [*DOCKER_HOSTS.items(), ("client", CLIENT_DOCKER_INDEX)]:
+        work = docker_work(name) if name != "client" else LAB_DIR / "client" / "docker"
+        etc = (LAB_DIR / "hosts" / name / "etc" / "docker") if name != "client" else LAB_DIR / "client" / "etc-docker"
+        info = start_dockerd(ns(name), work, index=index, etc_docker=etc)
+        daemons[name] = info.to_json()
+        TOPOLOGY.with_suffix(".partial").write_text(json.dumps(record))
+    ensure_image(DaemonInfo.from_json(daemons["home"]), GITLAB_STANDIN)
 
 
-def lab_config(topology: dict[str, Any], mode: str | None = None) -> tuple[dict[str, Any], list[str]]:
+def _set(config: dict[str, Any], assignment: str) -> None:
+    """``section.key.sub=value`` (as `pulumi config set --path forgeway:section.key.sub value`)."""
+    path, sep, value = assignment.partition("=")
+    section, *keys = path.split(".")
+    if not sep or not keys:
+        raise ValueError(f"--set {assignment!r}: expected SECTION.KEY[.SUB...]=VALUE, e.g. gitlab.images.amd64=...")
+    target = config.setdefault(f"forgeway:{section}", {})
+    for key in keys[:-1]:
+        target = target.setdefault(key, {})
+    target[keys[-1]] = value
+
+
+def lab_config(
+    topology: dict[str, Any], mode: str | None = None, overrides: list[str] | None = None
+) -> tuple[dict[str, Any], list[str]]:
     """Pulumi.lab.yaml with this lab's host keys, deployer key and runner tokens."""
     import secrets as token_source
 
@@ -329,6 +303,8 @@ def lab_config(topology: dict[str, Any], mode: str | None = None) -> tuple[dict[
     config["forgeway:runner_tokens"] = tokens
     if mode is not None:
         config["forgeway:forwarding"]["mode"] = mode
+    for assignment in overrides or []:
+        _set(config, assignment)
     return config, [*secret_keys, "forgeway:ssh_private_key", "forgeway:runner_tokens"]
 
 
@@ -338,7 +314,7 @@ def _write_private(path: Path, text: str) -> None:
         out.write(text)
 
 
-def up(mode: str | None = None) -> int:
+def up(mode: str | None = None, overrides: list[str] | None = None) -> int:
     from tools.synth import stack_config_strings
 
     if not TOPOLOGY.exists():
@@ -346,34 +322,36 @@ def up(mode: str | None = None) -> int:
             print("lab: namespaces fwl-* exist without .lab/topology.json; run `make lab-down` first", file=sys.stderr)
             return 1
         LAB_DIR.mkdir(mode=0o700, exist_ok=True)
+        record: dict[str, Any] = {"hosts": []}
         try:
             deployer_pub = _keygen(LAB_DIR / "deployer")
             build_network()
-            hosts = []
+            write_name_files()
             for spec in HOSTS:
-                hosts.append(start_sshd(spec, LAB_DIR / "hosts" / spec.name, deployer_pub))
+                record["hosts"].append(start_sshd(spec, LAB_DIR / "hosts" / spec.name, deployer_pub))
                 # Record each started sshd at once, so lab-down finds it even if a later step fails.
-                TOPOLOGY.with_suffix(".partial").write_text(json.dumps({"hosts": hosts}))
+                TOPOLOGY.with_suffix(".partial").write_text(json.dumps(record))
+            start_docker_hosts(record)
         except Exception:
             down()
             raise
         _write_private(LAB_DIR / "runner-tokens.json", "{}")
-        standin = start_standin(deployer_pub)
         topology = {
-            "standin": standin,
+            **record,
             "namespaces": sorted(
                 line.split()[0] for line in sh("ip", "netns", "list").splitlines() if line.startswith(PREFIX)
             ),
             "client": {"netns": ns("client"), "address": CLIENT},
-            "hosts": hosts,
             "deployer": {"internet": DEPLOYER_INTERNET, "lan": DEPLOYER_LAN},
             "public_ports": [80, 443, 22, 5050],
+            "public_names": list(PUBLIC_NAMES),
             "vps_public_address": next(h.address for h in HOSTS if h.name == "vps"),
+            "ca_certificate": str(LAB_DIR / "ca.crt"),
         }
         TOPOLOGY.write_text(json.dumps(topology, indent=1) + "\n")
         print(f"lab: built {len(topology['namespaces'])} namespaces; described in {TOPOLOGY.relative_to(ROOT)}")
     topology = json.loads(TOPOLOGY.read_text())
-    config, secret_keys = lab_config(topology, mode)
+    config, secret_keys = lab_config(topology, mode, overrides)
     _write_private(LAB_DIR / "runner-tokens.json", json.dumps(config["forgeway:runner_tokens"]))
     done = _applier({"action": "apply", "stack": "lab", "config": stack_config_strings(config),
                      "secret_keys": secret_keys, "state": str(STATE)})  # fmt: skip
@@ -383,10 +361,15 @@ def up(mode: str | None = None) -> int:
     changes = [json.loads(line) for line in done.stdout.splitlines()]
     changed = [c for c in changes if c["op"] != "same"]
     print(f"lab: applied the lab stack: {len(changed)} change(s), {len(changes) - len(changed)} unchanged")
-    vps = topology["vps_public_address"]
+    # The stack's CA (the stack output ca_certificate), for clients to trust.
+    state = json.loads(STATE.read_text())["entries"]
+    ca = state.get("tls:index/selfSignedCert:SelfSignedCert::ca-cert")
+    if ca is not None:
+        Path(topology["ca_certificate"]).write_text(ca["outputs"]["certPem"])
+    name, vps = PUBLIC_NAMES[0], topology["vps_public_address"]
     print(
-        f"lab: GitLab stand-in through the VPS: ip netns exec {ns('client')} curl --cacert "
-        f"{topology['standin']['ca_certificate']} https://{vps}/"
+        f"lab: GitLab through the VPS: ip netns exec {ns('client')} curl --cacert {topology['ca_certificate']} "
+        f"--resolve {name}:443:{vps} https://{name}/"
     )
     return 0
 
@@ -405,26 +388,38 @@ def _applier(request: dict[str, Any]) -> subprocess.CompletedProcess[str]:
 
 def destroy() -> int:
     """Destroy the stack's resources on the lab hosts, keep the topology (for tests)."""
-    done = _applier({"action": "destroy", "state": str(STATE)})
+    # As `pulumi destroy --exclude-protected`: GitLab's volumes stay (and the log says so).
+    done = _applier({"action": "destroy", "state": str(STATE), "exclude_protected": True})
     sys.stderr.write(done.stderr)
     return done.returncode
+
+
+def _stop_started(errors: list[str]) -> None:
+    """Stop, by PID, every dockerd and sshd that (partial) topology files record."""
+    from tools.lab_docker import DaemonInfo, stop_dockerd
+
+    for described in (TOPOLOGY, TOPOLOGY.with_suffix(".partial")):
+        if not described.exists():
+            continue
+        data = json.loads(described.read_text())
+        for name, daemon in data.get("docker", {}).items():
+            try:
+                stop_dockerd(DaemonInfo.from_json(daemon), remove=False)  # .lab/ goes in down()
+            except RuntimeError as exc:
+                errors.append(f"dockerd of {name}: {exc}")
+        for host in data["hosts"]:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(host["pid"], signal.SIGTERM)  # unshare and its sshd (their own session)
 
 
 def down() -> int:
     """Destroy the stack's resources, stop our processes by PID, delete the namespaces."""
     errors: list[str] = []
     if STATE.exists() and TOPOLOGY.exists():
-        done = _applier({"action": "destroy", "state": str(STATE)})
+        done = _applier({"action": "destroy", "state": str(STATE), "exclude_protected": True})
         if done.returncode != 0:
             errors.append(f"destroy: {done.stderr.strip()}")
-    for described in (TOPOLOGY, TOPOLOGY.with_suffix(".partial")):
-        if not described.exists():
-            continue
-        data = json.loads(described.read_text())
-        standin = [data["standin"], data["standin"]["ssh"]] if "standin" in data else []
-        for host in [*data["hosts"], *standin]:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(host["pid"], signal.SIGTERM)  # unshare and its sshd (their own session)
+    _stop_started(errors)
     for line in sh("ip", "netns", "list").splitlines():
         name = line.split()[0] if line.strip() else ""
         if name.startswith(PREFIX):
@@ -435,6 +430,8 @@ def down() -> int:
             sh("ip", "netns", "delete", name, check=False)
     for link in ("fwl-inet0", "fwl-lan0"):
         sh("ip", "link", "delete", link, check=False)
+    for directory in Path("/etc/netns").glob(f"{PREFIX}*"):
+        shutil.rmtree(directory, ignore_errors=True)
     shutil.rmtree(LAB_DIR, ignore_errors=True)
     for err in errors:
         print(f"lab-down: {err}", file=sys.stderr)
@@ -446,12 +443,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="The forgeway lab on this machine.")
     parser.add_argument("action", choices=["up", "down", "destroy"])
     parser.add_argument("--mode", choices=["snat", "preserve-source"], help="override forwarding.mode")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a string in the lab stack"
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("lab: needs root (network namespaces); run as root", file=sys.stderr)
         return 1
     if args.action == "up":
-        return up(args.mode)
+        return up(args.mode, args.set)
     return destroy() if args.action == "destroy" else down()
 
 

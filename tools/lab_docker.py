@@ -152,12 +152,15 @@ def _cgroup_mounts() -> list[tuple[str, str, str, str]]:
     return mounts
 
 
-def _wrapper_script() -> str:
-    """sh: mount the cgroups again under the fresh /sys of ``ip netns exec``, exec dockerd."""
+def _wrapper_script(etc_docker: Path | None = None) -> str:
+    """sh: mount the cgroups again under the fresh /sys of ``ip netns exec``, show dockerd
+    ``etc_docker`` as its /etc/docker (certs.d is read from there only), exec dockerd."""
     lines = ["set -e"]
     for source, target, fstype, options in _cgroup_mounts():
         lines.append(f"mkdir -p {shlex.quote(target)} 2>/dev/null || true")
         lines.append(f"mount -t {fstype} -o {shlex.quote(options)} {shlex.quote(source)} {shlex.quote(target)}")
+    if etc_docker is not None:
+        lines.append(f"mount --bind {shlex.quote(str(etc_docker))} /etc/docker")
     lines.append('exec "$@"')
     return "\n".join(lines) + "\n"
 
@@ -194,22 +197,31 @@ def _alive(pid: int) -> bool:
         state = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
-    return state[state.rindex(")") + 2] != "Z" or _reap(pid)
-
-
-def _reap(pid: int) -> bool:
-    """Reap a zombie child of ours; True while it is still there (someone else's zombie)."""
-    try:
-        return os.waitpid(pid, os.WNOHANG) == (0, 0)
-    except ChildProcessError:
+    if state[state.rindex(")") + 2] != "Z":
         return True
+    _reap(pid)  # a zombie has exited: reap it if it is our child; its parent will otherwise
+    return False
 
 
-def start_dockerd(netns: str, work: Path, *, index: int = 0, extra_args: tuple[str, ...] = ()) -> DaemonInfo:
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def start_dockerd(
+    netns: str,
+    work: Path,
+    *,
+    index: int = 0,
+    extra_args: tuple[str, ...] = (),
+    etc_docker: Path | None = None,
+) -> DaemonInfo:
     """Start dockerd in ``netns`` with all of its state under ``work``; wait until it answers.
 
     ``index`` (0..15) picks the bridge and address pool subnets (:func:`bridge_addresses`);
-    give every docker host of one lab its own. The daemon is detached (a session of its
+    give every docker host of one lab its own. ``etc_docker``: a directory bind-mounted
+    over /etc/docker in dockerd's own mount namespace (a lab host's ``$FORGEWAY_ETC/docker``,
+    where forgeway's scripts put ``certs.d``). The daemon is detached (a session of its
     own) and outlives the caller; stop it with :func:`stop_dockerd`.
     """
     if not Path(DOCKERD).is_file():
@@ -226,7 +238,11 @@ def start_dockerd(netns: str, work: Path, *, index: int = 0, extra_args: tuple[s
         raise RuntimeError(f"{pidfile} exists: a dockerd runs (or ran) in {work}; stop it first")
     bip, pool = bridge_addresses(index)
     wrapper = work / "dockerd-wrapper.sh"
-    wrapper.write_text(_wrapper_script())
+    if etc_docker is not None:
+        if not Path("/etc/docker").is_dir():
+            raise RuntimeError("/etc/docker is missing (docker.io makes it): cannot bind a lab host's over it")
+        etc_docker.mkdir(parents=True, exist_ok=True)
+    wrapper.write_text(_wrapper_script(etc_docker))
     (work / "config").mkdir(exist_ok=True)
     cmd = [
         DOCKERD,

@@ -11,7 +11,8 @@ else ``$XDG_CACHE_HOME/forgeway/images``, else ``~/.cache/forgeway/images``):
 * ``minbase-<suite>-<hash>.tar``: the debootstrap result (~30 s to make), shared by
   every recipe;
 * ``<name>-<tag>-<hash>.tar``: a recipe's root file system, ``<hash>`` being the hash
-  of the recipe (suite, packages, image config, :data:`BUILDER_VERSION`).
+  of the recipe (suite, packages, image config, :data:`BUILDER_VERSION`, and the
+  content of the files it copies in, so a changed script rebuilds its image).
 
 So a machine pays each once (CI once per run, developers once). Builds take a lock per
 cache file and rename into place, so two test runs at once do not build one file twice
@@ -31,40 +32,105 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tools.lab_docker import DaemonInfo, docker, docker_client, docker_env
 
-__all__ = ["BASE", "RECIPES", "Recipe", "cache_dir", "debian_mirror", "ensure_image", "rootfs_tarball"]
+__all__ = [
+    "BASE",
+    "GITLAB_STANDIN",
+    "RECIPES",
+    "ImageFile",
+    "Recipe",
+    "cache_dir",
+    "debian_mirror",
+    "ensure_image",
+    "rootfs_tarball",
+]
 
 BUILDER_VERSION = 2  # bump when the way images are built changes: every hash changes
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 LABEL = "forgeway.recipe"
 _SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """A file of this repository copied into a recipe's root file system (owner root)."""
+
+    source: str  # path relative to the repository root, e.g. tools/standin_image/wrapper.py
+    target: str  # absolute path in the image, e.g. /assets/wrapper
+    mode: int = 0o644
+
+    def content(self) -> bytes:
+        path = REPO_ROOT / self.source
+        try:
+            return path.read_bytes()
+        except OSError as err:
+            raise RuntimeError(f"image file {self.source} ({path}) cannot be read: {err}") from err
+
+    def destination(self, rootfs: Path) -> Path:
+        parts = Path(self.target).parts
+        if not self.target.startswith("/") or ".." in parts or len(parts) < 2:
+            raise ValueError(f"image file target {self.target!r} must be an absolute path to a file, without '..'")
+        return rootfs.joinpath(*parts[1:])
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """An image: minbase of ``suite`` plus ``packages``, with ``changes`` (Dockerfile lines)."""
+    """An image: minbase of ``suite`` plus ``packages`` and ``files``, with ``changes`` (Dockerfile lines).
+
+    ``remove``: absolute paths (globs) deleted after the packages are in, e.g. the ssh host
+    keys openssh-server's postinst makes, which every container of the image would share.
+    """
 
     packages: tuple[str, ...] = ()
     changes: tuple[str, ...] = ('CMD ["/bin/sh"]',)
     suite: str = SUITE
+    files: tuple[ImageFile, ...] = ()
+    remove: tuple[str, ...] = ()
 
     def key(self) -> str:
-        text = json.dumps(
-            {"v": BUILDER_VERSION, "suite": self.suite, "packages": sorted(self.packages), "changes": self.changes},
-            sort_keys=True,
-        )
+        fields: dict[str, object] = {
+            "v": BUILDER_VERSION, "suite": self.suite, "packages": sorted(self.packages), "changes": self.changes,
+        }  # fmt: skip
+        if self.files:  # only then: the keys (and cached images) of recipes without files stay as they were
+            fields["files"] = [
+                [f.source, f.target, f.mode, hashlib.sha256(f.content()).hexdigest()] for f in self.files
+            ]
+        if self.remove:
+            fields["remove"] = sorted(self.remove)
+        text = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 BASE = "forgeway-lab/base:1.0"
+# Behaves on the wire like the omnibus gitlab/gitlab-ce container the program runs, given
+# the same env, volumes, uploads and ports: nginx (80, 443, 5050 for the registry),
+# Debian's docker-registry behind it, sshd on 22. See tools/standin_image/wrapper.py.
+GITLAB_STANDIN = "forgeway-lab/gitlab-standin:1.0"
+_STANDIN_DIR = "tools/standin_image"
 RECIPES: dict[str, Recipe] = {
     BASE: Recipe(packages=("python3-minimal", "ca-certificates")),
+    GITLAB_STANDIN: Recipe(
+        packages=("python3-minimal", "ca-certificates", "openssl", "nginx", "openssh-server", "docker-registry"),
+        files=(
+            ImageFile(f"{_STANDIN_DIR}/wrapper.py", "/assets/wrapper", 0o755),
+            ImageFile(f"{_STANDIN_DIR}/gitlab_healthcheck.py", "/opt/gitlab/bin/gitlab-healthcheck", 0o755),
+        ),
+        remove=("/etc/ssh/ssh_host_*",),  # the wrapper keeps its own in /etc/gitlab, as omnibus
+        changes=(
+            "ENV PATH=/opt/gitlab/embedded/bin:/opt/gitlab/bin:/assets:" + _SEARCH_PATH,
+            "ENV LANG=C.UTF-8",
+            "EXPOSE 22 80 443 5050",
+            'VOLUME ["/etc/gitlab", "/var/log/gitlab", "/var/opt/gitlab"]',
+            'CMD ["/assets/wrapper"]',
+        ),
+    ),
 }
 
 
@@ -151,23 +217,44 @@ def _minbase(suite: str, timings: dict[str, float]) -> Path:
 
 
 def rootfs_tarball(recipe: Recipe, timings: dict[str, float] | None = None) -> Path:
-    """The cached root file system tarball of ``recipe``, built if missing."""
+    """The cached root file system tarball of ``recipe``, built if missing.
+
+    A recipe with ``files`` (or ``remove``) is two cache entries: its packages (the slow
+    part, shared by every version of its files) and, on top, the files: a changed script
+    costs seconds.
+    """
     timings = {} if timings is None else timings
     base = _minbase(recipe.suite, timings)
-    if not recipe.packages:
+    if not recipe.packages and not recipe.files and not recipe.remove:
         return base
     name = hashlib.sha256(repr(sorted(recipe.packages)).encode()).hexdigest()[:6]
-    target = cache_dir() / f"rootfs-{name}-{recipe.key()}.tar"
+    packaged = base
+    if recipe.packages:
+        packages_only = replace(recipe, files=(), remove=())
+        packaged = _layer(base, cache_dir() / f"rootfs-{name}-{packages_only.key()}.tar", timings,
+                          "packages", lambda rootfs: _install(rootfs, recipe.packages))  # fmt: skip
+    if not recipe.files and not recipe.remove:
+        return packaged
+
+    def finish(rootfs: Path) -> None:
+        _remove(rootfs, recipe.remove)
+        _copy_files(rootfs, recipe.files)
+
+    return _layer(packaged, cache_dir() / f"rootfs-{name}-{recipe.key()}.tar", timings, "files", finish)
+
+
+def _layer(below: Path, target: Path, timings: dict[str, float], step: str, make: Callable[[Path], None]) -> Path:
+    """``target``, built if missing: the tarball ``below`` unpacked, changed by ``make``, packed."""
     with _locked(target):
         if target.exists():
             return target
         started = time.monotonic()
         with _build_dir(cache_dir()) as rootfs:
             rootfs.mkdir()
-            _run(["tar", "--numeric-owner", "--xattrs", "-C", str(rootfs), "-xf", str(base)])
-            _install(rootfs, recipe.packages)
+            _run(["tar", "--numeric-owner", "--xattrs", "-C", str(rootfs), "-xf", str(below)])
+            make(rootfs)
             _tar(rootfs, target)
-        timings["packages"] = time.monotonic() - started
+        timings[step] = time.monotonic() - started
     return target
 
 
@@ -191,6 +278,28 @@ def _install(rootfs: Path, packages: tuple[str, ...]) -> None:
     shutil.rmtree(rootfs / "var" / "lib" / "apt" / "lists", ignore_errors=True)
     (rootfs / "var" / "lib" / "apt" / "lists" / "partial").mkdir(parents=True)
     _trim(rootfs)
+
+
+def _remove(rootfs: Path, patterns: tuple[str, ...]) -> None:
+    for pattern in patterns:
+        if not pattern.startswith("/") or ".." in Path(pattern).parts:
+            raise ValueError(f"remove pattern {pattern!r} must be an absolute path without '..'")
+        for path in rootfs.glob(pattern.lstrip("/")):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+
+
+def _copy_files(rootfs: Path, files: tuple[ImageFile, ...]) -> None:
+    """Write ``files`` into ``rootfs`` (owner root, their mode; parent directories 0755)."""
+    for image_file in files:
+        target = image_file.destination(rootfs)
+        target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        target.unlink(missing_ok=True)  # never write through a symlink the packages left there
+        target.write_bytes(image_file.content())
+        os.chown(target, 0, 0)
+        target.chmod(image_file.mode)
 
 
 # Not needed in a lab container, and vfs copies the whole image for every container
@@ -224,7 +333,7 @@ def ensure_image(daemon: DaemonInfo, name: str, recipe: Recipe | None = None) ->
     """Make ``name`` exist in ``daemon``, built from ``recipe`` (default: :data:`RECIPES`).
 
     No-op when the daemon has it with this recipe's hash. Returns timings (seconds) of
-    what it did: ``debootstrap``, ``packages``, ``import``, ``total``.
+    what it did: ``debootstrap``, ``packages``, ``files``, ``import``, ``total``.
     """
     started = time.monotonic()
     if recipe is None:

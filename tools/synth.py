@@ -19,6 +19,7 @@ import os
 import runpy
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -33,6 +34,7 @@ SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"  # noqa: S105 (a marker, not a p
 
 __all__ = [
     "Registration",
+    "RegistrationOptions",
     "Synthesis",
     "contains_secret",
     "is_secret_value",
@@ -59,6 +61,21 @@ class Registration:
     ignore_changes: list[str]
     replace_on_changes: list[str]
     inputs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RegistrationOptions:
+    """Resource options the engine honours that the mock monitor does not hand to
+    ``new_resource``: a custom handler finds them as ``args.options``."""
+
+    protect: bool = False
+    retain_on_delete: bool = False
+    delete_before_replace: bool = False
+
+
+# The options of the RegisterResource request being answered on this thread: the mock
+# monitor calls new_resource synchronously inside RegisterResource, on the same thread.
+_registering = threading.local()
 
 
 @dataclass
@@ -185,7 +202,9 @@ def synthesize(
 
     ``handler(MockResourceArgs) -> (id, state)`` replaces the default mock (echo the
     inputs, add the outputs the program reads); the lab's applier passes one that
-    really performs each resource.
+    really performs each resource. The handler's args carry ``options``
+    (:class:`RegistrationOptions`: protect, retainOnDelete, deleteBeforeReplace of the
+    request); the default mock path does not change.
     """
     import pulumi
     from google.protobuf import json_format
@@ -199,6 +218,7 @@ def synthesize(
     class Mocks(pulumi.runtime.Mocks):
         def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
             if handler is not None:
+                args.options = getattr(_registering, "options", None) or RegistrationOptions()  # type: ignore[attr-defined]
                 return handler(args)
             return f"{args.name}-id", _mock_state(args.typ, args.inputs)
 
@@ -207,7 +227,15 @@ def synthesize(
 
     class RecordingMonitor(pulumi_mocks.MockMonitor):
         def RegisterResource(self, request: Any) -> Any:  # gRPC method name
-            response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
+            _registering.options = RegistrationOptions(
+                protect=bool(request.protect),
+                retain_on_delete=bool(request.retainOnDelete),
+                delete_before_replace=bool(request.deleteBeforeReplace),
+            )
+            try:
+                response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
+            finally:
+                _registering.options = None
             if request.type != "pulumi:pulumi:Stack":
                 record.resources.append(
                     Registration(

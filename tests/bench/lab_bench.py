@@ -1,11 +1,12 @@
 """Benchmark on the lab (root): forwarded vs bare-tunnel throughput, no-op re-apply time.
 
 Not a timed test: it prints its figures. Uses a running lab if there is one, else
-brings one up and takes it down again. Both transfers fetch from the GitLab stand-in
-on the home device: once from the client through the VPS's forwarding (DNAT, tunnel,
-CGNAT), once from the VPS straight over the tunnel, so their ratio is the cost of the
-forwarding itself. Both paths run on this one machine's CPU: the figures compare the
-paths with each other, not with real links.
+brings one up and takes it down again. Both transfers download the same bytes over
+HTTPS from GitLab's (stand-in) nginx in its container on the home device (``/-/bulk``):
+once from the client through the VPS's forwarding (DNAT, tunnel, CGNAT, docker's
+published port), once from the VPS straight over the tunnel to the same published
+port, so their ratio is the cost of the forwarding itself. Both paths run on this one
+machine's CPU: the figures compare the paths with each other, not with real links.
 """
 
 from __future__ import annotations
@@ -22,22 +23,14 @@ RUNS = 5
 LAB = [sys.executable, "-m", "tools.lab"]
 
 
-def fetch(netns: str, host: str) -> float:
-    """MB/s of one download of SIZE bytes from the stand-in's raw port (5050)."""
-    argv = [
-        "ip",
-        "netns",
-        "exec",
-        netns,
-        "python3",
-        str(ROOT / "tools" / "lab_fetch.py"),
-        "get",
-        host,
-        "5050",
-        str(SIZE),
-    ]
+def fetch(netns: str, url: str, cafile: str) -> float:
+    """MB/s of one HTTPS download of SIZE bytes (a range of the stand-in's bulk file)."""
+    argv = ["ip", "netns", "exec", netns, "curl", "-sS", "--fail", "--cacert", cafile, "-r", f"0-{SIZE - 1}",
+            "-o", "/dev/null", "-w", "%{size_download} %{time_total}", url]  # fmt: skip
     done = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=300)
     moved, seconds = done.stdout.split()
+    if int(moved) != SIZE:
+        raise RuntimeError(f"{url} from {netns}: {moved} of {SIZE} bytes")
     return int(moved) / float(seconds) / 1e6
 
 
@@ -47,10 +40,11 @@ def main() -> int:
         subprocess.run([*LAB, "up"], cwd=ROOT, check=True, capture_output=True)
     try:
         # Alternate the two paths so load on this shared machine hits both alike.
+        cafile = str(ROOT / ".lab" / "ca.crt")
         forwarded_runs, bare_runs = [], []
         for _ in range(RUNS):
-            forwarded_runs.append(fetch("fwl-client", "203.0.113.10"))
-            bare_runs.append(fetch("fwl-vps", "10.8.0.2"))
+            forwarded_runs.append(fetch("fwl-client", "https://203.0.113.10/-/bulk", cafile))
+            bare_runs.append(fetch("fwl-vps", "https://10.8.0.2/-/bulk", cafile))
         forwarded, bare = statistics.median(forwarded_runs), statistics.median(bare_runs)
         began = time.perf_counter()
         subprocess.run([*LAB, "up"], cwd=ROOT, check=True, capture_output=True)
@@ -58,7 +52,7 @@ def main() -> int:
     finally:
         if started_here:
             subprocess.run([*LAB, "down"], cwd=ROOT, check=False, capture_output=True)
-    print(f"lab throughput (median of {RUNS} alternating runs, {SIZE >> 20} MiB each, wireguard-go):")
+    print(f"lab throughput (median of {RUNS} alternating HTTPS runs, {SIZE >> 20} MiB each, wireguard-go):")
     print(f"  client -> home through the VPS forwarding: {forwarded:8.1f} MB/s")
     print(f"  VPS -> home over the bare tunnel:          {bare:8.1f} MB/s")
     print(f"  ratio forwarded/bare:                      {forwarded / bare:8.2f} (target >= 0.9)")

@@ -54,7 +54,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +68,7 @@ __all__ = [
     "LabHost",
     "generate_key",
     "host_env",
+    "require_docker_tools",
     "isolated_netns",
     "missing_lab_tools",
     "require_lab_tools",
@@ -161,6 +162,19 @@ def _run(cmd: list[str], *, env: dict[str, str] | None = None) -> str:
     if result.returncode != 0:
         raise RuntimeError(f"`{shlex.join(cmd)}` failed with exit status {result.returncode}: {result.stderr.strip()}")
     return result.stdout
+
+
+def require_docker_tools(*extra: str) -> None:
+    """Fail loudly (never skip) when the docker lab tests' tools are missing."""
+    wanted = {
+        "dockerd": Path("/usr/sbin/dockerd").is_file(),
+        "debootstrap": shutil.which("debootstrap", path="/usr/sbin:/usr/bin") is not None,
+        "docker": shutil.which("docker", path="/usr/local/bin:/usr/bin") is not None,
+        **{tool: shutil.which(tool) is not None for tool in extra},
+    }
+    missing = [tool for tool, ok in wanted.items() if not ok]
+    if missing:
+        raise RuntimeError(f"missing {', '.join(missing)}: install tools/apt-packages.txt (make setup)")
 
 
 def host_env(host_dir: Path) -> dict[str, str]:
@@ -403,6 +417,7 @@ class Lab:
         via: LabHost | None = None,
         host_key_types: Iterable[str] = ("ed25519",),
         ip_version: int = 4,
+        extra_env: Mapping[str, str] | None = None,
     ) -> LabHost:
         """Create namespace ``fw-<name>-<random>`` with sshd listening on ``address:port``.
 
@@ -410,7 +425,9 @@ class Lab:
         version), which lets test runs overlap. Without ``via`` the host is linked to the
         root namespace. With ``via=A`` it is linked to A's namespace only, so it can be
         reached only by jumping through A. ``host_key_types`` are the host keys sshd gets:
-        the first is ``host_key``, the others are ``other_host_keys``.
+        the first is ``host_key``, the others are ``other_host_keys``. ``extra_env`` adds
+        variables to every SSH session's environment (sshd ``SetEnv``), e.g.
+        ``DOCKER_HOST`` of the host's own dockerd socket.
         """
         if not _NAME.fullmatch(name):
             raise ValueError(f"host name {name!r} must match {_NAME.pattern}")
@@ -421,6 +438,10 @@ class Lab:
         key_types = tuple(host_key_types)
         if not key_types:
             raise ValueError("a host needs at least one host key type")
+        extra = dict(extra_env or {})
+        for key, value in extra.items():
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) or re.search(r"[\s\"'\\]", value):
+                raise ValueError(f"extra_env {key}={value!r}: a name, and a value without blanks or quotes")
         candidates = self._candidates(address, via, ip_version)
 
         netns = f"fw-{name}-{secrets.token_hex(3)}"
@@ -437,7 +458,7 @@ class Lab:
         client_key = host_dir / "client_ed25519"
         (host_dir / "authorized_keys").write_text(generate_key(client_key) + "\n")
         config = host_dir / "sshd_config"
-        config.write_text(self._sshd_config(host_dir, str(ip), port, host_keys))
+        config.write_text(self._sshd_config(host_dir, str(ip), port, host_keys, extra))
 
         proc, sshd_pid = self._start_sshd(netns, config, host_dir / "sshd.log")
         self._wait_ready(
@@ -506,7 +527,10 @@ class Lab:
         return ip
 
     @staticmethod
-    def _sshd_config(host_dir: Path, address: str, port: int, host_keys: list[Path]) -> str:
+    def _sshd_config(
+        host_dir: Path, address: str, port: int, host_keys: list[Path], extra_env: Mapping[str, str] | None = None
+    ) -> str:
+        env = {**host_env(host_dir), **(extra_env or {})}
         lines = [
             f"ListenAddress {address}",
             f"Port {port}",
@@ -523,7 +547,8 @@ class Lab:
             "LogLevel VERBOSE",
             # Namespace hosts share one filesystem: each gets its own /etc, /run and
             # WireGuard socket directory for forgeway's scripts (see their headers).
-            "SetEnv " + " ".join(f"{k}={v}" for k, v in host_env(host_dir).items()),
+            # extra_env (add_host) joins them, e.g. DOCKER_HOST of the host's dockerd.
+            "SetEnv " + " ".join(f"{k}={v}" for k, v in env.items()),
         ]
         return "\n".join(lines) + "\n"
 

@@ -3,13 +3,16 @@
 What runs for real: the program under the mock monitor, the applier's ssh to each
 namespace's own sshd with the connection the program built (pinned host key, the
 stack's private key through an agent), each host's arch check, its wg0
-(wireguard-go), the VPS's forwarding rules and the docker hosts' trust of the CA.
-These hosts are not linked to each other: the end-to-end data path is tested on the
-`make lab` topology (test_make_lab.py).
+(wireguard-go), the VPS's forwarding rules, the docker hosts' trust of the CA, and
+GitLab's image, volumes and container on the GitLab host's own dockerd (reached, as the
+docker provider does, over ssh with `docker system dial-stdio`). These hosts are not
+linked to each other: the end-to-end data path is tested on the `make lab` topology
+(test_make_lab.py).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -18,7 +21,11 @@ from typing import Any
 
 from tests.lab.netns import Lab, LabHost, generate_key
 from tests.stacks import ROOT, lab_stack
+from tools.lab_docker import start_dockerd, stop_dockerd
+from tools.lab_images import GITLAB_STANDIN, ensure_image
 from tools.synth import stack_config_strings
+
+DOCKER_INDEX = 12  # this module's bridge subnets (tools/lab_docker.py), apart from other tests'
 
 
 def _stack_for(lab: Lab, tmp_path: Path) -> tuple[dict[str, Any], list[str], dict[str, LabHost]]:
@@ -29,7 +36,15 @@ def _stack_for(lab: Lab, tmp_path: Path) -> tuple[dict[str, Any], list[str], dic
     hosts: dict[str, LabHost] = {}
     for i, host in enumerate(config["forgeway:hosts"]):
         port = host.get("ssh_port", 22)
-        lab_host = lab.add_host(f"h{i}", f"203.0.113.{160 + i}", port=port)
+        # GitLab's host runs a dockerd of its own, found by `docker system dial-stdio` in SSH sessions.
+        # (a short path: containerd's sockets under it must fit sun_path's 108 bytes)
+        socket = lab.work_dir / "dk" / "docker.sock"
+        extra_env = {"DOCKER_HOST": f"unix://{socket}"} if "gitlab" in host["roles"] else None
+        lab_host = lab.add_host(f"h{i}", f"203.0.113.{160 + i}", port=port, extra_env=extra_env)
+        if extra_env is not None:
+            daemon = start_dockerd(lab_host.netns, socket.parent, index=DOCKER_INDEX)
+            lab._push(f"stop dockerd {daemon.pid}", functools.partial(stop_dockerd, daemon))
+            ensure_image(daemon, GITLAB_STANDIN)
         # One deployer key for every host, as in production.
         with (lab_host.work_dir / "authorized_keys").open("a") as keys:
             keys.write(deployer_pub + "\n")
@@ -41,7 +56,8 @@ def _stack_for(lab: Lab, tmp_path: Path) -> tuple[dict[str, Any], list[str], dic
 
 def _apply(config: dict[str, Any], secret_keys: list[str], state: Path, action: str = "apply") -> tuple[int, str, str]:
     request = {
-        "action": action,
+        "action": action.removesuffix("-excluding-protected"),
+        "exclude_protected": action.endswith("-excluding-protected"),
         "stack": "lab",
         "config": stack_config_strings(config),
         "secret_keys": secret_keys,
@@ -72,6 +88,8 @@ def test_apply_checks_every_host_then_reapply_changes_nothing(lab: Lab, tmp_path
     tunnels = {"tunnel-wg0"} | {f"{name}-tunnel-wg0" for name in hosts if name != "vps"}
     trust = {f"{name}-docker-client" for name in hosts if name != "vps"}  # docker hosts, own CA
     assert creates == {f"{name}-arch" for name in hosts} | tunnels | {"vps-forwarding"} | trust
+    docker = {name for op, typ, name in _ops(out) if op == "create" and typ.startswith("docker:index/")}
+    assert docker == {f"home-gitlab{part}" for part in ("-image", "-config", "-logs", "-data", "")}
     for name, host in hosts.items():
         link = subprocess.run(["ip", "-n", host.netns, "link", "show", "wg0"], capture_output=True, check=False)
         assert link.returncode == 0, f"no wg0 on {name}"
@@ -118,11 +136,19 @@ def test_an_unreachable_host_is_named(lab: Lab, tmp_path: Path) -> None:
     assert "Connection refused" in err
 
 
-def test_destroy_removes_everything_from_state(lab: Lab, tmp_path: Path) -> None:
+def test_destroy_refuses_protected_volumes_unless_excluded_and_then_keeps_them(lab: Lab, tmp_path: Path) -> None:
     config, secret_keys, _ = _stack_for(lab, tmp_path)
     state = tmp_path / "state.json"
     assert _apply(config, secret_keys, state)[0] == 0
-    rc, out, err = _apply(config, secret_keys, state, action="destroy")
+    # As `pulumi destroy`: GitLab's volumes are protected, so a plain destroy stops at them.
+    rc, _, err = _apply(config, secret_keys, state, action="destroy")
+    assert rc == 1
+    assert "protect" in err and "home-gitlab-" in err, err
+    # As `pulumi destroy --exclude-protected`: everything else goes; the volumes stay, and it says so.
+    rc, out, err = _apply(config, secret_keys, state, action="destroy-excluding-protected")
     assert rc == 0, err
-    assert {op for op, _, _ in _ops(out)} == {"delete"}
-    assert json.loads(state.read_text())["entries"] == {}
+    assert {op for op, _, _ in _ops(out)} <= {"delete"}
+    left = sorted(json.loads(state.read_text())["entries"])
+    assert left == [f"docker:index/volume:Volume::home-gitlab-{role}" for role in ("config", "data", "logs")]
+    for role in ("config", "data", "logs"):
+        assert f"home-gitlab-{role}" in err and "protected" in err, err

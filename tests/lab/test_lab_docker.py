@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.netns import isolated_netns
-from tools.lab_docker import DOCKERD, DaemonInfo, docker, start_dockerd, stop_dockerd
+from tests.lab.netns import isolated_netns, require_docker_tools
+from tools.lab_docker import DaemonInfo, docker, start_dockerd, stop_dockerd
 from tools.lab_images import BASE, ensure_image
 
 pytestmark = pytest.mark.lab
@@ -36,26 +36,10 @@ while True:
 """
 
 
-def _require_docker_tools() -> None:
-    missing = [
-        tool
-        for tool, ok in (
-            ("dockerd", Path(DOCKERD).is_file()),
-            ("debootstrap", shutil.which("debootstrap", path="/usr/sbin:/usr/bin")),
-            ("docker", shutil.which("docker", path="/usr/local/bin:/usr/bin")),
-        )
-        if not ok
-    ]
-    if missing:
-        raise RuntimeError(
-            f"missing {', '.join(missing)}: apt-get install -y docker.io debootstrap (see tools/apt-packages.txt)"
-        )
-
-
 @pytest.fixture
 def netns() -> Iterator[str]:
     """A namespace of our own with an eth0 (a veth whose peer stays in it) at ADDRESS."""
-    _require_docker_tools()
+    require_docker_tools()
     with isolated_netns("fwdk", ADDRESS) as name:
         yield name
     assert not Path("/run/netns", name).exists()

@@ -1,10 +1,13 @@
 """`make lab` as a user runs it (tools/lab.py), and the data path it builds.
 
-One lab is built for this module (about 15 s) and torn down at the end, pass or
-fail. What is real: namespaces, veths, the CGNAT's masquerade, each host's sshd,
-wireguard-go, nftables, policy routing, and the program applied by tools/applier.
-The home device runs a stand-in for GitLab (tools/lab_standin.py) that answers on
-the forwarded home ports and logs the address and MSS it sees.
+One lab is built for this module and torn down at the end, pass or fail. What is
+real: namespaces, veths, the CGNAT's masquerade, each host's sshd, wireguard-go,
+nftables, policy routing, a dockerd on the home device, the runners and the client,
+and the program applied by tools/applier (GitLab's image, volumes and container
+included). GitLab's image is a stand-in built from Debian (tools/standin_image/): nginx
+answers ``forgeway-gitlab-standin <port> <client address>`` on HTTPS, redirects HTTP,
+serves Debian's docker-registry on 5050 behind TLS and basic auth, and runs an sshd
+whose host keys live in the config volume, as omnibus keeps them.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from tests.stacks import ROOT
 LAB = [sys.executable, "-m", "tools.lab"]
 VPS = "203.0.113.10"
 CLIENT_ADDRESS = "203.0.113.100"
-RAW = 5050  # the stand-in's line protocol (the registry's port until issue 5)
+REGISTRY = "gitlab.forgeway.test:5050"
 
 
 def _lab(*args: str) -> subprocess.CompletedProcess[str]:
@@ -46,42 +49,102 @@ def _ping(netns: str, address: str, tries: int = 1) -> bool:
     return any(_in(netns, "ping", "-c1", "-W1", address).returncode == 0 for _ in range(tries))
 
 
-def _http(topology: dict[str, Any], port: int, tls: bool, tries: int = 3) -> str:
-    """From the client namespace: the stand-in's answer over HTTP or HTTPS (verified)."""
-    cafile = topology["standin"]["ca_certificate"]
+def _https(topology: dict[str, Any], path: str = "/", tries: int = 3, port: int = 443) -> tuple[int, str]:
+    """From the client namespace, HTTPS verified with the stack's CA: (status, body)."""
     probe = (
-        "import http.client, ssl;"
-        f"c=http.client.HTTPSConnection('{VPS}',{port},timeout=3,"
-        f"context=ssl.create_default_context(cafile='{cafile}'))"
-        if tls
-        else f"import http.client; c=http.client.HTTPConnection('{VPS}',{port},timeout=3)"
-    ) + ";c.request('GET','/');r=c.getresponse();print(r.status, r.read().decode().strip())"
-    for attempt in range(tries):
-        done = _in("fwl-client", "python3", "-c", probe)
-        if done.returncode == 0:
-            status, line = done.stdout.strip().split(" ", 1)
-            assert status == "200", done.stdout
-            return line
-        if attempt + 1 < tries:
-            time.sleep(1)
-    raise AssertionError(f"client could not fetch {VPS}:{port}: {done.stderr.strip()[-300:]}")
-
-
-def _connect(port: int, tries: int = 1) -> tuple[str, int]:
-    """From the client namespace, on the raw port: (the stand-in's line, this side's MSS)."""
-    probe = (
-        "import socket;"
-        f"s=socket.create_connection(('{VPS}',{port}),2);"
-        "print(s.recv(200).decode().strip(), s.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG), sep='|')"
+        "import http.client, ssl, sys;"
+        f"c=http.client.HTTPSConnection('{VPS}',{port},timeout=5,"
+        f"context=ssl.create_default_context(cafile='{topology['ca_certificate']}'));"
+        f"c.request('GET','{path}');r=c.getresponse();sys.stdout.write(f'{{r.status}} ' + r.read().decode())"
     )
     for attempt in range(tries):
         done = _in("fwl-client", "python3", "-c", probe)
         if done.returncode == 0:
-            line, mss = done.stdout.strip().split("|")
-            return line, int(mss)
+            status, _, body = done.stdout.partition(" ")
+            return int(status), body.strip()
         if attempt + 1 < tries:
             time.sleep(1)
-    raise AssertionError(f"client could not reach {VPS}:{port}: {done.stderr.strip()[-300:]}")
+    raise AssertionError(f"client could not fetch https://{VPS}:{port}{path}: {done.stderr.strip()[-300:]}")
+
+
+def _seen_address(topology: dict[str, Any], tries: int = 3) -> str:
+    """The client address GitLab's nginx saw for a request from the client namespace."""
+    status, body = _https(topology, tries=tries)
+    banner, port, address = body.split()
+    assert (status, banner, port) == (200, "forgeway-gitlab-standin", "443"), body
+    return address
+
+
+def _client_mss(port: int = 443) -> int:
+    """The MSS the client's side of a connection through the VPS settled on (the SYN-ACK's)."""
+    probe = (
+        f"import socket; s=socket.create_connection(('{VPS}',{port}),3);"
+        "print(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG))"
+    )
+    done = _in("fwl-client", "python3", "-c", probe)
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout)
+
+
+def _home_docker(topology: dict[str, Any], *args: str, check: bool = True) -> str:
+    from tools.lab_docker import DaemonInfo, docker
+
+    done = docker(DaemonInfo.from_json(topology["docker"]["home"]), *args, check=check)
+    return done.stdout.decode()
+
+
+def _gitlab_ssh_key(topology: dict[str, Any]) -> str:
+    """GitLab's SSH host key as the container has it (in its config volume)."""
+    return _home_docker(topology, "exec", "forgeway-gitlab", "cat", "/etc/gitlab/ssh_host_ed25519_key.pub").split()[1]
+
+
+def _root_password() -> str:
+    state = json.loads((ROOT / ".lab" / "state.json").read_text())["entries"]
+    result: str = state["random:index/randomPassword:RandomPassword::home-gitlab-root-password"]["outputs"]["result"]
+    return result
+
+
+def _docker_in(
+    topology: dict[str, Any], name: str, *args: str, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The docker client against lab host ``name``'s daemon, with a client config of its own."""
+    from tools.lab_docker import DaemonInfo, docker
+
+    info = DaemonInfo.from_json(topology["docker"][name])
+    config = ROOT / ".lab" / "docker-clients" / name
+    config.mkdir(parents=True, exist_ok=True)
+    done = docker(info, "--config", str(config), *args, input=stdin, check=False, timeout=300)
+    return subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(), done.stderr.decode())
+
+
+def _login(topology: dict[str, Any], name: str) -> subprocess.CompletedProcess[str]:
+    return _docker_in(
+        topology, name, "login", REGISTRY, "-u", "root", "--password-stdin", stdin=_root_password().encode()
+    )
+
+
+def _push_and_pull(topology: dict[str, Any], name: str, size: int) -> None:
+    """From lab host ``name``: push an image with a ``size``-byte random layer, delete it, pull it back."""
+    import io
+    import os
+    import tarfile
+
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as tar:
+        info = tarfile.TarInfo("payload")
+        info.size = size
+        tar.addfile(info, io.BytesIO(os.urandom(size)))
+    tag = f"{REGISTRY}/root/lab-{name}:{time.time_ns()}"
+    assert _login(topology, name).returncode == 0
+    imported = _docker_in(topology, name, "import", "-", tag, stdin=layer.getvalue())
+    assert imported.returncode == 0, imported.stderr
+    pushed = _docker_in(topology, name, "push", tag)
+    assert pushed.returncode == 0, f"push from {name}: {pushed.stdout[-500:]} {pushed.stderr[-500:]}"
+    layers = _docker_in(topology, name, "image", "inspect", "--format", "{{.RootFS.Layers}}", tag).stdout
+    assert _docker_in(topology, name, "rmi", tag).returncode == 0
+    pulled = _docker_in(topology, name, "pull", tag)
+    assert pulled.returncode == 0, f"pull to {name}: {pulled.stderr[-500:]}"
+    assert _docker_in(topology, name, "image", "inspect", "--format", "{{.RootFS.Layers}}", tag).stdout == layers
 
 
 @pytest.fixture(scope="module")
@@ -118,15 +181,64 @@ def test_the_tunnel_is_up_through_the_cgnat_both_ways(topology: dict[str, Any]) 
         assert _ping("fwl-vps", address), f"the VPS cannot reach {name} through the tunnel"
 
 
-def test_http_https_ssh_and_registry_reach_home_and_snat_shows_the_tunnel_address(topology: dict[str, Any]) -> None:
-    assert _http(topology, 80, tls=False).startswith("forgeway-standin 80 10.8.0.1 ")
-    # HTTPS verifies against the stand-in's certificate (it names the VPS address).
-    assert _http(topology, 443, tls=True).startswith("forgeway-standin 443 10.8.0.1 ")
-    line, _ = _connect(RAW, tries=3)
-    assert line.startswith(f"forgeway-standin {RAW} 10.8.0.1 "), line
-    # Public 22 lands on GitLab's SSH (home 2222), not on the home device's own sshd.
+def test_http_https_ssh_and_registry_reach_gitlab_and_snat_shows_the_tunnel_address(
+    topology: dict[str, Any],
+) -> None:
+    # HTTPS verifies against the stack's CA (the certificate names the VPS address too).
+    assert _seen_address(topology) == "10.8.0.1"
+    redirect = _in(
+        "fwl-client", "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", f"http://{VPS}/"
+    )
+    assert redirect.stdout == "301 https://gitlab.forgeway.test/", redirect.stdout + redirect.stderr
+    status, _ = _https(topology, "/v2/", port=5050)
+    assert status == 401, "the registry must ask for credentials"
+    # Public 22 lands on GitLab's SSH in the container, not on the home device's own sshd.
     scan = _in("fwl-client", "ssh-keyscan", "-T", "3", "-t", "ed25519", "-p", "22", VPS)
-    assert topology["standin"]["ssh"]["host_key"].split()[1] in scan.stdout, scan.stderr
+    assert _gitlab_ssh_key(topology) in scan.stdout, scan.stderr
+
+
+def test_docker_login_from_the_client_fails_x509_until_it_trusts_the_stack_ca(topology: dict[str, Any]) -> None:
+    # The client is nobody's managed host: its daemon knows nothing of our CA yet.
+    before = _login(topology, "client")
+    assert before.returncode != 0
+    assert "x509" in before.stderr or "certificate signed by unknown authority" in before.stderr, before.stderr
+    # What the README tells a user to do on a laptop: the stack output ca_certificate in certs.d.
+    certs = ROOT / ".lab" / "client" / "etc-docker" / "certs.d" / REGISTRY
+    certs.mkdir(parents=True)
+    (certs / "ca.crt").write_text(Path(topology["ca_certificate"]).read_text())
+    after = _login(topology, "client")
+    assert after.returncode == 0 and "Login Succeeded" in after.stdout, after.stderr
+
+
+def test_a_runner_host_trusts_the_registry_by_itself_and_pushes_and_pulls(topology: dict[str, Any]) -> None:
+    # runner-amd's daemon trusts our CA only through forgeway's docker-client command.
+    _push_and_pull(topology, "runner-amd", size=64 << 10)
+
+
+def test_gitlab_data_and_ssh_host_key_survive_a_replaced_container(topology: dict[str, Any]) -> None:
+    marker = f"forgeway-{time.time_ns()}"
+    _home_docker(topology, "exec", "forgeway-gitlab", "sh", "-c", f"echo {marker} > /var/opt/gitlab/lab-marker")
+    old_id = _home_docker(topology, "inspect", "--format", "{{.Id}}", "forgeway-gitlab").strip()
+    ssh_key = _gitlab_ssh_key(topology)
+    # A new image (same files, one more label: another image id): the container's image
+    # is a replace-on-change input, as a GitLab upgrade would change it.
+    scratch = _home_docker(topology, "create", "forgeway-lab/gitlab-standin:1.0").strip()
+    _home_docker(
+        topology, "commit", "--change", "LABEL forgeway.lab=upgrade", scratch, "forgeway-lab/gitlab-standin:1.0-lab2"
+    )
+    _home_docker(topology, "rm", scratch)
+    try:
+        moved = _lab("up", "--set", "gitlab.images.amd64=forgeway-lab/gitlab-standin:1.0-lab2")
+        assert moved.returncode == 0, moved.stderr
+        assert "replace  docker:index/container:Container home-gitlab" in moved.stderr, moved.stderr
+        new_id = _home_docker(topology, "inspect", "--format", "{{.Id}}", "forgeway-gitlab").strip()
+        assert new_id != old_id
+        assert _home_docker(topology, "exec", "forgeway-gitlab", "cat", "/var/opt/gitlab/lab-marker").strip() == marker
+        assert _seen_address(topology, tries=10) == "10.8.0.1"
+        scan = _in("fwl-client", "ssh-keyscan", "-T", "3", "-t", "ed25519", "-p", "22", VPS)
+        assert ssh_key in scan.stdout, "GitLab's SSH host key changed with the container"
+    finally:
+        assert _lab("up").returncode == 0
 
 
 def test_mss_is_clamped_on_syn_and_syn_ack_at_the_tunnel(topology: dict[str, Any]) -> None:
@@ -155,7 +267,7 @@ def test_mss_is_clamped_on_syn_and_syn_ack_at_the_tunnel(topology: dict[str, Any
     offered = _in("fwl-home", "ip", "route", "add", "10.8.0.1/32", "dev", "wg0", "advmss", "1460")
     assert offered.returncode == 0, offered.stderr
     try:
-        _, client_mss = _connect(RAW, tries=3)
+        client_mss = _client_mss()
         counters = _in("fwl-vps", "nft", "-j", "list", "counters", "table", "inet", "lab-mss-observer").stdout
         packets = {
             c["counter"]["name"]: c["counter"]["packets"] for c in json.loads(counters)["nftables"] if "counter" in c
@@ -184,11 +296,15 @@ def test_bulk_transfer_works_when_icmp_fragmentation_needed_is_dropped(topology:
     )
     assert loaded.returncode == 0
     try:
-        for mode in ("put", "get"):
-            moved = _in(
-                "fwl-client", "python3", str(ROOT / "tools" / "lab_fetch.py"), mode, VPS, str(RAW), str(4 << 20)
-            )
-            assert moved.returncode == 0, f"bulk {mode} stalled: {moved.stdout} {moved.stderr}"
+        # 4 MiB of a sparse file nginx serves: one HTTPS download, home -> client.
+        got = _in(
+            "fwl-client", "curl", "-sS", "--max-time", "60", "--cacert", topology["ca_certificate"],
+            "-r", f"0-{(4 << 20) - 1}", "-o", "/dev/null", "-w", "%{http_code} %{size_download}",
+            f"https://{VPS}/-/bulk",
+        )  # fmt: skip
+        assert got.stdout == f"206 {4 << 20}", f"bulk download stalled: {got.stdout} {got.stderr}"
+        # ... and client -> home: push an image with a 4 MiB random layer to the registry.
+        _push_and_pull(topology, "client", size=4 << 20)
     finally:
         _in("fwl-vps", "nft", "delete", "table", "inet", "lab-pmtu-blackhole")
 
@@ -227,8 +343,7 @@ def test_a_lapsed_cgnat_mapping_comes_back_with_the_keepalive(topology: dict[str
     flushed = _in("fwl-cgnat", "conntrack", "-D", "-p", "udp")
     assert flushed.returncode in (0, 1), flushed.stderr  # 1: nothing to delete
     started = time.monotonic()
-    line, _ = _connect(RAW, tries=10)
-    assert line.startswith(f"forgeway-standin {RAW}"), line
+    assert _seen_address(topology, tries=10)
     assert time.monotonic() - started < 10, "the mapping took longer than two keepalives to return"
 
 
@@ -237,9 +352,7 @@ def test_preserve_source_shows_the_client_and_switching_back_removes_the_return_
 ) -> None:
     switched = _lab("up", "--mode", "preserve-source")
     assert switched.returncode == 0, switched.stderr
-    line, _ = _connect(RAW, tries=3)
-    assert line.startswith(f"forgeway-standin {RAW} {CLIENT_ADDRESS} "), line
-    assert _http(topology, 443, tls=True).startswith(f"forgeway-standin 443 {CLIENT_ADDRESS} ")
+    assert _seen_address(topology) == CLIENT_ADDRESS
     assert _ping("fwl-home", "198.51.100.1"), "the home LAN must keep working in preserve-source mode"
     _assert_admin_ssh(topology)  # after an update
     assert "4680" in _in("fwl-home", "ip", "rule").stdout
@@ -248,8 +361,7 @@ def test_preserve_source_shows_the_client_and_switching_back_removes_the_return_
     assert back.returncode == 0, back.stderr
     assert "delete   command:remote:Command home-return-path" in back.stderr
     assert "4680" not in _in("fwl-home", "ip", "rule").stdout
-    line, _ = _connect(RAW, tries=3)
-    assert line.startswith(f"forgeway-standin {RAW} 10.8.0.1 "), line
+    assert _seen_address(topology) == "10.8.0.1"
 
 
 def test_hostile_firewall_state_on_the_vps_does_not_break_forwarding(topology: dict[str, Any]) -> None:
@@ -274,8 +386,7 @@ table ip catchall {
     try:
         up = _lab("up")
         assert up.returncode == 0, up.stderr
-        line, _ = _connect(RAW, tries=5)
-        assert line.startswith(f"forgeway-standin {RAW} "), line
+        assert _seen_address(topology, tries=5) == "10.8.0.1"
         assert _lab("destroy").returncode == 0
         assert _in("fwl-vps", "nft", "list", "ruleset").stdout == before, "their tables changed"
     finally:
@@ -339,6 +450,26 @@ def _flush_runtime_state(host: dict[str, Any]) -> None:
     (ROOT / ".lab" / "hosts" / host["name"] / "run").mkdir()
 
 
+def _restart_dockerds(topology: dict[str, Any]) -> None:
+    """Stop and start every lab host's dockerd, as a reboot would; the new PIDs go into
+    topology.json so lab-down stops them."""
+    from tools.lab_docker import DaemonInfo, start_dockerd, stop_dockerd
+
+    described = json.loads((ROOT / ".lab" / "topology.json").read_text())
+    for name, data in list(described["docker"].items()):
+        if name == "client":
+            continue
+        info = DaemonInfo.from_json(data)
+        stop_dockerd(info, remove=False, kill_containers=False)
+        index = int(info.bip.split(".")[2])
+        again = start_dockerd(
+            info.netns, info.work, index=index, etc_docker=ROOT / ".lab" / "hosts" / name / "etc" / "docker"
+        )
+        described["docker"][name] = again.to_json()
+        (ROOT / ".lab" / "topology.json").write_text(json.dumps(described, indent=1) + "\n")
+    topology["docker"] = described["docker"]
+
+
 def test_zy_a_reboot_brings_tunnel_and_forwarding_back_from_the_boot_units(topology: dict[str, Any]) -> None:
     switched = _lab("up", "--mode", "preserve-source")  # boot must restore the return path too
     assert switched.returncode == 0, switched.stderr
@@ -379,9 +510,9 @@ def test_zy_a_reboot_brings_tunnel_and_forwarding_back_from_the_boot_units(topol
                     check=False,
                 )
                 assert booted.returncode == 0 or start.startswith("-"), f"{unit}: {start}: {booted.stderr[-500:]}"
+    _restart_dockerds(topology)  # docker.service at boot: containers with a restart policy return
     assert _ping("fwl-home", "10.8.0.1", tries=5), "no tunnel after the boot units ran"
-    line, _ = _connect(RAW, tries=5)
-    assert line.startswith(f"forgeway-standin {RAW} {CLIENT_ADDRESS} "), line
+    assert _seen_address(topology, tries=10) == CLIENT_ADDRESS
     assert _lab("up", "--mode", "snat").returncode == 0
 
 
@@ -390,6 +521,12 @@ def test_zz_destroy_restores_every_host_and_down_removes_the_lab(topology: dict[
     destroyed = _lab("destroy")
     assert destroyed.returncode == 0, destroyed.stderr
     _assert_admin_ssh(topology)  # after a destroy
+    # GitLab's volumes are protected and retained: the container goes, the data stays, and it says so.
+    assert _home_docker(topology, "ps", "-aq", "--filter", "name=forgeway-gitlab").strip() == ""
+    volumes = _home_docker(topology, "volume", "ls", "--format", "{{.Name}}").split()
+    assert {"forgeway-gitlab-config", "forgeway-gitlab-logs", "forgeway-gitlab-data"} <= set(volumes)
+    for role in ("config", "logs", "data"):
+        assert f"home-gitlab-{role}" in destroyed.stderr and "protected" in destroyed.stderr, destroyed.stderr
     assert _in("fwl-vps", "nft", "list", "ruleset").stdout == "", "the VPS ruleset is not back to empty"
     assert _in("fwl-vps", "sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "0"
     for host in topology["hosts"]:
@@ -402,7 +539,7 @@ def test_zz_destroy_restores_every_host_and_down_removes_the_lab(topology: dict[
     assert down.returncode == 0, down.stderr
     assert not any(n.startswith("fwl-") for n in _netns())
     assert not (ROOT / ".lab").exists()
-    pids = [h["pid"] for h in topology["hosts"]] + [topology["standin"]["pid"], topology["standin"]["ssh"]["pid"]]
+    pids = [h["pid"] for h in topology["hosts"]] + [d["pid"] for d in topology["docker"].values()]
     listed = subprocess.run(
         ["ps", "-o", "pid=,stat=", "-p", ",".join(map(str, pids))], capture_output=True, text=True, check=False
     )

@@ -1,0 +1,599 @@
+#!/usr/bin/python3
+"""Entrypoint (PID 1) of the lab image forgeway-lab/gitlab-standin (tools/lab_images.py).
+
+Installed as ``/assets/wrapper``, the path of the omnibus image's own entrypoint. It
+reads what the omnibus gitlab/gitlab-ce container reads and answers on its ports, so a
+lab host runs the program's GitLab container unchanged but for the image:
+
+* ``GITLAB_OMNIBUS_CONFIG``: the gitlab.rb text (components/render/gitlab.py). Read here:
+  ``external_url``, ``registry_external_url``, ``letsencrypt['enable']``,
+  ``nginx['listen_port']``, ``nginx['ssl_certificate']``/``_key``,
+  ``registry_nginx['listen_port']``, ``registry_nginx['ssl_certificate']``/``_key``; every
+  other line is ignored. Certificates default to ``/etc/gitlab/ssl/<host>.crt``/``.key``,
+  as in omnibus. With Let's Encrypt on (or unset, and the files missing, as omnibus
+  decides) no ACME is possible here: a self-signed certificate is made, and said loudly.
+  With it off, a missing certificate or key stops the container, naming the path.
+* ``GITLAB_ROOT_PASSWORD``: required; the registry's basic-auth password of user
+  ``root``. Never logged, never on a command line, not passed on to any service.
+* Volumes: ``/etc/gitlab`` (ssl/, the ssh host keys ``ssh_host_*_key`` made on first start
+  only), ``/var/log/gitlab`` (nginx/gitlab_access.log, nginx/gitlab_registry_access.log,
+  nginx/error.log, sshd/current, registry/current), ``/var/opt/gitlab`` (the registry's
+  storage gitlab-rails/shared/registry; home of user ``git``).
+* Ports: 80 (301 to external_url), 443 (``/`` answers ``forgeway-gitlab-standin 443
+  <client address>``, ``/-/health`` ``GitLab OK``, ``/-/bulk`` 1 GiB of zeros for the
+  lab's transfer tests and bench), 5050 (the registry, basic auth,
+  only with registry_external_url), 22 (sshd, keys only, user ``git``).
+
+Services (nginx, docker-registry, sshd) run as children; their output goes to the
+container's stdout, one line each, prefixed with the service's name. SIGTERM (or
+SIGINT) stops them and exits 0; any service that exits by itself stops the rest and
+the container exits 1. Only modules of python3-minimal are used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO, NamedTuple
+from urllib.parse import urlsplit
+
+CONFIG_ENV = "GITLAB_OMNIBUS_CONFIG"
+PASSWORD_ENV = "GITLAB_ROOT_PASSWORD"  # noqa: S105 (the name of the variable)
+ETC = Path("/etc/gitlab")
+SSL_DIR = ETC / "ssl"
+LOG_DIR = Path("/var/log/gitlab")
+DATA_DIR = Path("/var/opt/gitlab")
+REGISTRY_STORAGE = DATA_DIR / "gitlab-rails" / "shared" / "registry"
+RUN_DIR = Path("/run/gitlab-standin")  # generated configs: fresh in every container
+HEALTH_URL_FILE = RUN_DIR / "health-url"  # read by /opt/gitlab/bin/gitlab-healthcheck
+# Lab-only: a sparse file for the lab's bulk-transfer tests and bench (GET /-/bulk, ranges).
+BULK_FILE = RUN_DIR / "bulk"
+BULK_SIZE = 1 << 30
+HTTP_PORT = 80
+SSH_PORT = 22
+REGISTRY_BACKEND = "127.0.0.1:5000"
+SSH_KEY_TYPES = ("rsa", "ecdsa", "ed25519")
+STOP_TIMEOUT = 4.0  # seconds a service gets after SIGTERM before SIGKILL
+BANNER = "forgeway-gitlab-standin"
+SERVICE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+NGINX_USER = "www-data"
+
+# A single-quoted Ruby literal: only \\ and \' are escapes (components/render/gitlab.py ruby_str).
+_RUBY_STR = r"'(?P<str>(?:[^'\\]|\\.)*)'"
+_TRAILER = r"\s*(?:#.*)?"
+_URL_LINE = re.compile(r"\s*(?P<key>external_url|registry_external_url)\s+" + _RUBY_STR + _TRAILER)
+_SETTING_LINE = re.compile(
+    r"\s*(?P<key>[a-z_]+\['[a-z_]+'\])\s*=\s*(?:" + _RUBY_STR + r"|(?P<bool>true|false)|(?P<int>\d+))" + _TRAILER
+)
+KEYS = (
+    "external_url",
+    "registry_external_url",
+    "letsencrypt['enable']",
+    "nginx['listen_port']",
+    "nginx['ssl_certificate']",
+    "nginx['ssl_certificate_key']",
+    "registry_nginx['listen_port']",
+    "registry_nginx['ssl_certificate']",
+    "registry_nginx['ssl_certificate_key']",
+)
+# What may go into nginx.conf unquoted: host names and paths, never a `$`, quote or `;`.
+_SAFE_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+_SAFE_PATH = re.compile(r"/[A-Za-z0-9._/@+-]+")
+
+Value = str | bool | int
+
+
+class Fatal(Exception):
+    """A configuration the container cannot start with; the message says what and where."""
+
+
+class Site(NamedTuple):
+    host: str
+    origin: str  # https://host[:port], no path
+    listen_port: int
+    certificate: Path
+    key: Path
+
+
+class Settings(NamedTuple):
+    gitlab: Site
+    registry: Site | None
+    letsencrypt: bool | None  # None: not set in gitlab.rb
+
+
+# --------------------------------------------------------------------------- gitlab.rb
+
+
+def ruby_unquote(body: str) -> str:
+    r"""The value of a single-quoted Ruby literal's body: ``\\`` is ``\``, ``\'`` is ``'``."""
+    return re.sub(r"\\([\\'])", r"\1", body)
+
+
+def parse_gitlab_rb(text: str) -> dict[str, Value]:
+    """The settings of :data:`KEYS` found in ``text``; a line setting one that cannot be read is fatal."""
+    found: dict[str, Value] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        key = next((k for k in KEYS if stripped.startswith(k) and stripped[len(k) :][:1] in (" ", "\t", "=")), None)
+        if key is None:
+            continue
+        match = _URL_LINE.fullmatch(line) or _SETTING_LINE.fullmatch(line)
+        if match is None or match.group("key") != key:
+            raise Fatal(f"{CONFIG_ENV} line {number}: cannot read {key} from {line.strip()!r}")
+        groups = match.groupdict()
+        if groups.get("str") is not None:
+            found[key] = ruby_unquote(groups["str"])
+        elif groups.get("bool") is not None:
+            found[key] = groups["bool"] == "true"
+        elif groups.get("int") is not None:
+            found[key] = int(groups["int"])
+    return found
+
+
+def _str(found: dict[str, Value], key: str) -> str | None:
+    value = found.get(key)
+    if value is not None and not isinstance(value, str):
+        raise Fatal(f"{CONFIG_ENV}: {key} must be a string, not {value!r}")
+    return value
+
+
+def _port(found: dict[str, Value], key: str, default: int) -> int:
+    value = found.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        raise Fatal(f"{CONFIG_ENV}: {key} must be a port number, not {value!r}")
+    return value
+
+
+def _path(found: dict[str, Value], key: str, default: Path) -> Path:
+    value = _str(found, key)
+    if value is None:
+        return default
+    if not _SAFE_PATH.fullmatch(value):
+        raise Fatal(f"{CONFIG_ENV}: {key} = {value!r}: the stand-in takes absolute paths of [A-Za-z0-9._/@+-] only")
+    return Path(value)
+
+
+def _site(found: dict[str, Value], url_key: str, prefix: str, default_port: int) -> Site | None:
+    url = _str(found, url_key)
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError as err:
+        raise Fatal(f"{CONFIG_ENV}: {url_key} {url!r}: {err}") from err
+    host = parts.hostname or ""
+    if parts.scheme != "https" or not _host_ok(host):
+        raise Fatal(f"{CONFIG_ENV}: {url_key} {url!r}: the stand-in serves https://<host name or address> only")
+    shown = f"[{host}]" if ":" in host else host
+    origin = f"https://{shown}" if port in (None, 443) else f"https://{shown}:{port}"
+    return Site(
+        host=host,
+        origin=origin,
+        listen_port=_port(found, f"{prefix}['listen_port']", default_port),
+        certificate=_path(found, f"{prefix}['ssl_certificate']", SSL_DIR / f"{host}.crt"),
+        key=_path(found, f"{prefix}['ssl_certificate_key']", SSL_DIR / f"{host}.key"),
+    )
+
+
+def _host_ok(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return bool(_SAFE_HOST.fullmatch(host))
+    return True
+
+
+def settings(text: str) -> Settings:
+    found = parse_gitlab_rb(text)
+    gitlab = _site(found, "external_url", "nginx", 443)
+    if gitlab is None:
+        raise Fatal(f"{CONFIG_ENV} sets no external_url '...'")
+    letsencrypt = found.get("letsencrypt['enable']")
+    if letsencrypt is not None and not isinstance(letsencrypt, bool):
+        raise Fatal(f"{CONFIG_ENV}: letsencrypt['enable'] must be true or false, not {letsencrypt!r}")
+    registry = _site(found, "registry_external_url", "registry_nginx", 5050)
+    return Settings(gitlab=gitlab, registry=registry, letsencrypt=letsencrypt)
+
+
+# --------------------------------------------------------------------------- logging
+
+
+_print_lock = threading.Lock()
+
+
+def log(message: str, service: str = "wrapper") -> None:
+    with _print_lock:
+        sys.stdout.write(f"{service}: {message}\n")
+        sys.stdout.flush()
+
+
+def _run(argv: list[str], *, stdin: str | None = None) -> str:
+    """Run a setup command; its failure is fatal, with its output (never ``stdin``)."""
+    done = subprocess.run(
+        argv, input=stdin, capture_output=True, text=True, check=False, env={"PATH": SERVICE_PATH}, timeout=120
+    )
+    if done.returncode != 0:
+        raise Fatal(f"{' '.join(argv)} failed ({done.returncode}): {(done.stdout + done.stderr).strip()[-2000:]}")
+    return done.stdout
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def _tls_files(site: Site, letsencrypt: bool | None, which: str) -> None:
+    """Make sure ``site``'s certificate and key exist (self-signed when Let's Encrypt would act)."""
+    missing = [path for path in (site.certificate, site.key) if not path.is_file()]
+    if not missing:
+        if letsencrypt:
+            log(
+                f"WARNING: letsencrypt['enable'] = true, but the stand-in cannot do ACME: {which} keeps "
+                f"the certificate already in {site.certificate}"
+            )
+        return
+    if letsencrypt is False:
+        names = {site.certificate: "ssl_certificate", site.key: "ssl_certificate_key"}
+        raise Fatal(
+            "letsencrypt['enable'] = false and "
+            + ", ".join(f"{which}['{names[p]}'] {p} is missing" for p in missing)
+            + ": upload it before the container starts"
+        )
+    for path in (site.certificate, site.key):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+    try:
+        ipaddress.ip_address(site.host)
+        san = f"IP:{site.host}"
+    except ValueError:
+        san = f"DNS:{site.host}"
+    _run([
+        "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-days", "90", "-subj", f"/CN={site.host}", "-addext", f"subjectAltName={san}",
+        "-keyout", str(site.key), "-out", str(site.certificate),
+    ])  # fmt: skip
+    site.key.chmod(0o600)
+    banner = "!" * 78
+    log(banner)
+    log(f"LET'S ENCRYPT IS NOT AVAILABLE IN THE STAND-IN: {which} serves a SELF-SIGNED certificate")
+    log(f"for {site.host}: {site.certificate} (key {site.key}); clients will not trust it")
+    log(banner)
+
+
+def _ssh_host_keys() -> list[Path]:
+    """/etc/gitlab/ssh_host_<type>_key, each made only if missing (kept in the config volume)."""
+    keys = []
+    for key_type in SSH_KEY_TYPES:
+        key = ETC / f"ssh_host_{key_type}_key"
+        if not key.is_file():
+            key.with_name(key.name + ".pub").unlink(missing_ok=True)
+            _run(["ssh-keygen", "-q", "-t", key_type, "-N", "", "-C", "", "-f", str(key)])
+            log(f"made ssh host key {key}")
+        key.chmod(0o600)
+        keys.append(key)
+    return keys
+
+
+def _git_user() -> None:
+    """User ``git`` (home /var/opt/gitlab, as omnibus), not locked: key logins only."""
+    done = subprocess.run(["id", "-u", "git"], capture_output=True, check=False, env={"PATH": SERVICE_PATH})
+    if done.returncode != 0:
+        _run(["useradd", "--system", "--no-create-home", "--home-dir", str(DATA_DIR), "--shell", "/bin/sh", "git"])
+    _run(["usermod", "--password", "*", "git"])  # "!" (locked) would make sshd refuse keys too
+
+
+def _htpasswd(password: str) -> Path:
+    """``root:<SHA-512 crypt>`` for nginx; the password goes to openssl on stdin."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in password):
+        raise Fatal(f"{PASSWORD_ENV} contains a control character")
+    hashed = _run(["openssl", "passwd", "-6", "-stdin"], stdin=password + "\n").strip()
+    path = RUN_DIR / "registry.htpasswd"
+    path.write_text(f"root:{hashed}\n")
+    os.chown(path, 0, _gid(NGINX_USER))
+    path.chmod(0o640)
+    return path
+
+
+def _gid(group: str) -> int:
+    for line in Path("/etc/group").read_text().splitlines():
+        fields = line.split(":")
+        if fields[0] == group:
+            return int(fields[2])
+    raise Fatal(f"no group {group} in the image")
+
+
+def nginx_conf(s: Settings, htpasswd: Path) -> str:
+    logs = LOG_DIR / "nginx"
+    tmp = RUN_DIR / "nginx"
+    g = s.gitlab
+    lines = [
+        f"user {NGINX_USER};",
+        "worker_processes 1;",
+        "daemon off;",
+        f"pid {RUN_DIR}/nginx.pid;",
+        "error_log stderr warn;",
+        f"error_log {logs}/error.log warn;",
+        "events { worker_connections 1024; }",
+        "http {",
+        "  default_type text/plain;",
+        "  server_tokens off;",
+        '  log_format gitlab \'$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
+        '"$http_referer" "$http_user_agent"\';',
+        '  log_format gitlab_stdout \'$server_port $remote_addr - $remote_user [$time_local] "$request" $status '
+        '$body_bytes_sent "$http_user_agent"\';',
+        "  access_log /dev/stdout gitlab_stdout;",
+        f"  client_body_temp_path {tmp}/client_body;",
+        f"  proxy_temp_path {tmp}/proxy;",
+        f"  fastcgi_temp_path {tmp}/fastcgi;",
+        f"  uwsgi_temp_path {tmp}/uwsgi;",
+        f"  scgi_temp_path {tmp}/scgi;",
+        "  ssl_protocols TLSv1.2 TLSv1.3;",
+        "  ssl_session_cache shared:SSL:1m;",
+        "  server {",
+        f"    listen {HTTP_PORT} default_server;",
+        f"    access_log {logs}/gitlab_access.log gitlab;",
+        "    access_log /dev/stdout gitlab_stdout;",
+        f"    location / {{ return 301 {g.origin}$request_uri; }}",
+        "  }",
+        "  server {",
+        f"    listen {g.listen_port} ssl default_server;",
+        f"    ssl_certificate {g.certificate};",
+        f"    ssl_certificate_key {g.key};",
+        f"    access_log {logs}/gitlab_access.log gitlab;",
+        "    access_log /dev/stdout gitlab_stdout;",
+        f"    location = /-/bulk {{ default_type application/octet-stream; alias {BULK_FILE}; }}",
+        '    location = /-/health { return 200 "GitLab OK\\n"; }',
+        '    location = /-/liveness { default_type application/json; return 200 \'{"status":"ok"}\\n\'; }',
+        '    location = /-/readiness { default_type application/json; return 200 \'{"status":"ok"}\\n\'; }',
+        f'    location / {{ return 200 "{BANNER} $server_port $remote_addr\\n"; }}',
+        "  }",
+    ]
+    if s.registry is not None:
+        r = s.registry
+        lines += [
+            # Set only when the registry did not: nginx's own 401 needs it too, or docker
+            # login takes the registry for a v1 one.
+            "  map $upstream_http_docker_distribution_api_version $docker_distribution_api_version {",
+            "    '' 'registry/2.0';",
+            "  }",
+            "  server {",
+            f"    listen {r.listen_port} ssl;",
+            f"    ssl_certificate {r.certificate};",
+            f"    ssl_certificate_key {r.key};",
+            f"    access_log {logs}/gitlab_registry_access.log gitlab;",
+            "    access_log /dev/stdout gitlab_stdout;",
+            "    client_max_body_size 0;  # layers of any size",
+            "    chunked_transfer_encoding on;",
+            "    location /v2/ {",
+            '      auth_basic "Registry realm";',
+            f"      auth_basic_user_file {htpasswd};",
+            "      add_header Docker-Distribution-Api-Version $docker_distribution_api_version always;",
+            f"      proxy_pass http://{REGISTRY_BACKEND};",
+            "      proxy_http_version 1.1;",
+            "      proxy_request_buffering off;  # stream layer uploads through",
+            "      proxy_buffering off;",
+            "      proxy_set_header Host $http_host;",
+            "      proxy_set_header X-Real-IP $remote_addr;",
+            "      proxy_set_header X-Forwarded-For $remote_addr;",
+            "      proxy_set_header X-Forwarded-Proto https;",
+            "      proxy_read_timeout 900;",
+            "    }",
+            "    location / { return 404; }",
+            "  }",
+        ]
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def registry_conf() -> str:
+    secret = os.urandom(24).hex()
+    return f"""version: 0.1
+log:
+  level: info
+  formatter: text
+  accesslog:
+    disabled: true  # nginx logs every request; "response completed" lines have the client address
+storage:
+  filesystem:
+    rootdirectory: {REGISTRY_STORAGE}
+  delete:
+    enabled: true
+http:
+  addr: {REGISTRY_BACKEND}
+  secret: {secret}
+  relativeurls: true
+  headers:
+    X-Content-Type-Options: [nosniff]
+"""
+
+
+def sshd_conf(keys: list[Path]) -> str:
+    return "\n".join([
+        f"Port {SSH_PORT}",
+        *(f"HostKey {key}" for key in keys),
+        "PermitRootLogin no",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "PubkeyAuthentication yes",
+        "UsePAM no",
+        "AllowUsers git",
+        f"AuthorizedKeysFile %h/.ssh/authorized_keys {DATA_DIR}/.ssh/authorized_keys",
+        "PrintMotd no",
+        "UseDNS no",
+        "AcceptEnv GIT_PROTOCOL",
+        "LogLevel VERBOSE",  # logs "Connection from <address> port <port>"
+        f"PidFile {RUN_DIR}/sshd.pid",
+    ]) + "\n"  # fmt: skip
+
+
+class Service(NamedTuple):
+    name: str
+    argv: list[str]
+    log_file: Path | None  # besides stdout; nginx writes its own files
+
+
+def prepare(environ: dict[str, str]) -> list[Service]:
+    """Check the environment, make keys, certificates and configs; the services to start."""
+    password = environ.get(PASSWORD_ENV)
+    if not password:
+        raise Fatal(f"{PASSWORD_ENV} is not set: the stand-in, like GitLab, needs the root password")
+    if len(password) < 8:
+        log(f"WARNING: {PASSWORD_ENV} is shorter than 8 characters: GitLab would refuse it")
+    text = environ.get(CONFIG_ENV)
+    if not text:
+        raise Fatal(f"{CONFIG_ENV} is not set: it must hold the gitlab.rb text with external_url")
+    s = settings(text)
+    for directory in (ETC, SSL_DIR, LOG_DIR / "nginx", LOG_DIR / "sshd", LOG_DIR / "registry", DATA_DIR, RUN_DIR):
+        directory.mkdir(parents=True, exist_ok=True)
+    for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (RUN_DIR / "nginx" / sub).mkdir(parents=True, exist_ok=True)
+    _tls_files(s.gitlab, s.letsencrypt, "nginx")
+    if s.registry is not None and s.registry.certificate != s.gitlab.certificate:
+        _tls_files(s.registry, s.letsencrypt, "registry_nginx")
+    htpasswd = _htpasswd(password)
+    keys = _ssh_host_keys()
+    _git_user()
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
+
+    nginx = RUN_DIR / "nginx.conf"
+    nginx.write_text(nginx_conf(s, htpasswd))
+    _run(["nginx", "-e", "stderr", "-t", "-q", "-c", str(nginx)])
+    sshd = RUN_DIR / "sshd_config"
+    sshd.write_text(sshd_conf(keys))
+    _run(["/usr/sbin/sshd", "-t", "-f", str(sshd)])
+    HEALTH_URL_FILE.write_text(f"https://127.0.0.1:{s.gitlab.listen_port}/-/health\n")
+    with BULK_FILE.open("wb") as bulk:
+        bulk.truncate(BULK_SIZE)  # sparse: no disk used, zeros read back
+
+    services = [
+        Service("nginx", ["nginx", "-e", "stderr", "-c", str(nginx)], None),
+        Service("sshd", ["/usr/sbin/sshd", "-D", "-e", "-f", str(sshd)], LOG_DIR / "sshd" / "current"),
+    ]
+    if s.registry is not None:
+        REGISTRY_STORAGE.mkdir(parents=True, exist_ok=True)
+        registry = RUN_DIR / "registry.yml"
+        registry.write_text(registry_conf())
+        registry.chmod(0o600)
+        services.append(
+            Service("registry", ["docker-registry", "serve", str(registry)], LOG_DIR / "registry" / "current")
+        )
+    log(
+        f"{BANNER}: external_url {s.gitlab.origin} (https on {s.gitlab.listen_port}, http on {HTTP_PORT}), "
+        + (f"registry {s.registry.origin} on {s.registry.listen_port}, " if s.registry else "no registry, ")
+        + f"ssh on {SSH_PORT}"
+    )
+    return services
+
+
+# --------------------------------------------------------------------------- supervision
+
+
+def _pump(name: str, stream: IO[bytes], log_file: Path | None) -> None:
+    """Copy a service's output, line by line, to stdout (prefixed) and to its log file."""
+    out = log_file.open("a", buffering=1) if log_file is not None else None
+    try:
+        for raw in stream:
+            line = raw.decode(errors="replace").rstrip("\n")
+            log(line, name)
+            if out is not None:
+                out.write(line + "\n")
+    finally:
+        if out is not None:
+            out.close()
+
+
+class Supervisor:
+    def __init__(self) -> None:
+        self.stopping = False
+        self.children: dict[int, str] = {}  # pid -> service name, while it runs
+        self.pumps: list[threading.Thread] = []
+
+    def on_signal(self, signum: int, _frame: object) -> None:
+        if not self.stopping:
+            log(f"{signal.Signals(signum).name}: stopping")
+        self.stopping = True
+
+    def start(self, service: Service) -> None:
+        proc = subprocess.Popen(
+            service.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={"PATH": SERVICE_PATH, "LANG": "C.UTF-8"},  # not ours: no password, no gitlab.rb
+        )
+        assert proc.stdout is not None
+        pump = threading.Thread(target=_pump, args=(service.name, proc.stdout, service.log_file), daemon=True)
+        pump.start()
+        self.pumps.append(pump)
+        self.children[proc.pid] = service.name
+        log(f"started {service.name} (pid {proc.pid})")
+
+    def reap(self) -> list[tuple[str, int]]:
+        """Reap every exited child (services and orphans PID 1 inherits); the services among them."""
+        ended = []
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            if pid in self.children:
+                ended.append((self.children.pop(pid), os.waitstatus_to_exitcode(status)))
+        return ended
+
+    def run(self) -> int:
+        while not self.stopping:
+            ended = self.reap()
+            if ended:
+                for name, code in ended:
+                    log(f"{name} exited ({code}): stopping the container")
+                self.stop()
+                return 1
+            time.sleep(0.2)
+        self.stop()
+        return 0
+
+    def stop(self) -> None:
+        for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, 2.0)):
+            for pid in self.children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + wait
+            while self.children and time.monotonic() < deadline:
+                for name, code in self.reap():
+                    log(f"{name} stopped ({code})")
+                time.sleep(0.05)
+            if not self.children:
+                break
+        for pump in self.pumps:
+            pump.join(timeout=1.0)
+
+
+def main() -> int:
+    supervisor = Supervisor()
+    signal.signal(signal.SIGTERM, supervisor.on_signal)
+    signal.signal(signal.SIGINT, supervisor.on_signal)
+    environ = dict(os.environ)
+    os.environ.pop(PASSWORD_ENV, None)  # no child inherits it
+    try:
+        services = prepare(environ)
+    except Fatal as err:
+        log(f"FATAL: {err}")
+        return 1
+    for service in services:
+        if supervisor.stopping:
+            break
+        supervisor.start(service)
+    return supervisor.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
