@@ -4,6 +4,10 @@ Load and validate the stack config (every problem reported before anything is
 registered), build the components, export the outputs contract (README).
 """
 
+import os
+
+import pulumi
+
 from components.config import load_stack_config
 from components.forwarding import PortForwarding, PortForwardingArgs
 from components.gitlab import GitLabServer, GitLabServerArgs
@@ -16,8 +20,9 @@ from components.pki import (
     ServerCertificateArgs,
     server_names,
 )
-from components.registry import Registry, RegistryArgs
+from components.registry import Registry, RegistryArgs, registry_endpoints
 from components.secrets import StackSecrets
+from components.tlscheck import letsencrypt_dns_problems, uncovered_names
 from components.tunnel import (
     TunnelEndpoint,
     TunnelEndpointArgs,
@@ -31,6 +36,17 @@ from components.tunnel import (
 
 config, plain_secrets = load_stack_config()
 secrets = StackSecrets(plain_secrets)
+addresses = tunnel_addresses(config)
+
+# TLS checks that need more than the config, before anything is registered.
+# (FORGEWAY_NO_DNS=1: the test harness never lets the program query DNS.)
+for problem in [] if os.environ.get("FORGEWAY_NO_DNS") == "1" else letsencrypt_dns_problems(config):
+    pulumi.log.warn(f"gitlab.tls=letsencrypt: {problem}")
+certificate_names = server_names(config, addresses)
+if config.gitlab.tls == "own-ca":
+    wanted = [config.gitlab.domain, *(endpoint.rsplit(":", 1)[0] for endpoint in registry_endpoints(config))]
+    if missing := uncovered_names(*certificate_names, wanted):
+        raise RuntimeError(f"the server certificate would not cover {', '.join(missing)} (a forgeway bug: report it)")
 
 hosts = connect_hosts(config, secrets.ssh_private_key)
 wireguard_keys = {
@@ -38,7 +54,6 @@ wireguard_keys = {
 }
 
 # The tunnel: the VPS listens, every other host dials it.
-addresses = tunnel_addresses(config)
 vps = config.vps
 peers = [h for h in config.hosts if h.name != vps.name]
 info = {h.name: TunnelPeerInfo(h.name, addresses[h.name], wireguard_keys[h.name].public_key) for h in config.hosts}
@@ -88,7 +103,7 @@ ca = (
 # own-ca: one server certificate for every name and address clients use (GitLab and registry).
 certificate = None
 if ca is not None:
-    dns_names, ip_addresses = server_names(config, addresses)
+    dns_names, ip_addresses = certificate_names
     certificate = ServerCertificate("gitlab-tls", ServerCertificateArgs(ca, dns_names[0], dns_names, ip_addresses))
 
 gitlab = GitLabServer(

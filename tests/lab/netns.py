@@ -68,9 +68,9 @@ __all__ = [
     "LabHost",
     "generate_key",
     "host_env",
-    "require_docker_tools",
     "isolated_netns",
     "missing_lab_tools",
+    "require_docker_tools",
     "require_lab_tools",
 ]
 
