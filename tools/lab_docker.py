@@ -199,13 +199,15 @@ def _alive(pid: int) -> bool:
         return False
     if state[state.rindex(")") + 2] != "Z":
         return True
-    _reap(pid)  # a zombie has exited: reap it if it is our child; its parent will otherwise
-    return False
-
-
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+    # A zombie leader may still have threads running (dockerd is multi-threaded): it is
+    # gone when waitpid reaps it (our child) or, someone else's, when no thread is left.
+    try:
+        return os.waitpid(pid, os.WNOHANG) == (0, 0)
+    except ChildProcessError:
+        try:
+            return len(list(Path(f"/proc/{pid}/task").iterdir())) > 1
+        except OSError:
+            return False
 
 
 def start_dockerd(
