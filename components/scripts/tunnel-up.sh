@@ -391,6 +391,8 @@ if [ "$mode" = deploy ] && [ "$want_units" = yes ]; then
 Description=forgeway WireGuard tunnel %I
 Wants=network-online.target
 After=network-online.target
+# Containers publish ports on the tunnel address: docker must find it there at boot.
+Before=docker.service
 
 [Service]
 Type=oneshot

@@ -120,13 +120,14 @@ class ArgvWatch:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            # listdir, not glob: glob stats each entry and dies on a process that just exited.
+            for pid in (entry for entry in os.listdir("/proc") if entry.isdigit()):
                 try:
-                    data = cmdline.read_bytes()
+                    data = Path("/proc", pid, "cmdline").read_bytes()
                 except OSError:
-                    continue
+                    continue  # gone meanwhile
                 if any(n in data for n in self._needles):
-                    self.hits.append(f"pid {cmdline.parent.name}: {data[:60]!r}...")
+                    self.hits.append(f"pid {pid}: {data[:60]!r}...")
             self.passes += 1
 
     def __enter__(self) -> ArgvWatch:
@@ -134,8 +135,10 @@ class ArgvWatch:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        alive = self._thread.is_alive()
         self._stop.set()
         self._thread.join(5)
+        assert alive, "the argv watch stopped early: its findings would be incomplete"
 
 
 @dataclass
@@ -217,6 +220,9 @@ class Host:
 
     def boot(self, hosts: Path | None = None, **extra_env: str) -> subprocess.CompletedProcess[str]:
         """Run what forgeway-tunnel@wg0.service runs at boot."""
+        unit = (self.etc / "systemd" / "system" / "forgeway-tunnel@.service").read_text()
+        # Containers bind tunnel addresses: the tunnel comes up before docker does.
+        assert re.search(r"^Before=docker\.service$", unit, re.M), unit
         command, env = self.unit_command("forgeway-tunnel@.service")
         return self.sh(command, env={**env, **extra_env}, hosts=hosts)
 
