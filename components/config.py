@@ -162,7 +162,30 @@ def _absolute_path(value: str) -> str:
     return value
 
 
+def _ipv6_network(value: Any) -> ipaddress.IPv6Network:
+    network = _network(value)
+    if not isinstance(network, ipaddress.IPv6Network) or network.prefixlen > 56:
+        raise ValueError("an IPv6 prefix of /56 or shorter (a /64 per runner host is carved from it), e.g. fd00:1::/48")
+    return network
+
+
+def _ipv4_network(value: Any) -> ipaddress.IPv4Network:
+    network = _network(value)
+    if not isinstance(network, ipaddress.IPv4Network):
+        raise ValueError("an IPv4 network in CIDR form, e.g. 172.28.0.0/14 (IPv6 comes from runners.ipv6_prefix)")
+    return network
+
+
+def _https_url(value: str) -> str:
+    if not re.fullmatch(r"https://[A-Za-z0-9.-]+(:\d{1,5})?(/[^\s']*)?", value):
+        raise ValueError("an https:// URL such as https://mirror.example.org")
+    return value
+
+
 Email = Annotated[str, AfterValidator(_email)]
+IPv6Network = Annotated[ipaddress.IPv6Network, BeforeValidator(_ipv6_network)]
+IPv4Network = Annotated[ipaddress.IPv4Network, BeforeValidator(_ipv4_network)]
+HttpsUrl = Annotated[str, AfterValidator(_https_url)]
 AbsolutePath = Annotated[str, AfterValidator(_absolute_path)]
 Network = Annotated[ipaddress.IPv4Network | ipaddress.IPv6Network, BeforeValidator(_network)]
 SshUser = Annotated[str, Field(pattern=_USER.pattern)]
@@ -195,6 +218,30 @@ class RunnerSettings(_Model):
     )
     privileged: bool = Field(False, description="Privileged job containers (needs protected_only)")
     protected_only: bool = Field(False, description="Run jobs of protected branches and tags only")
+    job_memory_mb: Annotated[int, Field(ge=64)] | None = Field(None, description="Memory limit of each job container")
+    insecure_docker_socket_in_jobs: bool = Field(
+        False, description="INSECURE: the host's docker socket in jobs (they own the host); needs protected_only"
+    )
+    multiarch: bool = Field(False, description="QEMU binfmt for cross-arch builds and a buildkitd that trusts the CA")
+
+
+class AddressPool(_Model):
+    """A docker default address pool: networks of /size carved out of base."""
+
+    base: IPv4Network = Field(description="IPv4 network docker carves bridge networks from, e.g. 172.28.0.0/14")
+    size: Annotated[int, Field(ge=16, le=29)] = Field(24, description="Prefix length of each network")
+
+
+class Prune(_Model):
+    """Disk kept in check on runner hosts: a timer prunes when usage is above a threshold."""
+
+    threshold_percent: Annotated[int, Field(ge=10, le=99)] = Field(
+        80, description="Prune when the docker data root's file system is fuller than this"
+    )
+    keep_hours: Annotated[int, Field(ge=0, le=8760)] = Field(
+        72, description="Keep unused images and build cache younger than this"
+    )
+    on_calendar: str = Field("hourly", description="systemd OnCalendar of the check (cron fallback: hourly)")
 
 
 class Host(_Model):
@@ -340,6 +387,29 @@ class Runners(_Model):
 
     images: dict[ArchField, Image] = Field(
         default_factory=dict, description="Pinned gitlab-runner image per architecture"
+    )
+    helper_images: dict[ArchField, Image] = Field(
+        default_factory=dict, description="Pinned gitlab-runner-helper image per architecture (default: the runner's)"
+    )
+    default_job_image: Image = Field("debian:12.8-slim", description="Image of jobs that name none (pinned)")
+    pull_policy: Literal["always", "if-not-present", "never"] = Field(
+        "if-not-present", description="When jobs pull their images"
+    )
+    ipv6: bool = Field(False, description="IPv6 for job containers (default bridge and per-job networks)")
+    ipv6_prefix: IPv6Network = Field(
+        ipaddress.IPv6Network("fd00:f0e5:7a1b::/48"),
+        description="ULA (or routed) prefix; each runner host gets a /56 of it (docker0 and per-job networks)",
+    )
+    address_pools: list[AddressPool] = Field(
+        default_factory=lambda: [AddressPool(base=ipaddress.IPv4Network("172.28.0.0/14"), size=24)],
+        description="docker default-address-pools (must not overlap the tunnel or any LAN)",
+    )
+    registry_mirrors: list[HttpsUrl] = Field(default_factory=list, description="docker registry mirrors (https)")
+    log_max_size_mb: Annotated[int, Field(ge=1, le=1024)] = Field(10, description="Container log rotation size")
+    log_max_files: Annotated[int, Field(ge=1, le=20)] = Field(3, description="Container log files kept")
+    prune: Prune = Field(Prune(), description="Pruning of unused images and build cache")
+    binfmt_image: Image | None = Field(
+        None, description="Pinned image that registers QEMU binfmt handlers (hosts with runner.multiarch)"
     )
 
 
@@ -609,6 +679,15 @@ def _check_roles(cfg: StackConfig) -> list[Problem]:
                     "true",
                     "privileged only with runner.protected_only: true (privileged jobs own the host; "
                     "let only protected branches and tags run them)",
+                )
+            )
+        if host.runner is not None and host.runner.insecure_docker_socket_in_jobs and not host.runner.protected_only:
+            problems.append(
+                Problem(
+                    f"{PROJECT}:hosts[{i}].runner.insecure_docker_socket_in_jobs",
+                    "true",
+                    "the docker socket in jobs only with runner.protected_only: true (a job with the socket "
+                    "owns the host); prefer docker-in-docker on a privileged protected runner",
                 )
             )
         if "runner" not in host.roles and host.runner is not None:
@@ -915,6 +994,41 @@ def _check_images(cfg: StackConfig) -> list[Problem]:
     return problems
 
 
+def _check_runner_networks(cfg: StackConfig) -> list[Problem]:
+    """docker's address pools must not take the tunnel's or any LAN's addresses; multiarch needs binfmt."""
+    problems = []
+    taken: list[tuple[str, ipaddress.IPv4Network | ipaddress.IPv6Network]] = [("tunnel.subnet", cfg.tunnel.subnet)]
+    for i, host in enumerate(cfg.hosts):
+        taken += [(f"hosts[{i}].lan_networks", net) for net in host.lan_networks]
+        taken += [(f"hosts[{i}].docker_networks", net) for net in host.docker_networks]
+    for i, pool in enumerate(cfg.runners.address_pools):
+        key = f"{PROJECT}:runners.address_pools[{i}].base"
+        if pool.size < pool.base.prefixlen:
+            problems.append(
+                Problem(
+                    f"{PROJECT}:runners.address_pools[{i}].size",
+                    _show(pool.size),
+                    f"a prefix length of at least {pool.base.prefixlen} (the base's own)",
+                )
+            )
+        for where, net in taken:
+            if net.version == 4 and pool.base.overlaps(net):
+                problems.append(
+                    Problem(key, _show(str(pool.base)), f"a pool that does not overlap {where} ({net}): pick another")
+                )
+    multiarch = [h.name for h in cfg.hosts_with("runner") if h.runner is not None and h.runner.multiarch]
+    if multiarch and cfg.runners.binfmt_image is None:
+        problems.append(
+            Problem(
+                f"{PROJECT}:runners.binfmt_image",
+                "nothing",
+                f"a pinned binfmt image (e.g. tonistiigi/binfmt:qemu-v8.1.5) for the multiarch hosts "
+                f"{', '.join(multiarch)}",
+            )
+        )
+    return problems
+
+
 # Each check with the sections it needs whole: with a section invalid, the check is
 # skipped (its field errors are already reported) rather than guessing from a part.
 CROSS_CHECKS: tuple[tuple[frozenset[str], Check], ...] = (
@@ -924,6 +1038,7 @@ CROSS_CHECKS: tuple[tuple[frozenset[str], Check], ...] = (
     (frozenset({"hosts", "forwarding"}), _check_host_ports),
     (frozenset({"tunnel"}), _check_networks),
     (frozenset({"hosts", "gitlab", "runners"}), _check_images),
+    (frozenset({"hosts", "tunnel", "runners"}), _check_runner_networks),
 )
 
 
