@@ -1,7 +1,15 @@
 """The stack outputs contract: what other projects may read with a StackReference.
 
-The README's outputs table is generated from OUTPUTS, and a program test checks that
-the program exports exactly these names, with these secret flags.
+The README's outputs table is generated from OUTPUTS (``python -m tools.reference``),
+a program test checks that the program exports exactly these names, with these secret
+flags, and tests/program/outputs_contract.json pins name, type, secret and stable: a
+change to any of them fails a test until the snapshot is updated on purpose.
+
+Stability: a *stable* output keeps its name, type, meaning and secret flag; removing or
+renaming one, or changing its type or secret flag, is a breaking change for every project
+that reads it (say so in the commit and release notes). An output with ``stable=False``
+is exported for operators and may change shape or go away in any release: don't build
+another project on it.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ class OutputSpec:
     meaning: str
     secret: bool = False
     when: str = "always"
+    stable: bool = True  # False: may change shape or go away in any release (see the module docstring)
 
 
 OUTPUTS: tuple[OutputSpec, ...] = (
@@ -43,7 +52,9 @@ OUTPUTS: tuple[OutputSpec, ...] = (
     OutputSpec(
         "tunnel_peers",
         "map host -> {address, public_key, role}",
-        "Every host's tunnel address and WireGuard public key (the VPS included, role vps)",
+        "Every host's tunnel address and WireGuard public key (the VPS included, role vps); "
+        "for operating the tunnel: its fields may change (e.g. IPv6 addresses, more roles)",
+        stable=False,
     ),
     OutputSpec("ca_certificate", "string (PEM)", "Our own CA certificate to trust", when="gitlab.tls=own-ca"),
     OutputSpec("runners", "map arch -> list of host names", "Runner hosts per architecture (arm64, amd64)"),

@@ -6,6 +6,11 @@ type, name, parent, provider, dependencies, options and inputs (as the wire form
 has them, so secret values stay wrapped in Pulumi's secret marker), and the stack
 outputs. Tests, the benchmark and the offline plan read that record.
 
+The program is forgeway's own ``__main__.py`` unless ``synthesize`` is given another
+one (``examples/consumer``): a ``pulumi.StackReference`` is answered with the outputs
+passed as ``stack_references``, in the shape the engine's builtin provider gives
+(``name``, ``outputs`` with secrets where they were, ``secretOutputNames``).
+
 One synthesis per process: the Pulumi runtime keeps global state. Use
 ``python -m tools.synth`` (or ``synthesize_in_subprocess``) for a second stack.
 """
@@ -28,17 +33,21 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "forgeway"
+PROGRAM = ROOT / "__main__.py"
+STACK_REFERENCE = "pulumi:pulumi:StackReference"
 # Pulumi's wire marker for a secret value: {SIG_KEY: SECRET_SIG, "value": ...}
 SIG_KEY = "4dabf18193072939515e22adb298388d"
 SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"  # noqa: S105 (a marker, not a password)
 
 __all__ = [
+    "STACK_REFERENCE",
     "Registration",
     "RegistrationOptions",
     "Synthesis",
     "contains_secret",
     "is_secret_value",
     "stack_config_strings",
+    "stack_reference_state",
     "synthesize",
     "synthesize_in_subprocess",
     "unwrap",
@@ -61,6 +70,7 @@ class Registration:
     ignore_changes: list[str]
     replace_on_changes: list[str]
     inputs: dict[str, Any]
+    read: bool = False  # a ReadResource (e.g. a StackReference), not a RegisterResource
 
 
 @dataclass(frozen=True)
@@ -126,6 +136,32 @@ def unwrap(value: Any) -> Any:
     return value
 
 
+def _from_wire(value: Any) -> Any:
+    """A wire-format value with every secret marker turned back into a secret Output."""
+    import pulumi
+
+    if is_secret_value(value):
+        return pulumi.Output.secret(_from_wire(value.get("value")))
+    if isinstance(value, dict):
+        return {k: _from_wire(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_wire(v) for v in value]
+    return value
+
+
+def stack_reference_state(name: str, outputs: Mapping[str, Any]) -> dict[str, Any]:
+    """What the engine's builtin provider reads for a StackReference (pulumi/pulumi
+    pkg/resource/deploy/builtins.go, readStackReference): the outputs with their secrets
+    in place, and the sorted names of the outputs that contain one. The SDK makes the
+    whole ``outputs`` property secret and each ``get_output(name)`` secret exactly when
+    ``name`` is in ``secretOutputNames`` (pulumi/stack_reference.py)."""
+    return {
+        "name": name,
+        "outputs": {k: _from_wire(v) for k, v in outputs.items()},
+        "secretOutputNames": sorted(k for k, v in outputs.items() if contains_secret(v)),
+    }
+
+
 def stack_config_strings(config: Mapping[str, Any]) -> dict[str, str]:
     """Config values as the CLI hands them to a program: strings, objects as JSON."""
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}
@@ -189,6 +225,28 @@ def _real_ca_pem() -> str:
     return pem
 
 
+def _registration(request: Any, urn: str, inputs: dict[str, Any], *, read: bool = False) -> Registration:
+    """One record from a RegisterResource request, or a ReadResource one (``read``: a read has
+    no options, and is always custom)."""
+    return Registration(
+        urn=urn,
+        type=request.type,
+        name=request.name,
+        parent=request.parent,
+        custom=True if read else bool(request.custom),
+        provider=request.provider,
+        dependencies=sorted(request.dependencies),
+        protect=False if read else bool(request.protect),
+        retain_on_delete=False if read else bool(request.retainOnDelete),
+        delete_before_replace=False if read else bool(request.deleteBeforeReplace),
+        additional_secret_outputs=list(request.additionalSecretOutputs),
+        ignore_changes=[] if read else list(request.ignoreChanges),
+        replace_on_changes=[] if read else list(request.replaceOnChanges),
+        inputs=inputs,
+        read=read,
+    )
+
+
 ResourceHandler = Callable[[Any], tuple[str, dict[str, Any]]]
 
 
@@ -197,14 +255,25 @@ def synthesize(
     config: Mapping[str, str],
     secret_keys: list[str],
     handler: ResourceHandler | None = None,
+    *,
+    program: Path = PROGRAM,
+    project: str = PROJECT,
+    stack_references: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Synthesis:
-    """Run __main__.py once under mocks in this process and return the record.
+    """Run a program (forgeway's __main__.py by default) once under mocks in this
+    process and return the record.
 
     ``handler(MockResourceArgs) -> (id, state)`` replaces the default mock (echo the
     inputs, add the outputs the program reads); the lab's applier passes one that
     really performs each resource. The handler's args carry ``options``
     (:class:`RegistrationOptions`: protect, retainOnDelete, deleteBeforeReplace of the
     request); the default mock path does not change.
+
+    ``program`` and ``project`` name another Pulumi program (its directory goes on
+    ``sys.path``, as the Python language host does). ``stack_references`` maps a stack
+    name (``org/project/stack``) to its outputs in wire format (a ``Synthesis.outputs``):
+    the answer to a ``StackReference`` to that stack; any other name fails, as the
+    engine does for a stack that does not exist.
     """
     import pulumi
     from google.protobuf import json_format
@@ -217,6 +286,13 @@ def synthesize(
 
     class Mocks(pulumi.runtime.Mocks):
         def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+            if args.typ == STACK_REFERENCE:
+                # A read: the SDK sets the id to the referenced stack's name.
+                name = str(args.inputs.get("name") or args.resource_id)
+                known = stack_references or {}
+                if name not in known:
+                    raise RuntimeError(f"unknown stack {name!r} (stack_references has {sorted(known)})")
+                return name, stack_reference_state(name, known[name])
             if handler is not None:
                 args.options = getattr(_registering, "options", None) or RegistrationOptions()  # type: ignore[attr-defined]
                 return handler(args)
@@ -237,52 +313,61 @@ def synthesize(
             finally:
                 _registering.options = None
             if request.type != "pulumi:pulumi:Stack":
-                record.resources.append(
-                    Registration(
-                        urn=response.urn,
-                        type=request.type,
-                        name=request.name,
-                        parent=request.parent,
-                        custom=bool(request.custom),
-                        provider=request.provider,
-                        dependencies=sorted(request.dependencies),
-                        protect=bool(request.protect),
-                        retain_on_delete=bool(request.retainOnDelete),
-                        delete_before_replace=bool(request.deleteBeforeReplace),
-                        additional_secret_outputs=list(request.additionalSecretOutputs),
-                        ignore_changes=list(request.ignoreChanges),
-                        replace_on_changes=list(request.replaceOnChanges),
-                        inputs=json_format.MessageToDict(request.object),
-                    )
-                )
+                record.resources.append(_registration(request, response.urn, json_format.MessageToDict(request.object)))
+            return response
+
+        def ReadResource(self, request: Any) -> Any:  # gRPC method name
+            response = super().ReadResource(request)  # type: ignore[no-untyped-call]
+            inputs = json_format.MessageToDict(request.properties)
+            record.resources.append(_registration(request, response.urn, inputs, read=True))
             return response
 
         def RegisterResourceOutputs(self, request: Any) -> Any:
-            if request.urn.endswith(f"pulumi:pulumi:Stack::{PROJECT}-{stack}"):
+            if request.urn.endswith(f"pulumi:pulumi:Stack::{project}-{stack}"):
                 record.outputs = json_format.MessageToDict(request.outputs)
             return super().RegisterResourceOutputs(request)  # type: ignore[no-untyped-call]
 
     os.environ["FORGEWAY_NO_DNS"] = "1"  # no lookups leave this machine from a test (__main__.py)
     mocks = Mocks()
-    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=RecordingMonitor(mocks))
+    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=RecordingMonitor(mocks))
     pulumi.runtime.set_all_config(dict(config), secret_keys)
     sys.path.insert(0, str(ROOT))
+    if program.parent != ROOT:
+        sys.path.insert(0, str(program.parent))
 
-    def program() -> None:
-        runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
+    def run_program() -> None:
+        runpy.run_path(str(program), run_name="__main__")
 
     started = time.perf_counter()
     # set_mocks registers (and closes) a root stack of its own; drop it so the program
     # runs inside a fresh one whose outputs are registered at the end, as under the CLI.
     set_root_resource(None)  # type: ignore[arg-type]  # the SDK accepts None: "no root yet"
-    _sync_await(run_in_stack(program))
+    _sync_await(run_in_stack(run_program))
     record.seconds = time.perf_counter() - started
     return record
 
 
-def synthesize_in_subprocess(stack: str, config: Mapping[str, Any], secret_keys: list[str]) -> Synthesis:
-    """Synthesize in a fresh Python process (the runtime is one-stack-per-process)."""
-    payload = json.dumps({"stack": stack, "config": stack_config_strings(config), "secret_keys": secret_keys})
+def synthesize_in_subprocess(
+    stack: str,
+    config: Mapping[str, Any],
+    secret_keys: list[str],
+    *,
+    program: Path = PROGRAM,
+    project: str = PROJECT,
+    stack_references: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Synthesis:
+    """Synthesize in a fresh Python process (the runtime is one-stack-per-process).
+    The keywords are :func:`synthesize`'s."""
+    payload = json.dumps(
+        {
+            "stack": stack,
+            "config": stack_config_strings(config),
+            "secret_keys": secret_keys,
+            "program": str(program),
+            "project": project,
+            "stack_references": stack_references or {},
+        }
+    )
     done = subprocess.run(
         [sys.executable, "-m", "tools.synth"],
         input=payload,
@@ -292,7 +377,7 @@ def synthesize_in_subprocess(stack: str, config: Mapping[str, Any], secret_keys:
         check=False,
     )
     if done.returncode != 0:
-        raise RuntimeError(f"synthesis of stack {stack!r} failed:\n{done.stderr[-4000:]}")
+        raise RuntimeError(f"synthesis of {project} stack {stack!r} failed:\n{done.stderr[-4000:]}")
     return Synthesis.from_json(json.loads(done.stdout))
 
 
@@ -301,7 +386,14 @@ def main() -> int:
     parser.parse_args()
     # Config arrives on stdin so secret values never reach a command line.
     request = json.load(sys.stdin)
-    record = synthesize(request["stack"], request["config"], request["secret_keys"])
+    record = synthesize(
+        request["stack"],
+        request["config"],
+        request["secret_keys"],
+        program=Path(request.get("program", PROGRAM)),
+        project=request.get("project", PROJECT),
+        stack_references=request.get("stack_references"),
+    )
     json.dump(asdict(record), sys.stdout)
     return 0
 

@@ -38,7 +38,7 @@ def _view(**changes: object) -> RunnerSettingsView:
         default_image="debian:12.8-slim",
         tags=("pi5",),
     )
-    return RunnerSettingsView(**{**base.__dict__, **changes})  # type: ignore[arg-type]
+    return RunnerSettingsView(**{**base.__dict__, **changes})
 
 
 def test_config_toml_parses_back_with_every_value_intact() -> None:
