@@ -21,6 +21,7 @@ from components.pki import (
     server_names,
 )
 from components.registry import Registry, RegistryArgs, registry_endpoints
+from components.runners import RunnerFleet, RunnerFleetArgs
 from components.secrets import StackSecrets
 from components.tlscheck import letsencrypt_dns_problems, uncovered_names
 from components.tunnel import (
@@ -122,5 +123,26 @@ gitlab = GitLabServer(
 
 # The registry over TLS: every docker daemon's trust of it, and their proxy settings.
 registry = Registry("registry", RegistryArgs(config, hosts, ca)) if config.registry.enabled else None
+
+# The runner fleet: daemon.json, prune timer and a gitlab-runner on every runner host.
+runner_hosts = config.hosts_with("runner")
+runners = RunnerFleet(
+    "runners",
+    RunnerFleetArgs(
+        config,
+        hosts,
+        tokens={h.name: token for h in runner_hosts if (token := secrets.runner_token(h.name)) is not None},
+        ca_pem=ca.cert_pem if ca is not None else None,
+        registry_endpoints=registry_endpoints(config),
+        # Registry trust first (the runner pulls through it); the tunnel for the MTU it assumes.
+        depends_on={
+            h.name: [
+                tunnel_peers[h.name].command,
+                *([registry.trust[h.name]] if registry is not None and h.name in registry.trust else []),
+            ]
+            for h in runner_hosts
+        },
+    ),
+)
 
 export_all(stack_outputs(config, wireguard_keys, ca, gitlab.root_password))

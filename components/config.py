@@ -273,6 +273,9 @@ class Host(_Model):
     memory_mb: Annotated[int, Field(ge=256)] | None = Field(
         None, description="Host memory in MB (drives the GitLab small-device profile)"
     )
+    docker_socket: AbsolutePath = Field(
+        "/var/run/docker.sock", description="The docker daemon's socket (runner hosts: bound into the runner)"
+    )
     proxy: ProxySettings | None = Field(None, description="Proxy for the docker daemon")
     runner: RunnerSettings | None = Field(None, description="Runner options (role runner)")
 

@@ -121,7 +121,7 @@ _DOCKER_INPUTS = {
 _DOCKER_NESTED = {
     "ports": {"internal", "external", "ip", "protocol"},
     "volumes": {"volumeName", "hostPath", "containerPath", "readOnly"},
-    "uploads": {"file", "content", "contentBase64", "executable"},
+    "uploads": {"file", "content", "contentBase64", "executable", "permissions"},
     "healthcheck": {"tests", "interval", "timeout", "startPeriod", "retries"},
     "capabilities": {"adds", "drops"},
     "labels": {"label", "value"},
@@ -1064,12 +1064,14 @@ def _container_body(given: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _upload_tar(upload: Mapping[str, Any]) -> bytes:
-    """One file in a tar, mode 0644 (0744 if executable), as the provider uploads it."""
+    """One file in a tar, mode ``permissions`` (octal text, e.g. "0600"; it wins over
+    ``executable``), else 0644 (0744 if executable), as the provider uploads it."""
     if bool(upload.get("content")) == bool(upload.get("contentBase64")):
         raise ApplyError(f"upload {upload.get('file')}: exactly one of content and contentBase64 must be set")
     data = str(upload["content"]).encode() if upload.get("content") else base64.b64decode(upload["contentBase64"])
     info = tarfile.TarInfo(str(upload["file"]))
-    info.size, info.mode = len(data), 0o744 if upload.get("executable") else 0o644
+    mode = int(str(upload["permissions"]), 8) if upload.get("permissions") else None
+    info.size, info.mode = len(data), mode if mode is not None else 0o744 if upload.get("executable") else 0o644
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
         tar.addfile(info, io.BytesIO(data))

@@ -71,6 +71,9 @@ HOSTS = (
 # Hosts with a dockerd of their own (index: their bridge subnets, tools/lab_docker.py);
 # the client gets one too, as a laptop would have, to log in to the registry.
 DOCKER_HOSTS = {"home": 1, "runner-arm": 2, "runner-amd": 3}
+# Runner hosts: forgeway manages their daemon.json, so dockerd reads it (and restarts on change).
+RUNNER_HOSTS = {"runner-arm": "arm64", "runner-amd": "amd64"}
+SEEDED_DAEMON_JSON = '{\n  "labels": ["lab=seeded-by-the-host"]\n}\n'
 CLIENT_DOCKER_INDEX = 4
 # What DNS would say: GitLab's and the registry's names are the VPS's public address.
 PUBLIC_NAMES = ("gitlab.forgeway.test", "registry.forgeway.test")
@@ -206,6 +209,14 @@ def start_sshd(spec: HostSpec, work: Path, deployer_pub: str, listen: str | None
     if spec.name in DOCKER_HOSTS:
         # `docker system dial-stdio` (what the docker provider runs over SSH) finds this host's daemon.
         env["DOCKER_HOST"] = f"unix://{docker_work(spec.name) / 'docker.sock'}"
+    if spec.name in RUNNER_HOSTS:
+        # forgeway's daemon.json script restarts docker with this (no systemd runs dockerd here).
+        restart = work / "restart-docker"
+        restart.write_text(
+            f"#!/bin/sh\nPYTHONPATH={ROOT} exec {sys.executable} -m tools.lab_docker restart {docker_work(spec.name)}\n"
+        )
+        restart.chmod(0o755)
+        env["FORGEWAY_DOCKER_RESTART"] = str(restart)
     if spec.fake_machine:
         shim = work / "bin"
         shim.mkdir()
@@ -256,16 +267,22 @@ def start_docker_hosts(record: dict[str, Any]) -> None:
     as /etc/docker; GitLab's stand-in image on the GitLab host. ``record`` gets each daemon
     as soon as it runs, so lab-down stops it even if a later step fails."""
     from tools.lab_docker import DaemonInfo, start_dockerd
-    from tools.lab_images import GITLAB_STANDIN, ensure_image
+    from tools.lab_images import GITLAB_STANDIN, RUNNER_STANDIN, ensure_image, ensure_image_as
 
     daemons = record.setdefault("docker", {})
     for name, index in [*DOCKER_HOSTS.items(), ("client", CLIENT_DOCKER_INDEX)]:
         work = docker_work(name) if name != "client" else LAB_DIR / "client" / "docker"
         etc = (LAB_DIR / "hosts" / name / "etc" / "docker") if name != "client" else LAB_DIR / "client" / "etc-docker"
-        info = start_dockerd(ns(name), work, index=index, etc_docker=etc)
+        if name in RUNNER_HOSTS:
+            # A daemon.json of the host's own that forgeway must keep (and give back on destroy).
+            etc.mkdir(parents=True, exist_ok=True)
+            (etc / "daemon.json").write_text(SEEDED_DAEMON_JSON)
+        info = start_dockerd(ns(name), work, index=index, etc_docker=etc, config_file=name in RUNNER_HOSTS)
         daemons[name] = info.to_json()
         TOPOLOGY.with_suffix(".partial").write_text(json.dumps(record))
     ensure_image(DaemonInfo.from_json(daemons["home"]), GITLAB_STANDIN)
+    for name, arch in RUNNER_HOSTS.items():
+        ensure_image_as(DaemonInfo.from_json(daemons[name]), RUNNER_STANDIN, arch)
 
 
 def _set(config: dict[str, Any], assignment: str) -> None:
@@ -301,6 +318,9 @@ def lab_config(
             if "runner" in h["roles"]
         }
     config["forgeway:runner_tokens"] = tokens
+    for host in config["forgeway:hosts"]:
+        if host["name"] in RUNNER_HOSTS:
+            host["docker_socket"] = str(docker_work(host["name"]) / "docker.sock")  # bound into the runner
     if mode is not None:
         config["forgeway:forwarding"]["mode"] = mode
     for assignment in overrides or []:
@@ -403,8 +423,11 @@ def _stop_started(errors: list[str]) -> None:
             continue
         data = json.loads(described.read_text())
         for name, daemon in data.get("docker", {}).items():
+            # A restarted daemon's current record is in its work directory.
+            current = Path(daemon["work"]) / "daemon.json"
+            record = json.loads(current.read_text()) if current.exists() else daemon
             try:
-                stop_dockerd(DaemonInfo.from_json(daemon), remove=False)  # .lab/ goes in down()
+                stop_dockerd(DaemonInfo.from_json(record), remove=False)  # .lab/ goes in down()
             except RuntimeError as exc:
                 errors.append(f"dockerd of {name}: {exc}")
         for host in data["hosts"]:

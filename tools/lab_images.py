@@ -25,11 +25,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
+import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -42,11 +44,14 @@ __all__ = [
     "BASE",
     "GITLAB_STANDIN",
     "RECIPES",
+    "RUNNER_STANDIN",
     "ImageFile",
     "Recipe",
     "cache_dir",
     "debian_mirror",
     "ensure_image",
+    "ensure_image_as",
+    "relabel_architecture",
     "rootfs_tarball",
 ]
 
@@ -113,6 +118,10 @@ BASE = "forgeway-lab/base:1.0"
 # the same env, volumes, uploads and ports: nginx (80, 443, 5050 for the registry),
 # Debian's docker-registry behind it, sshd on 22. See tools/standin_image/wrapper.py.
 GITLAB_STANDIN = "forgeway-lab/gitlab-standin:1.0"
+# Run as the program runs gitlab/gitlab-runner (its config volume, the 0600 config.toml,
+# the CA, the host's docker socket): checks them, logs "runner-standin ready: ..." and
+# waits, or exits 1 naming the first problem. See tools/standin_image/runner_standin.py.
+RUNNER_STANDIN = "forgeway-lab/runner-standin:1.0"
 _STANDIN_DIR = "tools/standin_image"
 RECIPES: dict[str, Recipe] = {
     BASE: Recipe(packages=("python3-minimal", "ca-certificates")),
@@ -129,6 +138,17 @@ RECIPES: dict[str, Recipe] = {
             "EXPOSE 22 80 443 5050",
             'VOLUME ["/etc/gitlab", "/var/log/gitlab", "/var/opt/gitlab"]',
             'CMD ["/assets/wrapper"]',
+        ),
+    ),
+    # python3-minimal has no tomllib: libpython3-stdlib brings it.
+    RUNNER_STANDIN: Recipe(
+        packages=("python3-minimal", "libpython3-stdlib"),
+        files=(ImageFile(f"{_STANDIN_DIR}/runner_standin.py", "/usr/local/bin/runner-standin", 0o755),),
+        changes=(
+            "ENV PATH=" + _SEARCH_PATH,
+            "ENV LANG=C.UTF-8",
+            'VOLUME ["/etc/gitlab-runner"]',
+            'CMD ["/usr/local/bin/runner-standin"]',
         ),
     ),
 }
@@ -357,3 +377,49 @@ def ensure_image(daemon: DaemonInfo, name: str, recipe: Recipe | None = None) ->
         timings["import"] = time.monotonic() - import_started
     timings["total"] = time.monotonic() - started
     return timings
+
+
+def relabel_architecture(saved: bytes, arch: str) -> bytes:
+    """A ``docker save`` archive whose image config says ``arch``, files unchanged.
+
+    The lab's images are x86_64 builds; a host declared arm64 must find an image whose
+    platform is linux/arm64 (the applier checks what the docker provider would pull). The
+    content still runs here only because this machine is x86_64: nothing arm64 runs."""
+    with tarfile.open(fileobj=io.BytesIO(saved)) as src:
+        return _relabelled(src, arch)
+
+
+def _relabelled(src: tarfile.TarFile, arch: str) -> bytes:
+    members = {m.name: m for m in src.getmembers()}
+    manifest_file = src.extractfile(members["manifest.json"])
+    assert manifest_file is not None
+    manifest = json.loads(manifest_file.read())
+    renamed: dict[str, tuple[str, bytes]] = {}
+    for entry in manifest:
+        config_file = src.extractfile(members[entry["Config"]])
+        assert config_file is not None
+        config = json.loads(config_file.read())
+        config["architecture"] = arch
+        data = json.dumps(config).encode()
+        name = hashlib.sha256(data).hexdigest() + ".json"  # a config is named by its digest
+        renamed[entry["Config"]] = (name, data)
+        entry["Config"] = name
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as dst:
+        for member in src.getmembers():
+            if member.name != "manifest.json" and member.name not in renamed:
+                dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+        for name, data in [*renamed.values(), ("manifest.json", json.dumps(manifest).encode())]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            dst.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def ensure_image_as(daemon: DaemonInfo, name: str, arch: str) -> None:
+    """:func:`ensure_image`, then make its platform say ``arch`` (see relabel_architecture)."""
+    ensure_image(daemon, name)
+    current = docker(daemon, "image", "inspect", "--format", "{{.Architecture}}", name).stdout.decode().strip()
+    if current != arch:
+        saved = docker(daemon, "save", name, timeout=600).stdout
+        docker(daemon, "load", input=relabel_architecture(saved, arch), timeout=600)

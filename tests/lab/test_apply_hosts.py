@@ -31,6 +31,11 @@ DOCKER_INDEX = 12  # this module's bridge subnets (tools/lab_docker.py), apart f
 def _stack_for(lab: Lab, tmp_path: Path) -> tuple[dict[str, Any], list[str], dict[str, LabHost]]:
     """Pulumi.lab.yaml with its hosts pointed at fresh namespace hosts."""
     config, secret_keys = lab_stack()
+    # The VPS and the GitLab host only: runner hosts (their daemon.json, runner container
+    # and prune timer) are applied on the `make lab` topology (test_make_lab.py).
+    config["forgeway:hosts"] = [h for h in config["forgeway:hosts"] if "runner" not in h["roles"]]
+    config.pop("forgeway:runner_tokens", None)
+    secret_keys = [k for k in secret_keys if k != "forgeway:runner_tokens"]
     deployer_key = tmp_path / "deployer"
     deployer_pub = generate_key(deployer_key)
     hosts: dict[str, LabHost] = {}

@@ -241,6 +241,69 @@ def test_gitlab_data_and_ssh_host_key_survive_a_replaced_container(topology: dic
         assert _lab("up").returncode == 0
 
 
+def _runner_docker(topology: dict[str, Any], name: str, *args: str) -> str:
+    from tools.lab_docker import DaemonInfo, docker
+
+    current = Path(topology["docker"][name]["work"]) / "daemon.json"
+    info = DaemonInfo.from_json(json.loads(current.read_text()))
+    return docker(info, *args, check=False).stdout.decode()
+
+
+def _dockerd_pid(topology: dict[str, Any], name: str) -> int:
+    pid: int = json.loads((Path(topology["docker"][name]["work"]) / "daemon.json").read_text())["pid"]
+    return pid
+
+
+def test_runners_run_with_their_config_and_a_merged_daemon_json(topology: dict[str, Any]) -> None:
+    from tools.lab import SEEDED_DAEMON_JSON
+
+    for name in ("runner-arm", "runner-amd"):
+        logs = ""
+        for _ in range(30):  # the stand-in checks config.toml, the CA and the socket, then says ready
+            logs = _runner_docker(topology, name, "logs", "forgeway-runner")
+            if "runner-standin ready" in logs:
+                break
+            time.sleep(0.5)
+        assert f"runner-standin ready: {name} https://gitlab.forgeway.test" in logs, logs
+        daemon = json.loads((ROOT / ".lab" / "hosts" / name / "etc" / "docker" / "daemon.json").read_text())
+        assert daemon["labels"] == json.loads(SEEDED_DAEMON_JSON)["labels"], "the host's own key was lost"
+        assert daemon["mtu"] == 1420 and daemon["log-driver"] == "json-file", daemon
+        # dockerd runs with it: the default bridge has the tunnel MTU
+        mtu = _runner_docker(topology, name, "network", "inspect", "bridge", "--format", "{{json .Options}}")
+        assert '"com.docker.network.driver.mtu":"1420"' in mtu, mtu
+    # runner-arm is declared arm64: its image is what the applier checked was linux/arm64
+    arch = _runner_docker(
+        topology, "runner-arm", "image", "inspect", "--format", "{{.Architecture}}", "forgeway-lab/runner-standin:1.0"
+    )
+    assert arch.strip() == "arm64"
+
+
+def test_reapply_leaves_the_runner_daemons_running(topology: dict[str, Any]) -> None:
+    before = {name: _dockerd_pid(topology, name) for name in ("runner-arm", "runner-amd")}
+    again = _lab("up")
+    assert again.returncode == 0 and "0 change(s)" in again.stdout, again.stdout + again.stderr
+    assert {name: _dockerd_pid(topology, name) for name in before} == before, "a no-op apply restarted docker"
+
+
+def test_the_prune_timer_is_installed_and_its_service_runs(topology: dict[str, Any]) -> None:
+    host = next(h for h in topology["hosts"] if h["name"] == "runner-amd")
+    units = ROOT / ".lab" / "hosts" / host["name"] / "etc" / "systemd" / "system"
+    assert (units / "timers.target.wants" / "forgeway-docker-prune.timer").is_symlink()
+    service = (units / "forgeway-docker-prune.service").read_text()
+    start = next(line for line in service.splitlines() if line.startswith("ExecStart="))
+    config = (ROOT / ".lab" / "hosts" / host["name"] / "sshd_config").read_text()
+    env = dict(
+        pair.split("=", 1) for line in config.splitlines() if line.startswith("SetEnv ") for pair in line.split()[1:]
+    )
+    variables = [f"{k}={v}" for k, v in env.items()]
+    ran = subprocess.run(
+        ["ip", "netns", "exec", host["netns"], "env", *variables, "sh", "-c", start.removeprefix("ExecStart=")],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert "forgeway-docker-prune" in ran.stdout or "%" in ran.stdout, ran.stdout
+
+
 def test_mss_is_clamped_on_syn_and_syn_ack_at_the_tunnel(topology: dict[str, Any]) -> None:
     # The client's SYN offers MSS 1460 (its path is 1500). The home end offers 1460 too,
     # as GitLab behind a 1500-byte docker bridge would: a route with advmss 1460 back to
@@ -451,21 +514,17 @@ def _flush_runtime_state(host: dict[str, Any]) -> None:
 
 
 def _restart_dockerds(topology: dict[str, Any]) -> None:
-    """Stop and start every lab host's dockerd, as a reboot would; the new PIDs go into
-    topology.json so lab-down stops them."""
-    from tools.lab_docker import DaemonInfo, start_dockerd, stop_dockerd
+    """Restart every lab host's dockerd, as a reboot would (docker.service); the new
+    records go into topology.json so lab-down stops them."""
+    from tools.lab_docker import DaemonInfo, restart_dockerd
 
     described = json.loads((ROOT / ".lab" / "topology.json").read_text())
     for name, data in list(described["docker"].items()):
         if name == "client":
             continue
-        info = DaemonInfo.from_json(data)
-        stop_dockerd(info, remove=False, kill_containers=False)
-        index = int(info.bip.split(".")[2])
-        again = start_dockerd(
-            info.netns, info.work, index=index, etc_docker=ROOT / ".lab" / "hosts" / name / "etc" / "docker"
-        )
-        described["docker"][name] = again.to_json()
+        current = Path(data["work"]) / "daemon.json"  # a daemon restarted by forgeway's script records itself here
+        info = DaemonInfo.from_json(json.loads(current.read_text()) if current.exists() else data)
+        described["docker"][name] = restart_dockerd(info).to_json()
         (ROOT / ".lab" / "topology.json").write_text(json.dumps(described, indent=1) + "\n")
     topology["docker"] = described["docker"]
 
@@ -534,6 +593,11 @@ def test_zz_destroy_restores_every_host_and_down_removes_the_lab(topology: dict[
         etc = ROOT / ".lab" / "hosts" / host["name"] / "etc"
         leftovers = [*etc.rglob("forgeway*"), *etc.rglob("certs.d")]
         assert leftovers == [], f"files left on {host['name']}: {leftovers}"
+    from tools.lab import SEEDED_DAEMON_JSON
+
+    for name in ("runner-arm", "runner-amd"):
+        restored = (ROOT / ".lab" / "hosts" / name / "etc" / "docker" / "daemon.json").read_text()
+        assert restored == SEEDED_DAEMON_JSON, f"{name}: daemon.json not restored byte for byte"
 
     down = _lab("down")
     assert down.returncode == 0, down.stderr

@@ -30,7 +30,8 @@ def _gitlab_host(stack: Stack) -> dict[str, Any]:
 
 
 def _one(stack: Stack, type_: str) -> Registration:
-    (reg,) = stack.synth.of_type(type_)
+    """The GitLab component's one resource of this type (runners have images and containers too)."""
+    (reg,) = [r for r in stack.synth.of_type(type_) if "forgeway:gitlab:GitLabServer" in r.parent]
     return reg
 
 
@@ -49,7 +50,7 @@ def test_image_is_the_hosts_arch_pulled_for_its_platform_through_its_provider(st
 
 
 def test_volumes_are_protected_retained_and_labelled(stack: Stack) -> None:
-    volumes = {v.inputs["name"]: v for v in stack.synth.of_type(VOLUME)}
+    volumes = {v.inputs["name"]: v for v in stack.synth.of_type(VOLUME) if "GitLabServer" in v.parent}
     assert sorted(volumes) == sorted(f"{CONTAINER_NAME}-{role}" for role in MOUNTS)
     for name, volume in volumes.items():
         assert volume.protect and volume.retain_on_delete, name

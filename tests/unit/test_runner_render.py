@@ -122,3 +122,11 @@ def test_merge_cli_is_stable_and_refuses_a_broken_file(tmp_path: Path) -> None:
     current.write_text("{not json")
     broken = subprocess.run(argv, capture_output=True, text=True, check=False)
     assert broken.returncode != 0 and "refusing to change it" in broken.stderr
+
+
+def test_host_cores_reads_the_arch_checks_line() -> None:
+    from components.runners import host_cores
+
+    assert host_cores("amd64\ncores 4\n") == 4
+    assert host_cores("arm64\n") == 1  # an older check said nothing: one job at a time
+    assert host_cores("arm64\ncores 0\n") == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -44,7 +45,8 @@ def _run_with_machine(tmp_path: Path, machine: str, expected: str) -> subprocess
 @pytest.mark.parametrize(("machine", "expected"), [("aarch64", "arm64"), ("x86_64", "amd64")])
 def test_check_arch_accepts_the_configured_arch(tmp_path: Path, machine: str, expected: str) -> None:
     done = _run_with_machine(tmp_path, machine, expected)
-    assert done.returncode == 0 and done.stdout.strip() == expected
+    assert done.returncode == 0 and done.stdout.splitlines()[0] == expected
+    assert re.fullmatch(r"cores [1-9][0-9]*", done.stdout.splitlines()[1]), done.stdout
 
 
 def test_check_arch_refuses_a_mismatch_naming_host_and_arch(tmp_path: Path) -> None:

@@ -1,0 +1,93 @@
+"""The runner fleet as the program registers it (mock monitor; nothing runs on a host).
+
+Checked: per runner host, the daemon.json and prune commands, the runner image for the
+host's platform through its own provider, the config volume and the container: its
+config.toml (parsed back with tomllib) uploaded as a secret with mode 0600, the CA for
+own-ca stacks, the docker socket, the labels the policy pack reads. That the container
+runs and the daemon restarts is the lab tier's job.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shlex
+import tomllib
+from typing import Any
+
+from components.config import PROJECT, parse_stack
+from components.render.runner_config import CA_PATH
+from components.runners import RUNNER_CONTAINER
+from tests.program.conftest import Stack
+from tools.synth import Registration, is_secret_value, unwrap
+
+COMMAND = "command:remote:Command"
+CONTAINER = "docker:index/container:Container"
+
+
+def _runner_hosts(stack: Stack) -> list[dict[str, Any]]:
+    hosts: list[dict[str, Any]] = stack.config[f"{PROJECT}:hosts"]
+    return [h for h in hosts if "runner" in h["roles"]]
+
+
+def _named(stack: Stack, type_: str, name: str) -> Registration:
+    (reg,) = [r for r in stack.synth.of_type(type_) if r.name == name]
+    return reg
+
+
+def _staged(cmd: Registration) -> dict[str, str]:
+    words = shlex.split(unwrap(cmd.inputs["create"]).split("&&")[1])
+    pairs = words[words.index('"$d"') + 1 :] if '"$d"' in words else words[5:]
+    return {pairs[i]: base64.b64decode(pairs[i + 1]).decode() for i in range(0, len(pairs) - 1, 2)}
+
+
+def test_every_runner_host_gets_daemon_prune_image_volume_and_runner(stack: Stack) -> None:
+    for host in _runner_hosts(stack):
+        name = host["name"]
+        for type_, suffix in [
+            (COMMAND, "docker-daemon"),
+            (COMMAND, "docker-prune"),
+            ("docker:index/remoteImage:RemoteImage", "runner-image"),
+            ("docker:index/volume:Volume", "runner-config"),
+            (CONTAINER, "runner"),
+        ]:
+            reg = _named(stack, type_, f"{name}-{suffix}")
+            if type_ != COMMAND:
+                assert f"{name}-docker" in reg.provider, (name, suffix)
+        image = _named(stack, "docker:index/remoteImage:RemoteImage", f"{name}-runner-image")
+        assert image.inputs["platform"] == f"linux/{host['arch']}"
+        assert image.inputs["name"] == stack.config[f"{PROJECT}:runners"]["images"][host["arch"]]
+
+
+def test_daemon_json_carries_the_tunnel_mtu_and_the_pools(stack: Stack) -> None:
+    config, _ = parse_stack(stack.config, stack.secret_keys)
+    for host in _runner_hosts(stack):
+        ours = json.loads(_staged(_named(stack, COMMAND, f"{host['name']}-docker-daemon"))["forgeway.json"])
+        assert ours["mtu"] == config.tunnel.effective_mtu
+        assert ours["default-address-pools"][0] == {"base": "172.28.0.0/14", "size": 24}
+        assert ours["log-driver"] == "json-file"
+
+
+def test_config_toml_is_a_secret_0600_upload_with_the_token_and_the_hosts_settings(stack: Stack) -> None:
+    own_ca = stack.config[f"{PROJECT}:gitlab"].get("tls", "own-ca") == "own-ca"
+    for host in _runner_hosts(stack):
+        container = _named(stack, CONTAINER, f"{host['name']}-runner")
+        assert container.inputs["name"] == RUNNER_CONTAINER
+        assert "uploads" in container.additional_secret_outputs
+        uploads = {u["file"]: u for u in container.inputs["uploads"]}
+        config = uploads["/etc/gitlab-runner/config.toml"]
+        assert is_secret_value(config["content"]) and config["permissions"] == "0600"
+        parsed = tomllib.loads(unwrap(config["content"]))
+        (runner,) = parsed["runners"]
+        assert runner["token"] == stack.config[f"{PROJECT}:runner_tokens"][host["name"]]
+        assert runner["executor"] == "docker"
+        settings = host.get("runner", {})
+        assert runner["docker"]["privileged"] is bool(settings.get("privileged"))
+        assert ("tls-ca-file" in runner) is own_ca
+        assert (CA_PATH in uploads) is own_ca
+        labels = {label["label"]: label["value"] for label in container.inputs["labels"]}
+        assert labels["forgeway.role"] == "gitlab-runner"
+        assert labels["forgeway.runner.protected-only"] == str(bool(settings.get("protected_only"))).lower()
+        assert labels["forgeway.runner.tags"].split(",")[0] == host["arch"]
+        socket = next(v for v in container.inputs["volumes"] if v.get("containerPath") == "/var/run/docker.sock")
+        assert socket["hostPath"] == host.get("docker_socket", "/var/run/docker.sock")
