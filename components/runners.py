@@ -148,7 +148,7 @@ class RunnerHost(pulumi.ComponentResource):
             f"{name}-docker-daemon",
             connection=host.connection,
             create=staged_command(DAEMON_STAGE, daemon_files, "docker-daemon-up.sh", []),
-            delete=unstaged_command(DAEMON_STAGE, script_command("docker-daemon-down.sh")),
+            delete=unstaged_command(DAEMON_STAGE, script_command("docker-daemon-up.sh", "--restore")),
             opts=command,
         )
         prune = cfg.runners.prune

@@ -14,7 +14,11 @@
 #   daemon.json.orig     the host's file as it was before forgeway first changed it, or
 #   daemon.json.absent   a marker: there was none (each written once, never overwritten)
 #   docker-dir.created   a marker: the first run made $FORGEWAY_ETC/docker
-# docker-daemon-down.sh puts the original back from these.
+#   docker-daemon-up.sh --restore   puts the original back from these (the delete):
+#                              the bytes of daemon.json.orig, or no file when there was
+#                              none; docker restarts only when that changed the file; then
+#                              the state goes. Safe without a prior up. When docker does
+#                              not come back with the original, it fails and keeps the state.
 #
 # A changed file is checked first: `dockerd --validate` where dockerd has it (Docker 23+);
 # older daemons check it when they restart. It is then installed atomically (mode 0644)
@@ -35,44 +39,39 @@
 set -eu
 
 fail() {
-  echo "docker-daemon-up: $*" >&2
+  echo "docker-daemon: $*" >&2
   exit 1
 }
 
-[ $# -eq 1 ] || fail "usage: docker-daemon-up.sh DIR"
-dir=$1
+mode=up
+case ${1:-} in
+  --restore) [ $# -eq 1 ] || fail "usage: docker-daemon-up.sh --restore"; mode=restore ;;
+  *) [ $# -eq 1 ] || fail "usage: docker-daemon-up.sh DIR | --restore"; dir=$1 ;;
+esac
 etc=${FORGEWAY_ETC:-/etc}
 systemd=${FORGEWAY_SYSTEMD:-auto}
 case $systemd in
   auto | yes | no) ;;
   *) fail "FORGEWAY_SYSTEMD must be auto, yes or no, not '$systemd'" ;;
 esac
-ours=$dir/forgeway.json
-merge=$dir/daemon_merge.py
-[ -f "$ours" ] || fail "no forgeway.json in $dir"
-[ -f "$merge" ] || fail "no daemon_merge.py in $dir"
-command -v python3 >/dev/null 2>&1 ||
-  fail "this host needs python3 to merge forgeway's keys into its daemon.json (apt-get install -y python3-minimal)"
-command -v docker >/dev/null 2>&1 ||
-  fail "this host needs the docker CLI to see the daemon answer after a restart (apt-get install -y docker.io)"
-
 file=$etc/docker/daemon.json
 tmp=$file.forgeway-new
 state=$etc/forgeway/docker-daemon
-merged=$dir/daemon.json.merged
-owned_new=$dir/owned.json.new
 wait_s=60
 
-# How docker restarts here, decided before anything changes.
-if [ -n "${FORGEWAY_DOCKER_RESTART:-}" ]; then
-  how=given
-elif [ "$etc" != /etc ]; then
-  fail "FORGEWAY_ETC is $etc, not /etc: set FORGEWAY_DOCKER_RESTART to the command that restarts this host's dockerd"
-elif [ "$systemd" = yes ] || { [ "$systemd" = auto ] && [ -d /run/systemd/system ]; }; then # sd_booted()
-  how=systemd
-else
-  how=service
-fi
+choose_restart() { # how docker restarts here, decided before anything changes
+  if [ -n "${FORGEWAY_DOCKER_RESTART:-}" ]; then
+    how=given
+  elif [ "$etc" != /etc ]; then
+    fail "FORGEWAY_ETC is $etc, not /etc: set FORGEWAY_DOCKER_RESTART to the command that restarts this host's dockerd"
+  elif [ "$systemd" = yes ] || { [ "$systemd" = auto ] && [ -d /run/systemd/system ]; }; then # sd_booted()
+    how=systemd
+  else
+    how=service
+  fi
+  command -v docker >/dev/null 2>&1 ||
+    fail "this host needs the docker CLI to see the daemon answer after a restart (apt-get install -y docker.io)"
+}
 
 restart_out=
 restart() { # status 0 when docker restarted and answers; what it printed in $restart_out
@@ -100,6 +99,63 @@ complaint() {
     printf '%s\n' "$restart_out" | tail -n 15
   fi
 }
+
+if [ "$mode" = restore ]; then
+  if [ ! -d "$state" ]; then
+    echo "ok docker-daemon: nothing to restore ($state is absent)"
+    exit 0
+  fi
+
+  # What putting the original back takes: restore (its bytes), remove (there was none) or nothing.
+  if [ -f "$state/daemon.json.orig" ]; then
+    if [ -f "$file" ] && cmp -s "$state/daemon.json.orig" "$file"; then
+      action=none
+    else
+      action=restore
+    fi
+  elif [ -e "$state/daemon.json.absent" ] && { [ -e "$file" ] || [ -L "$file" ]; }; then
+    action=remove
+  else
+    action=none # no original recorded (up never got that far), or already absent
+  fi
+
+  [ "$action" = none ] || choose_restart
+
+  case $action in
+    restore)
+      cp -p "$state/daemon.json.orig" "$tmp"
+      mv -f "$tmp" "$file"
+      ;;
+    remove) rm -f "$file" ;;
+  esac
+  if [ "$action" != none ] && ! restart; then
+    fail "$file is as it was before forgeway, but docker did not come back with it; the daemon said:
+  $(complaint)"
+  fi
+
+  made_dir=no
+  [ ! -e "$state/docker-dir.created" ] || made_dir=yes
+  rm -rf "$state"
+  rmdir "$etc/forgeway" 2>/dev/null || true # the stage directory may still be in it
+  [ "$made_dir" = no ] || rmdir "$etc/docker" 2>/dev/null || true
+
+  case $action in
+    restore) echo "changed docker-daemon: $file restored (docker restarted)" ;;
+    remove) echo "changed docker-daemon: $file removed, there was none before forgeway (docker restarted)" ;;
+    none) echo "ok docker-daemon: $file is as it was before forgeway" ;;
+  esac
+  exit 0
+fi
+
+ours=$dir/forgeway.json
+merge=$dir/daemon_merge.py
+[ -f "$ours" ] || fail "no forgeway.json in $dir"
+[ -f "$merge" ] || fail "no daemon_merge.py in $dir"
+command -v python3 >/dev/null 2>&1 ||
+  fail "this host needs python3 to merge forgeway's keys into its daemon.json (apt-get install -y python3-minimal)"
+merged=$dir/daemon.json.merged
+owned_new=$dir/owned.json.new
+choose_restart
 
 # The daemon's major version: below 27, IPv6 NAT needs "experimental" (the merge adds it).
 major=

@@ -133,10 +133,10 @@ def test_a_host_whose_cpu_is_not_its_configured_arch_is_refused(lab: Lab, tmp_pa
 def test_an_unreachable_host_is_named(lab: Lab, tmp_path: Path) -> None:
     config, secret_keys, hosts = _stack_for(lab, tmp_path)
     # A port nothing listens on, in a lab namespace: the only traffic is to the lab.
-    config["forgeway:hosts"][2]["ssh_port"] = 2299
+    config["forgeway:hosts"][1]["ssh_port"] = 2299
     rc, _, err = _apply(config, secret_keys, tmp_path / "state.json")
     assert rc == 1
-    name = config["forgeway:hosts"][2]["name"]
+    name = config["forgeway:hosts"][1]["name"]
     assert f"{name}-arch: `create` failed on host {hosts[name].address}" in err
     assert "Connection refused" in err
 

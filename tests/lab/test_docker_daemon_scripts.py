@@ -70,7 +70,7 @@ def _up_command(ours: str) -> str:
     return staged_command(STAGE, files, "docker-daemon-up.sh", [])
 
 
-DOWN = unstaged_command(STAGE, script_command("docker-daemon-down.sh"))
+DOWN = unstaged_command(STAGE, script_command("docker-daemon-up.sh", "--restore"))
 
 
 @dataclass

@@ -5,9 +5,8 @@ The prod and lab stacks are synthesized by ``tools.synth`` (the program's real
 with wire-format camelCase inputs, secrets unwrapped by pulumi_policy's own
 deserializer, exactly as the analyzer builds them.
 
-Planting. The program today registers hosts (remote arch checks, docker providers), the
-WireGuard tunnel, the VPS forwarding and the CA, so two policies can be violated through
-stack config, and a copy of the lab stack config shows the pack catches each:
+Planting. Each policy's mistake is planted in a copy of the lab stack config. Two kinds
+reach the pack, and the tests below show it catches them:
 
 * ``ssh-host-keys-pinned``: ``forgeway:insecure_unpinned_host_keys: true`` with the host
   keys removed (mandatory; with the policy waiver, only ``ssh-host-keys-unpinned``
@@ -15,29 +14,35 @@ stack config, and a copy of the lab stack config shows the pack catches each:
 * ``vps-forwarding-ports``: ``forwarding.ports`` with the registry on 2375 (a docker API
   port) and HTTPS on 8443 (outside the allowlist); config validation accepts both.
 
-The others become plantable with the components that will register what they check:
-
-* issue 5 (GitLab and registry): ``gitlab-volumes-protected`` (volumes),
-  ``images-pinned`` and ``image-platform-matches-host`` (``gitlab.images``; config
-  validation already refuses ``latest``), ``registry-tls-only`` (registry URL),
-  ``container-memory-limits`` (``gitlab.memory_limit_mb``);
-* issue 6 (runner fleet): ``runner-job-isolation`` (``runner.privileged`` without
-  ``protected_only``), ``images-pinned``/``image-platform-matches-host`` for
-  ``runners.images``, ``registry-tls-only`` (daemon.json), ``secrets-not-plaintext``
-  (the runner token in config.toml). Config validation refuses plaintext secrets, so
-  ``secrets-not-plaintext`` is plantable only by a component bug, not by config.
+The other mistakes cannot reach the pack from config, which is the point of the config
+checks; ``test_planted_mistakes_config_refuses_never_reach_the_pack`` plants each and
+shows the error naming the key: a floating image tag (``images-pinned``), an image named
+for the other architecture (``image-platform-matches-host``), a privileged runner or
+the docker socket in jobs without ``protected_only`` (``runner-job-isolation``), a
+plaintext secret (``secrets-not-plaintext``). What config cannot express at all is fixed
+by the components: GitLab's volumes are always protected and retained
+(``gitlab-volumes-protected``), every container has a memory limit and GitLab 256 MB of
+shm (``container-memory-limits``), images are pulled for the host's own platform, the
+registry URL is always https (``registry-tls-only``), secrets are secret Outputs. The
+synthesized stacks pass the whole pack (below), and the fixtures
+(tests/policies/fixtures) show each policy catching the mistake a component bug would
+make.
 """
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
+from components.config import ConfigError, parse_stack
 from policies import rules
 from tests.policies.conftest import SynthesizedStack
 from tests.policies.harness import run_policies
+from tests.stacks import lab_stack
 from tools.synth import contains_secret, unwrap
 
 pytestmark = pytest.mark.policies
@@ -125,3 +130,37 @@ def test_planted_forwarded_ports_are_mandatory_violations(lab_bad_ports: Synthes
         "'vps-forwarding' forwards port 8443, which is not in the allowlist" in m and "allowedPorts" in m
         for m in messages
     ), messages
+
+
+@pytest.mark.parametrize(
+    ("plant", "key"),
+    [
+        ({"forgeway:gitlab": {"images": {"amd64": "gitlab/gitlab-ce:latest"}}}, "forgeway:gitlab.images.amd64"),
+        (
+            {"forgeway:gitlab": {"images": {"amd64": "yrzr/gitlab-ce-arm64v8:18.5.1-ce.0"}}},
+            "forgeway:gitlab.images.amd64",
+        ),
+        ({"hosts[3].runner": {"privileged": True}}, "forgeway:hosts[3].runner.privileged"),
+        (
+            {"hosts[3].runner": {"insecure_docker_socket_in_jobs": True}},
+            "forgeway:hosts[3].runner.insecure_docker_socket_in_jobs",
+        ),
+        ({"plaintext": "forgeway:ssh_private_key"}, "forgeway:ssh_private_key"),
+    ],
+)
+def test_planted_mistakes_config_refuses_never_reach_the_pack(plant: dict[str, Any], key: str) -> None:
+    config, secret_keys = lab_stack()
+    config = copy.deepcopy(config)
+    for where, value in plant.items():
+        if where == "plaintext":
+            secret_keys = [k for k in secret_keys if k != value]  # the secret given as plain config
+        elif where.startswith("hosts["):
+            host = config["forgeway:hosts"][int(where[6])]
+            host["runner"] = {**host.get("runner", {}), **value}
+        else:
+            section = config[where]
+            for field, sub in value.items():
+                section[field] = {**section[field], **sub} if isinstance(sub, dict) else sub
+    with pytest.raises(ConfigError) as refused:
+        parse_stack(config, secret_keys)
+    assert any(problem.key == key for problem in refused.value.problems), str(refused.value)
