@@ -541,4 +541,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The SDK leaves an asyncio loop to the interpreter's shutdown, whose __del__ may print
+    # "Exception ignored ... Invalid file descriptor": the plan is done, so skip that noise.
+    os._exit(status)
