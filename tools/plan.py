@@ -41,7 +41,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tools.applier import REPLACE_ON, Entry, State, _due_for_renewal, _provider_deletes_first
+from tools.applier import REPLACE_ON
+from tools.applier_docker import _provider_deletes_first
+from tools.applier_state import Entry, State
+from tools.applier_tls import _due_for_renewal
 from tools.synth import (
     PROJECT,
     Synthesis,

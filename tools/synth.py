@@ -217,7 +217,7 @@ def _mock_state(typ: str, inputs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _real_ca_pem() -> str:
-    from tools.applier import _tls_private_key, _tls_self_signed  # the applier's own emulation
+    from tools.applier_tls import _tls_private_key, _tls_self_signed  # the applier's own emulation
 
     key = _tls_private_key({"algorithm": "ECDSA", "ecdsaCurve": "P256"})["privateKeyPem"]
     inputs = {"privateKeyPem": key, "isCaCertificate": True, "validityPeriodHours": 24}

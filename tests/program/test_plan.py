@@ -88,7 +88,7 @@ def record_state(path: str) -> None:
     from pulumi.runtime import rpc
     from pulumi.runtime.sync_await import _sync_await
 
-    from tools.applier import Entry, State
+    from tools.applier_state import Entry, State
     from tools.synth import _mock_state, stack_config_strings, synthesize, unwrap
 
     state = State(Path(path))

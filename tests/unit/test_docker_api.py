@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from tools.applier import ApplyError, _container_body, _docker_inputs, _upload_tar, go_duration_ns
+from tools.applier_docker import _container_body, _docker_inputs, _upload_tar, go_duration_ns
+from tools.applier_state import ApplyError
 from tools.docker_api import API_VERSION, DockerApiError, DockerHost, build_request, read_response, redact
 
 pytestmark = pytest.mark.unit
