@@ -51,6 +51,7 @@ PREFIX = "fwl-"
 SSHD = "/usr/sbin/sshd"
 INTERNET = "203.0.113"
 LAN = "198.51.100"
+LAN_V6 = "fd00:198:51:100::"  # the home LAN's IPv6 ULA; host .N is ::N
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,19 @@ def build_network() -> None:
             _up(ns("homegw"), port, master="br0")
             _up(ns(h.name), "eth0", f"{h.address}/24")
             sh("ip", "-n", ns(h.name), "route", "add", "default", "via", f"{LAN}.1")
+            # IPv6 on the LAN too (a ULA, no router): jobs' IPv6 reaches the other hosts.
+            sh(
+                "ip",
+                "-n",
+                ns(h.name),
+                "-6",
+                "addr",
+                "add",
+                f"{LAN_V6}{h.address.rsplit('.', 1)[1]}/64",
+                "dev",
+                "eth0",
+                "nodad",
+            )
     _veth(None, "fwl-lan0", ns("homegw"), "p-deployer")
     _up(ns("homegw"), "p-deployer", master="br0")
     _up(None, "fwl-lan0", f"{DEPLOYER_LAN}/24")

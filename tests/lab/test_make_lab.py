@@ -278,6 +278,44 @@ def test_runners_run_with_their_config_and_a_merged_daemon_json(topology: dict[s
     assert arch.strip() == "arm64"
 
 
+def test_jobs_get_ipv6_and_reach_another_lab_host(topology: dict[str, Any]) -> None:
+    """On docker's default bridge and on a per-job network (IPv6, no subnet given, as the
+    runner makes one): an address from runners.ipv6_prefix, and home reached over IPv6."""
+    # home listens on its LAN ULA; a container on runner-amd connects, as a job would.
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", "fwl-home", "python3", "-c",
+         "import socket; s=socket.create_server(('fd00:198:51:100::2', 8099), family=socket.AF_INET6);"
+         "s.settimeout(60)\nwhile True:\n c,a=s.accept(); c.sendall(('seen '+a[0]+'\\n').encode()); c.close()"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    probe = (
+        "import socket; s=socket.create_connection(('fd00:198:51:100::2', 8099), 5);print(s.recv(100).decode().strip())"
+    )
+    addresses = (
+        "import socket; print([a[4][0] for a in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET6)])"
+    )
+    image = "forgeway-lab/runner-standin:1.0"
+    try:
+        time.sleep(0.5)
+        for network in ("bridge", "forgeway-lab-job"):
+            if network != "bridge":  # a per-job network, as the runner makes one: IPv6, no subnet given
+                made = _runner_docker(topology, "runner-amd", "network", "create", "--ipv6", network)
+                assert made.strip(), "docker could not make an IPv6 job network on runner-amd"
+            try:
+                run = ["run", "--rm", "--network", network, "--entrypoint", "python3", image, "-c"]
+                ran = _runner_docker(topology, "runner-amd", *run, addresses)
+                assert "fd00:f0e5:7a1b:" in ran, f"{network}: no address from runners.ipv6_prefix: {ran!r}"
+                seen = _runner_docker(topology, "runner-amd", *run, probe)
+                # NAT66: home sees the runner host's own ULA
+                assert seen.startswith("seen fd00:198:51:100::4"), f"{network}: {seen!r}"
+            finally:
+                if network != "bridge":
+                    _runner_docker(topology, "runner-amd", "network", "rm", network)
+    finally:
+        server.kill()
+        server.wait()
+
+
 def test_reapply_leaves_the_runner_daemons_running(topology: dict[str, Any]) -> None:
     before = {name: _dockerd_pid(topology, name) for name in ("runner-arm", "runner-amd")}
     again = _lab("up")
