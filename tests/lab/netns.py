@@ -58,6 +58,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from tools.lab_docker import DaemonInfo, start_dockerd, stop_dockerd
+
 __all__ = [
     "HOST_NETWORK",
     "HOST_NETWORK6",
@@ -72,6 +74,7 @@ __all__ = [
     "missing_lab_tools",
     "require_docker_tools",
     "require_lab_tools",
+    "scratch_dockerd",
 ]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -175,6 +178,25 @@ def require_docker_tools(*extra: str) -> None:
     missing = [tool for tool, ok in wanted.items() if not ok]
     if missing:
         raise RuntimeError(f"missing {', '.join(missing)}: install tools/apt-packages.txt (make setup)")
+
+
+@contextlib.contextmanager
+def scratch_dockerd(prefix: str, address: str, index: int) -> Iterator[DaemonInfo]:
+    """A dockerd (tools/lab_docker.py) in an isolated namespace ``prefix-*`` whose eth0 is
+    ``address``, its state in a temp directory: stopped by PID and removed on exit."""
+    require_docker_tools()
+    scratch = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
+    try:
+        with isolated_netns(prefix, address) as netns:
+            info = None
+            try:
+                info = start_dockerd(netns, scratch / "docker", index=index)
+                yield info
+            finally:
+                if info is not None:
+                    stop_dockerd(info)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def host_env(host_dir: Path) -> dict[str, str]:

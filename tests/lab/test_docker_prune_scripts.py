@@ -17,7 +17,6 @@ import shlex
 import shutil
 import subprocess
 import tarfile
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,8 +24,8 @@ from pathlib import Path
 import pytest
 
 from components.scripts import script, staged_command, unstaged_command
-from tests.lab.netns import isolated_netns, require_docker_tools
-from tools.lab_docker import DaemonInfo, docker, docker_env, start_dockerd, stop_dockerd
+from tests.lab.netns import scratch_dockerd
+from tools.lab_docker import DaemonInfo, docker, docker_env
 
 pytestmark = pytest.mark.lab
 
@@ -37,19 +36,8 @@ NAME = "forgeway-docker-prune"
 
 @pytest.fixture(scope="module")
 def daemon() -> Iterator[DaemonInfo]:
-    require_docker_tools()
-    scratch = Path(tempfile.mkdtemp(prefix="fwdp-"))
-    try:
-        with isolated_netns("fwdp", ADDRESS) as netns:
-            info = None
-            try:
-                info = start_dockerd(netns, scratch / "docker", index=13)
-                yield info
-            finally:
-                if info is not None:
-                    stop_dockerd(info)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    with scratch_dockerd("fwdp", ADDRESS, index=13) as info:
+        yield info
 
 
 def _env(etc: Path, daemon: DaemonInfo, systemd: str) -> dict[str, str]:

@@ -19,10 +19,9 @@ import io
 import json
 import os
 import re
-import shutil
+import secrets
 import socket
 import tarfile
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -36,14 +35,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from components.render.runner_config import CA_PATH, RunnerSettingsView, render_config_toml
-from tests.lab.netns import isolated_netns, require_docker_tools
-from tools.lab_docker import DaemonInfo, docker, start_dockerd, stop_dockerd
+from tests.lab.netns import scratch_dockerd
+from tools.lab_docker import DaemonInfo, docker
 from tools.lab_images import RUNNER_STANDIN, ensure_image
 
 pytestmark = pytest.mark.lab
 
 ADDRESS = "203.0.113.79"  # only inside the test's own namespace
-TOKEN = "glrt-lab-Secret_Token-0123456789"  # noqa: S105 (a test value)
+TOKEN = "glrt-" + secrets.token_urlsafe(18)  # made per run: no token-shaped string in the repo
 REGISTRATION = "GR1348941lab-registration-token"
 SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "standin_image" / "runner_standin.py"
 
@@ -190,22 +189,11 @@ def test_docker_ping_in_process(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def daemon() -> Iterator[DaemonInfo]:
-    require_docker_tools()
-    scratch = Path(tempfile.mkdtemp(prefix="fwrs-"))
-    try:
-        with isolated_netns("fwrs", ADDRESS) as netns:
-            info = None
-            try:
-                started = time.monotonic()
-                info = start_dockerd(netns, scratch / "docker", index=12)
-                print(f"\ndockerd start: {time.monotonic() - started:.2f}s")
-                print(f"ensure_image: {ensure_image(info, RUNNER_STANDIN)}")
-                yield info
-            finally:
-                if info is not None:
-                    stop_dockerd(info)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    started = time.monotonic()
+    with scratch_dockerd("fwrs", ADDRESS, index=12) as info:
+        print(f"\ndockerd start: {time.monotonic() - started:.2f}s")
+        print(f"ensure_image: {ensure_image(info, RUNNER_STANDIN)}")
+        yield info
 
 
 def _archive(files: dict[str, tuple[str, int]]) -> bytes:
