@@ -135,6 +135,18 @@ def _nat(netns: str, out_if: str, source: str) -> None:
     sh("sysctl", "-qw", "net.ipv4.ip_forward=1", netns=netns)
 
 
+def _deployer_link(ifname: str, address: str, peers: list[str]) -> None:
+    """The root namespace's end of a segment: a /32 and a /32 route per lab host on it.
+
+    Never the segment's whole /24: this machine may reach real services at addresses in
+    the same documentation ranges (its Debian mirror has been at 203.0.113.80), and a
+    /24 here would send their traffic into the lab. The hosts still reach the deployer:
+    their own /24 is on-link and the root namespace answers ARP for its /32."""
+    _up(None, ifname, f"{address}/32")
+    for peer in peers:
+        sh("ip", "route", "add", f"{peer}/32", "dev", ifname, "src", address)
+
+
 def build_network() -> None:
     """Create the namespaces and links (fails if any exists: run lab-down first)."""
     names = ["inet", "client", "cgnat", "homegw"] + [h.name for h in HOSTS]
@@ -153,7 +165,9 @@ def build_network() -> None:
         _up(ns(name), "eth0", f"{addr}/24")
     _veth(None, "fwl-inet0", ns("inet"), "p-deployer")
     _up(ns("inet"), "p-deployer", master="br0")
-    _up(None, "fwl-inet0", f"{DEPLOYER_INTERNET}/24")
+    _deployer_link(
+        "fwl-inet0", DEPLOYER_INTERNET, [CLIENT, CGNAT_WAN, *(h.address for h in HOSTS if h.segment == "internet")]
+    )
     # CGNAT: 100.64.0.0/24 behind one public address, short UDP mappings
     _veth(ns("cgnat"), "eth1", ns("homegw"), "eth0")
     _up(ns("cgnat"), "eth1", f"{CGNAT_LAN}/24")
@@ -187,7 +201,7 @@ def build_network() -> None:
             )
     _veth(None, "fwl-lan0", ns("homegw"), "p-deployer")
     _up(ns("homegw"), "p-deployer", master="br0")
-    _up(None, "fwl-lan0", f"{DEPLOYER_LAN}/24")
+    _deployer_link("fwl-lan0", DEPLOYER_LAN, [h.address for h in HOSTS if h.segment == "lan"])
 
 
 def _keygen(path: Path) -> str:

@@ -8,6 +8,10 @@ own endpoints. The files, by their place on a real host:
     dockerd reads this directory (fixed; ``registry.CertsDir()`` in docker 20.10 is
     ``/etc/docker/certs.d`` unless it runs under RootlessKit) on every pull and push,
     so a new CA needs no restart.
+``/etc/docker/forgeway-jobs/`` (0644 files), with the CA
+    what runner jobs see: ``certs.d/<host>:<port>/ca.crt`` again (forgeway's CA only)
+    and ``buildkitd.toml``, BuildKit's registry trust for ``docker buildx`` builders,
+    which do not read certs.d (components/render/buildkitd.py).
 ``/usr/local/share/ca-certificates/forgeway-ca.crt`` (0644)
     the system trust store's input; ``update-ca-certificates`` builds
     ``/etc/ssl/certs`` from it (curl, git, apt and the daemon's non-registry TLS).
@@ -20,7 +24,7 @@ own endpoints. The files, by their place on a real host:
 The script gets the files staged under flat names (``stage.sh`` refuses ``/``) and a
 ``manifest``: one ``KIND MODE NAME PATH`` line per file, PATH relative to ``/``
 (``etc/...`` lands in ``$FORGEWAY_ETC``; see docker-client-up.sh). KIND is ``cert``,
-``trust`` (update-ca-certificates when it changes) or ``dropin`` (daemon-reload and
+``plain`` (nothing), ``trust`` (update-ca-certificates when it changes) or ``dropin`` (daemon-reload and
 restart of docker when it changes).
 """
 
@@ -36,6 +40,8 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from components.render.buildkitd import JOBS_DIR, render_buildkitd_toml
+
 __all__ = [
     "CERTS_DIR",
     "DROPIN_PATH",
@@ -48,7 +54,7 @@ __all__ = [
     "render_docker_client",
 ]
 
-Kind = Literal["cert", "trust", "dropin"]
+Kind = Literal["cert", "plain", "trust", "dropin"]
 
 CERTS_DIR = "etc/docker/certs.d"
 TRUST_PATH = "usr/local/share/ca-certificates/forgeway-ca.crt"
@@ -217,6 +223,12 @@ def render_docker_client(settings: DockerClientSettings) -> DockerClientFiles:
             path = f"{CERTS_DIR}/{host}:{port}/ca.crt"
             managed.append(ManagedFile("cert", "0644", name, path))
             texts[name] = ca
+        for index, (host, port) in enumerate(endpoints):
+            name = f"job-registry-{index}.crt"
+            managed.append(ManagedFile("plain", "0644", name, f"{JOBS_DIR}/certs.d/{host}:{port}/ca.crt"))
+            texts[name] = ca
+        managed.append(ManagedFile("plain", "0644", "buildkitd.toml", f"{JOBS_DIR}/buildkitd.toml"))
+        texts["buildkitd.toml"] = render_buildkitd_toml([f"{host}:{port}" for host, port in endpoints])
         managed.append(ManagedFile("trust", "0644", "forgeway-ca.crt", TRUST_PATH))
         texts["forgeway-ca.crt"] = ca
     if has_proxy:

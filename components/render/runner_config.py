@@ -1,7 +1,7 @@
 """A runner host's gitlab-runner ``config.toml``, rendered from config (pure: no Pulumi, no I/O).
 
-Strings are written as TOML basic strings by ``toml_str`` (JSON's escaping is TOML's, but
-for DEL and astral characters, handled), so no value can end its string. The token is in
+Strings are written as TOML basic strings by ``toml_str`` (components/render/toml_text.py),
+so no value can end its string. The token is in
 the text: the program calls this inside ``apply`` on the secret token, and the result
 stays secret (it reaches the host on a command's stdin into a 0600 file).
 
@@ -12,21 +12,16 @@ file names them in a comment so what GitLab must say is visible next to what run
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["CA_PATH", "RunnerSettingsView", "registration", "render_config_toml", "toml_str"]
+from components.render.buildkitd import JOB_CERTS_D, JOB_PATH, JOBS_DIR
+from components.render.toml_text import toml_str
+
+__all__ = ["CA_PATH", "RunnerSettingsView", "job_volumes", "registration", "render_config_toml", "toml_str"]
 
 # Where the runner container finds the stack's CA (its config volume is /etc/gitlab-runner).
 CA_PATH = "/etc/gitlab-runner/certs/ca.crt"
-
-
-def toml_str(value: str) -> str:
-    text = json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
-    if any(0xD800 <= ord(c) <= 0xDFFF for c in value):
-        raise ValueError("a lone surrogate cannot be written to TOML")
-    return text
 
 
 def _list(values: Sequence[str]) -> str:
@@ -51,7 +46,7 @@ class RunnerSettingsView:
     job_memory_mb: int | None = None
     mtu: int | None = None  # the tunnel MTU: per-job networks and docker-in-docker
     ipv6: bool = False
-    ca_registries: Sequence[str] = ()  # registry endpoints to trust with CA_PATH (own-ca)
+    ca_registries: Sequence[str] = ()  # own-ca: the registry endpoints; the runner trusts CA_PATH, jobs certs.d
     docker_socket_in_jobs: bool = False
     cache_dir: str = "/cache"
     extra_volumes: Sequence[str] = field(default_factory=tuple)
@@ -66,11 +61,23 @@ def registration(s: RunnerSettingsView) -> dict[str, object]:
     }
 
 
-def render_config_toml(s: RunnerSettingsView) -> str:
+def job_volumes(s: RunnerSettingsView) -> list[str]:
+    """The docker executor's ``volumes``: sources are paths on the runner host.
+
+    With own-ca, forgeway's job directory on the host (components/render/buildkitd.py),
+    read-only: its certs.d as the job's, so docker and docker-in-docker in jobs trust the
+    registry, and the buildkitd.toml for buildx builders."""
     volumes = [s.cache_dir, *s.extra_volumes]
-    volumes += [f"{CA_PATH}:/etc/docker/certs.d/{endpoint}/ca.crt:ro" for endpoint in s.ca_registries]
+    if s.ca_registries:
+        volumes.append(f"/{JOBS_DIR}/certs.d:{JOB_CERTS_D}:ro")
+        volumes.append(f"/{JOBS_DIR}/buildkitd.toml:{JOB_PATH}:ro")
     if s.docker_socket_in_jobs:
         volumes.append("/var/run/docker.sock:/var/run/docker.sock")
+    return volumes
+
+
+def render_config_toml(s: RunnerSettingsView) -> str:
+    volumes = job_volumes(s)
     lines = [
         "# Rendered by forgeway (components/render/runner_config.py); edit the stack config instead.",
         f"# In GitLab this runner must have: tags {', '.join([s.arch, *s.tags])}; "

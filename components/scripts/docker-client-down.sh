@@ -65,7 +65,7 @@ dropin_removed=no
 while read -r kind file; do
   case $kind in
     dir) continue ;;
-    cert | trust | dropin) ;;
+    cert | plain | trust | dropin) ;;
     *) fail "bad line in $state: $kind $file" ;;
   esac
   case $file in

@@ -12,6 +12,7 @@
 # store. A file is written only when its text or mode differs (cmp). KIND says what a
 # change needs:
 #   cert    nothing (dockerd reads /etc/docker/certs.d on every pull and push)
+#   plain   nothing (read by whoever uses it: the buildkitd.toml jobs are given)
 #   trust   update-ca-certificates, only when FORGEWAY_ETC is /etc and it is installed
 #   dropin  systemctl daemon-reload and try-restart docker.service, when systemd is
 #           PID 1 (FORGEWAY_SYSTEMD=auto) or FORGEWAY_SYSTEMD=yes; else a note says
@@ -108,7 +109,7 @@ wanted=
 while read -r kind mode name path rest; do
   [ -z "$rest" ] || fail "bad manifest line: $kind $mode $name $path $rest"
   case $kind in
-    cert | trust | dropin) ;;
+    cert | plain | trust | dropin) ;;
     *) fail "bad kind '$kind' in the manifest" ;;
   esac
   case $mode in

@@ -131,12 +131,15 @@ def test_up_converges_and_down_removes_exactly_what_up_added(tmp_path: Path, ca_
     before = _listing(etc)
 
     first = _run(etc, "docker-client-up.sh", str(stage))
-    assert sum(line.startswith("changed ") for line in first) == 4, first
+    # 2 certs.d CAs, 2 job certs.d CAs and the jobs' buildkitd.toml, the trust store, the drop-in
+    assert sum(line.startswith("changed ") for line in first) == 7, first
     assert any("trust store is left alone" in line for line in first), first
     assert any("systemd is not PID 1" in line for line in first), first
     assert (etc / f"docker/certs.d/{ADDRESS}:{PORT}/ca.crt").read_text() == ca_pem
     assert (etc / "docker/certs.d/registry.forgeway.lab:5050/ca.crt").read_text() == ca_pem
     assert (etc / "forgeway/root/usr/local/share/ca-certificates/forgeway-ca.crt").read_text() == ca_pem
+    assert (etc / "docker/forgeway-jobs/certs.d/registry.forgeway.lab:5050/ca.crt").read_text() == ca_pem
+    assert "[registry." in (etc / "docker/forgeway-jobs/buildkitd.toml").read_text()
     dropin = (etc / "systemd/system/docker.service.d/forgeway-proxy.conf").read_text()
     assert f"NO_PROXY=localhost,127.0.0.1,{ADDRESS},registry.forgeway.lab,gitlab.forgeway.lab,10.8.0.0/24" in dropin
     after_first = _listing(etc)

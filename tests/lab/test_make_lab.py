@@ -316,6 +316,32 @@ def test_jobs_get_ipv6_and_reach_another_lab_host(topology: dict[str, Any]) -> N
         server.wait()
 
 
+def test_a_job_sees_the_registry_ca_in_certs_d_and_a_buildkitd_toml_that_names_it(topology: dict[str, Any]) -> None:
+    """A container started as the docker executor starts a job (the volumes of the
+    config.toml the runner was given) finds the stack CA where docker looks for the
+    registry's, and a buildkitd.toml whose every ``ca`` is a file holding that CA."""
+    import tomllib
+
+    ca = Path(topology["ca_certificate"]).read_text()
+    for name in ("runner-arm", "runner-amd"):
+        rendered = _runner_docker(topology, name, "exec", "forgeway-runner", "cat", "/etc/gitlab-runner/config.toml")
+        volumes = tomllib.loads(rendered)["runners"][0]["docker"]["volumes"]
+        binds = [arg for volume in volumes if volume.count(":") >= 1 for arg in ("-v", volume)]
+        check = (
+            "import pathlib, tomllib, json\n"
+            "cfg = tomllib.loads(pathlib.Path('/etc/forgeway/buildkitd.toml').read_text())\n"
+            "print(json.dumps({r: [pathlib.Path(p).read_text() for p in v['ca']] for r, v in cfg['registry'].items()}))"
+        )
+        image = "forgeway-lab/runner-standin:1.0"
+        seen = _runner_docker(topology, name, "run", "--rm", *binds, "--entrypoint", "python3", image, "-c", check)
+        assert seen.strip(), f"{name}: the job container could not read its buildkitd.toml (volumes {volumes})"
+        cas = json.loads(seen)
+        assert REGISTRY in cas, cas.keys()
+        assert all(texts == [ca] for texts in cas.values()), f"{name}: a buildkitd ca is not the stack CA"
+        listing = _runner_docker(topology, name, "run", "--rm", *binds, image, "ls", "/etc/docker/certs.d")
+        assert REGISTRY in listing.split(), listing
+
+
 def test_reapply_leaves_the_runner_daemons_running(topology: dict[str, Any]) -> None:
     before = {name: _dockerd_pid(topology, name) for name in ("runner-arm", "runner-amd")}
     again = _lab("up")

@@ -152,6 +152,9 @@ def test_checks_in_process(tmp_path: Path) -> None:
         refused(CONFIG.replace('image = "alpine:3.20"', 'image = ""'), "runners.docker.image")
         refused(CONFIG.replace("[runners.docker]", "[runners.dock]"), "no \\[runners.docker\\] table")
         refused(CONFIG.replace("concurrent = 2", "concurrent = = 2"), "not valid TOML")
+        # the spec forgeway once rendered: certs.d's <host>:<port> inside a volume path
+        colon = '"/etc/docker/certs.d/gitlab.forgeway.lab:5050/ca.crt:/etc/docker/certs.d/g:5050/ca.crt:ro"'
+        refused(re.sub(r"(?m)^    volumes = .*$", f"    volumes = [{colon}]", CONFIG), "volumes: ")
         refused(CONFIG_CA, f"tls-ca-file {CA_PATH} does not exist")
         ca = _write(tmp_path / "ca.crt", "not a certificate\n", 0o644)
         refused(CONFIG_CA.replace(CA_PATH, str(ca)), "holds no PEM certificate")

@@ -8,6 +8,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,9 @@ def test_files_and_manifest() -> None:
     assert set(paths) == {
         "etc/docker/certs.d/10.8.0.1:5050/ca.crt",
         "etc/docker/certs.d/registry.forgeway.lab:5050/ca.crt",
+        "etc/docker/forgeway-jobs/certs.d/10.8.0.1:5050/ca.crt",
+        "etc/docker/forgeway-jobs/certs.d/registry.forgeway.lab:5050/ca.crt",
+        "etc/docker/forgeway-jobs/buildkitd.toml",
         TRUST_PATH,
         DROPIN_PATH,
     }
@@ -111,7 +115,7 @@ def test_files_and_manifest() -> None:
     assert set(staged) == {*(f.name for f in files.managed), MANIFEST}
     assert all("/" not in name for name in staged)
     for f in files.managed:
-        if f.kind != "dropin":
+        if f.kind in ("cert", "trust") or f.path.endswith("ca.crt"):
             assert staged[f.name] == CA  # normalised PEM equals the input here
     lines = [line.split(" ") for line in staged[MANIFEST].splitlines()]
     assert [(k, m, n, p) for k, m, n, p in lines] == [(f.kind, f.mode, f.name, f.path) for f in files.managed]
@@ -119,7 +123,7 @@ def test_files_and_manifest() -> None:
 
 def test_no_proxy_no_dropin() -> None:
     files = render_docker_client(settings(http_proxy=None, https_proxy=None, no_proxy=()))
-    assert [f.kind for f in files.managed] == ["cert", "cert", "trust"]
+    assert [f.kind for f in files.managed] == ["cert", "cert", "plain", "plain", "plain", "trust"]
     assert "dropin" not in files.manifest
 
 
@@ -224,3 +228,25 @@ def test_lets_encrypt_with_a_proxy_installs_the_drop_in_alone() -> None:
 def test_nothing_to_install_is_refused() -> None:
     with pytest.raises(ValueError, match="nothing to install"):
         render_docker_client(settings(ca_pem=None, http_proxy=None, https_proxy=None))
+
+
+def test_jobs_get_a_buildkitd_toml_naming_each_endpoints_ca_where_jobs_see_it() -> None:
+    files = render_docker_client(settings())
+    by_path = {f.path: files.texts[f.name] for f in files.managed}
+    parsed = tomllib.loads(by_path["etc/docker/forgeway-jobs/buildkitd.toml"])
+    assert parsed == {
+        "registry": {
+            "10.8.0.1:5050": {"ca": ["/etc/docker/certs.d/10.8.0.1:5050/ca.crt"]},
+            "registry.forgeway.lab:5050": {"ca": ["/etc/docker/certs.d/registry.forgeway.lab:5050/ca.crt"]},
+        }
+    }
+    # every CA it names is in the job directory, which jobs see as /etc/docker/certs.d
+    for endpoint, entry in parsed["registry"].items():
+        (job_path,) = entry["ca"]
+        host_path = "etc/docker/forgeway-jobs/certs.d/" + job_path.removeprefix("/etc/docker/certs.d/")
+        assert by_path[host_path] == CA, endpoint
+
+
+def test_no_buildkitd_toml_without_a_ca() -> None:
+    files = render_docker_client(settings(ca_pem=None))
+    assert [f.kind for f in files.managed] == ["dropin"]

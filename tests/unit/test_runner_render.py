@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import subprocess
 import sys
 import tomllib
@@ -19,7 +20,13 @@ from components.render.docker_daemon import (
     host_ipv6_prefixes,
     render_daemon_json,
 )
-from components.render.runner_config import CA_PATH, RunnerSettingsView, registration, render_config_toml
+from components.render.runner_config import (
+    CA_PATH,
+    RunnerSettingsView,
+    job_volumes,
+    registration,
+    render_config_toml,
+)
 from components.scripts import daemon_merge
 
 pytestmark = pytest.mark.unit
@@ -60,7 +67,25 @@ def test_own_ca_is_trusted_by_the_runner_and_docker_in_docker() -> None:
     parsed = tomllib.loads(render_config_toml(_view(ca_registries=("gitlab.example.org:5050",))))
     (runner,) = parsed["runners"]
     assert runner["tls-ca-file"] == CA_PATH
-    assert f"{CA_PATH}:/etc/docker/certs.d/gitlab.example.org:5050/ca.crt:ro" in runner["docker"]["volumes"]
+    # jobs and their services: forgeway's job directory on the host (docker-client-up.sh's)
+    assert "/etc/docker/forgeway-jobs/certs.d:/etc/docker/certs.d:ro" in runner["docker"]["volumes"]
+    assert "/etc/docker/forgeway-jobs/buildkitd.toml:/etc/forgeway/buildkitd.toml:ro" in runner["docker"]["volumes"]
+
+
+# gitlab-runner's Linux volume parser: [SOURCE:]DESTINATION[:MODE], neither path with a ':'
+# (so certs.d's <host>:<port> directories can only be bound by a parent directory).
+_VOLUME = re.compile(r"^(?:(?P<source>/[^:]*):)?(?P<destination>/[^:]*)(?::(?P<mode>ro|rw))?$")
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{}, {"ca_registries": ("gitlab.example.org:5050", "10.8.0.1:5050")}, {"docker_socket_in_jobs": True}],
+)
+def test_every_job_volume_is_one_the_runner_can_parse(changes: dict[str, object]) -> None:
+    volumes = tomllib.loads(render_config_toml(_view(**changes)))["runners"][0]["docker"]["volumes"]
+    assert volumes == job_volumes(_view(**changes))
+    for volume in volumes:
+        assert _VOLUME.fullmatch(volume), f"{volume!r} is not [SOURCE:]DESTINATION[:ro|rw] without ':' in a path"
 
 
 def test_privileged_and_socket_only_as_asked_and_registration_says_protected() -> None:

@@ -9,7 +9,9 @@ runner would need from it, so that a lab apply proves the container is wired rig
   regular file, mode 0600, owner root; TOML (tomllib); ``concurrent`` an integer >= 1;
   exactly one ``[[runners]]``, with ``executor = "docker"``, a ``url`` of ``https://``,
   a ``token`` of ``glrt-`` (a runner authentication token; a registration token,
-  ``GR1348941...``, is refused by name), and ``[runners.docker]`` with an ``image``;
+  ``GR1348941...``, is refused by name), and ``[runners.docker]`` with an ``image``
+  and ``volumes`` the runner's parser takes (``[SOURCE:]DESTINATION[:ro|rw]``, no ``:``
+  inside a path);
 * with ``tls-ca-file`` set (``/etc/gitlab-runner/certs/ca.crt``, components/render/
   runner_config.py CA_PATH): that file exists and holds a PEM certificate;
 * ``/var/run/docker.sock`` (the host's, bind-mounted): ``GET /_ping`` answers ``OK``.
@@ -37,6 +39,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 CONFIG = Path("/etc/gitlab-runner/config.toml")
+# gitlab-runner's Linux volume parser: absolute paths without ':' (it splits on them).
+_VOLUME = re.compile(r"^(?:(?P<source>/[^:]*):)?(?P<destination>/[^:]*)(?::(?P<mode>ro|rw))?$")
 DOCKER_SOCKET = Path("/var/run/docker.sock")
 PING_TIMEOUT = 10.0  # seconds
 REGISTRATION_PREFIX = "GR1348941"  # legacy registration tokens; gone in GitLab 17/18
@@ -113,12 +117,7 @@ def check_config(path: Path, text: str, data: dict[str, object]) -> Ready:
         )
     if not token.startswith(TOKEN_PREFIX) or len(token) <= len(TOKEN_PREFIX):
         raise Fatal(f"{path}: runners[0].token is not a runner authentication token ({TOKEN_PREFIX}...)")
-    docker = runner.get("docker")
-    if not isinstance(docker, dict):
-        raise Fatal(f"{path}: runners[0] has no [runners.docker] table")
-    image = docker.get("image")
-    if not isinstance(image, str) or not image.strip():
-        raise Fatal(f"{path}: runners.docker.image must name the default job image, not {image!r}")
+    check_docker(path, runner.get("docker"))
     ca_file = runner.get("tls-ca-file")
     if ca_file is not None:
         if not isinstance(ca_file, str) or not ca_file.startswith("/"):
@@ -128,6 +127,21 @@ def check_config(path: Path, text: str, data: dict[str, object]) -> Ready:
     match = _TAGS_COMMENT.search(text)
     tags = tuple(t.strip() for t in match.group("tags").split(",") if t.strip()) if match else ()
     return Ready(name=name if isinstance(name, str) and name else "-", url=url, tags=tags)
+
+
+def check_docker(path: Path, docker: object) -> None:
+    """``[runners.docker]``: a default image, and volumes the runner's parser takes."""
+    if not isinstance(docker, dict):
+        raise Fatal(f"{path}: runners[0] has no [runners.docker] table")
+    image = docker.get("image")
+    if not isinstance(image, str) or not image.strip():
+        raise Fatal(f"{path}: runners.docker.image must name the default job image, not {image!r}")
+    volumes = docker.get("volumes", [])
+    if not isinstance(volumes, list):
+        raise Fatal(f"{path}: runners.docker.volumes must be a list, not {volumes!r}")
+    for volume in volumes:
+        if not isinstance(volume, str) or not _VOLUME.fullmatch(volume):
+            raise Fatal(f"{path}: runners.docker.volumes: {volume!r} is not [SOURCE:]DESTINATION[:ro|rw]")
 
 
 def check_ca(path: Path) -> None:
