@@ -8,6 +8,10 @@ Per runner host (a ``RunnerHost`` component, children named ``<host>-...``):
   changed.
 * ``<host>-docker-prune``: a timer (cron without systemd) that prunes unused images and
   build cache when docker's disk is fuller than ``runners.prune.threshold_percent``.
+* ``<host>-binfmt-image``, ``<host>-binfmt`` (``runner.multiarch`` only): the pinned
+  ``runners.binfmt_image`` pulled, then binfmt-up.sh registers QEMU for the other arch
+  now and at every boot (components/scripts/binfmt-up.sh); delete unregisters only what
+  it registered.
 * ``<host>-runner-image``: ``runners.images[<arch>]`` pulled for ``linux/<arch>``.
 * ``<host>-runner-config``: the runner's config volume (its system id survives a new
   container; config.toml is uploaded anew).
@@ -45,6 +49,8 @@ CONFIG_DIR = "/etc/gitlab-runner"
 RUNNER_MEMORY_MB = 512  # the runner process itself; jobs have their own limits
 DAEMON_STAGE = "docker-daemon"
 PRUNE_STAGE = "docker-prune"
+BINFMT_STAGE = "binfmt"
+ARCHES = ("amd64", "arm64")
 
 
 def daemon_json_for(cfg: StackConfig, host: HostConfig) -> dict[str, object]:
@@ -122,6 +128,7 @@ class RunnerHost(pulumi.ComponentResource):
 
     daemon: remote.Command
     prune: remote.Command
+    binfmt: remote.Command | None  # runner.multiarch only
     container: docker.Container
 
     def __init__(
@@ -157,7 +164,7 @@ class RunnerHost(pulumi.ComponentResource):
             connection=host.connection,
             create=staged_command(
                 PRUNE_STAGE,
-                {"docker-prune-up.sh": script("docker-prune-up.sh"), "docker-prune.sh": script("docker-prune.sh")},
+                {name: script(name) for name in ("docker-prune-up.sh", "docker-prune.sh", "host-files.sh")},
                 "docker-prune-up.sh",
                 [str(prune.threshold_percent), str(prune.keep_hours), prune.on_calendar],
             ),
@@ -166,6 +173,9 @@ class RunnerHost(pulumi.ComponentResource):
         )
 
         on_host = pulumi.ResourceOptions(parent=self, provider=host.docker, depends_on=[*before, self.daemon])
+        self.binfmt = (
+            self._binfmt(host_cfg, cfg, host, [*before, self.daemon]) if settings_multiarch(host_cfg) else None
+        )
         image = docker.RemoteImage(
             f"{name}-runner-image",
             name=cfg.runners.images[host_cfg.arch],
@@ -222,6 +232,36 @@ class RunnerHost(pulumi.ComponentResource):
         self.register_outputs(
             {"tag_list": tags, "run_untagged": False, "access_level": "ref_protected" if protected else "not_protected"}
         )
+
+    def _binfmt(
+        self, host_cfg: HostConfig, cfg: StackConfig, host: Host, before: list[pulumi.Resource]
+    ) -> remote.Command:
+        """QEMU for the other arch: the pinned binfmt image pulled, then binfmt-up.sh with its ID."""
+        name = host_cfg.name
+        if cfg.runners.binfmt_image is None:  # config refuses multiarch without it
+            raise ValueError(f"runner host '{name}' has runner.multiarch but runners.binfmt_image is unset")
+        image = docker.RemoteImage(
+            f"{name}-binfmt-image",
+            name=cfg.runners.binfmt_image,
+            platform=f"linux/{host_cfg.arch}",
+            keep_locally=True,
+            opts=pulumi.ResourceOptions(parent=self, provider=host.docker, depends_on=before),
+        )
+        others = ",".join(a for a in ARCHES if a != host_cfg.arch)
+        files = {n: script(n) for n in ("binfmt-up.sh", "host-files.sh")}
+        return remote.Command(
+            f"{name}-binfmt",
+            connection=host.connection,
+            create=image.image_id.apply(
+                lambda image_id: staged_command(BINFMT_STAGE, files, "binfmt-up.sh", [image_id, others])
+            ),
+            delete=unstaged_command(BINFMT_STAGE, script_command("binfmt-down.sh")),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*before, image]),
+        )
+
+
+def settings_multiarch(host_cfg: HostConfig) -> bool:
+    return bool(host_cfg.runner and host_cfg.runner.multiarch)
 
 
 class RunnerFleet(pulumi.ComponentResource):

@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tools.lab_binfmt import remove_leftovers
+
 ROOT = Path(__file__).resolve().parent.parent
 LAB_DIR = ROOT / ".lab"
 TOPOLOGY = LAB_DIR / "topology.json"
@@ -295,7 +297,14 @@ def start_docker_hosts(record: dict[str, Any]) -> None:
     as /etc/docker; GitLab's stand-in image on the GitLab host. ``record`` gets each daemon
     as soon as it runs, so lab-down stops it even if a later step fails."""
     from tools.lab_docker import DaemonInfo, start_dockerd
-    from tools.lab_images import GITLAB_STANDIN, RUNNER_STANDIN, ensure_image, ensure_image_as
+    from tools.lab_images import (
+        BINFMT_STANDIN,
+        GITLAB_STANDIN,
+        RUNNER_STANDIN,
+        ensure_hello_arm64,
+        ensure_image,
+        ensure_image_as,
+    )
 
     daemons = record.setdefault("docker", {})
     for name, index in [*DOCKER_HOSTS.items(), ("client", CLIENT_DOCKER_INDEX)]:
@@ -311,6 +320,9 @@ def start_docker_hosts(record: dict[str, Any]) -> None:
     ensure_image(DaemonInfo.from_json(daemons["home"]), GITLAB_STANDIN)
     for name, arch in RUNNER_HOSTS.items():
         ensure_image_as(DaemonInfo.from_json(daemons[name]), RUNNER_STANDIN, arch)
+    # runner-amd has runner.multiarch (Pulumi.lab.yaml): its binfmt image, and an arm64 program to run
+    ensure_image(DaemonInfo.from_json(daemons["runner-amd"]), BINFMT_STANDIN)
+    ensure_hello_arm64(DaemonInfo.from_json(daemons["runner-amd"]))
 
 
 def _set(config: dict[str, Any], assignment: str) -> None:
@@ -471,6 +483,11 @@ def down() -> int:
         if done.returncode != 0:
             errors.append(f"destroy: {done.stderr.strip()}")
     _stop_started(errors)
+    try:  # what a destroy that never ran or failed left in the kernel
+        for name in remove_leftovers(LAB_DIR):
+            print(f"lab-down: removed binfmt handler {name}, registered by a lab host")
+    except RuntimeError as failure:
+        errors.append(str(failure))
     for line in sh("ip", "netns", "list").splitlines():
         name = line.split()[0] if line.strip() else ""
         if name.startswith(PREFIX):

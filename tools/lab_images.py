@@ -42,13 +42,16 @@ from tools.lab_docker import DaemonInfo, docker, docker_client, docker_env
 
 __all__ = [
     "BASE",
+    "BINFMT_STANDIN",
     "GITLAB_STANDIN",
+    "HELLO_ARM64",
     "RECIPES",
     "RUNNER_STANDIN",
     "ImageFile",
     "Recipe",
     "cache_dir",
     "debian_mirror",
+    "ensure_hello_arm64",
     "ensure_image",
     "ensure_image_as",
     "relabel_architecture",
@@ -122,6 +125,11 @@ GITLAB_STANDIN = "forgeway-lab/gitlab-standin:1.0"
 # the CA, the host's docker socket): checks them, logs "runner-standin ready: ..." and
 # waits, or exits 1 naming the first problem. See tools/standin_image/runner_standin.py.
 RUNNER_STANDIN = "forgeway-lab/runner-standin:1.0"
+# Speaks tonistiigi/binfmt's interface against the kernel's binfmt_misc, with Debian's
+# qemu-user-static (arm64 and amd64 only). See tools/standin_image/binfmt_standin.py.
+BINFMT_STANDIN = "forgeway-lab/binfmt-standin:1.0"
+# One static aarch64 program, /hello (tools/aarch64_hello.py): runs here only through QEMU.
+HELLO_ARM64 = "forgeway-lab/hello-arm64:1.0"
 _STANDIN_DIR = "tools/standin_image"
 RECIPES: dict[str, Recipe] = {
     BASE: Recipe(packages=("python3-minimal", "ca-certificates")),
@@ -139,6 +147,19 @@ RECIPES: dict[str, Recipe] = {
             'VOLUME ["/etc/gitlab", "/var/log/gitlab", "/var/opt/gitlab"]',
             'CMD ["/assets/wrapper"]',
         ),
+    ),
+    BINFMT_STANDIN: Recipe(
+        packages=("python3-minimal", "libpython3-stdlib", "mount", "qemu-user-static"),
+        files=(ImageFile(f"{_STANDIN_DIR}/binfmt_standin.py", "/usr/bin/binfmt", 0o755),),
+        # every emulator but qemu-aarch64-static and qemu-x86_64-static (370 MB in all)
+        remove=(
+            "/usr/bin/qemu-[b-wyz]*",
+            "/usr/bin/qemu-a[!a]*",
+            "/usr/bin/qemu-aarch64_be*",
+            "/usr/bin/qemu-x[!8]*",
+            "/usr/libexec/qemu-binfmt",
+        ),
+        changes=("ENV PATH=" + _SEARCH_PATH, 'ENTRYPOINT ["/usr/bin/binfmt"]'),
     ),
     # python3-minimal has no tomllib: libpython3-stdlib brings it.
     RUNNER_STANDIN: Recipe(
@@ -423,3 +444,20 @@ def ensure_image_as(daemon: DaemonInfo, name: str, arch: str) -> None:
     if current != arch:
         saved = docker(daemon, "save", name, timeout=600).stdout
         docker(daemon, "load", input=relabel_architecture(saved, arch), timeout=600)
+
+
+def ensure_hello_arm64(daemon: DaemonInfo) -> None:
+    """:data:`HELLO_ARM64` on ``daemon``: /hello (tools/aarch64_hello.py), platform linux/arm64."""
+    from tools.aarch64_hello import aarch64_hello
+
+    if docker(daemon, "image", "inspect", HELLO_ARM64, check=False).returncode == 0:
+        return
+    program = aarch64_hello()
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        info = tarfile.TarInfo("hello")
+        info.size, info.mode = len(program), 0o755
+        tar.addfile(info, io.BytesIO(program))
+    docker(daemon, "import", "--change", 'CMD ["/hello"]', "-", HELLO_ARM64, input=out.getvalue())
+    saved = docker(daemon, "save", HELLO_ARM64, timeout=600).stdout
+    docker(daemon, "load", input=relabel_architecture(saved, "arm64"), timeout=600)

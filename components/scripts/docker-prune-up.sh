@@ -9,7 +9,7 @@
 #   KEEP_HOURS   keep unused images and build cache younger than this (0..8760)
 #   ON_CALENDAR  when to check: a systemd OnCalendar expression (hourly, daily,
 #                *-*-* 03:30, ...), checked by `systemd-analyze calendar` where present
-#   DIR          holds docker-prune.sh, the pruning script (default: this script's own
+#   DIR          holds docker-prune.sh, the pruning script, and host-files.sh (default: this script's own
 #                directory, the stage directory of components/runners.py)
 #
 # Installs, under $FORGEWAY_ETC (default /etc):
@@ -62,24 +62,13 @@ if command -v systemd-analyze >/dev/null 2>&1; then
 else
   normalized=
 fi
-[ -f "$dir/docker-prune.sh" ] || fail "$dir/docker-prune.sh is missing: stage it next to docker-prune-up.sh"
+for _f in docker-prune.sh host-files.sh; do
+  [ -f "$dir/$_f" ] || fail "$dir/$_f is missing: stage it next to docker-prune-up.sh"
+done
 
-etc=${FORGEWAY_ETC:-/etc}
-case $etc in
-  /*) ;;
-  *) fail "FORGEWAY_ETC must be an absolute path, not '$etc'" ;;
-esac
-case $etc in
-  *[!A-Za-z0-9._/-]*) fail "FORGEWAY_ETC '$etc' has characters unit and cron files cannot quote" ;;
-esac
-systemd=${FORGEWAY_SYSTEMD:-auto}
-case $systemd in
-  auto | yes | no) ;;
-  *) fail "FORGEWAY_SYSTEMD must be auto, yes or no, not '$systemd'" ;;
-esac
-case ${DOCKER_HOST:-} in
-  *[!A-Za-z0-9._:/@+-]*) fail "DOCKER_HOST '$DOCKER_HOST' has characters the settings file does not take" ;;
-esac
+tag=docker-prune
+# shellcheck source=host-files.sh
+. "$dir/host-files.sh"
 
 name=forgeway-docker-prune
 home=$etc/forgeway/docker-prune
@@ -91,48 +80,6 @@ service=$units/$name.service
 timer=$units/$name.timer
 wants=$units/timers.target.wants/$name.timer
 cron=$etc/cron.d/$name
-booted=no
-[ ! -d /run/systemd/system ] || booted=yes # sd_booted(): systemd is PID 1
-[ "$systemd" != auto ] || systemd=$booted
-
-umask 022
-changes=
-changed() {
-  changes="$changes|$1"
-  echo "changed docker-prune: $1"
-}
-
-created=
-mkdirs() { # $1 and its missing parents, each one remembered for docker-prune-down.sh
-  [ -d "$1" ] && return 0
-  mkdirs "$(dirname "$1")"
-  mkdir -m 0755 "$1"
-  created="$created$1
-"
-}
-
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-
-install_file() { # install_file SRC DST MODE: replace DST (atomically) when text or mode differ
-  if [ -f "$2" ] && [ ! -L "$2" ] && cmp -s "$1" "$2" && [ "$(stat -c %a "$2")" = "${3#0}" ]; then
-    return 0
-  fi
-  mkdirs "$(dirname "$2")"
-  cp "$1" "$2.forgeway-new"
-  chmod "$3" "$2.forgeway-new"
-  mv -f "$2.forgeway-new" "$2"
-  changed "$2"
-}
-
-remove() { # remove PATH...: those that exist
-  for _f in "$@"; do
-    if [ -e "$_f" ] || [ -L "$_f" ]; then
-      rm -f "$_f"
-      changed "removed $_f"
-    fi
-  done
-}
 
 # --- the pruning script and its settings ------------------------------------------------
 
@@ -252,14 +199,6 @@ EOF
   fi
 fi
 
-# --- the directories this and earlier runs created ---------------------------------------
-
-if [ -n "$created" ] || [ -f "$dirs" ]; then
-  { [ ! -f "$dirs" ] || cat "$dirs"; printf '%s' "$created"; } | LC_ALL=C sort -u >"$tmp/dirs"
-  if ! cmp -s "$tmp/dirs" "$dirs"; then
-    cp "$tmp/dirs" "$dirs.forgeway-new"
-    mv -f "$dirs.forgeway-new" "$dirs"
-  fi
-fi
+save_dirs "$dirs"
 
 [ -n "$changes" ] || echo "ok docker-prune: nothing to change ($script, $calendar)"
