@@ -222,7 +222,7 @@ class RunnerSettings(_Model):
     insecure_docker_socket_in_jobs: bool = Field(
         False, description="INSECURE: the host's docker socket in jobs (they own the host); needs protected_only"
     )
-    multiarch: bool = Field(False, description="QEMU binfmt for cross-arch builds and a buildkitd that trusts the CA")
+    multiarch: bool = Field(False, description="QEMU binfmt for the other arch: cross-arch builds and jobs")
 
 
 class AddressPool(_Model):

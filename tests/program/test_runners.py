@@ -10,6 +10,7 @@ runs and the daemon restarts is the lab tier's job.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import shlex
 import tomllib
@@ -91,3 +92,32 @@ def test_config_toml_is_a_secret_0600_upload_with_the_token_and_the_hosts_settin
         assert labels["forgeway.runner.tags"].split(",")[0] == host["arch"]
         socket = next(v for v in container.inputs["volumes"] if v.get("containerPath") == "/var/run/docker.sock")
         assert socket["hostPath"] == host.get("docker_socket", "/var/run/docker.sock")
+
+
+def test_multiarch_hosts_get_the_binfmt_image_and_command_for_the_other_arch(stack: Stack) -> None:
+    """runner.multiarch: the pinned binfmt image pulled for the host's platform through its
+    provider, then binfmt-up.sh (staged with host-files.sh) with that image's ID and the
+    other arch; hosts without it get neither."""
+    images = {r.name: r for r in stack.synth.of_type("docker:index/remoteImage:RemoteImage")}
+    commands = {r.name: r for r in stack.synth.of_type(COMMAND)}
+    multiarch = [h for h in _runner_hosts(stack) if (h.get("runner") or {}).get("multiarch")]
+    for host in _runner_hosts(stack):
+        name = host["name"]
+        if host not in multiarch:
+            assert f"{name}-binfmt" not in commands and f"{name}-binfmt-image" not in images
+            continue
+        image = images[f"{name}-binfmt-image"]
+        assert image.inputs["name"] == stack.config[f"{PROJECT}:runners"]["binfmt_image"]
+        assert image.inputs["platform"] == f"linux/{host['arch']}" and f"{name}-docker" in image.provider
+        command = commands[f"{name}-binfmt"]
+        assert image.urn in command.dependencies
+        staged = _staged(command)
+        assert set(staged) == {"binfmt-up.sh", "host-files.sh"}
+        other = "arm64" if host["arch"] == "amd64" else "amd64"
+        words = shlex.split(unwrap(command.inputs["create"]).split("&&")[-1])
+        # the ID the provider reports for the pulled image (the mock's: a digest of its name)
+        image_id = "sha256:" + hashlib.sha256(str(image.inputs["name"]).encode()).hexdigest()
+        assert words[-3:-1] == [image_id, other], words
+        assert "binfmt-down.sh" in unwrap(command.inputs["delete"])
+    if stack.name == "lab":
+        assert [h["name"] for h in multiarch] == ["runner-amd"]
