@@ -30,13 +30,14 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import get_args
 
 import pulumi
 import pulumi_docker as docker
 from pulumi_command import remote
 
+from components.config import Arch, StackConfig
 from components.config import Host as HostConfig
-from components.config import StackConfig
 from components.hosts import Host
 from components.render.docker_daemon import DaemonSettings, host_ipv6_prefixes, render_daemon_json
 from components.render.runner_config import CA_PATH, RunnerSettingsView, render_config_toml
@@ -50,7 +51,6 @@ RUNNER_MEMORY_MB = 512  # the runner process itself; jobs have their own limits
 DAEMON_STAGE = "docker-daemon"
 PRUNE_STAGE = "docker-prune"
 BINFMT_STAGE = "binfmt"
-ARCHES = ("amd64", "arm64")
 
 
 def daemon_json_for(cfg: StackConfig, host: HostConfig) -> dict[str, object]:
@@ -174,7 +174,9 @@ class RunnerHost(pulumi.ComponentResource):
 
         on_host = pulumi.ResourceOptions(parent=self, provider=host.docker, depends_on=[*before, self.daemon])
         self.binfmt = (
-            self._binfmt(host_cfg, cfg, host, [*before, self.daemon]) if settings_multiarch(host_cfg) else None
+            self._binfmt(host_cfg, cfg, host, [*before, self.daemon])
+            if host_cfg.runner and host_cfg.runner.multiarch
+            else None
         )
         image = docker.RemoteImage(
             f"{name}-runner-image",
@@ -247,7 +249,7 @@ class RunnerHost(pulumi.ComponentResource):
             keep_locally=True,
             opts=pulumi.ResourceOptions(parent=self, provider=host.docker, depends_on=before),
         )
-        others = ",".join(a for a in ARCHES if a != host_cfg.arch)
+        others = ",".join(a for a in get_args(Arch) if a != host_cfg.arch)
         files = {n: script(n) for n in ("binfmt-up.sh", "host-files.sh")}
         return remote.Command(
             f"{name}-binfmt",
@@ -258,10 +260,6 @@ class RunnerHost(pulumi.ComponentResource):
             delete=unstaged_command(BINFMT_STAGE, script_command("binfmt-down.sh")),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[*before, image]),
         )
-
-
-def settings_multiarch(host_cfg: HostConfig) -> bool:
-    return bool(host_cfg.runner and host_cfg.runner.multiarch)
 
 
 class RunnerFleet(pulumi.ComponentResource):

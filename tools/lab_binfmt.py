@@ -45,10 +45,10 @@ def unregister(name: str) -> None:
 
 def remove_leftovers(lab_dir: Path) -> list[str]:
     """Unregister what a lab host's binfmt-up.sh registered and no destroy removed."""
-    removed = []
-    for ours in sorted(lab_dir.glob("hosts/*/etc/forgeway/binfmt/ours")):
-        for name in ours.read_text().split():
-            if _NAME.fullmatch(name) and name in handlers():
-                unregister(name)
-                removed.append(name)
+    listed = {name for ours in lab_dir.glob("hosts/*/etc/forgeway/binfmt/ours") for name in ours.read_text().split()}
+    if not listed:
+        return []
+    removed = sorted(name for name in listed & set(handlers()) if _NAME.fullmatch(name))
+    for name in removed:
+        unregister(name)
     return removed

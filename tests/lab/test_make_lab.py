@@ -348,14 +348,18 @@ def test_a_job_sees_the_registry_ca_in_certs_d_and_a_buildkitd_toml_that_names_i
         assert REGISTRY in listing.split(), listing
 
 
-def _run_unit(host: dict[str, Any], unit: str) -> subprocess.CompletedProcess[str]:
-    """Run an installed unit's ExecStart as boot would: in the host's namespace, with its environment."""
+def _host_env(host: dict[str, Any]) -> dict[str, str]:
+    """The host's own environment: the FORGEWAY_* directories the lab gives it in sshd's SetEnv."""
     config = (ROOT / ".lab" / "hosts" / host["name"] / "sshd_config").read_text()
-    env = dict(
+    return dict(
         pair.split("=", 1) for line in config.splitlines() if line.startswith("SetEnv ") for pair in line.split()[1:]
     )
+
+
+def _run_unit(host: dict[str, Any], unit: str) -> subprocess.CompletedProcess[str]:
+    """Run an installed unit's ExecStart as boot would: in the host's namespace, with its environment."""
     ((_, unit_env, starts),) = [u for u in _unit_commands(host) if u[0] == unit]
-    variables = [f"{k}={v}" for k, v in {**env, **unit_env}.items()]
+    variables = [f"{k}={v}" for k, v in {**_host_env(host), **unit_env}.items()]
     (start,) = starts
     return subprocess.run(
         ["ip", "netns", "exec", host["netns"], "env", *variables, "sh", "-c", start],
@@ -394,8 +398,7 @@ def test_multiarch_runs_arm64_programs_on_the_amd64_runner_and_boot_registers_qe
     assert "qemu-aarch64" in handlers()
     assert _runner_docker(topology, "runner-amd", *hello).strip() == "hello from aarch64"
     # binfmt-up.sh again, where the applier ran it (the host's sshd namespaces): nothing to change
-    config = (ROOT / ".lab" / "hosts" / host["name"] / "sshd_config").read_text()
-    env = [pair for line in config.splitlines() if line.startswith("SetEnv ") for pair in line.split()[1:]]
+    env = [f"{k}={v}" for k, v in _host_env(host).items()]
     stage = ROOT / ".lab" / "hosts" / host["name"] / "etc" / "forgeway" / "stage" / "binfmt"
     image = _runner_docker(
         topology, "runner-amd", "image", "inspect", "--format", "{{.Id}}", "forgeway-lab/binfmt-standin:1.0"
@@ -421,11 +424,7 @@ def test_the_prune_timer_is_installed_and_its_service_runs(topology: dict[str, A
     assert (units / "timers.target.wants" / "forgeway-docker-prune.timer").is_symlink()
     service = (units / "forgeway-docker-prune.service").read_text()
     start = next(line for line in service.splitlines() if line.startswith("ExecStart="))
-    config = (ROOT / ".lab" / "hosts" / host["name"] / "sshd_config").read_text()
-    env = dict(
-        pair.split("=", 1) for line in config.splitlines() if line.startswith("SetEnv ") for pair in line.split()[1:]
-    )
-    variables = [f"{k}={v}" for k, v in env.items()]
+    variables = [f"{k}={v}" for k, v in _host_env(host).items()]
     ran = subprocess.run(
         ["ip", "netns", "exec", host["netns"], "env", *variables, "sh", "-c", start.removeprefix("ExecStart=")],
         capture_output=True, text=True, check=False, timeout=120,
@@ -668,13 +667,7 @@ def test_zy_a_reboot_brings_tunnel_and_forwarding_back_from_the_boot_units(topol
     for host in topology["hosts"]:
         # The host's own environment (the lab gives each its FORGEWAY_* directories in
         # sshd's SetEnv), then what each unit sets.
-        config = (ROOT / ".lab" / "hosts" / host["name"] / "sshd_config").read_text()
-        host_env = dict(
-            pair.split("=", 1)
-            for line in config.splitlines()
-            if line.startswith("SetEnv ")
-            for pair in line.split()[1:]
-        )
+        host_env = _host_env(host)
         _sysctl_at_boot(host)
         for unit, env, starts in _unit_commands(host):
             assert starts, f"{unit} on {host['name']} has no ExecStart"
