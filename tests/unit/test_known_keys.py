@@ -234,9 +234,11 @@ def rendered_daemon_json() -> dict[str, dict[str, Any]]:
 def test_data_is_for_the_pinned_versions() -> None:
     """Bumping a pinned image without regenerating the data fails here (no file to read)."""
     gitlab, runner = gitlab_rb_data(), runner_toml_data()
-    for data, pinned in ((gitlab, "18.5.1+ce.0"), (runner, "v18.5.0")):
-        header = data.path.read_text().splitlines()[:4]
-        assert any(f"at {pinned} (commit " in line for line in header), (data.source, header)
+    prod = stacks()["prod"]
+    # the file's name and its header's source tag agree: 18.5.1 <- 18.5.1+ce.0, 18.5.0 <- v18.5.0
+    for data, image in ((gitlab, prod.gitlab.images["amd64"]), (runner, prod.runners.images["amd64"])):
+        tag = re.compile(rf"^# source: .* at v?{re.escape(_version(image))}\S* \(commit [0-9a-f]{{40}}\)$", re.M)
+        assert tag.search(data.path.read_text()), (data.source, image)
     assert "nginx['listen_port']" in gitlab.keys and "runners.docker.privileged" in runner.keys
 
 
