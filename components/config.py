@@ -382,7 +382,6 @@ class Registry(_Model):
 
     enabled: bool = Field(True, description="Serve the container registry")
     domain: Hostname | None = Field(None, description="Registry DNS name; default: the GitLab domain")
-    username: str | None = Field(None, description="User the managed daemons log in as (with registry_password)")
 
 
 class Runners(_Model):
@@ -476,9 +475,6 @@ def _wg_key(value: Any) -> Any:
     return value
 
 
-SecretText = Annotated[str, Field(min_length=1)]
-
-
 @dataclass(frozen=True)
 class SecretKey:
     """A config key that must be set with `pulumi config set --secret`."""
@@ -506,12 +502,6 @@ SECRET_KEYS: dict[str, SecretKey] = {
             "<password>",
         ),
         SecretKey(
-            "registry_password",
-            TypeAdapter(SecretText),
-            "Password of registry.username for the managed docker daemons",
-            "<password>",
-        ),
-        SecretKey(
             "ca_private_key",
             TypeAdapter(Annotated[str, AfterValidator(_pem_private_key)]),
             "Private key of our own CA (tls own-ca; default: generated)",
@@ -536,6 +526,18 @@ SECRET_KEYS: dict[str, SecretKey] = {
 
 # Non-secret top-level keys and the model field that holds each.
 SECTIONS: tuple[str, ...] = tuple(StackConfig.model_fields)
+
+# Keys forgeway once accepted and no longer reads, and why; a stack that still sets one
+# is told so by name (a plain "unknown key" could suggest a similar, unrelated key).
+_NO_REGISTRY_LOGIN = (
+    "removed: nothing used it. gitlab-runner pulls job images from GitLab's own registry with "
+    "each job's token, and other private registries take a DOCKER_AUTH_CONFIG CI/CD variable (README, "
+    "'Registry credentials'); delete it: pulumi config rm {rm}"
+)
+REMOVED_KEYS: dict[str, str] = {
+    "registry.username": _NO_REGISTRY_LOGIN.format(rm=f"--path '{PROJECT}:registry.username'"),
+    "registry_password": _NO_REGISTRY_LOGIN.format(rm=f"{PROJECT}:registry_password"),
+}
 
 
 def fix_command(key: str, path: str = "") -> str:
@@ -623,7 +625,9 @@ def _problems_from(
         key = _key_path(str(loc[0]), loc[1:])
         value = "[secret]" if secret(str(loc[0])) else _show(err.get("input"))
         expected = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
+        if err["type"] == "extra_forbidden" and key.removeprefix(f"{PROJECT}:") in REMOVED_KEYS:
+            expected = REMOVED_KEYS[key.removeprefix(f"{PROJECT}:")]
+        elif err["type"] == "extra_forbidden":
             known = _fields_at(root, loc) if root else []
             hint = difflib.get_close_matches(str(loc[-1]), known, n=1)
             expected = "unknown key" + (
@@ -1065,14 +1069,6 @@ def _check_secrets(cfg: StackConfig, secrets: Mapping[str, Any]) -> list[Problem
         problems.append(
             Problem(f"{PROJECT}:wireguard_private_keys.{name}", "[secret]", "a key only for a host in hosts")
         )
-    if cfg.registry.username is not None and "registry_password" not in secrets:
-        problems.append(
-            Problem(
-                f"{PROJECT}:registry_password",
-                "nothing",
-                f"a password for registry.username: {fix_command('registry_password')}",
-            )
-        )
     if "ca_private_key" in secrets and cfg.gitlab.tls != "own-ca":
         problems.append(Problem(f"{PROJECT}:ca_private_key", "[secret]", "only with gitlab.tls=own-ca"))
     return problems
@@ -1140,6 +1136,9 @@ def parse_stack(raw: Mapping[str, Any], secret_keys: Iterable[str] = ()) -> tupl
             problems += _read_secret(key, value, full_key in secret_set, secrets)
         elif key in SECTIONS:
             sections[key] = value
+        elif key in REMOVED_KEYS:
+            shown = "[secret]" if full_key in secret_set else _show(value)
+            problems.append(Problem(full_key, shown, REMOVED_KEYS[key]))
         else:
             problems.append(_unknown_key(full_key, value, full_key in secret_set))
 
