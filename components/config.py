@@ -1049,18 +1049,22 @@ CROSS_CHECKS: tuple[tuple[frozenset[str], Check], ...] = (
 )
 
 
+def _missing_runner_tokens(runner_names: Iterable[str], secrets: Mapping[str, Any]) -> list[Problem]:
+    tokens = secrets.get("runner_tokens") or {}
+    return [
+        Problem(
+            f"{PROJECT}:runner_tokens.{name}",
+            "nothing",
+            f"a runner authentication token for runner host '{name}': {fix_command('runner_tokens', name)}",
+        )
+        for name in sorted(set(runner_names) - set(tokens))
+    ]
+
+
 def _check_secrets(cfg: StackConfig, secrets: Mapping[str, Any]) -> list[Problem]:
-    problems = []
     runner_names = {h.name for h in cfg.hosts_with("runner")}
     tokens = secrets.get("runner_tokens") or {}
-    for name in sorted(runner_names - set(tokens)):
-        problems.append(
-            Problem(
-                f"{PROJECT}:runner_tokens.{name}",
-                "nothing",
-                f"a runner authentication token for runner host '{name}': {fix_command('runner_tokens', name)}",
-            )
-        )
+    problems = _missing_runner_tokens(runner_names, secrets)
     for name in sorted(set(tokens) - runner_names):
         problems.append(
             Problem(f"{PROJECT}:runner_tokens.{name}", "[secret]", "a token only for a host with role 'runner'")
@@ -1072,6 +1076,46 @@ def _check_secrets(cfg: StackConfig, secrets: Mapping[str, Any]) -> list[Problem
     if "ca_private_key" in secrets and cfg.gitlab.tls != "own-ca":
         problems.append(Problem(f"{PROJECT}:ca_private_key", "[secret]", "only with gitlab.tls=own-ca"))
     return problems
+
+
+# --- placeholders of a new stack ---------------------------------------------------
+
+# What `make new-stack` (tools/stack.py) writes where the example has a host, key or
+# domain of its own; the check below refuses each one by its key, with the fix.
+PLACEHOLDER = "FILL-IN"
+
+
+def _placeholders(key: str, value: Any) -> list[Problem]:
+    if isinstance(value, str) and value.startswith(PLACEHOLDER):
+        given = "<value>"
+        if key.endswith(".host_key"):
+            given = "\"$(ssh-keyscan -t ed25519 -p <ssh_port> <address> | cut -d' ' -f2-)\""
+        fix = f"pulumi config set --path '{key}' {given}"
+        return [Problem(key, _show(value), f"your own value in place of new-stack's placeholder: {fix}")]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _placeholders(f"{key}.{k}", v)]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _placeholders(f"{key}[{i}]", v)]
+    return []
+
+
+def _with_placeholders(problems: list[Problem], sections: Mapping[str, Any]) -> list[Problem]:
+    """Each placeholder as one problem; what its value's type check said about it is noise."""
+    unfilled = [p for top, value in sections.items() for p in _placeholders(f"{PROJECT}:{top}", value)]
+    keys = tuple(p.key for p in unfilled)
+    return [p for p in problems if not (keys and p.key.startswith(keys))] + unfilled
+
+
+def _runner_names_as_given(hosts: Any) -> list[str]:
+    """Runner host names from hosts that did not validate (a placeholder in them, say),
+    so a new stack's missing runner tokens are reported in the same run."""
+    if not isinstance(hosts, list):
+        return []
+    return [
+        h["name"]
+        for h in hosts
+        if isinstance(h, dict) and isinstance(h.get("name"), str) and "runner" in (h.get("roles") or [])
+    ]
 
 
 # --- the loader --------------------------------------------------------------------
@@ -1153,7 +1197,9 @@ def parse_stack(raw: Mapping[str, Any], secret_keys: Iterable[str] = ()) -> tupl
             problems += [_reindex(p, host_index) for p in check(config)]
     if "hosts" in whole:
         problems += _check_secrets(config, secrets)
-    problems = [_masked(p, secret_set) for p in problems]
+    else:
+        problems += _missing_runner_tokens(_runner_names_as_given(sections.get("hosts")), secrets)
+    problems = [_masked(p, secret_set) for p in _with_placeholders(problems, sections)]
     if problems:
         raise ConfigError(problems)
     return config, secrets
