@@ -179,12 +179,15 @@ def new_stack(
         raise ValueError(f"{project_dir} has no Pulumi.yaml: run this in the forgeway project")
     path = project_dir / f"Pulumi.{name}.yaml"
     if path.exists():
-        why = (
-            f"{path.name} is the committed example (its passphrase is published); pick another name"
-            if path.name == example
-            else f"{path.name} exists; it is never overwritten (its secrets would be lost): pick another name"
+        if path.name == example:
+            raise ValueError(
+                f"{path.name} is the committed example (its passphrase is published): "
+                "pick another name, e.g. make new-stack STACK=home"
+            )
+        raise ValueError(
+            f"{path.name} exists and is never overwritten (its secrets would be lost): "
+            "pick another name, or remove it yourself to start over"
         )
-        raise ValueError(f"{why}, e.g. make new-stack STACK=home")
     example_path = project_dir / example
     try:
         example_text = example_path.read_text(encoding="utf-8")
