@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup test test-unit test-program test-policies test-lab lab lab-down bench lint preview reference
+.PHONY: setup test test-unit test-program test-policies test-lab lab lab-down bench lint preview reference new-stack
 
 setup: $(VENV)/.installed
 	@bash tools/setup-apt.sh tools/apt-packages.txt
@@ -45,6 +45,15 @@ lint: setup
 STACK ?= lab
 preview: $(VENV)/.installed
 	$(PY) -m tools.plan --stack $(STACK)
+
+# A stack of your own (README, "Deploy for real"): Pulumi.$(STACK).yaml from the example
+# with a fresh encryptionsalt for your passphrase (PULUMI_CONFIG_PASSPHRASE(_FILE), else
+# asked twice) and FILL-IN placeholders. Never overwrites a stack file. Needs only a
+# venv with requirements.txt (no dev tools, no apt packages, no root).
+new-stack:
+	@test "$(origin STACK)" != file || { echo "usage: make new-stack STACK=<name> (not prod: that is the example)" >&2; exit 2; }
+	@test -x $(PY) || { echo "no $(PY): python3 -m venv $(VENV) && $(VENV)/bin/pip install -r requirements.txt" >&2; exit 2; }
+	$(PY) -m tools.stack new $(STACK)
 
 # Regenerate the config reference in README.md and Pulumi.yaml from components/config.py.
 reference: setup

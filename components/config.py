@@ -382,7 +382,6 @@ class Registry(_Model):
 
     enabled: bool = Field(True, description="Serve the container registry")
     domain: Hostname | None = Field(None, description="Registry DNS name; default: the GitLab domain")
-    username: str | None = Field(None, description="User the managed daemons log in as (with registry_password)")
 
 
 class Runners(_Model):
@@ -476,9 +475,6 @@ def _wg_key(value: Any) -> Any:
     return value
 
 
-SecretText = Annotated[str, Field(min_length=1)]
-
-
 @dataclass(frozen=True)
 class SecretKey:
     """A config key that must be set with `pulumi config set --secret`."""
@@ -506,12 +502,6 @@ SECRET_KEYS: dict[str, SecretKey] = {
             "<password>",
         ),
         SecretKey(
-            "registry_password",
-            TypeAdapter(SecretText),
-            "Password of registry.username for the managed docker daemons",
-            "<password>",
-        ),
-        SecretKey(
             "ca_private_key",
             TypeAdapter(Annotated[str, AfterValidator(_pem_private_key)]),
             "Private key of our own CA (tls own-ca; default: generated)",
@@ -536,6 +526,18 @@ SECRET_KEYS: dict[str, SecretKey] = {
 
 # Non-secret top-level keys and the model field that holds each.
 SECTIONS: tuple[str, ...] = tuple(StackConfig.model_fields)
+
+# Keys forgeway once accepted and no longer reads, and why; a stack that still sets one
+# is told so by name (a plain "unknown key" could suggest a similar, unrelated key).
+_NO_REGISTRY_LOGIN = (
+    "removed: nothing used it. gitlab-runner pulls job images from GitLab's own registry with "
+    "each job's token, and other private registries take a DOCKER_AUTH_CONFIG CI/CD variable (README, "
+    "'Registry credentials'); delete it: pulumi config rm {rm}"
+)
+REMOVED_KEYS: dict[str, str] = {
+    "registry.username": _NO_REGISTRY_LOGIN.format(rm=f"--path '{PROJECT}:registry.username'"),
+    "registry_password": _NO_REGISTRY_LOGIN.format(rm=f"{PROJECT}:registry_password"),
+}
 
 
 def fix_command(key: str, path: str = "") -> str:
@@ -623,7 +625,9 @@ def _problems_from(
         key = _key_path(str(loc[0]), loc[1:])
         value = "[secret]" if secret(str(loc[0])) else _show(err.get("input"))
         expected = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
+        if err["type"] == "extra_forbidden" and key.removeprefix(f"{PROJECT}:") in REMOVED_KEYS:
+            expected = REMOVED_KEYS[key.removeprefix(f"{PROJECT}:")]
+        elif err["type"] == "extra_forbidden":
             known = _fields_at(root, loc) if root else []
             hint = difflib.get_close_matches(str(loc[-1]), known, n=1)
             expected = "unknown key" + (
@@ -1045,18 +1049,22 @@ CROSS_CHECKS: tuple[tuple[frozenset[str], Check], ...] = (
 )
 
 
+def _missing_runner_tokens(runner_names: Iterable[str], secrets: Mapping[str, Any]) -> list[Problem]:
+    tokens = secrets.get("runner_tokens") or {}
+    return [
+        Problem(
+            f"{PROJECT}:runner_tokens.{name}",
+            "nothing",
+            f"a runner authentication token for runner host '{name}': {fix_command('runner_tokens', name)}",
+        )
+        for name in sorted(set(runner_names) - set(tokens))
+    ]
+
+
 def _check_secrets(cfg: StackConfig, secrets: Mapping[str, Any]) -> list[Problem]:
-    problems = []
     runner_names = {h.name for h in cfg.hosts_with("runner")}
     tokens = secrets.get("runner_tokens") or {}
-    for name in sorted(runner_names - set(tokens)):
-        problems.append(
-            Problem(
-                f"{PROJECT}:runner_tokens.{name}",
-                "nothing",
-                f"a runner authentication token for runner host '{name}': {fix_command('runner_tokens', name)}",
-            )
-        )
+    problems = _missing_runner_tokens(runner_names, secrets)
     for name in sorted(set(tokens) - runner_names):
         problems.append(
             Problem(f"{PROJECT}:runner_tokens.{name}", "[secret]", "a token only for a host with role 'runner'")
@@ -1065,17 +1073,49 @@ def _check_secrets(cfg: StackConfig, secrets: Mapping[str, Any]) -> list[Problem
         problems.append(
             Problem(f"{PROJECT}:wireguard_private_keys.{name}", "[secret]", "a key only for a host in hosts")
         )
-    if cfg.registry.username is not None and "registry_password" not in secrets:
-        problems.append(
-            Problem(
-                f"{PROJECT}:registry_password",
-                "nothing",
-                f"a password for registry.username: {fix_command('registry_password')}",
-            )
-        )
     if "ca_private_key" in secrets and cfg.gitlab.tls != "own-ca":
         problems.append(Problem(f"{PROJECT}:ca_private_key", "[secret]", "only with gitlab.tls=own-ca"))
     return problems
+
+
+# --- placeholders of a new stack ---------------------------------------------------
+
+# What `make new-stack` (tools/stack.py) writes where the example has a host, key or
+# domain of its own; the check below refuses each one by its key, with the fix.
+PLACEHOLDER = "FILL-IN"
+
+
+def _placeholders(key: str, value: Any) -> list[Problem]:
+    if isinstance(value, str) and value.startswith(PLACEHOLDER):
+        given = "<value>"
+        if key.endswith(".host_key"):
+            given = "\"$(ssh-keyscan -t ed25519 -p <ssh_port> <address> | cut -d' ' -f2-)\""
+        fix = f"pulumi config set --path '{key}' {given}"
+        return [Problem(key, _show(value), f"your own value in place of new-stack's placeholder: {fix}")]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _placeholders(f"{key}.{k}", v)]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _placeholders(f"{key}[{i}]", v)]
+    return []
+
+
+def _with_placeholders(problems: list[Problem], sections: Mapping[str, Any]) -> list[Problem]:
+    """Each placeholder as one problem; what its value's type check said about it is noise."""
+    unfilled = [p for top, value in sections.items() for p in _placeholders(f"{PROJECT}:{top}", value)]
+    keys = tuple(p.key for p in unfilled)
+    return [p for p in problems if not (keys and p.key.startswith(keys))] + unfilled
+
+
+def _runner_names_as_given(hosts: Any) -> list[str]:
+    """Runner host names from hosts that did not validate (a placeholder in them, say),
+    so a new stack's missing runner tokens are reported in the same run."""
+    if not isinstance(hosts, list):
+        return []
+    return [
+        h["name"]
+        for h in hosts
+        if isinstance(h, dict) and isinstance(h.get("name"), str) and "runner" in (h.get("roles") or [])
+    ]
 
 
 # --- the loader --------------------------------------------------------------------
@@ -1140,6 +1180,9 @@ def parse_stack(raw: Mapping[str, Any], secret_keys: Iterable[str] = ()) -> tupl
             problems += _read_secret(key, value, full_key in secret_set, secrets)
         elif key in SECTIONS:
             sections[key] = value
+        elif key in REMOVED_KEYS:
+            shown = "[secret]" if full_key in secret_set else _show(value)
+            problems.append(Problem(full_key, shown, REMOVED_KEYS[key]))
         else:
             problems.append(_unknown_key(full_key, value, full_key in secret_set))
 
@@ -1154,7 +1197,9 @@ def parse_stack(raw: Mapping[str, Any], secret_keys: Iterable[str] = ()) -> tupl
             problems += [_reindex(p, host_index) for p in check(config)]
     if "hosts" in whole:
         problems += _check_secrets(config, secrets)
-    problems = [_masked(p, secret_set) for p in problems]
+    else:
+        problems += _missing_runner_tokens(_runner_names_as_given(sections.get("hosts")), secrets)
+    problems = [_masked(p, secret_set) for p in _with_placeholders(problems, sections)]
     if problems:
         raise ConfigError(problems)
     return config, secrets

@@ -33,10 +33,6 @@ class StackSecrets:
         return self._get("gitlab_root_password")
 
     @property
-    def registry_password(self) -> pulumi.Output[str] | None:
-        return self._get("registry_password")
-
-    @property
     def ca_private_key(self) -> pulumi.Output[str] | None:
         return self._get("ca_private_key")
 

@@ -326,7 +326,7 @@ def test_prod_parses_with_its_key_facts(prod: tuple[Config, list[str]]) -> None:
     assert stack.tunnel.effective_mtu == 1420
     ports = {p.service: (p.public, p.home_port) for p in stack.forwarding.ports}
     assert ports == {"http": (80, 80), "https": (443, 443), "ssh": (22, 2222), "registry": (5050, 5050)}
-    assert set(secrets) == {"ssh_private_key", "gitlab_root_password", "registry_password", "runner_tokens"}
+    assert set(secrets) == {"ssh_private_key", "gitlab_root_password", "runner_tokens"}
     assert set(secrets["runner_tokens"]) == {h.name for h in stack.hosts_with("runner")} == {"pi5", "builder"}
     assert patched.config == prod[0], "parse_stack changed its input"
 
@@ -407,11 +407,9 @@ VALID: list[Any] = [
     pytest.param(
         {
             "set": {"forgeway:registry": {"enabled": False}},
-            "delete": ["forgeway:forwarding.ports[3]", "forgeway:registry_password"],
+            "delete": ["forgeway:forwarding.ports[3]"],
         },
-        lambda s, sec: (
-            not s.registry.enabled and s.forwarding.port("registry") is None and "registry_password" not in sec
-        ),
+        lambda s, _: not s.registry.enabled and s.forwarding.port("registry") is None,
         id="registry-disabled-without-its-port",
     ),
     pytest.param(
@@ -438,7 +436,7 @@ VALID: list[Any] = [
     ),
     pytest.param(
         {"delete": ["forgeway:ssh_private_key", "forgeway:gitlab_root_password"]},
-        lambda _, sec: set(sec) == {"registry_password", "runner_tokens"},
+        lambda _, sec: set(sec) == {"runner_tokens"},
         id="optional-secrets-left-out",
     ),
     pytest.param(
