@@ -27,9 +27,11 @@ Conventions the components follow so these policies can see what they check (REA
 * A host's architecture: the ``forgeway:hosts:Host`` component registers ``arch`` and
   its ``<host>-arch`` command carries ``triggers=[arch]``; its docker provider is its
   child ``<host>-docker``.
-* The VPS forwarding is a ``command:remote:Command`` named ``<vps>-forwarding`` whose
-  ``stdin`` is the nftables ruleset; a runner's ``config.toml`` travels on a command's
-  ``stdin`` (or in a container's ``uploads``), never on a command line.
+* Forwarding is nftables NAT rules with literal ports and addresses (forgeway's: the
+  ``<vps>-forwarding`` command's ``stdin``); a runner's ``config.toml`` travels in the
+  runner container's ``uploads`` (or on a command's ``stdin``), never on a command line.
+  The policies find both by content, in every text a resource ships and in what that
+  text decodes to (staged base64 files, here-documents), not by a resource's name.
 * Secret material in an input the provider does not encrypt is declared with
   ``additional_secret_outputs=[<input>]`` (the provider SDKs do the same for inputs
   their schema marks secret, e.g. pulumi-command's ``connection``).
@@ -71,8 +73,11 @@ __all__ = [
     "REMOTE_IMAGE",
     "ROLE_LABEL",
     "SecretFinding",
+    "decoded_texts",
     "forwarded_ports",
     "image_pin_problem",
+    "job_isolation_problems",
+    "runner_documents",
     "secret_material",
 ]
 
@@ -233,6 +238,7 @@ _B64_BLOB = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
 _HEX_BLOB = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}){16,}(?![0-9A-Fa-f])")
 _PRINTF_ESCAPE = re.compile(r"\\(?:x[0-9A-Fa-f]{2}|0?[0-7]{3})")
 _STAGED_NAME = re.compile(r"['\"]?([A-Za-z0-9_][A-Za-z0-9_.+-]{0,100})['\"]?\s+['\"]?$")
+_NOT_FILE_NAMES = frozenset({"echo", "printf", "print", "cat", "base64", "then", "do", "else", "in"})
 _MAX_DECODED = 1 << 20  # a gzip bomb stops here
 _DECODE_DEPTH = 3
 
@@ -284,7 +290,8 @@ def decoded_texts(text: str, depth: int = _DECODE_DEPTH) -> Iterator[tuple[str, 
         decoded = _b64_blob(m.group(0))
         if decoded is not None:
             name = _STAGED_NAME.search(text, max(0, m.start() - 110), m.start())
-            found.append((f"staged file '{name.group(1)}'" if name else "a base64 blob", decoded))
+            staged = name is not None and name.group(1) not in _NOT_FILE_NAMES
+            found.append((f"staged file '{name.group(1)}'" if name and staged else "a base64 blob", decoded))
     for m in _HEX_BLOB.finditer(text):
         decoded = _readable(bytes.fromhex(m.group(0)))
         if decoded is not None:
@@ -736,7 +743,7 @@ def _destined_runner_config(r: Any, path: str) -> bool:
     return "staged file 'config.toml'" in path
 
 
-def _runner_documents(r: Any) -> Iterator[tuple[str, Mapping[str, Any] | None, str]]:
+def runner_documents(r: Any) -> Iterator[tuple[str, Mapping[str, Any] | None, str]]:
     """``(input path, parsed document or None, parse error)`` of each runner config.toml a resource carries."""
     parsed: list[str] = []
     unparsed: list[tuple[str, str]] = []
@@ -781,7 +788,7 @@ def _check_runner_configs(
     address = _resource_address(r)
     on_host = f"host {address}" if address else "an unknown host"
     on_command_line = False
-    for path, document, error in _runner_documents(r):
+    for path, document, error in runner_documents(r):
         where = f"{_kind(r.resource_type)} '{r.name}' ({path})"
         if r.resource_type in REMOTE_TYPES and path.startswith(_COMMAND_LINES) and not on_command_line:
             on_command_line = True
@@ -947,7 +954,11 @@ _NFT_SERVICES = {"ssh": 22, "http": 80, "https": 443, "domain": 53, "smtp": 25, 
 # The NAT statements (`dnat to ...`, `dnat ip to ...`, `tproxy to ...`, `redirect [to :port]`), not
 # the conntrack match `ct status dnat`.
 _DNAT = re.compile(r"(?<!status )\b(?:dnat|tproxy)\s+(?:(?:ip6?|inet)\s+)?(?:to|addr)\b")
-_REDIRECT = re.compile(r"(?<![\w-])redirect(?=\s+to\b|\s*$|\s*[;}]|\s+comment\b)")
+# `redirect` is also an English word: a statement only as a rule's first word or after an nft match.
+_REDIRECT = re.compile(
+    r"(?:^|\b(?:dport|sport|iifname|oifname|daddr|saddr|l4proto|counter|accept|meta|mark)\b.*?)"
+    r"\s?(?<![\w-])(redirect)(?=\s+to\b|\s*$|\s*[;}]|\s+comment\b)"
+)
 _OTHER_FORWARDERS = re.compile(
     r"-j\s+(?:DNAT|REDIRECT|TPROXY|NETMAP)\b|--jump\s+(?:DNAT|REDIRECT|TPROXY|NETMAP)\b|--to-destination\b"
     r"|--add-forward-port\b|\bforward-port\b|\bsocat\b.*\b(?:TCP|UDP|SCTP)[46]?-LISTEN\b",
@@ -1040,6 +1051,14 @@ class _Unreadable(ValueError):
     """A NAT statement the policy cannot verify; the message says why."""
 
 
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _map_exposures(line: str, entries: str) -> list[Exposure]:
     """``dnat to tcp dport map { 443 : 10.8.0.2 . 443 }``: public ports are the keys."""
     found: list[Exposure] = []
@@ -1054,6 +1073,8 @@ def _map_exposures(line: str, entries: str) -> list[Exposure]:
             address, home = _map_value(value)
         except ValueError:
             raise _Unreadable(f"map entry '{entry}' has no literal target") from None
+        if not _is_ip(address):
+            raise _Unreadable(f"map entry '{entry}' has no literal target address")
         found.append(Exposure(line, keys[0], address, home or keys[0]))
     return found
 
@@ -1078,8 +1099,8 @@ def _exposures(line: str, match_part: str, target: str, redirect: bool) -> list[
         address, home = _address_port(to.group(1)) if to else ("", None)
     except ValueError:
         raise _Unreadable(f"target '{to.group(1) if to else ''}' is not a literal address and port") from None
-    if not address and not redirect:
-        raise _Unreadable("no literal target address")
+    if not redirect and not _is_ip(address):
+        raise _Unreadable(f"target '{address}' is not a literal address")
     return [Exposure(line, p, None if redirect else address, home or p) for p in public]
 
 
@@ -1095,10 +1116,9 @@ def forwarded_ports(ruleset: str) -> Forwarded:
             if _OTHER_FORWARDERS.search(line):
                 unreadable.append(f"'{line}' (forwarding outside nftables, which the policy cannot read)")
             continue
+        start = statement.start(1) if statement.re is _REDIRECT else statement.start()
         try:
-            exposures += _exposures(
-                line, line[: statement.start()], line[statement.start() :], statement.re is _REDIRECT
-            )
+            exposures += _exposures(line, line[:start], line[start:], statement.re is _REDIRECT)
         except _Unreadable as why:
             unreadable.append(f"'{line}' ({why})")
     return Forwarded(tuple(e.public for e in exposures), tuple(unreadable), tuple(exposures))

@@ -34,6 +34,7 @@ from __future__ import annotations
 import copy
 from collections import Counter
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -41,7 +42,7 @@ import pytest
 from components.config import ConfigError, parse_stack
 from policies import rules
 from tests.policies.conftest import SynthesizedStack
-from tests.policies.harness import run_policies
+from tests.policies.harness import Spec, run_policies
 from tests.stacks import lab_stack
 from tools.synth import contains_secret, unwrap
 
@@ -49,6 +50,10 @@ pytestmark = pytest.mark.policies
 
 REMOTE = "command:remote:Command"
 DOCKER = "pulumi:providers:docker"
+
+
+def _as_policy_resource(spec: Spec) -> SimpleNamespace:
+    return SimpleNamespace(resource_type=spec.type, name=spec.name, props=unwrap(spec.props))
 
 
 def _show(violations: Sequence[object]) -> str:
@@ -77,6 +82,13 @@ def test_the_pack_sees_the_program(example_stack: SynthesizedStack) -> None:
     forwarded = rules.forwarded_ports(unwrap(forwarding.props["stdin"]))
     assert forwarded.unreadable == ()
     assert {lo for lo, _ in forwarded.ranges} == {80, 443, 22, 5050}
+    assert {e.home[0] for e in forwarded.exposures} == {80, 443, 2222, 5050}
+    assert len({e.address for e in forwarded.exposures}) == 1
+    # The staged files on command lines are read decoded (the secret and forwarding scans see them).
+    staged = [what for what, _ in rules.decoded_texts(unwrap(forwarding.props["create"]))]
+    assert "staged file 'forwarding-up.sh'" in staged
+    runners = [s for s in example_stack.specs if s.name.endswith("-runner") and "uploads" in s.props]
+    assert runners and all(list(rules.runner_documents(_as_policy_resource(s))) for s in runners)
 
 
 def test_declared_secret_inputs_are_secret_on_the_wire(example_stack: SynthesizedStack) -> None:
