@@ -1135,6 +1135,17 @@ def _span(r: PortRange) -> str:
     return str(r[0]) if r[0] == r[1] else f"{r[0]}-{r[1]}"
 
 
+# Documentation ranges stand in for public addresses in examples and the lab (a VPS's "public"
+# address 203.0.113.10); Python calls them private, so they are named here.
+_PUBLIC_STAND_INS = tuple(
+    ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
+)
+
+
+def _is_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return ip.is_global or any(ip.version == n.version and ip in n for n in _PUBLIC_STAND_INS)
+
+
 def _address_problem(e: Exposure, to: str) -> str | None:
     """Why an exposure's target is not a host behind the tunnel, or None."""
     fix = "forward only to the GitLab host's tunnel address (forwarding.ports)"
@@ -1146,7 +1157,7 @@ def _address_problem(e: Exposure, to: str) -> str | None:
         return f"forwards {to} to '{e.address}', which is not a literal address ('{e.line}'): {fix}"
     if ip.is_loopback or ip.is_unspecified or ip.is_link_local or ip.is_multicast or ip.is_reserved:
         return f"forwards {to} to {ip}, an address of this host or of no host ('{e.line}'): {fix}"
-    if ip.is_global:
+    if _is_public(ip):
         return f"forwards {to} to the public address {ip}, which makes this host a relay ('{e.line}'): {fix}"
     return None
 
@@ -1193,17 +1204,49 @@ def _exposure_problem(e: Exposure, admin_ports: set[int], allowed: set[int], all
     return _target_problem(e, allowed_home)
 
 
+def _published_port_problems(props: Mapping[str, Any], allowed_home: set[int]) -> Iterator[str]:
+    """A container's ``ports``: docker DNATs each to the container, so each lands on a home port."""
+    ports = props.get("ports")
+    for i, port in enumerate(ports if _is_seq(ports) else []):
+        if not _is_map(port):
+            continue
+        external, ip = _number(port.get("external")), str(port.get("ip") or "")
+        where = f"ports[{i}] publishes port {external or 'a random port'} on {ip or 'every address'}"
+        if external is None:
+            yield f"{where}, which the policy cannot check: set ports[].external"
+            continue
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            address = None
+        if address is None or address.is_unspecified or _is_public(address):
+            yield (
+                f"{where}, which reaches it from every network that host is on: publish on the one address that "
+                "needs it (the GitLab host's tunnel address: ports[].ip)"
+            )
+        elif external in DOCKER_API_PORTS:
+            yield f"{where}, a docker API port (2375/2376): do not publish it"
+        elif not address.is_loopback and external not in allowed_home:
+            yield (
+                f"{where}, which is not in the home-port allowlist {sorted(allowed_home)}: publish another port, "
+                "or add it to the policy config allowedHomePorts"
+            )
+
+
 def vps_forwarding_ports(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
     if args.resource_type not in REMOTE_TYPES and args.resource_type != CONTAINER:
         return
+    config = args.get_config()
+    allowed = {int(p) for p in config.get("allowedPorts", DEFAULT_ALLOWED_PORTS)}
+    allowed_home = {int(p) for p in config.get("allowedHomePorts", DEFAULT_ALLOWED_HOME_PORTS)}
+    if args.resource_type == CONTAINER:
+        for problem in _published_port_problems(args.props, allowed_home):
+            report_violation(f"container '{args.name}' {problem}", None)
     texts = list(_with_decoded(_texts(args.resource_type, args.props)))
     found = [(path, forwarded_ports(text)) for path, text in texts]
     found = [(path, f) for path, f in found if f.exposures or f.unreadable]
     if not found:
         return
-    config = args.get_config()
-    allowed = {int(p) for p in config.get("allowedPorts", DEFAULT_ALLOWED_PORTS)}
-    allowed_home = {int(p) for p in config.get("allowedHomePorts", DEFAULT_ALLOWED_HOME_PORTS)}
     admin_ports = _admin_ports(args.props, [text for _, text in texts])
     seen: set[str] = set()
     for path, forwarded in found:
