@@ -615,7 +615,7 @@ def _executor_problems(runner: Mapping[str, Any]) -> list[JobIsolationProblem]:
 
 def _privilege_problems(docker: DockerSettings) -> list[JobIsolationProblem]:
     problems = []
-    privileged = [k for k in ("privileged", "services_privileged") if any(_true(v) for v in docker.get(k, []))]
+    privileged = [k for k in ("privileged", "services_privileged") if any(_true(v) for v in _values(docker, k))]
     if privileged:
         problems.append(
             JobIsolationProblem(
@@ -748,18 +748,94 @@ def runner_documents(r: Any) -> Iterator[tuple[str, Mapping[str, Any] | None, st
     parsed: list[str] = []
     unparsed: list[tuple[str, str]] = []
     for path, text in _with_decoded(_texts(r.resource_type, r.props)):
+        registered = _registered_runners(text) if "gitlab-runner" in text or r.resource_type == CONTAINER else []
+        if registered and r.resource_type == CONTAINER:
+            registered = [_with_register_env(runner, r.props) for runner in registered]
+        if registered:
+            yield f"{path}, {_REGISTERED}", {"runners": registered}, ""
         try:
             document = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             if _destined_runner_config(r, path) or _RUNNER_TABLE.search(text):
-                unparsed.append((path, str(exc)))
+                unparsed.append((path, f"it does not parse: {exc}"))
             continue
         if _folded(document, "runners"):
             parsed.append(path)
             yield path, document, ""
-    for path, error in unparsed:
+    for path, error in unparsed + list(_unread_runner_configs(r)):
         if not any(p.startswith(f"{path},") for p in parsed):  # not what the command decodes and writes
             yield path, None, error
+
+
+def _unread_runner_configs(r: Any) -> Iterator[tuple[str, str]]:
+    """A config.toml copied from a file the policy cannot read (a FileAsset, an upload's local source)."""
+    unread = "its content is a file outside the program's inputs"
+    if r.resource_type in (COPY_TO_REMOTE, COPY_FILE):
+        target = str(r.props.get("remotePath") or "")
+        if posixpath.basename(target).casefold() == "config.toml" and _text(r.props.get("source")) is None:
+            yield "source", unread
+    uploads = r.props.get("uploads") if r.resource_type == CONTAINER else None
+    for i, upload in enumerate(uploads if _is_seq(uploads) else []):
+        if _is_map(upload) and upload.get("source") and _destined_runner_config(r, f"uploads[{i}].source"):
+            yield f"uploads[{i}].source", unread
+
+
+def _with_register_env(runner: dict[str, Any], props: Mapping[str, Any]) -> dict[str, Any]:
+    """What a container's env adds to its ``register``: RUNNER_EXECUTOR, DOCKER_<KEY> (gitlab-runner's flag envs)."""
+    for env in _strings(props.get("envs")):
+        name, _, value = env.partition("=")
+        if name == "RUNNER_EXECUTOR":
+            runner["executor"] = value
+        elif name.startswith("DOCKER_"):
+            key = name.removeprefix("DOCKER_").lower()
+            runner["docker"].setdefault(_REGISTER_ALIASES.get(key, key), []).append(value)
+    return runner
+
+
+_REGISTER_BOOLEANS = frozenset({"privileged", "services_privileged", "disable_cache", "tls_verify", "oom_kill_disable"})
+_REGISTER_ALIASES = {"userns": "userns_mode"}
+_REGISTERED = "gitlab-runner register flags"
+
+
+def _register_flags(words: Sequence[str]) -> dict[str, Any]:
+    """``gitlab-runner register --executor X --docker-KEY VALUE ...`` as the runner entry it writes."""
+    docker: dict[str, list[str]] = {}
+    runner: dict[str, Any] = {"name": "(registered)", "docker": docker}
+    i = 0
+    while i < len(words):
+        word = words[i]
+        i += 1
+        flag, eq, value = word.partition("=")
+        if flag == "--name" and not eq and i < len(words):
+            runner["name"] = words[i]
+        if flag == "--executor":
+            if not eq and i < len(words):
+                value, i = words[i], i + 1
+            runner["executor"] = value
+        elif flag.startswith("--docker-"):
+            key = flag.removeprefix("--docker-").replace("-", "_")
+            key = _REGISTER_ALIASES.get(key, key)
+            if not eq and key in _REGISTER_BOOLEANS:
+                value = "true"
+            elif not eq and i < len(words) and not words[i].startswith("--"):
+                value, i = words[i], i + 1
+            docker.setdefault(key, []).append(value)
+    return runner
+
+
+def _registered_runners(text: str) -> list[dict[str, Any]]:
+    """The runner entries each ``gitlab-runner register`` in a script or command writes."""
+    found = []
+    for line in re.sub(r"\\\n", " ", text).splitlines():
+        if "register" not in line or "--" not in line:
+            continue
+        try:
+            words = shlex.split(line, comments=True)
+        except ValueError:
+            words = line.split()
+        if "register" in words:
+            found.append(_register_flags(words[words.index("register") + 1 :]))
+    return found
 
 
 def _runner_entries(document: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -790,7 +866,13 @@ def _check_runner_configs(
     on_command_line = False
     for path, document, error in runner_documents(r):
         where = f"{_kind(r.resource_type)} '{r.name}' ({path})"
-        if r.resource_type in REMOTE_TYPES and path.startswith(_COMMAND_LINES) and not on_command_line:
+        registered = path.endswith(_REGISTERED)  # flags, not a config.toml (the token: secrets-not-plaintext)
+        if (
+            r.resource_type in REMOTE_TYPES
+            and path.startswith(_COMMAND_LINES)
+            and not registered
+            and not on_command_line
+        ):
             on_command_line = True
             report_violation(
                 f"{where} puts a runner config.toml on a command line, where logs and errors show it "
@@ -799,8 +881,8 @@ def _check_runner_configs(
             )
         if document is None and not path.startswith(_COMMAND_LINES):
             report_violation(
-                f"{where} carries a runner config.toml that does not parse ({error}), so the policy cannot "
-                "judge what its jobs may do: render it with TOML that parses",
+                f"{where} carries a runner config.toml the policy cannot read ({error}), so it cannot judge "
+                "what its jobs may do: render it with TOML that parses, as a string input",
                 r.urn,
             )
         for i, runner in enumerate(_runner_entries(document or {})):

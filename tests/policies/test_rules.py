@@ -6,6 +6,7 @@ import base64
 import gzip
 import time
 import tomllib
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from pulumi_policy.proxy import UNKNOWN_STRING_VALUE
 
 from policies import rules
 from tests.policies.harness import run_policies, specs_from_fixture
+from tools.synth import unwrap
 
 pytestmark = pytest.mark.policies
 
@@ -267,3 +269,33 @@ def test_forwarded_ports_reads_targets(rule: str, address: str | None, home: tup
 )
 def test_forwarded_ports_refuses_other_forms(rule: str) -> None:
     assert rules.forwarded_ports(rule).unreadable != ()
+
+
+def test_register_flags_are_read_as_the_runner_they_write() -> None:
+    script = (
+        "docker exec -i forgeway-runner gitlab-runner register --non-interactive --name r1 \\\n"
+        "  --executor=docker --docker-privileged --docker-volumes /srv:/srv --docker-volumes /cache \\\n"
+        '  --docker-userns host --docker-cap-add "NET_ADMIN"  # and a comment\n'
+    )
+    specs = specs_from_fixture([{"type": rules.COMMAND, "name": "reg", "props": {"create": script}}])
+    (path, document, _), *more = list(rules.runner_documents(_resource(specs[0])))
+    assert more == [] and path == "create, gitlab-runner register flags" and document is not None
+    (runner,) = document["runners"]
+    assert runner["name"] == "r1" and runner["executor"] == "docker"
+    assert runner["docker"] == {
+        "privileged": ["true"],
+        "volumes": ["/srv:/srv", "/cache"],
+        "userns_mode": ["host"],
+        "cap_add": ["NET_ADMIN"],
+    }
+    found = {p.what.split(" (")[0] for p in rules.job_isolation_problems(runner)}
+    assert found == {
+        "runs privileged jobs",
+        "binds host paths into jobs",
+        "shares a namespace with the host or another container",
+        "adds capabilities to jobs",
+    }
+
+
+def _resource(spec: Any) -> Any:
+    return SimpleNamespace(resource_type=spec.type, name=spec.name, props=unwrap(spec.props))
