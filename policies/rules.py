@@ -740,14 +740,26 @@ def _destined_runner_config(r: Any, path: str) -> bool:
     if path.startswith("stdin"):
         scripts = " ".join(_text(r.props.get(k)) or "" for k in ("create", "update"))
         return "config.toml" in scripts.casefold()
+    if path == "source":
+        return posixpath.basename(str(r.props.get("remotePath") or "")).casefold() == "config.toml"
     return "staged file 'config.toml'" in path
+
+
+def _runner_texts(r: Any) -> Iterator[tuple[str, str]]:
+    """A resource's texts, and a container's env values (a config.toml an entrypoint writes from $NAME)."""
+    yield from _texts(r.resource_type, r.props)
+    if r.resource_type == CONTAINER:
+        for i, env in enumerate(_strings(r.props.get("envs"))):
+            name, eq, value = env.partition("=")
+            if eq and value and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                yield f"envs[{i}] value", value
 
 
 def runner_documents(r: Any) -> Iterator[tuple[str, Mapping[str, Any] | None, str]]:
     """``(input path, parsed document or None, parse error)`` of each runner config.toml a resource carries."""
     parsed: list[str] = []
     unparsed: list[tuple[str, str]] = []
-    for path, text in _with_decoded(_texts(r.resource_type, r.props)):
+    for path, text in _with_decoded(_runner_texts(r)):
         registered = _registered_runners(text) if "gitlab-runner" in text or r.resource_type == CONTAINER else []
         if registered and r.resource_type == CONTAINER:
             registered = [_with_register_env(runner, r.props) for runner in registered]
@@ -1441,6 +1453,40 @@ _SECRET_FLAG = re.compile(
 )
 
 
+# `PrivateKey = x` (WireGuard, INI), `password: x` (YAML), unquoted, the name ending in the secret word
+# (`password_file: /path` names a file, not a secret).
+_INI_SETTING = re.compile(
+    r"""(?imx) ^[ \t]{0,16}
+    ( [a-z0-9_.\-]{0,40}? (?:password|passwd|passphrase|token|secret|private_?key|preshared_?key|api_?key) )
+    [ \t]{0,8}[:=][ \t]{0,8} ([^\s'"$`#;{\[][^\s]{0,500}) [ \t]*$"""
+)
+_SECRET_KEY_END = re.compile(r"(?:password|passwd|passphrase|token|secret|privatekey|presharedkey|apikey|accesskey)$")
+
+
+def _document_findings(text: str) -> Iterator[str]:
+    """Secret-named keys with literal values in text that parses as TOML or JSON, however it is spelled
+    (multi-line strings, escapes, inline tables)."""
+    document: Any = None
+    for parse in (json.loads, tomllib.loads) if text.lstrip()[:1] in ("{", "[") else (tomllib.loads,):
+        try:
+            document = parse(text)
+            break
+        except ValueError:  # tomllib.TOMLDecodeError and json.JSONDecodeError are ValueErrors
+            continue
+    stack: list[Any] = [document]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            for k, v in value.items():
+                key = re.sub(r"[^a-z0-9]", "", str(k).lower())
+                if isinstance(v, str) and v.strip() and not v.startswith("$") and _SECRET_KEY_END.search(key):
+                    yield f"a literal value for '{k}'"
+                else:
+                    stack.append(v)
+        elif isinstance(value, list):
+            stack.extend(value)
+
+
 def _secret_named(name: str) -> bool:
     return bool(_SECRET_NAME.search(re.sub(r"[^a-z0-9]", "", name.lower())))
 
@@ -1459,9 +1505,10 @@ def _text_findings(text: str) -> Iterator[str]:
         yield "a private key"
     if _GITLAB_TOKEN.search(text) or _REGISTRATION_TOKEN.search(text):
         yield "a GitLab token"
-    for pattern in (_TEXT_SETTING, _SHELL_SETTING, _SECRET_FLAG):
+    for pattern in (_TEXT_SETTING, _SHELL_SETTING, _SECRET_FLAG, _INI_SETTING):
         for match in pattern.finditer(text):
             yield f"a literal value for '{match.group(1)}'"
+    yield from _document_findings(text)
 
 
 def secret_material(props: Mapping[str, Any]) -> list[SecretFinding]:
@@ -1494,6 +1541,8 @@ def secret_material(props: Mapping[str, Any]) -> list[SecretFinding]:
             findings.append(SecretFinding(prop, path, f"a secret-named variable ({assignment.group(1)})"))
             return
         found = list(dict.fromkeys(_text_findings(text)))
+        if assignment:  # NAME={"json": ...}: the value is a document of its own
+            found = list(dict.fromkeys([*found, *_document_findings(assignment.group(2))]))
         if found:
             findings.append(SecretFinding(prop, path, " and ".join(found)))
         # What the host decodes (a staged file, `echo BLOB | base64 -d`) is as plain as the text.

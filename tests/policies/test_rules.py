@@ -299,3 +299,16 @@ def test_register_flags_are_read_as_the_runner_they_write() -> None:
 
 def _resource(spec: Any) -> Any:
     return SimpleNamespace(resource_type=spec.type, name=spec.name, props=unwrap(spec.props))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "password_file: /run/secrets/db\ntoken_path: /etc/gitlab-runner/token\n",
+        "[Peer]\nPublicKey = rkVBUR2+hmJfbsr1EFumfv/qD303iUoDV0oZMjxTZl0=\n",
+        'password = "$REGISTRY_PASSWORD"\ntoken: ${TOKEN}\n',
+        "docker login --password-stdin -u fleet && gitlab-runner verify --token-file /etc/token\n",
+    ],
+)
+def test_names_and_references_are_not_secret_material(text: str) -> None:
+    assert rules.secret_material({"stdin": text}) == []
