@@ -1055,7 +1055,13 @@ _REDIRECT = re.compile(
 )
 _OTHER_FORWARDERS = re.compile(
     r"-j\s+(?:DNAT|REDIRECT|TPROXY|NETMAP)\b|--jump\s+(?:DNAT|REDIRECT|TPROXY|NETMAP)\b|--to-destination\b"
-    r"|--add-forward-port\b|\bforward-port\b|\bsocat\b.*\b(?:TCP|UDP|SCTP)[46]?-LISTEN\b",
+    r"|--add-forward-port\b|\bforward-port\b|\bsocat\b.*\b(?:TCP|UDP|SCTP)[46]?-LISTEN\b|\bipvsadm\b"
+    # nft without a NAT statement: stateless rewrites of the destination, fwd/dup to another host,
+    # and the JSON syntax (`nft -j`), which this reader does not parse.
+    r"|\b(?:ip6?\s+daddr|(?:tcp|udp|sctp|dccp|th)\s+dport)\s+set\b|\b(?:fwd|dup)\s+(?:(?:ip6?|inet)\s+)?to\b"
+    r"|\"(?:dnat|redirect|tproxy|fwd|dup)\"\s*:"
+    # ssh port forwards (-L/-R [bind:]port:host:port, -D [bind:]port): a listener that relays
+    r"|\bssh\b.*\s-[A-Za-z]*(?:[LR]\s*(?:\S+:)?\d+:\S+:\d+|D\s*(?:\S+:)?\d+\b)",
     re.IGNORECASE,
 )
 _ADMIN_FACT = re.compile(r"^\s*#\s*forgeway-admin-ssh-port\s+(\d+)\s*$", re.MULTILINE)
@@ -1460,6 +1466,13 @@ _INI_SETTING = re.compile(
     ( [a-z0-9_.\-]{0,40}? (?:password|passwd|passphrase|token|secret|private_?key|preshared_?key|api_?key) )
     [ \t]{0,8}[:=][ \t]{0,8} ([^\s'"$`#;{\[][^\s]{0,500}) [ \t]*$"""
 )
+# `https://user:pass@host` (a proxy or registry URL), `PRIVATE-TOKEN: x` / `Authorization: Bearer x` headers.
+_URL_CREDENTIALS = re.compile(r"\b[a-z][a-z0-9+.\-]{1,20}://[^\s/:@'\"]{1,100}:([^\s/@'\"$]{1,200})@", re.IGNORECASE)
+_AUTH_HEADER = re.compile(
+    r"\b(private-token|job-token|deploy-token|authorization)[ \t]{0,4}:[ \t]{0,4}(?:(?:bearer|basic|token)[ \t]+)?"
+    r"([^\s'\"$]{8,500})",
+    re.IGNORECASE,
+)
 _SECRET_KEY_END = re.compile(r"(?:password|passwd|passphrase|token|secret|privatekey|presharedkey|apikey|accesskey)$")
 
 
@@ -1479,7 +1492,8 @@ def _document_findings(text: str) -> Iterator[str]:
         if isinstance(value, dict):
             for k, v in value.items():
                 key = re.sub(r"[^a-z0-9]", "", str(k).lower())
-                if isinstance(v, str) and v.strip() and not v.startswith("$") and _SECRET_KEY_END.search(key):
+                named = _SECRET_KEY_END.search(key) or key == "auth"  # docker's config.json: base64 user:password
+                if isinstance(v, str) and v.strip() and not v.startswith("$") and named:
                     yield f"a literal value for '{k}'"
                 else:
                     stack.append(v)
@@ -1508,6 +1522,10 @@ def _text_findings(text: str) -> Iterator[str]:
     for pattern in (_TEXT_SETTING, _SHELL_SETTING, _SECRET_FLAG, _INI_SETTING):
         for match in pattern.finditer(text):
             yield f"a literal value for '{match.group(1)}'"
+    if _URL_CREDENTIALS.search(text):
+        yield "a password in a URL (user:password@)"
+    for match in _AUTH_HEADER.finditer(text):
+        yield f"a literal {match.group(1)} header"
     yield from _document_findings(text)
 
 
