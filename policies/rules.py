@@ -506,10 +506,12 @@ def image_platform_matches_host(args: StackValidationArgs, report_violation: Rep
 
 # --- 4. runner jobs: isolated from their host ----------------------------------------
 #
-# gitlab-runner reads config.toml with BurntSushi/toml into Go structs, and that decoder
-# matches a key to a field case-insensitively (`Privileged = true` is privileged). So the
-# parsed document is read here with keys folded, and a key spelled twice counts if any
-# spelling is unsafe.
+# gitlab-runner reads config.toml with BurntSushi/toml into Go structs (gitlab-runner
+# common/config.go), and that decoder falls back to a case-insensitive match of key to
+# field (BurntSushi/toml decode.go, unifyStruct: strings.EqualFold), so `Privileged = true`
+# is privileged. The parsed document is read here with keys folded, and a key spelled
+# twice counts if any spelling is unsafe. The register flags and env names below are the
+# `long:` and `env:` tags of DockerConfig in common/config.go.
 
 # Executors whose jobs run in a container built from [runners.docker]; any other runs jobs
 # in the runner container itself (which holds the host's docker socket and the token) or
@@ -805,7 +807,7 @@ def _with_register_env(runner: dict[str, Any], props: Mapping[str, Any]) -> dict
 
 
 _REGISTER_BOOLEANS = frozenset({"privileged", "services_privileged", "disable_cache", "tls_verify", "oom_kill_disable"})
-_REGISTER_ALIASES = {"userns": "userns_mode"}
+_REGISTER_ALIASES = {"userns": "userns_mode", "ipc_mode": "ipcmode"}  # --docker-userns, DOCKER_IPC_MODE
 _REGISTERED = "gitlab-runner register flags"
 
 
