@@ -27,9 +27,11 @@ Conventions the components follow so these policies can see what they check (REA
 * A host's architecture: the ``forgeway:hosts:Host`` component registers ``arch`` and
   its ``<host>-arch`` command carries ``triggers=[arch]``; its docker provider is its
   child ``<host>-docker``.
-* The VPS forwarding is a ``command:remote:Command`` named ``<vps>-forwarding`` whose
-  ``stdin`` is the nftables ruleset; a runner's ``config.toml`` travels on a command's
-  ``stdin`` (or in a container's ``uploads``), never on a command line.
+* Forwarding is nftables NAT rules with literal ports and addresses (forgeway's: the
+  ``<vps>-forwarding`` command's ``stdin``); a runner's ``config.toml`` travels in the
+  runner container's ``uploads`` (or on a command's ``stdin``), never on a command line.
+  The policies find both by content, in every text a resource ships and in what that
+  text decodes to (staged base64 files, here-documents), not by a resource's name.
 * Secret material in an input the provider does not encrypt is declared with
   ``additional_secret_outputs=[<input>]`` (the provider SDKs do the same for inputs
   their schema marks secret, e.g. pulumi-command's ``connection``).
@@ -39,11 +41,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import gzip
+import io
+import ipaddress
 import json
+import posixpath
 import re
 import shlex
 import tomllib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 from urllib.parse import urlsplit
@@ -66,8 +73,11 @@ __all__ = [
     "REMOTE_IMAGE",
     "ROLE_LABEL",
     "SecretFinding",
+    "decoded_texts",
     "forwarded_ports",
     "image_pin_problem",
+    "job_isolation_problems",
+    "runner_documents",
     "secret_material",
 ]
 
@@ -92,7 +102,10 @@ DOCKER_SOCKET_LABEL = "forgeway.runner.insecure-docker-socket-in-jobs"
 
 DEFAULT_ALLOWED_PORTS = (80, 443, 22, 5050)
 DOCKER_API_PORTS = (2375, 2376)
+# Ports on the GitLab host a forwarding may land on: forwarding.ports' default home ports.
+DEFAULT_ALLOWED_HOME_PORTS = (80, 443, 2222, 5050)
 MIN_GITLAB_SHM_MB = 256
+_COMMAND_LINES = ("create", "update", "delete")  # a remote command's inputs that are command lines
 
 # --- reading props -----------------------------------------------------------------
 
@@ -212,6 +225,98 @@ def _texts(resource_type: str, props: Mapping[str, Any]) -> Iterator[tuple[str, 
                 yield key, text
     elif resource_type == CONTAINER:
         yield from _container_texts(props)
+
+
+# --- decoding what a resource ships encoded -----------------------------------------
+#
+# components/scripts staged_command ships files as base64 arguments on the command line
+# (stage.sh decodes them on the host), and a user can do the same by hand: `echo BLOB |
+# base64 -d`, gzip inside base64, hex for `xxd -r -p`, printf escapes. What a host would
+# decode, the policies read decoded too.
+
+_B64_BLOB = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
+_HEX_BLOB = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}){16,}(?![0-9A-Fa-f])")
+_PRINTF_ESCAPE = re.compile(r"\\(?:x[0-9A-Fa-f]{2}|0?[0-7]{3})")
+_STAGED_NAME = re.compile(r"['\"]?([A-Za-z0-9_][A-Za-z0-9_.+-]{0,100})['\"]?\s+['\"]?$")
+_NOT_FILE_NAMES = frozenset({"echo", "printf", "print", "cat", "base64", "then", "do", "else", "in"})
+_MAX_DECODED = 1 << 20  # a gzip bomb stops here
+_DECODE_DEPTH = 3
+
+
+def _readable(data: bytes) -> str | None:
+    """Bytes as text when they are text (a decoded script, key or config), else None."""
+    if data[:2] == b"\x1f\x8b":
+        try:
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as unzipped:
+                data = unzipped.read(_MAX_DECODED)
+        except (OSError, EOFError, zlib.error):
+            return None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if len(text) < 8:
+        return None
+    printable = sum(1 for c in text if c.isprintable() or c in "\n\r\t")
+    return text if printable >= 0.95 * len(text) else None
+
+
+def _b64_blob(blob: str) -> str | None:
+    body = blob.rstrip("=").replace("-", "+").replace("_", "/")
+    try:
+        return _readable(base64.b64decode(body + "=" * (-len(body) % 4), validate=True))
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _printf_unescaped(text: str) -> str:
+    def one(m: re.Match[str]) -> str:
+        code = m.group(0)[1:]
+        return chr(int(code[1:], 16) if code[0] == "x" else int(code, 8))
+
+    return _PRINTF_ESCAPE.sub(one, text)
+
+
+def decoded_texts(text: str, depth: int = _DECODE_DEPTH) -> Iterator[tuple[str, str]]:
+    """``(what it was, decoded text)`` for every encoded text inside ``text``, nested ones too.
+
+    Base64 (standard or URL-safe, padded or not; a word right before it names a staged
+    file), gzip inside base64, hex, and printf-style escapes (``\\x2d``, ``\\055``).
+    """
+    if depth <= 0:
+        return
+    found: list[tuple[str, str]] = []
+    for m in _B64_BLOB.finditer(text):
+        decoded = _b64_blob(m.group(0))
+        if decoded is not None:
+            name = _STAGED_NAME.search(text, max(0, m.start() - 110), m.start())
+            staged = name is not None and name.group(1) not in _NOT_FILE_NAMES
+            found.append((f"staged file '{name.group(1)}'" if name and staged else "a base64 blob", decoded))
+    for m in _HEX_BLOB.finditer(text):
+        decoded = _readable(bytes.fromhex(m.group(0)))
+        if decoded is not None:
+            found.append(("a hex blob", decoded))
+    if len(_PRINTF_ESCAPE.findall(text)) >= 8:
+        found.append(("escaped text", _printf_unescaped(text)))
+    for what, decoded in found:
+        yield what, decoded
+        for inner, deeper in decoded_texts(decoded, depth - 1):
+            yield f"{inner} inside {what}", deeper
+
+
+_HEREDOC = re.compile(
+    r"<<-?[ \t]*(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\1[^\n]*\n(.*?)\n[ \t]*\2[ \t]*$", re.DOTALL | re.MULTILINE
+)
+
+
+def _with_decoded(texts: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str]]:
+    """Each ``(path, text)``, the files a script writes from here-documents, and what is encoded in them."""
+    for path, text in texts:
+        parts = [(path, text)] + [(f"{path}, heredoc {m.group(2)}", m.group(3)) for m in _HEREDOC.finditer(text)]
+        yield from parts
+        for where, part in parts:
+            for what, decoded in decoded_texts(part):
+                yield f"{where}, {what} decoded", decoded
 
 
 # --- 1. GitLab volumes are protected ---------------------------------------------
@@ -399,14 +504,359 @@ def image_platform_matches_host(args: StackValidationArgs, report_violation: Rep
             continue  # unknown during preview: checked when the update knows it
 
 
-# --- 4. runner jobs: privileged only when protected-only, no docker socket ----------
+# --- 4. runner jobs: isolated from their host ----------------------------------------
+#
+# gitlab-runner reads config.toml with BurntSushi/toml into Go structs (gitlab-runner
+# common/config.go), and that decoder falls back to a case-insensitive match of key to
+# field (BurntSushi/toml decode.go, unifyStruct: strings.EqualFold), so `Privileged = true`
+# is privileged. The parsed document is read here with keys folded, and a key spelled
+# twice counts if any spelling is unsafe. The register flags and env names below are the
+# `long:` and `env:` tags of DockerConfig in common/config.go.
+
+# Executors whose jobs run in a container built from [runners.docker]; any other runs jobs
+# in the runner container itself (which holds the host's docker socket and the token) or
+# elsewhere, unchecked.
+_DOCKER_EXECUTORS = frozenset({"docker", "docker-windows", "docker+machine", "docker-autoscaler"})
+# What forgeway binds into jobs itself, read-only (components/render/buildkitd.py JOBS_DIR).
+_FORGEWAY_JOB_DIR = "/etc/docker/forgeway-jobs"
+_SAFE_SECURITY_OPTS = frozenset({"no-new-privileges", "apparmor=docker-default", "seccomp=builtin"})
+_HOST_NAMESPACE_KEYS = ("network_mode", "ipcmode", "userns_mode")
+_VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]+")  # docker's rule for a named volume
+_RUNNER_TABLE = re.compile(r"""(?im)^\s*(?:\[\[?\s*["']?runners\b|["']?runners["']?\s*=)""")
 
 
-def _runner_configs(resource_type: str, props: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
-    """``(input path, text)`` of each runner config.toml a resource carries."""
-    for path, text in _texts(resource_type, props):
-        if re.search(r"^\s*\[\[runners\]\]", text, re.MULTILINE):
-            yield path, text
+def _folded(table: Mapping[str, Any], key: str) -> list[Any]:
+    """Every value under ``key`` in any letter case, as gitlab-runner's decoder reads it."""
+    return [v for k, v in table.items() if str(k).casefold() == key]
+
+
+def _folded_tables(table: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
+    return [v for v in _folded(table, key) if _is_map(v)]
+
+
+def _folded_strings(table: Mapping[str, Any], key: str) -> list[str]:
+    found: list[str] = []
+    for value in _folded(table, key):
+        found += [str(v) for v in value] if _is_seq(value) else [str(value)]
+    return [v for v in found if v]
+
+
+def _bind_source(spec: str) -> str | None:
+    """The host path of a docker volume spec (``/src:/dst[:mode]``); None for a named volume or a bare path.
+
+    Docker reads a source that is not a volume name as a host path."""
+    parts = spec.split(":")
+    if len(parts) < 2:
+        return None  # `/cache`: an anonymous volume at that container path
+    return None if _VOLUME_NAME.fullmatch(parts[0]) else parts[0]
+
+
+def _is_forgeway_job_bind(spec: str, source: str) -> bool:
+    mode = spec.split(":")[2:]
+    path = posixpath.normpath(source)
+    return (path == _FORGEWAY_JOB_DIR or path.startswith(_FORGEWAY_JOB_DIR + "/")) and "ro" in mode
+
+
+def _is_docker_socket(source: str) -> bool:
+    return posixpath.basename(posixpath.normpath(source)) == "docker.sock"
+
+
+def _security_opt_safe(opt: str) -> bool:
+    key, sep, value = opt.strip().casefold().replace(":", "=", 1).partition("=")
+    if key == "no-new-privileges":
+        return True
+    return f"{key}{sep}{value}" in _SAFE_SECURITY_OPTS
+
+
+@dataclass(frozen=True)
+class JobIsolationProblem:
+    """One way a runner's jobs reach their host: ``gate`` is the label that may allow it, if any."""
+
+    what: str
+    fix: str
+    gate: str | None = None
+
+
+DockerSettings = Mapping[str, Sequence[Any]]  # [runners.docker] keys, folded, each with every spelling's value
+
+
+def _docker_settings(runner: Mapping[str, Any]) -> dict[str, list[Any]]:
+    merged: dict[str, list[Any]] = {}
+    for section in _folded_tables(runner, "docker"):
+        for k, v in section.items():
+            merged.setdefault(str(k).casefold(), []).append(v)
+    return merged
+
+
+def _values(docker: DockerSettings, key: str) -> list[str]:
+    """A setting's non-empty strings, whether it is written as one value or a list."""
+    found: list[str] = []
+    for value in docker.get(key, []):
+        if _is_seq(value):
+            found += [str(v) for v in value]
+        elif _is_map(value):
+            found += [f"{k}={v}" for k, v in value.items()]
+        else:
+            found.append(str(value))
+    return [v for v in found if v.strip()]
+
+
+def _executor_problems(runner: Mapping[str, Any]) -> list[JobIsolationProblem]:
+    # No executor at all: gitlab-runner finds none and runs nothing.
+    others = sorted({e for e in _folded_strings(runner, "executor") if e.casefold() not in _DOCKER_EXECUTORS})
+    if not others:
+        return []
+    return [
+        JobIsolationProblem(
+            f"uses executor {', '.join(repr(e) for e in others)}, which runs jobs outside a job container "
+            "(in the runner container, with the host's docker socket and the runner token, or elsewhere unchecked)",
+            'set executor = "docker"',
+        )
+    ]
+
+
+def _privilege_problems(docker: DockerSettings) -> list[JobIsolationProblem]:
+    problems = []
+    privileged = [k for k in ("privileged", "services_privileged") if any(_true(v) for v in _values(docker, k))]
+    if privileged:
+        problems.append(
+            JobIsolationProblem(
+                f"runs privileged jobs ({', '.join(f'{k} = true' for k in privileged)})",
+                f"set privileged = false, or make the runner protected in GitLab and label its gitlab-runner "
+                f"container {PROTECTED_ONLY_LABEL}=true (stack config runner.protected_only: true)",
+                gate=PROTECTED_ONLY_LABEL,
+            )
+        )
+    added = _values(docker, "cap_add")
+    if added:
+        problems.append(
+            JobIsolationProblem(f"adds capabilities to jobs (cap_add = {added})", "remove cap_add (cap_drop is fine)")
+        )
+    for key in ("security_opt", "services_security_opt"):
+        weak = [o for o in _values(docker, key) if not _security_opt_safe(o)]
+        if weak:
+            problems.append(
+                JobIsolationProblem(
+                    f"weakens or replaces the default confinement ({key} = {weak})",
+                    f"remove them from {key} (only no-new-privileges, apparmor=docker-default and "
+                    "seccomp=builtin keep jobs confined)",
+                )
+            )
+    for key in ("devices", "services_devices", "device_cgroup_rules"):
+        found = _values(docker, key)
+        if found:
+            problems.append(JobIsolationProblem(f"gives jobs host devices ({key} = {found})", f"remove {key}"))
+    for key in _HOST_NAMESPACE_KEYS:
+        shared = [v for v in _values(docker, key) if re.match(r"\s*(?:host\s*$|container:)", v, re.IGNORECASE)]
+        if shared:
+            problems.append(
+                JobIsolationProblem(
+                    f"shares a namespace with the host or another container ({key} = {shared[0]!r})",
+                    f"remove {key} (jobs get their own; FF_NETWORK_PER_BUILD gives each its network)",
+                )
+            )
+    return problems
+
+
+def _volume_problems(docker: DockerSettings, role_volumes: Mapping[str, str]) -> list[JobIsolationProblem]:
+    problems: list[JobIsolationProblem] = []
+    sockets: list[str] = []
+    binds: list[str] = []
+    owned: list[str] = []
+    for spec in _values(docker, "volumes"):
+        source = _bind_source(spec)
+        if source is None:
+            name = spec.split(":")[0] if ":" in spec else ""
+            if name in role_volumes:
+                owned.append(f"{spec} ({ROLE_LABEL}={role_volumes[name]})")
+        elif not _is_forgeway_job_bind(spec, source):
+            (sockets if _is_docker_socket(source) else binds).append(spec)
+    if sockets:
+        problems.append(
+            JobIsolationProblem(
+                f"mounts the docker socket into jobs ({', '.join(sockets)}), which gives every job root on the host",
+                f"remove it from [runners.docker] volumes (use docker:dind as a service), or allow it loudly with "
+                f"the label {DOCKER_SOCKET_LABEL}=true on the gitlab-runner container",
+                gate=DOCKER_SOCKET_LABEL,
+            )
+        )
+    if binds:
+        problems.append(
+            JobIsolationProblem(
+                f"binds host paths into jobs ({', '.join(binds)}), so a job reads or writes the host",
+                "remove the host paths from [runners.docker] volumes (a bare container path such as /cache "
+                "is a volume, not a host path)",
+            )
+        )
+    if owned:
+        problems.append(
+            JobIsolationProblem(
+                f"mounts forgeway's own volumes into jobs ({', '.join(owned)})",
+                "remove them from [runners.docker] volumes (jobs get their own volumes)",
+            )
+        )
+    drivers = {
+        "volumes_from": _values(docker, "volumes_from"),
+        "volume_driver": [v for v in _values(docker, "volume_driver") if v.strip().casefold() != "local"],
+        "volume_driver_ops": _values(docker, "volume_driver_ops"),
+    }
+    for key, found in drivers.items():
+        if found:
+            problems.append(
+                JobIsolationProblem(
+                    f"mounts what jobs should not reach ({key} = {found}: another container's volumes, or a "
+                    "driver that binds host paths)",
+                    f"remove {key}",
+                )
+            )
+    return problems
+
+
+def job_isolation_problems(
+    runner: Mapping[str, Any], role_volumes: Mapping[str, str] | None = None
+) -> list[JobIsolationProblem]:
+    """What in one parsed ``[[runners]]`` entry gives its jobs the host, as gitlab-runner would run it.
+
+    ``role_volumes`` maps the docker volumes of the stack that carry a ``forgeway.role``
+    (GitLab's data, the runner's own config with its token) to that role.
+    """
+    docker = _docker_settings(runner)
+    return [
+        *_executor_problems(runner),
+        *_privilege_problems(docker),
+        *_volume_problems(docker, role_volumes or {}),
+    ]
+
+
+def _destined_runner_config(r: Any, path: str) -> bool:
+    """True where gitlab-runner will read the text as its config.toml, parsed or not."""
+    if r.resource_type == CONTAINER:
+        m = re.match(r"uploads\[(\d+)\]", path)
+        uploads = r.props.get("uploads")
+        if m is None or not _is_seq(uploads) or int(m.group(1)) >= len(uploads):
+            return False
+        upload = uploads[int(m.group(1))]
+        file = str(upload.get("file", "")) if _is_map(upload) else ""
+        runner = _labels(r.props).get(ROLE_LABEL) == RUNNER_ROLE or "gitlab-runner" in file
+        return runner and posixpath.basename(file).casefold() == "config.toml"
+    if path.startswith("stdin"):
+        scripts = " ".join(_text(r.props.get(k)) or "" for k in ("create", "update"))
+        return "config.toml" in scripts.casefold()
+    if path == "source":
+        return posixpath.basename(str(r.props.get("remotePath") or "")).casefold() == "config.toml"
+    return "staged file 'config.toml'" in path
+
+
+def _runner_texts(r: Any) -> Iterator[tuple[str, str]]:
+    """A resource's texts, and a container's env values (a config.toml an entrypoint writes from $NAME)."""
+    yield from _texts(r.resource_type, r.props)
+    if r.resource_type == CONTAINER:
+        for i, env in enumerate(_strings(r.props.get("envs"))):
+            name, eq, value = env.partition("=")
+            if eq and value and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                yield f"envs[{i}] value", value
+
+
+def runner_documents(r: Any) -> Iterator[tuple[str, Mapping[str, Any] | None, str]]:
+    """``(input path, parsed document or None, parse error)`` of each runner config.toml a resource carries."""
+    parsed: list[str] = []
+    unparsed: list[tuple[str, str]] = []
+    for path, text in _with_decoded(_runner_texts(r)):
+        registered = _registered_runners(text) if "gitlab-runner" in text or r.resource_type == CONTAINER else []
+        if registered and r.resource_type == CONTAINER:
+            registered = [_with_register_env(runner, r.props) for runner in registered]
+        if registered:
+            yield f"{path}, {_REGISTERED}", {"runners": registered}, ""
+        try:
+            document = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            if _destined_runner_config(r, path) or _RUNNER_TABLE.search(text):
+                unparsed.append((path, f"it does not parse: {exc}"))
+            continue
+        if _folded(document, "runners"):
+            parsed.append(path)
+            yield path, document, ""
+    for path, error in unparsed + list(_unread_runner_configs(r)):
+        if not any(p.startswith(f"{path},") for p in parsed):  # not what the command decodes and writes
+            yield path, None, error
+
+
+def _unread_runner_configs(r: Any) -> Iterator[tuple[str, str]]:
+    """A config.toml copied from a file the policy cannot read (a FileAsset, an upload's local source)."""
+    unread = "its content is a file outside the program's inputs"
+    if r.resource_type in (COPY_TO_REMOTE, COPY_FILE):
+        target = str(r.props.get("remotePath") or "")
+        if posixpath.basename(target).casefold() == "config.toml" and _text(r.props.get("source")) is None:
+            yield "source", unread
+    uploads = r.props.get("uploads") if r.resource_type == CONTAINER else None
+    for i, upload in enumerate(uploads if _is_seq(uploads) else []):
+        if _is_map(upload) and upload.get("source") and _destined_runner_config(r, f"uploads[{i}].source"):
+            yield f"uploads[{i}].source", unread
+
+
+def _with_register_env(runner: dict[str, Any], props: Mapping[str, Any]) -> dict[str, Any]:
+    """What a container's env adds to its ``register``: RUNNER_EXECUTOR, DOCKER_<KEY> (gitlab-runner's flag envs)."""
+    for env in _strings(props.get("envs")):
+        name, _, value = env.partition("=")
+        if name == "RUNNER_EXECUTOR":
+            runner["executor"] = value
+        elif name.startswith("DOCKER_"):
+            key = name.removeprefix("DOCKER_").lower()
+            runner["docker"].setdefault(_REGISTER_ALIASES.get(key, key), []).append(value)
+    return runner
+
+
+_REGISTER_BOOLEANS = frozenset({"privileged", "services_privileged", "disable_cache", "tls_verify", "oom_kill_disable"})
+_REGISTER_ALIASES = {"userns": "userns_mode", "ipc_mode": "ipcmode"}  # --docker-userns, DOCKER_IPC_MODE
+_REGISTERED = "gitlab-runner register flags"
+
+
+def _register_flags(words: Sequence[str]) -> dict[str, Any]:
+    """``gitlab-runner register --executor X --docker-KEY VALUE ...`` as the runner entry it writes."""
+    docker: dict[str, list[str]] = {}
+    runner: dict[str, Any] = {"name": "(registered)", "docker": docker}
+    i = 0
+    while i < len(words):
+        word = words[i]
+        i += 1
+        flag, eq, value = word.partition("=")
+        if flag == "--name" and not eq and i < len(words):
+            runner["name"] = words[i]
+        if flag == "--executor":
+            if not eq and i < len(words):
+                value, i = words[i], i + 1
+            runner["executor"] = value
+        elif flag.startswith("--docker-"):
+            key = flag.removeprefix("--docker-").replace("-", "_")
+            key = _REGISTER_ALIASES.get(key, key)
+            if not eq and key in _REGISTER_BOOLEANS:
+                value = "true"
+            elif not eq and i < len(words) and not words[i].startswith("--"):
+                value, i = words[i], i + 1
+            docker.setdefault(key, []).append(value)
+    return runner
+
+
+def _registered_runners(text: str) -> list[dict[str, Any]]:
+    """The runner entries each ``gitlab-runner register`` in a script or command writes."""
+    found = []
+    for line in re.sub(r"\\\n", " ", text).splitlines():
+        if "register" not in line or "--" not in line:
+            continue
+        try:
+            words = shlex.split(line, comments=True)
+        except ValueError:
+            words = line.split()
+        if "register" in words:
+            found.append(_register_flags(words[words.index("register") + 1 :]))
+    return found
+
+
+def _runner_entries(document: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    entries: list[Mapping[str, Any]] = []
+    for value in _folded(document, "runners"):
+        entries += [v for v in value if _is_map(v)] if _is_seq(value) else [value] if _is_map(value) else []
+    return entries
 
 
 def _resource_address(r: Any) -> str | None:
@@ -417,62 +867,60 @@ def _resource_address(r: Any) -> str | None:
     return _provider_address(r.provider.props if r.provider is not None else None)
 
 
-def _executor_settings(runner: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
-    return [(k, v) for k, v in runner.items() if k in ("docker", "kubernetes", "docker_autoscaler") and _is_map(v)]
-
-
 def _check_runner_configs(
-    r: Any, declared: Callable[[str | None, str], bool | None], report_violation: ReportViolation
+    r: Any,
+    declared: Callable[[str | None, str], bool | None],
+    role_volumes: Mapping[str, str],
+    report_violation: ReportViolation,
 ) -> None:
     if r.resource_type not in REMOTE_TYPES and r.resource_type != CONTAINER:
         return
-    for path, text in _runner_configs(r.resource_type, r.props):
+    address = _resource_address(r)
+    on_host = f"host {address}" if address else "an unknown host"
+    on_command_line = False
+    for path, document, error in runner_documents(r):
         where = f"{_kind(r.resource_type)} '{r.name}' ({path})"
-        if r.resource_type in REMOTE_TYPES and path in ("create", "update", "delete"):
+        registered = path.endswith(_REGISTERED)  # flags, not a config.toml (the token: secrets-not-plaintext)
+        if (
+            r.resource_type in REMOTE_TYPES
+            and path.startswith(_COMMAND_LINES)
+            and not registered
+            and not on_command_line
+        ):
+            on_command_line = True
             report_violation(
                 f"{where} puts a runner config.toml on a command line, where logs and errors show it "
                 "(with its token): send it on stdin",
                 r.urn,
             )
-            continue
-        try:
-            document = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            report_violation(f"{where} carries a runner config.toml that does not parse ({exc}): fix it", r.urn)
-            continue
-        address = _resource_address(r)
-        on_host = f"host {address}" if address else "an unknown host"
-        runners = document.get("runners")
-        for i, runner in enumerate(runners if isinstance(runners, list) else []):
-            if not isinstance(runner, dict):
-                continue
-            name = runner.get("name") or f"runners[{i}]"
-            for executor, settings in _executor_settings(runner):
-                privileged = settings.get("privileged") is True or settings.get("services_privileged") is True
-                if privileged and declared(address, PROTECTED_ONLY_LABEL) is False:
-                    report_violation(
-                        f"runner '{name}' in {where} on {on_host} runs privileged {executor} jobs but is not "
-                        f"declared protected-only: set privileged = false, or make the runner protected in "
-                        f"GitLab and label its gitlab-runner container {PROTECTED_ONLY_LABEL}=true "
-                        "(stack config runner.protected_only: true)",
-                        r.urn,
-                    )
-                mounts = [str(v) for v in settings.get("volumes", []) if "docker.sock" in str(v)]
-                if mounts and declared(address, DOCKER_SOCKET_LABEL) is False:
-                    report_violation(
-                        f"runner '{name}' in {where} on {on_host} mounts the docker socket into jobs "
-                        f"({', '.join(mounts)}), which gives every job root on the host: remove it from "
-                        f"[runners.{executor}] volumes (use docker:dind as a service), or allow it loudly "
-                        f"with the label {DOCKER_SOCKET_LABEL}=true on the gitlab-runner container",
-                        r.urn,
-                    )
+        if document is None and not path.startswith(_COMMAND_LINES):
+            report_violation(
+                f"{where} carries a runner config.toml the policy cannot read ({error}), so it cannot judge "
+                "what its jobs may do: render it with TOML that parses, as a string input",
+                r.urn,
+            )
+        for i, runner in enumerate(_runner_entries(document or {})):
+            names = _folded_strings(runner, "name")
+            name = names[0] if names else f"runners[{i}]"
+            for problem in job_isolation_problems(runner, role_volumes):
+                if problem.gate is not None and declared(address, problem.gate) is not False:
+                    continue
+                report_violation(f"runner '{name}' in {where} on {on_host} {problem.what}: {problem.fix}", r.urn)
 
 
 def runner_job_isolation(args: StackValidationArgs, report_violation: ReportViolation) -> None:
     # What each host's gitlab-runner containers declare, by the address their provider reaches.
     declarations: dict[str, list[dict[str, str]]] = {}
     undecided: set[str | None] = set()  # hosts (None: some host) whose declarations are unknown in preview
+    role_volumes: dict[str, str] = {}  # forgeway's labelled docker volumes, which jobs must not mount
     for r in args.resources:
+        if r.resource_type == VOLUME:
+            try:
+                role, volume = _labels(r.props).get(ROLE_LABEL), r.props.get("name")
+            except UnknownValueError:
+                continue
+            if role and isinstance(volume, str):
+                role_volumes[volume] = role
         if r.resource_type != CONTAINER:
             continue
         try:
@@ -497,7 +945,7 @@ def runner_job_isolation(args: StackValidationArgs, report_violation: ReportViol
 
     for r in args.resources:
         try:
-            _check_runner_configs(r, declared, report_violation)
+            _check_runner_configs(r, declared, role_volumes, report_violation)
         except UnknownValueError:
             continue  # unknown during preview: checked when the update knows it
 
@@ -591,27 +1039,71 @@ def ssh_host_keys_unpinned(args: ResourceValidationArgs, report_violation: Repor
         report_violation(f"warning: {problem}, so a machine in the middle can impersonate it: {_PIN_FIX}", None)
 
 
-# --- 6. the VPS forwards only allowed ports ----------------------------------------
+# --- 6. forwarding exposes only allowed ports, to the tunnel --------------------------
+#
+# A forwarding is found by what a resource carries, not by its name: every nftables NAT
+# statement (dnat, redirect, tproxy) in any text a remote command, copy or container
+# ships, decoded where it is encoded. Forwarding in other tools (iptables, firewalld,
+# socat) cannot be read and is refused.
 
 _NFT_SERVICES = {"ssh": 22, "http": 80, "https": 443, "domain": 53, "smtp": 25, "ftp": 21, "telnet": 23}
-# The dnat statement (`dnat to ...`, `dnat ip to ...`, `dnat ip addr . port to ...`), not the
-# conntrack match `ct status dnat`.
-_DNAT = re.compile(r"(?<!status )\bdnat\s+(?:(?:ip6?|inet)\s+)?(?:to|addr)\b")
+# The NAT statements (`dnat to ...`, `dnat ip to ...`, `tproxy to ...`, `redirect [to :port]`), not
+# the conntrack match `ct status dnat`.
+_DNAT = re.compile(r"(?<!status )\b(?:dnat|tproxy)\s+(?:(?:ip6?|inet)\s+)?(?:to|addr)\b")
+# `redirect` is also an English word: a statement only as a rule's first word or after an nft match.
+_REDIRECT = re.compile(
+    r"(?:^|\b(?:dport|sport|iifname|oifname|daddr|saddr|l4proto|counter|accept|meta|mark)\b.*?)"
+    r"\s?(?<![\w-])(redirect)(?=\s+to\b|\s*$|\s*[;}]|\s+comment\b)"
+)
+_OTHER_FORWARDERS = re.compile(
+    r"-j\s+(?:DNAT|REDIRECT|TPROXY|NETMAP)\b|--jump\s+(?:DNAT|REDIRECT|TPROXY|NETMAP)\b|--to-destination\b"
+    r"|--add-forward-port\b|\bforward-port\b|\bsocat\b.*\b(?:TCP|UDP|SCTP)[46]?-LISTEN\b|\bipvsadm\b"
+    # nft without a NAT statement: stateless rewrites of the destination, fwd/dup to another host,
+    # and the JSON syntax (`nft -j`), which this reader does not parse.
+    r"|\b(?:ip6?\s+daddr|(?:tcp|udp|sctp|dccp|th)\s+dport)\s+set\b|\b(?:fwd|dup)\s+(?:(?:ip6?|inet)\s+)?to\b"
+    r"|\"(?:dnat|redirect|tproxy|fwd|dup)\"\s*:"
+    # ssh port forwards (-L/-R [bind:]port:host:port, -D [bind:]port): a listener that relays
+    r"|\bssh\b.*\s-[A-Za-z]*(?:[LR]\s*(?:\S+:)?\d+:\S+:\d+|D\s*(?:\S+:)?\d+\b)",
+    re.IGNORECASE,
+)
 _ADMIN_FACT = re.compile(r"^\s*#\s*forgeway-admin-ssh-port\s+(\d+)\s*$", re.MULTILINE)
 _DPORT = re.compile(r"\b(?:tcp|udp|sctp|dccp|th)\s+dport\s+(!=\s*)?(\{[^}]*\}|\S+)")
 _MAP_KEYS = re.compile(r"\bdport\s+map\s+\{([^}]*)\}")
+_ANY_MAP = re.compile(r"\bmap\s+\{([^}]*)\}")
+_TARGET = re.compile(r"\bto\s+(\S+)")
+
+PortRange = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """One public port range and where it lands: ``address`` None is the host itself (redirect)."""
+
+    line: str
+    public: PortRange
+    address: str | None
+    home: PortRange
 
 
 @dataclass(frozen=True)
 class Forwarded:
-    """Public ports a ruleset DNATs (inclusive ranges), and what could not be read."""
+    """Public ports a ruleset forwards (inclusive ranges), where each lands, and what could not be read."""
 
-    ranges: tuple[tuple[int, int], ...]
+    ranges: tuple[PortRange, ...]
     unreadable: tuple[str, ...]
+    exposures: tuple[Exposure, ...] = ()
 
 
-def _port_spec(spec: str) -> tuple[list[tuple[int, int]], list[str]]:
-    ranges: list[tuple[int, int]] = []
+def _port(word: str) -> int:
+    word = word.strip()
+    port = _NFT_SERVICES.get(word) or int(word)
+    if not 0 < port < 65536:
+        raise ValueError(word)
+    return port
+
+
+def _port_spec(spec: str) -> tuple[list[PortRange], list[str]]:
+    ranges: list[PortRange] = []
     bad: list[str] = []
     for raw in spec.strip().strip("{}").split(","):
         element = raw.strip()
@@ -619,83 +1111,258 @@ def _port_spec(spec: str) -> tuple[list[tuple[int, int]], list[str]]:
             continue
         lo, sep, hi = element.partition("-")
         try:
-            first = _NFT_SERVICES.get(lo.strip()) or int(lo)
-            last = (_NFT_SERVICES.get(hi.strip()) or int(hi)) if sep else first
+            first = _port(lo)
+            last = _port(hi) if sep else first
             ranges.append((first, last))
         except ValueError:
             bad.append(element)
     return ranges, bad
 
 
+def _address_port(target: str) -> tuple[str, PortRange | None]:
+    """``10.8.0.2:2222``, ``[fd00::2]:443``, ``10.8.0.2``, ``fd00::2``, ``:2222``: the address and port range."""
+    target = target.strip().rstrip(";")
+    bracketed = re.fullmatch(r"\[([^\]]*)\](?::(.+))?", target)
+    if bracketed:
+        address, port = bracketed.group(1), bracketed.group(2)
+    elif target.count(":") > 1:
+        address, port = target, None  # a bare IPv6 address
+    else:
+        address, _, port = target.partition(":")
+        port = port or None
+    if port is None:
+        return address, None
+    ranges, bad = _port_spec(port)
+    if bad or len(ranges) != 1:
+        raise ValueError(port)
+    return address, ranges[0]
+
+
+def _map_value(value: str) -> tuple[str, PortRange | None]:
+    """A map's value: ``10.8.0.2 . 443`` (address . port) or an address with an optional port."""
+    concatenated = re.fullmatch(r"\s*(\S+)\s+\.\s+(\S+)\s*", value)
+    if concatenated:
+        ranges, bad = _port_spec(concatenated.group(2))
+        if bad or len(ranges) != 1:
+            raise ValueError(value)
+        return concatenated.group(1), ranges[0]
+    return _address_port(value)
+
+
+class _Unreadable(ValueError):
+    """A NAT statement the policy cannot verify; the message says why."""
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _map_exposures(line: str, entries: str) -> list[Exposure]:
+    """``dnat to tcp dport map { 443 : 10.8.0.2 . 443 }``: public ports are the keys."""
+    found: list[Exposure] = []
+    for entry in (e.strip() for e in entries.split(",")):
+        if not entry:
+            continue
+        key, sep, value = entry.partition(":")
+        keys, bad = _port_spec(key)
+        if bad or not sep or len(keys) != 1:
+            raise _Unreadable(f"map entry '{entry}' is not 'port : address . port'")
+        try:
+            address, home = _map_value(value)
+        except ValueError:
+            raise _Unreadable(f"map entry '{entry}' has no literal target") from None
+        if not _is_ip(address):
+            raise _Unreadable(f"map entry '{entry}' has no literal target address")
+        found.append(Exposure(line, keys[0], address, home or keys[0]))
+    return found
+
+
+def _exposures(line: str, match_part: str, target: str, redirect: bool) -> list[Exposure]:
+    """What one NAT statement exposes; raises _Unreadable when that cannot be read."""
+    dport_map = _MAP_KEYS.search(target)
+    if dport_map:
+        return _map_exposures(line, dport_map.group(1))
+    match = _DPORT.search(match_part)
+    if match is None:
+        raise _Unreadable("no destination port: it forwards every port")
+    if match.group(1):
+        raise _Unreadable("a negated port match forwards every other port")
+    public, bad = _port_spec(match.group(2))
+    if bad:
+        raise _Unreadable("; ".join(f"port '{b}' is not a literal port" for b in bad))
+    if _ANY_MAP.search(target):
+        raise _Unreadable("a target map other than 'dport map' cannot be checked")
+    to = _TARGET.search(target)
+    try:
+        address, home = _address_port(to.group(1)) if to else ("", None)
+    except ValueError:
+        raise _Unreadable(f"target '{to.group(1) if to else ''}' is not a literal address and port") from None
+    if not redirect and not _is_ip(address):
+        raise _Unreadable(f"target '{address}' is not a literal address")
+    return [Exposure(line, p, None if redirect else address, home or p) for p in public]
+
+
 def forwarded_ports(ruleset: str) -> Forwarded:
-    """The destination ports of every ``dnat`` rule in an nftables ruleset."""
+    """What every NAT statement in a ruleset (or script) exposes, and the forwarding it cannot read."""
     text = re.sub(r"\\\n", " ", ruleset)
-    ranges: list[tuple[int, int]] = []
+    exposures: list[Exposure] = []
     unreadable: list[str] = []
     for raw in text.splitlines():
         line = raw.split("#", 1)[0].strip()
-        statement = _DNAT.search(line)
+        statement = _DNAT.search(line) or _REDIRECT.search(line)
         if statement is None:
+            if _OTHER_FORWARDERS.search(line):
+                unreadable.append(f"'{line}' (forwarding outside nftables, which the policy cannot read)")
             continue
-        match_part, target = line[: statement.start()], line[statement.start() :]
-        mapped = _MAP_KEYS.search(target)
-        if mapped:
-            keys = ",".join(entry.split(":", 1)[0] for entry in mapped.group(1).split(","))
-            found, bad = _port_spec(keys)
-        else:
-            match = _DPORT.search(match_part)
-            if match is None:
-                unreadable.append(f"'{line}' (no destination port: it forwards every port)")
-                continue
-            if match.group(1):
-                unreadable.append(f"'{line}' (a negated port match forwards every other port)")
-                continue
-            found, bad = _port_spec(match.group(2))
-        ranges += found
-        unreadable += [f"'{line}' (port '{b}' is not a literal port)" for b in bad]
-    return Forwarded(tuple(ranges), tuple(unreadable))
+        start = statement.start(1) if statement.re is _REDIRECT else statement.start()
+        try:
+            exposures += _exposures(line, line[:start], line[start:], statement.re is _REDIRECT)
+        except _Unreadable as why:
+            unreadable.append(f"'{line}' ({why})")
+    return Forwarded(tuple(e.public for e in exposures), tuple(unreadable), tuple(exposures))
 
 
-def _admin_ports(props: Mapping[str, Any], ruleset: str) -> set[int]:
-    """The VPS admin SSH port: the one the command connects on, and the one the ruleset names."""
+def _admin_ports(props: Mapping[str, Any], texts: Sequence[str]) -> set[int]:
+    """The host's admin SSH port: the one the command connects on, and the one a ruleset names."""
     connection = props.get("connection")
     port = _number(connection.get("port")) if _is_map(connection) else None
-    return {port or 22} | {int(p) for p in _ADMIN_FACT.findall(ruleset)}
+    return {port or 22} | {int(p) for text in texts for p in _ADMIN_FACT.findall(text)}
+
+
+def _span(r: PortRange) -> str:
+    return str(r[0]) if r[0] == r[1] else f"{r[0]}-{r[1]}"
+
+
+# Documentation ranges stand in for public addresses in examples and the lab (a VPS's "public"
+# address 203.0.113.10); Python calls them private, so they are named here.
+_PUBLIC_STAND_INS = tuple(
+    ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
+)
+
+
+def _is_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return ip.is_global or any(ip.version == n.version and ip in n for n in _PUBLIC_STAND_INS)
+
+
+def _address_problem(e: Exposure, to: str) -> str | None:
+    """Why an exposure's target is not a host behind the tunnel, or None."""
+    fix = "forward only to the GitLab host's tunnel address (forwarding.ports)"
+    if e.address is None:
+        return f"redirects {to} to this host's own port {_span(e.home)} ('{e.line}'), exposing a local service: {fix}"
+    try:
+        ip = ipaddress.ip_address(e.address)
+    except ValueError:
+        return f"forwards {to} to '{e.address}', which is not a literal address ('{e.line}'): {fix}"
+    if ip.is_loopback or ip.is_unspecified or ip.is_link_local or ip.is_multicast or ip.is_reserved:
+        return f"forwards {to} to {ip}, an address of this host or of no host ('{e.line}'): {fix}"
+    if _is_public(ip):
+        return f"forwards {to} to the public address {ip}, which makes this host a relay ('{e.line}'): {fix}"
+    return None
+
+
+def _target_problem(e: Exposure, allowed_home: set[int]) -> str | None:
+    """Why where an exposure lands is not an allowed port on a host behind the tunnel, or None."""
+    to = f"public port {_span(e.public)}"
+    problem = _address_problem(e, to)
+    home = set(range(e.home[0], e.home[1] + 1))
+    if problem is None and home & set(DOCKER_API_PORTS):
+        problem = (
+            f"forwards {to} to {e.address} port {_span(e.home)}, a docker API port (2375/2376), which gives the "
+            "internet root on that host: remove it from forwarding.ports"
+        )
+    if problem is None and not home <= allowed_home:
+        problem = (
+            f"forwards {to} to {e.address} port {_span(e.home)}, which is not in the home-port allowlist "
+            f"{sorted(allowed_home)} (the GitLab host's own SSH must never be reachable from the internet): "
+            "change forwarding.ports[].home, or add the port to the policy config allowedHomePorts"
+        )
+    return problem
+
+
+def _exposure_problem(e: Exposure, admin_ports: set[int], allowed: set[int], allowed_home: set[int]) -> str | None:
+    ports = _span(e.public)
+    span = set(range(e.public[0], e.public[1] + 1))
+    admin = sorted(span & admin_ports)
+    if admin:
+        return (
+            f"forwards port {ports}, {'which includes ' if e.public[0] != e.public[1] else ''}the admin SSH port "
+            f"{admin[0]}: forwarding it locks the admin out; move sshd to another port (hosts[].ssh_port) or "
+            "forward git SSH elsewhere"
+        )
+    if span & set(DOCKER_API_PORTS):
+        return (
+            f"forwards port {ports}, a docker API port (2375/2376), which gives the internet root on the home "
+            "device: remove it from forwarding.ports"
+        )
+    if not span <= allowed:
+        return (
+            f"forwards port {ports}, which is not in the allowlist {sorted(allowed)}: remove it from "
+            "forwarding.ports, or add it to the policy config allowedPorts"
+        )
+    return _target_problem(e, allowed_home)
+
+
+def _published_port_problems(props: Mapping[str, Any], allowed_home: set[int]) -> Iterator[str]:
+    """A container's ``ports``: docker DNATs each to the container, so each lands on a home port."""
+    ports = props.get("ports")
+    for i, port in enumerate(ports if _is_seq(ports) else []):
+        if not _is_map(port):
+            continue
+        external, ip = _number(port.get("external")), str(port.get("ip") or "")
+        where = f"ports[{i}] publishes port {external or 'a random port'} on {ip or 'every address'}"
+        if external is None:
+            yield f"{where}, which the policy cannot check: set ports[].external"
+            continue
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            address = None
+        if address is None or address.is_unspecified or _is_public(address):
+            yield (
+                f"{where}, which reaches it from every network that host is on: publish on the one address that "
+                "needs it (the GitLab host's tunnel address: ports[].ip)"
+            )
+        elif external in DOCKER_API_PORTS:
+            yield f"{where}, a docker API port (2375/2376): do not publish it"
+        elif not address.is_loopback and external not in allowed_home:
+            yield (
+                f"{where}, which is not in the home-port allowlist {sorted(allowed_home)}: publish another port, "
+                "or add it to the policy config allowedHomePorts"
+            )
 
 
 def vps_forwarding_ports(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
-    if args.resource_type != COMMAND or not args.name.endswith("-forwarding"):
+    if args.resource_type not in REMOTE_TYPES and args.resource_type != CONTAINER:
         return
-    ruleset = _text(args.props.get("stdin")) or ""
-    allowed = {int(p) for p in args.get_config().get("allowedPorts", DEFAULT_ALLOWED_PORTS)}
-    admin_ports = _admin_ports(args.props, ruleset)
-    forwarded = forwarded_ports(ruleset)
-    where = f"VPS forwarding '{args.name}'"
-    for line in forwarded.unreadable:
-        report_violation(f"{where} has a DNAT rule the policy cannot verify: {line}: match literal ports", None)
-    for lo, hi in forwarded.ranges:
-        ports = str(lo) if lo == hi else f"{lo}-{hi}"
-        span = set(range(lo, hi + 1))
-        admin = sorted(span & admin_ports)
-        if admin:
-            report_violation(
-                f"{where} forwards port {ports}, {'which includes ' if lo != hi else ''}the VPS admin SSH port "
-                f"{admin[0]}: forwarding it locks "
-                "the admin out; move sshd to another port (hosts[].ssh_port) or forward git SSH elsewhere",
-                None,
-            )
-        elif span & set(DOCKER_API_PORTS):
-            report_violation(
-                f"{where} forwards port {ports}, a docker API port (2375/2376), which gives the internet root "
-                "on the home device: remove it from forwarding.ports",
-                None,
-            )
-        elif not span <= allowed:
-            report_violation(
-                f"{where} forwards port {ports}, which is not in the allowlist {sorted(allowed)}: remove it from "
-                "forwarding.ports, or add it to the policy config allowedPorts",
-                None,
-            )
+    config = args.get_config()
+    allowed = {int(p) for p in config.get("allowedPorts", DEFAULT_ALLOWED_PORTS)}
+    allowed_home = {int(p) for p in config.get("allowedHomePorts", DEFAULT_ALLOWED_HOME_PORTS)}
+    if args.resource_type == CONTAINER:
+        for problem in _published_port_problems(args.props, allowed_home):
+            report_violation(f"container '{args.name}' {problem}", None)
+    texts = list(_with_decoded(_texts(args.resource_type, args.props)))
+    found = [(path, forwarded_ports(text)) for path, text in texts]
+    found = [(path, f) for path, f in found if f.exposures or f.unreadable]
+    if not found:
+        return
+    admin_ports = _admin_ports(args.props, [text for _, text in texts])
+    seen: set[str] = set()
+    for path, forwarded in found:
+        where = f"forwarding in {_kind(args.resource_type)} '{args.name}' ({path})"
+        problems = [
+            f"has a NAT rule the policy cannot verify: {line}: match literal ports and forward to literal "
+            "addresses with nftables"
+            for line in forwarded.unreadable
+        ]
+        problems += [p for e in forwarded.exposures if (p := _exposure_problem(e, admin_ports, allowed, allowed_home))]
+        for problem in problems:
+            if problem not in seen:  # a ruleset and its decoded copy say the same
+                seen.add(problem)
+                report_violation(f"{where} {problem}", None)
 
 
 # --- 7. the registry is served over TLS ---------------------------------------------
@@ -780,7 +1447,60 @@ _TEXT_SETTING = re.compile(
     ( [a-z0-9_.\-]{0,40}? (?:password|passwd|passphrase|token|secret|private_key|api_key) [a-z0-9_.\-]{0,40} )
     ['"]?\]?[ \t]{0,8}[:=][ \t]{0,8}['"]([^'"$\s][^'"\n]{0,500})['"]"""
 )
-_COMMAND_LINES = ("create", "update", "delete")
+# Unquoted, as a shell or env file writes it (`DB_PASSWORD=hunter2`, `export API_TOKEN=x`) and as a
+# program takes it (`--password=x`, `--registration-token x`): a literal, not `$VAR` or `$(cat)`.
+_SHELL_SETTING = re.compile(
+    r"""(?ix) (?<![a-z0-9_.\-])
+    ( [a-z0-9_]{0,40}? (?:password|passwd|passphrase|token|secret|private_key|api_key) )
+    =([^\s'"$`;&|()<>{}\\][^\s'"`;&|()<>]{0,500})"""
+)
+_SECRET_FLAG = re.compile(
+    r"""(?ix) (?<![a-z0-9_.\-]) --
+    ( [a-z0-9-]{0,40}? (?:password|passwd|passphrase|token|secret|private-key|api-key) )
+    (?:=|[ \t]{1,8}) ['"]? ([^\s'"$`;&|()<>{}\\-][^\s'"`;&|()<>]{0,500})"""
+)
+
+
+# `PrivateKey = x` (WireGuard, INI), `password: x` (YAML), unquoted, the name ending in the secret word
+# (`password_file: /path` names a file, not a secret).
+_INI_SETTING = re.compile(
+    r"""(?imx) ^[ \t]{0,16}
+    ( [a-z0-9_.\-]{0,40}? (?:password|passwd|passphrase|token|secret|private_?key|preshared_?key|api_?key) )
+    [ \t]{0,8}[:=][ \t]{0,8} ([^\s'"$`#;{\[][^\s]{0,500}) [ \t]*$"""
+)
+# `https://user:pass@host` (a proxy or registry URL), `PRIVATE-TOKEN: x` / `Authorization: Bearer x` headers.
+_URL_CREDENTIALS = re.compile(r"\b[a-z][a-z0-9+.\-]{1,20}://[^\s/:@'\"]{1,100}:([^\s/@'\"$]{1,200})@", re.IGNORECASE)
+_AUTH_HEADER = re.compile(
+    r"\b(private-token|job-token|deploy-token|authorization)[ \t]{0,4}:[ \t]{0,4}(?:(?:bearer|basic|token)[ \t]+)?"
+    r"([^\s'\"$]{8,500})",
+    re.IGNORECASE,
+)
+_SECRET_KEY_END = re.compile(r"(?:password|passwd|passphrase|token|secret|privatekey|presharedkey|apikey|accesskey)$")
+
+
+def _document_findings(text: str) -> Iterator[str]:
+    """Secret-named keys with literal values in text that parses as TOML or JSON, however it is spelled
+    (multi-line strings, escapes, inline tables)."""
+    document: Any = None
+    for parse in (json.loads, tomllib.loads) if text.lstrip()[:1] in ("{", "[") else (tomllib.loads,):
+        try:
+            document = parse(text)
+            break
+        except ValueError:  # tomllib.TOMLDecodeError and json.JSONDecodeError are ValueErrors
+            continue
+    stack: list[Any] = [document]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            for k, v in value.items():
+                key = re.sub(r"[^a-z0-9]", "", str(k).lower())
+                named = _SECRET_KEY_END.search(key) or key == "auth"  # docker's config.json: base64 user:password
+                if isinstance(v, str) and v.strip() and not v.startswith("$") and named:
+                    yield f"a literal value for '{k}'"
+                else:
+                    stack.append(v)
+        elif isinstance(value, list):
+            stack.extend(value)
 
 
 def _secret_named(name: str) -> bool:
@@ -801,8 +1521,14 @@ def _text_findings(text: str) -> Iterator[str]:
         yield "a private key"
     if _GITLAB_TOKEN.search(text) or _REGISTRATION_TOKEN.search(text):
         yield "a GitLab token"
-    for match in _TEXT_SETTING.finditer(text):
-        yield f"a literal value for '{match.group(1)}'"
+    for pattern in (_TEXT_SETTING, _SHELL_SETTING, _SECRET_FLAG, _INI_SETTING):
+        for match in pattern.finditer(text):
+            yield f"a literal value for '{match.group(1)}'"
+    if _URL_CREDENTIALS.search(text):
+        yield "a password in a URL (user:password@)"
+    for match in _AUTH_HEADER.finditer(text):
+        yield f"a literal {match.group(1)} header"
+    yield from _document_findings(text)
 
 
 def secret_material(props: Mapping[str, Any]) -> list[SecretFinding]:
@@ -835,8 +1561,15 @@ def secret_material(props: Mapping[str, Any]) -> list[SecretFinding]:
             findings.append(SecretFinding(prop, path, f"a secret-named variable ({assignment.group(1)})"))
             return
         found = list(dict.fromkeys(_text_findings(text)))
+        if assignment:  # NAME={"json": ...}: the value is a document of its own
+            found = list(dict.fromkeys([*found, *_document_findings(assignment.group(2))]))
         if found:
             findings.append(SecretFinding(prop, path, " and ".join(found)))
+        # What the host decodes (a staged file, `echo BLOB | base64 -d`) is as plain as the text.
+        for what, decoded in decoded_texts(text):
+            found = list(dict.fromkeys(_text_findings(decoded)))
+            if found:
+                findings.append(SecretFinding(prop, f"{path} ({what}, decoded)", " and ".join(found)))
 
     for name, value in props.items():
         walk(str(name), str(name), value, str(name))
@@ -882,7 +1615,13 @@ _PORTS_CONFIG = PolicyConfigSchema(
             "items": {"type": "integer", "minimum": 1, "maximum": 65535},
             "default": list(DEFAULT_ALLOWED_PORTS),
             "description": "Public ports the VPS may forward (the admin SSH port and 2375/2376 never are)",
-        }
+        },
+        "allowedHomePorts": {
+            "type": "array",
+            "items": {"type": "integer", "minimum": 1, "maximum": 65535},
+            "default": list(DEFAULT_ALLOWED_HOME_PORTS),
+            "description": "Ports on the GitLab host a forwarding may land on (2375/2376 never are)",
+        },
     }
 )
 
@@ -907,8 +1646,9 @@ POLICIES: list[Any] = [
     ),
     StackValidationPolicy(
         name="runner-job-isolation",
-        description="Runner jobs are privileged only on protected-only runners and never get the docker socket "
-        "unless explicitly allowed.",
+        description="Runner jobs are privileged only on protected-only runners, get the docker socket only when "
+        "explicitly allowed, and never get host paths, capabilities, devices, host namespaces or unconfined "
+        "seccomp/AppArmor.",
         validate=runner_job_isolation,
         enforcement_level=EnforcementLevel.MANDATORY,
     ),
@@ -927,7 +1667,8 @@ POLICIES: list[Any] = [
     ),
     ResourceValidationPolicy(
         name="vps-forwarding-ports",
-        description="The VPS forwards only allowlisted ports, never its admin SSH port or the docker API.",
+        description="Every NAT rule, in whatever resource, forwards only allowlisted ports to allowlisted ports on a "
+        "host behind the tunnel, never an admin SSH port or the docker API.",
         validate=vps_forwarding_ports,
         enforcement_level=EnforcementLevel.MANDATORY,
         config_schema=_PORTS_CONFIG,

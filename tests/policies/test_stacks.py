@@ -12,7 +12,8 @@ reach the pack, and the tests below show it catches them:
   keys removed (mandatory; with the policy waiver, only ``ssh-host-keys-unpinned``
   warnings remain);
 * ``vps-forwarding-ports``: ``forwarding.ports`` with the registry on 2375 (a docker API
-  port) and HTTPS on 8443 (outside the allowlist); config validation accepts both.
+  port) and HTTPS on 8443 (outside the allowlist, and so the GitLab container publishes a home port
+  outside allowedHomePorts); config validation accepts both.
 
 The other mistakes cannot reach the pack from config, which is the point of the config
 checks; ``test_planted_mistakes_config_refuses_never_reach_the_pack`` plants each and
@@ -34,6 +35,7 @@ from __future__ import annotations
 import copy
 from collections import Counter
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -41,7 +43,7 @@ import pytest
 from components.config import ConfigError, parse_stack
 from policies import rules
 from tests.policies.conftest import SynthesizedStack
-from tests.policies.harness import run_policies
+from tests.policies.harness import Spec, run_policies
 from tests.stacks import lab_stack
 from tools.synth import contains_secret, unwrap
 
@@ -49,6 +51,10 @@ pytestmark = pytest.mark.policies
 
 REMOTE = "command:remote:Command"
 DOCKER = "pulumi:providers:docker"
+
+
+def _as_policy_resource(spec: Spec) -> SimpleNamespace:
+    return SimpleNamespace(resource_type=spec.type, name=spec.name, props=unwrap(spec.props))
 
 
 def _show(violations: Sequence[object]) -> str:
@@ -77,6 +83,13 @@ def test_the_pack_sees_the_program(example_stack: SynthesizedStack) -> None:
     forwarded = rules.forwarded_ports(unwrap(forwarding.props["stdin"]))
     assert forwarded.unreadable == ()
     assert {lo for lo, _ in forwarded.ranges} == {80, 443, 22, 5050}
+    assert {e.home[0] for e in forwarded.exposures} == {80, 443, 2222, 5050}
+    assert len({e.address for e in forwarded.exposures}) == 1
+    # The staged files on command lines are read decoded (the secret and forwarding scans see them).
+    staged = [what for what, _ in rules.decoded_texts(unwrap(forwarding.props["create"]))]
+    assert "staged file 'forwarding-up.sh'" in staged
+    runners = [s for s in example_stack.specs if s.name.endswith("-runner") and "uploads" in s.props]
+    assert runners and all(list(rules.runner_documents(_as_policy_resource(s))) for s in runners)
 
 
 def test_declared_secret_inputs_are_secret_on_the_wire(example_stack: SynthesizedStack) -> None:
@@ -124,10 +137,11 @@ def test_planted_forwarded_ports_are_mandatory_violations(lab_bad_ports: Synthes
     outcome = run_policies(rules.POLICIES, lab_bad_ports.specs)
     assert {v.policy for v in outcome.mandatory} == {"vps-forwarding-ports"}
     messages = [v.message for v in outcome.mandatory]
-    assert len(messages) == 2, messages
-    assert any("'vps-forwarding' forwards port 2375, a docker API port" in m for m in messages), messages
+    assert len(messages) == 3, messages
+    assert any("'home-gitlab' ports[1] publishes port 8443 on 10.8.0.2" in m for m in messages), messages
+    assert any("'vps-forwarding' (stdin) forwards port 2375, a docker API port" in m for m in messages), messages
     assert any(
-        "'vps-forwarding' forwards port 8443, which is not in the allowlist" in m and "allowedPorts" in m
+        "'vps-forwarding' (stdin) forwards port 8443, which is not in the allowlist" in m and "allowedPorts" in m
         for m in messages
     ), messages
 
