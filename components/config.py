@@ -413,6 +413,13 @@ class Runners(_Model):
     binfmt_image: Image | None = Field(
         None, description="Pinned image that registers QEMU binfmt handlers (hosts with runner.multiarch)"
     )
+    # 3600: GitLab's default job timeout, so a job started just before the stop can end on
+    # its own; 7200: the stop timeout gitlab-runner's docs give systemd (docs/configuration/init.md).
+    stop_grace_seconds: Annotated[int, Field(ge=0, le=7200)] = Field(
+        3600,
+        description="Seconds a runner container's replace or delete waits for its running jobs to finish "
+        "(SIGQUIT: it takes no new ones) before docker kills it; 0 to 7200, 0: no wait",
+    )
 
 
 class StackConfig(_Model):

@@ -19,7 +19,10 @@ Per runner host (a ``RunnerHost`` component, children named ``<host>-...``):
   is rendered inside ``apply`` on the secret token and uploaded with mode 0600; the
   whole upload list is secret and so are the container's ``uploads`` outputs. The host's
   docker socket is bound in: the docker executor starts jobs through it (jobs get the
-  socket only with ``runner.insecure_docker_socket_in_jobs``).
+  socket only with ``runner.insecure_docker_socket_in_jobs``). Replacing or deleting it
+  drains it: SIGQUIT, then up to ``runners.stop_grace_seconds`` for running jobs to
+  finish before docker kills it (the provider always replaces a container delete-first:
+  the fixed name and the shared system id allow one runner at a time).
 
 With ``gitlab.tls = own-ca`` the runner trusts the stack CA (``tls-ca-file``) and jobs
 and docker-in-docker services get it in ``/etc/docker/certs.d/<registry>/ca.crt``.
@@ -43,7 +46,16 @@ from components.render.docker_daemon import DaemonSettings, host_ipv6_prefixes, 
 from components.render.runner_config import CA_PATH, RunnerSettingsView, render_config_toml
 from components.scripts import script, script_command, staged_command, unstaged_command
 
-__all__ = ["RUNNER_CONTAINER", "RunnerFleet", "RunnerFleetArgs", "RunnerHost", "daemon_json_for", "host_cores"]
+__all__ = [
+    "RUNNER_CONTAINER",
+    "STOP_SIGNAL",
+    "RunnerFleet",
+    "RunnerFleetArgs",
+    "RunnerHost",
+    "daemon_json_for",
+    "delete_timeout",
+    "host_cores",
+]
 
 RUNNER_CONTAINER = "forgeway-runner"  # not forgeway-gitlab-*: the pack reads that prefix as GitLab data
 CONFIG_DIR = "/etc/gitlab-runner"
@@ -51,6 +63,14 @@ RUNNER_MEMORY_MB = 512  # the runner process itself; jobs have their own limits
 DAEMON_STAGE = "docker-daemon"
 PRUNE_STAGE = "docker-prune"
 BINFMT_STAGE = "binfmt"
+STOP_SIGNAL = "SIGQUIT"  # gitlab-runner: stop taking jobs, finish the running ones, exit
+PROVIDER_DELETE_TIMEOUT_S = 20 * 60  # the docker provider's default for a container's delete
+DELETE_MARGIN_S = 300  # the force remove and the wait for it after the grace period
+
+
+def delete_timeout(grace_seconds: int) -> str:
+    """The container's delete timeout: its grace period plus the remove, never below the provider's own."""
+    return f"{max(PROVIDER_DELETE_TIMEOUT_S, grace_seconds + DELETE_MARGIN_S)}s"
 
 
 def daemon_json_for(cfg: StackConfig, host: HostConfig) -> dict[str, object]:
@@ -207,6 +227,7 @@ class RunnerHost(pulumi.ComponentResource):
         tags = [host_cfg.arch, *(settings.tags if settings else [])]
         protected = bool(settings and settings.protected_only)
         socket_in_jobs = bool(settings and settings.insecure_docker_socket_in_jobs)
+        grace = cfg.runners.stop_grace_seconds
         self.container = docker.Container(
             f"{name}-runner",
             name=RUNNER_CONTAINER,
@@ -228,7 +249,23 @@ class RunnerHost(pulumi.ComponentResource):
             ],
             log_driver="json-file",
             log_opts={"max-size": f"{cfg.runners.log_max_size_mb}m", "max-file": str(cfg.runners.log_max_files)},
-            opts=pulumi.ResourceOptions.merge(on_host, pulumi.ResourceOptions(additional_secret_outputs=["uploads"])),
+            # A replace (any config.toml change) or delete drains the runner: the provider's
+            # delete stops with the container's stop signal and destroy_grace_seconds, then
+            # force-removes (terraform-provider-docker internal/provider/
+            # resource_docker_container_funcs.go, resourceDockerContainerDelete). SIGQUIT is
+            # gitlab-runner's graceful stop (no new jobs, running ones finish); its image says
+            # so too (STOPSIGNAL, gitlab-runner dockerfiles/runner/ubuntu/Dockerfile).
+            stop_signal=STOP_SIGNAL,
+            destroy_grace_seconds=grace,
+            opts=pulumi.ResourceOptions.merge(
+                on_host,
+                pulumi.ResourceOptions(
+                    additional_secret_outputs=["uploads"],
+                    # The provider's delete gives up after 20 minutes unless told otherwise
+                    # (dockerContainerDeleteDefaultTimeout, resource_docker_container.go).
+                    custom_timeouts=pulumi.CustomTimeouts(delete=delete_timeout(grace)),
+                ),
+            ),
         )
         # What GitLab must hold for this runner (tags, untagged, protected: GitLab keeps them).
         self.register_outputs(

@@ -106,6 +106,7 @@ DOCKER_API_PORTS = (2375, 2376)
 DEFAULT_ALLOWED_HOME_PORTS = (80, 443, 2222, 5050)
 MIN_GITLAB_SHM_MB = 256
 _COMMAND_LINES = ("create", "update", "delete")  # a remote command's inputs that are command lines
+RUNNER_STOP_SIGNAL = "SIGQUIT"
 
 # --- reading props -----------------------------------------------------------------
 
@@ -1596,6 +1597,32 @@ def secrets_not_plaintext(args: ResourceValidationArgs, report_violation: Report
             )
 
 
+# --- 10. runner containers drain their jobs on a replace --------------------------
+
+
+def runner_containers_drain(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    """A runner container (label forgeway.role=gitlab-runner) stops with SIGQUIT, gitlab-runner's
+    graceful stop, and has a grace period: the docker provider's delete (and so every replace,
+    e.g. a config.toml change) stops with the container's signal and destroyGraceSeconds as the
+    timeout, 0 when unset (terraform-provider-docker resource_docker_container_funcs.go)."""
+    if args.resource_type != CONTAINER or _labels(args.props).get(ROLE_LABEL) != RUNNER_ROLE:
+        return
+    signal = _text(args.props.get("stopSignal"))
+    if signal != RUNNER_STOP_SIGNAL:
+        has = f"stops with {signal}" if signal else "has no stop_signal (it stops with its image's)"
+        report_violation(
+            f"runner container '{args.name}' {has}: set stop_signal=\"{RUNNER_STOP_SIGNAL}\", gitlab-runner's "
+            "graceful stop, so a replace or delete lets its running jobs finish",
+            None,
+        )
+    if not _number(args.props.get("destroyGraceSeconds")):
+        report_violation(
+            f"runner container '{args.name}' has no grace period, so a replace or delete (any config.toml change) "
+            "kills its running jobs at once: set destroy_grace_seconds (runners.stop_grace_seconds > 0)",
+            None,
+        )
+
+
 # --- the pack ------------------------------------------------------------------------
 
 _HOST_KEY_CONFIG = PolicyConfigSchema(
@@ -1683,6 +1710,12 @@ POLICIES: list[Any] = [
         name="container-memory-limits",
         description="Containers have memory limits, and GitLab's container has at least 256 MB of shared memory.",
         validate=container_memory_limits,
+        enforcement_level=EnforcementLevel.ADVISORY,
+    ),
+    ResourceValidationPolicy(
+        name="runner-containers-drain",
+        description="Runner containers stop with SIGQUIT and a grace period, so a replace lets running jobs finish.",
+        validate=runner_containers_drain,
         enforcement_level=EnforcementLevel.ADVISORY,
     ),
     ResourceValidationPolicy(

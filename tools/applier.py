@@ -27,8 +27,10 @@ This is not the Pulumi engine. What it emulates, per type:
   container is created, its ``uploads`` put in (a tar, as the provider does), started,
   waited for (running; healthy with ``wait``), updated in place through
   ContainerUpdate for ``restart``/``maxRetryCount``/``cpuShares``/``cpuSet``/``memory``/
-  ``memorySwap``, and stopped (``destroyGraceSeconds``) and removed (anonymous volumes
-  with ``removeVolumes``, named ones never) on delete. Inputs not in ``_DOCKER_INPUTS``
+  ``memorySwap``, and on delete stopped with its stop signal (``stopSignal``, else the
+  image's) and ``destroyGraceSeconds`` as the timeout (0 when unset: SIGKILL at once), then
+  force-removed (anonymous volumes with ``removeVolumes``, named ones never); a stop that
+  ran out of grace is logged (tools/applier_docker.py _container_delete). Inputs not in ``_DOCKER_INPUTS``
   are refused by name. A container is always replaced delete-first (the bridge sets
   DeleteBeforeReplace for it), a volume whose ``name`` the program sets too (the
   bridge's rule for a name it did not autoname); a missing name is autonamed
@@ -406,7 +408,7 @@ class Applier:
         for key in keys:
             self._agent.add(key)
         client = DockerClient(host, self._agent.env())
-        return _Docker(client, f"{typ} {name}", host.label, _secret_values(inputs))
+        return _Docker(client, f"{typ} {name}", host.label, _secret_values(inputs), self.log)
 
     def _command(
         self,

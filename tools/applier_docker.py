@@ -27,7 +27,7 @@ _CONTAINER_INPUTS = {
     "name", "image", "envs", "ports", "volumes", "labels", "restart", "maxRetryCount", "shmSize", "memory",
     "memorySwap", "cpuShares", "cpuSet", "healthcheck", "uploads", "hostname", "command", "entrypoints",
     "privileged", "networkMode", "logDriver", "logOpts", "capabilities", "destroyGraceSeconds", "mustRun",
-    "start", "wait", "waitTimeout", "removeVolumes",
+    "start", "wait", "waitTimeout", "removeVolumes", "stopSignal", "stopTimeout",
 }  # fmt: skip
 # Changed in place by the provider's update (ContainerUpdate).
 _CONTAINER_UPDATES = {"restart", "maxRetryCount", "cpuShares", "cpuSet", "memory", "memorySwap"}
@@ -72,11 +72,19 @@ class _Docker:
     """One resource's API calls: errors name the resource, host and step, with its
     secrets (env values, uploaded contents) redacted."""
 
-    def __init__(self, client: DockerClient, what: str, host: str, secret_values: list[str]) -> None:
+    def __init__(
+        self,
+        client: DockerClient,
+        what: str,
+        host: str,
+        secret_values: list[str],
+        log: Callable[[str], None] | None = None,
+    ) -> None:
         self.client = client
         self.what = what
         self.host = host
         self.secrets = secret_values
+        self.log = log or (lambda line: None)
 
     def fail(self, step: str, detail: str) -> ApplyError:
         return ApplyError(redact(f"{self.what}: {step} failed on docker host {self.host}: {detail}", self.secrets))
@@ -290,6 +298,10 @@ def _container_body(given: Mapping[str, Any]) -> dict[str, Any]:
         "Labels": _labels(given.get("labels")),
         **{k: v for k, v in optional.items() if v},
     }
+    # The provider passes both as given; an empty StopSignal lets the daemon take the image's.
+    config["StopSignal"] = given.get("stopSignal") or ""
+    if given.get("stopTimeout") is not None:
+        config["StopTimeout"] = int(given["stopTimeout"])
     if "healthcheck" in given:
         check = given["healthcheck"]
         config["Healthcheck"] = {
@@ -455,13 +467,65 @@ def _container_update(
 
 
 def _container_delete(d: _Docker, entry: Entry) -> None:
+    """The provider's delete (terraform-provider-docker internal/provider/
+    resource_docker_container_funcs.go, resourceDockerContainerDelete): ContainerStop with
+    ``destroyGraceSeconds`` as its timeout (0 when unset) and no signal, so the daemon sends
+    the container's own stop signal (``stopSignal``, else the image's STOPSIGNAL, else
+    SIGTERM) and SIGKILL when the timeout runs out; then a forced ContainerRemove.
+
+    The provider says nothing when the grace period ran out; the lab logs it (a drained
+    gitlab-runner exits by itself, one killed by docker abandoned its running jobs), with
+    the container's last log line."""
     grace = int(entry.inputs.get("destroyGraceSeconds") or 0)
-    if grace > 0:
-        d.call(
-            "stop", "POST", f"/containers/{entry.id}/stop", query={"t": grace}, ok=(204, 304, 404), timeout=grace + 60
-        )
+    started = time.monotonic()
+    stop = d.call(
+        "stop", "POST", f"/containers/{entry.id}/stop", query={"t": grace}, ok=(204, 304, 404), timeout=grace + 60
+    )
+    if grace > 0 and stop.status == 204:
+        _report_killed(d, entry.id, grace, time.monotonic() - started)
     # v: anonymous volumes only (removeVolumes, default true); named volumes stay.
     _remove_container(d, entry.id, bool(entry.inputs.get("removeVolumes", True)))
+
+
+_SIGKILL_STATUS = 128 + 9
+
+
+def _report_killed(d: _Docker, container_id: str, grace: int, seconds: float) -> None:
+    """Log when the stop ended in docker's SIGKILL after the grace period, not in an exit."""
+    info = _inspect_container(d, container_id)
+    state = info.get("State") or {}
+    if state.get("ExitCode") != _SIGKILL_STATUS or state.get("OOMKilled") or seconds < grace:
+        return
+    signal = (info.get("Config") or {}).get("StopSignal") or "SIGTERM"
+    last = _last_log_line(d, container_id)
+    d.log(
+        redact(
+            f"{'':8} {d.what}: did not stop within destroyGraceSeconds={grace} s after {signal}: docker killed it "
+            f"(SIGKILL, exit {_SIGKILL_STATUS}) after {seconds:.0f} s; what it was still doing was cut off "
+            f"(a gitlab-runner: its running jobs). Its last log line: {last!r}",
+            d.secrets,
+        )
+    )
+
+
+def _last_log_line(d: _Docker, container_id: str) -> str:
+    """The last line the container printed (stdout or stderr), from the daemon's log."""
+    query = {"stdout": True, "stderr": True, "tail": 5}
+    response = d.call("read logs", "GET", f"/containers/{container_id}/logs", query=query, ok=(200, 404))
+    lines = _demultiplex(response.body).decode(errors="replace").splitlines()
+    return next((line for line in reversed(lines) if line.strip()), "")
+
+
+def _demultiplex(body: bytes) -> bytes:
+    """The payload of docker's multiplexed log stream (8-byte frame headers: stream, 0, 0, 0, size)."""
+    if body[:1] not in (b"\x00", b"\x01", b"\x02") or body[1:4] != b"\x00\x00\x00":
+        return body  # a container with a TTY: the stream is raw
+    out, pos = b"", 0
+    while pos + 8 <= len(body):
+        size = int.from_bytes(body[pos + 4 : pos + 8], "big")
+        out += body[pos + 8 : pos + 8 + size]
+        pos += 8 + size
+    return out
 
 
 _DOCKER_CREATE: dict[str, Callable[[_Docker, str, dict[str, Any]], tuple[str, dict[str, Any]]]] = {

@@ -123,7 +123,9 @@ BASE = "forgeway-lab/base:1.0"
 GITLAB_STANDIN = "forgeway-lab/gitlab-standin:1.0"
 # Run as the program runs gitlab/gitlab-runner (its config volume, the 0600 config.toml,
 # the CA, the host's docker socket): checks them, logs "runner-standin ready: ..." and
-# waits, or exits 1 naming the first problem. See tools/standin_image/runner_standin.py.
+# waits, or exits 1 naming the first problem; runs lab jobs and drains them on SIGQUIT.
+# No STOPSIGNAL (gitlab-runner's image has SIGQUIT; `docker import` cannot set it): the
+# lab proves the program's own stop_signal. See tools/standin_image/runner_standin.py.
 RUNNER_STANDIN = "forgeway-lab/runner-standin:1.0"
 # Speaks tonistiigi/binfmt's interface against the kernel's binfmt_misc, with Debian's
 # qemu-user-static (arm64 and amd64 only). See tools/standin_image/binfmt_standin.py.

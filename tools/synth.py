@@ -71,6 +71,7 @@ class Registration:
     replace_on_changes: list[str]
     inputs: dict[str, Any]
     read: bool = False  # a ReadResource (e.g. a StackReference), not a RegisterResource
+    custom_timeouts: dict[str, str] = field(default_factory=dict)  # create/update/delete, as given
 
 
 @dataclass(frozen=True)
@@ -244,7 +245,13 @@ def _registration(request: Any, urn: str, inputs: dict[str, Any], *, read: bool 
         replace_on_changes=[] if read else list(request.replaceOnChanges),
         inputs=inputs,
         read=read,
+        custom_timeouts={} if read else _custom_timeouts(request.customTimeouts),
     )
+
+
+def _custom_timeouts(timeouts: Any) -> dict[str, str]:
+    """The request's customTimeouts that are set (e.g. ``{"delete": "65m"}``)."""
+    return {op: str(getattr(timeouts, op)) for op in ("create", "update", "delete") if getattr(timeouts, op, "")}
 
 
 ResourceHandler = Callable[[Any], tuple[str, dict[str, Any]]]

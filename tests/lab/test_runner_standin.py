@@ -4,8 +4,9 @@ It runs in a real dockerd in a namespace of its own (tools/lab_docker.py) as the
 runs gitlab-runner: the config volume at /etc/gitlab-runner, config.toml from
 render_config_toml put in with mode 0600 before start (the archive API, as the docker
 provider's ``uploads``), the stack CA at CA_PATH, the daemon's own socket bind-mounted at
-/var/run/docker.sock. It must log ready and stop on SIGTERM with 0; each broken variant
-must exit 1 naming the problem, never the token.
+/var/run/docker.sock. It must log ready and stop with 0: on SIGQUIT (the stop signal the
+program gives it) after its running job finished, on SIGTERM at once, abandoning it; each
+broken variant must exit 1 naming the problem, never the token.
 
 Needs root, docker.io and debootstrap: fails loudly without them, never skips. The first
 run on a machine builds the image (~15 s with the minbase cached); later runs reuse it.
@@ -220,7 +221,7 @@ def _create(daemon: DaemonInfo, name: str, files: dict[str, tuple[str, int]], *,
     args = ["-v", f"{name}-config:/etc/gitlab-runner"]
     if socket_mount:
         args += ["-v", f"{daemon.socket}:/var/run/docker.sock"]
-    docker(daemon, "create", "--name", name, "--memory", "512m", *args, RUNNER_STANDIN)
+    docker(daemon, "create", "--name", name, "--memory", "512m", "--stop-signal", "SIGQUIT", *args, RUNNER_STANDIN)
     docker(daemon, "cp", "-", f"{name}:/etc/gitlab-runner", input=_archive(files))
 
 
@@ -296,3 +297,53 @@ def test_standin_refuses_a_broken_setup(daemon: DaemonInfo, variant: str) -> Non
         assert TOKEN not in output and REGISTRATION not in output
     finally:
         _remove(daemon, name)
+
+
+def _wait_for_line(daemon: DaemonInfo, name: str, text: str, timeout: float = 30.0) -> str:
+    started = time.monotonic()
+    while text not in (logs := _logs(daemon, name)):
+        assert time.monotonic() - started < timeout, f"no {text!r} in {timeout:g} s:\n{logs}"
+        time.sleep(0.1)
+    return logs
+
+
+def test_standin_drains_jobs_on_sigquit_and_abandons_them_on_sigterm(daemon: DaemonInfo) -> None:
+    """As gitlab-runner: SIGQUIT (the container's stop signal, as the program sets it) lets
+    the running job finish and refuses new ones; SIGTERM kills the running job and exits at once."""
+    _create(daemon, "drain", {"config.toml": (CONFIG, 0o600)})
+    try:
+        docker(daemon, "start", "drain")
+        _wait_for_line(daemon, "drain", "runner-standin ready:")
+        docker(daemon, "exec", "drain", "runner-standin", "job", "build-1", "3")
+        started = time.monotonic()
+        stopping = threading.Thread(target=docker, args=(daemon, "stop", "--time", "30", "drain"))
+        stopping.start()
+        _wait_for_line(daemon, "drain", "SIGQUIT: graceful shutdown")
+        refused = docker(daemon, "exec", "drain", "runner-standin", "job", "late-1", "1", check=False)
+        stopping.join(timeout=60)
+        seconds = time.monotonic() - started
+        print(f"\ndrained in {seconds:.2f}s")
+        logs = _logs(daemon, "drain")
+        assert refused.returncode == 1 and b"refused" in refused.stderr, refused
+        lines = [line.removeprefix("runner-standin: ") for line in logs.splitlines()]
+        drain = lines.index("SIGQUIT: graceful shutdown, no new jobs; waiting for 1 running job(s): build-1")
+        finished = next(i for i, line in enumerate(lines) if line.startswith("job build-1 finished after"))
+        assert drain < finished < lines.index("all jobs finished, exiting") == len(lines) - 1, logs
+        assert "job late-1 refused: shutting down, no new jobs" in lines, logs
+        assert 1.5 < seconds < 20, seconds
+        assert _state(daemon, "drain")["ExitCode"] == 0, logs
+
+        docker(daemon, "start", "drain")
+        _wait_for_line(daemon, "drain", "all jobs finished, exiting\nrunner-standin ready:")
+        docker(daemon, "exec", "drain", "runner-standin", "job", "build-2", "60")
+        started = time.monotonic()
+        docker(daemon, "kill", "--signal", "SIGTERM", "drain")
+        logs = _wait_for_line(daemon, "drain", "SIGTERM: stopping")
+        assert "runner-standin: SIGTERM: stopping; abandoned 1 running job(s): build-2" in logs.splitlines(), logs
+        while _state(daemon, "drain")["Running"]:
+            time.sleep(0.1)
+        print(f"SIGTERM: gone in {time.monotonic() - started:.2f}s")
+        assert time.monotonic() - started < 5
+        assert "job build-2 finished" not in logs
+    finally:
+        _remove(daemon, "drain")

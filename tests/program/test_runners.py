@@ -16,9 +16,9 @@ import shlex
 import tomllib
 from typing import Any
 
-from components.config import PROJECT, parse_stack
+from components.config import PROJECT, Runners, parse_stack
 from components.render.runner_config import CA_PATH
-from components.runners import RUNNER_CONTAINER
+from components.runners import RUNNER_CONTAINER, delete_timeout
 from tests.program.conftest import Stack
 from tools.synth import Registration, is_secret_value, unwrap
 
@@ -121,3 +121,24 @@ def test_multiarch_hosts_get_the_binfmt_image_and_command_for_the_other_arch(sta
         assert "binfmt-down.sh" in unwrap(command.inputs["delete"])
     if stack.name == "lab":
         assert [h["name"] for h in multiarch] == ["runner-amd"]
+
+
+def test_runner_container_drains_on_replace_and_delete(stack: Stack) -> None:
+    """SIGQUIT (gitlab-runner's graceful stop) and runners.stop_grace_seconds as the delete's
+    grace (the provider stops with it before the force remove), with a delete timeout that
+    outlasts the grace period."""
+    default = Runners.model_fields["stop_grace_seconds"].default
+    grace = stack.config[f"{PROJECT}:runners"].get("stop_grace_seconds", default)
+    for host in _runner_hosts(stack):
+        container = _named(stack, CONTAINER, f"{host['name']}-runner")
+        assert container.inputs["stopSignal"] == "SIGQUIT", container.urn
+        assert container.inputs["destroyGraceSeconds"] == grace, container.urn
+        assert "stopTimeout" not in container.inputs, container.urn
+        delete = container.custom_timeouts["delete"]
+        assert delete.endswith("s") and int(delete[:-1]) >= max(20 * 60, grace + 60), (container.urn, delete)
+
+
+def test_runner_delete_timeout_outlasts_the_grace_period() -> None:
+    assert delete_timeout(0) == "1200s"  # never below the provider's own 20 minutes
+    assert delete_timeout(3600) == "3900s"
+    assert delete_timeout(7200) == "7500s"

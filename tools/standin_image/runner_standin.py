@@ -20,7 +20,21 @@ The first failure ends the container with status 1 and one line,
 ``runner-standin: FATAL: <reason>``; the token is never printed. When all is well it
 logs ``runner-standin ready: <name> <url> tags-from-comment=<tags>`` (the tags the
 rendered file's comment says GitLab must hold, comma-separated; ``-`` when none) and
-waits. SIGTERM or SIGINT exits 0 at once. It never contacts GitLab and runs no job.
+waits. It never contacts GitLab.
+
+Jobs, for the lab: ``runner-standin job <id> <seconds>`` (through ``docker exec``) hands
+the running stand-in a job that takes that long; it exits 0 once the stand-in took it,
+1 when refused. The stand-in logs ``job <id> started``, then ``job <id> finished``.
+Stopping, as gitlab-runner does (commands/multi.go; docs/configuration/init.md):
+
+* SIGQUIT, the graceful stop (the program's stop_signal; gitlab-runner's image also has it
+  as STOPSIGNAL, this one does not, so the lab proves the program's): no new jobs
+  (a request is refused), the running ones finish, then ``all jobs finished, exiting``
+  and exit 0; at once when none runs. Docker's SIGKILL at the end of a stop's timeout
+  cuts that short: the last line is then the ``SIGQUIT: graceful shutdown`` one.
+* SIGTERM or SIGINT, the forceful stop, also during a graceful one: running jobs are
+  killed and named (``abandoned N running job(s): ...``), exit 0 at once.
+
 Only modules of python3-minimal and libpython3-stdlib (tomllib) are used.
 """
 
@@ -34,6 +48,7 @@ import signal
 import socket
 import stat
 import sys
+import time
 import tomllib
 from pathlib import Path
 from typing import NamedTuple
@@ -42,6 +57,9 @@ CONFIG = Path("/etc/gitlab-runner/config.toml")
 # gitlab-runner's Linux volume parser: absolute paths without ':' (it splits on them).
 _VOLUME = re.compile(r"^(?:(?P<source>/[^:]*):)?(?P<destination>/[^:]*)(?::(?P<mode>ro|rw))?$")
 DOCKER_SOCKET = Path("/var/run/docker.sock")
+JOBS = Path("/run/runner-standin/jobs")  # job requests: a file <id> holding its seconds
+_JOB_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+POLL = 0.1  # seconds between looks for job requests
 PING_TIMEOUT = 10.0  # seconds
 REGISTRATION_PREFIX = "GR1348941"  # legacy registration tokens; gone in GitLab 17/18
 TOKEN_PREFIX = "glrt-"  # noqa: S105 (the prefix of runner authentication tokens)
@@ -236,26 +254,121 @@ def _redact(message: str, config: Path) -> str:
     return line
 
 
+def log(line: str) -> None:
+    print(f"runner-standin: {line}", flush=True)
+
+
+class Jobs:
+    """The jobs this stand-in runs: each a child process that sleeps its seconds."""
+
+    def __init__(self, requests: Path) -> None:
+        self.requests = requests
+        self.running: dict[int, tuple[str, float]] = {}  # pid -> (job id, start)
+        self.draining = False
+        requests.mkdir(parents=True, exist_ok=True)
+
+    def names(self) -> str:
+        return ", ".join(sorted(name for name, _ in self.running.values())) or "-"
+
+    def take_requests(self) -> None:
+        for path in sorted(self.requests.iterdir()):
+            if not _JOB_ID.fullmatch(path.name):
+                continue  # a request being written (.<id>), or one already answered (<id>.<answer>)
+            if self.draining:
+                path.rename(path.with_name(f"{path.name}.refused"))
+                log(f"job {path.name} refused: shutting down, no new jobs")
+                continue
+            try:
+                seconds = float(path.read_text())
+            except ValueError:
+                path.rename(path.with_name(f"{path.name}.refused"))
+                log(f"job {path.name} refused: its request is not a number of seconds")
+                continue
+            pid = os.fork()
+            if pid == 0:  # the job: sleep, then exit 0 (signals stay blocked; SIGKILL ends it)
+                time.sleep(seconds)
+                os._exit(0)
+            self.running[pid] = (path.name, time.monotonic())
+            path.rename(path.with_name(f"{path.name}.running"))
+            log(f"job {path.name} started ({seconds:g} s)")
+
+    def reap(self) -> None:
+        """Collect every exited child: jobs are logged, others (`docker exec` orphans) dropped."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid in self.running:
+                name, started = self.running.pop(pid)
+                took, code = time.monotonic() - started, os.waitstatus_to_exitcode(status)
+                log(f"job {name} finished after {took:.1f} s (exit {code})")
+
+    def abandon(self) -> list[str]:
+        """Kill every running job (a forceful stop); their names."""
+        names = sorted(name for name, _ in self.running.values())
+        for pid in list(self.running):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        self.running.clear()
+        return names
+
+
+def request_job(name: str, seconds: str, requests: Path = JOBS, timeout: float = 10.0) -> int:
+    """``runner-standin job <id> <seconds>``: hand the running stand-in a job; 0 once it took it."""
+    if not _JOB_ID.fullmatch(name):
+        print(f"runner-standin job: {name!r} is not a job id ({_JOB_ID.pattern})", file=sys.stderr)
+        return 2
+    requests.mkdir(parents=True, exist_ok=True)
+    partial = requests / f".{name}"
+    partial.write_text(seconds)
+    partial.rename(requests / name)
+    deadline = time.monotonic() + timeout
+    while (requests / name).exists():
+        if time.monotonic() > deadline:
+            print(f"runner-standin job: {name} not taken in {timeout:g} s (is the stand-in running?)", file=sys.stderr)
+            return 1
+        time.sleep(POLL / 2)
+    if (requests / f"{name}.running").exists():
+        return 0
+    print(f"runner-standin job: {name} refused (the stand-in is shutting down)", file=sys.stderr)
+    return 1
+
+
 def main() -> int:
-    signals = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
-    signal.pthread_sigmask(signal.SIG_BLOCK, signals)  # taken by sigwait below: no race
+    if sys.argv[1:2] == ["job"] and len(sys.argv) == 4:
+        return request_job(sys.argv[2], sys.argv[3])
+    signals = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD}
+    signal.pthread_sigmask(signal.SIG_BLOCK, signals)  # taken by sigtimedwait below: no race
     try:
         ready = check()
     except Fatal as err:
         print(f"runner-standin: FATAL: {_redact(str(err), CONFIG)}", file=sys.stderr, flush=True)
         return 1
     print(ready.line(), flush=True)
+    jobs = Jobs(JOBS)
     while True:
-        received = signal.sigwait(signals)
-        if received == signal.SIGCHLD:  # PID 1 reaps what `docker exec` sessions orphan
-            try:
-                while os.waitpid(-1, os.WNOHANG)[0] > 0:
-                    pass
-            except ChildProcessError:
-                pass
-            continue
-        print(f"runner-standin: {signal.Signals(received).name}: stopping", flush=True)
-        return 0
+        jobs.take_requests()
+        received = signal.sigtimedwait(signals, POLL)
+        jobs.reap()  # PID 1 also reaps what `docker exec` sessions orphan
+        signo = received.si_signo if received is not None else None
+        if signo == signal.SIGQUIT and not jobs.draining:
+            jobs.draining = True
+            count = len(jobs.running)
+            log(f"SIGQUIT: graceful shutdown, no new jobs; waiting for {count} running job(s): {jobs.names()}")
+        elif signo in (signal.SIGTERM, signal.SIGINT):
+            abandoned = jobs.abandon()
+            name = signal.Signals(signo).name
+            log(
+                f"{name}: stopping"
+                + (f"; abandoned {len(abandoned)} running job(s): {', '.join(abandoned)}" if abandoned else "")
+            )
+            return 0
+        if jobs.draining and not jobs.running:
+            log("all jobs finished, exiting")
+            return 0
 
 
 if __name__ == "__main__":
