@@ -49,7 +49,18 @@ Service = Literal["http", "https", "ssh", "registry"]
 
 # --- field types -------------------------------------------------------------------
 
-Port = Annotated[int, Field(ge=1, le=65535)]
+
+def _strict_int(value: Any) -> Any:
+    """YAML and the CLI hand over `yes`, 22.0 and "22" where an integer is meant; none
+    is taken for a number (a boolean would become port 1, a fraction would be cut)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("an integer written as a plain number, e.g. 22 (not a boolean, a fraction or a quoted string)")
+    return value
+
+
+# Every integer of the config: strict, so `ssh_port: yes` is refused rather than becoming 1.
+Int = Annotated[int, BeforeValidator(_strict_int)]
+Port = Annotated[Int, Field(ge=1, le=65535)]
 
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _HOST_KEY = re.compile(
@@ -213,12 +224,12 @@ class RunnerSettings(_Model):
     """Per-host runner options (hosts with role `runner`)."""
 
     tags: list[Name] = Field(default_factory=list, description="Tags beside the architecture tag")
-    concurrent: Annotated[int, Field(ge=1, le=64)] | None = Field(
+    concurrent: Annotated[Int, Field(ge=1, le=64)] | None = Field(
         None, description="Jobs at once; default: the host's cores"
     )
     privileged: bool = Field(False, description="Privileged job containers (needs protected_only)")
     protected_only: bool = Field(False, description="Run jobs of protected branches and tags only")
-    job_memory_mb: Annotated[int, Field(ge=64)] | None = Field(None, description="Memory limit of each job container")
+    job_memory_mb: Annotated[Int, Field(ge=64)] | None = Field(None, description="Memory limit of each job container")
     insecure_docker_socket_in_jobs: bool = Field(
         False, description="INSECURE: the host's docker socket in jobs (they own the host); needs protected_only"
     )
@@ -229,16 +240,16 @@ class AddressPool(_Model):
     """A docker default address pool: networks of /size carved out of base."""
 
     base: IPv4Network = Field(description="IPv4 network docker carves bridge networks from, e.g. 172.28.0.0/14")
-    size: Annotated[int, Field(ge=16, le=29)] = Field(24, description="Prefix length of each network")
+    size: Annotated[Int, Field(ge=16, le=29)] = Field(24, description="Prefix length of each network")
 
 
 class Prune(_Model):
     """Disk kept in check on runner hosts: a timer prunes when usage is above a threshold."""
 
-    threshold_percent: Annotated[int, Field(ge=10, le=99)] = Field(
+    threshold_percent: Annotated[Int, Field(ge=10, le=99)] = Field(
         80, description="Prune when the docker data root's file system is fuller than this"
     )
-    keep_hours: Annotated[int, Field(ge=0, le=8760)] = Field(
+    keep_hours: Annotated[Int, Field(ge=0, le=8760)] = Field(
         72, description="Keep unused images and build cache younger than this"
     )
     on_calendar: str = Field("hourly", description="systemd OnCalendar of the check (cron fallback: hourly)")
@@ -270,7 +281,7 @@ class Host(_Model):
     tunnel_address: ipaddress.IPv4Address | None = Field(
         None, description="Fixed tunnel address; default: assigned in host order (.1 is the VPS)"
     )
-    memory_mb: Annotated[int, Field(ge=256)] | None = Field(
+    memory_mb: Annotated[Int, Field(ge=256)] | None = Field(
         None, description="Host memory in MB (drives the GitLab small-device profile)"
     )
     docker_socket: AbsolutePath = Field(
@@ -286,13 +297,13 @@ class Tunnel(_Model):
     subnet: Network = Field(ipaddress.ip_network("10.8.0.0/24"), description="Tunnel subnet (IPv4)")
     listen_port: Port = Field(51820, description="UDP port of WireGuard on the VPS")
     # 1360: the smallest uplink whose default tunnel MTU (uplink - 80) carries IPv6's 1280.
-    uplink_mtu: Annotated[int, Field(ge=1360, le=9000)] = Field(
+    uplink_mtu: Annotated[Int, Field(ge=1360, le=9000)] = Field(
         1500, description="MTU of the narrowest uplink on the path"
     )
-    mtu: Annotated[int, Field(ge=1280, le=8920)] | None = Field(
+    mtu: Annotated[Int, Field(ge=1280, le=8920)] | None = Field(
         None, description="Tunnel MTU; default uplink_mtu - 80 (WireGuard over IPv6 overhead)"
     )
-    keepalive: Annotated[int, Field(ge=1, le=600)] = Field(
+    keepalive: Annotated[Int, Field(ge=1, le=600)] = Field(
         25, description="PersistentKeepalive seconds for peers behind NAT"
     )
     endpoint: Address | None = Field(None, description="What peers dial; default: the VPS public_address or address")
@@ -363,7 +374,7 @@ class GitLab(_Model):
         "auto", description="Small-device profile; auto: on for arm64 hosts with <= 8 GB"
     )
     tls: Literal["letsencrypt", "own-ca"] = Field("own-ca", description="Certificates from Let's Encrypt or our own CA")
-    memory_limit_mb: Annotated[int, Field(ge=2048)] | None = Field(
+    memory_limit_mb: Annotated[Int, Field(ge=2048)] | None = Field(
         None, description="Container memory limit; default 3/4 of the host's memory_mb, else 4096"
     )
     letsencrypt_emails: list[Email] = Field(
@@ -407,8 +418,8 @@ class Runners(_Model):
         description="docker default-address-pools (must not overlap the tunnel or any LAN)",
     )
     registry_mirrors: list[HttpsUrl] = Field(default_factory=list, description="docker registry mirrors (https)")
-    log_max_size_mb: Annotated[int, Field(ge=1, le=1024)] = Field(10, description="Container log rotation size")
-    log_max_files: Annotated[int, Field(ge=1, le=20)] = Field(3, description="Container log files kept")
+    log_max_size_mb: Annotated[Int, Field(ge=1, le=1024)] = Field(10, description="Container log rotation size")
+    log_max_files: Annotated[Int, Field(ge=1, le=20)] = Field(3, description="Container log files kept")
     prune: Prune = Field(Prune(), description="Pruning of unused images and build cache")
     binfmt_image: Image | None = Field(
         None, description="Pinned image that registers QEMU binfmt handlers (hosts with runner.multiarch)"
