@@ -84,13 +84,34 @@ def _is_hostname(value: str) -> bool:
     return len(value) <= 253 and all(_LABEL.match(label.lower()) for label in labels)
 
 
+# An interface name: the kernel's dev_valid_name (1-15 bytes, not '.' or '..', no '/', ':' or
+# whitespace) narrowed to the bytes nft, ip, wg-quick and a shell take unquoted; VLANs (eth0.100),
+# enp3s0, br-lan and wg_home pass. Kept in step with components/render/nftables.py (_IFNAME).
+_IFNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}")
+_IFNAME_RULE = (
+    "1-15 characters of letters, digits, '_', '.' and '-', not starting with '.' or '-' "
+    "(the kernel's limit, e.g. eth0, enp3s0 or the VLAN eth0.100)"
+)
+
+
+def _interface_name(value: str) -> str:
+    if not _IFNAME.fullmatch(value):
+        raise ValueError(f"an interface name: {_IFNAME_RULE}")
+    return value
+
+
 def _address(value: str) -> str:
     """An IP address or a DNS name (what SSH and WireGuard endpoints accept)."""
     try:
-        ipaddress.ip_address(value)
-        return value
+        parsed = ipaddress.ip_address(value)
     except ValueError:
-        pass
+        parsed = None
+    zone = parsed.scope_id if isinstance(parsed, ipaddress.IPv6Address) else None
+    # The zone reaches wg0.conf, ssh's command line and the docker provider's URL.
+    if zone is not None and not _IFNAME.fullmatch(zone):
+        raise ValueError(f"an IPv6 zone ID (after '%') that is an interface name: {_IFNAME_RULE}")
+    if parsed is not None:
+        return value
     if re.fullmatch(r"[0-9.]+", value) or not _is_hostname(value):
         raise ValueError("expected an IPv4/IPv6 address or a DNS hostname such as vps.example.org")
     return value
@@ -154,6 +175,7 @@ def _network(value: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
 
 Name = Annotated[str, AfterValidator(_name)]
 Address = Annotated[str, AfterValidator(_address)]
+InterfaceName = Annotated[str, AfterValidator(_interface_name)]
 Hostname = Annotated[str, AfterValidator(_hostname)]
 HostKey = Annotated[str, AfterValidator(_host_key)]
 ArchField = Annotated[Arch, BeforeValidator(_arch)]
@@ -271,7 +293,7 @@ class Host(_Model):
     public_address: Address | None = Field(
         None, description="VPS only: the public address clients and peers use (default: address)"
     )
-    public_interface: Name = Field("eth0", description="VPS only: the interface that faces the internet")
+    public_interface: InterfaceName = Field("eth0", description="VPS only: the interface that faces the internet")
     lan_networks: list[Network] = Field(
         default_factory=list, description="The host's LAN networks (must not overlap the tunnel)"
     )

@@ -1,0 +1,117 @@
+"""components.config: values checked against the grammar of where they end up.
+
+The bad-config corpus (bad_configs/) holds one refused example per class; these tests
+walk each class's edges: what the destination takes must load, what it refuses must
+be refused by its key before anything is registered.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from components.config import ConfigError, StackConfig, parse_stack
+from components.render.ssh import SshTarget, ssh_options, ssh_url, url_host
+from tests.stacks import prod_stack
+from tests.unit.test_config import Config, apply_patch
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="session")
+def prod() -> tuple[Config, list[str]]:
+    """The prod stack, decrypted once; tests patch deep copies."""
+    return prod_stack()
+
+
+def _load(prod: tuple[Config, list[str]], patch: dict[str, Any]) -> StackConfig:
+    patched = apply_patch(prod, patch)
+    stack, _ = parse_stack(patched.config, patched.secret_keys)
+    return stack
+
+
+def _refused(prod: tuple[Config, list[str]], patch: dict[str, Any]) -> list[tuple[str, str]]:
+    patched = apply_patch(prod, patch)
+    with pytest.raises(ConfigError) as caught:
+        parse_stack(patched.config, patched.secret_keys)
+    return [(p.key, p.expected) for p in caught.value.problems]
+
+
+# --- integers ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [True, False, 22.0, "22", "0o26", None, [22], {"port": 22}])
+def test_an_integer_field_takes_only_an_integer(value: Any, prod: tuple[Config, list[str]]) -> None:
+    problems = _refused(prod, {"set": {"forgeway:hosts[0].ssh_port": value}})
+    assert [k for k, _ in problems] == ["forgeway:hosts[0].ssh_port"], problems
+
+
+def test_a_plain_integer_still_loads(prod: tuple[Config, list[str]]) -> None:
+    assert _load(prod, {"set": {"forgeway:hosts[0].ssh_port": 2203}}).vps.ssh_port == 2203
+
+
+# --- interface names and IPv6 zones ------------------------------------------------
+
+GOOD_IFNAMES = ["eth0", "eth0.100", "enp0s31f6", "br-lan", "wg_home", "a", "x" * 15, "bond0.4094"]
+BAD_IFNAMES = ["", "x" * 16, "eth0/1", ".", "..", "eth 0", "eth0\n", "-eth0", ".eth0", "eth0:1", "ethé", 'e"0']
+
+
+@pytest.mark.parametrize("name", GOOD_IFNAMES)
+def test_interface_names_the_kernel_takes_load(name: str, prod: tuple[Config, list[str]]) -> None:
+    assert _load(prod, {"set": {"forgeway:hosts[0].public_interface": name}}).vps.public_interface == name
+
+
+@pytest.mark.parametrize("name", BAD_IFNAMES)
+def test_interface_names_the_kernel_refuses_are_refused(name: str, prod: tuple[Config, list[str]]) -> None:
+    problems = _refused(prod, {"set": {"forgeway:hosts[0].public_interface": name}})
+    assert problems == [("forgeway:hosts[0].public_interface", problems[0][1])]
+    assert "an interface name" in problems[0][1]
+
+
+@pytest.mark.parametrize("zone", ["eth0", "eth0.100", "3"])
+def test_an_ipv6_zone_that_is_an_interface_name_loads(zone: str, prod: tuple[Config, list[str]]) -> None:
+    stack = _load(prod, {"set": {"forgeway:tunnel.endpoint": f"fe80::1%{zone}"}})
+    assert stack.tunnel.endpoint == f"fe80::1%{zone}"
+
+
+@pytest.mark.parametrize("zone", ["eth0\n", "a b", "x" * 16, "eth0/1", "]", "\x00", "é"])
+def test_an_ipv6_zone_that_is_no_interface_name_is_refused(zone: str, prod: tuple[Config, list[str]]) -> None:
+    problems = _refused(prod, {"set": {"forgeway:hosts[2].address": f"fe80::51%{zone}"}})
+    assert [k for k, _ in problems] == ["forgeway:hosts[2].address"], problems
+
+
+# --- IPv6 in URLs ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "host"),
+    [
+        ("192.168.1.50", "192.168.1.50"),
+        ("gitlab.example.org", "gitlab.example.org"),
+        ("2001:db8::10", "[2001:db8::10]"),
+        ("fe80::1%eth0", "[fe80::1%25eth0]"),
+    ],
+)
+def test_url_host_brackets_ipv6_and_encodes_its_zone(address: str, host: str) -> None:
+    assert url_host(address) == host
+
+
+def test_the_docker_url_of_an_ipv6_host_is_bracketed_and_parses_back(prod: tuple[Config, list[str]]) -> None:
+    from urllib.parse import unquote, urlsplit
+
+    stack = _load(prod, {"set": {"forgeway:hosts[1].address": "2001:db8::50"}})
+    host = stack.gitlab_host
+    url = ssh_url(SshTarget(host.address, host.ssh_port, host.ssh_user, host.host_key))
+    assert url == "ssh://forgeway@[2001:db8::50]"
+    parts = urlsplit(url)
+    assert (parts.username, parts.hostname, parts.port) == ("forgeway", "2001:db8::50", None)
+    zoned = urlsplit(ssh_url(SshTarget("fe80::1%eth0", 22, "forgeway", None)))
+    assert unquote(zoned.hostname or "") == "fe80::1%eth0" and zoned.port is None
+
+
+def test_ssh_options_through_an_ipv6_jump_host_bracket_the_target() -> None:
+    jump = SshTarget("2001:db8::1", 2202, "admin", None)
+    options = ssh_options(SshTarget("2001:db8::50", 22, "forgeway", None), jump)
+    proxy = next(o for o in options if o.startswith("ProxyCommand="))
+    assert "-W '[%h]:%p' admin@2001:db8::1" in proxy
