@@ -28,6 +28,7 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    model_validator,
 )
 
 __all__ = [
@@ -215,6 +216,54 @@ def _https_url(value: str) -> str:
     return value
 
 
+# A proxy URL goes into a systemd Environment= word (components/render/docker_client.py):
+# printable ASCII without space, quote or backslash.
+_PROXY_SAFE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,2048}")
+_PROXY_URL = "an http://, https:// or socks5:// proxy URL of a host and an optional port, e.g. http://proxy.lan:3128"
+
+
+def _proxy_url(value: str) -> str:
+    if not _PROXY_SAFE.fullmatch(value):
+        raise ValueError(f"{_PROXY_URL}, with no whitespace, quote, backslash or non-ASCII character")
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{_PROXY_URL} (this one does not parse: {exc})") from exc
+    if parts.username is not None or parts.password is not None:
+        # Credentials would land in the docker unit, Pulumi's state and the process list.
+        raise ValueError(
+            "a proxy URL without credentials: forgeway does not support proxy passwords (user:password@ "
+            "would be stored in plain text in the stack, Pulumi's state and a systemd unit); let the proxy "
+            "allow this host by its address instead"
+        )
+    host = parts.hostname or ""
+    try:
+        ipaddress.ip_address(host)
+        known = True
+    except ValueError:
+        known = _is_hostname(host) and not re.fullmatch(r"[0-9.]+", host)
+    rest = parts.path not in ("", "/") or parts.query or parts.fragment or value.endswith(("?", "#"))
+    if parts.scheme not in ("http", "https", "socks5") or not known or rest or port == 0:
+        raise ValueError(_PROXY_URL)
+    return value
+
+
+# A NO_PROXY entry as Go's net/http reads it: host, .domain, *.domain, host:port, IP, CIDR, [v6].
+_NO_PROXY_ENTRY = re.compile(r"[A-Za-z0-9*.\[\]:/_-]{1,253}")
+
+
+def _no_proxy_entry(value: str) -> str:
+    if not _NO_PROXY_ENTRY.fullmatch(value):
+        raise ValueError(
+            "a NO_PROXY entry: a host, .domain, *.domain, host:port, an address or a CIDR, "
+            "of letters, digits and . * : / [ ] _ - only"
+        )
+    return value
+
+
+ProxyUrl = Annotated[str, AfterValidator(_proxy_url)]
+NoProxyEntry = Annotated[str, AfterValidator(_no_proxy_entry)]
 Email = Annotated[str, AfterValidator(_email)]
 IPv6Network = Annotated[ipaddress.IPv6Network, BeforeValidator(_ipv6_network)]
 IPv4Network = Annotated[ipaddress.IPv4Network, BeforeValidator(_ipv4_network)]
@@ -234,12 +283,21 @@ class _Model(BaseModel):
 class ProxySettings(_Model):
     """An HTTP(S) proxy the host's docker daemon must use to reach registries."""
 
-    http_proxy: str | None = Field(None, description="URL of the HTTP proxy, e.g. http://proxy.lan:3128")
-    https_proxy: str | None = Field(None, description="URL of the HTTPS proxy")
-    no_proxy: list[str] = Field(
+    http_proxy: ProxyUrl | None = Field(
+        None, description="URL of the HTTP proxy, e.g. http://proxy.lan:3128 (no user:password@: not supported)"
+    )
+    https_proxy: ProxyUrl | None = Field(None, description="URL of the HTTPS proxy (no user:password@)")
+    no_proxy: list[NoProxyEntry] = Field(
         default_factory=list,
         description="Extra NO_PROXY entries; the registry, GitLab host and tunnel subnet are always added",
     )
+
+    @model_validator(mode="after")
+    def _a_proxy_is_named(self) -> ProxySettings:
+        # The docker-client renderer has nothing to write for a proxy section without a URL.
+        if self.http_proxy is None and self.https_proxy is None:
+            raise ValueError("http_proxy or https_proxy in a proxy section (leave proxy out for no proxy)")
+        return self
 
 
 class RunnerSettings(_Model):
@@ -584,6 +642,8 @@ def fix_command(key: str, path: str = "") -> str:
 
 # --- errors ------------------------------------------------------------------------
 
+_URL_USERINFO = re.compile(r"://[^/@\s\"]*@")
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -609,7 +669,8 @@ class ConfigError(Exception):
 
 
 def _show(value: Any) -> str:
-    text = json.dumps(value, default=str)
+    # A URL's user:password@ is never shown (a proxy URL with credentials is refused by it).
+    text = _URL_USERINFO.sub("://[secret]@", json.dumps(value, default=str))
     return text if len(text) <= 80 else text[:77] + "..."
 
 

@@ -115,3 +115,49 @@ def test_ssh_options_through_an_ipv6_jump_host_bracket_the_target() -> None:
     options = ssh_options(SshTarget("2001:db8::50", 22, "forgeway", None), jump)
     proxy = next(o for o in options if o.startswith("ProxyCommand="))
     assert "-W '[%h]:%p' admin@2001:db8::1" in proxy
+
+
+# --- proxy URLs --------------------------------------------------------------------
+
+GOOD_PROXIES = [
+    "http://proxy.lan:3128",
+    "https://proxy.example.org",
+    "socks5://10.0.0.1:1080",
+    "http://[2001:db8::1]:3128",
+]
+BAD_PROXIES = [
+    "http://u:p@proxy.lan:3128",
+    "http://u@proxy.lan",
+    "http://:p@proxy.lan",
+    "proxy.lan:3128",
+    "ftp://proxy.lan",
+    "http://proxy.lan:0",
+    "http://proxy.lan:3128/path",
+    "http://proxy.lan?x=1",
+    "http://proxy lan",
+    "http://proxy.lan\n",
+    "http://",
+    "http://%41",
+    "http://[fe80::1",
+]
+
+
+@pytest.mark.parametrize("url", GOOD_PROXIES)
+def test_a_proxy_url_of_a_host_and_port_loads(url: str, prod: tuple[Config, list[str]]) -> None:
+    stack = _load(prod, {"set": {"forgeway:hosts[3].proxy.http_proxy": url}})
+    proxy = stack.host("builder").proxy
+    assert proxy is not None and proxy.http_proxy == url
+
+
+@pytest.mark.parametrize("url", BAD_PROXIES)
+def test_a_proxy_url_docker_or_its_unit_cannot_take_is_refused(url: str, prod: tuple[Config, list[str]]) -> None:
+    patched = apply_patch(prod, {"set": {"forgeway:hosts[3].proxy.http_proxy": url}})
+    with pytest.raises(ConfigError) as caught:
+        parse_stack(patched.config, patched.secret_keys)
+    assert [p.key for p in caught.value.problems] == ["forgeway:hosts[3].proxy.http_proxy"]
+    assert ":p@" not in str(caught.value), "a proxy password is shown"
+
+
+def test_a_proxy_section_without_a_url_is_refused(prod: tuple[Config, list[str]]) -> None:
+    problems = _refused(prod, {"set": {"forgeway:hosts[3].proxy": {"no_proxy": ["a.lan"]}}})
+    assert [k for k, _ in problems] == ["forgeway:hosts[3].proxy"]
