@@ -300,10 +300,16 @@ class ProxySettings(_Model):
         return self
 
 
+# GitLab matches a job's tags against a runner's: a handful is normal, hundreds is a mistake.
+MAX_RUNNER_TAGS = 32
+
+
 class RunnerSettings(_Model):
     """Per-host runner options (hosts with role `runner`)."""
 
-    tags: list[Name] = Field(default_factory=list, description="Tags beside the architecture tag")
+    tags: Annotated[list[Name], Field(max_length=MAX_RUNNER_TAGS)] = Field(
+        default_factory=list, description="Tags beside the architecture tag (at most 32, each a DNS label)"
+    )
     concurrent: Annotated[Int, Field(ge=1, le=64)] | None = Field(
         None, description="Jobs at once; default: the host's cores"
     )
@@ -1130,6 +1136,69 @@ def _check_runner_networks(cfg: StackConfig) -> list[Problem]:
     return problems
 
 
+# docker's default bridge (docker0) when daemon.json sets no "bip", as forgeway's does not.
+DOCKER_DEFAULT_BRIDGE = ipaddress.IPv4Network("172.17.0.0/16")
+
+
+def _check_docker_overlaps(cfg: StackConfig) -> list[Problem]:
+    """On a host running docker, docker0 and the host's docker networks take routes: a LAN
+    or the tunnel in the same addresses becomes unreachable from that host."""
+    problems = []
+    subnet = cfg.tunnel.subnet
+    docker_hosts = [(i, h) for i, h in enumerate(cfg.hosts) if {"gitlab", "runner"} & set(h.roles)]
+    if docker_hosts and subnet.version == 4 and subnet.overlaps(DOCKER_DEFAULT_BRIDGE):
+        problems.append(
+            Problem(
+                f"{PROJECT}:tunnel.subnet",
+                _show(str(subnet)),
+                f"a subnet outside docker's default bridge {DOCKER_DEFAULT_BRIDGE} (docker0 on the gitlab and "
+                "runner hosts), e.g. 10.8.0.0/24",
+            )
+        )
+    for i, host in docker_hosts:
+        for j, lan in enumerate(host.lan_networks):
+            clashes = [(str(DOCKER_DEFAULT_BRIDGE), "docker's default bridge docker0")]
+            clashes += [(str(net), f"hosts[{i}].docker_networks[{k}]") for k, net in enumerate(host.docker_networks)]
+            for net, what in clashes:
+                if lan.version == 4 and lan.overlaps(ipaddress.ip_network(net)):
+                    problems.append(
+                        Problem(
+                            f"{PROJECT}:hosts[{i}].lan_networks[{j}]",
+                            _show(str(lan)),
+                            f"a LAN that does not overlap {what} ({net}) on this docker host: its routes would "
+                            "take the LAN's addresses",
+                        )
+                    )
+    return problems
+
+
+def _check_runner_tags(cfg: StackConfig) -> list[Problem]:
+    """A tag naming the other architecture would send that arch's jobs to this host."""
+    problems = []
+    for i, host in enumerate(cfg.hosts):
+        tags = host.runner.tags if host.runner is not None else []
+        seen: set[str] = {host.arch}
+        for j, tag in enumerate(tags):
+            key = f"{PROJECT}:hosts[{i}].runner.tags[{j}]"
+            named = [arch for arch, hint in _ARCH_HINTS.items() if hint.search(tag) and arch != host.arch]
+            if named and not (host.runner is not None and host.runner.multiarch):
+                problems.append(
+                    Problem(
+                        key,
+                        _show(tag),
+                        f"a tag that names no other architecture: this host is {host.arch}, and jobs tagged "
+                        f"{named[0]} would run here on the wrong CPU (the {host.arch} tag is added by itself; "
+                        "runner.multiarch: true runs the other arch's jobs under QEMU and allows it)",
+                    )
+                )
+            elif tag in seen:
+                problems.append(
+                    Problem(key, _show(tag), f"each tag once (the architecture tag {host.arch} is added by itself)")
+                )
+            seen.add(tag)
+    return problems
+
+
 # Each check with the sections it needs whole: with a section invalid, the check is
 # skipped (its field errors are already reported) rather than guessing from a part.
 CROSS_CHECKS: tuple[tuple[frozenset[str], Check], ...] = (
@@ -1140,7 +1209,32 @@ CROSS_CHECKS: tuple[tuple[frozenset[str], Check], ...] = (
     (frozenset({"tunnel"}), _check_networks),
     (frozenset({"hosts", "gitlab", "runners"}), _check_images),
     (frozenset({"hosts", "tunnel", "runners"}), _check_runner_networks),
+    (frozenset({"hosts", "tunnel"}), _check_docker_overlaps),
+    (frozenset({"hosts"}), _check_runner_tags),
 )
+
+
+def _duplicate_wireguard_keys(secrets: Mapping[str, Any]) -> list[Problem]:
+    """A private key is a peer's identity on the tunnel: two hosts with one key are one peer."""
+    keys = secrets.get("wireguard_private_keys")
+    if not isinstance(keys, dict):
+        return []
+    problems = []
+    first: dict[str, str] = {}
+    for name, key in keys.items():
+        if not isinstance(key, str):
+            continue
+        if key in first:
+            problems.append(
+                Problem(
+                    f"{PROJECT}:wireguard_private_keys.{name}",
+                    "[secret]",
+                    f"a key of its own: host '{first[key]}' has the same WireGuard private key, and WireGuard "
+                    f"tells peers apart by key; {fix_command('wireguard_private_keys', str(name))}",
+                )
+            )
+        first.setdefault(key, str(name))
+    return problems
 
 
 def _missing_runner_tokens(runner_names: Iterable[str], secrets: Mapping[str, Any]) -> list[Problem]:
@@ -1289,6 +1383,7 @@ def parse_stack(raw: Mapping[str, Any], secret_keys: Iterable[str] = ()) -> tupl
     for needs, check in CROSS_CHECKS:
         if needs <= whole:
             problems += [_reindex(p, host_index) for p in check(config)]
+    problems += _duplicate_wireguard_keys(secrets)
     if "hosts" in whole:
         problems += _check_secrets(config, secrets)
     else:

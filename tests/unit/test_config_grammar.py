@@ -161,3 +161,50 @@ def test_a_proxy_url_docker_or_its_unit_cannot_take_is_refused(url: str, prod: t
 def test_a_proxy_section_without_a_url_is_refused(prod: tuple[Config, list[str]]) -> None:
     problems = _refused(prod, {"set": {"forgeway:hosts[3].proxy": {"no_proxy": ["a.lan"]}}})
     assert [k for k, _ in problems] == ["forgeway:hosts[3].proxy"]
+
+
+# --- WireGuard keys, overlaps, runner tags -----------------------------------------
+
+KEY_A = "YE4pDF6Y7WcEfVq3J1yH6rn4mhU/PKKfk0Wv8cTqG1E="
+KEY_B = "kBSqSeAg0Ox95VQBn+8Q2d5cyZGz+Ee6ImgCBXGBHWo="
+
+
+def test_distinct_wireguard_keys_load_and_a_shared_one_is_refused_without_showing_it(
+    prod: tuple[Config, list[str]],
+) -> None:
+    secret = ["forgeway:wireguard_private_keys"]
+    _load(prod, {"set": {secret[0]: {"vps": KEY_A, "jetson": KEY_B}}, "secret": secret})
+    patched = apply_patch(
+        prod, {"set": {secret[0]: {"vps": KEY_A, "jetson": KEY_B, "builder": KEY_B}}, "secret": secret}
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_stack(patched.config, patched.secret_keys)
+    assert [p.key for p in caught.value.problems] == ["forgeway:wireguard_private_keys.builder"]
+    assert KEY_B not in str(caught.value) and KEY_B[:16] not in str(caught.value)
+
+
+@pytest.mark.parametrize("lan", ["172.16.0.0/16", "172.18.0.0/24", "10.17.0.0/16"])
+def test_a_lan_beside_the_default_bridge_loads(lan: str, prod: tuple[Config, list[str]]) -> None:
+    assert str(_load(prod, {"set": {"forgeway:hosts[2].lan_networks": [lan]}}).host("pi5").lan_networks[0]) == lan
+
+
+def test_the_default_bridge_binds_only_hosts_that_run_docker(prod: tuple[Config, list[str]]) -> None:
+    stack = _load(prod, {"set": {"forgeway:hosts[0].lan_networks": ["172.17.0.0/24"]}})
+    assert str(stack.vps.lan_networks[0]) == "172.17.0.0/24"  # the VPS runs no docker
+
+
+@pytest.mark.parametrize("tag", ["amd64", "x86-64", "amd64-large", "runner-amd64"])
+def test_an_arm64_host_refuses_an_amd64_tag_unless_multiarch(tag: str, prod: tuple[Config, list[str]]) -> None:
+    problems = _refused(prod, {"set": {"forgeway:hosts[2].runner.tags": [tag]}})
+    assert [k for k, _ in problems] == ["forgeway:hosts[2].runner.tags[0]"]
+    multiarch = {
+        "forgeway:hosts[2].runner": {"tags": [tag], "multiarch": True},
+        "forgeway:runners.binfmt_image": "tonistiigi/binfmt:qemu-v8.1.5",
+    }
+    assert _load(prod, {"set": multiarch}).host("pi5").runner is not None
+
+
+def test_thirty_two_tags_load(prod: tuple[Config, list[str]]) -> None:
+    tags = [f"t{i}" for i in range(32)]
+    runner = _load(prod, {"set": {"forgeway:hosts[2].runner.tags": tags}}).host("pi5").runner
+    assert runner is not None and runner.tags == tags
