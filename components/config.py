@@ -31,6 +31,8 @@ from pydantic import (
     model_validator,
 )
 
+from components.oncalendar import calendar_problem
+
 __all__ = [
     "PROJECT",
     "SECRET_KEYS",
@@ -262,6 +264,17 @@ def _no_proxy_entry(value: str) -> str:
     return value
 
 
+def _on_calendar(value: str) -> str:
+    problem = calendar_problem(value)
+    if problem is not None:
+        raise ValueError(
+            f"a systemd OnCalendar spec: {problem}, e.g. hourly, daily, *:0/30 or Mon..Fri 03:00 "
+            "(time zone UTC only; check one with `systemd-analyze calendar SPEC`)"
+        )
+    return value
+
+
+OnCalendar = Annotated[str, AfterValidator(_on_calendar)]
 ProxyUrl = Annotated[str, AfterValidator(_proxy_url)]
 NoProxyEntry = Annotated[str, AfterValidator(_no_proxy_entry)]
 Email = Annotated[str, AfterValidator(_email)]
@@ -338,7 +351,9 @@ class Prune(_Model):
     keep_hours: Annotated[Int, Field(ge=0, le=8760)] = Field(
         72, description="Keep unused images and build cache younger than this"
     )
-    on_calendar: str = Field("hourly", description="systemd OnCalendar of the check (cron fallback: hourly)")
+    on_calendar: OnCalendar = Field(
+        "hourly", description="systemd OnCalendar of the check, UTC only (cron fallback: hourly)"
+    )
 
 
 class Host(_Model):

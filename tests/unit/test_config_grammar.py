@@ -208,3 +208,19 @@ def test_thirty_two_tags_load(prod: tuple[Config, list[str]]) -> None:
     tags = [f"t{i}" for i in range(32)]
     runner = _load(prod, {"set": {"forgeway:hosts[2].runner.tags": tags}}).host("pi5").runner
     assert runner is not None and runner.tags == tags
+
+
+# --- the prune timer's calendar ----------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", ["hourly", "daily", "*:0/30", "Mon..Fri 03:00", "*-*-* 04:00:00 UTC", "weekly"])
+def test_a_prune_schedule_systemd_takes_loads(spec: str, prod: tuple[Config, list[str]]) -> None:
+    assert _load(prod, {"set": {"forgeway:runners.prune.on_calendar": spec}}).runners.prune.on_calendar == spec
+
+
+@pytest.mark.parametrize("spec", ["every hour", "25:00", "daily Europe/Berlin", "@1700000000", "", "hourly;reboot"])
+def test_a_prune_schedule_systemd_refuses_or_forgeway_cannot_carry_is_refused(
+    spec: str, prod: tuple[Config, list[str]]
+) -> None:
+    problems = _refused(prod, {"set": {"forgeway:runners.prune.on_calendar": spec}})
+    assert [k for k, _ in problems] == ["forgeway:runners.prune.on_calendar"]
