@@ -84,7 +84,7 @@ _ARM32 = {"armv7", "armv7l", "armhf", "arm", "armel", "armv6", "arm32", "armv6l"
 
 def _is_hostname(value: str) -> bool:
     labels = value.rstrip(".").split(".")
-    return len(value) <= 253 and all(_LABEL.match(label.lower()) for label in labels)
+    return len(value) <= 253 and all(_LABEL.fullmatch(label.lower()) for label in labels)
 
 
 # An interface name: the kernel's dev_valid_name (1-15 bytes, not '.' or '..', no '/', ':' or
@@ -127,7 +127,7 @@ def _hostname(value: str) -> str:
 
 
 def _name(value: str) -> str:
-    if not _LABEL.match(value):
+    if not _LABEL.fullmatch(value):
         raise ValueError("expected a lowercase name of letters, digits and '-' (a DNS label, at most 63 characters)")
     return value
 
@@ -151,7 +151,21 @@ def _arch(value: Any) -> Any:
     return aliases.get(value.lower(), value.lower()) if isinstance(value, str) else value
 
 
+# An image reference by docker's grammar (distribution/reference regexp.go): an optional
+# registry host[:port], lowercase path components, an optional tag and digest.
+_REF_DOMAIN = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?::[0-9]+)?"
+_REF_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REFERENCE = re.compile(
+    rf"(?:{_REF_DOMAIN}/)?{_REF_PATH}(?:/{_REF_PATH})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?(?:@sha256:[0-9a-f]{{64}})?"
+)
+
+
 def _image(value: str) -> str:
+    if len(value) > 512 or not _REFERENCE.fullmatch(value):
+        raise ValueError(
+            "an image reference such as gitlab/gitlab-ce:17.5.1-ce.0 or registry.example.org:5000/team/image:1.2 "
+            "(lowercase name; tag of letters, digits, '_', '.', '-'; an optional digest @sha256:<64 hex digits>)"
+        )
     if _DIGEST.search(value):
         return value
     if "@" in value:
@@ -170,6 +184,8 @@ def _image(value: str) -> str:
 
 
 def _network(value: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    if not isinstance(value, str | ipaddress.IPv4Network | ipaddress.IPv6Network):
+        value = None  # ip_network() would take 1 or true as the address 0.0.0.1
     try:
         return ipaddress.ip_network(value, strict=True)
     except (ValueError, TypeError) as exc:
@@ -277,7 +293,25 @@ def _on_calendar(value: str) -> str:
 OnCalendar = Annotated[str, AfterValidator(_on_calendar)]
 ProxyUrl = Annotated[str, AfterValidator(_proxy_url)]
 NoProxyEntry = Annotated[str, AfterValidator(_no_proxy_entry)]
+
+
+def _url_text(value: str) -> str:
+    # gitlab.rb and the runner's config.toml quote the URL: printable ASCII only, no quote or backslash.
+    if not re.fullmatch(r"[\x21\x23-\x26\x28-\x5b\x5d-\x7e]{1,2048}", value):
+        raise ValueError("a URL of printable ASCII without spaces, quotes or backslashes")
+    return value
+
+
+def _ipv4_address_text(value: Any) -> Any:
+    # pydantic would take 5 or true as the address 0.0.0.5 or 0.0.0.1.
+    if not isinstance(value, str | ipaddress.IPv4Address):
+        raise ValueError("an IPv4 address written as text, e.g. 10.8.0.10")
+    return value
+
+
+IPv4AddressText = Annotated[ipaddress.IPv4Address, BeforeValidator(_ipv4_address_text)]
 Email = Annotated[str, AfterValidator(_email)]
+ExternalUrl = Annotated[str, AfterValidator(_url_text)]
 IPv6Network = Annotated[ipaddress.IPv6Network, BeforeValidator(_ipv6_network)]
 IPv4Network = Annotated[ipaddress.IPv4Network, BeforeValidator(_ipv4_network)]
 HttpsUrl = Annotated[str, AfterValidator(_https_url)]
@@ -379,7 +413,7 @@ class Host(_Model):
     docker_networks: list[Network] = Field(
         default_factory=list, description="Docker bridge/address-pool networks on the host"
     )
-    tunnel_address: ipaddress.IPv4Address | None = Field(
+    tunnel_address: IPv4AddressText | None = Field(
         None, description="Fixed tunnel address; default: assigned in host order (.1 is the VPS)"
     )
     memory_mb: Annotated[Int, Field(ge=256)] | None = Field(
@@ -469,7 +503,9 @@ class GitLab(_Model):
     """The GitLab server on the host with role gitlab."""
 
     domain: Hostname = Field(description="Public DNS name of GitLab, pointing at the VPS")
-    external_url: str | None = Field(None, description="Default https://<domain> (with the https port if not 443)")
+    external_url: ExternalUrl | None = Field(
+        None, description="Default https://<domain> (with the https port if not 443)"
+    )
     images: dict[ArchField, Image] = Field(description="Pinned image per architecture: {arm64: ..., amd64: ...}")
     small_device: Literal["auto", "on", "off"] = Field(
         "auto", description="Small-device profile; auto: on for arm64 hosts with <= 8 GB"
@@ -1317,7 +1353,11 @@ def _runner_names_as_given(hosts: Any) -> list[str]:
     return [
         h["name"]
         for h in hosts
-        if isinstance(h, dict) and isinstance(h.get("name"), str) and "runner" in (h.get("roles") or [])
+        if isinstance(h, dict)
+        and isinstance(h.get("name"), str)
+        and _LABEL.fullmatch(h["name"])  # a bad name is reported by its own key
+        and isinstance(h.get("roles"), list)
+        and "runner" in h["roles"]
     ]
 
 
