@@ -103,6 +103,7 @@ def ssh_options(target: SshTarget, jump: SshTarget | None = None) -> list[str]:
         # ssh expands %-tokens in ProxyCommand, so the jump's own tokens are escaped.
         jump_opts = [o.replace("%", "%%") for o in ssh_options(jump)]
         # Brackets let -W take an IPv6 target (ssh reads "[addr]:port").
-        inner = ["ssh", *jump_opts, "-W", "[%h]:%p", ssh_destination(jump)]
+        # The destination too: an IPv6 zone (fe80::1%eth0) would read as a token.
+        inner = ["ssh", *jump_opts, "-W", "[%h]:%p", ssh_destination(jump).replace("%", "%%")]
         opts += ["-o", f"ProxyCommand={shlex.join(inner)}"]
     return opts

@@ -224,3 +224,9 @@ def test_a_prune_schedule_systemd_refuses_or_forgeway_cannot_carry_is_refused(
 ) -> None:
     problems = _refused(prod, {"set": {"forgeway:runners.prune.on_calendar": spec}})
     assert [k for k, _ in problems] == ["forgeway:runners.prune.on_calendar"]
+
+
+def test_a_jump_host_with_an_ipv6_zone_keeps_its_percent_from_ssh_tokens() -> None:
+    jump = SshTarget("fe80::1%eth0", 22, "admin", None)
+    proxy = next(o for o in ssh_options(SshTarget("10.0.0.5", 22, "forgeway", None), jump) if "ProxyCommand=" in o)
+    assert "admin@fe80::1%%eth0" in proxy and "%eth0" not in proxy.replace("%%eth0", "")
