@@ -214,6 +214,15 @@ def _absolute_path(value: str) -> str:
     return value
 
 
+def _bindable_path(value: str) -> str:
+    # The docker provider sends a container's volumes as "host:container[:mode]" binds
+    # (kreuzwerker/terraform-provider-docker, volumeSetToDockerVolumes) and the local volume
+    # driver's mount options are comma-separated: a ':' or ',' would split the path.
+    if not re.fullmatch(r"[A-Za-z0-9_./@+=-]{1,1024}", value):
+        raise ValueError("a path of letters, digits and _ . / @ + = - only (docker binds split on ':' and ',')")
+    return value
+
+
 def _ipv6_network(value: Any) -> ipaddress.IPv6Network:
     network = _network(value)
     if not isinstance(network, ipaddress.IPv6Network) or network.prefixlen > 56:
@@ -315,7 +324,7 @@ ExternalUrl = Annotated[str, AfterValidator(_url_text)]
 IPv6Network = Annotated[ipaddress.IPv6Network, BeforeValidator(_ipv6_network)]
 IPv4Network = Annotated[ipaddress.IPv4Network, BeforeValidator(_ipv4_network)]
 HttpsUrl = Annotated[str, AfterValidator(_https_url)]
-AbsolutePath = Annotated[str, AfterValidator(_absolute_path)]
+AbsolutePath = Annotated[str, AfterValidator(_absolute_path), AfterValidator(_bindable_path)]
 Network = Annotated[ipaddress.IPv4Network | ipaddress.IPv6Network, BeforeValidator(_network)]
 SshUser = Annotated[str, Field(pattern=_USER.pattern)]
 

@@ -230,3 +230,19 @@ def test_a_jump_host_with_an_ipv6_zone_keeps_its_percent_from_ssh_tokens() -> No
     jump = SshTarget("fe80::1%eth0", 22, "admin", None)
     proxy = next(o for o in ssh_options(SshTarget("10.0.0.5", 22, "forgeway", None), jump) if "ProxyCommand=" in o)
     assert "admin@fe80::1%%eth0" in proxy and "%eth0" not in proxy.replace("%%eth0", "")
+
+
+# --- paths docker binds --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/srv/gitlab:data", "/srv/a,b", "/srv/a b", "/srv/a\nb", "/srv/é"])
+def test_a_path_docker_would_split_is_refused(path: str, prod: tuple[Config, list[str]]) -> None:
+    problems = _refused(
+        prod, {"set": {"forgeway:gitlab.volume_paths.data": path, "forgeway:hosts[2].docker_socket": path}}
+    )
+    assert sorted(k for k, _ in problems) == ["forgeway:gitlab.volume_paths.data", "forgeway:hosts[2].docker_socket"]
+
+
+def test_ordinary_paths_load(prod: tuple[Config, list[str]]) -> None:
+    stack = _load(prod, {"set": {"forgeway:gitlab.volume_paths.data": "/mnt/ssd-1/gitlab_data"}})
+    assert stack.gitlab.volume_paths.data == "/mnt/ssd-1/gitlab_data"
