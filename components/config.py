@@ -250,8 +250,9 @@ _PROXY_URL = "an http://, https:// or socks5:// proxy URL of a host and an optio
 
 
 def _proxy_url(value: str) -> str:
-    if not _PROXY_SAFE.fullmatch(value):
-        raise ValueError(f"{_PROXY_URL}, with no whitespace, quote, backslash or non-ASCII character")
+    if not _PROXY_SAFE.fullmatch(value) or "%" in value:
+        # '%' too: Go's URL parser (docker's proxy) wants an IPv6 zone as %25, and a unit doubles it.
+        raise ValueError(f"{_PROXY_URL}, with no whitespace, quote, backslash, '%' or non-ASCII character")
     try:
         parts = urlsplit(value)
         port = parts.port

@@ -139,6 +139,8 @@ BAD_PROXIES = [
     "http://",
     "http://%41",
     "http://[fe80::1",
+    "socks5://[fe80::1%eth0]:1080",
+    "http://proxy.lan%2f",
 ]
 
 
@@ -246,3 +248,14 @@ def test_a_path_docker_would_split_is_refused(path: str, prod: tuple[Config, lis
 def test_ordinary_paths_load(prod: tuple[Config, list[str]]) -> None:
     stack = _load(prod, {"set": {"forgeway:gitlab.volume_paths.data": "/mnt/ssd-1/gitlab_data"}})
     assert stack.gitlab.volume_paths.data == "/mnt/ssd-1/gitlab_data"
+
+
+def test_a_zoned_gitlab_address_goes_into_the_certificate_without_its_zone(prod: tuple[Config, list[str]]) -> None:
+    from components.pki import server_names
+    from components.tunnel import tunnel_addresses
+
+    stack = _load(
+        prod, {"set": {"forgeway:hosts[1].address": "fe80::50%eth0", "forgeway:hosts[0].address": "2001:db8::10"}}
+    )
+    _, ips = server_names(stack, tunnel_addresses(stack))
+    assert "fe80::50" in ips and not any("%" in ip for ip in ips)
