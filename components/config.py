@@ -741,12 +741,18 @@ def _show(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _path_part(name: str) -> str:
+    """`.name`, or Pulumi's `["..."]` path form for a map key that is no plain word (a
+    newline in a key given must not start a line of its own in the error)."""
+    return f".{name}" if re.fullmatch(r"[A-Za-z0-9_-]+", name) else f"[{json.dumps(name)}]"
+
+
 def _key_path(top: str, loc: tuple[int | str, ...]) -> str:
     path = f"{PROJECT}:{top}"
     for part in loc:
         if part == "[key]":
             continue  # pydantic's marker for "the key of this map entry"
-        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+        path += f"[{part}]" if isinstance(part, int) else _path_part(str(part))
     return path
 
 
@@ -1288,7 +1294,7 @@ def _duplicate_wireguard_keys(secrets: Mapping[str, Any]) -> list[Problem]:
         if key in first:
             problems.append(
                 Problem(
-                    f"{PROJECT}:wireguard_private_keys.{name}",
+                    f"{PROJECT}:wireguard_private_keys{_path_part(str(name))}",
                     "[secret]",
                     f"a key of its own: host '{first[key]}' has the same WireGuard private key, and WireGuard "
                     f"tells peers apart by key; {fix_command('wireguard_private_keys', str(name))}",
@@ -1302,7 +1308,7 @@ def _missing_runner_tokens(runner_names: Iterable[str], secrets: Mapping[str, An
     tokens = secrets.get("runner_tokens") or {}
     return [
         Problem(
-            f"{PROJECT}:runner_tokens.{name}",
+            f"{PROJECT}:runner_tokens{_path_part(str(name))}",
             "nothing",
             f"a runner authentication token for runner host '{name}': {fix_command('runner_tokens', name)}",
         )
@@ -1316,11 +1322,17 @@ def _check_secrets(cfg: StackConfig, secrets: Mapping[str, Any]) -> list[Problem
     problems = _missing_runner_tokens(runner_names, secrets)
     for name in sorted(set(tokens) - runner_names):
         problems.append(
-            Problem(f"{PROJECT}:runner_tokens.{name}", "[secret]", "a token only for a host with role 'runner'")
+            Problem(
+                f"{PROJECT}:runner_tokens{_path_part(str(name))}",
+                "[secret]",
+                "a token only for a host with role 'runner'",
+            )
         )
     for name in sorted(set(secrets.get("wireguard_private_keys") or {}) - {h.name for h in cfg.hosts}):
         problems.append(
-            Problem(f"{PROJECT}:wireguard_private_keys.{name}", "[secret]", "a key only for a host in hosts")
+            Problem(
+                f"{PROJECT}:wireguard_private_keys{_path_part(str(name))}", "[secret]", "a key only for a host in hosts"
+            )
         )
     if "ca_private_key" in secrets and cfg.gitlab.tls != "own-ca":
         problems.append(Problem(f"{PROJECT}:ca_private_key", "[secret]", "only with gitlab.tls=own-ca"))
@@ -1376,6 +1388,8 @@ def _runner_names_as_given(hosts: Any) -> list[str]:
 
 def _unknown_key(full_key: str, value: Any, secret: bool) -> Problem:
     prefix = f"{PROJECT}:"
+    if not re.fullmatch(r"[\x21-\x7e]+", full_key):
+        full_key = json.dumps(full_key)  # a key with a newline or space: quoted, on one line
     known = [*SECTIONS, *SECRET_KEYS]
     hint = difflib.get_close_matches(full_key.removeprefix(prefix), known, n=1)
     if hint and hint[0] in SECRET_KEYS:

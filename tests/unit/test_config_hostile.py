@@ -62,7 +62,8 @@ from tests.stacks import prod_stack
 pytestmark = pytest.mark.unit
 
 Config = dict[str, Any]
-KEY_SYNTAX = re.compile(rf"^{PROJECT}:[a-z_]+(\.[A-Za-z0-9_-]+|\[\d+\])*$")
+# A full key: .field and [index] parts, and ["..."] (JSON-quoted) for a map key that is no word.
+KEY_SYNTAX = re.compile(rf'{PROJECT}:[a-z_]+(\.[A-Za-z0-9_-]+|\[\d+\]|\["([^"\\\x00-\x1f]|\\.)*"\])*')
 
 
 def _public_key(name: str) -> str:
@@ -145,6 +146,23 @@ def _leaves(value: Any, key: str) -> Iterator[tuple[str, Any]]:
             yield from _leaves(v, f"{key}[{i}]")
     else:
         yield key, value
+
+
+def _maps(value: Any, key: str) -> Iterator[str]:
+    """The keys of every map in the tree (a model or a dict such as images)."""
+    if isinstance(value, dict):
+        yield key
+        for k, v in value.items():
+            yield from _maps(v, f"{key}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _maps(v, f"{key}[{i}]")
+
+
+@functools.cache
+def _map_keys() -> tuple[str, ...]:
+    config, _, _ = _base()
+    return tuple(m for key, value in config.items() if key.startswith(PROJECT) for m in _maps(value, key))
 
 
 @functools.cache
@@ -365,3 +383,26 @@ def test_the_rich_base_sets_every_section(prod: tuple[Config, list[str]]) -> Non
 @pytest.fixture(scope="session")
 def prod() -> tuple[Config, list[str]]:
     return prod_stack()
+
+
+@settings(max_examples=300, derandomize=True, database=None, deadline=None)
+@given(st.data())
+def test_a_hostile_map_key_is_named_quoted_on_one_line(data: st.DataObject) -> None:
+    """Keys are values too (a --path set with ["..."]): one with a newline must not start
+    a line of its own in the error, nor crash the loader."""
+    base, secret_keys, _ = _base()
+    where = data.draw(st.sampled_from(_map_keys()))
+    name = data.draw(st.one_of(st.sampled_from([k for k in HOSTILE_TEXT if isinstance(k, str)]), st.text(max_size=20)))
+    config = copy.deepcopy(base)
+    top, parts = _parts(where)
+    node: Any = config[top]
+    for part in parts:
+        node = node[part]
+    node[name] = data.draw(st.sampled_from(["x", 1, True, None, {"a": 1}]))
+    try:
+        parse_stack(config, list(secret_keys))
+    except ConfigError as error:
+        assert all(KEY_SYNTAX.fullmatch(p.key) for p in error.problems), [p.key for p in error.problems]
+        assert all("\n" not in str(p) and "\x00" not in str(p) for p in error.problems), error.problems
+        return
+    assert name in node, "a map took an unknown key"  # maps such as runner_tokens take any valid name
