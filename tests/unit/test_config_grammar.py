@@ -7,11 +7,13 @@ be refused by its key before anything is registered.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from typing import Annotated, Any, get_args, get_origin
 
 import pytest
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from components.config import ConfigError, StackConfig, parse_stack
+from components.config import ConfigError, StackConfig, _model_in, parse_stack
 from components.render.ssh import SshTarget, ssh_options, ssh_url, url_host
 from tests.stacks import prod_stack
 from tests.unit.test_config import Config, apply_patch
@@ -45,6 +47,31 @@ def _refused(prod: tuple[Config, list[str]], patch: dict[str, Any]) -> list[tupl
 def test_an_integer_field_takes_only_an_integer(value: Any, prod: tuple[Config, list[str]]) -> None:
     problems = _refused(prod, {"set": {"forgeway:hosts[0].ssh_port": value}})
     assert [k for k, _ in problems] == ["forgeway:hosts[0].ssh_port"], problems
+
+
+def _int_fields(model: type[BaseModel], where: str = "") -> Iterator[tuple[str, Any]]:
+    """(key, type) of every integer field in the models, nested models included."""
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        typed: Any = Annotated[annotation, *info.metadata] if info.metadata else annotation
+        members = [annotation, *get_args(annotation)]
+        if any(m is int or (get_origin(m) is Annotated and get_args(m)[0] is int) for m in members):
+            yield f"{where}{name}", typed
+        nested = _model_in(annotation)
+        if nested is not None:
+            yield from _int_fields(nested, f"{where}{name}.")
+
+
+def test_every_integer_field_is_strict() -> None:
+    """A field added later with a plain int would coerce true to 1 again: each refuses it."""
+    fields = list(_int_fields(StackConfig))
+    assert len(fields) >= 15, fields
+    for key, typed in fields:
+        adapter: TypeAdapter[Any] = TypeAdapter(typed)
+        for value in (True, 22.0, "22"):
+            with pytest.raises(ValidationError):
+                adapter.validate_python(value)
+                pytest.fail(f"{key} takes {value!r}: give it the strict Int type (components/config.py)")
 
 
 def test_a_plain_integer_still_loads(prod: tuple[Config, list[str]]) -> None:
