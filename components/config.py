@@ -1286,11 +1286,17 @@ def _duplicate_wireguard_keys(secrets: Mapping[str, Any]) -> list[Problem]:
     keys = secrets.get("wireguard_private_keys")
     if not isinstance(keys, dict):
         return []
+    from components.render.wireguard import wg_public_key
+
     problems = []
     first: dict[str, str] = {}
-    for name, key in keys.items():
-        if not isinstance(key, str):
-            continue
+    for name, private in keys.items():
+        try:
+            # By public key: X25519 clamps the private key, so keys that differ only in
+            # clamped bits are one key.
+            key = wg_public_key(private)
+        except (TypeError, ValueError):
+            continue  # not a key: reported by its own check
         if key in first:
             problems.append(
                 Problem(

@@ -7,6 +7,7 @@ be refused by its key before anything is registered.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from typing import Annotated, Any, get_args, get_origin
 
@@ -286,3 +287,15 @@ def test_a_zoned_gitlab_address_goes_into_the_certificate_without_its_zone(prod:
     )
     _, ips = server_names(stack, tunnel_addresses(stack))
     assert "fe80::50" in ips and not any("%" in ip for ip in ips)
+
+
+def test_two_private_keys_that_differ_only_in_clamped_bits_are_one_key(prod: tuple[Config, list[str]]) -> None:
+    """X25519 clears the low 3 bits and the top bit: both strings are one WireGuard identity."""
+    raw = bytearray(base64.b64decode(KEY_A))
+    raw[0] ^= 0x07
+    raw[31] ^= 0x80
+    twin = base64.b64encode(bytes(raw)).decode()
+    assert twin != KEY_A
+    secret = ["forgeway:wireguard_private_keys"]
+    problems = _refused(prod, {"set": {secret[0]: {"vps": KEY_A, "pi5": twin}}, "secret": secret})
+    assert [k for k, _ in problems] == ["forgeway:wireguard_private_keys.pi5"]
