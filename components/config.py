@@ -28,7 +28,10 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    model_validator,
 )
+
+from components.oncalendar import calendar_problem
 
 __all__ = [
     "PROJECT",
@@ -49,7 +52,18 @@ Service = Literal["http", "https", "ssh", "registry"]
 
 # --- field types -------------------------------------------------------------------
 
-Port = Annotated[int, Field(ge=1, le=65535)]
+
+def _strict_int(value: Any) -> Any:
+    """YAML and the CLI hand over `yes`, 22.0 and "22" where an integer is meant; none
+    is taken for a number (a boolean would become port 1, a fraction would be cut)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("an integer written as a plain number, e.g. 22 (not a boolean, a fraction or a quoted string)")
+    return value
+
+
+# Every integer of the config: strict, so `ssh_port: yes` is refused rather than becoming 1.
+Int = Annotated[int, BeforeValidator(_strict_int)]
+Port = Annotated[Int, Field(ge=1, le=65535)]
 
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _HOST_KEY = re.compile(
@@ -70,16 +84,37 @@ _ARM32 = {"armv7", "armv7l", "armhf", "arm", "armel", "armv6", "arm32", "armv6l"
 
 def _is_hostname(value: str) -> bool:
     labels = value.rstrip(".").split(".")
-    return len(value) <= 253 and all(_LABEL.match(label.lower()) for label in labels)
+    return len(value) <= 253 and all(_LABEL.fullmatch(label.lower()) for label in labels)
+
+
+# An interface name: the kernel's dev_valid_name (1-15 bytes, not '.' or '..', no '/', ':' or
+# whitespace) narrowed to the bytes nft, ip, wg-quick and a shell take unquoted; VLANs (eth0.100),
+# enp3s0, br-lan and wg_home pass. Kept in step with components/render/nftables.py (_IFNAME).
+_IFNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}")
+_IFNAME_RULE = (
+    "1-15 characters of letters, digits, '_', '.' and '-', not starting with '.' or '-' "
+    "(the kernel's limit, e.g. eth0, enp3s0 or the VLAN eth0.100)"
+)
+
+
+def _interface_name(value: str) -> str:
+    if not _IFNAME.fullmatch(value):
+        raise ValueError(f"an interface name: {_IFNAME_RULE}")
+    return value
 
 
 def _address(value: str) -> str:
     """An IP address or a DNS name (what SSH and WireGuard endpoints accept)."""
     try:
-        ipaddress.ip_address(value)
-        return value
+        parsed = ipaddress.ip_address(value)
     except ValueError:
-        pass
+        parsed = None
+    zone = parsed.scope_id if isinstance(parsed, ipaddress.IPv6Address) else None
+    # The zone reaches wg0.conf, ssh's command line and the docker provider's URL.
+    if zone is not None and not _IFNAME.fullmatch(zone):
+        raise ValueError(f"an IPv6 zone ID (after '%') that is an interface name: {_IFNAME_RULE}")
+    if parsed is not None:
+        return value
     if re.fullmatch(r"[0-9.]+", value) or not _is_hostname(value):
         raise ValueError("expected an IPv4/IPv6 address or a DNS hostname such as vps.example.org")
     return value
@@ -92,7 +127,7 @@ def _hostname(value: str) -> str:
 
 
 def _name(value: str) -> str:
-    if not _LABEL.match(value):
+    if not _LABEL.fullmatch(value):
         raise ValueError("expected a lowercase name of letters, digits and '-' (a DNS label, at most 63 characters)")
     return value
 
@@ -116,7 +151,21 @@ def _arch(value: Any) -> Any:
     return aliases.get(value.lower(), value.lower()) if isinstance(value, str) else value
 
 
+# An image reference by docker's grammar (distribution/reference regexp.go): an optional
+# registry host[:port], lowercase path components, an optional tag and digest.
+_REF_DOMAIN = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?::[0-9]+)?"
+_REF_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REFERENCE = re.compile(
+    rf"(?:{_REF_DOMAIN}/)?{_REF_PATH}(?:/{_REF_PATH})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?(?:@sha256:[0-9a-f]{{64}})?"
+)
+
+
 def _image(value: str) -> str:
+    if len(value) > 512 or not _REFERENCE.fullmatch(value):
+        raise ValueError(
+            "an image reference such as gitlab/gitlab-ce:17.5.1-ce.0 or registry.example.org:5000/team/image:1.2 "
+            "(lowercase name; tag of letters, digits, '_', '.', '-'; an optional digest @sha256:<64 hex digits>)"
+        )
     if _DIGEST.search(value):
         return value
     if "@" in value:
@@ -135,6 +184,8 @@ def _image(value: str) -> str:
 
 
 def _network(value: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    if not isinstance(value, str | ipaddress.IPv4Network | ipaddress.IPv6Network):
+        value = None  # ip_network() would take 1 or true as the address 0.0.0.1
     try:
         return ipaddress.ip_network(value, strict=True)
     except (ValueError, TypeError) as exc:
@@ -143,6 +194,7 @@ def _network(value: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
 
 Name = Annotated[str, AfterValidator(_name)]
 Address = Annotated[str, AfterValidator(_address)]
+InterfaceName = Annotated[str, AfterValidator(_interface_name)]
 Hostname = Annotated[str, AfterValidator(_hostname)]
 HostKey = Annotated[str, AfterValidator(_host_key)]
 ArchField = Annotated[Arch, BeforeValidator(_arch)]
@@ -159,6 +211,15 @@ def _email(value: str) -> str:
 def _absolute_path(value: str) -> str:
     if not value.startswith("/") or any(part in ("", ".", "..") for part in value.split("/")[1:]) or "\x00" in value:
         raise ValueError("an absolute, normalized directory path such as /srv/gitlab/data")
+    return value
+
+
+def _bindable_path(value: str) -> str:
+    # The docker provider sends a container's volumes as "host:container[:mode]" binds
+    # (kreuzwerker/terraform-provider-docker, volumeSetToDockerVolumes) and the local volume
+    # driver's mount options are comma-separated: a ':' or ',' would split the path.
+    if not re.fullmatch(r"[A-Za-z0-9_./@+=-]{1,1024}", value):
+        raise ValueError("a path of letters, digits and _ . / @ + = - only (docker binds split on ':' and ',')")
     return value
 
 
@@ -182,11 +243,89 @@ def _https_url(value: str) -> str:
     return value
 
 
+# A proxy URL goes into a systemd Environment= word (components/render/docker_client.py):
+# printable ASCII without space, quote or backslash.
+_PROXY_SAFE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,2048}")
+_PROXY_URL = "an http://, https:// or socks5:// proxy URL of a host and an optional port, e.g. http://proxy.lan:3128"
+
+
+def _proxy_url(value: str) -> str:
+    if not _PROXY_SAFE.fullmatch(value) or "%" in value:
+        # '%' too: Go's URL parser (docker's proxy) wants an IPv6 zone as %25, and a unit doubles it.
+        raise ValueError(f"{_PROXY_URL}, with no whitespace, quote, backslash, '%' or non-ASCII character")
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{_PROXY_URL} (this one does not parse: {exc})") from exc
+    if parts.username is not None or parts.password is not None:
+        # Credentials would land in the docker unit, Pulumi's state and the process list.
+        raise ValueError(
+            "a proxy URL without credentials: forgeway does not support proxy passwords (user:password@ "
+            "would be stored in plain text in the stack, Pulumi's state and a systemd unit); let the proxy "
+            "allow this host by its address instead"
+        )
+    host = parts.hostname or ""
+    try:
+        ipaddress.ip_address(host)
+        known = True
+    except ValueError:
+        known = _is_hostname(host) and not re.fullmatch(r"[0-9.]+", host)
+    rest = parts.path not in ("", "/") or parts.query or parts.fragment or value.endswith(("?", "#"))
+    if parts.scheme not in ("http", "https", "socks5") or not known or rest or port == 0:
+        raise ValueError(_PROXY_URL)
+    return value
+
+
+# A NO_PROXY entry as Go's net/http reads it: host, .domain, *.domain, host:port, IP, CIDR, [v6].
+_NO_PROXY_ENTRY = re.compile(r"[A-Za-z0-9*.\[\]:/_-]{1,253}")
+
+
+def _no_proxy_entry(value: str) -> str:
+    if not _NO_PROXY_ENTRY.fullmatch(value):
+        raise ValueError(
+            "a NO_PROXY entry: a host, .domain, *.domain, host:port, an address or a CIDR, "
+            "of letters, digits and . * : / [ ] _ - only"
+        )
+    return value
+
+
+def _on_calendar(value: str) -> str:
+    problem = calendar_problem(value)
+    if problem is not None:
+        raise ValueError(
+            f"a systemd OnCalendar spec: {problem}, e.g. hourly, daily, *:0/30 or Mon..Fri 03:00 "
+            "(time zone UTC only; check one with `systemd-analyze calendar SPEC`)"
+        )
+    return value
+
+
+OnCalendar = Annotated[str, AfterValidator(_on_calendar)]
+ProxyUrl = Annotated[str, AfterValidator(_proxy_url)]
+NoProxyEntry = Annotated[str, AfterValidator(_no_proxy_entry)]
+
+
+def _url_text(value: str) -> str:
+    # gitlab.rb and the runner's config.toml quote the URL: printable ASCII only, no quote or backslash.
+    if not re.fullmatch(r"[\x21\x23-\x26\x28-\x5b\x5d-\x7e]{1,2048}", value):
+        raise ValueError("a URL of printable ASCII without spaces, quotes or backslashes")
+    return value
+
+
+def _ipv4_address_text(value: Any) -> Any:
+    # pydantic would take 5 or true as the address 0.0.0.5 or 0.0.0.1.
+    if not isinstance(value, str | ipaddress.IPv4Address):
+        raise ValueError("an IPv4 address written as text, e.g. 10.8.0.10")
+    return value
+
+
+IPv4AddressText = Annotated[ipaddress.IPv4Address, BeforeValidator(_ipv4_address_text)]
 Email = Annotated[str, AfterValidator(_email)]
+ExternalUrl = Annotated[str, AfterValidator(_url_text)]
 IPv6Network = Annotated[ipaddress.IPv6Network, BeforeValidator(_ipv6_network)]
 IPv4Network = Annotated[ipaddress.IPv4Network, BeforeValidator(_ipv4_network)]
 HttpsUrl = Annotated[str, AfterValidator(_https_url)]
-AbsolutePath = Annotated[str, AfterValidator(_absolute_path)]
+AbsolutePath = Annotated[str, AfterValidator(_absolute_path), AfterValidator(_bindable_path)]
 Network = Annotated[ipaddress.IPv4Network | ipaddress.IPv6Network, BeforeValidator(_network)]
 SshUser = Annotated[str, Field(pattern=_USER.pattern)]
 
@@ -201,24 +340,39 @@ class _Model(BaseModel):
 class ProxySettings(_Model):
     """An HTTP(S) proxy the host's docker daemon must use to reach registries."""
 
-    http_proxy: str | None = Field(None, description="URL of the HTTP proxy, e.g. http://proxy.lan:3128")
-    https_proxy: str | None = Field(None, description="URL of the HTTPS proxy")
-    no_proxy: list[str] = Field(
+    http_proxy: ProxyUrl | None = Field(
+        None, description="URL of the HTTP proxy, e.g. http://proxy.lan:3128 (no user:password@: not supported)"
+    )
+    https_proxy: ProxyUrl | None = Field(None, description="URL of the HTTPS proxy (no user:password@)")
+    no_proxy: list[NoProxyEntry] = Field(
         default_factory=list,
         description="Extra NO_PROXY entries; the registry, GitLab host and tunnel subnet are always added",
     )
+
+    @model_validator(mode="after")
+    def _a_proxy_is_named(self) -> ProxySettings:
+        # The docker-client renderer has nothing to write for a proxy section without a URL.
+        if self.http_proxy is None and self.https_proxy is None:
+            raise ValueError("http_proxy or https_proxy in a proxy section (leave proxy out for no proxy)")
+        return self
+
+
+# GitLab matches a job's tags against a runner's: a handful is normal, hundreds is a mistake.
+MAX_RUNNER_TAGS = 32
 
 
 class RunnerSettings(_Model):
     """Per-host runner options (hosts with role `runner`)."""
 
-    tags: list[Name] = Field(default_factory=list, description="Tags beside the architecture tag")
-    concurrent: Annotated[int, Field(ge=1, le=64)] | None = Field(
+    tags: Annotated[list[Name], Field(max_length=MAX_RUNNER_TAGS)] = Field(
+        default_factory=list, description="Tags beside the architecture tag (at most 32, each a DNS label)"
+    )
+    concurrent: Annotated[Int, Field(ge=1, le=64)] | None = Field(
         None, description="Jobs at once; default: the host's cores"
     )
     privileged: bool = Field(False, description="Privileged job containers (needs protected_only)")
     protected_only: bool = Field(False, description="Run jobs of protected branches and tags only")
-    job_memory_mb: Annotated[int, Field(ge=64)] | None = Field(None, description="Memory limit of each job container")
+    job_memory_mb: Annotated[Int, Field(ge=64)] | None = Field(None, description="Memory limit of each job container")
     insecure_docker_socket_in_jobs: bool = Field(
         False, description="INSECURE: the host's docker socket in jobs (they own the host); needs protected_only"
     )
@@ -229,19 +383,21 @@ class AddressPool(_Model):
     """A docker default address pool: networks of /size carved out of base."""
 
     base: IPv4Network = Field(description="IPv4 network docker carves bridge networks from, e.g. 172.28.0.0/14")
-    size: Annotated[int, Field(ge=16, le=29)] = Field(24, description="Prefix length of each network")
+    size: Annotated[Int, Field(ge=16, le=29)] = Field(24, description="Prefix length of each network")
 
 
 class Prune(_Model):
     """Disk kept in check on runner hosts: a timer prunes when usage is above a threshold."""
 
-    threshold_percent: Annotated[int, Field(ge=10, le=99)] = Field(
+    threshold_percent: Annotated[Int, Field(ge=10, le=99)] = Field(
         80, description="Prune when the docker data root's file system is fuller than this"
     )
-    keep_hours: Annotated[int, Field(ge=0, le=8760)] = Field(
+    keep_hours: Annotated[Int, Field(ge=0, le=8760)] = Field(
         72, description="Keep unused images and build cache younger than this"
     )
-    on_calendar: str = Field("hourly", description="systemd OnCalendar of the check (cron fallback: hourly)")
+    on_calendar: OnCalendar = Field(
+        "hourly", description="systemd OnCalendar of the check, UTC only (cron fallback: hourly)"
+    )
 
 
 class Host(_Model):
@@ -260,17 +416,17 @@ class Host(_Model):
     public_address: Address | None = Field(
         None, description="VPS only: the public address clients and peers use (default: address)"
     )
-    public_interface: Name = Field("eth0", description="VPS only: the interface that faces the internet")
+    public_interface: InterfaceName = Field("eth0", description="VPS only: the interface that faces the internet")
     lan_networks: list[Network] = Field(
         default_factory=list, description="The host's LAN networks (must not overlap the tunnel)"
     )
     docker_networks: list[Network] = Field(
         default_factory=list, description="Docker bridge/address-pool networks on the host"
     )
-    tunnel_address: ipaddress.IPv4Address | None = Field(
+    tunnel_address: IPv4AddressText | None = Field(
         None, description="Fixed tunnel address; default: assigned in host order (.1 is the VPS)"
     )
-    memory_mb: Annotated[int, Field(ge=256)] | None = Field(
+    memory_mb: Annotated[Int, Field(ge=256)] | None = Field(
         None, description="Host memory in MB (drives the GitLab small-device profile)"
     )
     docker_socket: AbsolutePath = Field(
@@ -286,13 +442,13 @@ class Tunnel(_Model):
     subnet: Network = Field(ipaddress.ip_network("10.8.0.0/24"), description="Tunnel subnet (IPv4)")
     listen_port: Port = Field(51820, description="UDP port of WireGuard on the VPS")
     # 1360: the smallest uplink whose default tunnel MTU (uplink - 80) carries IPv6's 1280.
-    uplink_mtu: Annotated[int, Field(ge=1360, le=9000)] = Field(
+    uplink_mtu: Annotated[Int, Field(ge=1360, le=9000)] = Field(
         1500, description="MTU of the narrowest uplink on the path"
     )
-    mtu: Annotated[int, Field(ge=1280, le=8920)] | None = Field(
+    mtu: Annotated[Int, Field(ge=1280, le=8920)] | None = Field(
         None, description="Tunnel MTU; default uplink_mtu - 80 (WireGuard over IPv6 overhead)"
     )
-    keepalive: Annotated[int, Field(ge=1, le=600)] = Field(
+    keepalive: Annotated[Int, Field(ge=1, le=600)] = Field(
         25, description="PersistentKeepalive seconds for peers behind NAT"
     )
     endpoint: Address | None = Field(None, description="What peers dial; default: the VPS public_address or address")
@@ -357,13 +513,15 @@ class GitLab(_Model):
     """The GitLab server on the host with role gitlab."""
 
     domain: Hostname = Field(description="Public DNS name of GitLab, pointing at the VPS")
-    external_url: str | None = Field(None, description="Default https://<domain> (with the https port if not 443)")
+    external_url: ExternalUrl | None = Field(
+        None, description="Default https://<domain> (with the https port if not 443)"
+    )
     images: dict[ArchField, Image] = Field(description="Pinned image per architecture: {arm64: ..., amd64: ...}")
     small_device: Literal["auto", "on", "off"] = Field(
         "auto", description="Small-device profile; auto: on for arm64 hosts with <= 8 GB"
     )
     tls: Literal["letsencrypt", "own-ca"] = Field("own-ca", description="Certificates from Let's Encrypt or our own CA")
-    memory_limit_mb: Annotated[int, Field(ge=2048)] | None = Field(
+    memory_limit_mb: Annotated[Int, Field(ge=2048)] | None = Field(
         None, description="Container memory limit; default 3/4 of the host's memory_mb, else 4096"
     )
     letsencrypt_emails: list[Email] = Field(
@@ -407,8 +565,8 @@ class Runners(_Model):
         description="docker default-address-pools (must not overlap the tunnel or any LAN)",
     )
     registry_mirrors: list[HttpsUrl] = Field(default_factory=list, description="docker registry mirrors (https)")
-    log_max_size_mb: Annotated[int, Field(ge=1, le=1024)] = Field(10, description="Container log rotation size")
-    log_max_files: Annotated[int, Field(ge=1, le=20)] = Field(3, description="Container log files kept")
+    log_max_size_mb: Annotated[Int, Field(ge=1, le=1024)] = Field(10, description="Container log rotation size")
+    log_max_files: Annotated[Int, Field(ge=1, le=20)] = Field(3, description="Container log files kept")
     prune: Prune = Field(Prune(), description="Pruning of unused images and build cache")
     binfmt_image: Image | None = Field(
         None, description="Pinned image that registers QEMU binfmt handlers (hosts with runner.multiarch)"
@@ -558,6 +716,8 @@ def fix_command(key: str, path: str = "") -> str:
 
 # --- errors ------------------------------------------------------------------------
 
+_URL_USERINFO = re.compile(r"://[^/@\s\"]*@")
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -583,8 +743,15 @@ class ConfigError(Exception):
 
 
 def _show(value: Any) -> str:
-    text = json.dumps(value, default=str)
+    # A URL's user:password@ is never shown (a proxy URL with credentials is refused by it).
+    text = _URL_USERINFO.sub("://[secret]@", json.dumps(value, default=str))
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _path_part(name: str) -> str:
+    """`.name`, or Pulumi's `["..."]` path form for a map key that is no plain word (a
+    newline in a key given must not start a line of its own in the error)."""
+    return f".{name}" if re.fullmatch(r"[A-Za-z0-9_-]+", name) else f"[{json.dumps(name)}]"
 
 
 def _key_path(top: str, loc: tuple[int | str, ...]) -> str:
@@ -592,7 +759,7 @@ def _key_path(top: str, loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if part == "[key]":
             continue  # pydantic's marker for "the key of this map entry"
-        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+        path += f"[{part}]" if isinstance(part, int) else _path_part(str(part))
     return path
 
 
@@ -1043,6 +1210,69 @@ def _check_runner_networks(cfg: StackConfig) -> list[Problem]:
     return problems
 
 
+# docker's default bridge (docker0) when daemon.json sets no "bip", as forgeway's does not.
+DOCKER_DEFAULT_BRIDGE = ipaddress.IPv4Network("172.17.0.0/16")
+
+
+def _check_docker_overlaps(cfg: StackConfig) -> list[Problem]:
+    """On a host running docker, docker0 and the host's docker networks take routes: a LAN
+    or the tunnel in the same addresses becomes unreachable from that host."""
+    problems = []
+    subnet = cfg.tunnel.subnet
+    docker_hosts = [(i, h) for i, h in enumerate(cfg.hosts) if {"gitlab", "runner"} & set(h.roles)]
+    if docker_hosts and subnet.version == 4 and subnet.overlaps(DOCKER_DEFAULT_BRIDGE):
+        problems.append(
+            Problem(
+                f"{PROJECT}:tunnel.subnet",
+                _show(str(subnet)),
+                f"a subnet outside docker's default bridge {DOCKER_DEFAULT_BRIDGE} (docker0 on the gitlab and "
+                "runner hosts), e.g. 10.8.0.0/24",
+            )
+        )
+    for i, host in docker_hosts:
+        for j, lan in enumerate(host.lan_networks):
+            clashes = [(str(DOCKER_DEFAULT_BRIDGE), "docker's default bridge docker0")]
+            clashes += [(str(net), f"hosts[{i}].docker_networks[{k}]") for k, net in enumerate(host.docker_networks)]
+            for net, what in clashes:
+                if lan.version == 4 and lan.overlaps(ipaddress.ip_network(net)):
+                    problems.append(
+                        Problem(
+                            f"{PROJECT}:hosts[{i}].lan_networks[{j}]",
+                            _show(str(lan)),
+                            f"a LAN that does not overlap {what} ({net}) on this docker host: its routes would "
+                            "take the LAN's addresses",
+                        )
+                    )
+    return problems
+
+
+def _check_runner_tags(cfg: StackConfig) -> list[Problem]:
+    """A tag naming the other architecture would send that arch's jobs to this host."""
+    problems = []
+    for i, host in enumerate(cfg.hosts):
+        tags = host.runner.tags if host.runner is not None else []
+        seen: set[str] = {host.arch}
+        for j, tag in enumerate(tags):
+            key = f"{PROJECT}:hosts[{i}].runner.tags[{j}]"
+            named = [arch for arch, hint in _ARCH_HINTS.items() if hint.search(tag) and arch != host.arch]
+            if named and not (host.runner is not None and host.runner.multiarch):
+                problems.append(
+                    Problem(
+                        key,
+                        _show(tag),
+                        f"a tag that names no other architecture: this host is {host.arch}, and jobs tagged "
+                        f"{named[0]} would run here on the wrong CPU (the {host.arch} tag is added by itself; "
+                        "runner.multiarch: true runs the other arch's jobs under QEMU and allows it)",
+                    )
+                )
+            elif tag in seen:
+                problems.append(
+                    Problem(key, _show(tag), f"each tag once (the architecture tag {host.arch} is added by itself)")
+                )
+            seen.add(tag)
+    return problems
+
+
 # Each check with the sections it needs whole: with a section invalid, the check is
 # skipped (its field errors are already reported) rather than guessing from a part.
 CROSS_CHECKS: tuple[tuple[frozenset[str], Check], ...] = (
@@ -1053,14 +1283,45 @@ CROSS_CHECKS: tuple[tuple[frozenset[str], Check], ...] = (
     (frozenset({"tunnel"}), _check_networks),
     (frozenset({"hosts", "gitlab", "runners"}), _check_images),
     (frozenset({"hosts", "tunnel", "runners"}), _check_runner_networks),
+    (frozenset({"hosts", "tunnel"}), _check_docker_overlaps),
+    (frozenset({"hosts"}), _check_runner_tags),
 )
+
+
+def _duplicate_wireguard_keys(secrets: Mapping[str, Any]) -> list[Problem]:
+    """A private key is a peer's identity on the tunnel: two hosts with one key are one peer."""
+    keys = secrets.get("wireguard_private_keys")
+    if not isinstance(keys, dict):
+        return []
+    from components.render.wireguard import wg_public_key
+
+    problems = []
+    first: dict[str, str] = {}
+    for name, private in keys.items():
+        try:
+            # By public key: X25519 clamps the private key, so keys that differ only in
+            # clamped bits are one key.
+            key = wg_public_key(private)
+        except (TypeError, ValueError):
+            continue  # not a key: reported by its own check
+        if key in first:
+            problems.append(
+                Problem(
+                    f"{PROJECT}:wireguard_private_keys{_path_part(str(name))}",
+                    "[secret]",
+                    f"a key of its own: host '{first[key]}' has the same WireGuard private key, and WireGuard "
+                    f"tells peers apart by key; {fix_command('wireguard_private_keys', str(name))}",
+                )
+            )
+        first.setdefault(key, str(name))
+    return problems
 
 
 def _missing_runner_tokens(runner_names: Iterable[str], secrets: Mapping[str, Any]) -> list[Problem]:
     tokens = secrets.get("runner_tokens") or {}
     return [
         Problem(
-            f"{PROJECT}:runner_tokens.{name}",
+            f"{PROJECT}:runner_tokens{_path_part(str(name))}",
             "nothing",
             f"a runner authentication token for runner host '{name}': {fix_command('runner_tokens', name)}",
         )
@@ -1074,11 +1335,17 @@ def _check_secrets(cfg: StackConfig, secrets: Mapping[str, Any]) -> list[Problem
     problems = _missing_runner_tokens(runner_names, secrets)
     for name in sorted(set(tokens) - runner_names):
         problems.append(
-            Problem(f"{PROJECT}:runner_tokens.{name}", "[secret]", "a token only for a host with role 'runner'")
+            Problem(
+                f"{PROJECT}:runner_tokens{_path_part(str(name))}",
+                "[secret]",
+                "a token only for a host with role 'runner'",
+            )
         )
     for name in sorted(set(secrets.get("wireguard_private_keys") or {}) - {h.name for h in cfg.hosts}):
         problems.append(
-            Problem(f"{PROJECT}:wireguard_private_keys.{name}", "[secret]", "a key only for a host in hosts")
+            Problem(
+                f"{PROJECT}:wireguard_private_keys{_path_part(str(name))}", "[secret]", "a key only for a host in hosts"
+            )
         )
     if "ca_private_key" in secrets and cfg.gitlab.tls != "own-ca":
         problems.append(Problem(f"{PROJECT}:ca_private_key", "[secret]", "only with gitlab.tls=own-ca"))
@@ -1121,7 +1388,11 @@ def _runner_names_as_given(hosts: Any) -> list[str]:
     return [
         h["name"]
         for h in hosts
-        if isinstance(h, dict) and isinstance(h.get("name"), str) and "runner" in (h.get("roles") or [])
+        if isinstance(h, dict)
+        and isinstance(h.get("name"), str)
+        and _LABEL.fullmatch(h["name"])  # a bad name is reported by its own key
+        and isinstance(h.get("roles"), list)
+        and "runner" in h["roles"]
     ]
 
 
@@ -1130,6 +1401,8 @@ def _runner_names_as_given(hosts: Any) -> list[str]:
 
 def _unknown_key(full_key: str, value: Any, secret: bool) -> Problem:
     prefix = f"{PROJECT}:"
+    if not re.fullmatch(r"[\x21-\x7e]+", full_key):
+        full_key = json.dumps(full_key)  # a key with a newline or space: quoted, on one line
     known = [*SECTIONS, *SECRET_KEYS]
     hint = difflib.get_close_matches(full_key.removeprefix(prefix), known, n=1)
     if hint and hint[0] in SECRET_KEYS:
@@ -1202,6 +1475,7 @@ def parse_stack(raw: Mapping[str, Any], secret_keys: Iterable[str] = ()) -> tupl
     for needs, check in CROSS_CHECKS:
         if needs <= whole:
             problems += [_reindex(p, host_index) for p in check(config)]
+    problems += _duplicate_wireguard_keys(secrets)
     if "hosts" in whole:
         problems += _check_secrets(config, secrets)
     else:

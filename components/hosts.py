@@ -16,7 +16,7 @@ from pulumi_command import remote
 
 from components.config import Host as HostConfig
 from components.config import StackConfig
-from components.render.ssh import SshTarget, ssh_options
+from components.render.ssh import SshTarget, ssh_options, ssh_url
 from components.scripts import script_command
 
 __all__ = ["DOCKER_ROLES", "Host", "HostArgs", "connect_hosts"]
@@ -79,7 +79,7 @@ class Host(pulumi.ComponentResource):
             self.docker = docker.Provider(
                 f"{name}-docker",
                 # The port travels in ssh_opts (-p): docker hands options to ssh verbatim.
-                host=f"ssh://{args.settings.ssh_user}@{args.settings.address}",
+                host=ssh_url(_target(args.settings)),  # an IPv6 address in brackets
                 ssh_opts=ssh_options(_target(args.settings), jump),
                 opts=child,
             )

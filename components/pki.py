@@ -142,9 +142,12 @@ class ServerCertificate(pulumi.ComponentResource):
 
 def _ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        return ipaddress.ip_address(value)
+        ip = ipaddress.ip_address(value)
     except ValueError:
         return None
+    # A certificate's IP SAN holds no IPv6 zone (fe80::50%eth0 is fe80::50 there), and the
+    # tls provider's parser (Go's net.ParseIP) refuses one.
+    return ipaddress.IPv6Address(int(ip)) if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id else ip
 
 
 def server_names(cfg: StackConfig, addresses: Mapping[str, ipaddress.IPv4Address]) -> tuple[list[str], list[str]]:

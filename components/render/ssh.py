@@ -8,10 +8,11 @@ command for known hosts, and the command prints exactly one line, the pinned key
 
 from __future__ import annotations
 
+import ipaddress
 import shlex
 from dataclasses import dataclass
 
-__all__ = ["SshTarget", "host_key_algorithms", "ssh_destination", "ssh_options"]
+__all__ = ["SshTarget", "host_key_algorithms", "ssh_destination", "ssh_options", "ssh_url", "url_host"]
 
 # Signature algorithms a server may use for each key type: ssh must offer only those
 # of the pinned key, or it could negotiate another key type and fail the check.
@@ -38,6 +39,24 @@ def host_key_algorithms(host_key: str) -> str:
     """The HostKeyAlgorithms value for a pinned key (its type decides)."""
     key_type = host_key.split(maxsplit=1)[0]
     return _ALGORITHMS[key_type]
+
+
+def url_host(address: str) -> str:
+    """address as the host part of a URL (RFC 3986/6874): an IPv6 literal in brackets, its
+    zone's '%' written %25. docker's ssh:// helper reads the URL with Go's net/url and hands
+    ssh the host without brackets (docker/cli cli/connhelper/ssh/ssh.go, SpecFromURL)."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address  # a DNS name or an IPv4 address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        return f"[{address.replace('%', '%25')}]"
+    return address
+
+
+def ssh_url(target: SshTarget) -> str:
+    """``ssh://user@host`` for docker; the port goes in ssh options (-p), not the URL."""
+    return f"ssh://{target.user}@{url_host(target.address)}"
 
 
 def ssh_destination(target: SshTarget) -> str:
@@ -84,6 +103,7 @@ def ssh_options(target: SshTarget, jump: SshTarget | None = None) -> list[str]:
         # ssh expands %-tokens in ProxyCommand, so the jump's own tokens are escaped.
         jump_opts = [o.replace("%", "%%") for o in ssh_options(jump)]
         # Brackets let -W take an IPv6 target (ssh reads "[addr]:port").
-        inner = ["ssh", *jump_opts, "-W", "[%h]:%p", ssh_destination(jump)]
+        # The destination too: an IPv6 zone (fe80::1%eth0) would read as a token.
+        inner = ["ssh", *jump_opts, "-W", "[%h]:%p", ssh_destination(jump).replace("%", "%%")]
         opts += ["-o", f"ProxyCommand={shlex.join(inner)}"]
     return opts
