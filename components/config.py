@@ -573,7 +573,7 @@ class Runners(_Model):
     )
     # 3600: GitLab's default job timeout, so a job started just before the stop can end on
     # its own; 7200: the stop timeout gitlab-runner's docs give systemd (docs/configuration/init.md).
-    stop_grace_seconds: Annotated[int, Field(ge=0, le=7200)] = Field(
+    stop_grace_seconds: Annotated[Int, Field(ge=0, le=7200)] = Field(
         3600,
         description="Seconds a runner container's replace or delete waits for its running jobs to finish "
         "(SIGQUIT: it takes no new ones) before docker kills it; 0 to 7200, 0: no wait",
