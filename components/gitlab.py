@@ -215,6 +215,10 @@ class GitLabServer(pulumi.ComponentResource):
             restart="unless-stopped",
             shm_size=SHM_SIZE_MB,
             memory=memory_limit_mb(cfg),
+            # dockerd's own default (moby daemon/daemon_unix.go adaptContainerSettings: twice
+            # the memory), which the provider's Read records; unset, it is a diff after every
+            # create and refresh (memory_swap is read back but neither computed nor defaulted).
+            memory_swap=2 * memory_limit_mb(cfg),
             healthcheck=docker.ContainerHealthcheckArgs(
                 tests=list(HEALTHCHECK),
                 interval=HEALTHCHECK_INTERVAL,

@@ -158,6 +158,7 @@ def test_container_registers_ports_and_healthcheck_as_the_provider_reads_them_ba
     durations = {k: check[k] for k in ("interval", "timeout", "startPeriod")}
     assert durations == {k: go_duration(go_duration_ns(v)) for k, v in durations.items()}
     assert durations == {"interval": "1m0s", "timeout": "30s", "startPeriod": "10m0s"}
+    assert inputs["memorySwap"] == 2 * inputs["memory"]  # dockerd's default, which the read records
 
 
 def test_ports_published_on_two_addresses_keep_each_ports_bind_order() -> None:

@@ -121,3 +121,11 @@ def test_multiarch_hosts_get_the_binfmt_image_and_command_for_the_other_arch(sta
         assert "binfmt-down.sh" in unwrap(command.inputs["delete"])
     if stack.name == "lab":
         assert [h["name"] for h in multiarch] == ["runner-amd"]
+
+
+def test_runner_containers_register_the_swap_limit_dockerd_gives_them(stack: Stack) -> None:
+    """Unset, memory_swap is read back as twice the memory (dockerd's default) and is a
+    diff after every create and refresh; the program registers that value itself."""
+    for host in _runner_hosts(stack):
+        inputs = _named(stack, CONTAINER, f"{host['name']}-runner").inputs
+        assert inputs["memorySwap"] == 2 * inputs["memory"]
