@@ -38,8 +38,12 @@ checked at v4.0.0 and v4.5.0, which agree on everything below):
 - ``command:remote:Command`` (pulumi-command 1.2.1,
   provider/pkg/provider/remote/commandController.go): no custom Read, so the
   pulumi-go-provider ``infer`` default returns the state as it is.
-- random and tls resources, ``pulumi:providers:*``: left as they are (the lab's random
-  and tls values exist only in the state; nothing on a host to read).
+- random and tls resources: left as they are. terraform-provider-random's Reads are
+  empty (internal/provider/resource_bytes.go, resource_password.go); terraform-provider-tls's
+  are no-ops for keys and CSRs and only mark a certificate ``ready_for_renewal``
+  (internal/provider/common_cert.go ``modifyStateIfCertificateReadyForRenewal``), which
+  the applier checks on every apply instead (tools/applier_tls.py ``_due_for_renewal``).
+- ``pulumi:providers:*``: nothing to read.
 
 Which properties a read can make differ from the program's: the terraform SDK diffs
 the configuration against the state, so a property the program sets is compared with
