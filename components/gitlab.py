@@ -39,10 +39,14 @@ from components.render.gitlab import CONTAINER_PORTS, SSL_DIR, render_gitlab_rb,
 __all__ = [
     "CONTAINER_NAME",
     "HEALTHCHECK",
+    "HEALTHCHECK_INTERVAL",
+    "HEALTHCHECK_START_PERIOD",
+    "HEALTHCHECK_TIMEOUT",
     "MOUNTS",
     "SHM_SIZE_MB",
     "GitLabServer",
     "GitLabServerArgs",
+    "go_duration",
     "memory_limit_mb",
 ]
 
@@ -75,18 +79,43 @@ def _certificate_names(cfg: StackConfig) -> list[str]:
     return names
 
 
+def go_duration(seconds: int) -> str:
+    """Whole seconds as Go's ``time.Duration.String()`` writes them: "30s", "1m0s", "10m0s"."""
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
+
+
+# The provider reads the healthcheck back with these durations in Go's form
+# (resource_docker_container_funcs.go resourceDockerContainerRead: Interval.String()),
+# so any other spelling ("60s") is a diff on the next up after a create or refresh.
+HEALTHCHECK_INTERVAL = go_duration(60)
+HEALTHCHECK_TIMEOUT = go_duration(30)
+HEALTHCHECK_START_PERIOD = go_duration(600)  # first boot migrates the database: minutes
+
+
 def _published_ports(cfg: StackConfig, bind: Sequence[str]) -> list[docker.ContainerPortArgs]:
-    ports = []
-    for address in bind:
-        for fp in cfg.forwarding.ports:
-            if fp.service == "registry" and not cfg.registry.enabled:
-                continue
-            ports.append(
-                docker.ContainerPortArgs(
-                    internal=CONTAINER_PORTS[fp.service], external=fp.home_port, ip=address, protocol="tcp"
-                )
-            )
-    return ports
+    """Each bind address's forwarded services, ordered as the provider reads them back.
+
+    terraform-provider-docker's Read (resource_docker_container_structures.go
+    flattenContainerPorts) returns ``ports`` sorted by internal port, each port's
+    bindings in the order they were made, and ``ports`` forces a replace: in any other
+    order, a port published on two addresses (``gitlab.publish_on_lan``) makes the next
+    up after a create or refresh replace GitLab. A stable sort keeps the bind order
+    within a port. Every port is tcp: a port on two protocols comes back in no fixed order.
+    """
+    wanted = [
+        (CONTAINER_PORTS[fp.service], fp.home_port, address)
+        for address in bind
+        for fp in cfg.forwarding.ports
+        if fp.service != "registry" or cfg.registry.enabled
+    ]
+    return [
+        docker.ContainerPortArgs(internal=internal, external=external, ip=address, protocol="tcp")
+        for internal, external, address in sorted(wanted, key=lambda port: port[0])
+    ]
 
 
 @dataclass(frozen=True)
@@ -186,8 +215,16 @@ class GitLabServer(pulumi.ComponentResource):
             restart="unless-stopped",
             shm_size=SHM_SIZE_MB,
             memory=memory_limit_mb(cfg),
+            # dockerd's own default (moby daemon/daemon_unix.go adaptContainerSettings: twice
+            # the memory), which the provider's Read records; unset, it is a diff after every
+            # create and refresh (memory_swap is read back but neither computed nor defaulted).
+            memory_swap=2 * memory_limit_mb(cfg),
             healthcheck=docker.ContainerHealthcheckArgs(
-                tests=list(HEALTHCHECK), interval="60s", timeout="30s", retries=5, start_period="600s"
+                tests=list(HEALTHCHECK),
+                interval=HEALTHCHECK_INTERVAL,
+                timeout=HEALTHCHECK_TIMEOUT,
+                retries=5,
+                start_period=HEALTHCHECK_START_PERIOD,
             ),
             log_driver="json-file",
             log_opts={"max-size": "50m", "max-file": "5"},

@@ -234,6 +234,7 @@ class RunnerHost(pulumi.ComponentResource):
             image=image.image_id,
             restart="unless-stopped",
             memory=RUNNER_MEMORY_MB,
+            memory_swap=2 * RUNNER_MEMORY_MB,  # dockerd's default, as the provider reads it back (see gitlab.py)
             volumes=[
                 docker.ContainerVolumeArgs(volume_name=volume.name, container_path=CONFIG_DIR),
                 docker.ContainerVolumeArgs(host_path=host_cfg.docker_socket, container_path="/var/run/docker.sock"),

@@ -54,7 +54,8 @@ Resource options, as the engine honours them (tools/synth.py hands them over):
 - ``retainOnDelete``: a delete (or the delete half of a replace) drops the resource
   from the state and leaves it on the host; the log says it was retained.
 - ``deleteBeforeReplace``: the old resource is deleted before its replacement is made.
-Not emulated: previews, refresh (drift on the hosts goes unseen), ``ignoreChanges``,
+``refresh`` reads live state back as each provider does (tools/applier_refresh.py).
+Not emulated: previews, ``ignoreChanges``,
 ``replaceOnChanges``, ``dependsOn`` ordering beyond what the SDK's resolution order
 gives, and parallelism (resources are applied one at a time, in the order the SDK
 resolves them, which respects dependencies).
@@ -496,9 +497,9 @@ def destroy(state_path: Path, log: Callable[[str], None] = print, *, exclude_pro
 def main() -> int:
     """``python -m tools.applier``: a JSON request on stdin (secrets never on argv).
 
-    {"action": "apply"|"destroy", "stack": ..., "config": {...}, "secret_keys": [...],
+    {"action": "apply"|"destroy"|"refresh", "stack": ..., "config": {...}, "secret_keys": [...],
     "state": "path", "exclude_protected": false}; prints the changes as JSON lines on
-    stdout, progress on stderr.
+    stdout, progress on stderr. ``refresh`` (tools/applier_refresh.py) needs only "state".
     """
     import sys
 
@@ -509,7 +510,11 @@ def main() -> int:
         print(line, file=sys.stderr, flush=True)
 
     try:
-        if request["action"] == "destroy":
+        if request["action"] == "refresh":
+            from tools.applier_refresh import refresh
+
+            changes = refresh(state_path, log)
+        elif request["action"] == "destroy":
             changes = destroy(state_path, log, exclude_protected=bool(request.get("exclude_protected")))
         else:
             _, changes = apply_stack(request["stack"], request["config"], request["secret_keys"], state_path, log)

@@ -315,7 +315,9 @@ def _container_body(given: Mapping[str, Any]) -> dict[str, Any]:
     host_optional = {
         "PortBindings": bindings,
         "Binds": binds,
-        "NetworkMode": given.get("networkMode"),
+        # The schema's default "bridge" is sent when unset (resourceDockerContainerCreate's
+        # GetOk sees it); left empty, the daemon records "default", which a refresh reads back.
+        "NetworkMode": given.get("networkMode") or "bridge",
         "CapAdd": list(capabilities.get("adds") or []),
         "CapDrop": list(capabilities.get("drops") or []),
     }

@@ -454,6 +454,18 @@ def destroy() -> int:
     return done.returncode
 
 
+def refresh() -> int:
+    """`pulumi refresh` of the lab stack: the state takes what the providers read back."""
+    done = _applier({"action": "refresh", "state": str(STATE)})
+    sys.stderr.write(done.stderr)
+    if done.returncode != 0:
+        return done.returncode
+    changes = [json.loads(line) for line in done.stdout.splitlines()]
+    read = [c for c in changes if c["op"] != "same"]
+    print(f"lab: refreshed the lab stack: {len(read)} read back differently, {len(changes) - len(read)} unchanged")
+    return 0
+
+
 def _stop_started(errors: list[str]) -> None:
     """Stop, by PID, every dockerd and sshd that (partial) topology files record."""
     from tools.lab_docker import DaemonInfo, stop_dockerd
@@ -509,7 +521,7 @@ def down() -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="The forgeway lab on this machine.")
-    parser.add_argument("action", choices=["up", "down", "destroy"])
+    parser.add_argument("action", choices=["up", "refresh", "down", "destroy"])
     parser.add_argument("--mode", choices=["snat", "preserve-source"], help="override forwarding.mode")
     parser.add_argument(
         "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a string in the lab stack"
@@ -520,6 +532,8 @@ def main() -> int:
         return 1
     if args.action == "up":
         return up(args.mode, args.set)
+    if args.action == "refresh":
+        return refresh()
     return destroy() if args.action == "destroy" else down()
 
 

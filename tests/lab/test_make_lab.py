@@ -173,6 +173,26 @@ def test_lab_describes_itself_and_reapplies_as_a_no_op(topology: dict[str, Any])
     assert "0 change(s)" in again.stdout, again.stdout
 
 
+def test_refresh_then_up_is_a_no_op_and_keeps_gitlabs_container(topology: dict[str, Any]) -> None:
+    """`pulumi refresh` then `up`: the providers' reads (tools/applier_refresh.py) are what
+    the program registers, so nothing changes, and GitLab's container is not replaced."""
+    key = "docker:index/container:Container::home-gitlab"
+    before = json.loads((ROOT / ".lab" / "state.json").read_text())["entries"][key]["id"]
+    refreshed = _lab("refresh")
+    assert refreshed.returncode == 0, refreshed.stderr
+    assert "lab: refreshed the lab stack:" in refreshed.stdout, refreshed.stdout
+    # The state holds what the read wrote: Go's duration form.
+    state = json.loads((ROOT / ".lab" / "state.json").read_text())["entries"]
+    assert state[key]["inputs"]["healthcheck"]["interval"] == "1m0s"
+    again = _lab("up")
+    assert again.returncode == 0, again.stderr
+    assert "0 change(s)" in again.stdout, again.stderr + again.stdout
+    after = json.loads((ROOT / ".lab" / "state.json").read_text())["entries"][key]["id"]
+    assert after == before
+    running = _home_docker(topology, "inspect", "--format", "{{.Id}}", "forgeway-gitlab").strip()
+    assert running == before
+
+
 def test_home_reaches_the_internet_only_by_dialing_out(topology: dict[str, Any]) -> None:
     assert _ping("fwl-home", VPS), "home cannot reach the VPS through the home router and the CGNAT"
     assert not _ping("fwl-client", "198.51.100.2"), "the home LAN must not be reachable from the internet"

@@ -138,7 +138,7 @@ def test_planted_forwarded_ports_are_mandatory_violations(lab_bad_ports: Synthes
     assert {v.policy for v in outcome.mandatory} == {"vps-forwarding-ports"}
     messages = [v.message for v in outcome.mandatory]
     assert len(messages) == 3, messages
-    assert any("'home-gitlab' ports[1] publishes port 8443 on 10.8.0.2" in m for m in messages), messages
+    assert any("'home-gitlab' ports[2] publishes port 8443 on 10.8.0.2" in m for m in messages), messages
     assert any("'vps-forwarding' (stdin) forwards port 2375, a docker API port" in m for m in messages), messages
     assert any(
         "'vps-forwarding' (stdin) forwards port 8443, which is not in the allowlist" in m and "allowedPorts" in m

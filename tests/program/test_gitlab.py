@@ -141,3 +141,38 @@ def test_bad_gitlab_inputs_are_config_errors_naming_the_key(change: dict[str, An
         synthesize_in_subprocess("lab", config, secret_keys)
     message = str(failed.value)
     assert f"{PROJECT}:{key}" in message and expected in message
+
+
+def test_container_registers_ports_and_healthcheck_as_the_provider_reads_them_back(stack: Stack) -> None:
+    """What the provider's Read writes into the state (tools/applier_refresh.py, from
+    resource_docker_container_funcs.go and flattenContainerPorts) is what the program
+    registers: a create or refresh then leaves nothing for the next up to change."""
+    from tools.applier_docker import go_duration_ns
+    from tools.applier_refresh import go_duration, normal_ports
+
+    inputs = _one(stack, CONTAINER).inputs
+    ports = inputs["ports"]
+    assert ports == normal_ports(ports)
+    assert [p["internal"] for p in ports] == sorted(p["internal"] for p in ports)
+    check = inputs["healthcheck"]
+    durations = {k: check[k] for k in ("interval", "timeout", "startPeriod")}
+    assert durations == {k: go_duration(go_duration_ns(v)) for k, v in durations.items()}
+    assert durations == {"interval": "1m0s", "timeout": "30s", "startPeriod": "10m0s"}
+    assert inputs["memorySwap"] == 2 * inputs["memory"]  # dockerd's default, which the read records
+
+
+def test_ports_published_on_two_addresses_keep_each_ports_bind_order() -> None:
+    """With publish_on_lan each port is bound twice; the provider reads a port's bindings
+    back in the order they were made, after sorting by internal port only."""
+    from components.gitlab import _published_ports
+    from tests.stacks import prod_stack
+    from tools.applier_refresh import normal_ports
+
+    config, secret_keys = prod_stack()
+    cfg, _ = parse_stack(config, secret_keys)
+    ports = [
+        {"internal": p.internal, "external": p.external, "ip": p.ip, "protocol": p.protocol}
+        for p in _published_ports(cfg, ["10.77.0.2", "192.168.1.20"])
+    ]
+    assert ports == normal_ports(ports)
+    assert [(p["internal"], p["ip"]) for p in ports[:2]] == [(22, "10.77.0.2"), (22, "192.168.1.20")]

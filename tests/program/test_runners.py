@@ -142,3 +142,11 @@ def test_runner_delete_timeout_outlasts_the_grace_period() -> None:
     assert delete_timeout(0) == "1200s"  # never below the provider's own 20 minutes
     assert delete_timeout(3600) == "3900s"
     assert delete_timeout(7200) == "7500s"
+
+
+def test_runner_containers_register_the_swap_limit_dockerd_gives_them(stack: Stack) -> None:
+    """Unset, memory_swap is read back as twice the memory (dockerd's default) and is a
+    diff after every create and refresh; the program registers that value itself."""
+    for host in _runner_hosts(stack):
+        inputs = _named(stack, CONTAINER, f"{host['name']}-runner").inputs
+        assert inputs["memorySwap"] == 2 * inputs["memory"]

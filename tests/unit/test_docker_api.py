@@ -131,6 +131,7 @@ def test_container_body_as_the_provider_builds_it() -> None:
         "Retries": 3,
     }
     assert host["RestartPolicy"] == {"Name": "no", "MaximumRetryCount": 0}
+    assert host["NetworkMode"] == "bridge"  # the schema default, sent (a refresh reads it back)
 
 
 def test_unknown_docker_inputs_are_refused_by_name() -> None:
