@@ -259,7 +259,7 @@ class Applier:
         # A per-resource delay drawn from the seed: independent resources start in a
         # different order for each seed, and dependents still wait (the SDK calls handle
         # only once a resource's inputs and dependsOn have resolved).
-        time.sleep(random.Random(f"{self.seed}:{key}").random() * self._max_delay_s)  # noqa: S311 (an order, not a secret)
+        time.sleep(self.delay(key))
         with self._lock:
             if self._failed is not None:
                 # As the engine: once a step fails, no new step starts (in-flight ones finish).
@@ -271,6 +271,10 @@ class Applier:
                 if self._failed is None:
                     self._failed, self.first_error = key, exc
             raise
+
+    def delay(self, key: str) -> float:
+        """Seconds resource ``key`` (``type::name``) waits before it is applied under this seed."""
+        return random.Random(f"{self.seed}:{key}").random() * self._max_delay_s  # noqa: S311 (an order, not a secret)
 
     def _handle(
         self, typ: str, name: str, inputs: dict[str, Any], provider: str, options: RegistrationOptions
