@@ -619,7 +619,7 @@ def destroy(state_path: Path, log: Callable[[str], None] = print, *, exclude_pro
     ``--exclude-protected``): then protected resources stay in the state, and the log
     names them.
     """
-    applier = Applier(state_path, log)
+    applier = Applier(state_path, log, seed=0)  # deletes run one at a time: no order to draw
     try:
         applier.finish(exclude_protected=exclude_protected)
     finally:
