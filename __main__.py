@@ -107,6 +107,9 @@ if ca is not None:
     dns_names, ip_addresses = certificate_names
     certificate = ServerCertificate("gitlab-tls", ServerCertificateArgs(ca, dns_names[0], dns_names, ip_addresses))
 
+# The registry over TLS: every docker daemon's trust of it, and their proxy settings.
+registry = Registry("registry", RegistryArgs(config, hosts, ca)) if config.registry.enabled else None
+
 gitlab = GitLabServer(
     "gitlab",
     GitLabServerArgs(
@@ -116,13 +119,15 @@ gitlab = GitLabServer(
         vps_tunnel_address=addresses[vps.name],
         certificate=certificate,
         root_password=secrets.gitlab_root_password,
-        # The container's ports bind the tunnel address: wg0 must exist first.
-        depends_on=[tunnel_peers[gitlab_host.name].command],
+        # The container's ports bind the tunnel address: wg0 must exist first. With Let's
+        # Encrypt its first boot answers the HTTP-01 challenge through the forwarding.
+        depends_on=[
+            tunnel_peers[gitlab_host.name].command,
+            *(forwarding.resources if config.gitlab.tls == "letsencrypt" else []),
+        ],
+        docker_changes=[registry.trust[gitlab_host.name]] if registry and gitlab_host.name in registry.trust else [],
     ),
 )
-
-# The registry over TLS: every docker daemon's trust of it, and their proxy settings.
-registry = Registry("registry", RegistryArgs(config, hosts, ca)) if config.registry.enabled else None
 
 # The runner fleet: daemon.json, prune timer and a gitlab-runner on every runner host.
 runner_hosts = config.hosts_with("runner")

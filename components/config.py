@@ -851,6 +851,17 @@ def _check_roles(cfg: StackConfig) -> list[Problem]:
                     "vps and gitlab on different hosts (GitLab runs at home, the VPS forwards to it)",
                 )
             )
+        if "gitlab" in host.roles and "runner" in host.roles:
+            # The runner's daemon.json script restarts dockerd on every change of it, and
+            # with it the GitLab container (components/runners.py, docker-daemon-up.sh).
+            problems.append(
+                Problem(
+                    f"{PROJECT}:hosts[{i}].roles",
+                    _show(host.roles),
+                    "gitlab and runner on different hosts (each daemon.json change of a runner host "
+                    "restarts its docker, which would restart GitLab)",
+                )
+            )
         if len(set(host.roles)) != len(host.roles):
             problems.append(Problem(f"{PROJECT}:hosts[{i}].roles", _show(host.roles), "each role once"))
         if host.runner is not None and host.runner.privileged and not host.runner.protected_only:

@@ -73,6 +73,12 @@ class PortForwarding(pulumi.ComponentResource):
             )
         self.register_outputs({"ports": [p.public for p in args.config.forwarding.ports]})
 
+    @property
+    def resources(self) -> list[pulumi.Resource]:
+        """What a client's packet to a public port needs: the VPS's rules and, in
+        preserve-source mode, the GitLab host's return path."""
+        return [self.vps_rules, *([self.home_routing] if self.home_routing is not None else [])]
+
 
 def _staged(entry: str, args: Sequence[str]) -> str:
     return staged_command(entry.removesuffix(".sh"), {entry: script(entry)}, entry, args, pass_dir=False)

@@ -127,6 +127,9 @@ class GitLabServerArgs:
     certificate: ServerCertificate | None  # own-ca: the registry/GitLab server certificate
     root_password: pulumi.Output[str] | None = None  # secret config; None: generate
     depends_on: Sequence[pulumi.Resource] = ()  # e.g. the host's tunnel (ports bind its address)
+    # What changes the host's docker daemon and may restart it (the registry trust's proxy
+    # drop-in): the image pull and the container wait for it, so no restart cuts them off.
+    docker_changes: Sequence[pulumi.Resource] = ()
 
 
 class GitLabServer(pulumi.ComponentResource):
@@ -151,7 +154,7 @@ class GitLabServer(pulumi.ComponentResource):
             name=cfg.gitlab.images[settings.arch],
             platform=f"linux/{settings.arch}",
             keep_locally=True,  # a replaced container must not leave the host without GitLab's image
-            opts=on_host,
+            opts=pulumi.ResourceOptions.merge(on_host, pulumi.ResourceOptions(depends_on=[*args.docker_changes])),
         )
         keep = pulumi.ResourceOptions(protect=True, retain_on_delete=True)
         self.volumes = {}
@@ -233,7 +236,7 @@ class GitLabServer(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(
                 parent=self,
                 provider=host.docker,
-                depends_on=[host.arch_check, *args.depends_on],
+                depends_on=[host.arch_check, *args.depends_on, *args.docker_changes],
                 # The provider echoes inputs as outputs: keep them secret in the state too.
                 additional_secret_outputs=["envs", "uploads"],
             ),

@@ -6,8 +6,13 @@ This is not the Pulumi engine. What it emulates, per type:
   an input change; ``delete`` on delete) on the host over SSH with the real ``ssh``
   binary: the connection's pinned host key (the same ssh options the docker provider
   gets), its private key through a private ssh-agent, a jump host as ProxyCommand,
-  ``stdin`` piped, ``environment`` exported in front of the command (the provider uses
-  SSH setenv, which needs AcceptEnv), ``PULUMI_COMMAND_STDOUT/STDERR`` on delete.
+  ``stdin`` piped. ``environment`` goes as SSH env requests (ssh ``SendEnv``), as the
+  provider's session.Setenv does (remote/commandOutputs.go): sshd sets only names its
+  ``AcceptEnv`` allows, and a refused one fails the command before it runs (the session
+  checks which names arrived: OpenSSH's client asks no reply, Go's ssh does). With
+  ``addPreviousOutputInEnv`` (default true), update and delete send the previous
+  non-empty stdout/stderr as ``PULUMI_COMMAND_STDOUT/STDERR`` the same way; a refusal
+  is a logged warning, as in the provider.
 - ``random:index/randomBytes:RandomBytes``, ``randomPassword``: real random values.
 - ``tls:index/privateKey:PrivateKey`` (ECDSA P256), ``selfSignedCert``, ``certRequest``,
   ``locallySignedCert``: real keys, CSRs and certificates (cryptography), with the
@@ -54,11 +59,22 @@ Resource options, as the engine honours them (tools/synth.py hands them over):
 - ``retainOnDelete``: a delete (or the delete half of a replace) drops the resource
   from the state and leaves it on the host; the log says it was retained.
 - ``deleteBeforeReplace``: the old resource is deleted before its replacement is made.
+Parallelism: as the engine, a resource starts once its dependencies are done, and
+independent resources run at the same time. The SDK calls ``handle`` for a resource only
+after its inputs and ``dependsOn`` have resolved, from a pool of ``WORKERS`` threads (the
+engine's ``--parallel`` default is unbounded); each resource first waits a delay drawn
+from the apply's seed (at most ``MAX_DELAY_S``), so independent resources start in an
+order that differs per seed. The seed is printed at the start of each apply and set with
+``FORGEWAY_APPLY_SEED`` (``python -m tools.lab up --seed``); it fixes the delays, not
+the threads' timing, so a seed makes an order likely, not certain. After a resource
+fails no new one starts (those under way finish) and the first failure is reported.
+Deletes of resources the program no longer registers (``finish``, and ``destroy``) run
+one at a time, newest first (reverse order of completion, which respects dependencies);
+the engine runs independent deletes in parallel.
+
 ``refresh`` reads live state back as each provider does (tools/applier_refresh.py).
 Not emulated: previews, ``ignoreChanges``,
-``replaceOnChanges``, ``dependsOn`` ordering beyond what the SDK's resolution order
-gives, and parallelism (resources are applied one at a time, in the order the SDK
-resolves them, which respects dependencies).
+``replaceOnChanges``, parallel deletes.
 """
 
 from __future__ import annotations
@@ -67,10 +83,12 @@ import base64
 import contextlib
 import json
 import os
-import shlex
+import random
+import re
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -116,6 +134,13 @@ REPLACE_ON = {
     DOCKER_CONTAINER: _CONTAINER_INPUTS - _CONTAINER_UPDATES - _CONTAINER_STATE_ONLY,
 }
 COMMAND_TIMEOUT_S = 300
+SEED_ENV = "FORGEWAY_APPLY_SEED"
+# Each resource waits up to this long (drawn from the seed) before it is applied.
+MAX_DELAY_S = 0.5
+# Worker threads the SDK calls handle from: the engine's own default is unbounded
+# (`pulumi up --parallel`, default 2147483647); the mock path's default executor has
+# min(32, cores + 4) threads (concurrent.futures.ThreadPoolExecutor), 6 on a 2-core machine.
+WORKERS = 64
 
 
 # --- SSH -------------------------------------------------------------------------
@@ -131,17 +156,19 @@ class SshAgent:
         pid = next(part for part in out.stdout.split(";") if part.strip().startswith("SSH_AGENT_PID="))
         self.pid = int(pid.split("=")[1])
         self._keys: set[str] = set()
+        self._lock = threading.Lock()  # resources add keys from the SDK's worker threads
 
     def add(self, private_key: str) -> None:
-        if private_key in self._keys:
-            return
-        key_file = Path(self._dir.name) / f"key{len(self._keys)}"
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(private_key if private_key.endswith("\n") else private_key + "\n")
-        subprocess.run(["ssh-add", "-q", str(key_file)], env=self.env(), check=True, capture_output=True)
-        key_file.unlink()
-        self._keys.add(private_key)
+        with self._lock:
+            if private_key in self._keys:
+                return
+            key_file = Path(self._dir.name) / f"key{len(self._keys)}"
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(private_key if private_key.endswith("\n") else private_key + "\n")
+            subprocess.run(["ssh-add", "-q", str(key_file)], env=self.env(), check=True, capture_output=True)
+            key_file.unlink()
+            self._keys.add(private_key)
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "SSH_AUTH_SOCK": self.socket}
@@ -161,62 +188,123 @@ def _target(conn: Mapping[str, Any]) -> SshTarget:
     )
 
 
-def _with_env(command: str, env: Mapping[str, str]) -> str:
-    if not env:
-        return command
-    exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()))
-    return f"export {exports}; {command}"
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_REFUSED = "forgeway-applier-setenv-refused:"  # a marker line on stderr, never a value
+PREVIOUS_OUTPUT_ENV = ("PULUMI_COMMAND_STDOUT", "PULUMI_COMMAND_STDERR")
+
+
+def _env_check(required: Mapping[str, str], optional: Mapping[str, str]) -> str:
+    """Shell lines that report each variable sshd did not set (names only, no values).
+
+    pulumi-command sends ``environment`` as SSH "env" requests (session.Setenv in
+    provider/pkg/provider/remote/commandOutputs.go, v1.2.1) with want-reply, so a
+    variable that sshd refuses (it accepts only names matching AcceptEnv) fails the
+    command before it runs; PULUMI_COMMAND_STDOUT/STDERR are sent the same way but a
+    refusal is only a warning. OpenSSH's client sends "env" without want-reply and
+    says nothing, so the session itself checks which variables arrived.
+    """
+    lines = []
+    for name in sorted(required):
+        lines.append(f'[ -n "${{{name}+x}}" ] || {{ echo {_REFUSED}{name} >&2; exit 255; }}')
+    for name in sorted(optional):
+        lines.append(f'[ -n "${{{name}+x}}" ] || echo {_REFUSED}{name} >&2')
+    return "".join(line + "\n" for line in lines)
 
 
 # --- the applier --------------------------------------------------------------------
 
 
+def apply_seed(seed: int | None = None) -> int:
+    """The seed of an apply's order: ``seed``, else FORGEWAY_APPLY_SEED, else a fresh one."""
+    if seed is not None:
+        return seed
+    text = os.environ.get(SEED_ENV, "").strip()
+    if not text:
+        return random.SystemRandom().randrange(1 << 32)
+    try:
+        return int(text)
+    except ValueError as exc:
+        raise ApplyError(f"{SEED_ENV}={text!r}: expected an integer seed") from exc
+
+
 class Applier:
     """Performs resources as the SDK resolves them; see the module docstring."""
 
-    def __init__(self, state_path: Path, log: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        state_path: Path,
+        log: Callable[[str], None] = print,
+        *,
+        seed: int | None = None,
+        max_delay_s: float = MAX_DELAY_S,
+    ) -> None:
         self.state = State.load(state_path)
         self.log = log
         self.changes: list[Change] = []
+        self.seed = apply_seed(seed)
+        self._max_delay_s = max_delay_s
         self._seen: set[str] = set()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the state, changes, seen keys and the first failure
+        self._failed: str | None = None  # the first resource that failed: nothing new starts after it
+        self.first_error: Exception | None = None  # its error, the one an apply reports
         self._agent: SshAgent | None = None
+        self._agent_lock = threading.Lock()
         self._command_keys: list[str] = []  # privateKeys of Command connections registered in this run
 
     # -- called by the mock monitor, from worker threads --
 
     def handle(self, args: Any) -> tuple[str, dict[str, Any]]:
+        """Apply one resource. Calls come concurrently, each once its dependencies are done."""
         if not args.custom:
             return f"{args.name}-component", dict(args.inputs)  # components do nothing themselves
         options = getattr(args, "options", None) or RegistrationOptions()
+        key = f"{args.typ}::{args.name}"
+        # A per-resource delay drawn from the seed: independent resources start in a
+        # different order for each seed, and dependents still wait (the SDK calls handle
+        # only once a resource's inputs and dependsOn have resolved).
+        time.sleep(self.delay(key))
         with self._lock:
+            if self._failed is not None:
+                # As the engine: once a step fails, no new step starts (in-flight ones finish).
+                raise ApplyError(f"{key}: not applied, {self._failed} failed first")
+        try:
             return self._handle(args.typ, args.name, unwrap(args.inputs), getattr(args, "provider", "") or "", options)
+        except Exception as exc:
+            with self._lock:
+                if self._failed is None:
+                    self._failed, self.first_error = key, exc
+            raise
+
+    def delay(self, key: str) -> float:
+        """Seconds resource ``key`` (``type::name``) waits before it is applied under this seed."""
+        return random.Random(f"{self.seed}:{key}").random() * self._max_delay_s  # noqa: S311 (an order, not a secret)
 
     def _handle(
         self, typ: str, name: str, inputs: dict[str, Any], provider: str, options: RegistrationOptions
     ) -> tuple[str, dict[str, Any]]:
         key = f"{typ}::{name}"
-        if key in self._seen:
-            raise ApplyError(f"{key} is registered twice in one run")
-        self._seen.add(key)
-        if typ == "command:remote:Command":
-            self._note_keys(inputs.get("connection") or {})
-        provider_inputs = self._provider_inputs(key, provider) if typ.startswith("docker:") else {}
         flags = {
             "protect": options.protect,
             "retain_on_delete": options.retain_on_delete,
             "delete_before_replace": options.delete_before_replace,
         }
-        previous = self.state.entries.get(key)
-        if previous is not None and previous.inputs == inputs and not _due_for_renewal(previous):
-            # Options and the provider's inputs may change without the resource changing.
-            if {k: getattr(previous, k) for k in flags} != flags or previous.provider_inputs != provider_inputs:
-                self.state.entries[key] = Entry(
-                    **{**asdict(previous), **flags, "provider": provider, "provider_inputs": provider_inputs}
-                )
-                self.state.save()
-            self.changes.append(Change("same", typ, name))
-            return previous.id, previous.outputs
+        with self._lock:
+            if key in self._seen:
+                raise ApplyError(f"{key} is registered twice in one run")
+            self._seen.add(key)
+            if typ == "command:remote:Command":
+                self._note_keys(inputs.get("connection") or {})
+            provider_inputs = self._provider_inputs(key, provider) if typ.startswith("docker:") else {}
+            previous = self.state.entries.get(key)
+            if previous is not None and previous.inputs == inputs and not _due_for_renewal(previous):
+                # Options and the provider's inputs may change without the resource changing.
+                if {k: getattr(previous, k) for k in flags} != flags or previous.provider_inputs != provider_inputs:
+                    self.state.entries[key] = Entry(
+                        **{**asdict(previous), **flags, "provider": provider, "provider_inputs": provider_inputs}
+                    )
+                    self.state.save()
+                self.changes.append(Change("same", typ, name))
+                return previous.id, previous.outputs
         if previous is None:
             op = "create"
         else:
@@ -241,27 +329,29 @@ class Applier:
                 )
             if delete_first:
                 self._remove(previous)
-                del self.state.entries[key]  # gone: a failing create must not leave it in the state
-                self.state.save()
+                with self._lock:
+                    del self.state.entries[key]  # gone: a failing create must not leave it in the state
+                    self.state.save()
                 resource_id, outputs = self._create(typ, name, inputs, provider_inputs)
             else:
                 resource_id, outputs = self._create(typ, name, inputs, provider_inputs)
                 self._remove(previous)  # create-then-delete, the engine's default order
-        entry = Entry(
-            typ,
-            name,
-            resource_id or f"{name}-{self.state.next_seq}",
-            self.state.next_seq,
-            inputs,
-            outputs,
-            provider=provider,
-            provider_inputs=provider_inputs,
-            **flags,
-        )
-        self.state.next_seq += 1
-        self.state.entries[key] = entry
-        self.state.save()
-        self.changes.append(Change(op, typ, name))
+        with self._lock:  # seq is the order of completion: a dependent's is above its dependencies'
+            entry = Entry(
+                typ,
+                name,
+                resource_id or f"{name}-{self.state.next_seq}",
+                self.state.next_seq,
+                inputs,
+                outputs,
+                provider=provider,
+                provider_inputs=provider_inputs,
+                **flags,
+            )
+            self.state.next_seq += 1
+            self.state.entries[key] = entry
+            self.state.save()
+            self.changes.append(Change(op, typ, name))
         return entry.id, outputs
 
     def finish(self, exclude_protected: bool = False) -> None:
@@ -296,9 +386,10 @@ class Applier:
             )
 
     def close(self) -> None:
-        if self._agent is not None:
-            self._agent.close()
-            self._agent = None
+        with self._agent_lock:
+            if self._agent is not None:
+                self._agent.close()
+                self._agent = None
 
     # -- per type --
 
@@ -326,7 +417,7 @@ class Applier:
     ) -> dict[str, Any]:
         if typ == "command:remote:Command":
             script = inputs.get("update") or inputs.get("create")
-            return self._command(name, inputs, "update", script)
+            return self._command(name, inputs, "update", script, previous=previous.outputs)
         if typ.startswith("pulumi:providers:"):
             return dict(inputs)
         if typ == DOCKER_CONTAINER:
@@ -346,19 +437,28 @@ class Applier:
         self._delete(entry)
 
     def _delete(self, entry: Entry) -> None:
+        """Delete one resource on its host (called without the state lock)."""
         if entry.type == "command:remote:Command" and entry.inputs.get("delete"):
-            env = {
-                "PULUMI_COMMAND_STDOUT": str(entry.outputs.get("stdout", "")),
-                "PULUMI_COMMAND_STDERR": str(entry.outputs.get("stderr", "")),
-            }
-            self._command(entry.name, entry.inputs, "delete", entry.inputs["delete"], extra_env=env)
+            # The provider deletes with the state's inputs (environment included) and outputs.
+            self._command(entry.name, entry.inputs, "delete", entry.inputs["delete"], previous=entry.outputs)
         if entry.type in _DOCKER_DELETE:
             # The provider as it is now, if it is still in the state; else as it was.
-            current = self._provider_entry(entry.provider)
+            with self._lock:
+                current = self._provider_entry(entry.provider)
             provider_inputs = current.inputs if current is not None else entry.provider_inputs
             _DOCKER_DELETE[entry.type](self._docker(entry.type, entry.name, provider_inputs, entry.inputs), entry)
 
     # -- ssh and docker plumbing --
+
+    def _agent_with(self, keys: list[str]) -> SshAgent:
+        """The apply's ssh-agent (started on first use) holding ``keys``."""
+        with self._agent_lock:
+            if self._agent is None:
+                self._agent = SshAgent()
+            agent = self._agent
+        for key in keys:
+            agent.add(key)
+        return agent
 
     def _note_keys(self, conn: Mapping[str, Any]) -> None:
         for holder in (conn, conn.get("proxy") or {}):
@@ -398,17 +498,14 @@ class Applier:
             host = DockerHost.from_provider(provider_inputs)
         except ValueError as exc:
             raise ApplyError(f"{typ} {name}: {exc}") from exc
-        if self._agent is None:
-            self._agent = SshAgent()
-        keys = self._command_keys or [k for k in (self._state_key(),) if k]
+        with self._lock:
+            keys = list(self._command_keys) or [k for k in (self._state_key(),) if k]
         if not keys:
             raise ApplyError(
                 f"{typ} {name}: no ssh key for docker host {host.label}: the applier uses the privateKey of the "
                 "program's Command connections, and none is registered or in the state"
             )
-        for key in keys:
-            self._agent.add(key)
-        client = DockerClient(host, self._agent.env())
+        client = DockerClient(host, self._agent_with(keys).env())
         return _Docker(client, f"{typ} {name}", host.label, _secret_values(inputs), self.log)
 
     def _command(
@@ -417,27 +514,53 @@ class Applier:
         inputs: Mapping[str, Any],
         step: str,
         script: str | None,
-        extra_env: Mapping[str, str] | None = None,
+        previous: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
+        """Run ``script`` as pulumi-command does (remote/commandOutputs.go, ``run``):
+        ``environment`` and, with ``addPreviousOutputInEnv`` (default true), the
+        ``previous`` outputs' non-empty stdout/stderr as SSH env requests."""
         outputs = {**inputs, "stdout": "", "stderr": ""}
         if not script:
             return outputs
         conn = inputs["connection"]
-        env = {**(inputs.get("environment") or {}), **(extra_env or {})}
-        done = self._ssh(conn, _with_env(script, env), inputs.get("stdin"))
+        env = {str(k): str(v) for k, v in (inputs.get("environment") or {}).items()}
+        previous_env: dict[str, str] = {}
+        if previous is not None and inputs.get("addPreviousOutputInEnv", True) is not False:
+            for var, out in zip(PREVIOUS_OUTPUT_ENV, ("stdout", "stderr"), strict=True):
+                if previous.get(out):
+                    previous_env[var] = str(previous[out])
+        for var in (*env, *previous_env):
+            if not _ENV_NAME.fullmatch(var):
+                raise ApplyError(f"{name}: environment variable name {var!r} is not a shell name")
+        done = self._ssh(conn, _env_check(env, previous_env) + script, inputs.get("stdin"), {**env, **previous_env})
+        kept: list[str] = []
+        refused: list[str] = []
+        for line in done.stderr.splitlines(keepends=True):
+            (refused if line.startswith(_REFUSED) else kept).append(line)
+        stderr = "".join(kept)
+        for line in refused:
+            var = line.strip().removeprefix(_REFUSED)
+            if var in env:
+                raise ApplyError(
+                    f"{name}: `{step}` on host {conn['host']}: could not set environment variable {var!r}: its sshd "
+                    "does not accept it (AcceptEnv); pulumi-command fails the same way"
+                )
+            self.log(f"warning: {name}: unable to set {var!r} on host {conn['host']} (its sshd does not accept it)")
         if done.returncode != 0:
             raise ApplyError(
                 f"{name}: `{step}` failed on host {conn['host']} (exit {done.returncode}): "
-                f"{done.stderr.strip()[-2000:] or done.stdout.strip()[-2000:]}"
+                f"{stderr.strip()[-2000:] or done.stdout.strip()[-2000:]}"
             )
-        return {**outputs, "stdout": done.stdout.rstrip("\n"), "stderr": done.stderr.rstrip("\n")}
+        return {**outputs, "stdout": done.stdout.rstrip("\n"), "stderr": stderr.rstrip("\n")}
 
-    def _ssh(self, conn: Mapping[str, Any], command: str, stdin: str | None) -> subprocess.CompletedProcess[str]:
-        if self._agent is None:
-            self._agent = SshAgent()
-        for holder in (conn, conn.get("proxy") or {}):
-            if holder.get("privateKey"):
-                self._agent.add(holder["privateKey"])
+    def _ssh(
+        self, conn: Mapping[str, Any], command: str, stdin: str | None, env: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """``command`` over ssh; ``env`` goes as SSH env requests (SendEnv: the values
+        stay in ssh's own environment, off every command line)."""
+        agent = self._agent_with(
+            [holder["privateKey"] for holder in (conn, conn.get("proxy") or {}) if holder.get("privateKey")]
+        )
         target = _target(conn)
         jump = _target(conn["proxy"]) if conn.get("proxy") else None
         argv = [
@@ -445,6 +568,7 @@ class Applier:
             *ssh_options(target, jump),
             "-o",
             f"ConnectTimeout={int(conn.get('perDialTimeout', 15))}",
+            *(arg for var in sorted(env or {}) for arg in ("-o", f"SendEnv={var}")),
             ssh_destination(target),
             command,
         ]
@@ -454,7 +578,7 @@ class Applier:
                 input=stdin or "",
                 capture_output=True,
                 text=True,
-                env=self._agent.env(),
+                env={**agent.env(), **(env or {})},
                 timeout=COMMAND_TIMEOUT_S,
                 check=False,
             )
@@ -468,11 +592,23 @@ def apply_stack(
     secret_keys: list[str],
     state_path: Path,
     log: Callable[[str], None] = print,
+    *,
+    seed: int | None = None,
 ) -> tuple[Synthesis, list[Change]]:
-    """Apply one stack (in this process: one apply per process, as with synthesis)."""
-    applier = Applier(state_path, log)
+    """Apply one stack (in this process: one apply per process, as with synthesis).
+
+    ``seed`` (else FORGEWAY_APPLY_SEED, else a fresh one, printed) draws each
+    resource's delay, hence the order in which independent resources run."""
+    applier = Applier(state_path, log, seed=seed)
+    log(f"apply seed {applier.seed} (repeat its delays with {SEED_ENV}={applier.seed})")
     try:
-        synthesis = synthesize(stack, config, secret_keys, handler=applier.handle)
+        try:
+            synthesis = synthesize(stack, config, secret_keys, handler=applier.handle, workers=WORKERS)
+        except Exception:
+            if applier.first_error is not None:
+                # The SDK may surface any of the failed registrations: report the first.
+                raise applier.first_error from None
+            raise
         applier.finish()
     finally:
         applier.close()
@@ -486,7 +622,7 @@ def destroy(state_path: Path, log: Callable[[str], None] = print, *, exclude_pro
     ``--exclude-protected``): then protected resources stay in the state, and the log
     names them.
     """
-    applier = Applier(state_path, log)
+    applier = Applier(state_path, log, seed=0)  # deletes run one at a time: no order to draw
     try:
         applier.finish(exclude_protected=exclude_protected)
     finally:
@@ -498,7 +634,7 @@ def main() -> int:
     """``python -m tools.applier``: a JSON request on stdin (secrets never on argv).
 
     {"action": "apply"|"destroy"|"refresh", "stack": ..., "config": {...}, "secret_keys": [...],
-    "state": "path", "exclude_protected": false}; prints the changes as JSON lines on
+    "state": "path", "exclude_protected": false, "seed": null}; prints the changes as JSON lines on
     stdout, progress on stderr. ``refresh`` (tools/applier_refresh.py) needs only "state".
     """
     import sys
@@ -517,7 +653,11 @@ def main() -> int:
         elif request["action"] == "destroy":
             changes = destroy(state_path, log, exclude_protected=bool(request.get("exclude_protected")))
         else:
-            _, changes = apply_stack(request["stack"], request["config"], request["secret_keys"], state_path, log)
+            seed = request.get("seed")
+            _, changes = apply_stack(
+                request["stack"], request["config"], request["secret_keys"], state_path, log,
+                seed=None if seed is None else int(seed),
+            )  # fmt: skip
     except ApplyError as exc:
         print(f"apply failed: {exc}", file=sys.stderr)
         return 1

@@ -374,7 +374,7 @@ def _write_private(path: Path, text: str) -> None:
         out.write(text)
 
 
-def up(mode: str | None = None, overrides: list[str] | None = None) -> int:
+def up(mode: str | None = None, overrides: list[str] | None = None, seed: int | None = None) -> int:
     from tools.synth import stack_config_strings
 
     if not TOPOLOGY.exists():
@@ -413,8 +413,10 @@ def up(mode: str | None = None, overrides: list[str] | None = None) -> int:
     topology = json.loads(TOPOLOGY.read_text())
     config, secret_keys = lab_config(topology, mode, overrides)
     _write_private(LAB_DIR / "runner-tokens.json", json.dumps(config["forgeway:runner_tokens"]))
+    # The applier runs independent resources concurrently in an order drawn from the seed
+    # (printed; None: FORGEWAY_APPLY_SEED, else a fresh one).
     done = _applier({"action": "apply", "stack": "lab", "config": stack_config_strings(config),
-                     "secret_keys": secret_keys, "state": str(STATE)})  # fmt: skip
+                     "secret_keys": secret_keys, "state": str(STATE), "seed": seed})  # fmt: skip
     sys.stderr.write(done.stderr)
     if done.returncode != 0:
         return done.returncode
@@ -526,12 +528,15 @@ def main() -> int:
     parser.add_argument(
         "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a string in the lab stack"
     )
+    parser.add_argument(
+        "--seed", type=int, help="the apply's order seed (default: FORGEWAY_APPLY_SEED, else a fresh one, printed)"
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("lab: needs root (network namespaces); run as root", file=sys.stderr)
         return 1
     if args.action == "up":
-        return up(args.mode, args.set)
+        return up(args.mode, args.set, args.seed)
     if args.action == "refresh":
         return refresh()
     return destroy() if args.action == "destroy" else down()

@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -266,6 +267,7 @@ def synthesize(
     program: Path = PROGRAM,
     project: str = PROJECT,
     stack_references: Mapping[str, Mapping[str, Any]] | None = None,
+    workers: int | None = None,
 ) -> Synthesis:
     """Run a program (forgeway's __main__.py by default) once under mocks in this
     process and return the record.
@@ -281,13 +283,17 @@ def synthesize(
     name (``org/project/stack``) to its outputs in wire format (a ``Synthesis.outputs``):
     the answer to a ``StackReference`` to that stack; any other name fails, as the
     engine does for a stack that does not exist.
+
+    ``workers`` sizes the thread pool the SDK registers resources from (its
+    ``run_in_executor(None, …)`` calls use the event loop's default executor, which has
+    min(32, cores + 4) threads): at most that many ``handler`` calls run at once.
     """
     import pulumi
     from google.protobuf import json_format
     from pulumi.runtime import mocks as pulumi_mocks
     from pulumi.runtime.settings import set_root_resource
     from pulumi.runtime.stack import run_in_stack
-    from pulumi.runtime.sync_await import _sync_await
+    from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 
     record = Synthesis(stack=stack, seconds=0.0)
 
@@ -349,6 +355,9 @@ def synthesize(
     # set_mocks registers (and closes) a root stack of its own; drop it so the program
     # runs inside a fresh one whose outputs are registered at the end, as under the CLI.
     set_root_resource(None)  # type: ignore[arg-type]  # the SDK accepts None: "no root yet"
+    if workers is not None:
+        # As the language host does for `--parallel` (pulumi/pulumi#11116).
+        _ensure_event_loop().set_default_executor(ThreadPoolExecutor(max_workers=workers))  # type: ignore[no-untyped-call]
     _sync_await(run_in_stack(run_program))
     record.seconds = time.perf_counter() - started
     return record

@@ -440,6 +440,7 @@ class Lab:
         host_key_types: Iterable[str] = ("ed25519",),
         ip_version: int = 4,
         extra_env: Mapping[str, str] | None = None,
+        accept_env: Iterable[str] = (),
     ) -> LabHost:
         """Create namespace ``fw-<name>-<random>`` with sshd listening on ``address:port``.
 
@@ -449,7 +450,8 @@ class Lab:
         reached only by jumping through A. ``host_key_types`` are the host keys sshd gets:
         the first is ``host_key``, the others are ``other_host_keys``. ``extra_env`` adds
         variables to every SSH session's environment (sshd ``SetEnv``), e.g.
-        ``DOCKER_HOST`` of the host's own dockerd socket.
+        ``DOCKER_HOST`` of the host's own dockerd socket. ``accept_env`` are the names
+        sshd takes from a client's env requests (``AcceptEnv``; none by default, as sshd).
         """
         if not _NAME.fullmatch(name):
             raise ValueError(f"host name {name!r} must match {_NAME.pattern}")
@@ -464,6 +466,10 @@ class Lab:
         for key, value in extra.items():
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) or re.search(r"[\s\"'\\]", value):
                 raise ValueError(f"extra_env {key}={value!r}: a name, and a value without blanks or quotes")
+        accepted = tuple(accept_env)
+        for pattern in accepted:
+            if not re.fullmatch(r"[A-Za-z0-9_*?]+", pattern):
+                raise ValueError(f"accept_env {pattern!r}: a variable name or pattern")
         candidates = self._candidates(address, via, ip_version)
 
         netns = f"fw-{name}-{secrets.token_hex(3)}"
@@ -480,7 +486,7 @@ class Lab:
         client_key = host_dir / "client_ed25519"
         (host_dir / "authorized_keys").write_text(generate_key(client_key) + "\n")
         config = host_dir / "sshd_config"
-        config.write_text(self._sshd_config(host_dir, str(ip), port, host_keys, extra))
+        config.write_text(self._sshd_config(host_dir, str(ip), port, host_keys, extra, accept_env=accepted))
 
         proc, sshd_pid = self._start_sshd(netns, config, host_dir / "sshd.log")
         self._wait_ready(
@@ -550,7 +556,13 @@ class Lab:
 
     @staticmethod
     def _sshd_config(
-        host_dir: Path, address: str, port: int, host_keys: list[Path], extra_env: Mapping[str, str] | None = None
+        host_dir: Path,
+        address: str,
+        port: int,
+        host_keys: list[Path],
+        extra_env: Mapping[str, str] | None = None,
+        *,
+        accept_env: Iterable[str] = (),
     ) -> str:
         env = {**host_env(host_dir), **(extra_env or {})}
         lines = [
@@ -571,6 +583,7 @@ class Lab:
             # WireGuard socket directory for forgeway's scripts (see their headers).
             # extra_env (add_host) joins them, e.g. DOCKER_HOST of the host's dockerd.
             "SetEnv " + " ".join(f"{k}={v}" for k, v in env.items()),
+            *([f"AcceptEnv {' '.join(accept_env)}"] if accept_env else []),
         ]
         return "\n".join(lines) + "\n"
 

@@ -8,11 +8,17 @@ included). GitLab's image is a stand-in built from Debian (tools/standin_image/)
 answers ``forgeway-gitlab-standin <port> <client address>`` on HTTPS, redirects HTTP,
 serves Debian's docker-registry on 5050 behind TLS and basic auth, and runs an sshd
 whose host keys live in the config volume, as omnibus keeps them.
+
+The applier runs independent resources concurrently in an order drawn from a seed
+(tools/applier.py). The module's lab is applied from nothing under each of ``SEEDS``
+on the same namespaces (``FORGEWAY_LAB_SEEDS=a,b,c`` tries others); the later tests
+run on the last of those applies.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -29,6 +35,9 @@ LAB = [sys.executable, "-m", "tools.lab"]
 VPS = "203.0.113.10"
 CLIENT_ADDRESS = "203.0.113.100"
 REGISTRY = "gitlab.forgeway.test:5050"
+# Each a fresh apply of the lab stack (tools.lab up --seed): the first builds the lab.
+SEEDS = [int(seed) for seed in os.environ.get("FORGEWAY_LAB_SEEDS", "1,2,3").split(",")]
+GITLAB_VOLUMES = [f"docker:index/volume:Volume::home-gitlab-{role}" for role in ("config", "data", "logs")]
 
 
 def _lab(*args: str) -> subprocess.CompletedProcess[str]:
@@ -158,8 +167,9 @@ def topology() -> Iterator[dict[str, Any]]:
         pytest.fail("a lab is already up (fwl-* namespaces or .lab/): run `make lab-down` first")
     HANDLERS_BEFORE_LAB[:] = handlers()
     try:
-        up = _lab("up")
+        up = _lab("up", "--seed", str(SEEDS[0]))
         assert up.returncode == 0, up.stderr
+        assert f"apply seed {SEEDS[0]} " in up.stderr, up.stderr[:500]
         yield json.loads((ROOT / ".lab" / "topology.json").read_text())
     finally:
         _lab("down")
@@ -191,6 +201,29 @@ def test_refresh_then_up_is_a_no_op_and_keeps_gitlabs_container(topology: dict[s
     assert after == before
     running = _home_docker(topology, "inspect", "--format", "{{.Id}}", "forgeway-gitlab").strip()
     assert running == before
+
+
+def _serves_gitlab(topology: dict[str, Any]) -> bool:
+    status, body = _https(topology, tries=10)
+    return status == 200 and body.startswith("forgeway-gitlab-standin 443 ")
+
+
+def test_a_fresh_apply_under_each_seed_serves_gitlab_through_the_vps(topology: dict[str, Any]) -> None:
+    """Independent resources run in another order under each seed: none may need what it does not depend on."""
+    assert _serves_gitlab(topology), f"seed {SEEDS[0]}"
+    for seed in SEEDS[1:]:
+        # From nothing on the same namespaces: destroy, then what destroy keeps (GitLab's
+        # protected volumes, on the host and in the state) goes too.
+        destroyed = _lab("destroy")
+        assert destroyed.returncode == 0, destroyed.stderr
+        state = ROOT / ".lab" / "state.json"
+        assert sorted(json.loads(state.read_text())["entries"]) == GITLAB_VOLUMES
+        _home_docker(topology, "volume", "rm", *(f"forgeway-gitlab-{role}" for role in ("config", "logs", "data")))
+        state.unlink()
+        up = _lab("up", "--seed", str(seed))
+        assert up.returncode == 0, f"seed {seed}: {up.stderr[-3000:]}"
+        assert f"apply seed {seed} " in up.stderr, up.stderr[:500]
+        assert _serves_gitlab(topology), f"seed {seed}"
 
 
 def test_home_reaches_the_internet_only_by_dialing_out(topology: dict[str, Any]) -> None:
