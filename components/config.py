@@ -486,7 +486,9 @@ class Forwarding(_Model):
     """NAT forwarding on the VPS."""
 
     mode: Literal["snat", "preserve-source"] = Field(
-        "snat", description="snat: GitLab sees the VPS tunnel address; preserve-source: the client's"
+        "preserve-source",
+        description="preserve-source: GitLab sees each client's address (policy routing on the GitLab host); "
+        'snat: every internet client arrives from the VPS tunnel address (README, "Client addresses")',
     )
     ports: list[ForwardedPort] = Field(
         default_factory=_default_ports, description="Forwarded services (public -> home port)"
