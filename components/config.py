@@ -430,7 +430,8 @@ class Host(_Model):
         None, description="Host memory in MB (drives the GitLab small-device profile)"
     )
     docker_socket: AbsolutePath = Field(
-        "/var/run/docker.sock", description="The docker daemon's socket (runner hosts: bound into the runner)"
+        "/var/run/docker.sock",
+        description="The docker daemon's socket (runner hosts: bound into the runner, and into jobs when allowed)",
     )
     proxy: ProxySettings | None = Field(None, description="Proxy for the docker daemon")
     runner: RunnerSettings | None = Field(None, description="Runner options (role runner)")

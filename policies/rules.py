@@ -558,8 +558,13 @@ def _is_forgeway_job_bind(spec: str, source: str) -> bool:
     return (path == _FORGEWAY_JOB_DIR or path.startswith(_FORGEWAY_JOB_DIR + "/")) and "ro" in mode
 
 
-def _is_docker_socket(source: str) -> bool:
-    return posixpath.basename(posixpath.normpath(source)) == "docker.sock"
+def _is_docker_socket(spec: str, source: str) -> bool:
+    """A docker socket: named docker.sock, or any other socket (a rootless or relocated daemon's,
+    hosts[].docker_socket) bound where docker clients look for it."""
+    name = posixpath.basename(posixpath.normpath(source))
+    parts = spec.split(":")
+    target = posixpath.basename(posixpath.normpath(parts[1])) if len(parts) > 1 else ""
+    return name == "docker.sock" or (name.endswith(".sock") and target == "docker.sock")
 
 
 def _security_opt_safe(opt: str) -> bool:
@@ -671,7 +676,7 @@ def _volume_problems(docker: DockerSettings, role_volumes: Mapping[str, str]) ->
             if name in role_volumes:
                 owned.append(f"{spec} ({ROLE_LABEL}={role_volumes[name]})")
         elif not _is_forgeway_job_bind(spec, source):
-            (sockets if _is_docker_socket(source) else binds).append(spec)
+            (sockets if _is_docker_socket(spec, source) else binds).append(spec)
     if sockets:
         problems.append(
             JobIsolationProblem(
