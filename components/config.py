@@ -430,7 +430,8 @@ class Host(_Model):
         None, description="Host memory in MB (drives the GitLab small-device profile)"
     )
     docker_socket: AbsolutePath = Field(
-        "/var/run/docker.sock", description="The docker daemon's socket (runner hosts: bound into the runner)"
+        "/var/run/docker.sock",
+        description="The docker daemon's socket (runner hosts: bound into the runner, and into jobs when allowed)",
     )
     proxy: ProxySettings | None = Field(None, description="Proxy for the docker daemon")
     runner: RunnerSettings | None = Field(None, description="Runner options (role runner)")
@@ -486,7 +487,9 @@ class Forwarding(_Model):
     """NAT forwarding on the VPS."""
 
     mode: Literal["snat", "preserve-source"] = Field(
-        "snat", description="snat: GitLab sees the VPS tunnel address; preserve-source: the client's"
+        "preserve-source",
+        description="preserve-source: GitLab sees each client's address (policy routing on the GitLab host); "
+        'snat: every internet client arrives from the VPS tunnel address (README, "Client addresses")',
     )
     ports: list[ForwardedPort] = Field(
         default_factory=_default_ports, description="Forwarded services (public -> home port)"

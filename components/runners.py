@@ -43,7 +43,7 @@ from components.config import Arch, StackConfig
 from components.config import Host as HostConfig
 from components.hosts import Host
 from components.render.docker_daemon import DaemonSettings, host_ipv6_prefixes, render_daemon_json
-from components.render.runner_config import CA_PATH, RunnerSettingsView, render_config_toml
+from components.render.runner_config import CA_PATH, SOCKET_INSIDE, RunnerSettingsView, render_config_toml
 from components.scripts import script, script_command, staged_command, unstaged_command
 
 __all__ = [
@@ -133,6 +133,7 @@ def _view(cfg: StackConfig, host: HostConfig, token: str, cores: int, *, endpoin
         ipv6=cfg.runners.ipv6,
         ca_registries=tuple(endpoints) if own_ca else (),
         docker_socket_in_jobs=bool(settings and settings.insecure_docker_socket_in_jobs),
+        docker_socket=host.docker_socket,
     )
     return render_config_toml(view)
 
@@ -237,7 +238,7 @@ class RunnerHost(pulumi.ComponentResource):
             memory_swap=2 * RUNNER_MEMORY_MB,  # dockerd's default, as the provider reads it back (see gitlab.py)
             volumes=[
                 docker.ContainerVolumeArgs(volume_name=volume.name, container_path=CONFIG_DIR),
-                docker.ContainerVolumeArgs(host_path=host_cfg.docker_socket, container_path="/var/run/docker.sock"),
+                docker.ContainerVolumeArgs(host_path=host_cfg.docker_socket, container_path=SOCKET_INSIDE),
             ],
             uploads=uploads,
             labels=[

@@ -558,8 +558,13 @@ def _is_forgeway_job_bind(spec: str, source: str) -> bool:
     return (path == _FORGEWAY_JOB_DIR or path.startswith(_FORGEWAY_JOB_DIR + "/")) and "ro" in mode
 
 
-def _is_docker_socket(source: str) -> bool:
-    return posixpath.basename(posixpath.normpath(source)) == "docker.sock"
+def _is_docker_socket(spec: str, source: str) -> bool:
+    """A docker socket: named docker.sock, or any other socket (a rootless or relocated daemon's,
+    hosts[].docker_socket) bound where docker clients look for it."""
+    name = posixpath.basename(posixpath.normpath(source))
+    parts = spec.split(":")
+    target = posixpath.basename(posixpath.normpath(parts[1])) if len(parts) > 1 else ""
+    return name == "docker.sock" or (name.endswith(".sock") and target == "docker.sock")
 
 
 def _security_opt_safe(opt: str) -> bool:
@@ -671,7 +676,7 @@ def _volume_problems(docker: DockerSettings, role_volumes: Mapping[str, str]) ->
             if name in role_volumes:
                 owned.append(f"{spec} ({ROLE_LABEL}={role_volumes[name]})")
         elif not _is_forgeway_job_bind(spec, source):
-            (sockets if _is_docker_socket(source) else binds).append(spec)
+            (sockets if _is_docker_socket(spec, source) else binds).append(spec)
     if sockets:
         problems.append(
             JobIsolationProblem(
@@ -1623,6 +1628,114 @@ def runner_containers_drain(args: ResourceValidationArgs, report_violation: Repo
         )
 
 
+# --- 11. GitLab sees its clients' addresses ------------------------------------------
+#
+# Advisory: snat is a supported mode (README, "Client addresses"), but what it gives up is
+# said where a deploy is reviewed. Two findings, both by content:
+# * a ruleset that DNATs public ports and source-NATs them on (masquerade/snat, other than
+#   outbound NAT on the interface the DNAT came in on): GitLab sees one client, the VPS;
+# * a gitlab.rb that trusts or allow-lists any non-loopback address, trusts every private
+#   range (an empty trusted_proxies, gitlabhq config/initializers/trusted_proxies.rb) or
+#   switches the failed Git/registry authentication ban off.
+
+_SOURCE_NAT = re.compile(r"\bmasquerade\b|\bsnat\b(?:\s+(?:ip6?|inet))?\s+to\b|-j\s+(?:MASQUERADE|SNAT)\b", re.I)
+_IFNAME = re.compile(r"\b(iifname|oifname|-i|-o)\s+\"?([A-Za-z0-9_.@:-]+)\"?")
+_RB_LIST = re.compile(
+    r"""(?x) (?: gitlab_rails\[\s*['"](trusted_proxies|monitoring_whitelist)['"]\s*\]\s*=
+           | ['"](ip_whitelist)['"]\s*=>\s* ) \s* \[([^\]]*)\]"""
+)
+_RB_BAN = re.compile(r"gitlab_rails\[\s*['\"]rack_attack_git_basic_auth['\"]\s*\]\s*=\s*\{([^}]*)\}")
+_RB_BAN_OFF = re.compile(r"['\"]enabled['\"]\s*=>\s*false\b")
+_RB_STRING = re.compile(r"'((?:[^'\\]|\\.)*)'|\"((?:[^\"\\]|\\.)*)\"")
+_CLIENT_COST = (
+    "every internet client reaches GitLab from one address, so its rate limits and audit log see the VPS, "
+    "and one client's failed Git HTTPS or registry logins ban that address, and so every internet client, "
+    "for the ban time (forgeway never allow-lists it: that would make password guessing unlimited)"
+)
+
+
+def _lines(text: str) -> list[str]:
+    joined = re.sub(r"\\\n", " ", text)
+    return [line.split("#", 1)[0].strip() for line in joined.splitlines()]
+
+
+def _source_nats_forwarded(text: str) -> str | None:
+    """The source-NAT line of a ruleset that also DNATs public ports, else None."""
+    forwarded = forwarded_ports(text).exposures
+    if not forwarded:
+        return None
+    inbound = {m.group(2) for e in forwarded for m in _IFNAME.finditer(e.line) if m.group(1) in ("iifname", "-i")}
+    for line in _lines(text):
+        if not _SOURCE_NAT.search(line):
+            continue
+        out = {m.group(2) for m in _IFNAME.finditer(line) if m.group(1) in ("oifname", "-o")}
+        if out and out <= inbound:
+            continue  # outbound NAT to the internet, not the forwarded connections
+        return line
+    return None
+
+
+def _non_loopback(entry: str) -> bool:
+    try:
+        network = ipaddress.ip_network(entry.strip(), strict=False)
+    except ValueError:
+        return True  # a name or a typo: not provably loopback
+    return not network.is_loopback
+
+
+def _gitlab_rb_problems(text: str) -> list[str]:
+    problems: list[str] = []
+    for m in _RB_LIST.finditer(text):
+        key = m.group(1) or m.group(2)
+        entries = [a if a is not None else b for a, b in _RB_STRING.findall(m.group(3))]
+        wide = [e for e in entries if _non_loopback(e)]
+        if key == "trusted_proxies" and not entries:
+            problems.append(
+                "sets gitlab_rails['trusted_proxies'] = [], so GitLab trusts every private range as a proxy, the "
+                "tunnel subnet included: list only '127.0.0.1' and '::1'"
+            )
+        elif wide and key == "ip_whitelist":
+            problems.append(
+                f"exempts {wide} from the failed Git/registry login ban (rack_attack_git_basic_auth ip_whitelist): "
+                "password guessing from there is unlimited, for every client when it is the VPS tunnel address; "
+                "allow-list only '127.0.0.1'"
+            )
+        elif wide:
+            problems.append(
+                f"lists {wide} in gitlab_rails['{key}']: only loopback belongs there (the VPS adds no client "
+                "address for GitLab to trust, and in snat mode it is every internet client)"
+            )
+    for m in _RB_BAN.finditer(text):
+        if _RB_BAN_OFF.search(m.group(1)):
+            problems.append(
+                "switches the failed Git/registry login ban off (rack_attack_git_basic_auth enabled => false): "
+                "password guessing over Git HTTPS and the registry is unlimited; set 'enabled' => true"
+            )
+    return problems
+
+
+def gitlab_client_addresses(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    if args.resource_type not in REMOTE_TYPES and args.resource_type != CONTAINER:
+        return
+    where = _kind(args.resource_type)
+    seen: set[str] = set()
+    for path, text in _with_decoded(_texts(args.resource_type, args.props)):
+        line = _source_nats_forwarded(text)
+        found = (
+            [
+                f"source-NATs the connections it forwards ({line}): {_CLIENT_COST}; use forwarding.mode: "
+                "preserve-source where the GitLab host can take policy routing"
+            ]
+            if line
+            else []
+        )
+        found += _gitlab_rb_problems(text)
+        for problem in found:
+            if problem not in seen:  # a text and its decoded copy say the same
+                seen.add(problem)
+                report_violation(f"{where} '{args.name}' ({path}) {problem}", None)
+
+
 # --- the pack ------------------------------------------------------------------------
 
 _HOST_KEY_CONFIG = PolicyConfigSchema(
@@ -1716,6 +1829,13 @@ POLICIES: list[Any] = [
         name="runner-containers-drain",
         description="Runner containers stop with SIGQUIT and a grace period, so a replace lets running jobs finish.",
         validate=runner_containers_drain,
+        enforcement_level=EnforcementLevel.ADVISORY,
+    ),
+    ResourceValidationPolicy(
+        name="gitlab-client-addresses",
+        description="Warns when GitLab cannot tell its clients apart: forwarded connections source-NATed (snat "
+        "mode), or a gitlab.rb that trusts or allow-lists more than loopback or switches the login ban off.",
+        validate=gitlab_client_addresses,
         enforcement_level=EnforcementLevel.ADVISORY,
     ),
     ResourceValidationPolicy(

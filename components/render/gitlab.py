@@ -12,15 +12,24 @@ only NATs TCP, so nothing in front of GitLab speaks TLS. Because ``external_url`
 *public* port (e.g. ``https://git.example.org:8443``), and omnibus would otherwise make nginx
 listen on that port, ``nginx['listen_port']``/``listen_https`` are always set explicitly.
 
-Client addresses (``forwarding.mode``):
+Client addresses (``forwarding.mode``; README, "Client addresses"). The VPS forwards TCP and
+adds no header, and the container's nginx is the first HTTP hop, so the peer nginx sees is the
+address GitLab should use. The same settings are written in both modes:
 
-* ``snat``: every connection reaches GitLab from the VPS tunnel address. That address is
-  put in ``gitlab_rails['trusted_proxies']`` and in the ``ip_whitelist`` of the Git/registry
-  failed-authentication ban (``gitlab_rails['rack_attack_git_basic_auth']``), or one user
-  typing a wrong password 30 times would ban everybody for an hour. nginx overwrites
-  X-Forwarded-For with the peer address, so a client cannot pick its own address by
-  sending that header through a trusted hop.
-* ``preserve-source``: clients arrive with their own addresses; no exemption is needed.
+* ``nginx['proxy_set_headers']`` replaces X-Forwarded-For with ``$remote_addr``: a client
+  cannot pick its own address by sending that header.
+* ``gitlab_rails['trusted_proxies']`` is loopback only. Left empty, GitLab trusts every
+  private range as a proxy (gitlabhq config/initializers/trusted_proxies.rb), the tunnel
+  subnet included.
+* ``nginx['real_ip_*']`` is never set: no hop in front of nginx tells the client's address.
+* The failed Git/registry authentication ban (``gitlab_rails['rack_attack_git_basic_auth']``)
+  is on, and its ``ip_whitelist``, like ``monitoring_whitelist``, is loopback only.
+
+In ``preserve-source`` each client is banned on its own address. In ``snat`` every internet
+client arrives from the VPS tunnel address, which is deliberately *not* allow-listed: one
+client's 30 failures ban that address, and with it every internet client of Git over HTTPS
+and the registry, for an hour. Allow-listing it instead would switch the ban off for the
+whole internet (unlimited password guessing); an hour's lock-out is the lesser harm.
 
 Pages the option names were checked against (docs.gitlab.com):
 ``omnibus/settings/nginx.html`` (listen_port, listen_https, ssl_certificate, proxy_set_headers,
@@ -218,16 +227,23 @@ def _tls_lines(s: GitLabSettings, registry_domain: str | None) -> list[str]:
     return lines
 
 
+# Only the container's own nginx and workhorse are proxies (see the module docstring).
+LOOPBACK = ("127.0.0.1", "::1")
+MONITORING_ALLOWED = ("127.0.0.0/8", "::1/128")  # omnibus's default, written down
+
+
 def _client_address_lines(s: GitLabSettings) -> list[str]:
-    # nginx is the first HTTP hop in both modes (the VPS forwards TCP): the address it sees
-    # is the truth, so a client-sent X-Forwarded-For is replaced, not appended to.
+    # Validated in both modes: the snat comment below names it.
+    vps = str(ipaddress.ip_address(s.vps_tunnel_address))
     lines = [f"nginx['proxy_set_headers'] = {_ruby({'X-Forwarded-For': '$remote_addr'})}"]
-    allow = ["127.0.0.1"]
     if s.forwarding_mode == "snat":
-        vps = str(ipaddress.ip_address(s.vps_tunnel_address))
-        lines.append(f"gitlab_rails['trusted_proxies'] = {_ruby([vps])}")
-        allow.append(vps)
-    ban: dict[str, str | int | bool | Sequence[str]] = {"enabled": True, "ip_whitelist": allow, **GIT_AUTH_BAN}
+        lines.append(
+            f"# snat: every internet client arrives from {vps}; it is not allow-listed, so one "
+            'client\'s failed logins ban Git HTTP and the registry for all of them (README, "Client addresses")'
+        )
+    lines.append(f"gitlab_rails['trusted_proxies'] = {_ruby(list(LOOPBACK))}")
+    lines.append(f"gitlab_rails['monitoring_whitelist'] = {_ruby(list(MONITORING_ALLOWED))}")
+    ban: dict[str, str | int | bool | Sequence[str]] = {"enabled": True, "ip_whitelist": ["127.0.0.1"], **GIT_AUTH_BAN}
     lines.append(f"gitlab_rails['rack_attack_git_basic_auth'] = {_ruby(ban)}")
     return lines
 

@@ -18,10 +18,22 @@ from dataclasses import dataclass, field
 from components.render.buildkitd import JOB_CERTS_D, JOB_PATH, JOBS_DIR
 from components.render.toml_text import toml_str
 
-__all__ = ["CA_PATH", "RunnerSettingsView", "job_volumes", "registration", "render_config_toml", "toml_str"]
+__all__ = [
+    "CA_PATH",
+    "SOCKET_INSIDE",
+    "RunnerSettingsView",
+    "job_volumes",
+    "registration",
+    "render_config_toml",
+    "toml_str",
+]
 
 # Where the runner container finds the stack's CA (its config volume is /etc/gitlab-runner).
 CA_PATH = "/etc/gitlab-runner/certs/ca.crt"
+# Where the runner container and a job given the socket see the host's docker socket
+# (hosts[].docker_socket is bound here): docker's own default path, so the docker CLI in
+# a job finds it with no DOCKER_HOST.
+SOCKET_INSIDE = "/var/run/docker.sock"
 
 
 def _list(values: Sequence[str]) -> str:
@@ -48,6 +60,7 @@ class RunnerSettingsView:
     ipv6: bool = False
     ca_registries: Sequence[str] = ()  # own-ca: the registry endpoints; the runner trusts CA_PATH, jobs certs.d
     docker_socket_in_jobs: bool = False
+    docker_socket: str = SOCKET_INSIDE  # hosts[].docker_socket: the socket's path on the host
     cache_dir: str = "/cache"
     extra_volumes: Sequence[str] = field(default_factory=tuple)
 
@@ -72,7 +85,9 @@ def job_volumes(s: RunnerSettingsView) -> list[str]:
         volumes.append(f"/{JOBS_DIR}/certs.d:{JOB_CERTS_D}:ro")
         volumes.append(f"/{JOBS_DIR}/buildkitd.toml:{JOB_PATH}:ro")
     if s.docker_socket_in_jobs:
-        volumes.append("/var/run/docker.sock:/var/run/docker.sock")
+        # A bind's source is a path on the daemon's host, not in the runner container: the
+        # host's configured socket, the one the runner container itself is given.
+        volumes.append(f"{s.docker_socket}:{SOCKET_INSIDE}")
     return volumes
 
 
@@ -98,6 +113,10 @@ def render_config_toml(s: RunnerSettingsView) -> str:
         "  [runners.feature_flags]",
         "    FF_NETWORK_PER_BUILD = true",
         "  [runners.docker]",
+        # The runner starts jobs through the socket its container is given at SOCKET_INSIDE
+        # (components/runners.py), named here rather than left to a DOCKER_HOST in its env
+        # ([runners.docker] host; docs.gitlab.com/runner/configuration/advanced-configuration.html).
+        f"    host = {toml_str('unix://' + SOCKET_INSIDE)}",
         f"    image = {toml_str(s.default_image)}",
         f"    privileged = {'true' if s.privileged else 'false'}",
         f"    pull_policy = {_list([s.pull_policy])}",

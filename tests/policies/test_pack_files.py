@@ -18,7 +18,7 @@ pytestmark = pytest.mark.policies
 PACK = Path(rules.__file__).parent
 # Issue 7: every policy is mandatory except the memory advice and the warning twin; the
 # drain advice too (runners.stop_grace_seconds: 0 is a choice a user may make).
-ADVISORY = {"container-memory-limits", "ssh-host-keys-unpinned", "runner-containers-drain"}
+ADVISORY = {"container-memory-limits", "ssh-host-keys-unpinned", "runner-containers-drain", "gitlab-client-addresses"}
 STACK_POLICIES = {"image-platform-matches-host", "runner-job-isolation"}
 
 

@@ -42,7 +42,7 @@ import pytest
 
 from components.config import ConfigError, parse_stack
 from policies import rules
-from tests.policies.conftest import SynthesizedStack
+from tests.policies.conftest import SynthesizedStack, synthesize
 from tests.policies.harness import Spec, run_policies
 from tests.stacks import lab_stack
 from tools.synth import contains_secret, unwrap
@@ -68,7 +68,24 @@ def test_example_stack_passes_the_pack(example_stack: SynthesizedStack) -> None:
 
 
 def test_example_stack_has_no_advisory_findings(example_stack: SynthesizedStack) -> None:
+    """Except what the lab's snat mode gives up, said once, on the VPS's ruleset."""
     outcome = run_policies(rules.POLICIES, example_stack.specs)
+    snat = example_stack.config["forgeway:forwarding"].get("mode") == "snat"
+    said = [v for v in outcome.violations if v.policy == "gitlab-client-addresses"]
+    assert [v for v in outcome.violations if v not in said] == [], _show(outcome.violations)
+    if snat:
+        assert len(said) == 1 and "'vps-forwarding'" in said[0].message, _show(said)
+        assert said[0].level == "advisory" and "every internet client" in said[0].message
+    else:
+        assert said == [], _show(said)
+
+
+def test_the_lab_in_preserve_source_mode_is_told_nothing_about_client_addresses() -> None:
+    config, secret_keys = lab_stack()
+    config = copy.deepcopy(config)
+    config["forgeway:forwarding"]["mode"] = "preserve-source"
+    stack = synthesize("lab", config, secret_keys)
+    outcome = run_policies(rules.POLICIES, stack.specs)
     assert outcome.violations == [], _show(outcome.violations)
 
 

@@ -10,6 +10,7 @@ runs and the daemon restarts is the lab tier's job.
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import json
 import shlex
@@ -19,7 +20,8 @@ from typing import Any
 from components.config import PROJECT, Runners, parse_stack
 from components.render.runner_config import CA_PATH
 from components.runners import RUNNER_CONTAINER, delete_timeout
-from tests.program.conftest import Stack
+from tests.program.conftest import Stack, _synth
+from tests.stacks import prod_stack
 from tools.synth import Registration, is_secret_value, unwrap
 
 COMMAND = "command:remote:Command"
@@ -150,3 +152,26 @@ def test_runner_containers_register_the_swap_limit_dockerd_gives_them(stack: Sta
     for host in _runner_hosts(stack):
         inputs = _named(stack, CONTAINER, f"{host['name']}-runner").inputs
         assert inputs["memorySwap"] == 2 * inputs["memory"]
+
+
+def test_the_runner_and_its_jobs_use_the_hosts_configured_socket() -> None:
+    """hosts[].docker_socket off the default path (rootless docker, say): the runner container
+    gets that socket at /var/run/docker.sock and names it as its docker host, and a job
+    allowed the socket gets the same one, never the host's /var/run/docker.sock."""
+    config, secret_keys = prod_stack()
+    config = copy.deepcopy(config)
+    socket = "/run/user/1000/docker.sock"
+    hosts = {h["name"]: h for h in config[f"{PROJECT}:hosts"]}
+    for host in ("pi5", "builder"):
+        hosts[host]["docker_socket"] = socket
+    hosts["builder"]["runner"]["insecure_docker_socket_in_jobs"] = True  # a protected-only runner
+    stack = _synth("prod", (config, secret_keys))
+    for name, jobs_get_it in (("pi5", False), ("builder", True)):
+        container = _named(stack, CONTAINER, f"{name}-runner")
+        binds = [v for v in container.inputs["volumes"] if v.get("hostPath")]
+        assert binds == [{"hostPath": socket, "containerPath": "/var/run/docker.sock"}], binds
+        content = next(u["content"] for u in container.inputs["uploads"] if u["file"].endswith("/config.toml"))
+        docker = tomllib.loads(unwrap(content))["runners"][0]["docker"]
+        assert docker["host"] == "unix:///var/run/docker.sock"
+        sockets = [v for v in docker["volumes"] if "docker.sock" in v]
+        assert sockets == ([f"{socket}:/var/run/docker.sock"] if jobs_get_it else []), sockets

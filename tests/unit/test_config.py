@@ -429,7 +429,7 @@ VALID: list[Any] = [
         {"delete": ["forgeway:tunnel", "forgeway:forwarding"]},
         lambda s, _: (
             s.tunnel.effective_mtu == 1420
-            and s.forwarding.mode == "snat"
+            and s.forwarding.mode == "preserve-source"
             and {p.service: (p.public, p.home_port) for p in s.forwarding.ports} == DEFAULT_PORTS
         ),
         id="defaults-for-tunnel-and-forwarding",

@@ -192,25 +192,57 @@ def test_own_ca_points_nginx_at_the_staged_certificates(tmp_path: Path) -> None:
 # --- forwarding mode ---------------------------------------------------------------
 
 
-def test_snat_trusts_and_exempts_the_vps_tunnel_address(tmp_path: Path) -> None:
-    got = ruby_eval(tmp_path, render_gitlab_rb(base(forwarding_mode="snat")).text)
-    rails = got["gitlab_rails"]
-    assert rails["trusted_proxies"] == ["10.8.0.1"]
-    assert rails["rack_attack_git_basic_auth"]["ip_whitelist"] == ["127.0.0.1", "10.8.0.1"]
-    assert got["nginx"]["proxy_set_headers"] == {"X-Forwarded-For": "$remote_addr"}
-
-
-def test_preserve_source_exempts_nobody_but_localhost(tmp_path: Path) -> None:
-    got = ruby_eval(tmp_path, render_gitlab_rb(base(forwarding_mode="preserve-source")).text)
-    rails = got["gitlab_rails"]
-    assert "trusted_proxies" not in rails
-    assert rails["rack_attack_git_basic_auth"] == {
+LOOPBACK_ONLY = {
+    "trusted_proxies": ["127.0.0.1", "::1"],
+    "monitoring_whitelist": ["127.0.0.0/8", "::1/128"],
+    "rack_attack_git_basic_auth": {
         "enabled": True,
         "ip_whitelist": ["127.0.0.1"],
         "maxretry": 30,
         "findtime": 180,
         "bantime": 3600,
-    }
+    },
+}
+
+
+@pytest.mark.parametrize("mode", ["snat", "preserve-source"])
+def test_only_loopback_is_trusted_or_allow_listed_in_either_mode(tmp_path: Path, mode: str) -> None:
+    """README, "Client addresses": the ban is on for every address but loopback, and nothing
+    but the container's own nginx/workhorse is a proxy (an empty trusted_proxies would make
+    GitLab trust every private range, the tunnel's included)."""
+    got = ruby_eval(tmp_path, render_gitlab_rb(base(forwarding_mode=mode)).text)
+    rails = got["gitlab_rails"]
+    assert {k: rails.get(k) for k in LOOPBACK_ONLY} == LOOPBACK_ONLY
+    assert got["nginx"]["proxy_set_headers"] == {"X-Forwarded-For": "$remote_addr"}
+
+
+@pytest.mark.parametrize("mode", ["snat", "preserve-source"])
+@pytest.mark.parametrize("address", ["10.8.0.1", "10.99.0.1", "fd00:8::1"])
+def test_the_vps_tunnel_address_is_never_trusted_nor_exempt_from_the_ban(
+    tmp_path: Path, mode: str, address: str
+) -> None:
+    text = render_gitlab_rb(base(forwarding_mode=mode, vps_tunnel_address=address)).text
+    got = ruby_eval(tmp_path, text)
+    rails = got["gitlab_rails"]
+    ban = rails["rack_attack_git_basic_auth"]
+    listed = [*rails["trusted_proxies"], *rails["monitoring_whitelist"], *ban["ip_whitelist"]]
+    assert address not in listed
+    assert ban["enabled"] is True
+    # Only the snat comment names it; no setting does.
+    assert [line for line in text.splitlines() if address in line and not line.startswith("#")] == []
+
+
+@pytest.mark.parametrize("mode", ["snat", "preserve-source"])
+def test_nginx_takes_no_client_address_from_a_header(tmp_path: Path, mode: str) -> None:
+    got = ruby_eval(tmp_path, render_gitlab_rb(base(forwarding_mode=mode)).text)
+    for section in ("nginx", "registry_nginx"):
+        assert not [k for k in got.get(section, {}) if k.startswith("real_ip")], got[section]
+
+
+def test_snat_says_in_gitlab_rb_what_it_gives_up() -> None:
+    snat = render_gitlab_rb(base(forwarding_mode="snat")).text
+    assert "# snat: every internet client arrives from 10.8.0.1; it is not allow-listed" in snat
+    assert "snat" not in render_gitlab_rb(base(forwarding_mode="preserve-source")).text
 
 
 def test_snat_refuses_a_tunnel_address_that_is_not_an_address() -> None:

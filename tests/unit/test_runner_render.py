@@ -97,6 +97,27 @@ def test_privileged_and_socket_only_as_asked_and_registration_says_protected() -
     assert registration(_view())["access_level"] == "not_protected"
 
 
+@pytest.mark.parametrize("socket", ["/var/run/docker.sock", "/run/user/1000/docker.sock", "/srv/dk/docker.sock"])
+def test_jobs_get_the_hosts_configured_socket_where_the_runner_has_it(socket: str) -> None:
+    """hosts[].docker_socket: the runner container has it at /var/run/docker.sock
+    (components/runners.py) and starts jobs through that; a job allowed the socket gets the
+    same host socket, at the same place."""
+    docker = tomllib.loads(render_config_toml(_view(docker_socket=socket, docker_socket_in_jobs=True)))["runners"][0][
+        "docker"
+    ]
+    assert docker["host"] == "unix:///var/run/docker.sock"
+    binds = [v for v in docker["volumes"] if v.endswith(":/var/run/docker.sock")]
+    assert binds == [f"{socket}:/var/run/docker.sock"]
+
+
+def test_no_socket_in_jobs_unless_asked_whatever_the_hosts_socket() -> None:
+    docker = tomllib.loads(render_config_toml(_view(docker_socket="/run/user/1000/docker.sock")))["runners"][0][
+        "docker"
+    ]
+    assert docker["host"] == "unix:///var/run/docker.sock"
+    assert not [v for v in docker["volumes"] if "docker.sock" in v]
+
+
 def test_daemon_json_holds_only_owned_keys() -> None:
     plain = render_daemon_json(DaemonSettings(address_pools=[("172.28.0.0/14", 24)]))
     assert plain == {

@@ -11,4 +11,6 @@ letsencrypt['enable'] = true
 letsencrypt['auto_renew'] = true
 letsencrypt['contact_emails'] = ['ops@example.org']
 nginx['proxy_set_headers'] = { 'X-Forwarded-For' => '$remote_addr' }
+gitlab_rails['trusted_proxies'] = ['127.0.0.1', '::1']
+gitlab_rails['monitoring_whitelist'] = ['127.0.0.0/8', '::1/128']
 gitlab_rails['rack_attack_git_basic_auth'] = { 'enabled' => true, 'ip_whitelist' => ['127.0.0.1'], 'maxretry' => 30, 'findtime' => 180, 'bantime' => 3600 }

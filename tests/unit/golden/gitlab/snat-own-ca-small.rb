@@ -13,8 +13,10 @@ nginx['ssl_certificate_key'] = '/etc/gitlab/ssl/gitlab.example.org.key'
 registry_nginx['ssl_certificate'] = '/etc/gitlab/ssl/registry.example.org.crt'
 registry_nginx['ssl_certificate_key'] = '/etc/gitlab/ssl/registry.example.org.key'
 nginx['proxy_set_headers'] = { 'X-Forwarded-For' => '$remote_addr' }
-gitlab_rails['trusted_proxies'] = ['10.8.0.1']
-gitlab_rails['rack_attack_git_basic_auth'] = { 'enabled' => true, 'ip_whitelist' => ['127.0.0.1', '10.8.0.1'], 'maxretry' => 30, 'findtime' => 180, 'bantime' => 3600 }
+# snat: every internet client arrives from 10.8.0.1; it is not allow-listed, so one client's failed logins ban Git HTTP and the registry for all of them (README, "Client addresses")
+gitlab_rails['trusted_proxies'] = ['127.0.0.1', '::1']
+gitlab_rails['monitoring_whitelist'] = ['127.0.0.0/8', '::1/128']
+gitlab_rails['rack_attack_git_basic_auth'] = { 'enabled' => true, 'ip_whitelist' => ['127.0.0.1'], 'maxretry' => 30, 'findtime' => 180, 'bantime' => 3600 }
 # small-device profile (gitlab.small_device)
 puma['worker_processes'] = 0
 sidekiq['concurrency'] = 5
