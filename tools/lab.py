@@ -278,10 +278,15 @@ def remove_lab_users(errors: list[str]) -> None:
     for user in LAB_USERS:
         revoke_sudo(user)
         try:
-            if _lab_user_exists(user):
-                sh("userdel", "--remove", user, check=False)
-                if subprocess.run(["getent", "passwd", user], capture_output=True, check=False).returncode == 0:
-                    errors.append(f"user {user} could not be removed")
+            # The sshds were just sent SIGTERM: their sessions may take a moment to end,
+            # and userdel refuses a user that still has processes.
+            deadline = time.monotonic() + 10
+            while _lab_user_exists(user):
+                done = subprocess.run(["userdel", "--remove", user], capture_output=True, text=True, check=False)
+                if done.returncode not in (0, 12) and time.monotonic() > deadline:  # 12: no home (gone)
+                    errors.append(f"user {user} could not be removed: {done.stderr.strip()}")
+                    break
+                time.sleep(0.2)
         except RuntimeError as exc:
             errors.append(str(exc))
 
