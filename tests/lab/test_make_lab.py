@@ -730,6 +730,39 @@ def _hosts_as_they_are(topology: dict[str, Any]) -> dict[str, Any]:
     return seen
 
 
+def _hosts_settled(topology: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
+    """The hosts once two looks a second apart agree: a destroy restarts the runners'
+    dockerds (their daemon.json given back), which settle for a moment after."""
+    deadline = time.monotonic() + timeout
+    seen = _hosts_as_they_are(topology)
+    while True:
+        time.sleep(1)
+        again = _hosts_as_they_are(topology)
+        if again == seen:
+            return seen
+        assert time.monotonic() < deadline, "hosts never settled:\n" + "\n".join(_differences(seen, again))
+        seen = again
+
+
+def _differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """What differs, host by host: file names, or the lines of a listing."""
+    import difflib
+
+    found = []
+    for host in sorted(before):
+        for part in sorted(set(before[host]) | set(after[host])):
+            old, new = before[host].get(part), after[host].get(part)
+            if old == new:
+                continue
+            if isinstance(old, dict) and isinstance(new, dict):
+                names = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+                found.append(f"{host} {part}: {names}")
+            else:
+                lines = difflib.unified_diff(str(old).splitlines(), str(new).splitlines(), lineterm="", n=0)
+                found.append(f"{host} {part}: " + " | ".join(list(lines)[2:]))
+    return found
+
+
 def test_zyz_without_its_sudo_right_the_apply_stops_at_the_check_and_no_host_changes(
     topology: dict[str, Any],
 ) -> None:
@@ -740,7 +773,7 @@ def test_zyz_without_its_sudo_right_the_apply_stops_at_the_check_and_no_host_cha
 
     destroyed = _lab("destroy")
     assert destroyed.returncode == 0, destroyed.stderr
-    before = _hosts_as_they_are(topology)
+    before = _hosts_settled(topology)
     revoke_sudo("fwl-admin")
     try:
         refused = _lab("up")
@@ -749,7 +782,8 @@ def test_zyz_without_its_sudo_right_the_apply_stops_at_the_check_and_no_host_cha
             refused.stderr[-2000:]
         )
         assert "'fwl-admin ALL=(ALL:ALL) NOPASSWD: ALL' to /etc/sudoers.d/forgeway" in refused.stderr
-        assert _hosts_as_they_are(topology) == before, "a host changed although a check failed"
+        after = _hosts_as_they_are(topology)
+        assert after == before, "hosts changed although a check failed:\n" + "\n".join(_differences(before, after))
     finally:
         grant_sudo("fwl-admin")
     again = _lab("up")
