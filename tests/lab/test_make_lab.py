@@ -719,7 +719,7 @@ def _hosts_as_they_are(topology: dict[str, Any]) -> dict[str, Any]:
                     files[key] = path.stat().st_mode
         seen[name] = {
             "files": files,
-            "nft": _in(netns, "nft", "list", "ruleset").stdout,
+            "nft": _in(netns, "nft", "--stateless", "list", "ruleset").stdout,  # counters move with any packet
             "rules": _in(netns, "ip", "rule").stdout,
             "links": _in(netns, "ip", "-br", "link").stdout,
         }
