@@ -138,6 +138,17 @@ def _host_key(value: str) -> str:
             "expected one public host key line such as 'ssh-ed25519 AAAAC3Nz...' "
             "(the output of `ssh-keyscan -t ed25519 HOST`, without the host name)"
         )
+    if value.split(maxsplit=1)[0] == "ssh-rsa":
+        # pulumi-command pins a key by offering only its type as the host key algorithm
+        # (provider/pkg/provider/remote/connection.go: HostKeyAlgorithms = {publicKey.Type()}),
+        # and for an RSA key that is "ssh-rsa", SHA-1 signatures, which OpenSSH 8.8 and
+        # later refuse ("no matching host key type found"). ECDSA and Ed25519 keys are
+        # their own algorithms and work.
+        raise ValueError(
+            "an ssh-rsa pin makes pulumi-command ask for SHA-1 RSA host signatures, which OpenSSH 8.8 "
+            "and later refuse; pin the host's ed25519 key instead: `ssh-keyscan -t ed25519 HOST` "
+            "(or ecdsa: `ssh-keyscan -t ecdsa HOST`)"
+        )
     return " ".join(value.split()[:2])
 
 
@@ -328,6 +339,7 @@ HttpsUrl = Annotated[str, AfterValidator(_https_url)]
 AbsolutePath = Annotated[str, AfterValidator(_absolute_path), AfterValidator(_bindable_path)]
 Network = Annotated[ipaddress.IPv4Network | ipaddress.IPv6Network, BeforeValidator(_network)]
 SshUser = Annotated[str, Field(pattern=_USER.pattern)]
+Become = Literal["sudo", "none"]
 
 
 class _Model(BaseModel):
@@ -408,9 +420,16 @@ class Host(_Model):
     arch: ArchField = Field(description="CPU architecture: arm64 or amd64 (32-bit ARM is refused)")
     roles: Annotated[list[Role], Field(min_length=1)] = Field(description="What the host does: vps, gitlab, runner")
     ssh_user: SshUser = Field("root", description="SSH login user")
+    become: Become | None = Field(
+        None,
+        description="How host scripts get root: sudo (`sudo -n`, passwordless; the default when ssh_user "
+        "is not root) or none (run as ssh_user; the default for root)",
+    )
     ssh_port: Port = Field(22, description="SSH port; on the VPS this is the admin SSH port")
     host_key: HostKey | None = Field(
-        None, description="Pinned SSH host key, 'ssh-ed25519 AAAA...'; required unless insecure_unpinned_host_keys"
+        None,
+        description="Pinned SSH host key, 'ssh-ed25519 AAAA...' (or ecdsa-sha2-*; ssh-rsa is refused); "
+        "required unless insecure_unpinned_host_keys",
     )
     jump_host: Name | None = Field(None, description="Name of another host to reach this one through")
     public_address: Address | None = Field(
@@ -435,6 +454,13 @@ class Host(_Model):
     )
     proxy: ProxySettings | None = Field(None, description="Proxy for the docker daemon")
     runner: RunnerSettings | None = Field(None, description="Runner options (role runner)")
+
+    @property
+    def escalation(self) -> Become:
+        """``become`` as set, else sudo for a non-root ``ssh_user`` and none for root."""
+        if self.become is not None:
+            return self.become
+        return "none" if self.ssh_user == "root" else "sudo"
 
 
 class Tunnel(_Model):

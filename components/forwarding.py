@@ -52,24 +52,24 @@ class PortForwarding(pulumi.ComponentResource):
         self.ruleset = render_forwarding(settings)
         # Run from a staged file: the script then saves a copy its boot unit re-runs
         # (which re-applies the accept rules other firewalls need, see its header).
-        self.vps_rules = remote.Command(
+        self.vps_rules = args.vps.command(
             f"{args.config.vps.name}-forwarding",
-            connection=args.vps.connection,
+            parent=self,
             create=_staged("forwarding-up.sh", [str(settings.admin_ssh_port)]),
             delete=unstaged_command("forwarding-up", script_command("forwarding-down.sh")),
             stdin=self.ruleset,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[args.vps.arch_check, args.vps_tunnel]),
+            depends_on=[args.vps_tunnel],
         )
         self.home_routing = None
         if args.config.forwarding.mode == "preserve-source":
             home = render_home_routing(HomeRoutingSettings(DEFAULT_INTERFACE, args.vps_address))
-            self.home_routing = remote.Command(
+            self.home_routing = args.gitlab.command(
                 f"{args.config.gitlab_host.name}-return-path",
-                connection=args.gitlab.connection,
+                parent=self,
                 create=_staged("home-routing-up.sh", home.script_args()),
                 delete=unstaged_command("home-routing-up", script_command("home-routing-down.sh")),
                 stdin=home.nftables,
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[args.gitlab.arch_check, args.gitlab_tunnel]),
+                depends_on=[args.gitlab_tunnel],
             )
         self.register_outputs({"ports": [p.public for p in args.config.forwarding.ports]})
 

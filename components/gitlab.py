@@ -146,7 +146,8 @@ class GitLabServer(pulumi.ComponentResource):
         settings = cfg.gitlab_host
         if host.docker is None:
             raise ValueError(f"host '{settings.name}' has role gitlab but no docker provider")
-        on_host = pulumi.ResourceOptions(parent=self, provider=host.docker, depends_on=[host.arch_check])
+        # After every host's read-only check (components/hosts.py: preflight).
+        on_host = pulumi.ResourceOptions(parent=self, provider=host.docker, depends_on=list(host.preflight))
         prefix = f"{settings.name}-gitlab"
 
         self.image = docker.RemoteImage(
@@ -236,7 +237,7 @@ class GitLabServer(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(
                 parent=self,
                 provider=host.docker,
-                depends_on=[host.arch_check, *args.depends_on, *args.docker_changes],
+                depends_on=[*host.preflight, *args.depends_on, *args.docker_changes],
                 # The provider echoes inputs as outputs: keep them secret in the state too.
                 additional_secret_outputs=["envs", "uploads"],
             ),

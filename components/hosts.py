@@ -3,10 +3,17 @@
 Every host gets pulumi-command connection args (host key pinned, jump host as proxy,
 private key as a secret) and, where docker runs (roles gitlab and runner), one
 ``docker.Provider`` over SSH whose ssh options pin the same host key.
+
+Every remote command forgeway runs on a host is made by :meth:`Host.command`: its
+scripts run as root through ``hosts[].become`` (``sudo -n``, with the environment the
+scripts read; components/scripts become_command), after every host's read-only check
+(``<host>-arch``), and without ``add_previous_output_in_env``. The check itself runs as
+the login user: it is what finds out whether sudo and docker work for that user.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +24,7 @@ from pulumi_command import remote
 from components.config import Host as HostConfig
 from components.config import StackConfig
 from components.render.ssh import SshTarget, ssh_options, ssh_url
-from components.scripts import script_command
+from components.scripts import become_command, script_command
 
 __all__ = ["DOCKER_ROLES", "Host", "HostArgs", "connect_hosts"]
 
@@ -51,12 +58,29 @@ def _connection_fields(host: HostConfig, private_key: pulumi.Output[str] | None)
     return fields
 
 
+def sudoers_line(user: str) -> str:
+    """The sudoers line hosts[].become sudo needs (README, "Deploy for real")."""
+    return f"{user} ALL=(ALL:ALL) NOPASSWD: ALL"
+
+
+def sudo_refused(host: str, user: str) -> str:
+    """What a command says when sudo refuses (the arch check says the same first)."""
+    return (
+        f"host '{host}': user '{user}' cannot run commands as root with `sudo -n` (hosts[].become is sudo): "
+        f"as root, add the line '{sudoers_line(user)}' to /etc/sudoers.d/forgeway "
+        "(`visudo -f /etc/sudoers.d/forgeway`, mode 0440), or connect as root"
+    )
+
+
 class Host(pulumi.ComponentResource):
     """One managed machine: its SSH connection and, if it runs docker, its provider."""
 
     connection: remote.ConnectionArgs
     docker: docker.Provider | None
-    arch_check: remote.Command  # every change on this host depends on it
+    arch_check: remote.Command  # read-only: arch, sudo and docker access; changes nothing
+    # What every change on this host waits for: this host's check, and (connect_hosts)
+    # every other host's, so that one host failing its check changes no host at all.
+    preflight: tuple[pulumi.Resource, ...]
 
     def __init__(self, name: str, args: HostArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("forgeway:hosts:Host", name, None, opts)
@@ -66,13 +90,23 @@ class Host(pulumi.ComponentResource):
             proxy = remote.ProxyConnectionArgs(**_connection_fields(args.jump, args.private_key))
         self.connection = remote.ConnectionArgs(**_connection_fields(args.settings, args.private_key), proxy=proxy)
         child = pulumi.ResourceOptions(parent=self)
+        needs_docker = bool(DOCKER_ROLES & set(args.settings.roles))
+        # As the login user, not through become: it checks that become and docker work.
         self.arch_check = remote.Command(
             f"{name}-arch",
             connection=self.connection,
-            create=script_command("check-arch.sh", args.settings.arch, args.settings.name),
+            create=script_command(
+                "check-arch.sh",
+                args.settings.arch,
+                args.settings.name,
+                args.settings.escalation,
+                "docker" if needs_docker else "no-docker",
+            ),
             triggers=[args.settings.arch],
+            add_previous_output_in_env=False,
             opts=child,
         )
+        self.preflight = (self.arch_check,)
         self.docker = None
         if DOCKER_ROLES & set(args.settings.roles):
             jump = _target(args.jump) if args.jump is not None else None
@@ -85,12 +119,55 @@ class Host(pulumi.ComponentResource):
             )
         self.register_outputs({"address": args.settings.address, "arch": args.settings.arch})
 
+    def command(
+        self,
+        name: str,
+        *,
+        parent: pulumi.Resource,
+        create: pulumi.Input[str],
+        delete: str | None = None,
+        stdin: pulumi.Input[str] | None = None,
+        logging: remote.Logging | None = None,
+        depends_on: Sequence[pulumi.Resource] = (),
+        additional_secret_outputs: Sequence[str] = (),
+    ) -> remote.Command:
+        """A change on this host: ``create``/``delete`` run as root (``become``), after preflight.
+
+        ``add_previous_output_in_env`` is off: no delete reads PULUMI_COMMAND_STDOUT, and
+        with it on, every update and delete of a command that printed anything sends it
+        by SSH setenv, which a host without AcceptEnv refuses with a warning
+        (pulumi-command provider/pkg/provider/remote/commandOutputs.go).
+        """
+        become = self.settings.escalation
+        refused = sudo_refused(self.settings.name, self.settings.ssh_user)
+        wrapped: pulumi.Input[str] = (
+            become_command(create, become, refused)
+            if isinstance(create, str)
+            else pulumi.Output.from_input(create).apply(  # type: ignore[arg-type]  # an Input, awaitables included
+                lambda text: become_command(text, become, refused)
+            )
+        )
+        return remote.Command(
+            name,
+            connection=self.connection,
+            create=wrapped,
+            delete=become_command(delete, become, refused) if delete is not None else None,
+            stdin=stdin,
+            logging=logging,
+            add_previous_output_in_env=False,
+            opts=pulumi.ResourceOptions(
+                parent=parent,
+                depends_on=list(dict.fromkeys([*self.preflight, *depends_on])),
+                additional_secret_outputs=list(additional_secret_outputs) or None,
+            ),
+        )
+
 
 def connect_hosts(
     cfg: StackConfig, private_key: pulumi.Output[str] | None, opts: pulumi.ResourceOptions | None = None
 ) -> dict[str, Host]:
     """A Host per configured machine, keyed by host name."""
-    return {
+    hosts = {
         h.name: Host(
             h.name,
             HostArgs(
@@ -102,3 +179,9 @@ def connect_hosts(
         )
         for h in cfg.hosts
     }
+    # Every host's checks before any host's change: a check that fails (no sudo right,
+    # no docker access, wrong arch) then leaves every host as it was.
+    checks = tuple(host.arch_check for host in hosts.values())
+    for host in hosts.values():
+        host.preflight = checks
+    return hosts

@@ -78,9 +78,9 @@ class Registry(pulumi.ComponentResource):
             ca_pem: pulumi.Output[str | None] = args.ca.cert_pem if args.ca else pulumi.Output.from_input(None)
             files = ca_pem.apply(render)
             host = args.hosts[host_cfg.name]
-            self.trust[host_cfg.name] = remote.Command(
+            self.trust[host_cfg.name] = host.command(
                 f"{host_cfg.name}-docker-client",
-                connection=host.connection,
+                parent=self,
                 create=files.apply(
                     lambda staged: staged_command(
                         STAGE,
@@ -90,6 +90,5 @@ class Registry(pulumi.ComponentResource):
                     )
                 ),
                 delete=unstaged_command(STAGE, script_command("docker-client-down.sh")),
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[host.arch_check]),
             )
         self.register_outputs({"endpoints": list(endpoints)})

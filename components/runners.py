@@ -163,8 +163,8 @@ class RunnerHost(pulumi.ComponentResource):
         cfg, host = args.config, args.hosts[name]
         if host.docker is None:
             raise ValueError(f"runner host '{name}' has no docker provider")
-        before = [host.arch_check, *args.depends_on.get(name, ())]
-        command = pulumi.ResourceOptions(parent=self, depends_on=before)
+        before = [*host.preflight, *args.depends_on.get(name, ())]
+        extra = list(args.depends_on.get(name, ()))
 
         ours = json.dumps(daemon_json_for(cfg, host_cfg), indent=2, sort_keys=True) + "\n"
         daemon_files = {
@@ -172,17 +172,17 @@ class RunnerHost(pulumi.ComponentResource):
             "daemon_merge.py": script("daemon_merge.py"),
             "docker-daemon-up.sh": script("docker-daemon-up.sh"),
         }
-        self.daemon = remote.Command(
+        self.daemon = host.command(
             f"{name}-docker-daemon",
-            connection=host.connection,
+            parent=self,
             create=staged_command(DAEMON_STAGE, daemon_files, "docker-daemon-up.sh", []),
             delete=unstaged_command(DAEMON_STAGE, script_command("docker-daemon-up.sh", "--restore")),
-            opts=command,
+            depends_on=extra,
         )
         prune = cfg.runners.prune
-        self.prune = remote.Command(
+        self.prune = host.command(
             f"{name}-docker-prune",
-            connection=host.connection,
+            parent=self,
             create=staged_command(
                 PRUNE_STAGE,
                 {name: script(name) for name in ("docker-prune-up.sh", "docker-prune.sh", "host-files.sh")},
@@ -190,7 +190,7 @@ class RunnerHost(pulumi.ComponentResource):
                 [str(prune.threshold_percent), str(prune.keep_hours), prune.on_calendar],
             ),
             delete=unstaged_command(PRUNE_STAGE, script_command("docker-prune-down.sh")),
-            opts=command,
+            depends_on=extra,
         )
 
         on_host = pulumi.ResourceOptions(parent=self, provider=host.docker, depends_on=[*before, self.daemon])
@@ -290,14 +290,14 @@ class RunnerHost(pulumi.ComponentResource):
         )
         others = ",".join(a for a in get_args(Arch) if a != host_cfg.arch)
         files = {n: script(n) for n in ("binfmt-up.sh", "host-files.sh")}
-        return remote.Command(
+        return host.command(
             f"{name}-binfmt",
-            connection=host.connection,
+            parent=self,
             create=image.image_id.apply(
                 lambda image_id: staged_command(BINFMT_STAGE, files, "binfmt-up.sh", [image_id, others])
             ),
             delete=unstaged_command(BINFMT_STAGE, script_command("binfmt-down.sh")),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[*before, image]),
+            depends_on=[*before, image],
         )
 
 

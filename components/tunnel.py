@@ -97,14 +97,14 @@ def _tunnel_command(
             INTERFACE, {**rendered, "tunnel-up.sh": script("tunnel-up.sh")}, "tunnel-up.sh", [INTERFACE]
         )
     )
-    return remote.Command(
+    return host.command(
         name,
-        connection=host.connection,
+        parent=parent,
         create=create,
         delete=unstaged_command(INTERFACE, script_command("tunnel-down.sh", INTERFACE)),
         stdin=key.private_key.apply(lambda k: k + "\n"),
         logging=remote.Logging.STDOUT_AND_STDERR,  # the scripts never print the key
-        opts=pulumi.ResourceOptions(parent=parent, depends_on=[host.arch_check], additional_secret_outputs=["stdin"]),
+        additional_secret_outputs=["stdin"],
     )
 
 

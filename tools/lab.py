@@ -19,6 +19,14 @@ own (tools/lab_docker.py); GitLab's image is a stand-in built from Debian
 (tools/lab_images.py, tools/standin_image/): nothing can be pulled here. Names:
 ``/etc/netns/fwl-*/hosts`` say that gitlab.forgeway.test is the VPS.
 
+The deployer logs in as non-root users with passwordless sudo, as on real hosts
+(Pulumi.prod.yaml): ``fwl-admin`` on the VPS, ``fwl-forgeway`` (in the docker group)
+on the others. `make lab` creates them on this machine (the namespaces share its user
+database), each with a sudoers drop-in ``/etc/sudoers.d/fwl-*``; `make lab-down`
+removes both. The lab directory is traversable by them (mode 0711: they need the
+authorized_keys file, their host's docker socket and runner-arm's ``uname`` shim),
+and so must every directory above it be.
+
 ``runner-arm`` is declared arm64: its sshd gives sessions a PATH whose ``uname``
 says aarch64, so the arch check passes; nothing arm64 runs (this machine is x86_64).
 
@@ -36,6 +44,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -84,6 +93,10 @@ CLIENT = f"{INTERNET}.100"
 VPS_ADDRESS = f"{INTERNET}.10"
 CGNAT_WAN, CGNAT_LAN, HOMEGW_WAN = f"{INTERNET}.20", "100.64.0.1", "100.64.0.2"
 DEPLOYER_INTERNET, DEPLOYER_LAN = f"{INTERNET}.254", f"{LAN}.254"
+# The deployer's login users (Pulumi.lab.yaml hosts[].ssh_user) and their extra groups.
+LAB_USERS: dict[str, tuple[str, ...]] = {"fwl-admin": (), "fwl-forgeway": ("docker",)}
+LAB_USER_COMMENT = "forgeway lab deployer"  # what lab-down looks for before it removes a user
+SUDOERS_DIR = Path("/etc/sudoers.d")
 
 
 def sh(*argv: str, netns: str | None = None, check: bool = True) -> str:
@@ -211,6 +224,73 @@ def _keygen(path: Path) -> str:
     return " ".join(path.with_name(path.name + ".pub").read_text().split()[:2])
 
 
+def sudoers_line(user: str) -> str:
+    """What a host needs for hosts[].become sudo (README, "Deploy for real")."""
+    return f"{user} ALL=(ALL:ALL) NOPASSWD: ALL\n"
+
+
+def grant_sudo(user: str) -> None:
+    """The user's sudoers drop-in (checked by visudo before it is put in place)."""
+    target = SUDOERS_DIR / user
+    tmp = SUDOERS_DIR / f".{user}.new"  # sudo skips names with a dot
+    tmp.write_text(sudoers_line(user))
+    tmp.chmod(0o440)
+    check = subprocess.run(["visudo", "-cqf", str(tmp)], capture_output=True, text=True, check=False)
+    if check.returncode != 0:
+        tmp.unlink()
+        raise RuntimeError(f"visudo refuses the lab's sudoers line for {user}: {check.stdout}{check.stderr}")
+    tmp.replace(target)
+
+
+def revoke_sudo(user: str) -> None:
+    (SUDOERS_DIR / user).unlink(missing_ok=True)
+
+
+def _lab_user_exists(user: str) -> bool:
+    found = subprocess.run(["getent", "passwd", user], capture_output=True, text=True, check=False)
+    if found.returncode != 0:
+        return False
+    if found.stdout.split(":")[4] != LAB_USER_COMMENT:
+        raise RuntimeError(f"user {user} exists on this machine and is not the lab's: remove or rename it first")
+    return True
+
+
+def create_lab_users() -> None:
+    """The deployer's non-root users, their sudo right and groups (idempotent)."""
+    if not shutil.which("sudo") or not shutil.which("visudo", path="/usr/sbin:/usr/bin"):
+        raise RuntimeError("sudo is not installed: apt-get install -y sudo (tools/apt-packages.txt)")
+    for ancestor in [*reversed(LAB_DIR.parents)][1:]:
+        if ancestor.stat().st_mode & 0o001 == 0:
+            raise RuntimeError(
+                f"{ancestor} is not searchable by other users (mode {ancestor.stat().st_mode & 0o777:o}): the lab's "
+                f"non-root deployer users must reach {LAB_DIR}; clone forgeway under directories others can traverse"
+            )
+    for user, groups in LAB_USERS.items():
+        if not _lab_user_exists(user):
+            extra = ["--groups", ",".join(groups)] if groups else []
+            # Password '*': no password login, and not "locked" (sshd without PAM refuses "!").
+            sh("useradd", "--create-home", "--shell", "/bin/sh", "--comment", LAB_USER_COMMENT,
+               "--password", "*", *extra, user)  # fmt: skip
+        grant_sudo(user)
+
+
+def remove_lab_users(errors: list[str]) -> None:
+    for user in LAB_USERS:
+        revoke_sudo(user)
+        try:
+            # The sshds were just sent SIGTERM: their sessions may take a moment to end,
+            # and userdel refuses a user that still has processes.
+            deadline = time.monotonic() + 10
+            while _lab_user_exists(user):
+                done = subprocess.run(["userdel", "--remove", user], capture_output=True, text=True, check=False)
+                if done.returncode not in (0, 12) and time.monotonic() > deadline:  # 12: no home (gone)
+                    errors.append(f"user {user} could not be removed: {done.stderr.strip()}")
+                    break
+                time.sleep(0.2)
+        except RuntimeError as exc:
+            errors.append(str(exc))
+
+
 def start_sshd(spec: HostSpec, work: Path, deployer_pub: str, listen: str | None = None) -> dict[str, Any]:
     """sshd in the host's namespace and its own PID namespace, detached from make."""
     work.mkdir(parents=True)
@@ -289,7 +369,11 @@ def write_name_files() -> None:
     for name in ["client", *DOCKER_HOSTS]:
         directory = Path("/etc/netns") / ns(name)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "hosts").write_text(f"127.0.0.1 localhost\n{vps} {' '.join(PUBLIC_NAMES)}\n")
+        # The machine's own name too, as Debian's /etc/hosts has it: sudo resolves it and
+        # warns on every call when it cannot.
+        (directory / "hosts").write_text(
+            f"127.0.0.1 localhost\n127.0.1.1 {socket.gethostname()}\n{vps} {' '.join(PUBLIC_NAMES)}\n"
+        )
 
 
 def start_docker_hosts(record: dict[str, Any]) -> None:
@@ -381,10 +465,12 @@ def up(mode: str | None = None, overrides: list[str] | None = None, seed: int | 
         if any(line.startswith(PREFIX) for line in sh("ip", "netns", "list").splitlines()):
             print("lab: namespaces fwl-* exist without .lab/topology.json; run `make lab-down` first", file=sys.stderr)
             return 1
-        LAB_DIR.mkdir(mode=0o700, exist_ok=True)
+        LAB_DIR.mkdir(exist_ok=True)
+        LAB_DIR.chmod(0o711)  # the deployer's users traverse it; secrets in it are 0600
         record: dict[str, Any] = {"hosts": []}
         try:
             deployer_pub = _keygen(LAB_DIR / "deployer")
+            create_lab_users()
             build_network()
             write_name_files()
             for spec in HOSTS:
@@ -497,6 +583,7 @@ def down() -> int:
         if done.returncode != 0:
             errors.append(f"destroy: {done.stderr.strip()}")
     _stop_started(errors)
+    remove_lab_users(errors)
     try:  # what a destroy that never ran or failed left in the kernel
         for name in remove_leftovers(LAB_DIR):
             print(f"lab-down: removed binfmt handler {name}, registered by a lab host")

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
 
-__all__ = ["script", "script_command", "staged_command", "unstaged_command"]
+__all__ = ["HOST_ENV", "become_command", "script", "script_command", "staged_command", "unstaged_command"]
 
 _DIR = Path(__file__).parent
 
@@ -25,6 +25,46 @@ def script_command(name: str, *args: str) -> str:
     not hold secrets, which go on stdin.
     """
     return shlex.join(["sh", "-c", script(name), name, *args])
+
+
+# The variables host scripts read from the login session's environment: where a host
+# keeps its files and how it restarts docker (a test lab gives each namespace host its
+# own, by sshd SetEnv), and which docker daemon the scripts ask (docker's own variable;
+# the docker provider's `docker system dial-stdio` reads it too). sudo's env_reset
+# drops them, so become_command hands on those that are set.
+HOST_ENV = (
+    "DOCKER_HOST",
+    "FORGEWAY_DOCKER_RESTART",
+    "FORGEWAY_ETC",
+    "FORGEWAY_RUN",
+    "FORGEWAY_SYSTEMD",
+    "FORGEWAY_WG_SOCKET_DIR",
+)
+
+
+def become_command(command: str, become: str, refused: str = "", keep: Sequence[str] = HOST_ENV) -> str:
+    """``command`` (a shell command line) run as root the way ``become`` says.
+
+    ``none``: as it is. ``sudo``: ``sudo -n -- env VAR=... sh -c COMMAND``: never asks
+    for a password (a missing sudo right fails at once instead of hanging), hands stdin
+    through unchanged, and sets only those of ``keep`` that the login session has set
+    (``${VAR+...}``: an unset variable stays unset for the script's defaults). The
+    values are expanded on the host; none is a secret, and secrets stay on stdin.
+    ``refused`` is printed (stderr, exit 1) when sudo refuses first, instead of sudo's
+    own "a password is required".
+    """
+    if become == "none":
+        return command
+    if become != "sudo":
+        raise ValueError(f"become {become!r}: expected sudo or none")
+    for name in keep:
+        if not name.isidentifier() or not name.isascii():
+            raise ValueError(f"{name!r} is not an environment variable name")
+    env = " ".join(f'${{{name}+"{name}=${name}"}}' for name in keep)
+    run = f"sudo -n -- env {env} sh -c {shlex.quote(command)}"
+    if not refused:
+        return run
+    return f"{{ sudo -n true 2>/dev/null || {{ echo {shlex.quote(refused)} >&2; exit 1; }}; }} && {run}"
 
 
 def _stage_dir(stage: str) -> str:

@@ -108,6 +108,7 @@ REQUIRED_TOOLS: dict[str, str] = {
     "wireguard-go": "wireguard-go",
     "pgrep": "procps",
     "unshare": "util-linux",
+    "sudo": "sudo",
 }
 
 _KEY_TYPES = ("ed25519", "ecdsa", "rsa")

@@ -28,8 +28,12 @@ from tools.synth import stack_config_strings
 DOCKER_INDEX = 12  # this module's bridge subnets (tools/lab_docker.py), apart from other tests'
 
 
-def _stack_for(lab: Lab, tmp_path: Path) -> tuple[dict[str, Any], list[str], dict[str, LabHost]]:
-    """Pulumi.lab.yaml with its hosts pointed at fresh namespace hosts."""
+def _stack_for(
+    lab: Lab, tmp_path: Path, host_key_type: str = "ed25519"
+) -> tuple[dict[str, Any], list[str], dict[str, LabHost]]:
+    """Pulumi.lab.yaml with its hosts pointed at fresh namespace hosts (each with one host
+    key, of ``host_key_type``), reached as root: the non-root users and their sudo are
+    `make lab`'s (test_make_lab.py), these hosts authorize root only."""
     config, secret_keys = lab_stack()
     # The VPS and the GitLab host only: runner hosts (their daemon.json, runner container
     # and prune timer) are applied on the `make lab` topology (test_make_lab.py).
@@ -45,7 +49,9 @@ def _stack_for(lab: Lab, tmp_path: Path) -> tuple[dict[str, Any], list[str], dic
         # (a short path: containerd's sockets under it must fit sun_path's 108 bytes)
         socket = lab.work_dir / "dk" / "docker.sock"
         extra_env = {"DOCKER_HOST": f"unix://{socket}"} if "gitlab" in host["roles"] else None
-        lab_host = lab.add_host(f"h{i}", f"203.0.113.{160 + i}", port=port, extra_env=extra_env)
+        lab_host = lab.add_host(
+            f"h{i}", f"203.0.113.{160 + i}", port=port, extra_env=extra_env, host_key_types=(host_key_type,)
+        )
         if extra_env is not None:
             daemon = start_dockerd(lab_host.netns, socket.parent, index=DOCKER_INDEX)
             lab._push(f"stop dockerd {daemon.pid}", functools.partial(stop_dockerd, daemon))
@@ -54,6 +60,7 @@ def _stack_for(lab: Lab, tmp_path: Path) -> tuple[dict[str, Any], list[str], dic
         with (lab_host.work_dir / "authorized_keys").open("a") as keys:
             keys.write(deployer_pub + "\n")
         host.update(address=lab_host.address, host_key=lab_host.host_key, arch="amd64")
+        host.pop("ssh_user", None)
         hosts[host["name"]] = lab_host
     config["forgeway:ssh_private_key"] = deployer_key.read_text()
     return config, secret_keys, hosts
@@ -103,6 +110,21 @@ def test_apply_checks_every_host_then_reapply_changes_nothing(lab: Lab, tmp_path
     rc, out, err = _apply(config, secret_keys, state)
     assert rc == 0, err
     assert {op for op, _, _ in _ops(out)} == {"same"}, out
+
+
+def test_an_ecdsa_pin_works_for_commands_and_for_docker(lab: Lab, tmp_path: Path) -> None:
+    """pulumi-command offers only the pinned key's type as host key algorithm
+    (provider/pkg/provider/remote/connection.go); ecdsa-sha2-nistp256 is an algorithm of
+    its own (no SHA-1, unlike ssh-rsa, which config refuses), so hosts whose sshd has
+    only an ECDSA key are applied: the commands through the applier's ssh, GitLab's image,
+    volumes and container through the docker provider's ssh options (render/ssh.py)."""
+    config, secret_keys, hosts = _stack_for(lab, tmp_path, host_key_type="ecdsa")
+    assert all(h["host_key"].startswith("ecdsa-sha2-nistp256 ") for h in config["forgeway:hosts"])
+    rc, out, err = _apply(config, secret_keys, tmp_path / "state.json")
+    assert rc == 0, err
+    created = {(typ, name) for op, typ, name in _ops(out) if op == "create"}
+    assert {("command:remote:Command", f"{name}-arch") for name in hosts} <= created
+    assert ("docker:index/container:Container", "home-gitlab") in created
 
 
 def test_wrong_host_key_stops_with_the_host_and_step_and_next_apply_converges(lab: Lab, tmp_path: Path) -> None:

@@ -751,6 +751,99 @@ def test_zy_a_reboot_brings_tunnel_and_forwarding_back_from_the_boot_units(topol
     assert _lab("up", "--mode", "snat").returncode == 0
 
 
+def _hosts_as_they_are(topology: dict[str, Any]) -> dict[str, Any]:
+    """What a change on a host would touch: its files (etc and run), rulesets, policy
+    rules, links, and its docker containers and volumes."""
+    from tools.lab import DOCKER_HOSTS
+
+    seen: dict[str, Any] = {}
+    for host in topology["hosts"]:
+        name, netns = host["name"], host["netns"]
+        files: dict[str, object] = {}
+        for sub in ("etc", "run"):
+            top = ROOT / ".lab" / "hosts" / name / sub
+            for path in sorted(top.rglob("*")):
+                key = f"{sub}/{path.relative_to(top)}"
+                if path.is_symlink():
+                    files[key] = ("link", str(path.readlink()))
+                elif path.is_file():
+                    files[key] = (path.stat().st_mode, path.read_bytes())
+                else:
+                    files[key] = path.stat().st_mode
+        seen[name] = {
+            "files": files,
+            "nft": _in(netns, "nft", "--stateless", "list", "ruleset").stdout,  # counters move with any packet
+            "rules": _in(netns, "ip", "rule").stdout,
+            "links": _in(netns, "ip", "-br", "link").stdout,
+        }
+        if name in DOCKER_HOSTS:
+            listing = ("ps", "-a", "--format", "{{.ID}} {{.Names}} {{.State}}")
+            seen[name]["containers"] = _runner_docker(topology, name, *listing)
+            seen[name]["volumes"] = _runner_docker(topology, name, "volume", "ls", "-q")
+    return seen
+
+
+def _hosts_settled(topology: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
+    """The hosts once two looks a second apart agree: a destroy restarts the runners'
+    dockerds (their daemon.json given back), which settle for a moment after."""
+    deadline = time.monotonic() + timeout
+    seen = _hosts_as_they_are(topology)
+    while True:
+        time.sleep(1)
+        again = _hosts_as_they_are(topology)
+        if again == seen:
+            return seen
+        assert time.monotonic() < deadline, "hosts never settled:\n" + "\n".join(_differences(seen, again))
+        seen = again
+
+
+def _differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """What differs, host by host: file names, or the lines of a listing."""
+    import difflib
+
+    found = []
+    for host in sorted(before):
+        for part in sorted(set(before[host]) | set(after[host])):
+            old, new = before[host].get(part), after[host].get(part)
+            if old == new:
+                continue
+            if isinstance(old, dict) and isinstance(new, dict):
+                names = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+                found.append(f"{host} {part}: {names}")
+            else:
+                lines = difflib.unified_diff(str(old).splitlines(), str(new).splitlines(), lineterm="", n=0)
+                found.append(f"{host} {part}: " + " | ".join(list(lines)[2:]))
+    return found
+
+
+def test_zyz_without_its_sudo_right_the_apply_stops_at_the_check_and_no_host_changes(
+    topology: dict[str, Any],
+) -> None:
+    """The deployer's VPS user loses its sudoers drop-in; a fresh apply (after a destroy:
+    every check runs again) stops at the VPS's read-only check, says which host, user and
+    sudoers line, and leaves every host as it was; with the right back it applies."""
+    from tools.lab import grant_sudo, revoke_sudo
+
+    destroyed = _lab("destroy")
+    assert destroyed.returncode == 0, destroyed.stderr
+    before = _hosts_settled(topology)
+    revoke_sudo("fwl-admin")
+    try:
+        refused = _lab("up")
+        assert refused.returncode != 0, refused.stdout
+        assert "host 'vps': user 'fwl-admin' cannot run commands as root with `sudo -n`" in refused.stderr, (
+            refused.stderr[-2000:]
+        )
+        assert "'fwl-admin ALL=(ALL:ALL) NOPASSWD: ALL' to /etc/sudoers.d/forgeway" in refused.stderr
+        after = _hosts_as_they_are(topology)
+        assert after == before, "hosts changed although a check failed:\n" + "\n".join(_differences(before, after))
+    finally:
+        grant_sudo("fwl-admin")
+    again = _lab("up")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert _seen_address(topology, tries=10) == "10.8.0.1"  # snat: GitLab sees the VPS's tunnel address
+
+
 def test_zz_destroy_restores_every_host_and_down_removes_the_lab(topology: dict[str, Any]) -> None:
     # Named zz: runs last in this module (it takes the stack away).
     destroyed = _lab("destroy")

@@ -157,6 +157,25 @@ def test_each_key_type_is_negotiated_and_checked(multi_key_host: tuple[Lab, LabH
     assert f"Host key for {known_hosts_name(host)} has changed" in wrong.stderr, wrong.stderr
 
 
+@pytest.mark.parametrize("key_type", KEY_TYPES)
+def test_offering_only_the_pins_type_as_pulumi_command_does(multi_key_host: tuple[Lab, LabHost], key_type: str) -> None:
+    """pulumi-command offers exactly the pinned key's type, ``publicKey.Type()``
+    (provider/pkg/provider/remote/connection.go: ``HostKeyAlgorithms = []string{...}``).
+    For ed25519 and ecdsa that is the algorithm itself; for RSA it is ``ssh-rsa``, SHA-1
+    signatures, which OpenSSH 8.8 and later refuse: why config refuses ssh-rsa pins."""
+    _, host = multi_key_host
+    pinned = [host.host_key, *host.other_host_keys][KEY_TYPES.index(key_type)]
+    algorithm = pinned.split()[0]
+    target = target_of(host, pinned)
+    # The first -o of an option wins: this one stands in for the provider's list.
+    result = run_ssh(["-o", f"HostKeyAlgorithms={algorithm}", *ssh_options(target)], target, host.client_key)
+    if algorithm == "ssh-rsa":
+        assert result.returncode == 255
+        assert "no matching host key type found" in result.stderr, result.stderr
+    else:
+        assert result.returncode == 0, result.stderr
+
+
 def test_unpinned_opt_out_connects(lab: Lab) -> None:
     host = lab.add_host("web", port=2222)
     target = target_of(host, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,17 @@ class Stack:
     @property
     def secrets(self) -> list[str]:
         return secret_strings(self.config, self.secret_keys)
+
+
+def as_root(command: str) -> str:
+    """What a Command runs as root: the inner command of a ``sudo -n -- env ... sh -c CMD``
+    wrapper (components/scripts become_command), or the command as it is (become none)."""
+    start = command.find("sudo -n -- env ")
+    if start < 0:
+        return command
+    words = shlex.split(command[start:])
+    assert words[-3:-1] == ["sh", "-c"], command[:200]
+    return words[-1]
 
 
 def _synth(name: str, loaded: tuple[dict[str, Any], list[str]]) -> Stack:

@@ -15,7 +15,7 @@ from typing import Any
 
 from components.config import PROJECT
 from components.outputs import OUTPUTS
-from tests.program.conftest import Stack
+from tests.program.conftest import Stack, as_root
 from tests.program.leaks import plaintext_leaks
 from tools.synth import Registration, contains_secret, is_secret_value, unwrap
 
@@ -98,7 +98,11 @@ def test_arch_check_runs_on_every_host_with_its_configured_arch(stack: Stack) ->
             continue
         name = cmd.name.removesuffix("-arch")
         arch = {"aarch64": "arm64", "x86_64": "amd64"}.get(hosts[name]["arch"], hosts[name]["arch"])
-        assert cmd.inputs["create"].endswith(f"check-arch.sh {arch} {name}"), cmd.urn
+        become = "none" if hosts[name].get("ssh_user", "root") == "root" else "sudo"
+        docker = "docker" if {"gitlab", "runner"} & set(hosts[name]["roles"]) else "no-docker"
+        # As the login user (it checks sudo and docker for that user), never through sudo.
+        assert cmd.inputs["create"].startswith("sh -c "), cmd.urn
+        assert cmd.inputs["create"].endswith(f"check-arch.sh {arch} {name} {become} {docker}"), cmd.urn
         assert cmd.inputs["triggers"] == [arch], cmd.urn
     assert len([c for c in stack.synth.of_type(COMMAND) if c.name.endswith("-arch")]) == len(hosts)
 
@@ -219,7 +223,7 @@ def test_vps_allows_each_peer_its_address_and_peers_dial_the_endpoint(stack: Sta
 
 def _staged_files(cmd: Registration) -> dict[str, str]:
     """The files a staged command ships (NAME B64 pairs after the stage directory)."""
-    words = shlex.split(cmd.inputs["create"].split("&&")[1])
+    words = shlex.split(as_root(cmd.inputs["create"]).split("&&")[1])
     pairs = words[words.index('"$d"') + 1 :] if '"$d"' in words else words[5:]
     return {pairs[i]: base64.b64decode(pairs[i + 1]).decode() for i in range(0, len(pairs) - 1, 2)}
 

@@ -20,7 +20,7 @@ from typing import Any
 from components.config import PROJECT, Runners, parse_stack
 from components.render.runner_config import CA_PATH
 from components.runners import RUNNER_CONTAINER, delete_timeout
-from tests.program.conftest import Stack, _synth
+from tests.program.conftest import Stack, _synth, as_root
 from tests.stacks import prod_stack
 from tools.synth import Registration, is_secret_value, unwrap
 
@@ -39,7 +39,7 @@ def _named(stack: Stack, type_: str, name: str) -> Registration:
 
 
 def _staged(cmd: Registration) -> dict[str, str]:
-    words = shlex.split(unwrap(cmd.inputs["create"]).split("&&")[1])
+    words = shlex.split(as_root(unwrap(cmd.inputs["create"])).split("&&")[1])
     pairs = words[words.index('"$d"') + 1 :] if '"$d"' in words else words[5:]
     return {pairs[i]: base64.b64decode(pairs[i + 1]).decode() for i in range(0, len(pairs) - 1, 2)}
 
@@ -116,7 +116,7 @@ def test_multiarch_hosts_get_the_binfmt_image_and_command_for_the_other_arch(sta
         staged = _staged(command)
         assert set(staged) == {"binfmt-up.sh", "host-files.sh"}
         other = "arm64" if host["arch"] == "amd64" else "amd64"
-        words = shlex.split(unwrap(command.inputs["create"]).split("&&")[-1])
+        words = shlex.split(as_root(unwrap(command.inputs["create"])).split("&&")[-1])
         # the ID the provider reports for the pulled image (the mock's: a digest of its name)
         image_id = "sha256:" + hashlib.sha256(str(image.inputs["name"]).encode()).hexdigest()
         assert words[-3:-1] == [image_id, other], words
