@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -55,7 +56,14 @@ from typing import Any
 from tools.lab_binfmt import remove_leftovers
 
 ROOT = Path(__file__).resolve().parent.parent
-LAB_DIR = ROOT / ".lab"
+# The lab's files live where the deployer's non-root users can reach them whatever the
+# clone's parents allow (a clone under /root is 0700): sshd reads a user's
+# authorized_keys as that user, and the users' docker sockets and host directories are
+# in here. `.lab` in the clone is a link to it, so `.lab/topology.json` is where tools
+# look; one directory per clone, so two clones' labs never share files.
+LAB_HOME = Path("/var/lib/forgeway-lab")
+LAB_DIR = LAB_HOME / hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]
+LAB_LINK = ROOT / ".lab"
 TOPOLOGY = LAB_DIR / "topology.json"
 STATE = LAB_DIR / "state.json"
 PREFIX = "fwl-"
@@ -263,7 +271,7 @@ def create_lab_users() -> None:
         if ancestor.stat().st_mode & 0o001 == 0:
             raise RuntimeError(
                 f"{ancestor} is not searchable by other users (mode {ancestor.stat().st_mode & 0o777:o}): the lab's "
-                f"non-root deployer users must reach {LAB_DIR}; clone forgeway under directories others can traverse"
+                f"non-root deployer users must reach {LAB_DIR}: make its parents searchable (chmod o+x)"
             )
     for user, groups in LAB_USERS.items():
         if not _lab_user_exists(user):
@@ -458,6 +466,19 @@ def _write_private(path: Path, text: str) -> None:
         out.write(text)
 
 
+def _make_lab_dir() -> None:
+    """LAB_DIR (mode 0711: the deployer's users traverse it; secrets in it are 0600) and
+    the clone's `.lab` link to it."""
+    LAB_HOME.mkdir(mode=0o755, exist_ok=True)
+    LAB_DIR.mkdir(exist_ok=True)
+    LAB_DIR.chmod(0o711)
+    if LAB_LINK.is_symlink() and LAB_LINK.resolve() == LAB_DIR:
+        return
+    if LAB_LINK.exists() or LAB_LINK.is_symlink():
+        raise RuntimeError(f"{LAB_LINK} exists and is not the lab's link to {LAB_DIR}: run `make lab-down` first")
+    LAB_LINK.symlink_to(LAB_DIR)
+
+
 def up(mode: str | None = None, overrides: list[str] | None = None, seed: int | None = None) -> int:
     from tools.synth import stack_config_strings
 
@@ -465,8 +486,7 @@ def up(mode: str | None = None, overrides: list[str] | None = None, seed: int | 
         if any(line.startswith(PREFIX) for line in sh("ip", "netns", "list").splitlines()):
             print("lab: namespaces fwl-* exist without .lab/topology.json; run `make lab-down` first", file=sys.stderr)
             return 1
-        LAB_DIR.mkdir(exist_ok=True)
-        LAB_DIR.chmod(0o711)  # the deployer's users traverse it; secrets in it are 0600
+        _make_lab_dir()
         record: dict[str, Any] = {"hosts": []}
         try:
             deployer_pub = _keygen(LAB_DIR / "deployer")
@@ -495,7 +515,7 @@ def up(mode: str | None = None, overrides: list[str] | None = None, seed: int | 
             "ca_certificate": str(LAB_DIR / "ca.crt"),
         }
         TOPOLOGY.write_text(json.dumps(topology, indent=1) + "\n")
-        print(f"lab: built {len(topology['namespaces'])} namespaces; described in {TOPOLOGY.relative_to(ROOT)}")
+        print(f"lab: built {len(topology['namespaces'])} namespaces; described in .lab/{TOPOLOGY.name}")
     topology = json.loads(TOPOLOGY.read_text())
     config, secret_keys = lab_config(topology, mode, overrides)
     _write_private(LAB_DIR / "runner-tokens.json", json.dumps(config["forgeway:runner_tokens"]))
@@ -602,6 +622,12 @@ def down() -> int:
     for directory in Path("/etc/netns").glob(f"{PREFIX}*"):
         shutil.rmtree(directory, ignore_errors=True)
     shutil.rmtree(LAB_DIR, ignore_errors=True)
+    if LAB_LINK.is_symlink():
+        LAB_LINK.unlink()
+    else:  # a lab of a version that kept its files in the clone
+        shutil.rmtree(LAB_LINK, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        LAB_HOME.rmdir()  # only when no other clone's lab is in it
     for err in errors:
         print(f"lab-down: {err}", file=sys.stderr)
     print("lab-down: namespaces, processes and .lab/ removed")
