@@ -425,23 +425,11 @@ def _container_create(d: _Docker, name: str, inputs: dict[str, Any]) -> tuple[st
         with contextlib.suppress(ApplyError):
             _remove_container(d, container_id, bool(given.get("removeVolumes", True)))
         raise
-    networks = (info.get("NetworkSettings") or {}).get("Networks") or {}
     outputs = {
         **inputs,
         "id": container_id,
         "name": str(info.get("Name", container_name)).lstrip("/"),
-        "hostname": (info.get("Config") or {}).get("Hostname", ""),
-        "bridge": (info.get("NetworkSettings") or {}).get("Bridge", ""),
-        "networkDatas": [
-            {
-                "networkName": net,
-                "ipAddress": data.get("IPAddress", ""),
-                "ipPrefixLength": data.get("IPPrefixLen", 0),
-                "gateway": data.get("Gateway", ""),
-                "macAddress": data.get("MacAddress", ""),
-            }
-            for net, data in sorted(networks.items())
-        ],
+        **container_computed(info),
     }
     return container_id, outputs
 
@@ -540,3 +528,22 @@ _DOCKER_DELETE: dict[str, Callable[[_Docker, Entry], None]] = {
     DOCKER_VOLUME: _volume_delete,
     DOCKER_CONTAINER: _container_delete,
 }
+
+
+def container_computed(info: Mapping[str, Any]) -> dict[str, Any]:
+    """The computed outputs the provider reads from a container's inspect (create and refresh)."""
+    networks = (info.get("NetworkSettings") or {}).get("Networks") or {}
+    return {
+        "hostname": (info.get("Config") or {}).get("Hostname", ""),
+        "bridge": (info.get("NetworkSettings") or {}).get("Bridge", ""),
+        "networkDatas": [
+            {
+                "networkName": net,
+                "ipAddress": data.get("IPAddress", ""),
+                "ipPrefixLength": data.get("IPPrefixLen", 0),
+                "gateway": data.get("Gateway", ""),
+                "macAddress": data.get("MacAddress", ""),
+            }
+            for net, data in sorted(networks.items())
+        ],
+    }

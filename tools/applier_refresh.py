@@ -70,7 +70,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from tools.applier_docker import DOCKER_CONTAINER, DOCKER_IMAGE, DOCKER_VOLUME, _Docker, _quote
+from tools.applier_docker import DOCKER_CONTAINER, DOCKER_IMAGE, DOCKER_VOLUME, _Docker, _quote, container_computed
 from tools.applier_state import Change, Entry
 
 __all__ = ["go_duration", "normal_ports", "read_container", "read_volume", "refresh"]
@@ -251,23 +251,7 @@ def _refresh_docker(d: _Docker, entry: Entry) -> Entry | None:
             return None
         info = response.json()
         inputs = read_container(info, entry.inputs)
-        networks = (info.get("NetworkSettings") or {}).get("Networks") or {}
-        outputs = {
-            **entry.outputs,
-            **inputs,
-            "hostname": (info.get("Config") or {}).get("Hostname", ""),
-            "bridge": (info.get("NetworkSettings") or {}).get("Bridge", ""),
-            "networkDatas": [
-                {
-                    "networkName": net,
-                    "ipAddress": data.get("IPAddress", ""),
-                    "ipPrefixLength": data.get("IPPrefixLen", 0),
-                    "gateway": data.get("Gateway", ""),
-                    "macAddress": data.get("MacAddress", ""),
-                }
-                for net, data in sorted(networks.items())
-            ],
-        }
+        outputs = {**entry.outputs, **inputs, **container_computed(info)}
         return replace(entry, inputs=inputs, outputs=outputs)
     if entry.type == DOCKER_VOLUME:
         response = d.call("inspect volume", "GET", f"/volumes/{_quote(entry.id)}", ok=(200, 404))
