@@ -10,15 +10,18 @@ What it registers (children of the component):
   new container keeps the fingerprint users pinned and can still decrypt the database.
 * ``<host>-gitlab-root-password``: ``RandomPassword`` unless ``gitlab_root_password``
   is secret config.
-* ``<host>-gitlab``: the ``Container``. Its env (GITLAB_OMNIBUS_CONFIG from
-  components/render/gitlab.py, GITLAB_ROOT_PASSWORD) is one secret; with ``own-ca`` the
-  server certificate chain and key are uploaded to ``/etc/gitlab/ssl/<name>.{crt,key}``
-  before it starts. Published ports bind the host's tunnel address (and its LAN address
-  with ``gitlab.publish_on_lan``), never every interface: each forwarded service's home
-  port onto the container's fixed port.
+* ``<host>-gitlab``: the ``Container``. Its env is GITLAB_OMNIBUS_CONFIG only (the
+  gitlab.rb text of components/render/gitlab.py and a ``from_file`` of
+  :data:`SECRETS_FILE`), still marked secret. The root password is uploaded, before the
+  container starts, in :data:`SECRETS_FILE` (root, 0600), never in the env, where
+  ``docker inspect`` and every process's ``/proc/<pid>/environ`` would show it. With
+  ``own-ca`` the server certificate chain (0644) and key (root, 0600) are uploaded to
+  ``/etc/gitlab/ssl/<name>.{crt,key}``. Published ports bind the host's tunnel address
+  (and its LAN address with ``gitlab.publish_on_lan``), never every interface: each
+  forwarded service's home port onto the container's fixed port.
 
-Omnibus reads GITLAB_ROOT_PASSWORD only when it first creates the database; changing
-it later changes nothing inside GitLab (documented in the README).
+Omnibus uses ``gitlab_rails['initial_root_password']`` only when it first creates the
+database; changing it later changes nothing inside GitLab (documented in the README).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import pulumi_random as random
 from components.config import StackConfig, VolumeRole
 from components.hosts import Host
 from components.pki import ServerCertificate
-from components.render.gitlab import CONTAINER_PORTS, SSL_DIR, render_gitlab_rb, settings_from_config
+from components.render.gitlab import CONTAINER_PORTS, SSL_DIR, render_gitlab_rb, ruby_str, settings_from_config
 
 __all__ = [
     "CONTAINER_NAME",
@@ -43,11 +46,15 @@ __all__ = [
     "HEALTHCHECK_START_PERIOD",
     "HEALTHCHECK_TIMEOUT",
     "MOUNTS",
+    "PRIVATE_FILE_PERMISSIONS",
+    "SECRETS_FILE",
     "SHM_SIZE_MB",
     "GitLabServer",
     "GitLabServerArgs",
     "go_duration",
     "memory_limit_mb",
+    "omnibus_config",
+    "secrets_rb",
 ]
 
 CONTAINER_NAME = "forgeway-gitlab"
@@ -58,6 +65,20 @@ MOUNTS: dict[str, str] = {"config": "/etc/gitlab", "logs": "/var/log/gitlab", "d
 SHM_SIZE_MB = 256
 # The omnibus image's own check; it starts slowly on small devices (first boot: minutes).
 HEALTHCHECK = ("CMD", "/opt/gitlab/bin/gitlab-healthcheck", "--fail", "--max-time", "10")
+# Read by gitlab.rb, not the env. omnibus-gitlab 18.5.1 docker/assets/gitlab.rb evals
+# GITLAB_OMNIBUS_CONFIG in gitlab.rb's own context, where `from_file` loads more config
+# (it loads /etc/gitlab/gitlab.rb that way); the first reconfigure seeds root with
+# gitlab_rails['initial_root_password'] (gitlab/recipes/database_migrations.rb). An env
+# GITLAB_ROOT_PASSWORD would win over it (gitlab/libraries/gitlab_rails.rb transform_secrets)
+# and show in `docker inspect`: the container has none.
+SECRETS_FILE = "/etc/gitlab/forgeway-secrets.rb"
+# terraform-provider-docker uploads a file without `permissions` as 0644 (0744 if
+# `executable`), in a tar header with no owner, so as root:root
+# (internal/provider/resource_docker_container_funcs.go, the uploads loop of create).
+# Private files are root's alone: omnibus reads gitlab.rb and nginx's master process
+# loads the TLS key as root (its workers run as gitlab-www: nginx.conf.erb `user`).
+PRIVATE_FILE_PERMISSIONS = "0600"
+PUBLIC_FILE_PERMISSIONS = "0644"
 DEFAULT_MEMORY_MB = 4096
 MIN_MEMORY_MB = 2048
 
@@ -68,6 +89,18 @@ def memory_limit_mb(cfg: StackConfig) -> int:
         return cfg.gitlab.memory_limit_mb
     host_mb = cfg.gitlab_host.memory_mb
     return max(MIN_MEMORY_MB, host_mb * 3 // 4) if host_mb is not None else DEFAULT_MEMORY_MB
+
+
+def omnibus_config(gitlab_rb: str) -> str:
+    """GITLAB_OMNIBUS_CONFIG: the rendered gitlab.rb, then the secrets file loaded from disk."""
+    return f"{gitlab_rb}from_file({ruby_str(SECRETS_FILE)})\n"
+
+
+def secrets_rb(root_password: str) -> str:
+    """The text of :data:`SECRETS_FILE`; the error never shows the password."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in root_password):
+        raise ValueError("gitlab_root_password contains a control character; expected printable characters only")
+    return f"gitlab_rails['initial_root_password'] = {ruby_str(root_password)}\n"
 
 
 def _certificate_names(cfg: StackConfig) -> list[str]:
@@ -186,19 +219,27 @@ class GitLabServer(pulumi.ComponentResource):
         gitlab_rb = render_gitlab_rb(
             settings_from_config(cfg, str(args.vps_tunnel_address), cfg.gitlab.letsencrypt_emails)
         )
+        # Secret although it holds no secret now: a value in gitlab.rb may be one some day.
         envs: pulumi.Output[list[str]] = pulumi.Output.secret(
-            self.root_password.apply(
-                lambda password: [f"GITLAB_OMNIBUS_CONFIG={gitlab_rb.text}", f"GITLAB_ROOT_PASSWORD={password}"]
-            )
+            [f"GITLAB_OMNIBUS_CONFIG={omnibus_config(gitlab_rb.text)}"]
         )
-        uploads: list[docker.ContainerUploadArgs] = []
+        private = PRIVATE_FILE_PERMISSIONS
+        uploads: list[docker.ContainerUploadArgs] = [
+            docker.ContainerUploadArgs(
+                file=SECRETS_FILE,
+                content=pulumi.Output.secret(self.root_password.apply(secrets_rb)),
+                permissions=private,
+            )
+        ]
         if args.certificate is not None:
             chain = args.certificate.chain_pem
             key: pulumi.Output[str] = pulumi.Output.secret(args.certificate.private_key_pem)
             for cert_name in _certificate_names(cfg):
                 uploads += [
-                    docker.ContainerUploadArgs(file=f"{SSL_DIR}/{cert_name}.crt", content=chain),
-                    docker.ContainerUploadArgs(file=f"{SSL_DIR}/{cert_name}.key", content=key),
+                    docker.ContainerUploadArgs(
+                        file=f"{SSL_DIR}/{cert_name}.crt", content=chain, permissions=PUBLIC_FILE_PERMISSIONS
+                    ),
+                    docker.ContainerUploadArgs(file=f"{SSL_DIR}/{cert_name}.key", content=key, permissions=private),
                 ]
         bind = [str(args.tunnel_address)]
         if cfg.gitlab.publish_on_lan:
@@ -214,7 +255,7 @@ class GitLabServer(pulumi.ComponentResource):
                 docker.ContainerVolumeArgs(volume_name=volume.name, container_path=MOUNTS[role])
                 for role, volume in self.volumes.items()
             ],
-            uploads=uploads or None,
+            uploads=uploads,
             labels=[docker.ContainerLabelArgs(label="forgeway.role", value="gitlab")],
             restart="unless-stopped",
             shm_size=SHM_SIZE_MB,

@@ -13,6 +13,7 @@ run on a machine builds the image (~1 min); later runs reuse the cache.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import importlib.util
 import io
@@ -34,6 +35,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from components.gitlab import (
+    PRIVATE_FILE_PERMISSIONS,
+    PUBLIC_FILE_PERMISSIONS,
+    SECRETS_FILE,
+    omnibus_config,
+    secrets_rb,
+)
 from components.render.gitlab import GitLabSettings, render_gitlab_rb, ruby_str
 from tests.lab.netns import isolated_netns, require_docker_tools
 from tools import lab_images
@@ -67,6 +75,7 @@ def _settings(**overrides: object) -> GitLabSettings:
 
 
 GITLAB_RB = render_gitlab_rb(_settings()).text
+PROGRAM_CONFIG = omnibus_config(GITLAB_RB)  # GITLAB_OMNIBUS_CONFIG as the program sets it
 
 
 # --------------------------------------------------------------------------- the parser, in-process
@@ -98,6 +107,23 @@ def test_wrapper_reads_the_rendered_gitlab_rb() -> None:
     assert (s.registry, s.letsencrypt) == (None, True)
     with pytest.raises(wrapper.Fatal, match="cannot read external_url"):
         wrapper.settings('external_url "https://x"\n')
+
+
+def test_wrapper_reads_the_root_password_from_a_private_from_file(tmp_path: Path) -> None:
+    wrapper = _wrapper()
+    secrets = tmp_path / "secrets.rb"
+    secrets.write_text(secrets_rb(PASSWORD))
+    secrets.chmod(0o600)
+    text = f"{GITLAB_RB}from_file({ruby_str(str(secrets))})\n"
+    assert wrapper.settings(text).root_password == PASSWORD
+    assert wrapper.settings(GITLAB_RB).root_password is None
+    secrets.chmod(0o644)
+    with pytest.raises(wrapper.Fatal, match="mode 0644 owned by uid 0: a private file must be root's alone") as err:
+        wrapper.settings(text)
+    assert PASSWORD not in str(err.value)
+    secrets.unlink()
+    with pytest.raises(wrapper.Fatal, match="no such file"):
+        wrapper.settings(text)
 
 
 def test_recipe_key_covers_the_content_of_its_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -205,15 +231,41 @@ def _certificates(directory: Path) -> Path:
     return ca_path
 
 
-def _create(host: Host, name: str, *, gitlab_rb: str = GITLAB_RB, password: str | None = PASSWORD) -> None:
-    """docker create as the program does it: env, volumes, ports on the host's address."""
+def _program_files(directory: Path, *, key_mode: str = PRIVATE_FILE_PERMISSIONS) -> dict[str, tuple[bytes, str]]:
+    """What the program uploads, with its modes: the secrets file and (own-ca) the certificate and key."""
+    ssl = directory / "ssl"
+    return {
+        SECRETS_FILE: (secrets_rb(PASSWORD).encode(), PRIVATE_FILE_PERMISSIONS),
+        f"/etc/gitlab/ssl/{DOMAIN}.crt": ((ssl / f"{DOMAIN}.crt").read_bytes(), PUBLIC_FILE_PERMISSIONS),
+        f"/etc/gitlab/ssl/{DOMAIN}.key": ((ssl / f"{DOMAIN}.key").read_bytes(), key_mode),
+    }
+
+
+def _upload(host: Host, name: str, files: dict[str, tuple[bytes, str]]) -> None:
+    """Into a created container, as the provider does: a tar, the mode given, no owner (root)."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for path, (data, mode) in files.items():
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.size, info.mode = len(data), int(mode, 8)
+            tar.addfile(info, io.BytesIO(data))
+    host.docker("cp", "-", f"{name}:/", input=out.getvalue())
+
+
+def _create(
+    host: Host, name: str, *, gitlab_rb: str = PROGRAM_CONFIG, password: str | None = None, fresh: bool = False
+) -> None:
+    """docker create as the program does it: env, volumes, ports on the host's address.
+
+    ``fresh``: volumes of the container's own (``docker rm -v`` removes them), not the shared ones.
+    """
     env = {"GITLAB_OMNIBUS_CONFIG": gitlab_rb}
     args = ["-e", "GITLAB_OMNIBUS_CONFIG"]  # values from the client's environment: never on a command line
     if password is not None:
         env["GITLAB_ROOT_PASSWORD"] = password
         args += ["-e", "GITLAB_ROOT_PASSWORD"]
     for volume, path in VOLUMES.items():
-        args += ["-v", f"{volume}:{path}"]
+        args += ["-v", path if fresh else f"{volume}:{path}"]
     for port in PORTS:
         args += ["-p", f"{ADDRESS}:{port}:{port}"]
     host.docker("create", "--name", name, "--hostname", DOMAIN, *args, GITLAB_STANDIN, env=env)
@@ -276,13 +328,12 @@ def _tiny_image() -> bytes:
     return out.getvalue()
 
 
-# The password in no process's command line or environment but PID 1's initial one
-# (docker's own: `docker inspect` shows it too); the password comes on stdin.
+# The password in no process's command line or environment; it comes on stdin.
 _PROCESS_SCAN = """
 import os, sys
 secret = sys.stdin.read().encode()
 for pid in filter(str.isdigit, os.listdir("/proc")):
-    if pid in ("1", str(os.getpid())):
+    if pid == str(os.getpid()):
         continue
     for part in ("cmdline", "environ"):
         try:
@@ -323,19 +374,48 @@ def _check_logs(host: Host, name: str) -> None:
     assert f"nginx: 443 {ADDRESS} - " in logs and f"nginx: 5050 {ADDRESS} - root " in logs, logs
     assert f"sshd: Connection from {ADDRESS} port " in logs, logs
     assert PASSWORD not in logs
-    scan = host.docker(
-        "exec", "-i", "-e", "GITLAB_ROOT_PASSWORD=", name, "python3", "-c", _PROCESS_SCAN, input=PASSWORD.encode()
-    )
+    scan = host.docker("exec", "-i", name, "python3", "-c", _PROCESS_SCAN, input=PASSWORD.encode())
     assert scan.stdout == b"", scan.stdout.decode()
+
+
+def _secrets_outside(host: Host, name: str, secrets: dict[str, bytes]) -> list[str]:
+    """Where, seen from the host, a secret shows: `docker inspect`, or any of the container's processes'
+    environ or cmdline (its processes: every one in the PID namespace of its PID 1)."""
+    found = []
+    inspect = host.docker("inspect", name).stdout
+    found += [f"docker inspect: {what}" for what, secret in secrets.items() if secret in inspect]
+    init = json.loads(host.docker("inspect", "--format", "{{json .State.Pid}}", name).stdout)
+    namespace = os.readlink(f"/proc/{init}/ns/pid")
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/ns/pid") == namespace:
+                pids.append(pid)
+                for part in ("environ", "cmdline"):
+                    text = Path(f"/proc/{pid}/{part}").read_bytes()
+                    found += [f"/proc/{pid}/{part}: {what}" for what, secret in secrets.items() if secret in text]
+    assert init and str(init) in pids and len(pids) >= 4, pids  # the wrapper, nginx, sshd, registry (and children)
+    return found
 
 
 def test_standin_serves_like_omnibus_and_keeps_its_volumes(host: Host) -> None:
     ca = _certificates(host.scratch)
     _create(host, "gitlab")
-    host.docker("cp", str(host.scratch / "ssl"), "gitlab:/etc/gitlab/")  # the program's uploads
+    files = _program_files(host.scratch)
+    _upload(host, "gitlab", files)  # the program's uploads
     host.docker("start", "gitlab")
     print(f"healthy after {_wait_healthy(host, 'gitlab'):.1f}s")
     _check_web(host, ca)
+
+    # no secret where the host shows a container: the root password, the TLS key's body
+    key_body = b"".join(files[f"/etc/gitlab/ssl/{DOMAIN}.key"][0].splitlines()[1:-1])
+    secrets = {"root password": PASSWORD.encode(), "TLS key": key_body[:40], "TLS key line": key_body[-40:]}
+    assert _secrets_outside(host, "gitlab", secrets) == []
+    modes = host.docker("exec", "gitlab", "stat", "-c", "%n %a %U", SECRETS_FILE, f"/etc/gitlab/ssl/{DOMAIN}.key")
+    assert modes.stdout.decode().split("\n")[:2] == [
+        f"{SECRETS_FILE} 600 root",
+        f"/etc/gitlab/ssl/{DOMAIN}.key 600 root",
+    ]
 
     # docker login and push through nginx: a 3 MiB layer (nginx's default body limit is 1 MiB)
     host.docker("login", REGISTRY, "-u", "root", "--password-stdin", input=PASSWORD.encode())
@@ -390,7 +470,7 @@ def _run_to_exit(host: Host, name: str, gitlab_rb: str, password: str | None) ->
 def test_standin_refuses_to_start_without_password_or_certificate(host: Host) -> None:
     code, output = _run_to_exit(host, "no-password", GITLAB_RB, None)
     assert code != 0, output
-    assert "FATAL: GITLAB_ROOT_PASSWORD is not set" in output, output
+    assert "FATAL: no root password: set gitlab_rails['initial_root_password']" in output, output
 
     code, output = _run_to_exit(host, "no-certificate", GITLAB_RB, PASSWORD)
     assert code != 0, output
@@ -413,3 +493,36 @@ def test_standin_with_letsencrypt_serves_a_self_signed_certificate(host: Host) -
         assert DOMAIN in subject, subject
     finally:
         host.docker("rm", "-f", "-v", "acme", check=False)
+
+
+def _start_to_exit(host: Host, name: str, files: dict[str, tuple[bytes, str]]) -> tuple[int, str]:
+    """The program's container on fresh volumes with ``files`` uploaded; its exit status and output."""
+    _create(host, name, fresh=True)
+    try:
+        _upload(host, name, files)
+        done = host.docker("start", "-a", name, check=False, timeout=60)
+        return done.returncode, (done.stdout + done.stderr).decode(errors="replace")
+    finally:
+        host.docker("rm", "-f", "-v", name, check=False)
+
+
+def test_standin_refuses_a_key_or_secrets_file_others_can_read(host: Host) -> None:
+    directory = host.scratch / "refusals"
+    directory.mkdir()
+    _certificates(directory)
+    code, output = _start_to_exit(host, "open-key", _program_files(directory, key_mode="0644"))
+    assert code != 0, output
+    expected = f"nginx['ssl_certificate_key'] /etc/gitlab/ssl/{DOMAIN}.key is mode 0644 owned by uid 0"
+    assert expected in output, output
+
+    files = _program_files(directory)
+    files[SECRETS_FILE] = (files[SECRETS_FILE][0], "0640")
+    code, output = _start_to_exit(host, "open-secrets", files)
+    assert code != 0, output
+    assert f"from_file {SECRETS_FILE} is mode 0640 owned by uid 0: a private file must be root's alone" in output
+    assert PASSWORD not in output
+
+    del files[SECRETS_FILE]
+    code, output = _start_to_exit(host, "no-secrets", files)
+    assert code != 0, output
+    assert f"from_file '{SECRETS_FILE}': no such file" in output, output

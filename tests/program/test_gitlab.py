@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from components.config import PROJECT, parse_stack
-from components.gitlab import CONTAINER_NAME, HEALTHCHECK, MOUNTS, SHM_SIZE_MB
-from components.render.gitlab import CONTAINER_PORTS
+from components.gitlab import CONTAINER_NAME, HEALTHCHECK, MOUNTS, SECRETS_FILE, SHM_SIZE_MB, secrets_rb
+from components.render.gitlab import CONTAINER_PORTS, ruby_str
 from components.tunnel import tunnel_addresses
 from tests.program.conftest import Stack
 from tools.synth import Registration, is_secret_value, unwrap
@@ -94,11 +94,36 @@ def test_env_is_one_secret_with_the_rendered_gitlab_rb_that_ruby_parses(stack: S
     assert is_secret_value(envs)
     assert {"envs", "uploads"} <= set(container.additional_secret_outputs)  # outputs echo inputs
     values = dict(e.split("=", 1) for e in unwrap(envs))
-    assert set(values) == {"GITLAB_OMNIBUS_CONFIG", "GITLAB_ROOT_PASSWORD"}
+    assert set(values) == {"GITLAB_OMNIBUS_CONFIG"}  # no GITLAB_ROOT_PASSWORD: `docker inspect` shows env
     rb = values["GITLAB_OMNIBUS_CONFIG"]
     assert f"external_url 'https://{stack.config[f'{PROJECT}:gitlab']['domain']}" in rb
+    assert rb.endswith(f"from_file('{SECRETS_FILE}')\n")
     done = subprocess.run(["ruby", "-c"], input=rb, capture_output=True, text=True, check=False)
     assert done.returncode == 0 and "Syntax OK" in done.stdout, done.stderr
+
+
+def _uploads(container: Registration) -> dict[str, dict[str, Any]]:
+    return {u["file"]: u for u in container.inputs["uploads"]}
+
+
+def test_no_secret_in_the_env_the_root_password_in_a_private_file(stack: Stack) -> None:
+    container = _one(stack, CONTAINER)
+    env_text = "\n".join(unwrap(container.inputs["envs"]))
+    password = unwrap(stack.synth.outputs["gitlab_root_password"])
+    assert password and password not in env_text
+    assert "PRIVATE KEY" not in env_text and "initial_root_password" not in env_text
+    upload = _uploads(container)[SECRETS_FILE]
+    assert upload["permissions"] == "0600"  # the provider's default is 0644
+    assert is_secret_value(upload["content"])
+    assert unwrap(upload["content"]) == f"gitlab_rails['initial_root_password'] = {ruby_str(password)}\n"
+    done = subprocess.run(["ruby", "-c"], input=unwrap(upload["content"]), capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and "Syntax OK" in done.stdout, done.stderr
+
+
+def test_secrets_file_refuses_a_control_character_without_showing_the_password() -> None:
+    with pytest.raises(ValueError, match="gitlab_root_password contains a control character") as err:
+        secrets_rb("hunter2-\x04-tail")
+    assert "hunter2" not in str(err.value)
 
 
 def test_root_password_is_config_when_given_else_random_and_only_a_secret_output(stack: Stack) -> None:
@@ -108,17 +133,22 @@ def test_root_password_is_config_when_given_else_random_and_only_a_secret_output
     assert is_secret_value(stack.synth.outputs["gitlab_root_password"])
 
 
-def test_own_ca_certificate_and_key_are_uploaded_the_key_as_a_secret(stack: Stack) -> None:
+def test_own_ca_certificate_and_key_are_uploaded_the_key_as_a_private_secret(stack: Stack) -> None:
     container = _one(stack, CONTAINER)
     tls = stack.config[f"{PROJECT}:gitlab"].get("tls", "own-ca")
+    uploads = _uploads(container)
     if tls != "own-ca":
-        assert not container.inputs.get("uploads")
+        assert set(uploads) == {SECRETS_FILE}
         return
-    files = {u["file"]: u["content"] for u in container.inputs["uploads"]}
     domain = stack.config[f"{PROJECT}:gitlab"]["domain"]
-    assert unwrap(files[f"/etc/gitlab/ssl/{domain}.crt"]).startswith("-----BEGIN CERTIFICATE-----")
-    key = files[f"/etc/gitlab/ssl/{domain}.key"]
-    assert is_secret_value(key) and "PRIVATE KEY" in unwrap(key)
+    crt = uploads[f"/etc/gitlab/ssl/{domain}.crt"]
+    assert unwrap(crt["content"]).startswith("-----BEGIN CERTIFICATE-----")
+    assert crt["permissions"] == "0644"
+    for name, upload in uploads.items():
+        if name.endswith(".key"):  # root-owned (the provider's tar has no owner), readable by root only
+            assert upload["permissions"] == "0600", name
+            assert is_secret_value(upload["content"]) and "PRIVATE KEY" in unwrap(upload["content"])
+    assert f"/etc/gitlab/ssl/{domain}.key" in uploads
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,16 @@ lab host runs the program's GitLab container unchanged but for the image:
   other line is ignored. Certificates default to ``/etc/gitlab/ssl/<host>.crt``/``.key``,
   as in omnibus. With Let's Encrypt on (or unset, and the files missing, as omnibus
   decides) no ACME is possible here: a self-signed certificate is made, and said loudly.
-  With it off, a missing certificate or key stops the container, naming the path.
-* ``GITLAB_ROOT_PASSWORD``: required; the registry's basic-auth password of user
+  With it off, a missing certificate or key stops the container, naming the path. A
+  key that is not root's alone (mode 0600 or stricter) stops it too: forgeway uploads
+  keys so (omnibus itself would serve with a world-readable key; the stand-in is
+  stricter so a regression fails in the lab).
+* ``from_file '<path>'`` in GITLAB_OMNIBUS_CONFIG: the file is read there as more
+  gitlab.rb (omnibus's docker gitlab.rb evals the variable where ``from_file`` works);
+  it must exist and be root's alone, like a key. One level only.
+* The root password, required: ``gitlab_rails['initial_root_password']`` (in gitlab.rb or
+  a ``from_file``), or ``GITLAB_ROOT_PASSWORD``, which wins, as in omnibus
+  (gitlab/libraries/gitlab_rails.rb). The registry's basic-auth password of user
   ``root``. Never logged, never on a command line, not passed on to any service.
 * Volumes: ``/etc/gitlab`` (ssl/, the ssh host keys ``ssh_host_*_key`` made on first start
   only), ``/var/log/gitlab`` (nginx/gitlab_access.log, nginx/gitlab_registry_access.log,
@@ -69,10 +77,12 @@ NGINX_USER = "www-data"
 # A single-quoted Ruby literal: only \\ and \' are escapes (components/render/gitlab.py ruby_str).
 _RUBY_STR = r"'(?P<str>(?:[^'\\]|\\.)*)'"
 _TRAILER = r"\s*(?:#.*)?"
+_FROM_FILE_LINE = re.compile(r"\s*from_file\s*\(?\s*" + _RUBY_STR + r"\s*\)?" + _TRAILER)
 _URL_LINE = re.compile(r"\s*(?P<key>external_url|registry_external_url)\s+" + _RUBY_STR + _TRAILER)
 _SETTING_LINE = re.compile(
     r"\s*(?P<key>[a-z_]+\['[a-z_]+'\])\s*=\s*(?:" + _RUBY_STR + r"|(?P<bool>true|false)|(?P<int>\d+))" + _TRAILER
 )
+ROOT_PASSWORD_KEY = "gitlab_rails['initial_root_password']"  # noqa: S105 (a setting's name)
 KEYS = (
     "external_url",
     "registry_external_url",
@@ -83,6 +93,7 @@ KEYS = (
     "registry_nginx['listen_port']",
     "registry_nginx['ssl_certificate']",
     "registry_nginx['ssl_certificate_key']",
+    ROOT_PASSWORD_KEY,
 )
 # What may go into nginx.conf unquoted: host names and paths, never a `$`, quote or `;`.
 _SAFE_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
@@ -107,6 +118,7 @@ class Settings(NamedTuple):
     gitlab: Site
     registry: Site | None
     letsencrypt: bool | None  # None: not set in gitlab.rb
+    root_password: str | None  # gitlab_rails['initial_root_password']; never logged
 
 
 # --------------------------------------------------------------------------- gitlab.rb
@@ -117,17 +129,35 @@ def ruby_unquote(body: str) -> str:
     return re.sub(r"\\([\\'])", r"\1", body)
 
 
-def parse_gitlab_rb(text: str) -> dict[str, Value]:
-    """The settings of :data:`KEYS` found in ``text``; a line setting one that cannot be read is fatal."""
+def private_file(path: Path, what: str) -> None:
+    """Fatal unless ``path`` is root's alone: owner root, no group or other permission bits."""
+    st = path.stat()
+    if st.st_uid != 0 or st.st_mode & 0o077:
+        raise Fatal(
+            f"{what} {path} is mode {st.st_mode & 0o7777:04o} owned by uid {st.st_uid}: "
+            "a private file must be root's alone (0600)"
+        )
+
+
+def parse_gitlab_rb(text: str, source: str = CONFIG_ENV, *, included: bool = False) -> dict[str, Value]:
+    """The settings of :data:`KEYS` found in ``text`` and the files it loads with ``from_file``.
+
+    Lines apply in order, a loaded file's where its ``from_file`` stands (as Ruby would);
+    a line setting a key that cannot be read is fatal.
+    """
     found: dict[str, Value] = {}
     for number, line in enumerate(text.splitlines(), 1):
         stripped = line.strip()
+        if stripped.startswith("from_file"):
+            found.update(_from_file(line, f"{source} line {number}", included))
+            continue
         key = next((k for k in KEYS if stripped.startswith(k) and stripped[len(k) :][:1] in (" ", "\t", "=")), None)
         if key is None:
             continue
         match = _URL_LINE.fullmatch(line) or _SETTING_LINE.fullmatch(line)
         if match is None or match.group("key") != key:
-            raise Fatal(f"{CONFIG_ENV} line {number}: cannot read {key} from {line.strip()!r}")
+            shown = "its line (not shown: a secret)" if key == ROOT_PASSWORD_KEY else repr(line.strip())
+            raise Fatal(f"{source} line {number}: cannot read {key} from {shown}")
         groups = match.groupdict()
         if groups.get("str") is not None:
             found[key] = ruby_unquote(groups["str"])
@@ -138,10 +168,21 @@ def parse_gitlab_rb(text: str) -> dict[str, Value]:
     return found
 
 
+def _from_file(line: str, where: str, included: bool) -> dict[str, Value]:
+    match = _FROM_FILE_LINE.fullmatch(line)
+    if match is None or included:
+        raise Fatal(f"{where}: the stand-in reads one level of from_file '<absolute path>' only: {line.strip()!r}")
+    path = Path(ruby_unquote(match.group("str")))
+    if not path.is_absolute() or not path.is_file():
+        raise Fatal(f"{where}: from_file {str(path)!r}: no such file (upload it before the container starts)")
+    private_file(path, f"{where}: from_file")
+    return parse_gitlab_rb(path.read_text(), str(path), included=True)
+
+
 def _str(found: dict[str, Value], key: str) -> str | None:
     value = found.get(key)
     if value is not None and not isinstance(value, str):
-        raise Fatal(f"{CONFIG_ENV}: {key} must be a string, not {value!r}")
+        raise Fatal(f"{CONFIG_ENV}: {key} must be a string, not {'a secret' if key == ROOT_PASSWORD_KEY else value!r}")
     return value
 
 
@@ -201,7 +242,8 @@ def settings(text: str) -> Settings:
     if letsencrypt is not None and not isinstance(letsencrypt, bool):
         raise Fatal(f"{CONFIG_ENV}: letsencrypt['enable'] must be true or false, not {letsencrypt!r}")
     registry = _site(found, "registry_external_url", "registry_nginx", 5050)
-    return Settings(gitlab=gitlab, registry=registry, letsencrypt=letsencrypt)
+    root_password = _str(found, ROOT_PASSWORD_KEY)
+    return Settings(gitlab=gitlab, registry=registry, letsencrypt=letsencrypt, root_password=root_password)
 
 
 # --------------------------------------------------------------------------- logging
@@ -232,6 +274,8 @@ def _run(argv: list[str], *, stdin: str | None = None) -> str:
 def _tls_files(site: Site, letsencrypt: bool | None, which: str) -> None:
     """Make sure ``site``'s certificate and key exist (self-signed when Let's Encrypt would act)."""
     missing = [path for path in (site.certificate, site.key) if not path.is_file()]
+    if site.key not in missing:
+        private_file(site.key, f"{which}['ssl_certificate_key']")
     if not missing:
         if letsencrypt:
             log(
@@ -292,7 +336,7 @@ def _git_user() -> None:
 def _htpasswd(password: str) -> Path:
     """``root:<SHA-512 crypt>`` for nginx; the password goes to openssl on stdin."""
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in password):
-        raise Fatal(f"{PASSWORD_ENV} contains a control character")
+        raise Fatal("the root password contains a control character")
     hashed = _run(["openssl", "passwd", "-6", "-stdin"], stdin=password + "\n").strip()
     path = RUN_DIR / "registry.htpasswd"
     path.write_text(f"root:{hashed}\n")
@@ -441,15 +485,18 @@ class Service(NamedTuple):
 
 def prepare(environ: dict[str, str]) -> list[Service]:
     """Check the environment, make keys, certificates and configs; the services to start."""
-    password = environ.get(PASSWORD_ENV)
-    if not password:
-        raise Fatal(f"{PASSWORD_ENV} is not set: the stand-in, like GitLab, needs the root password")
-    if len(password) < 8:
-        log(f"WARNING: {PASSWORD_ENV} is shorter than 8 characters: GitLab would refuse it")
     text = environ.get(CONFIG_ENV)
     if not text:
         raise Fatal(f"{CONFIG_ENV} is not set: it must hold the gitlab.rb text with external_url")
     s = settings(text)
+    password = environ.get(PASSWORD_ENV) or s.root_password  # the env wins, as in omnibus
+    if not password:
+        raise Fatal(
+            f"no root password: set {ROOT_PASSWORD_KEY} (in gitlab.rb or a from_file) or {PASSWORD_ENV}; "
+            "the stand-in, unlike GitLab, does not make one up"
+        )
+    if len(password) < 8:
+        log("WARNING: the root password is shorter than 8 characters: GitLab would refuse it")
     for directory in (ETC, SSL_DIR, LOG_DIR / "nginx", LOG_DIR / "sshd", LOG_DIR / "registry", DATA_DIR, RUN_DIR):
         directory.mkdir(parents=True, exist_ok=True)
     for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
