@@ -13,7 +13,6 @@ run on a machine builds the image (~1 min); later runs reuse the cache.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import importlib.util
 import io
@@ -43,6 +42,7 @@ from components.gitlab import (
     secrets_rb,
 )
 from components.render.gitlab import GitLabSettings, render_gitlab_rb, ruby_str
+from tests.lab.host_view import container_pids, secrets_shown
 from tests.lab.netns import isolated_netns, require_docker_tools
 from tools import lab_images
 from tools.lab_docker import DaemonInfo, docker_client, docker_env, start_dockerd, stop_dockerd
@@ -379,23 +379,11 @@ def _check_logs(host: Host, name: str) -> None:
 
 
 def _secrets_outside(host: Host, name: str, secrets: dict[str, bytes]) -> list[str]:
-    """Where, seen from the host, a secret shows: `docker inspect`, or any of the container's processes'
-    environ or cmdline (its processes: every one in the PID namespace of its PID 1)."""
-    found = []
-    inspect = host.docker("inspect", name).stdout
-    found += [f"docker inspect: {what}" for what, secret in secrets.items() if secret in inspect]
-    init = json.loads(host.docker("inspect", "--format", "{{json .State.Pid}}", name).stdout)
-    namespace = os.readlink(f"/proc/{init}/ns/pid")
-    pids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        with contextlib.suppress(OSError):
-            if os.readlink(f"/proc/{pid}/ns/pid") == namespace:
-                pids.append(pid)
-                for part in ("environ", "cmdline"):
-                    text = Path(f"/proc/{pid}/{part}").read_bytes()
-                    found += [f"/proc/{pid}/{part}: {what}" for what, secret in secrets.items() if secret in text]
-    assert init and str(init) in pids and len(pids) >= 4, pids  # the wrapper, nginx, sshd, registry (and children)
-    return found
+    """Where, seen from the host, a secret of container ``name`` shows (tests/lab/host_view.py)."""
+    init = int(json.loads(host.docker("inspect", "--format", "{{json .State.Pid}}", name).stdout))
+    pids = container_pids(init)
+    assert init in pids and len(pids) >= 4, pids  # the wrapper, nginx, sshd, registry (and children)
+    return secrets_shown(host.docker("inspect", name).stdout, pids, secrets)
 
 
 def test_standin_serves_like_omnibus_and_keeps_its_volumes(host: Host) -> None:

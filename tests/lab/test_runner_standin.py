@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from components.render.runner_config import CA_PATH, RunnerSettingsView, render_config_toml
+from tests.lab.host_view import container_pids, secrets_shown
 from tests.lab.netns import scratch_dockerd
 from tools.lab_docker import DaemonInfo, docker
 from tools.lab_images import RUNNER_STANDIN, ensure_image
@@ -255,6 +256,11 @@ def test_standin_runs_as_the_program_runs_gitlab_runner(daemon: DaemonInfo) -> N
         print(f"ready after {time.monotonic() - started:.2f}s")
         expected = "runner-standin ready: runner-arm https://gitlab.forgeway.lab tags-from-comment=arm64,docker,lab"
         assert expected in logs.splitlines(), logs
+        # the token only in the 0600 config.toml: not in docker inspect, nor any process's environ or cmdline
+        init = int(json.loads(docker(daemon, "inspect", "--format", "{{json .State.Pid}}", "runner").stdout))
+        pids = container_pids(init)
+        assert init in pids, pids
+        assert secrets_shown(docker(daemon, "inspect", "runner").stdout, pids, {"token": TOKEN.encode()}) == []
         kind = docker(daemon, "exec", "runner", "stat", "-c", "%F", "/var/run/docker.sock").stdout
         assert kind == b"socket\n", kind
         started = time.monotonic()
