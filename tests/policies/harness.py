@@ -19,7 +19,9 @@ What differs from the engine, on purpose or by necessity:
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from inspect import isawaitable
@@ -256,14 +258,23 @@ class Case:
 
 # A runner token's shape (glrt- and 20+ characters), made at run time.
 FAKE_RUNNER_TOKEN = "glrt-" + "fixtureonly" + "0" * 13
+# A WireGuard private key's shape (44 base64 characters), random per run.
+FAKE_WG_KEY = base64.b64encode(os.urandom(32)).decode()
+_PLACEHOLDERS = {"{FAKE_RUNNER_TOKEN}": FAKE_RUNNER_TOKEN, "{FAKE_WG_KEY}": FAKE_WG_KEY}
+
+
+def _fill_placeholders(text: str) -> str:
+    for placeholder, value in _PLACEHOLDERS.items():
+        text = text.replace(placeholder, value)
+    return text
 
 
 def load_cases(policy: str | None = None) -> list[Case]:
     """Every fixture file (of one policy, or of all)."""
     cases = []
     for path in sorted(FIXTURES.glob(f"{policy or '*'}/*.json")):
-        # Fixtures say {FAKE_RUNNER_TOKEN}: no token-shaped string is tracked in the repo.
-        data = json.loads(path.read_text().replace("{FAKE_RUNNER_TOKEN}", FAKE_RUNNER_TOKEN))
+        # Fixtures say {FAKE_RUNNER_TOKEN}, {FAKE_WG_KEY}: no secret-shaped string is tracked in the repo.
+        data = json.loads(_fill_placeholders(path.read_text()))
         cases.append(
             Case(
                 policy=path.parent.name,
