@@ -23,6 +23,7 @@ from components.pki import (
 from components.registry import Registry, RegistryArgs, registry_endpoints
 from components.runners import RunnerFleet, RunnerFleetArgs
 from components.secrets import StackSecrets
+from components.segment import TunnelSegmentation, TunnelSegmentationArgs
 from components.tlscheck import letsencrypt_dns_problems, uncovered_names
 from components.tunnel import (
     TunnelEndpoint,
@@ -80,6 +81,9 @@ tunnel_peers = {
     )
     for h in peers
 }
+
+# Default deny between tunnel peers, enforced on the VPS and on each peer (README, "Who accepts what").
+segmentation = TunnelSegmentation("segment", TunnelSegmentationArgs(config, hosts, addresses))
 
 # The public ports, through the tunnel to the GitLab host.
 gitlab_host = config.gitlab_host

@@ -482,6 +482,11 @@ class Tunnel(_Model):
     implementation: Literal["auto", "kernel", "wireguard-go"] = Field(
         "auto", description="auto: the kernel module where it loads, else wireguard-go"
     )
+    admin_peers: list[Name] = Field(
+        default_factory=list,
+        description="Hosts (by name) whose tunnel address may reach the VPS admin SSH and every other host's "
+        'own SSH through the tunnel; default none (README, "Who accepts what")',
+    )
 
     @property
     def effective_mtu(self) -> int:
@@ -957,6 +962,37 @@ def _check_host_links(cfg: StackConfig) -> list[Problem]:
     return problems
 
 
+def _check_admin_peers(cfg: StackConfig) -> list[Problem]:
+    """tunnel.admin_peers names hosts: a typo must not silently open nothing (or, later, the wrong host)."""
+    names = [h.name for h in cfg.hosts]
+    problems = []
+    seen: set[str] = set()
+    for i, name in enumerate(cfg.tunnel.admin_peers):
+        key = f"{PROJECT}:tunnel.admin_peers[{i}]"
+        if name not in names:
+            problems.append(Problem(key, _show(name), f"the name of a host in hosts ({', '.join(names)})"))
+        elif name in seen:
+            problems.append(Problem(key, _show(name), "each host once"))
+        seen.add(name)
+    # A host the deployer reaches through the tunnel (by its tunnel address, via a jump
+    # host) is reached from the jump host's tunnel address: the segmentation would cut it.
+    for i, host in enumerate(cfg.hosts):
+        try:
+            inside = ipaddress.ip_address(host.address) in cfg.tunnel.subnet
+        except ValueError:
+            continue  # a DNS name: not checked
+        if inside and host.jump_host is not None and host.jump_host not in cfg.tunnel.admin_peers:
+            problems.append(
+                Problem(
+                    f"{PROJECT}:tunnel.admin_peers",
+                    _show(cfg.tunnel.admin_peers),
+                    f"a list naming '{host.jump_host}': hosts[{i}] ({host.name}) is reached through the tunnel "
+                    f"from jump host '{host.jump_host}', and only admin peers may SSH through the tunnel",
+                )
+            )
+    return problems
+
+
 def _check_ports(cfg: StackConfig) -> list[Problem]:
     problems = []
     by_service: dict[str, int] = {}
@@ -1318,6 +1354,7 @@ def _check_runner_tags(cfg: StackConfig) -> list[Problem]:
 CROSS_CHECKS: tuple[tuple[frozenset[str], Check], ...] = (
     (frozenset({"hosts"}), _check_roles),
     (frozenset({"hosts"}), _check_host_links),
+    (frozenset({"hosts", "tunnel"}), _check_admin_peers),
     (frozenset({"forwarding", "registry", "gitlab", "tunnel"}), _check_ports),
     (frozenset({"hosts", "forwarding"}), _check_host_ports),
     (frozenset({"tunnel"}), _check_networks),

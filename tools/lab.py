@@ -305,7 +305,9 @@ def start_sshd(spec: HostSpec, work: Path, deployer_pub: str, listen: str | None
     host_key = _keygen(work / "ssh_host_ed25519_key")
     (work / "authorized_keys").write_text(deployer_pub + "\n")
     lines = [
-        f"ListenAddress {listen or spec.address}",
+        # No ListenAddress unless asked: all addresses of the namespace, wg0's included, as
+        # a real host's sshd listens (what the tunnel's segmentation must hold off).
+        *([f"ListenAddress {listen}"] if listen else []),
         f"Port {spec.ssh_port}",
         f"HostKey {work / 'ssh_host_ed25519_key'}",
         f"AuthorizedKeysFile {work / 'authorized_keys'}",

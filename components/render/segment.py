@@ -1,0 +1,264 @@
+"""The tunnel's segmentation: who may reach whom through wg0 (pure: settings in, text out).
+
+The tunnel is a star around the VPS, and a peer routes the whole tunnel subnet into it,
+so without a filter every peer reaches every other peer and everything that listens on
+all addresses of the VPS (its admin sshd first). This renders, for each host, one nft
+file holding the whole of ``table inet forgeway_segment`` (declared, deleted, defined:
+``nft -f`` replaces it atomically and touches no other table), loaded by
+segment-up.sh. Default deny for what arrives through the tunnel; allowed only:
+
+* a runner -> the GitLab host's published HTTPS, SSH and registry ports;
+* the VPS -> the GitLab host's forwarded ports (snat mode's DNATed clients come from it);
+* the internet -> the tunnel: only connections the VPS DNATed to the GitLab host
+  (preserve-source: they reach the GitLab host with the client's address);
+* a host in ``tunnel.admin_peers`` -> the VPS's admin SSH and every peer's own SSH;
+* replies (ct state established, related) and pings from the VPS (tunnel health).
+
+Enforced twice, so a compromised peer cannot route around it: on the VPS (forward
+between peers and from the tunnel to the internet, and input from wg0) and on each peer
+at prerouting on wg0. Prerouting, not input: a docker-published port (GitLab's) is
+DNATed at prerouting and then forwarded, never seen by input; at priority mangle the
+packet still has the address and port it was sent to.
+
+Every rule drops only what arrives on, or leaves through, the tunnel interface: the
+LAN, the public interface and the admin port from the internet are not this table's.
+Comments start with "segment:", never "forgeway:" (forwarding-down.sh deletes rules
+with that label from tables not its own).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from components.config import StackConfig
+
+__all__ = ["RUNNER_SERVICES", "TABLE", "Member", "SegmentSettings", "render_segment", "segment_settings"]
+
+TABLE = "forgeway_segment"  # family inet: IPv6 through the tunnel is dropped as well
+FAMILY = "inet"
+# What runners' jobs use of GitLab: the API and clones over HTTPS, clones over SSH, images.
+RUNNER_SERVICES = ("https", "ssh", "registry")
+_IFNAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")
+
+Role = Literal["vps", "gitlab", "runner"]
+Mode = Literal["snat", "preserve-source"]
+
+
+@dataclass(frozen=True)
+class Member:
+    """One host on the tunnel."""
+
+    name: str
+    role: Role
+    address: ipaddress.IPv4Address  # its tunnel address
+    ssh_port: int  # its own sshd (the VPS: the admin SSH port)
+
+
+@dataclass(frozen=True)
+class SegmentSettings:
+    """What every host's table needs; build it with :func:`segment_settings` from config."""
+
+    interface: str  # wg0
+    subnet: ipaddress.IPv4Network  # the tunnel subnet
+    members: tuple[Member, ...]
+    admins: tuple[str, ...]  # names of members allowed to SSH to the others (tunnel.admin_peers)
+    runner_ports: tuple[int, ...]  # the GitLab host's published HTTPS, SSH, registry ports
+    forwarded_ports: tuple[int, ...]  # the GitLab host's ports the VPS forwards to (home ports)
+    mode: Mode
+
+    def member(self, name: str) -> Member:
+        found = [m for m in self.members if m.name == name]
+        if len(found) != 1:
+            raise ValueError(f"host {name!r} is not one member of the tunnel ({', '.join(self.names)})")
+        return found[0]
+
+    @property
+    def names(self) -> list[str]:
+        return [m.name for m in self.members]
+
+    def with_role(self, role: Role) -> list[Member]:
+        return [m for m in self.members if m.role == role]
+
+
+def segment_settings(
+    cfg: StackConfig, addresses: Mapping[str, ipaddress.IPv4Address], interface: str = "wg0"
+) -> SegmentSettings:
+    """SegmentSettings from a validated StackConfig and the tunnel addresses (tunnel_addresses)."""
+    subnet = cfg.tunnel.subnet
+    assert isinstance(subnet, ipaddress.IPv4Network)  # config refuses IPv6 tunnel subnets
+    admin_ssh = cfg.forwarding.admin_ssh_port or cfg.vps.ssh_port
+
+    def role(roles: Iterable[str]) -> Role:
+        return "vps" if "vps" in roles else "gitlab" if "gitlab" in roles else "runner"
+
+    members = tuple(
+        Member(h.name, role(h.roles), addresses[h.name], admin_ssh if "vps" in h.roles else h.ssh_port)
+        for h in cfg.hosts
+    )
+    ports = cfg.forwarding.ports
+    return SegmentSettings(
+        interface=interface,
+        subnet=subnet,
+        members=members,
+        admins=tuple(cfg.tunnel.admin_peers),
+        runner_ports=tuple(sorted({p.home_port for p in ports if p.service in RUNNER_SERVICES})),
+        forwarded_ports=tuple(sorted({p.home_port for p in ports})),
+        mode=cfg.forwarding.mode,
+    )
+
+
+def _check(s: SegmentSettings) -> None:
+    if not _IFNAME.match(s.interface):
+        raise ValueError(f"interface {s.interface!r} is not an interface name")
+    if s.mode not in ("snat", "preserve-source"):
+        raise ValueError(f"mode {s.mode!r} is not snat or preserve-source")
+    if [m.role for m in s.members].count("vps") != 1 or [m.role for m in s.members].count("gitlab") != 1:
+        raise ValueError("the tunnel needs exactly one vps and one gitlab member")
+    for m in s.members:
+        if m.address not in s.subnet:
+            raise ValueError(f"{m.name}: tunnel address {m.address} is outside {s.subnet}")
+        if not 1 <= m.ssh_port <= 65535 or isinstance(m.ssh_port, bool):
+            raise ValueError(f"{m.name}: ssh_port {m.ssh_port!r} is not a port number (1-65535)")
+    for port in (*s.runner_ports, *s.forwarded_ports):
+        if isinstance(port, bool) or not 1 <= port <= 65535:
+            raise ValueError(f"port {port!r} is not a port number (1-65535)")
+    if not s.forwarded_ports:
+        raise ValueError("no forwarded port: the GitLab host would accept nothing through the tunnel")
+    for name in s.admins:
+        s.member(name)
+
+
+def _set(items: Iterable[object]) -> str:
+    values = [str(i) for i in items]
+    return values[0] if len(values) == 1 else "{ " + ", ".join(values) + " }"
+
+
+def _header(s: SegmentSettings, host: Member) -> list[str]:
+    return [
+        "#!/usr/sbin/nft -f",
+        f"# forgeway tunnel segmentation on {host.name} ({host.role}): table {FAMILY} {TABLE}, and nothing else.",
+        f"# Default deny for what arrives through {s.interface}; what is allowed is listed below, rule by rule.",
+        "# Generated by components/render/segment.py; do not edit: the next deploy replaces it.",
+        "#",
+        "# Declare the table, so the delete below also works on a first load; delete it; define",
+        f"# it whole. nft -f applies the file as one transaction: table {FAMILY} {TABLE} is replaced",
+        "# atomically, as often as it is loaded, and no other table is touched.",
+        f"table {FAMILY} {TABLE}",
+        f"delete table {FAMILY} {TABLE}",
+        "",
+        f"table {FAMILY} {TABLE} {{",
+    ]
+
+
+def _c(text: str) -> str:
+    assert '"' not in text and "\n" not in text
+    return f'comment "segment: {text}"'
+
+
+def _vps_chains(s: SegmentSettings, vps: Member) -> list[str]:
+    tun = f'"{s.interface}"'
+    gitlab = s.with_role("gitlab")[0]
+    runners = s.with_role("runner")
+    admins = [s.member(n) for n in s.admins]
+    peers = [m for m in s.members if m.role != "vps"]
+    out = [
+        "\tchain forward {",
+        "\t\ttype filter hook forward priority filter; policy accept;",
+        "\t\t# Replies, and ICMP errors about allowed connections.",
+        f"\t\tct state established,related accept {_c('replies')}",
+        "\t\t# The internet -> the tunnel: only what our forwarding DNATed to the GitLab host.",
+        f"\t\toifname {tun} ct status dnat ip daddr {gitlab.address} accept {_c('dnat to the gitlab host')}",
+    ]
+    if runners:
+        out.append(
+            f"\t\tiifname {tun} oifname {tun} ip saddr {_set(r.address for r in runners)} ip daddr {gitlab.address} "
+            f"tcp dport {_set(s.runner_ports)} accept {_c('runners to gitlab https, ssh, registry')}"
+        )
+    for peer in peers:
+        others = [a for a in admins if a.name != peer.name and a.role != "vps"]
+        if others:
+            out.append(
+                f"\t\tiifname {tun} oifname {tun} ip saddr {_set(a.address for a in others)} ip daddr {peer.address} "
+                f"tcp dport {peer.ssh_port} accept {_c(f'admin peers to the ssh of {peer.name}')}"
+            )
+    out += [
+        f"\t\tiifname {tun} counter drop {_c('nothing else from the tunnel')}",
+        f"\t\toifname {tun} counter drop {_c('nothing else into the tunnel')}",
+        "\t}",
+        "",
+        "\tchain input {",
+        "\t\ttype filter hook input priority filter; policy accept;",
+        f"\t\tiifname != {tun} accept {_c('not from the tunnel: not ours to filter')}",
+        f"\t\tct state established,related accept {_c('replies')}",
+        f"\t\tip protocol icmp icmp type echo-request accept {_c('ping, for tunnel health')}",
+    ]
+    peer_admins = [a for a in admins if a.role != "vps"]
+    if peer_admins:
+        out.append(
+            f"\t\tip saddr {_set(a.address for a in peer_admins)} tcp dport {vps.ssh_port} accept "
+            f"{_c('admin peers to the admin ssh')}"
+        )
+    out += [
+        f"\t\tcounter drop {_c('nothing else from the tunnel (admin ssh included)')}",
+        "\t}",
+    ]
+    return out
+
+
+def _peer_chains(s: SegmentSettings, host: Member) -> list[str]:
+    tun = f'"{s.interface}"'
+    vps = s.with_role("vps")[0]
+    runners = s.with_role("runner")
+    admins = [s.member(n) for n in s.admins if n != host.name]
+    out = [
+        "\t# Prerouting, not input: a docker-published port is DNATed at prerouting and then",
+        "\t# forwarded; here (mangle, before docker's dstnat) the packet still has its address and port.",
+        "\tchain prerouting {",
+        "\t\ttype filter hook prerouting priority mangle; policy accept;",
+        f"\t\tiifname != {tun} accept {_c('not from the tunnel: not ours to filter')}",
+        f"\t\tct state established,related accept {_c('replies')}",
+        f"\t\tip saddr {vps.address} ip protocol icmp icmp type echo-request accept {_c('ping from the vps')}",
+    ]
+    if host.role == "gitlab":
+        out.append(
+            f"\t\tip saddr {vps.address} tcp dport {_set(s.forwarded_ports)} accept "
+            f"{_c('the vps to the forwarded ports')}"
+        )
+        if s.mode == "preserve-source":
+            # WireGuard lets a source outside the subnet in only from the VPS (cryptokey
+            # routing), whose forward chain passes only what its forwarding DNATed.
+            out.append(
+                f"\t\tip saddr != {s.subnet} tcp dport {_set(s.forwarded_ports)} accept "
+                f"{_c('internet clients the vps forwarded, with their own address')}"
+            )
+        if runners:
+            out.append(
+                f"\t\tip saddr {_set(r.address for r in runners)} tcp dport {_set(s.runner_ports)} accept "
+                f"{_c('runners to gitlab https, ssh, registry')}"
+            )
+    if admins:
+        out.append(
+            f"\t\tip saddr {_set(a.address for a in admins)} tcp dport {host.ssh_port} accept "
+            f"{_c('admin peers to this host ssh')}"
+        )
+    out += [
+        f"\t\tcounter drop {_c('nothing else from the tunnel')}",
+        "\t}",
+    ]
+    return out
+
+
+def render_segment(settings: SegmentSettings, host: str) -> str:
+    """Host ``host``'s ``table inet forgeway_segment``, as a file for ``nft -f``.
+
+    Raises ValueError, naming what is wrong, for settings no correct table comes from.
+    """
+    s = settings
+    _check(s)
+    member = s.member(host)
+    body = _vps_chains(s, member) if member.role == "vps" else _peer_chains(s, member)
+    return "\n".join([*_header(s, member), *body, "}"]) + "\n"

@@ -1,0 +1,58 @@
+"""TunnelSegmentation: default deny between tunnel peers, on every host of the tunnel.
+
+One nftables table of our own per host (render/segment.py), loaded by segment-up.sh
+from a staged file; its delete (segment-down.sh) removes the table, the boot unit and
+the saved file. Kept apart from the tunnel's own scripts and resources: the filter is
+about who may talk through wg0, not about bringing it up.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import pulumi
+from pulumi_command import remote
+
+from components.config import StackConfig
+from components.hosts import Host
+from components.render.segment import render_segment, segment_settings
+from components.render.wgconf import DEFAULT_INTERFACE
+from components.scripts import script, script_command, staged_command, unstaged_command
+
+__all__ = ["TunnelSegmentation", "TunnelSegmentationArgs"]
+
+
+@dataclass(frozen=True)
+class TunnelSegmentationArgs:
+    config: StackConfig
+    hosts: Mapping[str, Host]  # every host of the stack, by name
+    addresses: Mapping[str, ipaddress.IPv4Address]  # tunnel addresses (tunnel_addresses)
+
+
+class TunnelSegmentation(pulumi.ComponentResource):
+    """table inet forgeway_segment on the VPS and on every peer."""
+
+    rulesets: dict[str, str]
+    commands: dict[str, remote.Command]
+
+    def __init__(self, name: str, args: TunnelSegmentationArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("forgeway:segment:TunnelSegmentation", name, None, opts)
+        settings = segment_settings(args.config, args.addresses, DEFAULT_INTERFACE)
+        self.rulesets = {h.name: render_segment(settings, h.name) for h in args.config.hosts}
+        stage = "segment-up"
+        create = staged_command(stage, {"segment-up.sh": script("segment-up.sh")}, "segment-up.sh", [], pass_dir=False)
+        # No dependency on the tunnel either way: the table names wg0 by name (iifname),
+        # so it can be loaded before the interface exists, and outlives it on delete.
+        self.commands = {
+            h.name: args.hosts[h.name].command(
+                f"{h.name}-segment",
+                parent=self,
+                create=create,
+                delete=unstaged_command(stage, script_command("segment-down.sh")),
+                stdin=self.rulesets[h.name],
+            )
+            for h in args.config.hosts
+        }
+        self.register_outputs({"admin_peers": list(args.config.tunnel.admin_peers)})

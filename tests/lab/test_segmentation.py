@@ -1,0 +1,273 @@
+"""The tunnel's segmentation on the `make lab` topology, tried from where an attacker sits.
+
+A CI job is code anyone with a branch can run. From a job-shaped container on each
+runner host (the runner-standin image on the host's dockerd, the volumes of the
+config.toml the runner was given, docker's default bridge: what the docker executor
+starts), what the design needs works: GitLab's HTTPS, registry and SSH, by the public
+name and through the tunnel. What it does not need is refused or times out: the VPS's
+admin SSH through the tunnel, the GitLab host's own SSH, the other runner's SSH, and
+another port on the VPS that listens on all addresses. Every sshd of the lab listens
+on all addresses, as a real host's does, and each forbidden target is shown to be
+listening (from its own namespace) before it is tried. In both forwarding modes; in
+preserve-source also an internet host that routes the tunnel subnet at the VPS.
+
+Builds its own lab (FIXED names: run it under `flock /tmp/fwl.lock`, like
+test_make_lab.py) and takes it down at the end, pass or fail.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.stacks import ROOT
+
+LAB = [sys.executable, "-m", "tools.lab"]
+VPS_PUBLIC = "203.0.113.10"
+VPS, GITLAB = "10.8.0.1", "10.8.0.2"
+RUNNERS = {"runner-arm": "10.8.0.3", "runner-amd": "10.8.0.4"}
+ADMIN_SSH = 2202  # Pulumi.lab.yaml: the VPS's ssh_port
+OTHER_PORT = 8099  # a listener on all addresses of the VPS, started by this module
+IMAGE = "forgeway-lab/runner-standin:1.0"
+CA_IN_JOB = "/etc/docker/certs.d/gitlab.forgeway.test:5050/ca.crt"  # the job's volume of the registry CA
+TABLE = ("inet", "forgeway_segment")
+
+# Run inside the job container: each probe -> "ok ..." or why not ("refused", "timeout", ...).
+PROBE = r"""
+import json, socket, ssl, sys
+CA = sys.argv[1]
+def connect(host, port):
+    return socket.create_connection((host, port), timeout=4)
+def tls(host, port, path):
+    ctx = ssl.create_default_context(cafile=CA)
+    with ctx.wrap_socket(connect(host, port), server_hostname="gitlab.forgeway.test") as s:
+        s.sendall(f"GET {path} HTTP/1.0\r\nHost: gitlab.forgeway.test\r\n\r\n".encode())
+        return s.recv(200).decode(errors="replace").split("\r\n")[0]
+def probe(kind, host, port):
+    try:
+        if kind == "https":
+            return "ok " + tls(host, port, "/")
+        if kind == "registry":
+            return "ok " + tls(host, port, "/v2/")
+        with connect(host, port) as s:
+            s.settimeout(4)
+            try:
+                banner = s.recv(64).decode(errors="replace").strip()
+            except socket.timeout:
+                banner = "(no banner)"
+            return "ok " + banner
+    except ConnectionRefusedError:
+        return "refused"
+    except (socket.timeout, TimeoutError):
+        return "timeout"
+    except OSError as exc:
+        return f"error {exc}"
+print(json.dumps({f"{k} {h}:{p}": probe(k, h, p) for k, h, p in json.loads(sys.argv[2])}))
+"""
+
+
+def _lab(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*LAB, *args], cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
+
+
+def _in(netns: str, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["ip", "netns", "exec", netns, *argv], capture_output=True, text=True, check=False, timeout=timeout
+    )
+
+
+def _netns() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+def _runner_docker(topology: dict[str, Any], name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    from tools.lab_docker import DaemonInfo, docker
+
+    current = Path(topology["docker"][name]["work"]) / "daemon.json"  # a restarted daemon records itself here
+    info = DaemonInfo.from_json(json.loads(current.read_text()) if current.exists() else topology["docker"][name])
+    done = docker(info, *args, check=False, timeout=300)
+    return subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(), done.stderr.decode())
+
+
+def _job_probe(topology: dict[str, Any], runner: str, probes: list[tuple[str, str, int]]) -> dict[str, str]:
+    """Run the probes in a container started as the docker executor starts a job on ``runner``."""
+    import tomllib
+
+    rendered = _runner_docker(topology, runner, "exec", "forgeway-runner", "cat", "/etc/gitlab-runner/config.toml")
+    assert rendered.returncode == 0, rendered.stderr
+    volumes = tomllib.loads(rendered.stdout)["runners"][0]["docker"]["volumes"]
+    binds = [arg for volume in volumes if volume.count(":") >= 1 for arg in ("-v", volume)]
+    done = _runner_docker(
+        topology, runner, "run", "--rm", *binds, "--entrypoint", "python3", IMAGE, "-c", PROBE, CA_IN_JOB,
+        json.dumps(probes),
+    )  # fmt: skip
+    assert done.returncode == 0, f"{runner}: the job container failed: {done.stderr[-1000:]}"
+    seen: dict[str, str] = json.loads(done.stdout)
+    return seen
+
+
+def _allowed() -> list[tuple[str, str, int]]:
+    return [
+        # By GitLab's public name (what jobs use): the VPS's public address, DNATed to GitLab.
+        ("https", VPS_PUBLIC, 443),
+        ("registry", VPS_PUBLIC, 5050),
+        ("ssh", VPS_PUBLIC, 22),
+        # Straight through the tunnel to the GitLab host's published ports.
+        ("https", GITLAB, 443),
+        ("registry", GITLAB, 5050),
+        ("ssh", GITLAB, 2222),
+    ]
+
+
+def _forbidden(runner: str) -> list[tuple[str, str, int]]:
+    other = next(address for name, address in RUNNERS.items() if name != runner)
+    return [
+        ("tcp", VPS, ADMIN_SSH),  # the VPS's admin SSH, through the tunnel
+        ("tcp", GITLAB, 22),  # the GitLab host's own sshd
+        ("tcp", other, 22),  # the other runner's sshd
+        ("tcp", VPS, OTHER_PORT),  # anything else listening on all addresses of the VPS
+    ]
+
+
+def _assert_allowed(seen: dict[str, str], runner: str) -> None:
+    for kind, host, port in _allowed():
+        result = seen[f"{kind} {host}:{port}"]
+        want = {"https": "ok HTTP/1.1 200", "registry": "ok HTTP/1.1 401", "ssh": "ok SSH-2.0-"}[kind]
+        assert result.startswith(want), f"{runner}: {kind} {host}:{port} should work from a job: {result}"
+
+
+def _assert_forbidden(seen: dict[str, str], runner: str) -> None:
+    opened = {probe: result for probe, result in seen.items() if probe.startswith("tcp ") and result.startswith("ok")}
+    assert not opened, f"{runner}: a job reached what the tunnel must hold off: {opened}"
+    for probe in _forbidden(runner):
+        result = seen[f"{probe[0]} {probe[1]}:{probe[2]}"]
+        assert result in ("refused", "timeout"), f"{runner}: {probe}: {result}"
+
+
+def _listening(netns: str, address: str, port: int) -> bool:
+    """Does something accept on address:port, asked from inside the host itself?"""
+    probe = f"import socket; socket.create_connection(('{address}', {port}), 3).close()"
+    return _in(netns, "python3", "-c", probe).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def topology() -> Iterator[dict[str, Any]]:
+    if (ROOT / ".lab" / "topology.json").exists() or any(n.startswith("fwl-") for n in _netns()):
+        pytest.fail("a lab is already up (fwl-* namespaces or .lab/): run `make lab-down` first")
+    listener: subprocess.Popen[bytes] | None = None
+    try:
+        started = time.monotonic()
+        up = _lab("up", "--seed", "1")
+        assert up.returncode == 0, up.stderr[-3000:]
+        print(f"lab up: {time.monotonic() - started:.0f} s", file=sys.stderr)
+        described: dict[str, Any] = json.loads((ROOT / ".lab" / "topology.json").read_text())
+        # A service on all addresses of the VPS, as any daemon a VPS image ships may be.
+        listener = subprocess.Popen(
+            ["ip", "netns", "exec", "fwl-vps", "python3", "-c",
+             f"import socket\ns=socket.create_server(('0.0.0.0', {OTHER_PORT}))\n"
+             "while True:\n c,a=s.accept(); c.sendall(b'other-service\\n'); c.close()"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(0.5)
+        yield described
+    finally:
+        if listener is not None:
+            listener.kill()
+            listener.wait()
+        _lab("down")
+
+
+def test_every_forbidden_target_listens_on_its_tunnel_address(topology: dict[str, Any]) -> None:
+    """Else the forbidden probes below would pass for the wrong reason."""
+    assert _listening("fwl-vps", VPS, ADMIN_SSH), "the VPS's sshd does not listen on its tunnel address"
+    assert _listening("fwl-vps", VPS, OTHER_PORT)
+    assert _listening("fwl-home", GITLAB, 22), "the home device's sshd does not listen on its tunnel address"
+    for name, address in RUNNERS.items():
+        assert _listening(f"fwl-{name}", address, 22), f"{name}'s sshd does not listen on its tunnel address"
+    # And the LAN is not the tunnel's to filter: runner to runner over the home LAN works.
+    assert _listening("fwl-runner-arm", "198.51.100.4", 22)
+
+
+@pytest.mark.parametrize("runner", sorted(RUNNERS))
+def test_snat_a_job_reaches_gitlab_and_nothing_else_through_the_tunnel(topology: dict[str, Any], runner: str) -> None:
+    seen = _job_probe(topology, runner, _allowed() + _forbidden(runner))
+    _assert_allowed(seen, runner)
+    _assert_forbidden(seen, runner)
+
+
+def test_a_host_that_lost_the_table_gets_it_back_from_its_boot_unit(topology: dict[str, Any]) -> None:
+    """What a reboot forgets, the unit restores (run as boot runs it), and the job is held off again."""
+    from tests.lab.test_make_lab import _run_unit
+
+    host = next(h for h in topology["hosts"] if h["name"] == "runner-amd")
+    assert _in("fwl-runner-amd", "nft", "delete", "table", *TABLE).returncode == 0
+    opened = _job_probe(topology, "runner-arm", [("tcp", RUNNERS["runner-amd"], 22)])
+    assert opened[f"tcp {RUNNERS['runner-amd']}:22"] in ("refused", "timeout"), "the VPS must still hold it off"
+    booted = _run_unit(host, "forgeway-segment.service")
+    assert booted.returncode == 0, booted.stderr
+    loaded = (ROOT / ".lab" / "hosts" / "runner-amd" / "etc" / "forgeway" / "segment" / "segment.live").read_text()
+    listed = _in("fwl-runner-amd", "nft", "-s", "list", "table", *TABLE)
+    assert listed.stdout == loaded, "the boot unit did not load what the deploy loaded"
+
+
+def test_the_vps_alone_holds_off_what_a_peer_without_its_table_would_let_in(topology: dict[str, Any]) -> None:
+    """A compromised peer cannot route around it: with every peer's own table gone, the
+    VPS still refuses the forbidden paths; and with the VPS's gone, the peers do."""
+    for name in ("home", *RUNNERS):
+        assert _in(f"fwl-{name}", "nft", "delete", "table", *TABLE).returncode == 0
+    try:
+        for runner in RUNNERS:
+            seen = _job_probe(topology, runner, _forbidden(runner))
+            _assert_forbidden(seen, runner)
+    finally:
+        assert _lab("up").returncode == 0
+    assert _in("fwl-vps", "nft", "delete", "table", *TABLE).returncode == 0
+    try:
+        for runner in RUNNERS:
+            seen = _job_probe(topology, runner, [p for p in _forbidden(runner) if p[1] != VPS])
+            _assert_forbidden(seen, runner)
+    finally:
+        assert _lab("up").returncode == 0
+
+
+def test_preserve_source_a_job_reaches_gitlab_and_nothing_else_and_the_internet_only_dnat(
+    topology: dict[str, Any],
+) -> None:
+    switched = _lab("up", "--mode", "preserve-source")
+    assert switched.returncode == 0, switched.stderr[-2000:]
+    try:
+        for runner in sorted(RUNNERS):
+            seen = _job_probe(topology, runner, _allowed() + _forbidden(runner))
+            _assert_allowed(seen, runner)
+            _assert_forbidden(seen, runner)
+        # An internet host that routes the tunnel subnet at the VPS: in this mode the GitLab
+        # host would answer it through the tunnel, so only the VPS's forward chain stops it.
+        assert _in("fwl-client", "ip", "route", "add", "10.8.0.0/24", "via", VPS_PUBLIC).returncode == 0
+        try:
+            for address, port in ((GITLAB, 22), (GITLAB, 443), (RUNNERS["runner-arm"], 22)):
+                probe = f"import socket; socket.create_connection(('{address}', {port}), 3).close()"
+                done = _in("fwl-client", "python3", "-c", probe)
+                assert done.returncode != 0, f"the internet reached {address}:{port} through the tunnel without DNAT"
+        finally:
+            _in("fwl-client", "ip", "route", "del", "10.8.0.0/24")
+    finally:
+        back = _lab("up", "--mode", "snat")
+        assert back.returncode == 0, back.stderr[-2000:]
+
+
+def test_destroy_removes_every_table_unit_and_file_of_the_segmentation(topology: dict[str, Any]) -> None:
+    destroyed = _lab("destroy")
+    assert destroyed.returncode == 0, destroyed.stderr[-2000:]
+    for host in topology["hosts"]:
+        assert _in(host["netns"], "nft", "list", "table", *TABLE).returncode != 0, f"table left on {host['name']}"
+        etc = ROOT / ".lab" / "hosts" / host["name"] / "etc"
+        assert not [*etc.rglob("*segment*")], f"files left on {host['name']}"
+    assert _in("fwl-vps", "nft", "list", "ruleset").stdout == "", "the VPS ruleset is not back to empty"
