@@ -261,3 +261,21 @@ def test_own_ca_stacks_get_a_registry_certificate_and_trust_on_every_docker_host
         assert unwrap(cmd.inputs["connection"])["host"] == next(
             h["address"] for h in _hosts(stack) if h["name"] == name
         )
+
+
+def test_every_host_loads_its_own_segmentation_table_from_stdin(stack: Stack) -> None:
+    """Default deny between tunnel peers: each host's `<host>-segment` command ships
+    segment-up.sh, gets that host's table on stdin (no other table), and deletes with
+    segment-down.sh; the VPS's drops in forward and input, a peer's at prerouting."""
+    by_urn = stack.synth.by_urn()
+    for host in _hosts(stack):
+        (cmd,) = [c for c in stack.synth.of_type(COMMAND) if c.name == f"{host['name']}-segment"]
+        assert by_urn[cmd.parent].type == "forgeway:segment:TunnelSegmentation"
+        assert unwrap(cmd.inputs["connection"])["host"] == host["address"], cmd.urn
+        assert "segment-up.sh" in cmd.inputs["create"] and "segment-down.sh" in cmd.inputs["delete"]
+        table = unwrap(cmd.inputs["stdin"])
+        assert f"on {host['name']} (" in table, f"{cmd.urn} carries another host's table"
+        assert set(re.findall(r"^table (\S+ \S+)", table, re.M)) == {"inet forgeway_segment"}
+        chains = re.findall(r"^\tchain (\w+) \{", table, re.M)
+        assert chains == (["forward", "input"] if "vps" in host["roles"] else ["prerouting"]), chains
+        assert table.count("counter drop") == len(chains) + ("vps" in host["roles"])

@@ -52,6 +52,7 @@ from components.render.nftables import (
     render_forwarding,
     render_home_routing,
 )
+from components.render.segment import render_segment, segment_settings
 from components.render.ssh import ssh_options, ssh_url
 from components.render.wgconf import DEFAULT_INTERFACE, TunnelHost, endpoint_interface, peer_interface, tunnel_files
 from components.runners import _view, daemon_json_for
@@ -84,6 +85,7 @@ RICH: dict[str, Any] = {
     "forgeway:tunnel.mtu": 1400,
     "forgeway:tunnel.endpoint": "vps.example.org",
     "forgeway:tunnel.implementation": "auto",
+    "forgeway:tunnel.admin_peers": ["jetson"],
     "forgeway:forwarding.admin_ssh_port": 2202,
     "forgeway:gitlab.external_url": "https://gitlab.example.org",
     "forgeway:gitlab.small_device": "auto",
@@ -308,6 +310,10 @@ def _render_everything(cfg: StackConfig) -> None:
     if cfg.forwarding.mode == "preserve-source":
         home = render_home_routing(HomeRoutingSettings(DEFAULT_INTERFACE, addresses[vps.name]))
         assert not (problem := _nft_ok(home.nftables)), f"nft -c refuses the home ruleset:\n{problem}"
+    segmentation = segment_settings(cfg, addresses, DEFAULT_INTERFACE)
+    for host in cfg.hosts:
+        table = render_segment(segmentation, host.name)
+        assert not (problem := _nft_ok(table)), f"nft -c refuses {host.name}'s segmentation table:\n{problem}"
 
     gitlab_rb = render_gitlab_rb(settings_from_config(cfg, str(addresses[vps.name]), cfg.gitlab.letsencrypt_emails))
     assert not (problem := _ruby_ok(gitlab_rb.text)), f"ruby -c refuses gitlab.rb:\n{problem}"
