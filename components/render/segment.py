@@ -171,7 +171,7 @@ def _vps_chains(s: SegmentSettings, vps: Member) -> list[str]:
         "\t\t# Replies, and ICMP errors about allowed connections.",
         f"\t\tct state established,related accept {_c('replies')}",
         "\t\t# The internet -> the tunnel: only what our forwarding DNATed to the GitLab host.",
-        f"\t\toifname {tun} ct status dnat ip daddr {gitlab.address} accept {_c('dnat to the gitlab host')}",
+        f"\t\toifname {tun} ct status dnat ip daddr {gitlab.address} accept {_c('forwarded to gitlab')}",
     ]
     if runners:
         out.append(
