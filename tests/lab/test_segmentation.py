@@ -147,9 +147,9 @@ def _assert_allowed(seen: dict[str, str], runner: str) -> None:
 def _assert_forbidden(seen: dict[str, str], runner: str) -> None:
     opened = {probe: result for probe, result in seen.items() if probe.startswith("tcp ") and result.startswith("ok")}
     assert not opened, f"{runner}: a job reached what the tunnel must hold off: {opened}"
-    for probe in _forbidden(runner):
-        result = seen[f"{probe[0]} {probe[1]}:{probe[2]}"]
-        assert result in ("refused", "timeout"), f"{runner}: {probe}: {result}"
+    for probe, result in seen.items():
+        if probe.startswith("tcp "):
+            assert result in ("refused", "timeout"), f"{runner}: {probe}: {result}"
 
 
 def _listening(netns: str, address: str, port: int) -> bool:
@@ -256,12 +256,15 @@ def test_preserve_source_a_job_reaches_gitlab_and_nothing_else_and_the_internet_
             _assert_forbidden(seen, runner)
         # An internet host that routes the tunnel subnet at the VPS: in this mode the GitLab
         # host would answer it through the tunnel, so only the VPS's forward chain stops it.
+        # A public port (22, 80, 443, 5050) is DNATed to GitLab whatever the address it was
+        # sent to (the forwarding matches the port on the public interface): that is the
+        # forwarding, allowed. GitLab's SSH on the tunnel address (2222) is not a public port.
         assert _in("fwl-client", "ip", "route", "add", "10.8.0.0/24", "via", VPS_PUBLIC).returncode == 0
         try:
-            for address, port in ((GITLAB, 22), (GITLAB, 443), (RUNNERS["runner-arm"], 22)):
-                probe = f"import socket; socket.create_connection(('{address}', {port}), 3).close()"
-                done = _in("fwl-client", "python3", "-c", probe)
-                assert done.returncode != 0, f"the internet reached {address}:{port} through the tunnel without DNAT"
+            probe = f"import socket; socket.create_connection(('{GITLAB}', 2222), 3).close()"
+            done = _in("fwl-client", "python3", "-c", probe)
+            assert done.returncode != 0, f"the internet reached {GITLAB}:2222 through the tunnel without DNAT"
+            assert "timed out" in done.stderr, done.stderr[-300:]
         finally:
             _in("fwl-client", "ip", "route", "del", "10.8.0.0/24")
     finally:
