@@ -265,6 +265,13 @@ def test_preserve_source_a_job_reaches_gitlab_and_nothing_else_and_the_internet_
             done = _in("fwl-client", "python3", "-c", probe)
             assert done.returncode != 0, f"the internet reached {GITLAB}:2222 through the tunnel without DNAT"
             assert "timed out" in done.stderr, done.stderr[-300:]
+            # The control: without the VPS's table the same connection is answered.
+            assert _in("fwl-vps", "nft", "delete", "table", *TABLE).returncode == 0
+            try:
+                opened = _in("fwl-client", "python3", "-c", probe)
+                assert opened.returncode == 0, "the control failed: the path is closed by something else"
+            finally:
+                _restore(topology, ["vps"])
         finally:
             _in("fwl-client", "ip", "route", "del", "10.8.0.0/24")
     finally:
