@@ -111,9 +111,6 @@ if [ -s "$watchpid" ]; then
     fi
   fi
 fi
-for d in "$run/.$if.watch."*; do
-  [ ! -d "$d" ] || { rm -rf "$d" && gone "$d/"; }
-done
 
 kind=$(link_kind)
 if [ -s "$pidfile" ]; then

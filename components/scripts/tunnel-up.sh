@@ -184,16 +184,17 @@ learned_peers() {
 
 # Write the live endpoints of learned peers to $memory when they differ from it
 # ("PUBLICKEY ENDPOINT" lines, sorted; 0600, replaced atomically). None live (a fresh
-# interface before any handshake): the file is kept as it is.
+# interface before any handshake): the file is kept as it is. No temporary file: the
+# watch runs this every 2 s.
 save_endpoints() {
-  learned_peers >"$tmp/learned"
-  wgx wg show "$if" endpoints |
-    awk 'NR == FNR { want[$1] = 1; next } ($1 in want) && $2 != "(none)" { print $1, $2 }' "$tmp/learned" - |
-    sort >"$tmp/endpoints"
-  [ -s "$tmp/endpoints" ] || return 0
-  cmp -s "$tmp/endpoints" "$memory" && return 0
+  _live=$(wgx wg show "$if" endpoints | awk -v want="$(learned_peers)" '
+    BEGIN { n = split(want, a, "\n"); for (i = 1; i <= n; i++) w[a[i]] = 1 }
+    ($1 in w) && $2 != "(none)" { print $1, $2 }
+  ' | sort)
+  [ -n "$_live" ] || return 0
+  [ "$_live" != "$(cat "$memory" 2>/dev/null)" ] || return 0
   mkdir -p "$lib/wireguard"
-  cp "$tmp/endpoints" "$memory.new"
+  printf '%s\n' "$_live" >"$memory.new"
   mv -f "$memory.new" "$memory"
 }
 
@@ -308,14 +309,17 @@ if [ "$mode" = save ]; then
   exit 0
 fi
 if [ "$mode" = watch ]; then
-  rm -rf "$tmp" # its own scratch directory in $run: a killed watcher leaves nothing in $state
+  rm -rf "$tmp" && tmp= # nothing of the watch's in $state while it runs
+  trap 'exit 0' TERM INT HUP
   mkdir -p "$run"
-  tmp=$(mktemp -d "$run/.$if.watch.XXXXXX")
-  trap 'exit 0' TERM INT HUP # then the EXIT trap removes $tmp
-  while :; do
+  echo "$$" >"$watchpid"
+  # A watch whose PID file is gone or names another (/run emptied: a reboot as the lab
+  # simulates it, or tunnel-down.sh) stops by itself.
+  while [ "$(cat "$watchpid" 2>/dev/null)" = "$$" ]; do
     save_endpoints || echo "tunnel-up: could not save the endpoints of $if; trying again" >&2
     sleep 2
   done
+  exit 0
 fi
 
 # --- the interface ---------------------------------------------------------------------------
@@ -478,9 +482,15 @@ fi
 if [ -n "$(learned_peers)" ] && [ -z "$(watch_pid)" ]; then
   [ -f "$state/tunnel-up.sh" ] || fail "the endpoint memory needs a copy of tunnel-up.sh: put it in DIR"
   mkdir -p "$run"
+  rm -f "$watchpid"
   setsid sh "$state/tunnel-up.sh" --watch "$if" </dev/null >>"$log" 2>&1 &
-  echo "$!" >"$watchpid"
-  changed "endpoint memory (pid $!)"
+  _i=0
+  until [ -n "$(watch_pid)" ]; do # it writes its own PID file (setsid may fork)
+    _i=$((_i + 1))
+    [ "$_i" -le 100 ] || fail "the endpoint memory's watch did not start in 10 s: $(tail -n 5 "$log")"
+    sleep 0.1
+  done
+  changed "endpoint memory (pid $(watch_pid))"
 fi
 
 # --- boot units ------------------------------------------------------------------------------

@@ -152,3 +152,17 @@ def test_down_removes_the_endpoint_memory(natted: Pair) -> None:
     left = sorted(str(p.relative_to(vps.etc)) for p in vps.etc.rglob("*"))
     assert left == ["systemd", "systemd/system"], left
     assert not vps.run_dir.exists()
+
+
+def test_a_watch_whose_pid_file_is_gone_stops_and_up_starts_another(natted: Pair) -> None:
+    vps = natted.vps
+    pidfile = vps.run_dir / f"{IFACE}.watch.pid"
+    old = int(pidfile.read_text())
+    pidfile.unlink()  # /run emptied under a running watch, as the lab's simulated reboot does
+    deadline = time.monotonic() + 5
+    while _alive(old) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(old), "a watch without its PID file kept running"
+    done = vps.up()
+    assert f"changed {IFACE}: endpoint memory (pid " in done.stdout, done.stdout
+    assert _alive(int(pidfile.read_text()))
