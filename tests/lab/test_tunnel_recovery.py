@@ -17,7 +17,9 @@ within RECOVERY_BOUND seconds.
 from __future__ import annotations
 
 import ipaddress
+import re
 import secrets
+import shlex
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -166,3 +168,21 @@ def test_a_watch_whose_pid_file_is_gone_stops_and_up_starts_another(natted: Pair
     done = vps.up()
     assert f"changed {IFACE}: endpoint memory (pid " in done.stdout, done.stdout
     assert _alive(int(pidfile.read_text()))
+
+
+def test_the_boot_units_stop_saves_the_endpoints(natted: Pair) -> None:
+    vps = natted.vps
+    assert natted.home.ping("10.8.0.1")
+    memory = _memory(vps)
+    assert _wait_for(memory, 5)
+    saved = memory.read_text()
+    memory.unlink()
+    (vps.run_dir / f"{IFACE}.watch.pid").unlink()  # the watch stops: only ExecStop can write now
+    time.sleep(2.5)
+    unit = (vps.etc / "systemd" / "system" / "forgeway-tunnel@.service").read_text()
+    stop = re.search(r"^ExecStop=(.*)$", unit, re.M)
+    assert stop, unit
+    _, env = vps.unit_command("forgeway-tunnel@.service")
+    done = vps.sh(shlex.split(stop.group(1).replace("%i", IFACE)), env=env)
+    assert done.returncode == 0, done.stderr
+    assert memory.read_text() == saved
