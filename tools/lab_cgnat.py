@@ -36,9 +36,9 @@ PORTS = (1024, 65535)
 WINDOW = 2048
 
 
-def _in_cgnat(*argv: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def _in(netns: str, *argv: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["ip", "netns", "exec", NETNS, *argv], input=stdin, capture_output=True, text=True, check=False, timeout=30
+        ["ip", "netns", "exec", netns, *argv], input=stdin, capture_output=True, text=True, check=False, timeout=30
     )
 
 
@@ -79,21 +79,21 @@ table ip {TABLE} {{
 """
 
 
-def forget() -> int:
-    if not Path("/run/netns", NETNS).exists():
-        print(f"lab_cgnat: no namespace {NETNS}: bring the lab up first (make lab)", file=sys.stderr)
+def forget(netns: str = NETNS) -> int:
+    if not Path("/run/netns", netns).exists():
+        print(f"lab_cgnat: no namespace {netns}: bring the lab up first (make lab)", file=sys.stderr)
         return 1
-    listing = _in_cgnat("conntrack", "-L", "-p", "udp", "--orig-src", HOME_SIDE)
+    listing = _in(netns, "conntrack", "-L", "-p", "udp", "--orig-src", HOME_SIDE)
     if listing.returncode != 0:
         print(f"lab_cgnat: conntrack -L failed: {listing.stderr.strip()}", file=sys.stderr)
         return 1
     old = public_ports(listing.stdout)
     window = port_window(old, random.Random())  # noqa: S311 (a lab port window, no secret)
-    loaded = _in_cgnat("nft", "-f", "-", stdin=ruleset(window))
+    loaded = _in(netns, "nft", "-f", "-", stdin=ruleset(window))
     if loaded.returncode != 0:
         print(f"lab_cgnat: nft -f failed: {loaded.stderr.strip()}", file=sys.stderr)
         return 1
-    deleted = _in_cgnat("conntrack", "-D", "-p", "udp", "--orig-src", HOME_SIDE)
+    deleted = _in(netns, "conntrack", "-D", "-p", "udp", "--orig-src", HOME_SIDE)
     at = time.time()
     if deleted.returncode not in (0, 1):  # 1: nothing matched (no mapping to forget)
         print(f"lab_cgnat: conntrack -D failed: {deleted.stderr.strip()}", file=sys.stderr)
@@ -105,8 +105,9 @@ def forget() -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description="Events of the lab's CGNAT (namespace fwl-cgnat).")
     parser.add_argument("action", choices=["forget"], help="forget the home side's UDP mappings; new public ports")
-    parser.parse_args()
-    return forget()
+    parser.add_argument("--netns", default=NETNS, help=f"the CGNAT's namespace (default {NETNS}; tests use their own)")
+    args = parser.parse_args()
+    return forget(args.netns)
 
 
 if __name__ == "__main__":

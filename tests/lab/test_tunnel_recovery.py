@@ -17,9 +17,11 @@ within RECOVERY_BOUND seconds.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 import secrets
 import shlex
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -186,3 +188,27 @@ def test_the_boot_units_stop_saves_the_endpoints(natted: Pair) -> None:
     done = vps.sh(shlex.split(stop.group(1).replace("%i", IFACE)), env=env)
     assert done.returncode == 0, done.stderr
     assert memory.read_text() == saved
+
+
+def test_cgnat_forget_gives_home_a_new_port_and_the_vps_follows_within_a_keepalive(natted: Pair) -> None:
+    vps, home = natted.vps, natted.home
+    assert home.ping("10.8.0.1")
+    home_key = wg_public_key(home.private_key)
+
+    def port() -> int:
+        endpoints = dict(line.split("\t") for line in vps.wg("show", IFACE, "endpoints").splitlines())
+        return int(endpoints[home_key].rsplit(":", 1)[1])
+
+    old = port()
+    nat = vps.netns.replace("fwt-vps-", "fwt-nat-")
+    done = _ok([sys.executable, "-m", "tools.lab_cgnat", "forget", "--netns", nat])
+    event = json.loads(done.stdout)
+    assert event["event"] == "cgnat-forget" and old in event["old_ports"], event
+    low, high = event["new_ports"]
+    forgot = time.monotonic()
+    while port() == old and time.monotonic() - forgot < KEEPALIVE + 3:
+        time.sleep(0.1)
+    took = time.monotonic() - forgot
+    assert low <= port() <= high, f"home's endpoint on the VPS is still port {port()} {took:.1f} s after the forget"
+    assert took <= KEEPALIVE + 1, took  # roaming: home's next keepalive, from the new port
+    assert vps.ping("10.8.0.2", wait=2)
