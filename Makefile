@@ -32,6 +32,7 @@ lab-down:
 bench: setup
 	$(PY) -m tests.bench.synth_bench
 	$(PY) -m tests.bench.lab_bench
+	$(PY) -m tests.bench.recovery_bench
 
 lint: setup
 	$(VENV)/bin/ruff check .

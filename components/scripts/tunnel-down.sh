@@ -1,5 +1,6 @@
 #!/bin/sh
 # Remove what tunnel-up.sh added for WireGuard interface IF: its boot units, the
+# endpoint memory (its --watch process, by PID file, and its file), the
 # wireguard-go process (by its PID file), the interface (with its address and routes),
 # the saved key, config and settings, the PID file and log. Succeeds when all of that
 # is already gone, printing "ok IF: nothing to remove".
@@ -29,6 +30,8 @@ sockets=${FORGEWAY_WG_SOCKET_DIR:-/run/wireguard}
 state=$etc/forgeway/wireguard
 units=$etc/systemd/system
 pidfile=$run/$if.pid
+watchpid=$run/$if.watch.pid
+if [ "$etc" = /etc ]; then lib=/var/lib/forgeway; else lib=$etc/forgeway/var; fi
 svc=forgeway-tunnel@$if.service
 timer=forgeway-tunnel-reresolve@$if.timer
 
@@ -87,6 +90,28 @@ running() { # running PID: alive and, where /proc can tell, not a zombie waiting
   [ "${_s%% *}" != Z ]
 }
 
+# The endpoint memory's watch: the session it leads (sh and its sleep), when ours for sure.
+if [ -s "$watchpid" ]; then
+  read -r pid <"$watchpid" || pid=
+  case $pid in '' | *[!0-9]*) pid= ;; esac
+  if [ -n "$pid" ] && running "$pid"; then
+    ours=yes
+    if [ "$proc_ok" = yes ]; then
+      tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF "tunnel-up.sh --watch $if " || ours=no
+    fi
+    if [ "$ours" = yes ]; then
+      kill -- "-$pid" 2>/dev/null || kill "$pid"
+      _i=0
+      while running "$pid" && [ "$_i" -lt 100 ]; do
+        _i=$((_i + 1))
+        sleep 0.05
+      done
+      ! running "$pid" || kill -9 "$pid" 2>/dev/null || true
+      gone "stopped the endpoint memory (pid $pid)"
+    fi
+  fi
+fi
+
 kind=$(link_kind)
 if [ -s "$pidfile" ]; then
   read -r pid <"$pidfile" || pid=
@@ -117,7 +142,7 @@ case $(link_kind) in
   other) echo "tunnel-down: $if is not a WireGuard interface: left alone" >&2 ;;
   none) ;;
 esac
-remove "$pidfile" "$run/$if.log" "$sockets/$if.sock"
+remove "$pidfile" "$watchpid" "$run/$if.log" "$sockets/$if.sock" "$lib/wireguard/$if.endpoints"
 
 # --- saved files; shared ones with the last interface -------------------------------------------
 
@@ -132,7 +157,7 @@ if [ -z "$(find "$units/timers.target.wants" -name 'forgeway-tunnel-reresolve@*'
   remove "$units/forgeway-tunnel-reresolve@.service" "$units/forgeway-tunnel-reresolve@.timer"
 fi
 # Directories tunnel-up.sh made, when empty (what else uses them keeps them).
-for d in "$state" "$etc/forgeway" "$units/timers.target.wants" "$units/multi-user.target.wants" "$sockets" "$run"; do
+for d in "$state" "$lib/wireguard" "$lib" "$etc/forgeway" "$units/timers.target.wants" "$units/multi-user.target.wants" "$sockets" "$run"; do
   case $d in /run/wireguard | /var/run/wireguard) continue ;; esac
   if [ -d "$d" ] && rmdir "$d" 2>/dev/null; then gone "$d/"; fi
 done

@@ -8,11 +8,29 @@
 #   tunnel-up.sh --boot IF      boot: converge from the saved files (the unit runs this)
 #   tunnel-up.sh --reresolve IF set DNS-name endpoints again on peers without an
 #                               endpoint or a recent handshake (the timer runs this)
+#   tunnel-up.sh --watch IF     endpoint memory: save the endpoints learned from peers
+#                               (started in the background by deploy and boot runs)
+#   tunnel-up.sh --save IF      save them once (the boot unit's ExecStop)
 #
 # What it converges: the interface (kernel `ip link add IF type wireguard` where that
 # works, else a wireguard-go process, per IMPLEMENTATION in IF.env: auto, kernel or
 # wireguard-go), its peers and private key (one `wg setconf`, the key through a pipe),
 # address, MTU, link up, extra routes. The private key is never in argv, output or logs.
+#
+# Endpoint memory (the VPS): peers without an Endpoint in IF.conf sit behind NAT and
+# are found only by their packets, and a VPS that restarts loses where they are: it
+# cannot start a handshake, and drops their packets for the sessions it forgot (see
+# docs/tunnel.md). So a background process (--watch, PID in $FORGEWAY_RUN/IF.watch.pid)
+# reads their endpoints every 2 s and rewrites IF.endpoints under /var/lib/forgeway
+# /wireguard when they change (so a crash loses at most 2 s of roaming); the boot unit
+# saves once more when stopped. When such a peer has no endpoint on the interface
+# (after a reboot), this script sets the saved one and starts a handshake to it at
+# once: persistent-keepalive switched on and off again sends one keepalive, which
+# without a session is a handshake initiation (wireguard-go device/uapi.go pkaOn,
+# linux drivers/net/wireguard/netlink.c set_peer). A stale endpoint (the NAT gave the
+# peer a new port meanwhile) costs only handshake packets to the old address; the
+# peer's own next handshake sets the right one. Nothing of this is on the path of a
+# packet.
 #
 # Boot: when systemd is PID 1, forgeway-tunnel@IF.service runs --boot; when IF.conf
 # has a DNS-name endpoint, forgeway-tunnel-reresolve@IF.timer runs --reresolve every
@@ -32,6 +50,9 @@
 #                                  directory is bind-mounted there, in a private mount
 #                                  namespace, around each call: two netns, two wg0
 #   FORGEWAY_SYSTEMD=auto|yes|no   install boot units (auto: when systemd is PID 1)
+# The endpoint memory is in /var/lib/forgeway/wireguard, or in
+# $FORGEWAY_ETC/forgeway/var when FORGEWAY_ETC is not /etc (a lab host on this machine's
+# filesystem must not write the real /var/lib).
 set -eu
 
 fail() {
@@ -43,8 +64,10 @@ mode=deploy
 case ${1:-} in
   --boot) mode=boot && shift ;;
   --reresolve) mode=reresolve && shift ;;
+  --watch) mode=watch && shift ;;
+  --save) mode=save && shift ;;
 esac
-[ $# -ge 1 ] || fail "usage: tunnel-up.sh IF DIR <KEY | --boot IF | --reresolve IF"
+[ $# -ge 1 ] || fail "usage: tunnel-up.sh IF DIR <KEY | --boot IF | --reresolve IF | --watch IF | --save IF"
 if=$1
 case $if in
   '' | *[!a-zA-Z0-9_=+.-]*) fail "bad interface name '$if'" ;;
@@ -62,6 +85,9 @@ key=$state/$if.key
 pidfile=$run/$if.pid
 log=$run/$if.log
 svc=forgeway-tunnel@$if.service
+if [ "$etc" = /etc ]; then lib=/var/lib/forgeway; else lib=$etc/forgeway/var; fi
+memory=$lib/wireguard/$if.endpoints
+watchpid=$run/$if.watch.pid
 timer=forgeway-tunnel-reresolve@$if.timer
 umask 077 # the key file and every temporary file are created 0600
 
@@ -142,6 +168,47 @@ name_endpoints() {
     k == "PublicKey" { pk = v }
     k == "Endpoint" && pk != "" && v !~ /^\[/ && v !~ /^[0-9.]+:[0-9]+$/ { print pk, v }
   ' "$conf"
+}
+
+# Public keys of the peers without an Endpoint in the saved config: they are found by
+# their packets only (the VPS's peers behind NAT), so their endpoints are remembered.
+learned_peers() {
+  awk "$AWK_KV"'
+    function flush() { if (pk != "" && !ep) print pk }
+    /^\[/ { flush(); pk = ""; ep = 0 }
+    k == "PublicKey" { pk = v }
+    k == "Endpoint" { ep = 1 }
+    END { flush() }
+  ' "$conf"
+}
+
+# Write the live endpoints of learned peers to $memory when they differ from it
+# ("PUBLICKEY ENDPOINT" lines, sorted; 0600, replaced atomically). None live (a fresh
+# interface before any handshake): the file is kept as it is. No temporary file: the
+# watch runs this every 2 s.
+save_endpoints() {
+  _live=$(wgx wg show "$if" endpoints | awk -v want="$(learned_peers)" '
+    BEGIN { n = split(want, a, "\n"); for (i = 1; i <= n; i++) w[a[i]] = 1 }
+    ($1 in w) && $2 != "(none)" { print $1, $2 }
+  ' | sort)
+  [ -n "$_live" ] || return 0
+  [ "$_live" != "$(cat "$memory" 2>/dev/null)" ] || return 0
+  mkdir -p "$lib/wireguard"
+  printf '%s\n' "$_live" >"$memory.new"
+  mv -f "$memory.new" "$memory"
+}
+
+# The PID in the watch PID file if that process is alive and (where /proc can tell)
+# is this script's --watch; else nothing.
+watch_pid() {
+  [ -s "$watchpid" ] || return 0
+  read -r _p <"$watchpid" || return 0
+  case $_p in '' | *[!0-9]*) return 0 ;; esac
+  kill -0 "$_p" 2>/dev/null || return 0
+  if [ "$proc_ok" = yes ]; then
+    tr '\0' ' ' 2>/dev/null <"/proc/$_p/cmdline" | grep -qF "tunnel-up.sh --watch $if " || return 0
+  fi
+  echo "$_p"
 }
 
 # The state the saved config asks for, one fact a line, sorted, to compare with
@@ -232,6 +299,26 @@ if [ "$mode" = reresolve ]; then
       echo "tunnel-up: $endpoint does not resolve yet; the next run tries again" >&2
     fi
   done <"$tmp/names"
+  exit 0
+fi
+
+# --- endpoint memory: save once, or keep saving -------------------------------------------------
+
+if [ "$mode" = save ]; then
+  save_endpoints
+  exit 0
+fi
+if [ "$mode" = watch ]; then
+  rm -rf "$tmp" && tmp= # nothing of the watch's in $state while it runs
+  trap 'exit 0' TERM INT HUP
+  mkdir -p "$run"
+  echo "$$" >"$watchpid"
+  # A watch whose PID file is gone or names another (/run emptied: a reboot as the lab
+  # simulates it, or tunnel-down.sh) stops by itself.
+  while [ "$(cat "$watchpid" 2>/dev/null)" = "$$" ]; do
+    save_endpoints || echo "tunnel-up: could not save the endpoints of $if; trying again" >&2
+    sleep 2
+  done
   exit 0
 fi
 
@@ -374,6 +461,38 @@ for r in $(ip route show dev "$if" proto boot | awk '{ print $1 }'); do
   esac
 done
 
+# --- endpoint memory: set the saved endpoints again, keep saving them -------------------------
+
+if [ -s "$memory" ]; then
+  learned_peers >"$tmp/learned"
+  wgx wg show "$if" endpoints >"$tmp/live"
+  while read -r pk endpoint; do
+    grep -qxF -- "$pk" "$tmp/learned" || continue # gone from the config, or given an Endpoint
+    printf '%s\n' "$endpoint" | grep -Eq '^([0-9.]+|\[[0-9A-Za-z:.%_-]+\]):[0-9]+$' || continue
+    [ "$(awk -v pk="$pk" '$1 == pk { print $2 }' "$tmp/live")" = "(none)" ] || continue
+    wgx wg set "$if" peer "$pk" endpoint "$endpoint" || continue
+    # Handshake now: a keepalive switched on sends one, which starts a handshake.
+    if grep -qxF -- "$pk keepalive off" "$tmp/want"; then
+      wgx wg set "$if" peer "$pk" persistent-keepalive 1
+      wgx wg set "$if" peer "$pk" persistent-keepalive off
+    fi
+    changed "remembered endpoint $endpoint of peer $pk"
+  done <"$memory"
+fi
+if [ -n "$(learned_peers)" ] && [ -z "$(watch_pid)" ]; then
+  [ -f "$state/tunnel-up.sh" ] || fail "the endpoint memory needs a copy of tunnel-up.sh: put it in DIR"
+  mkdir -p "$run"
+  rm -f "$watchpid"
+  setsid sh "$state/tunnel-up.sh" --watch "$if" </dev/null >>"$log" 2>&1 &
+  _i=0
+  until [ -n "$(watch_pid)" ]; do # it writes its own PID file (setsid may fork)
+    _i=$((_i + 1))
+    [ "$_i" -le 100 ] || fail "the endpoint memory's watch did not start in 10 s: $(tail -n 5 "$log")"
+    sleep 0.1
+  done
+  changed "endpoint memory (pid $(watch_pid))"
+fi
+
 # --- boot units ------------------------------------------------------------------------------
 
 booted=no
@@ -399,6 +518,8 @@ Type=oneshot
 RemainAfterExit=yes
 Environment=$environment
 ExecStart=/bin/sh "$state/tunnel-up.sh" --boot %i
+# A clean stop saves the peers' endpoints once more (the watch saves every 2 s).
+ExecStop=/bin/sh "$state/tunnel-up.sh" --save %i
 
 [Install]
 WantedBy=multi-user.target

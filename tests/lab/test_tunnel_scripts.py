@@ -251,7 +251,11 @@ class Host:
                 return False
 
     def reboot(self) -> None:
-        """Power loss: wireguard-go killed, its interface gone, /run (a tmpfs) empty."""
+        """Power loss: wireguard-go and the endpoint memory killed, the interface gone, /run (a tmpfs) empty."""
+        watch = self.run_dir / f"{IFACE}.watch.pid"
+        if watch.exists():  # the VPS's; its session: sh and its sleep
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(int(watch.read_text()), signal.SIGKILL)
         _kill(self.wireguard_go_pid(), signal.SIGKILL)
         # The tun device goes with its process (not persistent); delete it if it lingers.
         deadline = time.monotonic() + 2
