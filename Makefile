@@ -9,9 +9,14 @@ export PYTHONPATH := $(CURDIR)
 setup: $(VENV)/.installed
 	@bash tools/setup-apt.sh tools/apt-packages.txt
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# uv (pinned in requirements-setup.txt) installs the pinned requirements in seconds where
+# pip takes minutes; when uv cannot be had or fails, pip installs them as before.
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-setup.txt
 	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-setup.txt \
+	  && $(VENV)/bin/uv pip install --quiet --python $(PY) -r requirements-dev.txt \
+	  || { echo "setup: uv failed, installing with pip" >&2; \
+	       $(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt; }
 	touch $@
 
 # Every tier: unit, program, policies, lab. The lab tier needs root and its apt
