@@ -21,11 +21,20 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-setup.txt
 
 # Every tier: unit, program, policies, lab. The lab tier needs root and its apt
 # packages; without them it fails (it never skips).
+# Unit, program and policies share no state: two pytest-xdist workers run them, the
+# program and the policies tier each whole on one worker (tests/conftest.py), so each
+# worker synthesizes a stack once. Then the lab tier, alone and in order: `make lab`'s
+# namespaces have fixed names, and its timing tests must not race the other tiers.
+PARALLEL := -n 2 --dist loadgroup
 test: setup
-	$(PY) -m pytest tests -m "not bench"
+	$(PY) -m pytest tests -m "not bench and not lab" $(PARALLEL)
+	$(PY) -m pytest tests -m lab
 
-test-unit test-program test-policies test-lab: setup
-	$(PY) -m pytest tests -m "$(@:test-%=%)"
+test-unit test-program test-policies: setup
+	$(PY) -m pytest tests -m "$(@:test-%=%)" $(PARALLEL)
+
+test-lab: setup
+	$(PY) -m pytest tests -m lab
 
 # The lab: network namespaces on this machine (root), the lab stack applied to them.
 lab: setup
