@@ -30,11 +30,12 @@ test: setup
 	$(PY) -m pytest tests -m "not bench and not lab" $(PARALLEL)
 	$(PY) -m pytest tests -m lab
 
-test-unit test-program test-policies: setup
-	$(PY) -m pytest tests -m "$(@:test-%=%)" $(PARALLEL)
+test-unit: setup
+	$(PY) -m pytest tests -m unit $(PARALLEL)
 
-test-lab: setup
-	$(PY) -m pytest tests -m lab
+# One worker each (program and policies are one xdist group apiece), so no -n here.
+test-program test-policies test-lab: setup
+	$(PY) -m pytest tests -m "$(@:test-%=%)"
 
 # The lab: network namespaces on this machine (root), the lab stack applied to them.
 lab: setup
