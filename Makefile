@@ -11,10 +11,11 @@ setup: $(VENV)/.installed
 
 # uv (pinned in requirements-setup.txt) installs the pinned requirements in seconds where
 # pip takes minutes; when uv cannot be had or fails, pip installs them as before.
+# --system-certs: the machine's CA store, as pip uses (uv's own roots refuse a TLS proxy's).
 $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-setup.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-setup.txt \
-	  && $(VENV)/bin/uv pip install --quiet --python $(PY) -r requirements-dev.txt \
+	  && $(VENV)/bin/uv pip install --quiet --system-certs --python $(PY) -r requirements-dev.txt \
 	  || { echo "setup: uv failed, installing with pip" >&2; \
 	       $(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt; }
 	touch $@
