@@ -9,17 +9,33 @@ export PYTHONPATH := $(CURDIR)
 setup: $(VENV)/.installed
 	@bash tools/setup-apt.sh tools/apt-packages.txt
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# uv (pinned in requirements-setup.txt) installs the pinned requirements in seconds where
+# pip takes minutes; when uv cannot be had or fails, pip installs them as before.
+# --system-certs: the machine's CA store, as pip uses (uv's own roots refuse a TLS proxy's).
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-setup.txt
 	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-setup.txt \
+	  && $(VENV)/bin/uv pip install --quiet --system-certs --python $(PY) -r requirements-dev.txt \
+	  || { echo "setup: uv failed, installing with pip" >&2; \
+	       $(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt; }
 	touch $@
 
 # Every tier: unit, program, policies, lab. The lab tier needs root and its apt
 # packages; without them it fails (it never skips).
+# Unit, program and policies share no state: two pytest-xdist workers run them, the
+# program and the policies tier each whole on one worker (tests/conftest.py), so each
+# worker synthesizes a stack once. Then the lab tier, alone and in order: `make lab`'s
+# namespaces have fixed names, and its timing tests must not race the other tiers.
+PARALLEL := -n 2 --dist loadgroup
 test: setup
-	$(PY) -m pytest tests -m "not bench"
+	$(PY) -m pytest tests -m "not bench and not lab" $(PARALLEL)
+	$(PY) -m pytest tests -m lab
 
-test-unit test-program test-policies test-lab: setup
+test-unit: setup
+	$(PY) -m pytest tests -m unit $(PARALLEL)
+
+# One worker each (program and policies are one xdist group apiece), so no -n here.
+test-program test-policies test-lab: setup
 	$(PY) -m pytest tests -m "$(@:test-%=%)"
 
 # The lab: network namespaces on this machine (root), the lab stack applied to them.

@@ -18,8 +18,11 @@ How it runs:
   mount (container netns bind mounts, rootfs mounts of runc) stays in that mount
   namespace, which the kernel drops with its last process: nothing shows in the root
   namespace's /proc/mounts, and nothing outlives the daemon even if it is SIGKILLed.
-* ``--storage-driver vfs``: no overlayfs needed (plain copies: slow-ish and
-  disk-hungry, fine for the lab's few small images).
+* ``--storage-driver overlay2`` where the kernel mounts overlayfs on the file system
+  of ``work`` (:func:`storage_driver` tries it once), else ``vfs`` (no overlayfs needed,
+  but it copies the whole image, twice, for every container it creates: a ``docker
+  run`` of the GitLab stand-in took 6 to 16 s with vfs and 0.5 to 1.4 s with overlay2
+  here, most of it in the kernel).
 * ``--iptables`` stays on: docker's NAT/filter rules (DOCKER, DOCKER-USER chains, the
   masquerade of the bridge subnet, DNAT of published ports) go into the namespace's own
   netfilter, as on a real host, and leave with the namespace. The host's forwarding
@@ -66,6 +69,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -81,6 +85,7 @@ __all__ = [
     "restart_dockerd",
     "start_dockerd",
     "stop_dockerd",
+    "storage_driver",
 ]
 
 DOCKERD = "/usr/sbin/dockerd"
@@ -414,7 +419,7 @@ def _start(
         "--exec-root", str(work / "exec"),
         "--pidfile", str(pidfile),
         "-H", f"unix://{socket}",
-        "--storage-driver", "vfs",
+        "--storage-driver", storage_driver(work),
         "--iptables=true",
         "--ip-forward=true",
         "--bip", bip,
@@ -475,6 +480,38 @@ def _start(
         stop_dockerd(info, remove=remove_on_failure)
         raise
     return info
+
+
+def storage_driver(work: Path) -> str:
+    """``overlay2`` when an overlay mount works on ``work``'s file system, else ``vfs``.
+
+    Tried as dockerd would use it: an overlay of two directories under ``work``, mounted
+    in a throwaway mount namespace (``unshare -m``: nothing shows outside, and nothing
+    is left when it exits). Remembered per file system."""
+    device = work.stat().st_dev
+    if device not in _STORAGE_DRIVERS:
+        _STORAGE_DRIVERS[device] = "overlay2" if _overlay_mounts_in(work) else "vfs"
+    return _STORAGE_DRIVERS[device]
+
+
+_STORAGE_DRIVERS: dict[int, str] = {}  # st_dev -> driver
+
+
+def _overlay_mounts_in(work: Path) -> bool:
+    probe = Path(tempfile.mkdtemp(prefix=".overlay-probe-", dir=work))
+    try:
+        for part in ("lower", "upper", "work", "merged"):
+            (probe / part).mkdir()
+        options = f"lowerdir={probe / 'lower'},upperdir={probe / 'upper'},workdir={probe / 'work'}"
+        done = subprocess.run(
+            ["unshare", "-m", "mount", "-t", "overlay", "overlay", "-o", options, str(probe / "merged")],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+    return done.returncode == 0
 
 
 def _write_wrapper(work: Path, etc_docker: Path | None, supervise: Path | None) -> Path:
@@ -546,7 +583,7 @@ def stop_dockerd(info: DaemonInfo, *, remove: bool = True, kill_containers: bool
 
 
 def _remove_tree(path: Path) -> None:
-    """rm -rf, also of files a container made read-only (vfs layers keep their modes)."""
+    """rm -rf, also of files a container made read-only (image layers keep their modes)."""
     if not path.exists():
         return
     leftover = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
