@@ -642,13 +642,24 @@ def _stop_started(errors: list[str]) -> None:
                 errors.append(f"dockerd of {name}: {exc}")
         for host in data["hosts"]:
             if host.get("boots"):
-                from tools.lab_nspawn import remove_cgroups, stop
+                from tools.lab_nspawn import stop
 
-                stop(host["pid"])  # its supervisor: the host powers off
-                remove_cgroups(host["name"])  # should the supervisor have been killed
+                stop(host["pid"], Path(host["state"]), Path(host["root"]), host["name"])  # the host powers off
                 continue
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(host["pid"], signal.SIGTERM)  # unshare and its sshd (their own session)
+
+
+def _remove_host_cgroups() -> None:
+    """The booting hosts' cgroups, once what a killed supervisor left running is gone too."""
+    from tools.lab_nspawn import CGROUPS, remove_cgroups
+
+    deadline = time.monotonic() + 10
+    for host in (h for h in HOSTS if h.boots):
+        remove_cgroups(host.name)
+        while any(CGROUPS.glob(f"*/fwl-{host.name}")) and time.monotonic() < deadline:
+            time.sleep(0.2)  # its processes, killed just now, may take a moment to go
+            remove_cgroups(host.name)
 
 
 def down() -> int:
@@ -673,6 +684,7 @@ def down() -> int:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid), signal.SIGKILL)
             sh("ip", "netns", "delete", name, check=False)
+    _remove_host_cgroups()
     for link in ("fwl-inet0", "fwl-lan0"):
         sh("ip", "link", "delete", link, check=False)
     for directory in Path("/etc/netns").glob(f"{PREFIX}*"):

@@ -340,21 +340,38 @@ def boot_count(state: Path) -> int:
     return count
 
 
-def stop(pid: int, timeout: float = 20) -> None:
-    """Power the host off through its supervisor; kill what is left after ``timeout``."""
+def _recorded_nspawn(state: Path, root: Path) -> int | None:
+    """The nspawn the supervisor started last, if it still runs (and is that nspawn)."""
     try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
+        pid: int = json.loads((state / "nspawn.json").read_text())["pid"]
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError, KeyError):
+        return None
+    return pid if argv[0].endswith(b"systemd-nspawn") and str(root).encode() in argv else None
+
+
+def stop(pid: int, state: Path, root: Path, name: str, timeout: float = 20) -> None:
+    """Power the host off through its supervisor (through its nspawn should the supervisor be
+    gone), kill what is left after ``timeout``, and remove the host's cgroups."""
+    nspawn = _recorded_nspawn(state, root)
+    for target in (pid, nspawn):
+        if target is not None and running(target):
+            os.kill(target, signal.SIGTERM)  # nspawn: an orderly poweroff of the container
+            break
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)  # reaped, if it is our own child
-        if not running(pid):
-            return
+        if not running(pid) and (nspawn is None or not running(nspawn)):
+            break
         time.sleep(0.2)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)  # the supervisor's session: nspawn and the container
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)  # the supervisor's session
+        if nspawn is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(nspawn, signal.SIGKILL)
+    remove_cgroups(name)
 
 
 def main() -> int:
