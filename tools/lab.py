@@ -10,7 +10,10 @@ Topology (network namespaces ``fwl-*``; addresses exist only inside them):
            └─ 198.51.100.1 bridge: the home LAN; the deployer is 198.51.100.254 on it
                 home 198.51.100.2, runner-arm .3, runner-amd .4
 
-vps, home and the runners each run their own sshd with their own host key. The
+vps, home and the runners each run their own sshd with their own host key. The VPS
+boots: systemd is its PID 1, in systemd-nspawn inside its namespace, with its own root
+file system, sshd and users (tools/lab_nspawn.py); `python -m tools.lab reboot HOST...|all`
+reboots it for real. The
 CGNAT router masquerades the home side with a short UDP timeout, so nothing reaches
 home unless home dials out. The lab stack is applied with tools/applier: host arch
 checks, the tunnel, the forwarding, the CA, GitLab's container and every docker
@@ -20,10 +23,10 @@ own (tools/lab_docker.py); GitLab's image is a stand-in built from Debian
 ``/etc/netns/fwl-*/hosts`` say that gitlab.forgeway.test is the VPS.
 
 The deployer logs in as non-root users with passwordless sudo, as on real hosts
-(Pulumi.prod.yaml): ``fwl-admin`` on the VPS, ``fwl-forgeway`` (in the docker group)
-on the others. `make lab` creates them on this machine (the namespaces share its user
-database), each with a sudoers drop-in ``/etc/sudoers.d/fwl-*``; `make lab-down`
-removes both. The lab directory is traversable by them (mode 0711: they need the
+(Pulumi.prod.yaml): ``fwl-admin`` on the VPS (in its own root), ``fwl-forgeway`` (in
+the docker group) on the others. `make lab` creates that one on this machine (those
+namespaces share its user database), with a sudoers drop-in ``/etc/sudoers.d/fwl-*``;
+`make lab-down` removes both. The lab directory is traversable by them (mode 0711: they need the
 authorized_keys file, their host's docker socket and runner-arm's ``uname`` shim),
 and so must every directory above it be.
 
@@ -80,10 +83,11 @@ class HostSpec:
     address: str
     ssh_port: int
     fake_machine: str | None = None  # what `uname -m` says in SSH sessions
+    boots: bool = False  # systemd as PID 1 in systemd-nspawn (tools/lab_nspawn.py): its own /etc and sshd
 
 
 HOSTS = (
-    HostSpec("vps", "internet", f"{INTERNET}.10", 2202),
+    HostSpec("vps", "internet", f"{INTERNET}.10", 2202, boots=True),
     HostSpec("home", "lan", f"{LAN}.2", 22),
     HostSpec("runner-arm", "lan", f"{LAN}.3", 22, fake_machine="aarch64"),
     HostSpec("runner-amd", "lan", f"{LAN}.4", 22),
@@ -101,8 +105,10 @@ CLIENT = f"{INTERNET}.100"
 VPS_ADDRESS = f"{INTERNET}.10"
 CGNAT_WAN, CGNAT_LAN, HOMEGW_WAN = f"{INTERNET}.20", "100.64.0.1", "100.64.0.2"
 DEPLOYER_INTERNET, DEPLOYER_LAN = f"{INTERNET}.254", f"{LAN}.254"
-# The deployer's login users (Pulumi.lab.yaml hosts[].ssh_user) and their extra groups.
-LAB_USERS: dict[str, tuple[str, ...]] = {"fwl-admin": (), "fwl-forgeway": ("docker",)}
+# The deployer's login users (Pulumi.lab.yaml hosts[].ssh_user) and their extra groups, on
+# this machine for the hosts that share its user database; a host that boots has its own.
+LAB_USERS: dict[str, tuple[str, ...]] = {"fwl-forgeway": ("docker",)}
+BOOTING_HOST_USERS = {"vps": "fwl-admin"}
 LAB_USER_COMMENT = "forgeway lab deployer"  # what lab-down looks for before it removes a user
 SUDOERS_DIR = Path("/etc/sudoers.d")
 
@@ -170,6 +176,26 @@ def _deployer_link(ifname: str, address: str, peers: list[str]) -> None:
         sh("ip", "route", "add", f"{peer}/32", "dev", ifname, "src", address)
 
 
+def base_network(spec: HostSpec) -> list[list[str]]:
+    """A lab host's own eth0 as its network configuration sets it at boot (`ip` arguments);
+    a booting host's supervisor applies it again after each reboot (tools/lab_nspawn.py)."""
+    argv = [["addr", "add", f"{spec.address}/24", "dev", "eth0"], ["link", "set", "eth0", "up"]]
+    if spec.segment == "lan":
+        argv.append(["route", "add", "default", "via", f"{LAN}.1"])
+        # IPv6 on the LAN too (a ULA, no router): jobs' IPv6 reaches the other hosts.
+        host = spec.address.rsplit(".", 1)[1]
+        argv.append(["-6", "addr", "add", f"{LAN_V6}{host}/64", "dev", "eth0", "nodad"])
+    return argv
+
+
+def _host_link(spec: HostSpec, bridge_ns: str) -> None:
+    port = f"p-{spec.name}"[:15]
+    _veth(bridge_ns, port, ns(spec.name), "eth0")
+    _up(bridge_ns, port, master="br0")
+    for argv in base_network(spec):
+        sh("ip", "-n", ns(spec.name), *argv)
+
+
 def build_network() -> None:
     """Create the namespaces and links (fails if any exists: run lab-down first)."""
     names = ["inet", "client", "cgnat", "homegw"] + [h.name for h in HOSTS]
@@ -179,13 +205,14 @@ def build_network() -> None:
     _bridge(ns("inet"), "br0")
     _bridge(ns("homegw"), "br0")
     # the internet segment
-    for name, addr in [("client", CLIENT), ("cgnat", CGNAT_WAN)] + [
-        (h.name, h.address) for h in HOSTS if h.segment == "internet"
-    ]:
+    for name, addr in [("client", CLIENT), ("cgnat", CGNAT_WAN)]:
         port = f"p-{name}"[:15]
         _veth(ns("inet"), port, ns(name), "eth0")
         _up(ns("inet"), port, master="br0")
         _up(ns(name), "eth0", f"{addr}/24")
+    for h in HOSTS:
+        if h.segment == "internet":
+            _host_link(h, ns("inet"))
     _veth(None, "fwl-inet0", ns("inet"), "p-deployer")
     _up(ns("inet"), "p-deployer", master="br0")
     _deployer_link(
@@ -204,24 +231,7 @@ def build_network() -> None:
     _nat(ns("homegw"), "eth0", f"{LAN}.0/24")
     for h in HOSTS:
         if h.segment == "lan":
-            port = f"p-{h.name}"[:15]
-            _veth(ns("homegw"), port, ns(h.name), "eth0")
-            _up(ns("homegw"), port, master="br0")
-            _up(ns(h.name), "eth0", f"{h.address}/24")
-            sh("ip", "-n", ns(h.name), "route", "add", "default", "via", f"{LAN}.1")
-            # IPv6 on the LAN too (a ULA, no router): jobs' IPv6 reaches the other hosts.
-            sh(
-                "ip",
-                "-n",
-                ns(h.name),
-                "-6",
-                "addr",
-                "add",
-                f"{LAN_V6}{h.address.rsplit('.', 1)[1]}/64",
-                "dev",
-                "eth0",
-                "nodad",
-            )
+            _host_link(h, ns("homegw"))
     _veth(None, "fwl-lan0", ns("homegw"), "p-deployer")
     _up(ns("homegw"), "p-deployer", master="br0")
     _deployer_link("fwl-lan0", DEPLOYER_LAN, [h.address for h in HOSTS if h.segment == "lan"])
@@ -354,18 +364,52 @@ def start_sshd(spec: HostSpec, work: Path, deployer_pub: str, listen: str | None
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     deadline = time.monotonic() + 15
-    while True:
-        scan = subprocess.run(
-            ["ssh-keyscan", "-T", "2", "-t", "ed25519", "-p", str(spec.ssh_port), spec.address],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        if host_key.split()[1] in scan.stdout:
-            break
+    while not sshd_answers(spec.address, spec.ssh_port, host_key):
         if proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"sshd of lab host {spec.name} did not come up: {(work / 'sshd.log').read_text()}")
         time.sleep(0.1)
     return {"name": spec.name, "netns": ns(spec.name), "address": spec.address, "ssh_port": spec.ssh_port,
             "host_key": host_key, "pid": proc.pid}  # fmt: skip
+
+
+def sshd_answers(address: str, port: int, host_key: str) -> bool:
+    """Whether an sshd answers at address:port with this host key (its own, not another's)."""
+    scan = subprocess.run(
+        ["ssh-keyscan", "-T", "2", "-t", "ed25519", "-p", str(port), address],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return host_key.split()[1] in scan.stdout
+
+
+def start_booting_host(spec: HostSpec, work: Path, deployer_pub: str) -> dict[str, Any]:
+    """A host with systemd as PID 1 (tools/lab_nspawn.py): its root, host key and login
+    user, and its supervisor started; :func:`wait_booted` waits for its sshd."""
+    from tools import lab_nspawn
+
+    work.mkdir(parents=True)
+    host_key = _keygen(work / "ssh_host_ed25519_key")
+    root = work / "root"
+    users = {BOOTING_HOST_USERS[spec.name]: deployer_pub}
+    lab_nspawn.make_root(root, spec.name, spec.ssh_port, users, work / "ssh_host_ed25519_key")
+    # Where the lab's tools and tests look for a host's files, as for the other hosts.
+    (work / "etc").symlink_to("root/etc")
+    state = work / "nspawn"
+    pid = lab_nspawn.start(spec.name, ns(spec.name), root, state, base_network(spec))
+    return {"name": spec.name, "netns": ns(spec.name), "address": spec.address, "ssh_port": spec.ssh_port,
+            "host_key": host_key, "pid": pid, "boots": True, "root": str(root), "state": str(state)}  # fmt: skip
+
+
+def wait_booted(host: dict[str, Any], timeout: float = 120) -> None:
+    """Until the booting host's sshd answers with its own key (its supervisor must keep running)."""
+    from tools.lab_nspawn import running
+
+    deadline = time.monotonic() + timeout
+    while not sshd_answers(host["address"], host["ssh_port"], host["host_key"]):
+        if not running(host["pid"]) or time.monotonic() > deadline:
+            console = Path(host["state"]) / "console.log"
+            tail = console.read_text(errors="replace")[-3000:] if console.exists() else "(no console log)"
+            raise RuntimeError(f"lab host {host['name']} did not boot to its sshd within {timeout:.0f} s:\n{tail}")
+        time.sleep(0.2)
 
 
 def docker_work(name: str) -> Path:
@@ -495,10 +539,16 @@ def up(mode: str | None = None, overrides: list[str] | None = None, seed: int | 
             create_lab_users()
             build_network()
             write_name_files()
-            for spec in HOSTS:
-                record["hosts"].append(start_sshd(spec, LAB_DIR / "hosts" / spec.name, deployer_pub))
-                # Record each started sshd at once, so lab-down finds it even if a later step fails.
+            # Hosts that boot first, all at once: they boot while the others' sshds start.
+            for spec in sorted(HOSTS, key=lambda h: not h.boots):
+                work = LAB_DIR / "hosts" / spec.name
+                started = start_booting_host(spec, work, deployer_pub) if spec.boots else None
+                record["hosts"].append(started or start_sshd(spec, work, deployer_pub))
+                # Record each started host at once, so lab-down finds it even if a later step fails.
                 TOPOLOGY.with_suffix(".partial").write_text(json.dumps(record))
+            for host in record["hosts"]:
+                if host.get("boots"):
+                    wait_booted(host)
             start_docker_hosts(record)
         except Exception:
             down()
@@ -593,8 +643,25 @@ def _stop_started(errors: list[str]) -> None:
             except RuntimeError as exc:
                 errors.append(f"dockerd of {name}: {exc}")
         for host in data["hosts"]:
+            if host.get("boots"):
+                from tools.lab_nspawn import stop
+
+                stop(host["pid"], Path(host["state"]), Path(host["root"]), host["name"])  # the host powers off
+                continue
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(host["pid"], signal.SIGTERM)  # unshare and its sshd (their own session)
+
+
+def _remove_host_cgroups() -> None:
+    """The booting hosts' cgroups, once what a killed supervisor left running is gone too."""
+    from tools.lab_nspawn import CGROUPS, remove_cgroups
+
+    deadline = time.monotonic() + 10
+    for host in (h for h in HOSTS if h.boots):
+        remove_cgroups(host.name)
+        while any(CGROUPS.glob(f"*/fwl-{host.name}")) and time.monotonic() < deadline:
+            time.sleep(0.2)  # its processes, killed just now, may take a moment to go
+            remove_cgroups(host.name)
 
 
 def down() -> int:
@@ -619,6 +686,7 @@ def down() -> int:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid), signal.SIGKILL)
             sh("ip", "netns", "delete", name, check=False)
+    _remove_host_cgroups()
     for link in ("fwl-inet0", "fwl-lan0"):
         sh("ip", "link", "delete", link, check=False)
     for directory in Path("/etc/netns").glob(f"{PREFIX}*"):
@@ -636,9 +704,68 @@ def down() -> int:
     return 1 if errors else 0
 
 
+REBOOT_TIMEOUT = 120.0
+
+
+def reboot(names: list[str]) -> int:
+    """Reboot lab hosts for real (`systemctl reboot` in each, all at once); one JSON line
+    per host on stdout as soon as its sshd answers again with its own key."""
+    import threading
+
+    from tools.lab_nspawn import boot_count, inside, running
+
+    if not TOPOLOGY.exists():
+        print("lab: no lab is up (.lab/topology.json): run `make lab` first", file=sys.stderr)
+        return 1
+    by_name = {h["name"]: h for h in json.loads(TOPOLOGY.read_text())["hosts"]}
+    chosen = list(dict.fromkeys(names))
+    if names == ["all"]:
+        chosen = [name for name, host in by_name.items() if host.get("boots")]
+        others = [name for name, host in by_name.items() if not host.get("boots")]
+        if others:
+            print(f"lab: reboot all: {', '.join(others)} do not boot (no systemd in them): not rebooted",
+                  file=sys.stderr)  # fmt: skip
+    for name in chosen:
+        if name not in by_name:
+            print(f"lab: reboot: no lab host {name!r}; hosts: {', '.join(by_name)} or all", file=sys.stderr)
+            return 2
+        if not by_name[name].get("boots"):
+            print(f"lab: reboot: lab host {name!r} does not boot (no systemd in it: README, \"The lab\")",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+    failed: list[str] = []
+    printing = threading.Lock()
+
+    def reboot_one(host: dict[str, Any]) -> None:
+        state = Path(host["state"])
+        before = boot_count(state)
+        asked = inside(state, "systemctl", "reboot")  # its init may take the call with it: rc ignored
+        deadline = time.monotonic() + REBOOT_TIMEOUT
+        while boot_count(state) == before or not sshd_answers(host["address"], host["ssh_port"], host["host_key"]):
+            if not running(host["pid"]) or time.monotonic() > deadline:
+                why = "its supervisor ended" if not running(host["pid"]) else f"not within {REBOOT_TIMEOUT:.0f} s"
+                failed.append(f"lab host {host['name']} did not come back ({why}; `systemctl reboot`: "
+                              f"{asked.returncode} {asked.stderr.strip()}); see {state / 'console.log'}")  # fmt: skip
+                return
+            time.sleep(0.1)
+        back = time.time()
+        with printing:
+            print(json.dumps({"host": host["name"], "sshd_back": back}), flush=True)
+
+    threads = [threading.Thread(target=reboot_one, args=(by_name[name],)) for name in chosen]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for failure in failed:
+        print(f"lab: reboot: {failure}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="The forgeway lab on this machine.")
-    parser.add_argument("action", choices=["up", "refresh", "down", "destroy"])
+    parser.add_argument("action", choices=["up", "refresh", "down", "destroy", "reboot"])
+    parser.add_argument("hosts", nargs="*", help="reboot: lab host names, or all")
     parser.add_argument("--mode", choices=["snat", "preserve-source"], help="override forwarding.mode")
     parser.add_argument(
         "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a string in the lab stack"
@@ -650,6 +777,12 @@ def main() -> int:
     if os.geteuid() != 0:
         print("lab: needs root (network namespaces); run as root", file=sys.stderr)
         return 1
+    if args.action != "reboot" and args.hosts:
+        parser.error(f"{args.action} takes no host names")
+    if args.action == "reboot":
+        if not args.hosts:
+            parser.error("reboot: name the hosts (vps, home, runner-arm, runner-amd) or all")
+        return reboot(args.hosts)
     if args.action == "up":
         return up(args.mode, args.set, args.seed)
     if args.action == "refresh":

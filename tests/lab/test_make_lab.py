@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -668,87 +667,125 @@ def _sshd_pid(host: dict[str, Any]) -> str:
     return children[0]
 
 
-def _sysctl_at_boot(host: dict[str, Any]) -> None:
-    """What systemd-sysctl.service does at boot: apply the host's sysctl.d files."""
-    for conf in sorted((ROOT / ".lab" / "hosts" / host["name"] / "etc" / "sysctl.d").glob("*.conf")):
-        for raw in conf.read_text().splitlines():
-            line = raw.strip()
-            if line and not line.startswith(("#", ";")):
-                key, _, value = line.partition("=")
-                _in(host["netns"], "sysctl", "-qw", f"{key.strip()}={value.strip()}")
+# Seconds the service may take to come back after a reboot, from the moment the rebooted
+# host's sshd answers again (issue 14: at most 20 s in the lab, where the keepalive is 5 s).
+RECOVERY_BOUND = 20.0
+# Event (a host name, or all) -> seconds until HTTPS, SSH on 22 and a registry push all
+# worked from the client, or None: not within RECOVERY_BOUND.
+RECOVERY: dict[str, float | None] = {}
+# What a reboot must forget: a table, a policy rule and a sysctl no forgeway unit sets.
+MARKER_TABLE, MARKER_RULE, MARKER_SYSCTL = "lab-reboot-marker", "4242", "net.ipv4.conf.all.arp_ignore"
 
 
-def _flush_runtime_state(host: dict[str, Any]) -> None:
-    """What a reboot forgets: processes, interfaces, rulesets, policy rules, sysctls."""
+def _booting_hosts(topology: dict[str, Any]) -> list[dict[str, Any]]:
+    return [h for h in topology["hosts"] if h.get("boots")]
+
+
+def _inside(host: dict[str, Any], *argv: str) -> subprocess.CompletedProcess[str]:
+    """``argv`` inside a booting host (its init's namespaces)."""
+    from tools.lab_nspawn import inside
+
+    return inside(Path(host["state"]), *argv)
+
+
+def _kernel_state(host: dict[str, Any]) -> dict[str, str]:
     netns = host["netns"]
-    for pid in subprocess.run(
-        ["ip", "netns", "pids", netns], capture_output=True, text=True, check=False
-    ).stdout.split():
-        comm = Path(f"/proc/{pid}/comm")
-        if comm.exists() and comm.read_text().strip() == "wireguard-go":
-            subprocess.run(["kill", "-9", pid], check=False)
-    _in(netns, "ip", "link", "delete", "wg0")
-    _in(netns, "nft", "flush", "ruleset")
-    _in(netns, "ip", "rule", "flush", "table", "4680")
-    _in(netns, "sysctl", "-qw", "net.ipv4.ip_forward=0")
-    shutil.rmtree(ROOT / ".lab" / "hosts" / host["name"] / "run", ignore_errors=True)
-    (ROOT / ".lab" / "hosts" / host["name"] / "run").mkdir()
+    return {
+        "nft": _in(netns, "nft", "--stateless", "list", "ruleset").stdout,
+        "rules": _in(netns, "ip", "rule").stdout,
+        "rules6": _in(netns, "ip", "-6", "rule").stdout,
+        # but link-local addresses: a new wireguard-go makes a new one for its wg0
+        "routes": "\n".join(
+            line
+            for line in _in(netns, "ip", "route", "show", "table", "all").stdout.splitlines()
+            if "fe80:" not in line
+        ),
+        "ip_forward": _in(netns, "sysctl", "-n", "net.ipv4.ip_forward").stdout.strip(),
+        "links": " ".join(
+            sorted(line.split()[0].split("@")[0] for line in _in(netns, "ip", "-br", "link").stdout.splitlines())
+        ),
+    }
 
 
-def _restart_dockerds(topology: dict[str, Any]) -> None:
-    """Restart every lab host's dockerd, as a reboot would (docker.service); the new
-    records go into topology.json so lab-down stops them."""
-    from tools.lab_docker import DaemonInfo, restart_dockerd
+def _service_back(topology: dict[str, Any], since: float, bound: float) -> float | None:
+    """Seconds from ``since`` (time.time()) until HTTPS, SSH on 22 (GitLab's key) and a
+    registry push from the client have all worked; None if not within ``bound``."""
+    gitlab_key = _gitlab_ssh_key(topology)
 
-    described = json.loads((ROOT / ".lab" / "topology.json").read_text())
-    for name, data in list(described["docker"].items()):
-        if name == "client":
-            continue
-        current = Path(data["work"]) / "daemon.json"  # a daemon restarted by forgeway's script records itself here
-        info = DaemonInfo.from_json(json.loads(current.read_text()) if current.exists() else data)
-        described["docker"][name] = restart_dockerd(info).to_json()
-        (ROOT / ".lab" / "topology.json").write_text(json.dumps(described, indent=1) + "\n")
-    topology["docker"] = described["docker"]
+    def https() -> bool:
+        try:
+            return _https(topology, tries=1)[0] == 200
+        except AssertionError:
+            return False
+
+    def ssh() -> bool:
+        return gitlab_key in _in("fwl-client", "ssh-keyscan", "-T", "2", "-t", "ed25519", "-p", "22", VPS).stdout
+
+    def push() -> bool:
+        try:
+            _push_and_pull(topology, "client", size=16 << 10)
+        except AssertionError:
+            return False
+        return True
+
+    for probe in (https, ssh, push):
+        while not probe():
+            if time.time() - since > bound:
+                return None
+            time.sleep(0.5)
+    return time.time() - since
 
 
-def test_zy_a_reboot_brings_tunnel_and_forwarding_back_from_the_boot_units(topology: dict[str, Any]) -> None:
-    switched = _lab("up", "--mode", "preserve-source")  # boot must restore the return path too
-    assert switched.returncode == 0, switched.stderr
-    for host in topology["hosts"]:
-        _flush_runtime_state(host)
-    assert not _ping("fwl-home", "10.8.0.1"), "the tunnel survived the simulated reboot: nothing was flushed"
-    for host in topology["hosts"]:
-        # The host's own environment (the lab gives each its FORGEWAY_* directories in
-        # sshd's SetEnv), then what each unit sets.
-        host_env = _host_env(host)
-        _sysctl_at_boot(host)
-        for unit, env, starts in _unit_commands(host):
-            assert starts, f"{unit} on {host['name']} has no ExecStart"
-            variables = [f"{k}={v}" for k, v in {**host_env, **env}.items()]
-            for start in starts:
-                # systemd's "-" prefix: a failure of this line does not fail the unit.
-                booted = subprocess.run(
-                    [
-                        "nsenter",
-                        "-t",
-                        _sshd_pid(host),
-                        "-p",
-                        "-n",
-                        "env",
-                        *variables,
-                        "sh",
-                        "-c",
-                        start.removeprefix("-"),
-                    ],
-                    capture_output=True,
-                    text=True,
-                    check=False,
-                )
-                assert booted.returncode == 0 or start.startswith("-"), f"{unit}: {start}: {booted.stderr[-500:]}"
-    _restart_dockerds(topology)  # docker.service at boot: containers with a restart policy return
-    assert _ping("fwl-home", "10.8.0.1", tries=5), "no tunnel after the boot units ran"
-    assert _seen_address(topology, tries=10) == CLIENT_ADDRESS
-    assert _lab("up", "--mode", "snat").returncode == 0
+@pytest.mark.parametrize("event", ["vps", "all"])
+def test_zy_a_real_reboot_forgets_the_kernel_state_and_the_boot_units_restore_it(
+    topology: dict[str, Any], event: str
+) -> None:
+    """`tools.lab reboot`: systemd in the host reboots, the lab clears what the kernel
+    forgets; the units forgeway installed bring back the same rules, once each."""
+    hosts = [h for h in _booting_hosts(topology) if event in (h["name"], "all")]
+    assert hosts, f"no lab host boots for event {event}"
+    before = {h["name"]: _kernel_state(h) for h in hosts}
+    for host in hosts:
+        netns = host["netns"]
+        assert _in(netns, "nft", "add", "table", "inet", MARKER_TABLE).returncode == 0
+        assert _in(netns, "ip", "rule", "add", "pref", MARKER_RULE, "lookup", MARKER_RULE).returncode == 0
+        assert _in(netns, "sysctl", "-qw", f"{MARKER_SYSCTL}=1").returncode == 0
+    booted = _lab("reboot", event)
+    assert booted.returncode == 0, booted.stderr
+    back = {line["host"]: line["sshd_back"] for line in map(json.loads, booted.stdout.splitlines())}
+    assert set(back) == {h["name"] for h in hosts}, booted.stdout
+    RECOVERY[event] = _service_back(topology, min(back.values()), RECOVERY_BOUND)
+    for host in hosts:
+        name, netns = host["name"], host["netns"]
+        # Everything the units restore is in place: wait for them (the tunnel's unit may still run).
+        state = _kernel_state(host)
+        for _ in range(60):
+            if state == before[name]:
+                break
+            time.sleep(0.5)
+            state = _kernel_state(host)
+        assert MARKER_TABLE not in state["nft"] and MARKER_RULE not in state["rules"], f"{name}: not forgotten"
+        assert _in(netns, "sysctl", "-n", MARKER_SYSCTL).stdout.strip() == "0", f"{name}: {MARKER_SYSCTL} kept"
+        # The same tables, chains and rules as before, each once (no duplicates); ip_forward as configured.
+        for part in ("nft", "rules", "rules6", "routes", "ip_forward", "links"):
+            assert state[part] == before[name][part], f"{name} {part} after the reboot:\n{state[part]}"
+        running = _inside(host, "systemctl", "is-system-running", "--wait")
+        assert running.stdout.strip() == "running", _inside(host, "systemctl", "--failed", "--no-pager").stdout
+        units = _inside(host, "systemctl", "list-units", "--all", "--plain", "--no-legend", "forgeway*").stdout
+        assert "forgeway-tunnel@wg0.service" in units and "forgeway-nftables.service" in units, units
+        for unit in (line.split()[0] for line in units.splitlines()):
+            state_of = _inside(host, "systemctl", "is-active", unit).stdout.strip()
+            assert state_of == "active", f"{name}: {unit} is {state_of} after the reboot"
+    _assert_admin_ssh(topology)  # after a reboot
+
+
+# Without the VPS's endpoint memory (components/scripts/tunnel-up.sh) the VPS-alone
+# event waits for a peer's rekey: 46 to 117 s measured (docs/tunnel.md).
+@pytest.mark.parametrize("event", ["vps", "all"])
+def test_zy_b_the_service_is_back_within_the_bound_after_the_reboot(topology: dict[str, Any], event: str) -> None:
+    assert event in RECOVERY, f"the reboot test of {event} did not run"
+    seconds = RECOVERY[event]
+    assert seconds is not None, f"{event}: HTTPS, SSH on 22 and a registry push not back within {RECOVERY_BOUND} s"
 
 
 def _hosts_as_they_are(topology: dict[str, Any]) -> dict[str, Any]:
@@ -822,12 +859,13 @@ def test_zyz_without_its_sudo_right_the_apply_stops_at_the_check_and_no_host_cha
     """The deployer's VPS user loses its sudoers drop-in; a fresh apply (after a destroy:
     every check runs again) stops at the VPS's read-only check, says which host, user and
     sudoers line, and leaves every host as it was; with the right back it applies."""
-    from tools.lab import grant_sudo, revoke_sudo
+    from tools.lab_nspawn import grant_sudo, revoke_sudo
 
+    vps_root = Path(next(h for h in topology["hosts"] if h["name"] == "vps")["root"])
     destroyed = _lab("destroy")
     assert destroyed.returncode == 0, destroyed.stderr
     before = _hosts_settled(topology)
-    revoke_sudo("fwl-admin")
+    revoke_sudo(vps_root, "fwl-admin")
     try:
         refused = _lab("up")
         assert refused.returncode != 0, refused.stdout
@@ -836,9 +874,11 @@ def test_zyz_without_its_sudo_right_the_apply_stops_at_the_check_and_no_host_cha
         )
         assert "'fwl-admin ALL=(ALL:ALL) NOPASSWD: ALL' to /etc/sudoers.d/forgeway" in refused.stderr
         after = _hosts_as_they_are(topology)
+        # (the VPS boots: its sudoers is its own /etc, where the right was taken away)
+        assert before["vps"]["files"].pop("etc/sudoers.d/fwl-admin")
         assert after == before, "hosts changed although a check failed:\n" + "\n".join(_differences(before, after))
     finally:
-        grant_sudo("fwl-admin")
+        grant_sudo(vps_root, "fwl-admin")
     again = _lab("up")
     assert again.returncode == 0, again.stderr[-2000:]
     assert _seen_address(topology, tries=10) == "10.8.0.1"  # snat: GitLab sees the VPS's tunnel address
@@ -873,11 +913,14 @@ def test_zz_destroy_restores_every_host_and_down_removes_the_lab(topology: dict[
     assert set(handlers()) == set(HANDLERS_BEFORE_LAB), "binfmt handlers differ from before the lab"
     assert _runner_docker(topology, "runner-amd", "ps", "-aq", "--filter", "name=forgeway-binfmt").strip() == ""
 
+    from tools.lab_nspawn import container_pid1
+
+    inits = [container_pid1(Path(h["state"])) for h in _booting_hosts(topology)]
     down = _lab("down")
     assert down.returncode == 0, down.stderr
     assert not any(n.startswith("fwl-") for n in _netns())
     assert not (ROOT / ".lab").exists()
-    pids = [h["pid"] for h in topology["hosts"]] + [d["pid"] for d in topology["docker"].values()]
+    pids = [h["pid"] for h in topology["hosts"]] + [d["pid"] for d in topology["docker"].values()] + inits
     listed = subprocess.run(
         ["ps", "-o", "pid=,stat=", "-p", ",".join(map(str, pids))], capture_output=True, text=True, check=False
     )

@@ -1,0 +1,109 @@
+"""A lab host that boots (tools/lab_nspawn.py) in a namespace of its own: systemd is its
+PID 1, and a reboot is real: the host's init restarts and the kernel state it had goes.
+
+The namespace has a random name and no link out (its eth0's peer is in a second namespace
+of its own), so this runs beside `make lab` without the fwl lock."""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tools import lab_nspawn
+
+ADDRESS, GATEWAY, PORT = "192.0.2.10", "192.0.2.1", 2222
+BASE = [
+    ["addr", "add", f"{ADDRESS}/24", "dev", "eth0"],
+    ["link", "set", "eth0", "up"],
+    ["route", "add", "default", "via", GATEWAY],
+]
+
+
+def _in(netns: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", "netns", "exec", netns, *argv], capture_output=True, text=True, check=False)
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    name = f"fwn-{secrets.token_hex(3)}"
+    peer = f"{name}-p"
+    for made in (name, peer):
+        subprocess.run(["ip", "netns", "add", made], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        veth = ["link", "add", "eth0", "type", "veth", "peer", "name", "eth0p", "netns", peer]
+        subprocess.run(["ip", "-n", name, *veth], check=True)
+        subprocess.run(["ip", "-n", peer, "link", "set", "eth0p", "up"], check=True)
+        for argv in BASE:
+            subprocess.run(["ip", "-n", name, *argv], check=True)
+        yield name
+    finally:
+        for made in (name, peer):
+            subprocess.run(["ip", "netns", "delete", made], check=False)
+
+
+def _sshd_answers(netns: str, host_key: str) -> bool:
+    scan = _in(netns, "ssh-keyscan", "-T", "2", "-t", "ed25519", "-p", str(PORT), ADDRESS)
+    return host_key in scan.stdout
+
+
+def _wait(what: str, done: object, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        time.sleep(0.2)
+
+
+def test_a_reboot_restarts_systemd_and_the_namespace_forgets_its_runtime_state(netns: str, tmp_path: Path) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(tmp_path / "key")], check=True)
+    host_key = (tmp_path / "key.pub").read_text().split()[1]
+    root, state, name = tmp_path / "root", tmp_path / "state", netns.removeprefix("fwn-")
+    lab_nspawn.make_root(root, "booting", PORT, {"fwl-admin": "ssh-ed25519 AAAA unused"}, tmp_path / "key")
+    # What the host configured to outlive a reboot: a sysctl.d file (systemd-sysctl applies it at boot).
+    (root / "etc" / "sysctl.d" / "90-lab.conf").write_text("net.ipv4.ip_forward = 1\n")
+    pid = lab_nspawn.start(name, netns, root, state, BASE)
+    try:
+        _wait("sshd answers with its own key", lambda: _sshd_answers(netns, host_key))
+        running = lab_nspawn.inside(state, "systemctl", "is-system-running", "--wait")
+        assert running.stdout.strip() == "running", lab_nspawn.inside(state, "systemctl", "--failed").stdout
+        assert lab_nspawn.inside(state, "cat", "/proc/1/comm").stdout.strip() == "systemd"
+        assert _in(netns, "sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "1"
+        # Runtime state only: a table, a policy rule, a link, a route, a sysctl, a process.
+        for argv in (
+            ["nft", "add", "table", "inet", "marker"],
+            ["ip", "rule", "add", "pref", "4242", "lookup", "4242"],
+            ["ip", "link", "add", "junk0", "type", "bridge"],
+            ["ip", "route", "add", "198.18.0.0/15", "via", GATEWAY],
+            ["ip", "route", "add", "198.18.0.0/15", "via", GATEWAY, "table", "4242"],
+            ["sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1"],
+        ):
+            assert _in(netns, *argv).returncode == 0, argv
+        old_init = lab_nspawn.container_pid1(state)
+        boots = lab_nspawn.boot_count(state)
+        lab_nspawn.inside(state, "systemctl", "reboot")
+        _wait("booted again", lambda: lab_nspawn.boot_count(state) > boots and _sshd_answers(netns, host_key))
+        assert lab_nspawn.container_pid1(state) != old_init, "the same init: no reboot"
+        assert "marker" not in _in(netns, "nft", "list", "ruleset").stdout
+        assert "4242" not in _in(netns, "ip", "rule").stdout
+        assert _in(netns, "ip", "link", "show", "junk0").returncode != 0
+        assert _in(netns, "ip", "route", "show", "table", "4242").stdout == ""
+        assert _in(netns, "ip", "route").stdout.split("\n")[0] == f"default via {GATEWAY} dev eth0 "
+        assert "198.18.0.0" not in _in(netns, "ip", "route").stdout
+        assert f"inet {ADDRESS}/24" in _in(netns, "ip", "-4", "addr", "show", "dev", "eth0").stdout
+        assert _in(netns, "sysctl", "-n", "net.ipv4.conf.all.arp_ignore").stdout.strip() == "0"
+        assert _in(netns, "sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "1", "sysctl.d not applied"
+    finally:
+        lab_nspawn.stop(pid, state, root, name)
+    assert not lab_nspawn.running(pid)
+    assert not list(lab_nspawn.CGROUPS.glob(f"*/fwl-{name}")), "the host's cgroups are left"
+    assert (
+        _in(netns, "true").returncode == 0
+        and not subprocess.run(
+            ["ip", "netns", "pids", netns], capture_output=True, text=True, check=False
+        ).stdout.split()
+    ), "processes left in the host's namespace"
