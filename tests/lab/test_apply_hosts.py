@@ -99,7 +99,8 @@ def test_apply_checks_every_host_then_reapply_changes_nothing(lab: Lab, tmp_path
     creates = {name for op, typ, name in _ops(out) if op == "create" and typ == "command:remote:Command"}
     tunnels = {"tunnel-wg0"} | {f"{name}-tunnel-wg0" for name in hosts if name != "vps"}
     trust = {f"{name}-docker-client" for name in hosts if name != "vps"}  # docker hosts, own CA
-    assert creates == {f"{name}-arch" for name in hosts} | tunnels | {"vps-forwarding"} | trust
+    segments = {f"{name}-segment" for name in hosts}  # the tunnel's filter on every host
+    assert creates == {f"{name}-arch" for name in hosts} | tunnels | {"vps-forwarding"} | trust | segments
     docker = {name for op, typ, name in _ops(out) if op == "create" and typ.startswith("docker:index/")}
     assert docker == {f"home-gitlab{part}" for part in ("-image", "-config", "-logs", "-data", "")}
     for name, host in hosts.items():
