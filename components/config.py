@@ -17,6 +17,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -32,6 +33,7 @@ from pydantic import (
 )
 
 from components.oncalendar import calendar_problem
+from components.yaml_numbers import stack_file, surprising_numbers
 
 __all__ = [
     "PROJECT",
@@ -1624,6 +1626,7 @@ _MINIMAL: dict[str, Any] = {
 
 def load_stack_config() -> tuple[StackConfig, dict[str, Any]]:
     """Read this stack's `forgeway:*` config from the Pulumi runtime and validate it."""
+    import pulumi
     from pulumi.runtime import config as runtime_config
 
     raw: dict[str, Any] = {}
@@ -1632,7 +1635,42 @@ def load_stack_config() -> tuple[StackConfig, dict[str, Any]]:
         if key.startswith(f"{PROJECT}:"):
             raw[key] = _decode(runtime_config.get_config(key))
     secret_keys = [k for k in raw if runtime_config.is_config_secret(k)]
-    return parse_stack(raw, secret_keys)
+    # What config cannot see (the number only arrives): `0022` written in the stack file.
+    spelled = stack_file_problems(Path.cwd(), pulumi.get_stack())
+    try:
+        parsed = parse_stack(raw, secret_keys)
+    except ConfigError as exc:
+        raise ConfigError([*exc.problems, *spelled]) from None
+    if spelled:
+        raise ConfigError(spelled)
+    return parsed
+
+
+def _as_yaml_reads(text: str) -> str:
+    """What the CLI's YAML makes of a number written with a leading zero or base prefix."""
+    digits = text.replace("_", "").lstrip("+-")
+    sign = "-" if text.startswith("-") else ""
+    try:
+        value = int(digits, 0) if digits[1:2].isalpha() else int(digits, 8)
+    except ValueError:
+        return "not a whole number"
+    return f"{sign}{value}"
+
+
+def stack_file_problems(project_dir: Path, stack: str) -> list[Problem]:
+    """Numbers in the stack's file that YAML reads in another base (`0022` is 18)."""
+    path = stack_file(project_dir, stack)
+    if path is None:
+        return []
+    return [
+        Problem(
+            _key_path(found.top.removeprefix(f"{PROJECT}:"), found.loc),
+            found.text,
+            f"a number written in decimal without a leading zero: YAML reads {found.text} as "
+            f"{_as_yaml_reads(found.text)} (in {path.name})",
+        )
+        for found in surprising_numbers(path.read_text(), f"{PROJECT}:")
+    ]
 
 
 def _decode(value: Any) -> Any:
