@@ -673,6 +673,7 @@ RECOVERY_BOUND = 20.0
 # Event (a host name, or all) -> seconds until HTTPS, SSH on 22 and a registry push all
 # worked from the client, or None: not within RECOVERY_BOUND.
 RECOVERY: dict[str, float | None] = {}
+RECOVERY_MISSED: list[str] = []  # the probes that were not back in time, for the failure message
 # What a reboot must forget: a table, a policy rule and a sysctl no forgeway unit sets.
 MARKER_TABLE, MARKER_RULE, MARKER_SYSCTL = "lab-reboot-marker", "4242", "net.ipv4.conf.all.arp_ignore"
 
@@ -721,19 +722,31 @@ def _service_back(topology: dict[str, Any], since: float, bound: float) -> float
     def ssh() -> bool:
         return gitlab_key in _in("fwl-client", "ssh-keyscan", "-T", "2", "-t", "ed25519", "-p", "22", VPS).stdout
 
+    last_error: list[str] = []
+
     def push() -> bool:
         try:
             _push_and_pull(topology, "client", size=16 << 10)
-        except AssertionError:
+        except AssertionError as failed:
+            last_error[:] = [str(failed).splitlines()[0][-300:]]
             return False
         return True
 
     for probe in (https, ssh, push):
         while not probe():
             if time.time() - since > bound:
+                RECOVERY_MISSED.append(" ".join([probe.__name__, *last_error]))
                 return None
             time.sleep(0.5)
     return time.time() - since
+
+
+def _client_trusts_the_stack_ca(topology: dict[str, Any]) -> None:
+    """The client's docker trusts the stack's CA as it is now: a destroy and up (the
+    hostile-firewall test) made a new one, and a user installs the new ca_certificate."""
+    certs = ROOT / ".lab" / "client" / "etc-docker" / "certs.d" / REGISTRY
+    certs.mkdir(parents=True, exist_ok=True)
+    (certs / "ca.crt").write_text(Path(topology["ca_certificate"]).read_text())
 
 
 @pytest.mark.parametrize("event", ["vps", "all"])
@@ -750,6 +763,7 @@ def test_zy_a_real_reboot_forgets_the_kernel_state_and_the_boot_units_restore_it
         assert _in(netns, "nft", "add", "table", "inet", MARKER_TABLE).returncode == 0
         assert _in(netns, "ip", "rule", "add", "pref", MARKER_RULE, "lookup", MARKER_RULE).returncode == 0
         assert _in(netns, "sysctl", "-qw", f"{MARKER_SYSCTL}=1").returncode == 0
+    _client_trusts_the_stack_ca(topology)
     booted = _lab("reboot", event)
     assert booted.returncode == 0, booted.stderr
     back = {line["host"]: line["sshd_back"] for line in map(json.loads, booted.stdout.splitlines())}
@@ -785,7 +799,9 @@ def test_zy_a_real_reboot_forgets_the_kernel_state_and_the_boot_units_restore_it
 def test_zy_b_the_service_is_back_within_the_bound_after_the_reboot(topology: dict[str, Any], event: str) -> None:
     assert event in RECOVERY, f"the reboot test of {event} did not run"
     seconds = RECOVERY[event]
-    assert seconds is not None, f"{event}: HTTPS, SSH on 22 and a registry push not back within {RECOVERY_BOUND} s"
+    assert seconds is not None, (
+        f"{event}: HTTPS, SSH on 22 and a registry push not back within {RECOVERY_BOUND} s (missed: {RECOVERY_MISSED})"
+    )
 
 
 def _hosts_as_they_are(topology: dict[str, Any]) -> dict[str, Any]:
