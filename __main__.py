@@ -74,7 +74,7 @@ tunnel_peers = {
             addresses[h.name],
             wireguard_keys[h.name],
             vps=info[vps.name],
-            endpoint_host=config.tunnel.endpoint or vps.public_address or vps.address,
+            endpoint_host=config.tunnel_endpoint_host,
             # preserve-source: forwarded packets reach GitLab with the client's address.
             any_source=config.forwarding.mode == "preserve-source" and "gitlab" in h.roles,
         ),

@@ -51,6 +51,7 @@ PROJECT = "forgeway"
 Arch = Literal["arm64", "amd64"]
 Role = Literal["vps", "gitlab", "runner"]
 Service = Literal["http", "https", "ssh", "registry"]
+ForwardingMode = Literal["snat", "preserve-source"]
 
 # --- field types -------------------------------------------------------------------
 
@@ -464,6 +465,11 @@ class Host(_Model):
             return self.become
         return "none" if self.ssh_user == "root" else "sudo"
 
+    @property
+    def internet_address(self) -> str:
+        """What the internet reaches this host at: ``public_address``, else ``address``."""
+        return self.public_address or self.address
+
 
 class Tunnel(_Model):
     """The WireGuard tunnel between the VPS and its peers."""
@@ -519,7 +525,7 @@ def _default_ports() -> list[ForwardedPort]:
 class Forwarding(_Model):
     """NAT forwarding on the VPS."""
 
-    mode: Literal["snat", "preserve-source"] = Field(
+    mode: ForwardingMode = Field(
         "preserve-source",
         description="preserve-source: GitLab sees each client's address (policy routing on the GitLab host); "
         'snat: every internet client arrives from the VPS tunnel address (README, "Client addresses")',
@@ -642,6 +648,30 @@ class StackConfig(_Model):
 
     def host(self, name: str) -> Host:
         return next(h for h in self.hosts if h.name == name)
+
+    @property
+    def registry_domain(self) -> str:
+        """The registry's name: ``registry.domain``, else GitLab's domain."""
+        return self.registry.domain or self.gitlab.domain
+
+    @property
+    def admin_ssh_port(self) -> int:
+        """The VPS's own SSH port, never forwarded: ``forwarding.admin_ssh_port``, else its ``ssh_port``."""
+        port = self.forwarding.admin_ssh_port
+        return port if port is not None else self.vps.ssh_port
+
+    @property
+    def tunnel_endpoint_host(self) -> str:
+        """What peers dial: ``tunnel.endpoint``, else the VPS's internet address."""
+        return self.tunnel.endpoint or self.vps.internet_address
+
+    @property
+    def gitlab_url(self) -> str:
+        """GitLab's URL as clients and runners use it: ``gitlab.external_url``, else https on
+        GitLab's domain and the public https port (omitted when it is 443)."""
+        https = self.forwarding.port("https")
+        port = "" if https is None or https.public == 443 else f":{https.public}"
+        return self.gitlab.external_url or f"https://{self.gitlab.domain}{port}"
 
 
 # --- secrets -----------------------------------------------------------------------

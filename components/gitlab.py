@@ -106,7 +106,7 @@ def secrets_rb(root_password: str) -> str:
 def _certificate_names(cfg: StackConfig) -> list[str]:
     """The /etc/gitlab/ssl/<name> files nginx and registry_nginx read (own-ca)."""
     names = [cfg.gitlab.domain]
-    registry = cfg.registry.domain or cfg.gitlab.domain
+    registry = cfg.registry_domain
     if cfg.registry.enabled and registry not in names:
         names.append(registry)
     return names

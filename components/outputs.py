@@ -68,10 +68,6 @@ OUTPUTS: tuple[OutputSpec, ...] = (
 )
 
 
-def _url_port(scheme_default: int, port: int) -> str:
-    return "" if port == scheme_default else f":{port}"
-
-
 def stack_outputs(
     cfg: StackConfig,
     keys: dict[str, WireGuardKey],
@@ -80,18 +76,15 @@ def stack_outputs(
 ) -> dict[str, Any]:
     """The values of OUTPUTS for this stack (names not in this dict are not exported)."""
     fwd = cfg.forwarding
-    https = fwd.port("https")
-    assert https is not None  # config requires it
     ssh = fwd.port("ssh")
-    vps = cfg.vps
-    public = vps.public_address or vps.address
+    public = cfg.vps.internet_address
     addresses = tunnel_addresses(cfg)
     out: dict[str, Any] = {
-        "gitlab_url": cfg.gitlab.external_url or f"https://{cfg.gitlab.domain}{_url_port(443, https.public)}",
+        "gitlab_url": cfg.gitlab_url,
         "ssh_clone_host": cfg.gitlab.domain,
         "ssh_clone_port": ssh.public if ssh else None,
         "vps_public_address": public,
-        "tunnel_endpoint": f"{cfg.tunnel.endpoint or public}:{cfg.tunnel.listen_port}",
+        "tunnel_endpoint": f"{cfg.tunnel_endpoint_host}:{cfg.tunnel.listen_port}",
         "tunnel_subnet": str(cfg.tunnel.subnet),
         "tunnel_peers": {
             h.name: {
@@ -106,7 +99,7 @@ def stack_outputs(
     }
     registry = fwd.port("registry")
     if cfg.registry.enabled and registry is not None:
-        out["registry"] = f"{cfg.registry.domain or cfg.gitlab.domain}:{registry.public}"
+        out["registry"] = f"{cfg.registry_domain}:{registry.public}"
     if ca is not None:
         out["ca_certificate"] = ca.cert_pem
     return {k: v for k, v in out.items() if v is not None}

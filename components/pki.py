@@ -168,9 +168,8 @@ def server_names(cfg: StackConfig, addresses: Mapping[str, ipaddress.IPv4Address
             target.append(text)
 
     add(cfg.gitlab.domain)
-    add(cfg.registry.domain or cfg.gitlab.domain)
-    vps = cfg.vps
-    public = vps.public_address or vps.address
+    add(cfg.registry_domain)
+    public = cfg.vps.internet_address
     if _ip(public) is not None:
         add(public)
     gitlab = cfg.gitlab_host

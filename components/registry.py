@@ -33,7 +33,7 @@ def registry_endpoints(cfg: StackConfig) -> tuple[str, ...]:
     port = cfg.forwarding.port("registry")
     if port is None:
         return ()
-    names = {cfg.registry.domain or cfg.gitlab.domain, cfg.gitlab.domain}
+    names = {cfg.registry_domain, cfg.gitlab.domain}
     return tuple(sorted(f"{name}:{port.public}" for name in names))
 
 

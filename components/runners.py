@@ -118,7 +118,7 @@ def _view(cfg: StackConfig, host: HostConfig, token: str, cores: int, *, endpoin
     concurrent = (settings.concurrent if settings else None) or cores
     view = RunnerSettingsView(
         name=host.name,
-        url=_gitlab_url(cfg),
+        url=cfg.gitlab_url,
         token=token,
         arch=host.arch,
         concurrent=concurrent,
@@ -136,12 +136,6 @@ def _view(cfg: StackConfig, host: HostConfig, token: str, cores: int, *, endpoin
         docker_socket=host.docker_socket,
     )
     return render_config_toml(view)
-
-
-def _gitlab_url(cfg: StackConfig) -> str:
-    https = cfg.forwarding.port("https")
-    port = "" if https is None or https.public == 443 else f":{https.public}"
-    return cfg.gitlab.external_url or f"https://{cfg.gitlab.domain}{port}"
 
 
 class RunnerHost(pulumi.ComponentResource):

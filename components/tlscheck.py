@@ -37,8 +37,7 @@ def letsencrypt_dns_problems(cfg: StackConfig, resolve: Resolver = system_resolv
     """What keeps Let's Encrypt from reaching GitLab through the VPS, one line each."""
     if cfg.gitlab.tls != "letsencrypt":
         return []
-    vps = cfg.vps
-    public = vps.public_address or vps.address
+    public = cfg.vps.internet_address
     try:
         wanted = {str(ipaddress.ip_address(public))}
     except ValueError:
@@ -46,8 +45,8 @@ def letsencrypt_dns_problems(cfg: StackConfig, resolve: Resolver = system_resolv
         if not wanted:
             return [f"the VPS's public_address {public} does not resolve: Let's Encrypt cannot reach it"]
     names = [cfg.gitlab.domain]
-    if cfg.registry.enabled and (cfg.registry.domain or cfg.gitlab.domain) not in names:
-        names.append(cfg.registry.domain or cfg.gitlab.domain)
+    if cfg.registry.enabled and cfg.registry_domain not in names:
+        names.append(cfg.registry_domain)
     problems = []
     for name in names:
         found = set(resolve(name))

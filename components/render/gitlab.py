@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
 
-from components.config import StackConfig
+from components.config import ForwardingMode, StackConfig
 
 __all__ = [
     "CONTAINER_PORTS",
@@ -81,7 +81,6 @@ SHARED_BUFFERS_CAP_MB = 1024
 GIT_AUTH_BAN = {"maxretry": 30, "findtime": 180, "bantime": 3600}
 
 Tls = Literal["letsencrypt", "own-ca"]
-Mode = Literal["snat", "preserve-source"]
 Figure = int | str | bool
 
 
@@ -92,7 +91,7 @@ class GitLabSettings:
     domain: str  # gitlab.domain
     https_public_port: int  # forwarding.ports[service=https].public
     ssh_public_port: int  # forwarding.ports[service=ssh].public
-    forwarding_mode: Mode  # forwarding.mode
+    forwarding_mode: ForwardingMode  # forwarding.mode
     vps_tunnel_address: str  # the VPS's wg0 address, e.g. 10.8.0.1 (the SNAT source)
     tls: Tls = "own-ca"  # gitlab.tls
     external_url: str | None = None  # gitlab.external_url; default https://<domain>[:port]

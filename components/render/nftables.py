@@ -31,9 +31,9 @@ import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
-from components.config import StackConfig
+from components.config import ForwardingMode, StackConfig
 
 __all__ = [
     "DEFAULT_FWMARK",
@@ -59,7 +59,6 @@ DEFAULT_FWMARK = 0x10000000
 DEFAULT_ROUTE_TABLE = 4680
 DEFAULT_RULE_PRIORITY = 4680
 
-Mode = Literal["snat", "preserve-source"]
 _MODES = ("snat", "preserve-source")
 # Interface names go into nft strings and shell arguments: a safe subset of what
 # Linux accepts (at most 15 bytes, no '/', ':' or blanks).
@@ -87,7 +86,7 @@ class ForwardingSettings:
     tunnel_interface: str  # the WireGuard interface, e.g. wg0
     home_address: ipaddress.IPv4Address  # the home device's tunnel address, e.g. 10.8.0.2
     ports: tuple[PortForward, ...]  # TCP only
-    mode: Mode  # snat | preserve-source (forwarding.mode)
+    mode: ForwardingMode  # snat | preserve-source (forwarding.mode)
     admin_ssh_port: int  # the VPS's own sshd: never forwarded, always accepted
     wireguard_port: int  # UDP listen port of WireGuard on the VPS (tunnel.listen_port)
     tunnel_mtu: int  # tunnel.effective_mtu; TCP MSS through the tunnel is this - 40
@@ -198,7 +197,7 @@ def forwarding_settings(
         home_address=ipaddress.IPv4Address(home_address),
         ports=tuple(PortForward(p.public, p.home_port, p.service) for p in fw.ports),
         mode=fw.mode,
-        admin_ssh_port=fw.admin_ssh_port if fw.admin_ssh_port is not None else vps.ssh_port,
+        admin_ssh_port=cfg.admin_ssh_port,
         wireguard_port=cfg.tunnel.listen_port,
         tunnel_mtu=cfg.tunnel.effective_mtu,
     )

@@ -34,7 +34,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from components.config import StackConfig
+from components.config import ForwardingMode, StackConfig
 
 __all__ = ["RUNNER_SERVICES", "TABLE", "Member", "SegmentSettings", "render_segment", "segment_settings"]
 
@@ -45,7 +45,6 @@ RUNNER_SERVICES = ("https", "ssh", "registry")
 _IFNAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")
 
 Role = Literal["vps", "gitlab", "runner"]
-Mode = Literal["snat", "preserve-source"]
 
 
 @dataclass(frozen=True)
@@ -68,7 +67,7 @@ class SegmentSettings:
     admins: tuple[str, ...]  # names of members allowed to SSH to the others (tunnel.admin_peers)
     runner_ports: tuple[int, ...]  # the GitLab host's published HTTPS, SSH, registry ports
     forwarded_ports: tuple[int, ...]  # the GitLab host's ports the VPS forwards to (home ports)
-    mode: Mode
+    mode: ForwardingMode
 
     def member(self, name: str) -> Member:
         found = [m for m in self.members if m.name == name]
@@ -90,7 +89,7 @@ def segment_settings(
     """SegmentSettings from a validated StackConfig and the tunnel addresses (tunnel_addresses)."""
     subnet = cfg.tunnel.subnet
     assert isinstance(subnet, ipaddress.IPv4Network)  # config refuses IPv6 tunnel subnets
-    admin_ssh = cfg.forwarding.admin_ssh_port or cfg.vps.ssh_port
+    admin_ssh = cfg.admin_ssh_port
 
     def role(roles: Iterable[str]) -> Role:
         return "vps" if "vps" in roles else "gitlab" if "gitlab" in roles else "runner"
