@@ -1,8 +1,8 @@
 """Generate the reference tables that must not drift from the code.
 
-- the config reference (from the pydantic models in components/config.py), in the
-  README and as the commented key list in Pulumi.yaml;
-- the stack outputs contract (components/outputs.py OUTPUTS), in the README.
+- the config reference (from the pydantic models in components/config.py), in
+  docs/config.md and as the commented key list in Pulumi.yaml;
+- the stack outputs contract (components/outputs.py OUTPUTS), in docs/outputs.md.
 
 ``python -m tools.reference`` rewrites them between their markers; ``--check``
 exits 1 when any is stale (a unit test runs that check).
@@ -28,7 +28,8 @@ from components.config import PROJECT, SECRET_KEYS, StackConfig, fix_command
 from components.outputs import OUTPUTS
 
 ROOT = Path(__file__).resolve().parent.parent
-README = ROOT / "README.md"
+CONFIG_MD = ROOT / "docs" / "config.md"
+OUTPUTS_MD = ROOT / "docs" / "outputs.md"
 PULUMI_YAML = ROOT / "Pulumi.yaml"
 MD_BEGIN, MD_END = "<!-- config-reference:begin -->", "<!-- config-reference:end -->"
 YAML_BEGIN, YAML_END = "# config-reference:begin", "# config-reference:end"
@@ -176,18 +177,20 @@ def _replace_between(text: str, begin: str, end: str, block: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Regenerate (or --check) the config reference.")
-    parser.add_argument("--check", action="store_true", help="exit 1 if README.md or Pulumi.yaml is stale")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 if docs/config.md, docs/outputs.md or Pulumi.yaml is stale"
+    )
     args = parser.parse_args(argv)
     stale = []
     for path, begin, end, block in (
-        (README, MD_BEGIN, MD_END, markdown()),
-        (README, OUT_BEGIN, OUT_END, outputs_markdown()),
+        (CONFIG_MD, MD_BEGIN, MD_END, markdown()),
+        (OUTPUTS_MD, OUT_BEGIN, OUT_END, outputs_markdown()),
         (PULUMI_YAML, f"  {YAML_BEGIN}", YAML_END, pulumi_yaml_block()),
     ):
         text = path.read_text()
         fresh = _replace_between(text, begin, end, block)
         if fresh != text:
-            stale.append(path.name)
+            stale.append(str(path.relative_to(ROOT)))
             if not args.check:
                 path.write_text(fresh)
     if args.check and stale:

@@ -16,6 +16,7 @@ from policies import rules
 pytestmark = pytest.mark.policies
 
 PACK = Path(rules.__file__).parent
+DOCS = PACK.parent / "docs"
 # Issue 7: every policy is mandatory except the memory advice and the warning twin; the
 # drain advice too (runners.stop_grace_seconds: 0 is a choice a user may make).
 ADVISORY = {"container-memory-limits", "ssh-host-keys-unpinned", "runner-containers-drain", "gitlab-client-addresses"}
@@ -63,6 +64,22 @@ def test_config_options_are_camel_case_with_defaults() -> None:
             assert "default" in schema and "description" in schema, key
 
 
-def test_readme_lists_every_policy_with_its_level() -> None:
-    table = dict(re.findall(r"^\| `([a-z-]+)` \| (mandatory|advisory) \|", (PACK / "README.md").read_text(), re.M))
-    assert table == {p.name: p.enforcement_level.value for p in rules.POLICIES}
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading (tests/unit/test_docs.py checks the links with the same rule)."""
+    return re.sub(r"[^\w\- ]", "", heading.replace("`", "").strip().lower()).replace(" ", "-")
+
+
+def test_the_docs_list_every_policy_with_its_level_and_a_section() -> None:
+    """docs/policies.md: a table row per policy with its level, linking a section that names it."""
+    text = (DOCS / "policies.md").read_text()
+    rows = re.findall(r"^\| \[`([a-z-]+)`\]\(#([a-z0-9-]+)\) \| (mandatory|advisory) \|", text, re.M)
+    assert {name: level for name, _, level in rows} == {p.name: p.enforcement_level.value for p in rules.POLICIES}
+    headings = {slug(h): h for h in re.findall(r"^###? (.+)$", text, re.M)}
+    for name, anchor, level in rows:
+        assert anchor in headings and name in headings[anchor], f"{name}: no section #{anchor} naming it"
+        section = text.split(f"### {headings[anchor]}\n", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
+        assert f"`{name}` ({level}): " in section, f"{name}: its section does not open with what it checks"
+
+
+def test_the_pack_readme_points_at_the_docs() -> None:
+    assert "(../docs/policies.md)" in (PACK / "README.md").read_text()
