@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = sorted([ROOT / "README.md", ROOT / "policies" / "README.md", *(ROOT / "docs").glob("*.md")])
+DOCS = sorted(
+    [
+        ROOT / "README.md",
+        ROOT / "policies" / "README.md",
+        ROOT / "examples" / "consumer" / "README.md",
+        *(ROOT / "docs").glob("*.md"),
+    ]
+)
 # A sentence or two. The longest cell today is well under it (see the test's message).
 MAX_CELL = 300
 
