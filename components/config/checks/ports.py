@@ -107,8 +107,10 @@ def _external_url_problems(cfg: StackConfig, https_index: int | None) -> list[Pr
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
         parts, port = None, None
-    host = (parts.hostname or "") if parts is not None else ""
-    if parts is None or parts.scheme != "https" or host != cfg.gitlab.domain.lower() or port != public:
+    # As written, not as urlsplit lowercases them: gitlab.rb takes the URL verbatim, and
+    # GitLab's host name must be the domain its certificate files are named after.
+    host = parts.netloc.rpartition("@")[2].split(":", 1)[0] if parts is not None else ""
+    if parts is None or not url.startswith("https://") or host != cfg.gitlab.domain or port != public:
         return [
             Problem(
                 f"{PROJECT}:gitlab.external_url",
