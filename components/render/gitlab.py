@@ -44,10 +44,9 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 from urllib.parse import urlsplit
 
-from components.config import ForwardingMode, StackConfig
+from components.config import ForwardingMode, StackConfig, TlsMode
 
 __all__ = [
     "CONTAINER_PORTS",
@@ -80,7 +79,6 @@ SHARED_BUFFERS_CAP_MB = 1024
 # Failed Git/registry authentication ban: the documented defaults (rate_limits.html).
 GIT_AUTH_BAN = {"maxretry": 30, "findtime": 180, "bantime": 3600}
 
-Tls = Literal["letsencrypt", "own-ca"]
 Figure = int | str | bool
 
 
@@ -93,7 +91,7 @@ class GitLabSettings:
     ssh_public_port: int  # forwarding.ports[service=ssh].public
     forwarding_mode: ForwardingMode  # forwarding.mode
     vps_tunnel_address: str  # the VPS's wg0 address, e.g. 10.8.0.1 (the SNAT source)
-    tls: Tls = "own-ca"  # gitlab.tls
+    tls: TlsMode = "own-ca"  # gitlab.tls
     external_url: str | None = None  # gitlab.external_url; default https://<domain>[:port]
     http_public_port: int | None = None  # forwarding.ports[service=http].public, None = not forwarded
     registry_enabled: bool = True  # registry.enabled

@@ -32,9 +32,8 @@ import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
 
-from components.config import ForwardingMode, StackConfig
+from components.config import ForwardingMode, Role, StackConfig
 
 __all__ = ["RUNNER_SERVICES", "TABLE", "Member", "SegmentSettings", "render_segment", "segment_settings"]
 
@@ -43,8 +42,6 @@ FAMILY = "inet"
 # What runners' jobs use of GitLab: the API and clones over HTTPS, clones over SSH, images.
 RUNNER_SERVICES = ("https", "ssh", "registry")
 _IFNAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")
-
-Role = Literal["vps", "gitlab", "runner"]
 
 
 @dataclass(frozen=True)

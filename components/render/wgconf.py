@@ -34,14 +34,13 @@ import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
-    from components.config import Tunnel
+    from components.config import Tunnel, TunnelImplementation
 
 __all__ = [
     "DEFAULT_INTERFACE",
-    "Implementation",
     "TunnelHost",
     "WgInterface",
     "WgPeer",
@@ -56,7 +55,6 @@ __all__ = [
 ]
 
 DEFAULT_INTERFACE = "wg0"
-Implementation = Literal["auto", "kernel", "wireguard-go"]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
@@ -152,7 +150,7 @@ class WgInterface:
     """Interface MTU (``Tunnel.effective_mtu``)."""
     peers: tuple[WgPeer, ...]
     """The peers, in a stable order (the rendered text is hashed into triggers)."""
-    implementation: Implementation = "auto"
+    implementation: TunnelImplementation = "auto"
     """auto: the kernel module if ``ip link add type wireguard`` works, else wireguard-go."""
 
     def __post_init__(self) -> None:

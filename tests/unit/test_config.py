@@ -10,7 +10,7 @@ Each file in ``bad_configs/`` is a patch over the decrypted prod stack::
     sensitive: [full key]     # keys whose values must never be printed, although not secret
     expect: [{key, contains, got?}]   # every problem that must be reported
     also: [key]               # further problem keys that may be reported
-    xfail: reason             # a known bug in components/config.py (strict)
+    xfail: reason             # a known bug in components/config/ (strict)
 
 Setting a path ``[n]`` one past the end of a list appends to it.
 """
@@ -31,7 +31,16 @@ from typing import Any
 import pytest
 import yaml
 
-from components.config import PROJECT, SECRET_KEYS, SECTIONS, ConfigError, Problem, StackConfig, parse_stack
+from components.config import (
+    PROJECT,
+    SECRET_KEYS,
+    SECTIONS,
+    ConfigError,
+    Problem,
+    RunnerSettings,
+    StackConfig,
+    parse_stack,
+)
 from tests.stacks import ROOT, prod_stack
 
 pytestmark = pytest.mark.unit
@@ -329,6 +338,69 @@ def test_prod_parses_with_its_key_facts(prod: tuple[Config, list[str]]) -> None:
     assert set(secrets) == {"ssh_private_key", "gitlab_root_password", "runner_tokens"}
     assert set(secrets["runner_tokens"]) == {h.name for h in stack.hosts_with("runner")} == {"pi5", "builder"}
     assert patched.config == prod[0], "parse_stack changed its input"
+
+
+# --- derived values: each defined once, on the model --------------------------------------
+
+DERIVED: list[Any] = [
+    pytest.param(
+        {},
+        {
+            "gitlab_url": "https://gitlab.example.org",
+            "served_domains": ["gitlab.example.org", "registry.example.org"],
+            "registry_domain": "registry.example.org",
+            "admin_ssh_port": 2202,
+            "tunnel_endpoint_host": "vps.example.org",
+        },
+        id="prod",
+    ),
+    pytest.param(
+        {"set": {"forgeway:forwarding.ports[1].public": 8443}},
+        {"gitlab_url": "https://gitlab.example.org:8443", "default_gitlab_url": "https://gitlab.example.org:8443"},
+        id="https-off-443-in-the-url",
+    ),
+    pytest.param(
+        {"set": {"forgeway:gitlab.external_url": "https://gitlab.example.org/git"}},
+        {"gitlab_url": "https://gitlab.example.org/git", "default_gitlab_url": "https://gitlab.example.org"},
+        id="external-url-wins",
+    ),
+    pytest.param(
+        {"set": {"forgeway:registry": {"enabled": False}}, "delete": ["forgeway:forwarding.ports[3]"]},
+        {"served_domains": ["gitlab.example.org"], "registry_domain": "gitlab.example.org"},
+        id="no-registry-no-registry-name",
+    ),
+    pytest.param(
+        {"set": {"forgeway:registry.domain": "gitlab.example.org"}},
+        {"served_domains": ["gitlab.example.org"]},
+        id="registry-on-gitlab-domain-named-once",
+    ),
+    pytest.param(
+        {"set": {"forgeway:tunnel.endpoint": "wg.example.org"}},
+        {"tunnel_endpoint_host": "wg.example.org"},
+        id="tunnel-endpoint-wins",
+    ),
+    pytest.param(
+        {"delete": ["forgeway:hosts[0].public_address"]},
+        {"tunnel_endpoint_host": "203.0.113.10"},
+        id="endpoint-falls-back-to-the-vps-address",
+    ),
+]
+
+
+@pytest.mark.parametrize(("patch", "want"), DERIVED)
+def test_derived_values(patch: dict[str, Any], want: dict[str, Any], prod: tuple[Config, list[str]]) -> None:
+    patched = apply_patch(prod, patch)
+    stack, _ = parse_stack(patched.config, patched.secret_keys)
+    assert {name: getattr(stack, name) for name in want} == want
+
+
+def test_derived_port_and_runner_defaults(prod: tuple[Config, list[str]]) -> None:
+    no_registry = {"set": {"forgeway:registry.enabled": False}, "delete": ["forgeway:forwarding.ports[3]"]}
+    patched = apply_patch(prod, no_registry)
+    stack, _ = parse_stack(patched.config, patched.secret_keys)
+    assert (stack.forwarding.public_port("registry"), stack.forwarding.public_port("ssh")) == (None, 22)
+    assert stack.host("vps").effective_runner == RunnerSettings(), "a host without runner options has the defaults"
+    assert stack.host("builder").effective_runner.privileged, "set runner options are the ones in force"
 
 
 DIGEST = "sha256:" + "0123456789abcdef" * 4

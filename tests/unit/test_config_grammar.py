@@ -14,7 +14,8 @@ from typing import Annotated, Any, get_args, get_origin
 import pytest
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from components.config import ConfigError, StackConfig, _model_in, parse_stack
+from components.config import ConfigError, StackConfig, parse_stack
+from components.config.load import model_in
 from components.render.ssh import SshTarget, ssh_options, ssh_url, url_host
 from tests.stacks import prod_stack
 from tests.unit.test_config import Config, apply_patch
@@ -58,7 +59,7 @@ def _int_fields(model: type[BaseModel], where: str = "") -> Iterator[tuple[str, 
         members = [annotation, *get_args(annotation)]
         if any(m is int or (get_origin(m) is Annotated and get_args(m)[0] is int) for m in members):
             yield f"{where}{name}", typed
-        nested = _model_in(annotation)
+        nested = model_in(annotation)
         if nested is not None:
             yield from _int_fields(nested, f"{where}{name}.")
 
@@ -72,7 +73,7 @@ def test_every_integer_field_is_strict() -> None:
         for value in (True, 22.0, "22"):
             with pytest.raises(ValidationError):
                 adapter.validate_python(value)
-                pytest.fail(f"{key} takes {value!r}: give it the strict Int type (components/config.py)")
+                pytest.fail(f"{key} takes {value!r}: give it the strict Int type (components/config/types.py)")
 
 
 def test_a_plain_integer_still_loads(prod: tuple[Config, list[str]]) -> None:

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from components.config import stack_file_problems
-from components.yaml_numbers import stack_file, surprising_numbers
+from components.config.yaml_numbers import stack_file, surprising_numbers
 
 pytestmark = pytest.mark.unit
 

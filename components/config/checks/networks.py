@@ -1,0 +1,147 @@
+"""Cross-checks of the networks: the tunnel subnet and addresses, the LANs, docker's
+bridge and address pools."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from components.config.problems import Problem, show
+from components.config.sections import StackConfig
+from components.config.types import PROJECT
+
+
+def check_mtu(cfg: StackConfig) -> list[Problem]:
+    """A tunnel MTU that leaves room for WireGuard's header on the uplink."""
+    problems = []
+    if cfg.tunnel.mtu is not None and cfg.tunnel.mtu > cfg.tunnel.uplink_mtu - 60:
+        problems.append(
+            Problem(
+                f"{PROJECT}:tunnel.mtu",
+                show(cfg.tunnel.mtu),
+                f"at most uplink_mtu - 60 = {cfg.tunnel.uplink_mtu - 60} (WireGuard adds 60-80 bytes)",
+            )
+        )
+    return problems
+
+
+def check_networks(cfg: StackConfig) -> list[Problem]:
+    """An IPv4 tunnel subnet with room for every host, pinned tunnel addresses inside it
+    and each once, and no LAN or docker network of a host overlapping it."""
+    problems = []
+    subnet = cfg.tunnel.subnet
+    problems += check_mtu(cfg)
+    if subnet.version != 4:
+        return [*problems, Problem(f"{PROJECT}:tunnel.subnet", show(str(subnet)), "an IPv4 subnet")]
+    if subnet.num_addresses < len(cfg.hosts) + 2:
+        problems.append(Problem(f"{PROJECT}:tunnel.subnet", show(str(subnet)), f"room for {len(cfg.hosts)} hosts"))
+    pinned: dict[ipaddress.IPv4Address, int] = {}
+    for i, host in enumerate(cfg.hosts):
+        address = host.tunnel_address
+        if address is not None and address in subnet:
+            if address in (subnet.network_address, subnet.broadcast_address):
+                problems.append(
+                    Problem(
+                        f"{PROJECT}:hosts[{i}].tunnel_address",
+                        show(str(address)),
+                        "a host address, not the network or broadcast address",
+                    )
+                )
+            elif address in pinned:
+                problems.append(
+                    Problem(
+                        f"{PROJECT}:hosts[{i}].tunnel_address",
+                        show(str(address)),
+                        f"an address no other host has (hosts[{pinned[address]}] has it)",
+                    )
+                )
+            pinned.setdefault(address, i)
+        for field in ("lan_networks", "docker_networks"):
+            for j, net in enumerate(getattr(host, field)):
+                if net.version == subnet.version and net.overlaps(subnet):
+                    problems.append(
+                        Problem(
+                            f"{PROJECT}:hosts[{i}].{field}[{j}]",
+                            show(str(net)),
+                            f"a network that does not overlap the tunnel subnet {subnet} (tunnel.subnet)",
+                        )
+                    )
+        if host.tunnel_address is not None and host.tunnel_address not in subnet:
+            problems.append(
+                Problem(
+                    f"{PROJECT}:hosts[{i}].tunnel_address",
+                    show(str(host.tunnel_address)),
+                    f"an address inside tunnel.subnet {subnet}",
+                )
+            )
+    return problems
+
+
+def check_runner_networks(cfg: StackConfig) -> list[Problem]:
+    """docker's address pools must not take the tunnel's or any LAN's addresses; multiarch needs binfmt."""
+    problems = []
+    taken: list[tuple[str, ipaddress.IPv4Network | ipaddress.IPv6Network]] = [("tunnel.subnet", cfg.tunnel.subnet)]
+    for i, host in enumerate(cfg.hosts):
+        taken += [(f"hosts[{i}].lan_networks", net) for net in host.lan_networks]
+        taken += [(f"hosts[{i}].docker_networks", net) for net in host.docker_networks]
+    for i, pool in enumerate(cfg.runners.address_pools):
+        key = f"{PROJECT}:runners.address_pools[{i}].base"
+        if pool.size < pool.base.prefixlen:
+            problems.append(
+                Problem(
+                    f"{PROJECT}:runners.address_pools[{i}].size",
+                    show(pool.size),
+                    f"a prefix length of at least {pool.base.prefixlen} (the base's own)",
+                )
+            )
+        for where, net in taken:
+            if net.version == 4 and pool.base.overlaps(net):
+                problems.append(
+                    Problem(key, show(str(pool.base)), f"a pool that does not overlap {where} ({net}): pick another")
+                )
+    multiarch = [h.name for h in cfg.hosts_with("runner") if h.effective_runner.multiarch]
+    if multiarch and cfg.runners.binfmt_image is None:
+        problems.append(
+            Problem(
+                f"{PROJECT}:runners.binfmt_image",
+                "nothing",
+                f"a pinned binfmt image (e.g. tonistiigi/binfmt:qemu-v8.1.5) for the multiarch hosts "
+                f"{', '.join(multiarch)}",
+            )
+        )
+    return problems
+
+
+# docker's default bridge (docker0) when daemon.json sets no "bip", as forgeway's does not.
+DOCKER_DEFAULT_BRIDGE = ipaddress.IPv4Network("172.17.0.0/16")
+
+
+def check_docker_overlaps(cfg: StackConfig) -> list[Problem]:
+    """On a host running docker, docker0 and the host's docker networks take routes: a LAN
+    or the tunnel in the same addresses becomes unreachable from that host."""
+    problems = []
+    subnet = cfg.tunnel.subnet
+    docker_hosts = [(i, h) for i, h in enumerate(cfg.hosts) if {"gitlab", "runner"} & set(h.roles)]
+    if docker_hosts and subnet.version == 4 and subnet.overlaps(DOCKER_DEFAULT_BRIDGE):
+        problems.append(
+            Problem(
+                f"{PROJECT}:tunnel.subnet",
+                show(str(subnet)),
+                f"a subnet outside docker's default bridge {DOCKER_DEFAULT_BRIDGE} (docker0 on the gitlab and "
+                "runner hosts), e.g. 10.8.0.0/24",
+            )
+        )
+    for i, host in docker_hosts:
+        for j, lan in enumerate(host.lan_networks):
+            clashes = [(str(DOCKER_DEFAULT_BRIDGE), "docker's default bridge docker0")]
+            clashes += [(str(net), f"hosts[{i}].docker_networks[{k}]") for k, net in enumerate(host.docker_networks)]
+            for net, what in clashes:
+                if lan.version == 4 and lan.overlaps(ipaddress.ip_network(net)):
+                    problems.append(
+                        Problem(
+                            f"{PROJECT}:hosts[{i}].lan_networks[{j}]",
+                            show(str(lan)),
+                            f"a LAN that does not overlap {what} ({net}) on this docker host: its routes would "
+                            "take the LAN's addresses",
+                        )
+                    )
+    return problems

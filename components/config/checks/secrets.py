@@ -1,0 +1,78 @@
+"""Cross-checks of the secrets against the config: a token per runner, a key per host."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from components.config.problems import Problem, path_part
+from components.config.secrets import fix_command
+from components.config.sections import StackConfig
+from components.config.types import PROJECT
+
+
+def duplicate_wireguard_keys(secrets: Mapping[str, Any]) -> list[Problem]:
+    """A private key is a peer's identity on the tunnel: two hosts with one key are one peer."""
+    keys = secrets.get("wireguard_private_keys")
+    if not isinstance(keys, dict):
+        return []
+    from components.render.wireguard import wg_public_key
+
+    problems = []
+    first: dict[str, str] = {}
+    for name, private in keys.items():
+        try:
+            # By public key: X25519 clamps the private key, so keys that differ only in
+            # clamped bits are one key.
+            key = wg_public_key(private)
+        except (TypeError, ValueError):
+            continue  # not a key: reported by its own check
+        if key in first:
+            problems.append(
+                Problem(
+                    f"{PROJECT}:wireguard_private_keys{path_part(str(name))}",
+                    "[secret]",
+                    f"a key of its own: host '{first[key]}' has the same WireGuard private key, and WireGuard "
+                    f"tells peers apart by key; {fix_command('wireguard_private_keys', str(name))}",
+                )
+            )
+        first.setdefault(key, str(name))
+    return problems
+
+
+def missing_runner_tokens(runner_names: Iterable[str], secrets: Mapping[str, Any]) -> list[Problem]:
+    """A runner authentication token for every runner host."""
+    tokens = secrets.get("runner_tokens") or {}
+    return [
+        Problem(
+            f"{PROJECT}:runner_tokens{path_part(str(name))}",
+            "nothing",
+            f"a runner authentication token for runner host '{name}': {fix_command('runner_tokens', name)}",
+        )
+        for name in sorted(set(runner_names) - set(tokens))
+    ]
+
+
+def check_secrets(cfg: StackConfig, secrets: Mapping[str, Any]) -> list[Problem]:
+    """Secrets that match the config: tokens for runner hosts and keys for hosts only, a
+    CA key only for tls own-ca, and no runner without its token."""
+    runner_names = {h.name for h in cfg.hosts_with("runner")}
+    tokens = secrets.get("runner_tokens") or {}
+    problems = missing_runner_tokens(runner_names, secrets)
+    for name in sorted(set(tokens) - runner_names):
+        problems.append(
+            Problem(
+                f"{PROJECT}:runner_tokens{path_part(str(name))}",
+                "[secret]",
+                "a token only for a host with role 'runner'",
+            )
+        )
+    for name in sorted(set(secrets.get("wireguard_private_keys") or {}) - {h.name for h in cfg.hosts}):
+        problems.append(
+            Problem(
+                f"{PROJECT}:wireguard_private_keys{path_part(str(name))}", "[secret]", "a key only for a host in hosts"
+            )
+        )
+    if "ca_private_key" in secrets and cfg.gitlab.tls != "own-ca":
+        problems.append(Problem(f"{PROJECT}:ca_private_key", "[secret]", "only with gitlab.tls=own-ca"))
+    return problems

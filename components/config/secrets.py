@@ -1,0 +1,107 @@
+"""The secret keys of the stack config: each set with ``pulumi config set --secret``,
+validated apart from the sections and never shown in a problem (``[secret]``)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, Field, TypeAdapter
+
+from components.config.types import PROJECT, Name
+
+
+def _pem_private_key(value: Any) -> Any:
+    if isinstance(value, str) and "PRIVATE KEY-----" not in value:
+        raise ValueError("expected a PEM private key (-----BEGIN ... PRIVATE KEY-----)")
+    return value
+
+
+def _runner_token(value: Any) -> Any:
+    if isinstance(value, str) and not value.startswith("glrt-"):
+        raise ValueError(
+            "expected a runner authentication token (glrt-...): create the runner in GitLab "
+            "(Admin > CI/CD > Runners > New instance runner) and use its token; registration "
+            "tokens are deprecated and refused"
+        )
+    return value
+
+
+def _wg_key(value: Any) -> Any:
+    try:
+        ok = isinstance(value, str) and len(base64.b64decode(value, validate=True)) == 32
+    except (binascii.Error, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError("expected a WireGuard private key: 32 bytes in base64 (`wg genkey`)")
+    return value
+
+
+@dataclass(frozen=True)
+class SecretKey:
+    """A config key that must be set with `pulumi config set --secret`."""
+
+    key: str
+    adapter: TypeAdapter[Any]
+    description: str
+    example: str  # the value placeholder in the fix command
+    path_hint: str = ""  # for maps: the path form of the fix command
+
+
+PemPrivateKey = Annotated[str, AfterValidator(_pem_private_key)]
+
+
+def _per_host(key: str, validator: Callable[[Any], Any], description: str, example: str) -> SecretKey:
+    """A secret that maps host names to values, set one host at a time with ``--path``."""
+    return SecretKey(
+        key, TypeAdapter(dict[Name, Annotated[str, AfterValidator(validator)]]), description, example, "<host>"
+    )
+
+
+SECRET_KEYS: dict[str, SecretKey] = {
+    s.key: s
+    for s in [
+        SecretKey(
+            "ssh_private_key",
+            TypeAdapter(PemPrivateKey),
+            "SSH private key for every host (omit to use ssh-agent)",
+            '"$(cat ~/.ssh/id_ed25519)"',
+        ),
+        SecretKey(
+            "gitlab_root_password",
+            TypeAdapter(Annotated[str, Field(min_length=12)]),
+            "GitLab root password (default: generated)",
+            "<password>",
+        ),
+        SecretKey(
+            "ca_private_key",
+            TypeAdapter(PemPrivateKey),
+            "Private key of our own CA (tls own-ca; default: generated)",
+            '"$(cat ca.key)"',
+        ),
+        _per_host(
+            "wireguard_private_keys",
+            _wg_key,
+            "WireGuard private key per host name (default: generated)",
+            '"$(wg genkey)"',
+        ),
+        _per_host(
+            "runner_tokens",
+            _runner_token,
+            "Runner authentication token (glrt-...) per runner host name",
+            "<glrt-token>",
+        ),
+    ]
+}
+
+
+def fix_command(key: str, path: str = "") -> str:
+    """The exact CLI command that stores a secret key encrypted."""
+    spec = SECRET_KEYS[key]
+    if spec.path_hint:
+        sub = path or spec.path_hint
+        return f"pulumi config set --secret --path '{PROJECT}:{key}.{sub}' {spec.example}"
+    return f"pulumi config set --secret {PROJECT}:{key} {spec.example}"

@@ -1,0 +1,286 @@
+"""The sections of the stack config, one pydantic model each.
+
+Like a NixOS module's options, each field is declared once with its type (types.py),
+its default and its description (the config reference is generated from them), and
+every value derived from fields is a property next to them (``Tunnel.effective_mtu``,
+``StackConfig.gitlab_url``, ...), so no component computes it again.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated
+
+from pydantic import Field
+
+from components.config.host import Host
+from components.config.types import (
+    AbsolutePath,
+    Address,
+    ArchField,
+    Email,
+    ExternalUrl,
+    ForwardingMode,
+    Hostname,
+    HttpsUrl,
+    Image,
+    Int,
+    IPv4Network,
+    IPv6Network,
+    Name,
+    Network,
+    OnCalendar,
+    Port,
+    PullPolicy,
+    Section,
+    Service,
+    SmallDevice,
+    TlsMode,
+    TunnelImplementation,
+    VolumeRole,
+)
+
+# --- sections ----------------------------------------------------------------------
+
+
+class AddressPool(Section):
+    """A docker default address pool: networks of /size carved out of base."""
+
+    base: IPv4Network = Field(description="IPv4 network docker carves bridge networks from, e.g. 172.28.0.0/14")
+    size: Annotated[Int, Field(ge=16, le=29)] = Field(24, description="Prefix length of each network")
+
+
+class Prune(Section):
+    """Disk kept in check on runner hosts: a timer prunes when usage is above a threshold."""
+
+    threshold_percent: Annotated[Int, Field(ge=10, le=99)] = Field(
+        80, description="Prune when the docker data root's file system is fuller than this"
+    )
+    keep_hours: Annotated[Int, Field(ge=0, le=8760)] = Field(
+        72, description="Keep unused images and build cache younger than this"
+    )
+    on_calendar: OnCalendar = Field(
+        "hourly", description="systemd OnCalendar of the check, UTC only (cron fallback: hourly)"
+    )
+
+
+class Tunnel(Section):
+    """The WireGuard tunnel between the VPS and its peers."""
+
+    subnet: Network = Field(ipaddress.ip_network("10.8.0.0/24"), description="Tunnel subnet (IPv4)")
+    listen_port: Port = Field(51820, description="UDP port of WireGuard on the VPS")
+    # 1360: the smallest uplink whose default tunnel MTU (uplink - 80) carries IPv6's 1280.
+    uplink_mtu: Annotated[Int, Field(ge=1360, le=9000)] = Field(
+        1500, description="MTU of the narrowest uplink on the path"
+    )
+    mtu: Annotated[Int, Field(ge=1280, le=8920)] | None = Field(
+        None, description="Tunnel MTU; default uplink_mtu - 80 (WireGuard over IPv6 overhead)"
+    )
+    keepalive: Annotated[Int, Field(ge=1, le=600)] = Field(
+        25, description="PersistentKeepalive seconds for peers behind NAT"
+    )
+    endpoint: Address | None = Field(None, description="What peers dial; default: the VPS public_address or address")
+    implementation: TunnelImplementation = Field(
+        "auto", description="auto: the kernel module where it loads, else wireguard-go"
+    )
+    admin_peers: list[Name] = Field(
+        default_factory=list,
+        description="Hosts (by name) whose tunnel address may reach the VPS admin SSH and every other host's "
+        'own SSH through the tunnel; default none (README, "Who accepts what")',
+    )
+
+    @property
+    def effective_mtu(self) -> int:
+        return self.mtu if self.mtu is not None else self.uplink_mtu - 80
+
+
+class ForwardedPort(Section):
+    """One public port on the VPS and where it lands on the GitLab host."""
+
+    service: Service = Field(description="http, https, ssh or registry")
+    public: Port = Field(description="Port on the VPS public address")
+    home: Port | None = Field(None, description="Port on the GitLab host (default: same as public)")
+
+    @property
+    def home_port(self) -> int:
+        return self.home if self.home is not None else self.public
+
+
+def _default_ports() -> list[ForwardedPort]:
+    return [
+        ForwardedPort(service="http", public=80),
+        ForwardedPort(service="https", public=443),
+        ForwardedPort(service="ssh", public=22, home=2222),
+        ForwardedPort(service="registry", public=5050),
+    ]
+
+
+class Forwarding(Section):
+    """NAT forwarding on the VPS."""
+
+    mode: ForwardingMode = Field(
+        "preserve-source",
+        description="preserve-source: GitLab sees each client's address (policy routing on the GitLab host); "
+        'snat: every internet client arrives from the VPS tunnel address (README, "Client addresses")',
+    )
+    ports: list[ForwardedPort] = Field(
+        default_factory=_default_ports, description="Forwarded services (public -> home port)"
+    )
+    admin_ssh_port: Port | None = Field(None, description="VPS admin SSH port kept open; default: the VPS ssh_port")
+
+    def port(self, service: str) -> ForwardedPort | None:
+        return next((p for p in self.ports if p.service == service), None)
+
+    def public_port(self, service: str) -> int | None:
+        """The public port a service is forwarded on, or None when it is not forwarded."""
+        port = self.port(service)
+        return port.public if port is not None else None
+
+
+class VolumePaths(Section):
+    """Host directories bound into GitLab's named volumes (e.g. an SSD on a Jetson)."""
+
+    config: AbsolutePath | None = Field(None, description="/etc/gitlab: settings, secrets, SSH host keys")
+    logs: AbsolutePath | None = Field(None, description="/var/log/gitlab")
+    data: AbsolutePath | None = Field(None, description="/var/opt/gitlab: repositories, database, registry")
+
+    def get(self, role: VolumeRole) -> str | None:
+        path: str | None = getattr(self, role)
+        return path
+
+
+class GitLab(Section):
+    """The GitLab server on the host with role gitlab."""
+
+    domain: Hostname = Field(description="Public DNS name of GitLab, pointing at the VPS")
+    external_url: ExternalUrl | None = Field(
+        None, description="Default https://<domain> (with the https port if not 443)"
+    )
+    images: dict[ArchField, Image] = Field(description="Pinned image per architecture: {arm64: ..., amd64: ...}")
+    small_device: SmallDevice = Field("auto", description="Small-device profile; auto: on for arm64 hosts with <= 8 GB")
+    tls: TlsMode = Field("own-ca", description="Certificates from Let's Encrypt or our own CA")
+    memory_limit_mb: Annotated[Int, Field(ge=2048)] | None = Field(
+        None, description="Container memory limit; default 3/4 of the host's memory_mb, else 4096"
+    )
+    letsencrypt_emails: list[Email] = Field(
+        default_factory=list, description="Contact addresses for Let's Encrypt expiry mail (tls letsencrypt)"
+    )
+    publish_on_lan: bool = Field(
+        False, description="Also publish GitLab's ports on the host's LAN address (default: tunnel address only)"
+    )
+    volume_paths: VolumePaths = Field(
+        VolumePaths(), description="Host directories behind GitLab's volumes; default: docker named volumes"
+    )
+
+
+class Registry(Section):
+    """GitLab's container registry."""
+
+    enabled: bool = Field(True, description="Serve the container registry")
+    domain: Hostname | None = Field(None, description="Registry DNS name; default: the GitLab domain")
+
+
+class Runners(Section):
+    """Settings shared by every runner host."""
+
+    images: dict[ArchField, Image] = Field(
+        default_factory=dict, description="Pinned gitlab-runner image per architecture"
+    )
+    helper_images: dict[ArchField, Image] = Field(
+        default_factory=dict, description="Pinned gitlab-runner-helper image per architecture (default: the runner's)"
+    )
+    default_job_image: Image = Field("debian:12.8-slim", description="Image of jobs that name none (pinned)")
+    pull_policy: PullPolicy = Field("if-not-present", description="When jobs pull their images")
+    ipv6: bool = Field(False, description="IPv6 for job containers (default bridge and per-job networks)")
+    ipv6_prefix: IPv6Network = Field(
+        ipaddress.IPv6Network("fd00:f0e5:7a1b::/48"),
+        description="ULA (or routed) prefix; each runner host gets a /56 of it (docker0 and per-job networks)",
+    )
+    address_pools: list[AddressPool] = Field(
+        default_factory=lambda: [AddressPool(base=ipaddress.IPv4Network("172.28.0.0/14"), size=24)],
+        description="docker default-address-pools (must not overlap the tunnel or any LAN)",
+    )
+    registry_mirrors: list[HttpsUrl] = Field(default_factory=list, description="docker registry mirrors (https)")
+    log_max_size_mb: Annotated[Int, Field(ge=1, le=1024)] = Field(10, description="Container log rotation size")
+    log_max_files: Annotated[Int, Field(ge=1, le=20)] = Field(3, description="Container log files kept")
+    prune: Prune = Field(Prune(), description="Pruning of unused images and build cache")
+    binfmt_image: Image | None = Field(
+        None, description="Pinned image that registers QEMU binfmt handlers (hosts with runner.multiarch)"
+    )
+    # 3600: GitLab's default job timeout, so a job started just before the stop can end on
+    # its own; 7200: the stop timeout gitlab-runner's docs give systemd (docs/configuration/init.md).
+    stop_grace_seconds: Annotated[Int, Field(ge=0, le=7200)] = Field(
+        3600,
+        description="Seconds a runner container's replace or delete waits for its running jobs to finish "
+        "(SIGQUIT: it takes no new ones) before docker kills it; 0 to 7200, 0: no wait",
+    )
+
+
+class StackConfig(Section):
+    """One stack's whole configuration, without its secrets (SECRET_KEYS)."""
+
+    hosts: list[Host] = Field(description="Every machine: exactly one vps, one gitlab; any number of runners")
+    tunnel: Tunnel = Field(Tunnel(), description="The WireGuard tunnel")
+    forwarding: Forwarding = Field(Forwarding(), description="Public ports on the VPS and where they land")
+    gitlab: GitLab = Field(description="The GitLab server")
+    registry: Registry = Field(Registry(), description="The container registry")
+    runners: Runners = Field(Runners(), description="Settings shared by the runner hosts")
+    insecure_unpinned_host_keys: bool = Field(
+        False, description="Connect without checking SSH host keys (a loud opt-out; never in production)"
+    )
+
+    def hosts_with(self, role: str) -> list[Host]:
+        return [h for h in self.hosts if role in h.roles]
+
+    @property
+    def vps(self) -> Host:
+        return self.hosts_with("vps")[0]
+
+    @property
+    def gitlab_host(self) -> Host:
+        return self.hosts_with("gitlab")[0]
+
+    def host(self, name: str) -> Host:
+        return next(h for h in self.hosts if h.name == name)
+
+    @property
+    def registry_domain(self) -> str:
+        """The registry's name: ``registry.domain``, else GitLab's domain."""
+        return self.registry.domain or self.gitlab.domain
+
+    @property
+    def admin_ssh_port(self) -> int:
+        """The VPS's own SSH port, never forwarded: ``forwarding.admin_ssh_port``, else its ``ssh_port``."""
+        port = self.forwarding.admin_ssh_port
+        return port if port is not None else self.vps.ssh_port
+
+    @property
+    def tunnel_endpoint_host(self) -> str:
+        """What peers dial: ``tunnel.endpoint``, else the VPS's internet address."""
+        return self.tunnel.endpoint or self.vps.internet_address
+
+    @property
+    def default_gitlab_url(self) -> str:
+        """https on GitLab's domain and the public https port (omitted when it is 443): the
+        default of ``gitlab.external_url``, and the origin a set one must have."""
+        https = self.forwarding.public_port("https")
+        port = "" if https is None or https == 443 else f":{https}"
+        return f"https://{self.gitlab.domain}{port}"
+
+    @property
+    def gitlab_url(self) -> str:
+        """GitLab's URL as clients and runners use it: ``gitlab.external_url``, else the default."""
+        return self.gitlab.external_url or self.default_gitlab_url
+
+    @property
+    def served_domains(self) -> list[str]:
+        """The DNS names GitLab serves TLS on: its domain, then the registry's when the
+        registry is enabled and has a name of its own."""
+        names = [self.gitlab.domain]
+        if self.registry.enabled and self.registry_domain not in names:
+            names.append(self.registry_domain)
+        return names
+
+
+# The top-level keys of the stack config that are not secrets (secrets.py holds those).
+SECTIONS: tuple[str, ...] = tuple(StackConfig.model_fields)
