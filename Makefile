@@ -72,6 +72,6 @@ new-stack:
 	@test -x $(PY) || { echo "no $(PY): python3 -m venv $(VENV) && $(VENV)/bin/pip install -r requirements.txt" >&2; exit 2; }
 	$(PY) -m tools.stack new $(STACK)
 
-# Regenerate the config reference in README.md and Pulumi.yaml from components/config.py.
+# Regenerate the config reference in README.md and Pulumi.yaml from components/config/.
 reference: setup
 	$(PY) -m tools.reference

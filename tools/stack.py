@@ -11,7 +11,7 @@ the published one you would deploy the example's secrets. This writes
   ``NewPromptingPassphraseSecretsManager``: "If we have a salt, we can just use it");
 * the example's shape with ``FILL-IN`` placeholders where it has hosts, host keys and
   domains of its own; the program's config check refuses each one by key, with the
-  ``pulumi config set`` that fixes it (components/config.py, ``PLACEHOLDER``);
+  ``pulumi config set`` that fixes it (components/config/placeholders.py, ``PLACEHOLDER``);
 * no secret at all. Runner tokens, which only GitLab can make, are reported missing by
   the same check with their ``pulumi config set --secret`` command; the other secrets are
   optional (the ssh-agent, or values the program generates and keeps in the state).
