@@ -9,7 +9,7 @@ import os
 import pulumi
 
 from components.config import load_stack_config
-from components.docker_host import DockerHost, docker_host_args
+from components.docker_host import DockerHost, docker_changes, docker_host_args
 from components.forwarding import PortForwarding, PortForwardingArgs
 from components.gitlab import GitLabServer, GitLabServerArgs
 from components.hosts import connect_hosts
@@ -21,7 +21,7 @@ from components.pki import (
     ServerCertificateArgs,
     server_names,
 )
-from components.registry import Registry, RegistryArgs, registry_endpoints
+from components.registry import registry_endpoints, registry_trust
 from components.runners import RunnerDefaults, RunnerFleet, RunnerFleetArgs
 from components.secrets import StackSecrets
 from components.segment import TunnelSegmentation, TunnelSegmentationArgs
@@ -113,12 +113,12 @@ if ca is not None:
     certificate = ServerCertificate("gitlab-tls", ServerCertificateArgs(ca, dns_names[0], dns_names, ip_addresses))
 
 # The registry over TLS; every docker host's trust of it, proxy, daemon.json, prune, binfmt.
-registry = Registry("registry", RegistryArgs.of(config, ca)) if config.registry.enabled else None
+registry = registry_trust(config, ca.cert_pem if ca is not None else None) if config.registry.enabled else None
 runner_hosts = config.hosts_with("runner")
 tunnel_first = {h.name: [tunnel_peers[h.name].command] for h in runner_hosts}  # the MTU daemon.json assumes
 docker_hosts = {
     name: DockerHost(f"{name}-docker-host", args)
-    for name, args in docker_host_args(config, hosts, registry.trust if registry else None, tunnel_first).items()
+    for name, args in docker_host_args(config, hosts, registry, tunnel_first).items()
 }
 
 gitlab = GitLabServer(
@@ -136,7 +136,7 @@ gitlab = GitLabServer(
             tunnel_peers[gitlab_host.name].command,
             *(forwarding.resources if config.gitlab.tls == "letsencrypt" else []),
         ],
-        docker_changes=[c] if (c := docker_hosts[gitlab_host.name].client) is not None else [],
+        docker_changes=docker_changes(docker_hosts, gitlab_host.name),
     ),
 )
 

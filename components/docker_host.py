@@ -19,8 +19,9 @@ Its host services (components/host_service.py), children named ``<host>-...``:
   ``runners.binfmt_image`` pulled, then binfmt-up.sh registers QEMU for the other arch
   now and at every boot; delete unregisters only what it registered.
 
-These were children of RunnerHost and Registry before: each carries an alias to its old
-parent, so a stack deployed before keeps them (no delete and create on the host).
+These were children of RunnerHost and of the Registry component before: each carries an
+alias to its old parent, so a stack deployed before keeps them (no delete and create on
+the host).
 """
 
 from __future__ import annotations
@@ -38,25 +39,23 @@ from components.config import Arch, Prune, StackConfig
 from components.config import Host as HostConfig
 from components.host_service import HostService, host_service
 from components.hosts import DOCKER_ROLES, Host
+from components.registry import RegistryTrust
 from components.render.docker_client import DockerClientSettings, render_docker_client
 from components.render.docker_daemon import DaemonSettings, host_ipv6_prefixes, render_daemon_json
 from components.scripts import script
 
-__all__ = ["DockerHost", "DockerHostArgs", "RegistryTrust", "client_files", "daemon_json_for", "docker_host_args"]
+__all__ = [
+    "DockerHost",
+    "DockerHostArgs",
+    "client_files",
+    "daemon_json_for",
+    "docker_changes",
+    "docker_host_args",
+]
 
 # The components these children had before (their names in __main__.py then): aliases.
 _OLD_RUNNER_FLEET = ("runners", "forgeway:runners:RunnerFleet")
 _OLD_REGISTRY = ("registry", "forgeway:registry:Registry")
-
-
-@dataclass(frozen=True)
-class RegistryTrust:
-    """What a docker client needs to reach the registry (components/registry.py)."""
-
-    endpoints: tuple[str, ...]  # every host:port clients use for it
-    ca_pem: pulumi.Output[str] | None  # own-ca: the stack CA; None: public certificates
-    gitlab_host: str  # NO_PROXY: the GitLab host's address
-    tunnel_subnet: str  # NO_PROXY: the tunnel's subnet
 
 
 @dataclass(frozen=True)
@@ -70,6 +69,16 @@ class DockerHostArgs:
     prune: Prune | None = None  # runners.prune (runner hosts); None: no prune timer
     binfmt_image: str | None = None  # runners.binfmt_image, for hosts with runner.multiarch
     after: Sequence[pulumi.Resource] = ()  # what daemon.json, prune and binfmt wait for (its tunnel)
+
+    @property
+    def needs_client(self) -> bool:
+        """Registry trust or a proxy to install (public certificates and no proxy: nothing)."""
+        trust = self.registry
+        return (
+            trust is not None
+            and bool(trust.endpoints)
+            and (trust.ca_pem is not None or self.settings.proxy is not None)
+        )
 
 
 def daemon_json_for(cfg: StackConfig, host: HostConfig) -> dict[str, object]:
@@ -114,13 +123,13 @@ def docker_host_args(
     registry: RegistryTrust | None,
     after: Mapping[str, Sequence[pulumi.Resource]],
 ) -> dict[str, DockerHostArgs]:
-    """DockerHostArgs for every host whose docker forgeway drives, by host name."""
+    """DockerHostArgs for every docker host with something to configure, by host name."""
     args = {}
     for h in cfg.hosts:
         if not DOCKER_ROLES & set(h.roles):
             continue
         runner = "runner" in h.roles
-        args[h.name] = DockerHostArgs(
+        one = DockerHostArgs(
             host=hosts[h.name],
             settings=h,
             registry=registry,
@@ -129,7 +138,15 @@ def docker_host_args(
             binfmt_image=cfg.runners.binfmt_image if runner else None,
             after=after.get(h.name, ()),
         )
+        if runner or one.needs_client:
+            args[h.name] = one
     return args
+
+
+def docker_changes(docker_hosts: Mapping[str, DockerHost], name: str) -> list[pulumi.Resource]:
+    """What changes host ``name``'s docker daemon (and restarts it): its client files, if any."""
+    client = docker_hosts[name].client if name in docker_hosts else None
+    return [client] if client is not None else []
 
 
 def _aliased(old_parents: Mapping[str, pulumi.Input[str]]) -> pulumi.ResourceTransformation:
@@ -195,10 +212,8 @@ class DockerHost(pulumi.ComponentResource):
 
     def _client(self, args: DockerHostArgs) -> remote.Command | None:
         trust, settings = args.registry, args.settings
-        if trust is None or not trust.endpoints:
+        if trust is None or not args.needs_client:
             return None
-        if trust.ca_pem is None and settings.proxy is None:
-            return None  # public certificates and no proxy: nothing to install
         ca_pem: pulumi.Output[str | None] = trust.ca_pem if trust.ca_pem is not None else pulumi.Output.from_input(None)
         client = HostService(
             stage="docker-client",

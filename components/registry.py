@@ -1,10 +1,11 @@
-"""Registry: GitLab's container registry as docker clients reach it.
+"""The registry as docker clients reach it: GitLab's container registry over TLS.
 
-The registry itself is served by GitLab (components/gitlab.py), over TLS with the server
-certificate of every name and address clients use. This component says what a docker
-client needs to trust it: its endpoints (``host:port``, one ``certs.d`` entry each), the
-stack CA with ``gitlab.tls = own-ca``, and what NO_PROXY must hold. Each docker host
-installs that (components/docker_host.py, ``<host>-docker-client``).
+GitLab serves it (components/gitlab.py) with the server certificate of every name and
+address clients use. What a docker client needs to trust it, :class:`RegistryTrust`
+(its endpoints, one ``certs.d`` entry each; the stack CA with ``gitlab.tls = own-ca``;
+what NO_PROXY must hold), each docker host installs (components/docker_host.py,
+``<host>-docker-client``). No resource of its own: the former Registry component's
+children are DockerHost's now.
 """
 
 from __future__ import annotations
@@ -14,10 +15,18 @@ from dataclasses import dataclass
 import pulumi
 
 from components.config import StackConfig
-from components.docker_host import RegistryTrust
-from components.pki import CertificateAuthority
 
-__all__ = ["Registry", "RegistryArgs", "registry_endpoints"]
+__all__ = ["RegistryTrust", "registry_endpoints", "registry_trust"]
+
+
+@dataclass(frozen=True)
+class RegistryTrust:
+    """What a docker client needs to reach the registry."""
+
+    endpoints: tuple[str, ...]  # every host:port clients use for it
+    ca_pem: pulumi.Output[str] | None  # own-ca: the stack CA; None: public certificates
+    gitlab_host: str  # NO_PROXY: the GitLab host's address
+    tunnel_subnet: str  # NO_PROXY: the tunnel's subnet
 
 
 def registry_endpoints(cfg: StackConfig) -> tuple[str, ...]:
@@ -29,31 +38,6 @@ def registry_endpoints(cfg: StackConfig) -> tuple[str, ...]:
     return tuple(sorted(f"{name}:{port.public}" for name in names))
 
 
-@dataclass(frozen=True)
-class RegistryArgs:
-    """The registry as clients see it (derived from the config: :meth:`of`)."""
-
-    endpoints: tuple[str, ...]  # registry_endpoints(): every host:port clients use
-    ca: CertificateAuthority | None  # own-ca; None with Let's Encrypt (trusted already)
-    gitlab_host: str  # the GitLab host's address (NO_PROXY)
-    tunnel_subnet: str  # the tunnel's subnet (NO_PROXY)
-
-    @classmethod
-    def of(cls, cfg: StackConfig, ca: CertificateAuthority | None) -> RegistryArgs:
-        return cls(registry_endpoints(cfg), ca, cfg.gitlab_host.address, str(cfg.tunnel.subnet))
-
-    def trust(self) -> RegistryTrust:
-        """What a docker client installs to trust the registry."""
-        ca_pem = self.ca.cert_pem if self.ca is not None else None
-        return RegistryTrust(self.endpoints, ca_pem, self.gitlab_host, self.tunnel_subnet)
-
-
-class Registry(pulumi.ComponentResource):
-    """What every managed docker daemon needs to trust the registry (``trust``)."""
-
-    trust: RegistryTrust
-
-    def __init__(self, name: str, args: RegistryArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("forgeway:registry:Registry", name, None, opts)
-        self.trust = args.trust()
-        self.register_outputs({"endpoints": list(args.endpoints)})
+def registry_trust(cfg: StackConfig, ca_pem: pulumi.Output[str] | None) -> RegistryTrust:
+    """The registry's trust for docker clients; ``ca_pem``: the stack CA with own-ca."""
+    return RegistryTrust(registry_endpoints(cfg), ca_pem, cfg.gitlab_host.address, str(cfg.tunnel.subnet))

@@ -45,7 +45,7 @@ from components.docker_host import client_files, daemon_json_for
 from components.gitlab import memory_limit_mb
 from components.hosts import _target
 from components.pki import server_names
-from components.registry import RegistryArgs, registry_endpoints
+from components.registry import registry_endpoints, registry_trust
 from components.render.gitlab import render_gitlab_rb, settings_from_config
 from components.render.nftables import (
     HomeRoutingSettings,
@@ -337,7 +337,7 @@ def _render_everything(cfg: StackConfig) -> None:
         json.loads(json.dumps(daemon_json_for(cfg, host)))
     for host in cfg.hosts:
         if {"gitlab", "runner"} & set(host.roles) and endpoints and host.proxy is not None:
-            client_files(RegistryArgs.of(cfg, None).trust(), host, None)
+            client_files(registry_trust(cfg, None), host, None)
         jump = cfg.host(host.jump_host) if host.jump_host else None
         ssh_options(_target(host), _target(jump) if jump else None)
         url = urlsplit(ssh_url(_target(host)))

@@ -77,14 +77,14 @@ def test_moved_children_carry_an_alias_to_their_old_parent() -> Any:
     from components.config import parse_stack
     from components.docker_host import DockerHost, docker_host_args
     from components.hosts import connect_hosts
-    from components.registry import Registry, RegistryArgs
+    from components.registry import registry_trust
     from tests.stacks import lab_stack
 
     monitor = _Monitor(_Echo())
     pulumi.runtime.set_mocks(_Echo(), project="forgeway", stack="lab", preview=False, monitor=monitor)
     cfg, _ = parse_stack(*lab_stack())
     hosts = connect_hosts(cfg, None)
-    trust = Registry("registry", RegistryArgs.of(cfg, None)).trust
+    trust = registry_trust(cfg, None)
     runner = cfg.hosts_with("runner")[0].name
     docker = DockerHost(f"{runner}-docker-host", docker_host_args(cfg, hosts, trust, {})[runner])
 
