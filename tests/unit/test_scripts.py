@@ -23,7 +23,7 @@ def test_script_is_valid_and_shellcheck_clean(path: Path) -> None:
     shellcheck = shutil.which("shellcheck")
     if shellcheck is None:
         pytest.fail("shellcheck is not installed: run `make setup` (tools/apt-packages.txt)")
-    # -x: follow `. "$dir/host-files.sh"` (its directive names the file beside the script)
+    # -x: follow `. "$(dirname "$0")/host-files.sh"` (its directive names the library beside it)
     done = subprocess.run([shellcheck, "-x", path.name], cwd=path.parent, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout
 
