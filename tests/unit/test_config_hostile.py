@@ -321,17 +321,10 @@ def _render_everything(cfg: StackConfig) -> None:
     assert cfg.gitlab.domain in gitlab_rb.text
     memory_limit_mb(cfg)
 
-    endpoints = registry_endpoints(cfg)
+    endpoints, shared = registry_endpoints(cfg), RunnerDefaults.of(cfg)
     for host in cfg.hosts_with("runner"):
         toml = tomllib.loads(
-            _view(
-                RunnerDefaults.of(cfg),
-                host,
-                "glrt-0123456789",
-                2,
-                endpoints=endpoints,
-                own_ca=cfg.gitlab.tls == "own-ca",
-            )
+            _view(shared, host, "glrt-0123456789", 2, endpoints=endpoints, own_ca=cfg.gitlab.tls == "own-ca")
         )
         assert toml["runners"][0]["name"] == host.name
         json.loads(json.dumps(daemon_json_for(cfg, host)))
