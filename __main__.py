@@ -9,6 +9,7 @@ import os
 import pulumi
 
 from components.config import load_stack_config
+from components.docker_host import DockerHost, docker_changes, docker_host_args
 from components.forwarding import PortForwarding, PortForwardingArgs
 from components.gitlab import GitLabServer, GitLabServerArgs
 from components.hosts import connect_hosts
@@ -20,8 +21,8 @@ from components.pki import (
     ServerCertificateArgs,
     server_names,
 )
-from components.registry import Registry, RegistryArgs, registry_endpoints
-from components.runners import RunnerFleet, RunnerFleetArgs
+from components.registry import registry_endpoints, registry_trust
+from components.runners import RunnerDefaults, RunnerFleet, RunnerFleetArgs
 from components.secrets import StackSecrets
 from components.segment import TunnelSegmentation, TunnelSegmentationArgs
 from components.tlscheck import letsencrypt_dns_problems, uncovered_names
@@ -111,8 +112,14 @@ if ca is not None:
     dns_names, ip_addresses = certificate_names
     certificate = ServerCertificate("gitlab-tls", ServerCertificateArgs(ca, dns_names[0], dns_names, ip_addresses))
 
-# The registry over TLS: every docker daemon's trust of it, and their proxy settings.
-registry = Registry("registry", RegistryArgs(config, hosts, ca)) if config.registry.enabled else None
+# The registry over TLS; every docker host's trust of it, proxy, daemon.json, prune, binfmt.
+registry = registry_trust(config, ca.cert_pem if ca is not None else None) if config.registry.enabled else None
+runner_hosts = config.hosts_with("runner")
+tunnel_first = {h.name: [tunnel_peers[h.name].command] for h in runner_hosts}  # the MTU daemon.json assumes
+docker_hosts = {
+    name: DockerHost(f"{name}-docker-host", args)
+    for name, args in docker_host_args(config, hosts, registry, tunnel_first).items()
+}
 
 gitlab = GitLabServer(
     "gitlab",
@@ -129,28 +136,22 @@ gitlab = GitLabServer(
             tunnel_peers[gitlab_host.name].command,
             *(forwarding.resources if config.gitlab.tls == "letsencrypt" else []),
         ],
-        docker_changes=[registry.trust[gitlab_host.name]] if registry and gitlab_host.name in registry.trust else [],
+        docker_changes=docker_changes(docker_hosts, gitlab_host.name),
     ),
 )
 
-# The runner fleet: daemon.json, prune timer and a gitlab-runner on every runner host.
-runner_hosts = config.hosts_with("runner")
+# The runner fleet: a gitlab-runner on every runner host.
 runners = RunnerFleet(
     "runners",
     RunnerFleetArgs(
-        config,
+        RunnerDefaults.of(config),
+        runner_hosts,
         hosts,
+        docker_hosts,
         tokens={h.name: token for h in runner_hosts if (token := secrets.runner_token(h.name)) is not None},
         ca_pem=ca.cert_pem if ca is not None else None,
         registry_endpoints=registry_endpoints(config),
-        # Registry trust first (the runner pulls through it); the tunnel for the MTU it assumes.
-        depends_on={
-            h.name: [
-                tunnel_peers[h.name].command,
-                *([registry.trust[h.name]] if registry is not None and h.name in registry.trust else []),
-            ]
-            for h in runner_hosts
-        },
+        depends_on=tunnel_first,
     ),
 )
 

@@ -8,14 +8,35 @@ from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
 
-__all__ = ["HOST_ENV", "become_command", "script", "script_command", "staged_command", "unstaged_command"]
+__all__ = [
+    "HOST_ENV",
+    "LIBRARY",
+    "SOURCE_LINE",
+    "become_command",
+    "script",
+    "script_command",
+    "staged_command",
+    "unstaged_command",
+]
 
 _DIR = Path(__file__).parent
 
 
+# How a host script sources the shared library (host-files.sh, beside it in this folder).
+LIBRARY = "host-files.sh"
+SOURCE_LINE = '. "$(dirname "$0")/host-files.sh"'
+
+
 @cache
 def script(name: str) -> str:
-    return (_DIR / name).read_text()
+    """A script's text as it travels to a host: the library inlined where it is sourced,
+    so the script runs alone (``sh -c``, a staged file, a saved copy)."""
+    text = (_DIR / name).read_text()
+    if SOURCE_LINE not in text.splitlines():
+        return text
+    library = (_DIR / LIBRARY).read_text()
+    inlined = f"# --- {LIBRARY}, inlined by components/scripts script() ---\n{library}# --- end of {LIBRARY} ---"
+    return "\n".join(inlined if line == SOURCE_LINE else line for line in text.splitlines()) + "\n"
 
 
 def script_command(name: str, *args: str) -> str:

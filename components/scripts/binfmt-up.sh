@@ -3,12 +3,11 @@
 # binaries of the other CPU. Safe to run any number of times; a run that finds
 # everything as wanted changes nothing and prints only "ok ...".
 #
-#   binfmt-up.sh IMAGE PLATFORMS [DIR]
+#   binfmt-up.sh IMAGE PLATFORMS
 #
 #   IMAGE      the pinned binfmt image (runners.binfmt_image), as this host's docker
 #              has it: the program passes the image ID it pulled
 #   PLATFORMS  what to emulate, comma-separated: arm64, amd64 (never the host's own)
-#   DIR        holds host-files.sh (default: this script's own directory)
 #
 # The image speaks tonistiigi/binfmt's interface: run with no argument it prints JSON
 # whose "emulators" lists the registered handlers (qemu-aarch64, qemu-x86_64, ...);
@@ -33,16 +32,14 @@
 #
 # Environment: FORGEWAY_ETC=/etc, FORGEWAY_SYSTEMD=auto|yes|no, DOCKER_HOST.
 set -eu
+me=binfmt-up tag=binfmt
+# shellcheck source=host-files.sh
+. "$(dirname "$0")/host-files.sh"
+umask 022
 
-fail() {
-  echo "binfmt-up: $*" >&2
-  exit 1
-}
-
-[ $# -eq 2 ] || [ $# -eq 3 ] || fail "usage: binfmt-up.sh IMAGE PLATFORMS [DIR]"
+[ $# -eq 2 ] || fail "usage: binfmt-up.sh IMAGE PLATFORMS"
 image=$1
 platforms=$2
-dir=${3:-$(dirname "$0")}
 case $image in
   '' | -* | *[!A-Za-z0-9._:/@-]*) fail "IMAGE '$image' is not an image reference or ID" ;;
 esac
@@ -55,11 +52,6 @@ for platform in $(printf '%s' "$platforms" | tr ',' ' '); do
   esac
 done
 [ -n "$emulators" ] || fail "PLATFORMS '$platforms' names no platform"
-[ -f "$dir/host-files.sh" ] || fail "$dir/host-files.sh is missing: stage it next to binfmt-up.sh"
-
-tag=binfmt
-# shellcheck source=host-files.sh
-. "$dir/host-files.sh"
 command -v docker >/dev/null 2>&1 || fail "no docker CLI on this host"
 docker version --format '{{.Server.Version}}' >/dev/null 2>&1 || fail "docker does not answer (DOCKER_HOST=${DOCKER_HOST:-default})"
 docker image inspect "$image" >/dev/null 2>&1 || fail "docker has no image '$image' (the program pulls it first)"
@@ -69,7 +61,6 @@ home=$etc/forgeway/binfmt
 launcher=$home/$name
 ours=$home/ours
 dirs=$home/dirs
-units=$etc/systemd/system
 service=$units/$name.service
 wants=$units/multi-user.target.wants/$name.service
 cron=$etc/cron.d/$name
@@ -162,7 +153,7 @@ fi
 } >"$tmp/launcher"
 install_file "$tmp/launcher" "$launcher" 0755
 
-if [ "$systemd" = yes ]; then
+if [ "$units_wanted" = yes ]; then
   cat >"$tmp/service" <<EOF
 # forgeway: register QEMU binfmt handlers for$emulators (binfmt-up.sh)
 [Unit]
@@ -179,14 +170,9 @@ ExecStart="$launcher"
 WantedBy=multi-user.target
 EOF
   install_file "$tmp/service" "$service" 0644
-  if [ "$(readlink "$wants" 2>/dev/null || true)" != "$service" ]; then
-    mkdirs "$(dirname "$wants")"
-    rm -f "$wants"
-    ln -s "$service" "$wants"
-    changed "enabled $name.service ($wants)"
-  fi
+  enable_unit "$service" "$(dirname "$wants")"
   remove "$cron"
-  case $changes in *"|$units/"* | *"|enabled "*) [ "$booted" = no ] || systemctl daemon-reload ;; esac
+  [ "$booted" = no ] || ! units_changed || systemctl daemon-reload
 else
   cat >"$tmp/cron" <<EOF
 # forgeway: register QEMU binfmt handlers for$emulators at boot (binfmt-up.sh)
@@ -199,4 +185,4 @@ EOF
 fi
 
 save_dirs "$dirs"
-[ -n "$changes" ] || echo "ok binfmt: registered:$emulators ($name)"
+[ -n "$changes" ] || ok "registered:$emulators ($name)"

@@ -12,53 +12,17 @@
 #
 # Environment: FORGEWAY_ETC=/etc, FORGEWAY_SYSTEMD=auto|yes|no (see docker-client-up.sh)
 set -eu
-
-fail() {
-  echo "docker-client-down: $*" >&2
-  exit 1
-}
+me=docker-client-down tag=docker-client
+# shellcheck source=host-files.sh
+. "$(dirname "$0")/host-files.sh"
 
 [ $# -eq 0 ] || fail "usage: docker-client-down.sh"
-etc=${FORGEWAY_ETC:-/etc}
-systemd=${FORGEWAY_SYSTEMD:-auto}
-case $systemd in
-  auto | yes | no) ;;
-  *) fail "FORGEWAY_SYSTEMD must be auto, yes or no, not '$systemd'" ;;
-esac
 state=$etc/forgeway/docker-client.state
 
 if [ ! -f "$state" ]; then
   echo "ok docker-client: nothing installed ($state is absent)"
   exit 0
 fi
-
-update_ca() {
-  if [ "$etc" != /etc ]; then
-    echo "note docker-client: FORGEWAY_ETC is $etc, not /etc: the system trust store is left alone (no update-ca-certificates)"
-  elif ! command -v update-ca-certificates >/dev/null 2>&1; then
-    echo "note docker-client: update-ca-certificates is missing: the system trust store is not rebuilt"
-  else
-    out=$(update-ca-certificates 2>&1) || fail "update-ca-certificates failed: $out"
-    echo "changed docker-client: system trust store (update-ca-certificates)"
-  fi
-}
-
-restart_docker() {
-  use=$systemd
-  if [ "$use" = auto ]; then
-    use=no
-    [ ! -d /run/systemd/system ] || [ "$etc" != /etc ] || use=yes # sd_booted()
-  fi
-  if [ "$use" = yes ]; then
-    systemctl daemon-reload || fail "systemctl daemon-reload failed"
-    systemctl try-restart docker.service || fail "systemctl try-restart docker.service failed"
-    echo "changed docker-client: systemd reloaded, docker.service restarted (if it was running)"
-  else
-    echo "note docker-client: systemd is not PID 1 here (or FORGEWAY_SYSTEMD=no, or FORGEWAY_ETC is not /etc):" \
-      "the caller must run 'systemctl daemon-reload && systemctl try-restart docker.service'," \
-      "or restart dockerd without the forgeway proxy environment"
-  fi
-}
 
 trust_removed=no
 dropin_removed=no
@@ -91,4 +55,4 @@ printf '%s\n' "$dirs" | while read -r d; do
 done
 
 [ "$trust_removed" = no ] || update_ca
-[ "$dropin_removed" = no ] || restart_docker
+[ "$dropin_removed" = no ] || restart_docker "or restart dockerd without the forgeway proxy environment"

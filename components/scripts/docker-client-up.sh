@@ -28,20 +28,12 @@
 #                                  change (auto: when systemd is PID 1 and FORGEWAY_ETC
 #                                  is /etc)
 set -eu
-
-fail() {
-  echo "docker-client-up: $*" >&2
-  exit 1
-}
+me=docker-client-up tag=docker-client say_ok=yes
+# shellcheck source=host-files.sh
+. "$(dirname "$0")/host-files.sh"
 
 [ $# -eq 1 ] || fail "usage: docker-client-up.sh DIR"
 dir=$1
-etc=${FORGEWAY_ETC:-/etc}
-systemd=${FORGEWAY_SYSTEMD:-auto}
-case $systemd in
-  auto | yes | no) ;;
-  *) fail "FORGEWAY_SYSTEMD must be auto, yes or no, not '$systemd'" ;;
-esac
 manifest=$dir/manifest
 [ -f "$manifest" ] || fail "no manifest in $dir"
 state=$etc/forgeway/docker-client.state
@@ -65,40 +57,6 @@ record() {
   grep -qxF "$1" "$new" || printf '%s\n' "$1" >>"$new"
 }
 
-mkdirs() { # $1 and its missing parents, each one recorded
-  [ -d "$1" ] && return 0
-  mkdirs "$(dirname "$1")"
-  mkdir -m 0755 "$1"
-  record "dir $1"
-}
-
-update_ca() {
-  if [ "$etc" != /etc ]; then
-    echo "note docker-client: FORGEWAY_ETC is $etc, not /etc: the system trust store is left alone (no update-ca-certificates)"
-  elif ! command -v update-ca-certificates >/dev/null 2>&1; then
-    echo "note docker-client: update-ca-certificates is missing (apt-get install ca-certificates): the system trust store is not rebuilt"
-  else
-    out=$(update-ca-certificates 2>&1) || fail "update-ca-certificates failed: $out"
-    echo "changed docker-client: system trust store (update-ca-certificates)"
-  fi
-}
-
-restart_docker() {
-  use=$systemd
-  if [ "$use" = auto ]; then
-    use=no
-    [ ! -d /run/systemd/system ] || [ "$etc" != /etc ] || use=yes # sd_booted()
-  fi
-  if [ "$use" = yes ]; then
-    systemctl daemon-reload || fail "systemctl daemon-reload failed"
-    systemctl try-restart docker.service || fail "systemctl try-restart docker.service failed"
-    echo "changed docker-client: systemd reloaded, docker.service restarted (if it was running)"
-  else
-    echo "note docker-client: systemd is not PID 1 here (or FORGEWAY_SYSTEMD=no, or FORGEWAY_ETC is not /etc):" \
-      "the caller must run 'systemctl daemon-reload && systemctl try-restart docker.service'," \
-      "or restart dockerd with the HTTP_PROXY, HTTPS_PROXY and NO_PROXY of $(target etc/systemd/system/docker.service.d/forgeway-proxy.conf)"
-  fi
-}
 
 # The previous run's directories stay ours.
 [ ! -f "$state" ] || grep '^dir ' "$state" >>"$new" || true
@@ -125,17 +83,12 @@ while read -r kind mode name path rest; do
   [ -f "$dir/$name" ] || fail "$name is in the manifest but not in $dir"
   file=$(target "$path")
   wanted="$wanted $file "
-  if [ -f "$file" ] && cmp -s "$dir/$name" "$file" && [ "$(stat -c %a "$file")" = "${mode#0}" ]; then
-    echo "ok docker-client: $file"
+  install_file "$dir/$name" "$file" "$mode"
+  if [ "$installed" = no ]; then
     ! grep -qxF "$kind $file" "$state" 2>/dev/null || record "$kind $file"
     continue
   fi
-  mkdirs "$(dirname "$file")"
-  cp "$dir/$name" "$file.forgeway-new"
-  chmod "$mode" "$file.forgeway-new"
-  mv -f "$file.forgeway-new" "$file"
   record "$kind $file"
-  echo "changed docker-client: $file"
   [ "$kind" != trust ] || trust_changed=yes
   [ "$kind" != dropin ] || dropin_changed=yes
 done <"$manifest"
@@ -155,6 +108,7 @@ if [ -f "$state" ]; then
 fi
 
 mkdirs "$etc/forgeway"
+printf '%s' "$created" | while read -r d; do printf 'dir %s\n' "$d"; done >>"$new"
 # Directories, then files, each sorted: the same installation gives the same state file.
 { grep '^dir ' "$new" | LC_ALL=C sort -u; grep -v '^dir ' "$new" | LC_ALL=C sort -u; } >"$new.sorted" || true
 if ! cmp -s "$new.sorted" "$state"; then
@@ -164,4 +118,5 @@ fi
 rm -f "$new" "$new.sorted"
 
 [ "$trust_changed" = no ] || update_ca
-[ "$dropin_changed" = no ] || restart_docker
+[ "$dropin_changed" = no ] ||
+  restart_docker "or restart dockerd with the HTTP_PROXY, HTTPS_PROXY and NO_PROXY of $(target etc/systemd/system/docker.service.d/forgeway-proxy.conf)"

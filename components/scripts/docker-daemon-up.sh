@@ -37,25 +37,17 @@
 #                                   `service docker restart`
 #   DOCKER_HOST                     what `docker info` asks (docker's own variable)
 set -eu
-
-fail() {
-  echo "docker-daemon: $*" >&2
-  exit 1
-}
+me=docker-daemon tag=docker-daemon
+# shellcheck source=host-files.sh
+. "$(dirname "$0")/host-files.sh"
 
 mode=up
 case ${1:-} in
   --restore) [ $# -eq 1 ] || fail "usage: docker-daemon-up.sh --restore"; mode=restore ;;
   *) [ $# -eq 1 ] || fail "usage: docker-daemon-up.sh DIR | --restore"; dir=$1 ;;
 esac
-etc=${FORGEWAY_ETC:-/etc}
-systemd=${FORGEWAY_SYSTEMD:-auto}
-case $systemd in
-  auto | yes | no) ;;
-  *) fail "FORGEWAY_SYSTEMD must be auto, yes or no, not '$systemd'" ;;
-esac
 file=$etc/docker/daemon.json
-tmp=$file.forgeway-new
+new_file=$file.forgeway-new
 state=$etc/forgeway/docker-daemon
 wait_s=60
 
@@ -64,7 +56,7 @@ choose_restart() { # how docker restarts here, decided before anything changes
     how=given
   elif [ "$etc" != /etc ]; then
     fail "FORGEWAY_ETC is $etc, not /etc: set FORGEWAY_DOCKER_RESTART to the command that restarts this host's dockerd"
-  elif [ "$systemd" = yes ] || { [ "$systemd" = auto ] && [ -d /run/systemd/system ]; }; then # sd_booted()
+  elif [ "$units_wanted" = yes ]; then
     how=systemd
   else
     how=service
@@ -123,8 +115,8 @@ if [ "$mode" = restore ]; then
 
   case $action in
     restore)
-      cp -p "$state/daemon.json.orig" "$tmp"
-      mv -f "$tmp" "$file"
+      cp -p "$state/daemon.json.orig" "$new_file"
+      mv -f "$new_file" "$file"
       ;;
     remove) rm -f "$file" ;;
   esac
@@ -261,9 +253,9 @@ if [ -f "$state/owned.json" ]; then
   cp -p "$state/owned.json" "$dir/owned.json.prev"
 fi
 mkdir -p "$etc/docker"
-cp "$merged" "$tmp"
-chmod 0644 "$tmp"
-mv -f "$tmp" "$file"
+cp "$merged" "$new_file"
+chmod 0644 "$new_file"
+mv -f "$new_file" "$file"
 cp "$owned_new" "$state/owned.json.new"
 mv -f "$state/owned.json.new" "$state/owned.json"
 
@@ -275,8 +267,8 @@ fi
 
 why=$(complaint)
 if [ "$had" = yes ]; then
-  cp -p "$dir/daemon.json.prev" "$tmp"
-  mv -f "$tmp" "$file"
+  cp -p "$dir/daemon.json.prev" "$new_file"
+  mv -f "$new_file" "$file"
 else
   rm -f "$file"
 fi

@@ -9,8 +9,8 @@
 #   KEEP_HOURS   keep unused images and build cache younger than this (0..8760)
 #   ON_CALENDAR  when to check: a systemd OnCalendar expression (hourly, daily,
 #                *-*-* 03:30, ...), checked by `systemd-analyze calendar` where present
-#   DIR          holds docker-prune.sh, the pruning script, and host-files.sh (default: this script's own
-#                directory, the stage directory of components/runners.py)
+#   DIR          holds docker-prune.sh, the pruning script (default: this script's own
+#                directory, the stage directory of components/docker_host.py)
 #
 # Installs, under $FORGEWAY_ETC (default /etc):
 #   forgeway/docker-prune/forgeway-docker-prune   the pruning script (0755)
@@ -37,11 +37,10 @@
 # Environment: FORGEWAY_ETC=/etc, FORGEWAY_SYSTEMD=auto|yes|no, DOCKER_HOST (kept in
 # the settings for the timer, which runs without this environment).
 set -eu
-
-fail() {
-  echo "docker-prune-up: $*" >&2
-  exit 1
-}
+me=docker-prune-up tag=docker-prune
+# shellcheck source=host-files.sh
+. "$(dirname "$0")/host-files.sh"
+umask 022
 
 [ $# -eq 3 ] || [ $# -eq 4 ] || fail "usage: docker-prune-up.sh THRESHOLD KEEP_HOURS ON_CALENDAR [DIR]"
 threshold=$1
@@ -62,20 +61,13 @@ if command -v systemd-analyze >/dev/null 2>&1; then
 else
   normalized=
 fi
-for _f in docker-prune.sh host-files.sh; do
-  [ -f "$dir/$_f" ] || fail "$dir/$_f is missing: stage it next to docker-prune-up.sh"
-done
-
-tag=docker-prune
-# shellcheck source=host-files.sh
-. "$dir/host-files.sh"
+[ -f "$dir/docker-prune.sh" ] || fail "$dir/docker-prune.sh is missing: stage it next to docker-prune-up.sh"
 
 name=forgeway-docker-prune
 home=$etc/forgeway/docker-prune
 script=$home/$name
 settings=$home/settings
 dirs=$home/dirs
-units=$etc/systemd/system
 service=$units/$name.service
 timer=$units/$name.timer
 wants=$units/timers.target.wants/$name.timer
@@ -122,7 +114,7 @@ cron_schedule() { # the cron time fields of $calendar, or nothing when cron cann
 
 # --- systemd units or the cron file ------------------------------------------------------
 
-if [ "$systemd" = yes ]; then
+if [ "$units_wanted" = yes ]; then
   cat >"$tmp/service" <<EOF
 # forgeway: prune unused docker images and build cache when the disk is full (docker-prune-up.sh)
 [Unit]
@@ -150,27 +142,22 @@ WantedBy=timers.target
 EOF
   install_file "$tmp/service" "$service" 0644
   install_file "$tmp/timer" "$timer" 0644
-  if [ "$(readlink "$wants" 2>/dev/null || true)" != "$timer" ]; then
-    mkdirs "$(dirname "$wants")"
-    rm -f "$wants"
-    ln -s "$timer" "$wants"
-    changed "enabled $name.timer ($wants)"
-  fi
+  enable_unit "$timer" "$(dirname "$wants")"
   remove "$cron"
   if [ "$booted" = yes ]; then
-    case $changes in *"|$units/"* | *"|removed $units/"* | *"|enabled "*) systemctl daemon-reload ;; esac
+    ! units_changed || systemctl daemon-reload
     if ! systemctl is-active --quiet "$name.timer"; then
       systemctl start "$name.timer"
       changed "started $name.timer"
     fi
   elif [ -n "$changes" ]; then
-    echo "note docker-prune: systemd is not running here: the units are installed, not started"
+    note_out "systemd is not running here: the units are installed, not started"
   fi
 else
   schedule=$(cron_schedule)
   if [ -z "$schedule" ]; then
     schedule='0 * * * *'
-    echo "note docker-prune: cron cannot say OnCalendar '$calendar': it runs hourly instead"
+    note_out "cron cannot say OnCalendar '$calendar': it runs hourly instead"
   fi
   command="'$script'"
   if command -v logger >/dev/null 2>&1; then
@@ -195,10 +182,10 @@ EOF
   remove "$wants" "$timer" "$service"
   [ "$removed_units" = no ] || [ "$booted" = no ] || systemctl daemon-reload
   if [ "$etc" = /etc ] && ! command -v cron >/dev/null 2>&1 && ! command -v crond >/dev/null 2>&1; then
-    echo "note docker-prune: no cron daemon is installed (apt-get install cron): nothing runs $cron"
+    note_out "no cron daemon is installed (apt-get install cron): nothing runs $cron"
   fi
 fi
 
 save_dirs "$dirs"
 
-[ -n "$changes" ] || echo "ok docker-prune: nothing to change ($script, $calendar)"
+[ -n "$changes" ] || ok "nothing to change ($script, $calendar)"

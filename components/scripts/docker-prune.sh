@@ -19,10 +19,8 @@
 set -eu
 
 me=forgeway-docker-prune
-fail() {
-  echo "$me: $*" >&2
-  exit 1
-}
+# shellcheck source=host-files.sh
+. "$(dirname "$0")/host-files.sh"
 
 [ $# -le 1 ] || fail "usage: $me [SETTINGS]"
 settings=${1:-$(dirname "$0")/settings}

@@ -15,29 +15,20 @@
 #
 # Environment: FORGEWAY_ETC=/etc (see forwarding-up.sh).
 set -eu
-
-fail() { echo "forwarding-down: $*" >&2; exit 1; }
+me=forwarding-down tag=''
+# shellcheck source=host-files.sh
+. "$(dirname "$0")/host-files.sh"
 [ $# -eq 0 ] || fail "usage: forwarding-down.sh (no arguments)"
 
-etc=${FORGEWAY_ETC:-/etc}
 state=$etc/forgeway/nftables
 file=$state/forgeway.nft
 live=$state/forgeway.live
 before=$state/ip_forward.before
 copy=$state/forwarding-up.sh
 sysctl_file=$etc/sysctl.d/60-forgeway-forwarding.conf
-units=$etc/systemd/system
 unit=forgeway-nftables.service
 table="ip forgeway"
 label="forgeway:"
-
-removed=
-gone() { removed=yes; echo "removed $*"; }
-
-tmp=
-cleanup() { [ -z "$tmp" ] || rm -rf "$tmp"; }
-trap cleanup EXIT
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/forgeway-forwarding.XXXXXX")
 
 have_nft=no
 command -v nft >/dev/null && have_nft=yes
@@ -123,31 +114,12 @@ if [ -f "$before" ]; then
   fi
   rm -f "$before"
 fi
-if [ -f "$sysctl_file" ]; then
-  rm -f "$sysctl_file"
-  gone "$sysctl_file"
-fi
+drop "$sysctl_file"
 
 # --- boot unit and files ------------------------------------------------------------------------
 
-unit_gone=no
-for f in "$units/multi-user.target.wants/$unit" "$units/$unit"; do
-  if [ -e "$f" ] || [ -L "$f" ]; then
-    rm -f "$f"
-    gone "$f"
-    unit_gone=yes
-  fi
-done
-if [ "$unit_gone" = yes ] && [ -d /run/systemd/system ] && [ "$etc" = /etc ]; then
-  systemctl daemon-reload
-fi
-for f in "$file" "$live" "$copy"; do
-  if [ -f "$f" ]; then
-    rm -f "$f"
-    gone "$f"
-  fi
-done
-rmdir "$state" 2>/dev/null || true
-rmdir "$etc/forgeway" 2>/dev/null || true # only when no other part of forgeway uses it
+remove_units "$units/multi-user.target.wants/$unit" "$units/$unit"
+drop "$file" "$live" "$copy"
+drop_state_dir "$state"
 
-[ -n "$removed" ] || echo "ok forwarding: nothing to remove"
+[ -n "$changes" ] || ok "forwarding: nothing to remove"

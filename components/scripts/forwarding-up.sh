@@ -1,4 +1,8 @@
 #!/bin/sh
+# (Over 400 lines on purpose: its parts share one state (the ruleset's facts, the other
+# tables' chains, $foreign for the boot unit) and run in one order; split into files, each
+# would need all of it, and the boot copy would have to carry them all. Its shared
+# helpers are in host-files.sh.)
 # Converge the VPS's port forwarding. Safe to run any number of times: a run that finds
 # everything as wanted changes nothing and prints only "ok ..." lines.
 #
@@ -54,9 +58,9 @@
 #                                  systemd/system
 #   FORGEWAY_SYSTEMD=auto|yes|no   install the boot unit (auto: when systemd is PID 1)
 set -eu
-
-fail() { echo "forwarding-up: $*" >&2; exit 1; }
-note() { echo "note: $*" >&2; }
+me=forwarding-up tag='' say_ok=yes
+# shellcheck source=host-files.sh
+. "$(dirname "$0")/host-files.sh"
 
 mode=deploy
 if [ "${1:-}" = --boot ]; then
@@ -64,29 +68,17 @@ if [ "${1:-}" = --boot ]; then
   shift
 fi
 
-etc=${FORGEWAY_ETC:-/etc}
 state=$etc/forgeway/nftables
 file=$state/forgeway.nft
 live=$state/forgeway.live
 before=$state/ip_forward.before
 copy=$state/forwarding-up.sh
 sysctl_file=$etc/sysctl.d/60-forgeway-forwarding.conf
-units=$etc/systemd/system
 unit=forgeway-nftables.service
 table="ip forgeway"
 label="forgeway:"
 umask 077
-
-changes=
-changed() { changes=yes; echo "changed $*"; }
-ok() { echo "ok $*"; }
-
-# Scratch files live in one private directory, removed on exit. (Nothing under
-# $FORGEWAY_ETC is created before the ruleset has passed every check.)
-tmp=
-cleanup() { [ -z "$tmp" ] || rm -rf "$tmp"; }
-trap cleanup EXIT
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/forgeway-forwarding.XXXXXX")
+# (Nothing under $FORGEWAY_ETC is created before the ruleset has passed every check.)
 
 is_port() {
   case $1 in '' | *[!0-9]* | 0*) return 1 ;; esac
@@ -97,21 +89,6 @@ is_ipv4() {
 }
 is_name() { # a table or chain name we can pass on safely
   case $1 in '' | *[!A-Za-z0-9_.-]*) return 1 ;; esac
-}
-
-installed=no
-install_file() { # install_file SRC DST MODE; sets installed=yes when it wrote DST
-  installed=no
-  if ! cmp -s "$1" "$2"; then
-    _new=$(mktemp "$(dirname "$2")/.forgeway.XXXXXX")
-    cp "$1" "$_new"
-    chmod "$3" "$_new"
-    mv -f "$_new" "$2"
-    installed=yes
-    changed "$2"
-  else
-    ok "$2"
-  fi
 }
 
 command -v nft >/dev/null || fail "nft is not installed: apt-get install nftables"
@@ -134,18 +111,7 @@ else
   new=$file
 fi
 
-# Only our table: at the top level, nothing but `table ip forgeway`, its delete and its
-# definition (comments and blank lines aside).
-stray=$(awk '
-  { line = $0; sub(/#.*/, "", line) }
-  depth == 0 && line !~ /^[ \t]*$/ &&
-    line !~ /^[ \t]*(table|delete table) ip forgeway[ \t]*(\{[ \t]*)?$/ { print NR ": " $0 }
-  { n = gsub(/\{/, "{", line); m = gsub(/\}/, "}", line); depth += n - m }
-' "$new")
-[ -z "$stray" ] || fail "the ruleset may hold table $table only; refused, nothing changed: $stray"
-if ! err=$(nft -c -f "$new" 2>&1); then
-  fail "the ruleset does not pass nft -c; nothing changed: $err"
-fi
+nft_check_table "$table" "$new"
 
 fact() { sed -n "s/^# forgeway-$1 //p" "$2"; }
 home=$(fact home-address "$new" | head -n 1)
@@ -219,16 +185,7 @@ if [ "$mode" = deploy ]; then
   [ ! -f "$file" ] || old_dnat=$(fact dnat "$file")
   install_file "$new" "$file" 0600
 fi
-# Loaded when the file is new, or the live table is not what we loaded (gone after a
-# reboot or a `flush ruleset`, or edited by hand).
-have=$(nft -s list table "$table" 2>/dev/null) || have="(no table)"
-if [ "$installed" = yes ] || ! [ -f "$live" ] || [ "$have" != "$(cat "$live")" ]; then
-  nft -f "$file"
-  nft -s list table "$table" >"$live"
-  changed "table $table (nft -f $file)"
-else
-  ok "table $table"
-fi
+nft_load_table "$table" "$file" "$live"
 
 # Connections still translated to a target that is gone or changed.
 if [ "$mode" = deploy ] && [ -n "$old_dnat" ]; then
@@ -438,12 +395,11 @@ if [ "$mode" = boot ]; then
   exit 0
 fi
 
-case $0 in */forwarding-up.sh) [ -r "$0" ] && install_file "$0" "$copy" 0700 ;; esac
-booted=no
-[ ! -d /run/systemd/system ] || booted=yes
-want_unit=${FORGEWAY_SYSTEMD:-auto}
-[ "$want_unit" != auto ] || want_unit=$booted
-if [ "$want_unit" = yes ]; then
+# Only a copy that runs alone: one with the library inlined (as it travels, script()).
+# shellcheck disable=SC2016 # the source line itself, unexpanded
+case $0 in */forwarding-up.sh) [ -r "$0" ] && ! grep -qxF '. "$(dirname "$0")/host-files.sh"' "$0" &&
+  install_file "$0" "$copy" 0700 ;; esac
+if [ "$units_wanted" = yes ]; then
   nft_bin=$(command -v nft)
   if [ -f "$copy" ]; then
     start="/bin/sh $copy --boot"
@@ -453,7 +409,6 @@ if [ "$want_unit" = yes ]; then
       "table only; the accept rules in other tables' chains come back with the next deploy." \
       "Run this script from a file (sh /path/forwarding-up.sh) to save one."
   fi
-  mkdir -p "$units/multi-user.target.wants"
   u=$tmp/unit
   cat >"$u" <<EOF
 # forgeway: load table $table (port forwarding to the home device) at boot.
@@ -473,12 +428,7 @@ ExecStart=$start
 [Install]
 WantedBy=multi-user.target
 EOF
-  install_file "$u" "$units/$unit" 0644
-  if [ ! -L "$units/multi-user.target.wants/$unit" ]; then
-    ln -sf "$units/$unit" "$units/multi-user.target.wants/$unit"
-    changed "enabled $unit"
-  fi
-  if [ "$booted" = yes ] && [ "$changes" = yes ] && [ "$etc" = /etc ]; then systemctl daemon-reload; fi
+  install_unit "$u" "$units/$unit" "$units/multi-user.target.wants"
 else
   note "systemd is not PID 1 here (or FORGEWAY_SYSTEMD=no): no boot unit installed. To keep the" \
     "forwarding after a reboot the caller runs at boot: $([ -f "$copy" ] && echo "sh $copy --boot" ||

@@ -11,23 +11,19 @@
 #
 # Environment: FORGEWAY_ETC=/etc (see forwarding-up.sh).
 set -eu
-
-fail() { echo "home-routing-down: $*" >&2; exit 1; }
+me=home-routing-down tag=''
+# shellcheck source=host-files.sh
+. "$(dirname "$0")/host-files.sh"
 [ $# -eq 0 ] || fail "usage: home-routing-down.sh (no arguments)"
 
-etc=${FORGEWAY_ETC:-/etc}
 state=$etc/forgeway/home-routing
 file=$state/forgeway.nft
 live=$state/forgeway.live
 params=$state/params
 before=$state/rp_filter.before
 sysctl_file=$etc/sysctl.d/60-forgeway-home-routing.conf
-units=$etc/systemd/system
 unit=forgeway-home-routing.service
 table="ip forgeway"
-
-removed=
-gone() { removed=yes; echo "removed $*"; }
 
 # Never the VPS's table of the same name.
 if [ -f "$etc/forgeway/nftables/forgeway.nft" ]; then
@@ -48,11 +44,8 @@ if [ -f "$params" ]; then
     gone "ip route default via $gw dev $if table $rtable"
   fi
   device="sys-subsystem-net-devices-$(printf '%s' "$if" | sed 's/-/\\x2d/g').device"
-  if [ -L "$units/$device.wants/$unit" ]; then
-    rm -f "$units/$device.wants/$unit"
-    rmdir "$units/$device.wants" 2>/dev/null || true
-    gone "$units/$device.wants/$unit"
-  fi
+  remove_units "$units/$device.wants/$unit"
+  rmdir "$units/$device.wants" 2>/dev/null || true
 fi
 
 if [ -f "$before" ]; then
@@ -66,18 +59,8 @@ if [ -f "$before" ]; then
   rm -f "$before"
 fi
 
-unit_gone=no
-for f in "$sysctl_file" "$units/$unit" "$file" "$live" "$params"; do
-  if [ -f "$f" ]; then
-    rm -f "$f"
-    gone "$f"
-    [ "$f" != "$units/$unit" ] || unit_gone=yes
-  fi
-done
-if [ "$unit_gone" = yes ] && [ -d /run/systemd/system ] && [ "$etc" = /etc ]; then
-  systemctl daemon-reload
-fi
-rmdir "$state" 2>/dev/null || true
-rmdir "$etc/forgeway" 2>/dev/null || true # only when no other part of forgeway uses it
+remove_units "$units/$unit"
+drop "$sysctl_file" "$file" "$live" "$params"
+drop_state_dir "$state"
 
-[ -n "$removed" ] || echo "ok home routing: nothing to remove"
+[ -n "$changes" ] || ok "home routing: nothing to remove"

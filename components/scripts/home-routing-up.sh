@@ -25,9 +25,9 @@
 #
 # Environment: FORGEWAY_ETC=/etc, FORGEWAY_SYSTEMD=auto|yes|no (see forwarding-up.sh).
 set -eu
-
-fail() { echo "home-routing-up: $*" >&2; exit 1; }
-note() { echo "note: $*" >&2; }
+me=home-routing-up tag='' say_ok=yes
+# shellcheck source=host-files.sh
+. "$(dirname "$0")/host-files.sh"
 
 [ $# -eq 5 ] || fail "usage: home-routing-up.sh IF MARK/MASK TABLE PRIORITY GATEWAY <RULESET"
 if=$1 mark=$2 rtable=$3 prio=$4 gw=$5
@@ -41,41 +41,15 @@ case $prio in '' | *[!0-9]* | 0*) fail "PRIORITY '$prio' is not a rule priority"
 [ "$prio" -lt 32766 ] || fail "PRIORITY $prio must come before the main table's rule (32766)"
 printf '%s\n' "$gw" | grep -Eq '^[0-9]{1,3}(\.[0-9]{1,3}){3}$' || fail "GATEWAY '$gw' is not an IPv4 address"
 
-etc=${FORGEWAY_ETC:-/etc}
 state=$etc/forgeway/home-routing
 file=$state/forgeway.nft
 live=$state/forgeway.live
 params=$state/params
 before=$state/rp_filter.before
 sysctl_file=$etc/sysctl.d/60-forgeway-home-routing.conf
-units=$etc/systemd/system
 unit=forgeway-home-routing.service
 table="ip forgeway"
 umask 077
-
-changes=
-changed() { changes=yes; echo "changed $*"; }
-ok() { echo "ok $*"; }
-
-tmp=
-cleanup() { [ -z "$tmp" ] || rm -rf "$tmp"; }
-trap cleanup EXIT
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/forgeway-home-routing.XXXXXX")
-
-installed=no
-install_file() { # install_file SRC DST MODE; sets installed=yes when it wrote DST
-  installed=no
-  if ! cmp -s "$1" "$2"; then
-    _new=$(mktemp "$(dirname "$2")/.forgeway.XXXXXX")
-    cp "$1" "$_new"
-    chmod "$3" "$_new"
-    mv -f "$_new" "$2"
-    installed=yes
-    changed "$2"
-  else
-    ok "$2"
-  fi
-}
 
 for tool in nft ip sysctl; do
   command -v "$tool" >/dev/null || fail "$tool is not installed (Debian: nftables, iproute2, procps)"
@@ -88,18 +62,7 @@ ip link show dev "$if" >/dev/null 2>&1 || fail "interface $if does not exist: br
 # --- the ruleset: our table only, valid for nft ---------------------------------------------
 
 new=$tmp/forgeway.nft
-cat >"$new"
-[ -s "$new" ] || fail "no ruleset on stdin (render it with components/render/nftables.py)"
-stray=$(awk '
-  { line = $0; sub(/#.*/, "", line) }
-  depth == 0 && line !~ /^[ \t]*$/ &&
-    line !~ /^[ \t]*(table|delete table) ip forgeway[ \t]*(\{[ \t]*)?$/ { print NR ": " $0 }
-  { n = gsub(/\{/, "{", line); m = gsub(/\}/, "}", line); depth += n - m }
-' "$new")
-[ -z "$stray" ] || fail "the ruleset may hold table $table only; refused, nothing changed: $stray"
-if ! err=$(nft -c -f "$new" 2>&1); then
-  fail "the ruleset does not pass nft -c; nothing changed: $err"
-fi
+read_ruleset "$table" "$new" components/render/nftables.py
 
 mkdir -p "$state"
 chmod 0700 "$state"
@@ -137,14 +100,7 @@ install_file "$tmp/params" "$params" 0600
 # --- table ip forgeway -------------------------------------------------------------------------
 
 install_file "$new" "$file" 0600
-have=$(nft -s list table "$table" 2>/dev/null) || have="(no table)"
-if [ "$installed" = yes ] || ! [ -f "$live" ] || [ "$have" != "$(cat "$live")" ]; then
-  nft -f "$file"
-  nft -s list table "$table" >"$live"
-  changed "table $table (nft -f $file)"
-else
-  ok "table $table"
-fi
+nft_load_table "$table" "$file" "$live"
 
 # --- rule and route ------------------------------------------------------------------------------
 
@@ -184,11 +140,7 @@ fi
 
 # --- boot --------------------------------------------------------------------------------------------
 
-booted=no
-[ ! -d /run/systemd/system ] || booted=yes
-want_unit=${FORGEWAY_SYSTEMD:-auto}
-[ "$want_unit" != auto ] || want_unit=$booted
-if [ "$want_unit" = yes ]; then
+if [ "$units_wanted" = yes ]; then
   # The device unit of IF (systemd escapes '-' in unit names).
   device="sys-subsystem-net-devices-$(printf '%s' "$if" | sed 's/-/\\x2d/g').device"
   nft_bin=$(command -v nft) ip_bin=$(command -v ip) sysctl_bin=$(command -v sysctl)
@@ -212,13 +164,7 @@ ExecStart=$sysctl_bin -q -w $key=2
 [Install]
 WantedBy=$device
 EOF
-  mkdir -p "$units/$device.wants"
-  install_file "$tmp/unit" "$units/$unit" 0644
-  if [ ! -L "$units/$device.wants/$unit" ]; then
-    ln -sf "$units/$unit" "$units/$device.wants/$unit"
-    changed "enabled $unit (wanted by $device)"
-  fi
-  if [ "$booted" = yes ] && [ "$changes" = yes ] && [ "$etc" = /etc ]; then systemctl daemon-reload; fi
+  install_unit "$tmp/unit" "$units/$unit" "$units/$device.wants"
 else
   note "systemd is not PID 1 here (or FORGEWAY_SYSTEMD=no): no boot unit installed. To keep the" \
     "return path after a reboot the caller runs, once $if is up: nft -f $file;" \

@@ -1,19 +1,52 @@
 # shellcheck shell=sh
-# Shared by the host scripts that install files and units (sourced, not run):
-# docker-prune-up.sh and binfmt-up.sh. The caller defines fail() and sets $tag (its name
-# in messages). Sourcing checks the environment and sets:
-#   etc       $FORGEWAY_ETC (default /etc): an absolute path units and cron can quote
-#   systemd   yes or no: FORGEWAY_SYSTEMD, where auto means "systemd is PID 1"
-#   booted    yes when systemd is PID 1
-# (and refuses a DOCKER_HOST that files forgeway writes could not hold). Then it offers:
-#   changed MSG            record a change and print "changed $tag: MSG"
-#   mkdirs DIR             DIR and its missing parents (0755), each remembered in $created
-#   install_file SRC DST MODE   replace DST atomically when its text or mode differ
-#   remove PATH...         remove those that exist
-#   save_dirs FILE         add $created to FILE (sorted, once each): what the down script
-#                          removes, when empty
-# $tmp is a scratch directory, removed on exit. $changes lists the changes ("|"-joined).
-: "${tag:?set tag before sourcing host-files.sh}"
+# forgeway's shell library: every host script sources it right after `set -eu`:
+#
+#   me=segment-up tag=          # its name (fail's messages); tag: prefix of changed/ok
+#   # shellcheck source=host-files.sh
+#   . "$(dirname "$0")/host-files.sh"
+#
+# A script travels to a host with this file inlined in place of that line
+# (components/scripts/__init__.py script()), so a host never needs a copy of it.
+# Two scripts do not source it: stage.sh (it writes the stage before anything runs) and
+# check-arch.sh (the read-only check as the login user, before sudo is known to work).
+#
+# Sourcing checks the environment (FORGEWAY_ETC absolute and quotable in unit and cron
+# files; FORGEWAY_SYSTEMD auto, yes or no; a DOCKER_HOST files can hold) and sets:
+#   etc            $FORGEWAY_ETC (default /etc)
+#   units          $etc/systemd/system
+#   systemd        FORGEWAY_SYSTEMD as given (default auto)
+#   booted         yes when systemd is PID 1 (sd_booted)
+#   units_wanted   yes when boot units are wanted: FORGEWAY_SYSTEMD=yes, or auto and booted
+#   tmp            a private scratch directory, removed on exit
+#   changes        what changed, "|"-joined; empty: nothing
+# Messages: changed MSG / ok MSG print "changed TAG: MSG" / "ok TAG: MSG" (no "TAG: "
+# without a tag); gone MSG prints "removed MSG"; note MSG goes to stderr; fail MSG exits 1.
+# Files: mkdirs DIR (missing parents 0755, each added to $created), install_file SRC DST
+# MODE (atomic, only when text or mode differ; installed=yes when it wrote; "ok DST" too
+# when say_ok=yes), remove PATH..., save_dirs FILE / remove_saved_dirs FILE (directories
+# a script created, removed by its down when empty).
+# drop PATH... / drop_state_dir DIR (a down's files and its directory).
+# Units (the host-service seam, components/host_service.py): install_unit, enable_unit,
+# units_changed, remove_units. nftables: read_ruleset, nft_check_table, nft_load_table.
+# docker: update_ca, restart_docker.
+: "${me:?set me before sourcing host-files.sh}"
+
+fail() {
+  echo "$me: $*" >&2
+  exit 1
+}
+note() { echo "note: $*" >&2; }
+changes=
+changed() {
+  changes="$changes|$*"
+  echo "changed ${tag:+$tag: }$*"
+}
+ok() { echo "ok ${tag:+$tag: }$*"; }
+gone() {
+  changes="$changes|removed $*"
+  echo "removed $*"
+}
+
 etc=${FORGEWAY_ETC:-/etc}
 case $etc in
   /*) ;;
@@ -30,15 +63,16 @@ esac
 case ${DOCKER_HOST:-} in
   *[!A-Za-z0-9._:/@+-]*) fail "DOCKER_HOST '$DOCKER_HOST' has characters the files forgeway writes cannot hold" ;;
 esac
+units=$etc/systemd/system
 booted=no
 [ ! -d /run/systemd/system ] || booted=yes # sd_booted(): systemd is PID 1
-[ "$systemd" != auto ] || systemd=$booted
-umask 022
-changes=
-changed() {
-  changes="$changes|$1"
-  echo "changed $tag: $1"
-}
+units_wanted=$systemd
+[ "$units_wanted" != auto ] || units_wanted=$booted
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/forgeway-$me.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+
+# --- files ---------------------------------------------------------------------------
 
 created=
 mkdirs() {
@@ -49,17 +83,19 @@ mkdirs() {
 "
 }
 
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-
+installed=no
 install_file() {
+  installed=no
   if [ -f "$2" ] && [ ! -L "$2" ] && cmp -s "$1" "$2" && [ "$(stat -c %a "$2")" = "${3#0}" ]; then
+    [ "${say_ok:-no}" = no ] || ok "$2"
     return 0
   fi
   mkdirs "$(dirname "$2")"
-  cp "$1" "$2.forgeway-new"
-  chmod "$3" "$2.forgeway-new"
-  mv -f "$2.forgeway-new" "$2"
+  _new=$(mktemp "$(dirname "$2")/.forgeway.XXXXXX")
+  cp "$1" "$_new"
+  chmod "$3" "$_new"
+  mv -f "$_new" "$2"
+  installed=yes
   changed "$2"
 }
 
@@ -81,3 +117,129 @@ save_dirs() {
     fi
   fi
 }
+
+drop() { # drop PATH...: the regular files that exist (gone)
+  for _f in "$@"; do
+    if [ -f "$_f" ]; then
+      rm -f "$_f"
+      gone "$_f"
+    fi
+  done
+}
+
+drop_state_dir() { # drop_state_dir DIR: DIR and $etc/forgeway, each only when empty
+  rmdir "$1" 2>/dev/null || true
+  rmdir "$etc/forgeway" 2>/dev/null || true # only when no other part of forgeway uses it
+}
+
+remove_saved_dirs() { # the directories save_dirs listed in $1, deepest first, when empty
+  [ -f "$1" ] || return 0
+  _list=$(LC_ALL=C sort -r "$1")
+  rm -f "$1"
+  printf '%s\n' "$_list" | while read -r _d; do
+    case $_d in
+      /*) rmdir "$_d" 2>/dev/null || true ;; # one with files of others in it stays
+    esac
+  done
+  changes="$changes|removed $1"
+}
+
+# --- units -----------------------------------------------------------------------------
+
+enable_unit() { # enable_unit UNIT_FILE WANTS_DIR: linked from WANTS_DIR, as `systemctl enable` does
+  _link=$2/$(basename "$1")
+  [ "$(readlink "$_link" 2>/dev/null || true)" != "$1" ] || return 0
+  mkdirs "$2"
+  rm -f "$_link"
+  ln -s "$1" "$_link"
+  changed "enabled $(basename "$1") ($_link)"
+}
+
+install_unit() { # install_unit SRC UNIT_FILE WANTS_DIR: installed, enabled; systemd reloads when it changed
+  install_file "$1" "$2" 0644
+  enable_unit "$2" "$3"
+  if [ "$booted" = yes ] && [ "$etc" = /etc ] && units_changed; then systemctl daemon-reload; fi
+}
+
+units_changed() { # a unit file or link under $units was written or removed by this run
+  case $changes in *"|$units/"* | *"|removed $units/"* | *"|enabled "*) return 0 ;; esac
+  return 1
+}
+
+remove_units() { # remove_units PATH...: unit files and links (gone); systemd reloads when any went
+  _before=$changes
+  for _f in "$@"; do
+    if [ -e "$_f" ] || [ -L "$_f" ]; then
+      rm -f "$_f"
+      gone "$_f"
+    fi
+  done
+  if [ "$changes" != "$_before" ] && [ "$booted" = yes ] && [ "$etc" = /etc ]; then systemctl daemon-reload; fi
+}
+
+# --- nftables: one table of ours, loaded from a saved file --------------------------------
+
+nft_check_table() { # nft_check_table "FAMILY NAME" FILE: fail unless FILE holds only that table and passes nft -c
+  # At the top level nothing but the table, its delete and its definition (comments and
+  # blank lines aside): no `flush ruleset`, no other table.
+  _stray=$(awk -v want="$1" '
+    BEGIN { re = "^[ \t]*(table|delete table) " want "[ \t]*([{][ \t]*)?$" }
+    { line = $0; sub(/#.*/, "", line) }
+    depth == 0 && line !~ /^[ \t]*$/ && line !~ re { print NR ": " $0 }
+    { n = gsub(/\{/, "{", line); m = gsub(/\}/, "}", line); depth += n - m }
+  ' "$2")
+  [ -z "$_stray" ] || fail "the ruleset may hold table $1 only; refused, nothing changed: $_stray"
+  if ! _err=$(nft -c -f "$2" 2>&1); then
+    fail "the ruleset does not pass nft -c; nothing changed: $_err"
+  fi
+}
+
+read_ruleset() { # read_ruleset "FAMILY NAME" FILE RENDERER: stdin into FILE, checked (nft_check_table)
+  cat >"$2"
+  [ -s "$2" ] || fail "no ruleset on stdin (render it with $3)"
+  nft_check_table "$1" "$2"
+}
+
+nft_load_table() { # nft_load_table "FAMILY NAME" FILE LIVE: nft -f FILE when just installed or drifted
+  # Drifted: the live table is not what was loaded (gone after a reboot or a `flush
+  # ruleset`, or edited by hand), compared stateless (`nft -s list table`).
+  _have=$(nft -s list table "$1" 2>/dev/null) || _have="(no table)"
+  if [ "$installed" = yes ] || ! [ -f "$3" ] || [ "$_have" != "$(cat "$3")" ]; then
+    nft -f "$2"
+    nft -s list table "$1" >"$3"
+    changed "table $1 (nft -f $2)"
+  else
+    ok "table $1"
+  fi
+}
+
+# --- docker ------------------------------------------------------------------------------
+
+update_ca() { # rebuild the system trust store (only when FORGEWAY_ETC is /etc)
+  if [ "$etc" != /etc ]; then
+    note_out "FORGEWAY_ETC is $etc, not /etc: the system trust store is left alone (no update-ca-certificates)"
+  elif ! command -v update-ca-certificates >/dev/null 2>&1; then
+    note_out "update-ca-certificates is missing (apt-get install ca-certificates): the system trust store is not rebuilt"
+  else
+    _out=$(update-ca-certificates 2>&1) || fail "update-ca-certificates failed: $_out"
+    changed "system trust store (update-ca-certificates)"
+  fi
+}
+
+restart_docker() { # restart_docker ELSE: reload systemd and try-restart docker; else a note ending in ELSE
+  _use=$systemd
+  if [ "$_use" = auto ]; then
+    _use=no
+    [ "$booted" = no ] || [ "$etc" != /etc ] || _use=yes
+  fi
+  if [ "$_use" = yes ]; then
+    systemctl daemon-reload || fail "systemctl daemon-reload failed"
+    systemctl try-restart docker.service || fail "systemctl try-restart docker.service failed"
+    changed "systemd reloaded, docker.service restarted (if it was running)"
+  else
+    note_out "systemd is not PID 1 here (or FORGEWAY_SYSTEMD=no, or FORGEWAY_ETC is not /etc):" \
+      "the caller must run 'systemctl daemon-reload && systemctl try-restart docker.service'," "$1"
+  fi
+}
+
+note_out() { echo "note ${tag:+$tag: }$*"; } # a note on stdout, beside the changed and ok lines

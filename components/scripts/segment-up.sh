@@ -24,89 +24,35 @@
 #
 # Environment: FORGEWAY_ETC=/etc, FORGEWAY_SYSTEMD=auto|yes|no (see forwarding-up.sh).
 set -eu
-
-fail() { echo "segment-up: $*" >&2; exit 1; }
-note() { echo "note: $*" >&2; }
+me=segment-up tag='' say_ok=yes
+# shellcheck source=host-files.sh
+. "$(dirname "$0")/host-files.sh"
 
 [ $# -eq 0 ] || fail "usage: segment-up.sh <RULESET"
 
-etc=${FORGEWAY_ETC:-/etc}
 state=$etc/forgeway/segment
 file=$state/segment.nft
 live=$state/segment.live
-units=$etc/systemd/system
 unit=forgeway-segment.service
 table="inet forgeway_segment"
 umask 077
 
-changes=
-changed() { changes=yes; echo "changed $*"; }
-ok() { echo "ok $*"; }
-
-tmp=
-cleanup() { [ -z "$tmp" ] || rm -rf "$tmp"; }
-trap cleanup EXIT
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/forgeway-segment.XXXXXX")
-
-installed=no
-install_file() { # install_file SRC DST MODE; sets installed=yes when it wrote DST
-  installed=no
-  if ! cmp -s "$1" "$2"; then
-    _new=$(mktemp "$(dirname "$2")/.forgeway.XXXXXX")
-    cp "$1" "$_new"
-    chmod "$3" "$_new"
-    mv -f "$_new" "$2"
-    installed=yes
-    changed "$2"
-  else
-    ok "$2"
-  fi
-}
-
 command -v nft >/dev/null || fail "nft is not installed: apt-get install nftables"
 
 new=$tmp/segment.nft
-cat >"$new"
-[ -s "$new" ] || fail "no ruleset on stdin (render it with components/render/segment.py)"
-
-# Only our table: at the top level, nothing but `table inet forgeway_segment`, its delete
-# and its definition (comments and blank lines aside).
-stray=$(awk '
-  { line = $0; sub(/#.*/, "", line) }
-  depth == 0 && line !~ /^[ \t]*$/ &&
-    line !~ /^[ \t]*(table|delete table) inet forgeway_segment[ \t]*(\{[ \t]*)?$/ { print NR ": " $0 }
-  { n = gsub(/\{/, "{", line); m = gsub(/\}/, "}", line); depth += n - m }
-' "$new")
-[ -z "$stray" ] || fail "the ruleset may hold table $table only; refused, nothing changed: $stray"
-if ! err=$(nft -c -f "$new" 2>&1); then
-  fail "the ruleset does not pass nft -c; nothing changed: $err"
-fi
+read_ruleset "$table" "$new" components/render/segment.py
 
 # --- table inet forgeway_segment --------------------------------------------------------------
 
 mkdir -p "$state"
 chmod 0700 "$state"
 install_file "$new" "$file" 0600
-# Loaded when the file is new, or the live table is not what we loaded (gone after a
-# reboot or a `flush ruleset`, or edited by hand).
-have=$(nft -s list table "$table" 2>/dev/null) || have="(no table)"
-if [ "$installed" = yes ] || ! [ -f "$live" ] || [ "$have" != "$(cat "$live")" ]; then
-  nft -f "$file"
-  nft -s list table "$table" >"$live"
-  changed "table $table (nft -f $file)"
-else
-  ok "table $table"
-fi
+nft_load_table "$table" "$file" "$live"
 
 # --- boot ----------------------------------------------------------------------------------------
 
-booted=no
-[ ! -d /run/systemd/system ] || booted=yes
-want_unit=${FORGEWAY_SYSTEMD:-auto}
-[ "$want_unit" != auto ] || want_unit=$booted
-if [ "$want_unit" = yes ]; then
+if [ "$units_wanted" = yes ]; then
   nft_bin=$(command -v nft)
-  mkdir -p "$units/multi-user.target.wants"
   u=$tmp/unit
   cat >"$u" <<EOF
 # forgeway: load table $table (the tunnel's segmentation) at boot, before the network.
@@ -129,12 +75,7 @@ ExecStart=$nft_bin -f $file
 [Install]
 WantedBy=multi-user.target
 EOF
-  install_file "$u" "$units/$unit" 0644
-  if [ ! -L "$units/multi-user.target.wants/$unit" ]; then
-    ln -sf "$units/$unit" "$units/multi-user.target.wants/$unit"
-    changed "enabled $unit"
-  fi
-  if [ "$booted" = yes ] && [ "$changes" = yes ] && [ "$etc" = /etc ]; then systemctl daemon-reload; fi
+  install_unit "$u" "$units/$unit" "$units/multi-user.target.wants"
 else
   note "systemd is not PID 1 here (or FORGEWAY_SYSTEMD=no): no boot unit installed. To keep the" \
     "segmentation after a reboot the caller runs at boot, before the tunnel: nft -f $file"

@@ -54,7 +54,7 @@ def _sh(command: str, env: dict[str, str]) -> list[str]:
 def _up(
     etc: Path, daemon: DaemonInfo, systemd: str, *, threshold: int, keep: int, calendar: str = "hourly"
 ) -> list[str]:
-    files = {name: script(name) for name in ("docker-prune-up.sh", "docker-prune.sh", "host-files.sh")}
+    files = {name: script(name) for name in ("docker-prune-up.sh", "docker-prune.sh")}
     command = staged_command(STAGE, files, "docker-prune-up.sh", [str(threshold), str(keep), calendar])
     return [line for line in _sh(command, _env(etc, daemon, systemd)) if "docker-prune" in line]
 
@@ -198,7 +198,7 @@ def _cron_then_down(etc: Path, daemon: DaemonInfo, before: dict[str, tuple[int, 
 def test_up_refuses_bad_arguments(tmp_path: Path, daemon: DaemonInfo) -> None:
     stage = tmp_path / "stage"
     stage.mkdir()
-    for name in ("docker-prune-up.sh", "docker-prune.sh", "host-files.sh"):
+    for name in ("docker-prune-up.sh", "docker-prune.sh"):
         (stage / name).write_text(script(name))
     env = _env(tmp_path / "etc", daemon, "no")
     for args, message in (

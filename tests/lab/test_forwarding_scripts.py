@@ -39,11 +39,10 @@ from components.render.nftables import (
     render_forwarding,
     render_home_routing,
 )
-from components.scripts import script_command
+from components.scripts import script, script_command
 
 pytestmark = pytest.mark.lab
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "components" / "scripts"
 PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin"])
 # tool -> Debian package
 TOOLS = {
@@ -480,11 +479,15 @@ def test_iptables_drop_policy_and_catch_all_reject_nft_and_legacy(chain: Chain) 
 def test_boot_mode_restores_everything_after_a_reboot(chain: Chain) -> None:
     chain.start_server()
     chain.ns(chain.vps, "nft", "-f", "-", stdin=HOSTILE_NFT)
-    # Run from a file, so the script saves a copy of itself for the boot unit to run.
+    # Run from a file as the program stages it (the library inlined), so the script saves a
+    # copy of itself for the boot unit to run.
     env = [f"FORGEWAY_ETC={chain.etc['vps']}", "FORGEWAY_SYSTEMD=yes", f"PATH={PATH}"]
-    chain.ns(chain.vps, "env", *env, "sh", str(SCRIPTS / "forwarding-up.sh"), str(ADMIN_PORT), stdin=_ruleset())
+    staged = chain.etc["vps"].parent / "stage-vps" / "forwarding-up.sh"
+    staged.parent.mkdir()
+    staged.write_text(script("forwarding-up.sh"))
+    chain.ns(chain.vps, "env", *env, "sh", str(staged), str(ADMIN_PORT), stdin=_ruleset())
     copy = chain.etc["vps"] / "forgeway" / "nftables" / "forwarding-up.sh"
-    assert copy.read_text() == (SCRIPTS / "forwarding-up.sh").read_text()
+    assert copy.read_text() == script("forwarding-up.sh")
     unit = (chain.etc["vps"] / "systemd" / "system" / "forgeway-nftables.service").read_text()
     assert f"ExecStart=/bin/sh {copy} --boot" in unit
 

@@ -98,7 +98,7 @@ def test_config_toml_is_a_secret_0600_upload_with_the_token_and_the_hosts_settin
 
 def test_multiarch_hosts_get_the_binfmt_image_and_command_for_the_other_arch(stack: Stack) -> None:
     """runner.multiarch: the pinned binfmt image pulled for the host's platform through its
-    provider, then binfmt-up.sh (staged with host-files.sh) with that image's ID and the
+    provider, then binfmt-up.sh (the library inlined) with that image's ID and the
     other arch; hosts without it get neither."""
     images = {r.name: r for r in stack.synth.of_type("docker:index/remoteImage:RemoteImage")}
     commands = {r.name: r for r in stack.synth.of_type(COMMAND)}
@@ -114,12 +114,12 @@ def test_multiarch_hosts_get_the_binfmt_image_and_command_for_the_other_arch(sta
         command = commands[f"{name}-binfmt"]
         assert image.urn in command.dependencies
         staged = _staged(command)
-        assert set(staged) == {"binfmt-up.sh", "host-files.sh"}
+        assert set(staged) == {"binfmt-up.sh"}
         other = "arm64" if host["arch"] == "amd64" else "amd64"
         words = shlex.split(as_root(unwrap(command.inputs["create"])).split("&&")[-1])
         # the ID the provider reports for the pulled image (the mock's: a digest of its name)
         image_id = "sha256:" + hashlib.sha256(str(image.inputs["name"]).encode()).hexdigest()
-        assert words[-3:-1] == [image_id, other], words
+        assert words[-2:] == [image_id, other], words
         assert "binfmt-down.sh" in unwrap(command.inputs["delete"])
     if stack.name == "lab":
         assert [h["name"] for h in multiarch] == ["runner-amd"]

@@ -41,10 +41,11 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from components.config import PROJECT, ConfigError, StackConfig, parse_stack
+from components.docker_host import client_files, daemon_json_for
 from components.gitlab import memory_limit_mb
 from components.hosts import _target
 from components.pki import server_names
-from components.registry import _client_files, registry_endpoints
+from components.registry import registry_endpoints, registry_trust
 from components.render.gitlab import render_gitlab_rb, settings_from_config
 from components.render.nftables import (
     HomeRoutingSettings,
@@ -55,7 +56,7 @@ from components.render.nftables import (
 from components.render.segment import render_segment, segment_settings
 from components.render.ssh import ssh_options, ssh_url
 from components.render.wgconf import DEFAULT_INTERFACE, TunnelHost, endpoint_interface, peer_interface, tunnel_files
-from components.runners import _view, daemon_json_for
+from components.runners import RunnerDefaults, _view
 from components.scripts import script_command
 from components.tunnel import tunnel_addresses
 from tests.stacks import prod_stack
@@ -320,16 +321,16 @@ def _render_everything(cfg: StackConfig) -> None:
     assert cfg.gitlab.domain in gitlab_rb.text
     memory_limit_mb(cfg)
 
-    endpoints = registry_endpoints(cfg)
+    endpoints, shared = registry_endpoints(cfg), RunnerDefaults.of(cfg)
     for host in cfg.hosts_with("runner"):
         toml = tomllib.loads(
-            _view(cfg, host, "glrt-0123456789", 2, endpoints=endpoints, own_ca=cfg.gitlab.tls == "own-ca")
+            _view(shared, host, "glrt-0123456789", 2, endpoints=endpoints, own_ca=cfg.gitlab.tls == "own-ca")
         )
         assert toml["runners"][0]["name"] == host.name
         json.loads(json.dumps(daemon_json_for(cfg, host)))
     for host in cfg.hosts:
         if {"gitlab", "runner"} & set(host.roles) and endpoints and host.proxy is not None:
-            _client_files(cfg, host, endpoints, None)
+            client_files(registry_trust(cfg, None), host, None)
         jump = cfg.host(host.jump_host) if host.jump_host else None
         ssh_options(_target(host), _target(jump) if jump else None)
         url = urlsplit(ssh_url(_target(host)))

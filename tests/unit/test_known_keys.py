@@ -26,11 +26,12 @@ from typing import Any
 import pytest
 
 from components.config import StackConfig, parse_stack
+from components.docker_host import daemon_json_for
 from components.render.docker_daemon import OWNED_KEYS, DaemonSettings, host_ipv6_prefixes, render_daemon_json
 from components.render.gitlab import GitLabSettings, render_gitlab_rb, settings_from_config
 from components.render.runner_config import RunnerSettingsView, render_config_toml
+from components.runners import RunnerDefaults
 from components.runners import _view as runner_view
-from components.runners import daemon_json_for
 from components.scripts import daemon_merge
 from tests.stacks import lab_stack, prod_stack
 from tests.unit.test_gitlab_render import GOLDEN_CASES, ruby_eval
@@ -203,7 +204,12 @@ def rendered_config_toml() -> dict[str, str]:
         own_ca = cfg.gitlab.tls == "own-ca"
         for host in cfg.hosts_with("runner"):
             texts[f"{stack} stack, {host.name}"] = runner_view(
-                cfg, host, "glrt-" + "b" * 20, 4, endpoints=["registry.example.org:5050"], own_ca=own_ca
+                RunnerDefaults.of(cfg),
+                host,
+                "glrt-" + "b" * 20,
+                4,
+                endpoints=["registry.example.org:5050"],
+                own_ca=own_ca,
             )
     return texts
 

@@ -23,7 +23,7 @@ def test_script_is_valid_and_shellcheck_clean(path: Path) -> None:
     shellcheck = shutil.which("shellcheck")
     if shellcheck is None:
         pytest.fail("shellcheck is not installed: run `make setup` (tools/apt-packages.txt)")
-    # -x: follow `. "$dir/host-files.sh"` (its directive names the file beside the script)
+    # -x: follow `. "$(dirname "$0")/host-files.sh"` (its directive names the library beside it)
     done = subprocess.run([shellcheck, "-x", path.name], cwd=path.parent, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout
 
@@ -61,3 +61,32 @@ def test_values_are_quoted_on_the_command_line(tmp_path: Path) -> None:
     done = _run_with_machine(tmp_path, "x86_64", f"arm64; touch {marker}")
     assert done.returncode == 1
     assert not marker.exists()
+
+
+def _library(tmp_path: Path, body: str) -> subprocess.CompletedProcess[str]:
+    """``body`` run after sourcing host-files.sh, with FORGEWAY_ETC in tmp_path."""
+    etc = tmp_path / "etc"
+    lib = Path(__file__).resolve().parents[2] / "components" / "scripts" / "host-files.sh"
+    text = f"set -eu\nme=t tag=t\n. {lib}\n{body}\n"
+    env = {**os.environ, "FORGEWAY_ETC": str(etc), "FORGEWAY_SYSTEMD": "yes"}
+    return subprocess.run(["sh", "-c", text], env=env, capture_output=True, text=True, check=False)
+
+
+def test_a_unit_installed_twice_changes_once_and_remove_units_takes_exactly_it(tmp_path: Path) -> None:
+    """The seam's shell side: install_unit converges; remove_units undoes it and nothing else."""
+    unit = tmp_path / "unit"
+    unit.write_text("[Unit]\nDescription=x\n")
+    install = f'install_unit {unit} "$units/forgeway-x.service" "$units/multi-user.target.wants"'
+    first = _library(tmp_path, install)
+    assert first.returncode == 0, first.stderr
+    assert [line.split(":")[0] for line in first.stdout.splitlines()] == ["changed t", "changed t"], first.stdout
+    again = _library(tmp_path, install + '\n[ -z "$changes" ] && echo unchanged')
+    assert again.stdout.strip() == "unchanged", again.stdout
+    units = tmp_path / "etc" / "systemd" / "system"
+    (units / "other.service").write_text("not ours\n")
+    down = _library(
+        tmp_path, 'remove_units "$units/multi-user.target.wants/forgeway-x.service" "$units/forgeway-x.service"'
+    )
+    assert down.returncode == 0, down.stderr
+    left = sorted(str(p.relative_to(units)) for p in units.rglob("*"))
+    assert left == ["multi-user.target.wants", "other.service"], left
