@@ -104,8 +104,7 @@ def test_apply_checks_every_host_then_reapply_changes_nothing(lab: Lab, tmp_path
     docker = {name for op, typ, name in _ops(out) if op == "create" and typ.startswith("docker:index/")}
     assert docker == {f"home-gitlab{part}" for part in ("-image", "-config", "-logs", "-data", "")}
     for name, host in hosts.items():
-        link = subprocess.run(["ip", "-n", host.netns, "link", "show", "wg0"], capture_output=True, check=False)
-        assert link.returncode == 0, f"no wg0 on {name}"
+        assert host.machine.execute(["ip", "link", "show", "wg0"]).returncode == 0, f"no wg0 on {name}"
     assert state.stat().st_mode & 0o077 == 0, "state holds secrets: owner-only"
 
     rc, out, err = _apply(config, secret_keys, state)
