@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["ROOT_NAMESPACE", "CommandFailed", "Machine"]
 
 Command = str | Sequence[str]
+Env = Mapping[str, str] | None  # variables added to the host's own for one command
 _TIMEOUT = 60.0
 _DOCKER_TIMEOUT = 300.0
 _POLL = 0.5
@@ -95,13 +96,18 @@ class Machine:
         return inner
 
     def execute(
-        self, command: Command, *, stdin: str | None = None, timeout: float = _TIMEOUT, env: Mapping[str, str] = {}
+        self,
+        command: Command,
+        *,
+        stdin: str | None = None,
+        timeout: float = _TIMEOUT,
+        env: Mapping[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run ``command``; whatever its exit status, return it with its stdout and stderr."""
         return subprocess.run(
             self.argv(command),
             input=stdin,
-            env={**os.environ, **self.env, **env},
+            env={**os.environ, **self.env, **(env or {})},
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -109,7 +115,12 @@ class Machine:
         )
 
     def succeed(
-        self, command: Command, *, stdin: str | None = None, timeout: float = _TIMEOUT, env: Mapping[str, str] = {}
+        self,
+        command: Command,
+        *,
+        stdin: str | None = None,
+        timeout: float = _TIMEOUT,
+        env: Mapping[str, str] | None = None,
     ) -> str:
         """Run ``command``; its stdout, or CommandFailed unless it exited 0."""
         done = self.execute(command, stdin=stdin, timeout=timeout, env=env)
@@ -118,7 +129,12 @@ class Machine:
         return done.stdout
 
     def fail(
-        self, command: Command, *, stdin: str | None = None, timeout: float = _TIMEOUT, env: Mapping[str, str] = {}
+        self,
+        command: Command,
+        *,
+        stdin: str | None = None,
+        timeout: float = _TIMEOUT,
+        env: Mapping[str, str] | None = None,
     ) -> str:
         """Run ``command``; its stdout and stderr, or CommandFailed if it exited 0."""
         done = self.execute(command, stdin=stdin, timeout=timeout, env=env)
