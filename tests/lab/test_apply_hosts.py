@@ -7,7 +7,7 @@ stack's private key through an agent), each host's arch check, its wg0
 GitLab's image, volumes and container on the GitLab host's own dockerd (reached, as the
 docker provider does, over ssh with `docker system dial-stdio`). These hosts are not
 linked to each other: the end-to-end data path is tested on the `make lab` topology
-(test_make_lab.py).
+(tests/lab/test_lab_*.py).
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ def _stack_for(
 ) -> tuple[dict[str, Any], list[str], dict[str, LabHost]]:
     """Pulumi.lab.yaml with its hosts pointed at fresh namespace hosts (each with one host
     key, of ``host_key_type``), reached as root: the non-root users and their sudo are
-    `make lab`'s (test_make_lab.py), these hosts authorize root only."""
+    `make lab`'s (tests/lab/test_lab_*.py), these hosts authorize root only."""
     config, secret_keys = lab_stack()
     # The VPS and the GitLab host only: runner hosts (their daemon.json, runner container
-    # and prune timer) are applied on the `make lab` topology (test_make_lab.py).
+    # and prune timer) are applied on the `make lab` topology (tests/lab/test_lab_*.py).
     config["forgeway:hosts"] = [h for h in config["forgeway:hosts"] if "runner" not in h["roles"]]
     config.pop("forgeway:runner_tokens", None)
     secret_keys = [k for k in secret_keys if k != "forgeway:runner_tokens"]
