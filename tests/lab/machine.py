@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["ROOT_NAMESPACE", "CommandFailed", "Machine"]
 
 Command = str | Sequence[str]
+Done = subprocess.CompletedProcess[str]
 Env = Mapping[str, str] | None  # variables added to the host's own for one command
 _TIMEOUT = 60.0
 _DOCKER_TIMEOUT = 300.0
@@ -96,13 +97,8 @@ class Machine:
         return inner
 
     def execute(
-        self,
-        command: Command,
-        *,
-        stdin: str | None = None,
-        timeout: float = _TIMEOUT,
-        env: Mapping[str, str] | None = None,
-    ) -> subprocess.CompletedProcess[str]:
+        self, command: Command, *, stdin: str | None = None, timeout: float = _TIMEOUT, env: Env = None
+    ) -> Done:
         """Run ``command``; whatever its exit status, return it with its stdout and stderr."""
         return subprocess.run(
             self.argv(command),
@@ -114,33 +110,20 @@ class Machine:
             check=False,
         )
 
-    def succeed(
-        self,
-        command: Command,
-        *,
-        stdin: str | None = None,
-        timeout: float = _TIMEOUT,
-        env: Mapping[str, str] | None = None,
-    ) -> str:
+    def succeed(self, command: Command, *, stdin: str | None = None, timeout: float = _TIMEOUT, env: Env = None) -> str:
         """Run ``command``; its stdout, or CommandFailed unless it exited 0."""
-        done = self.execute(command, stdin=stdin, timeout=timeout, env=env)
-        if done.returncode != 0:
-            raise CommandFailed(self.name, command, done, "expected 0")
-        return done.stdout
+        return self._expect(True, command, stdin, timeout, env).stdout
 
-    def fail(
-        self,
-        command: Command,
-        *,
-        stdin: str | None = None,
-        timeout: float = _TIMEOUT,
-        env: Mapping[str, str] | None = None,
-    ) -> str:
+    def fail(self, command: Command, *, stdin: str | None = None, timeout: float = _TIMEOUT, env: Env = None) -> str:
         """Run ``command``; its stdout and stderr, or CommandFailed if it exited 0."""
-        done = self.execute(command, stdin=stdin, timeout=timeout, env=env)
-        if done.returncode == 0:
-            raise CommandFailed(self.name, command, done, "expected a failure")
+        done = self._expect(False, command, stdin, timeout, env)
         return done.stdout + done.stderr
+
+    def _expect(self, succeeded: bool, command: Command, stdin: str | None, timeout: float, env: Env) -> Done:
+        done = self.execute(command, stdin=stdin, timeout=timeout, env=env)
+        if (done.returncode == 0) != succeeded:
+            raise CommandFailed(self.name, command, done, "expected 0" if succeeded else "expected a failure")
+        return done
 
     def wait_until_succeeds(self, command: Command, timeout: float = _TIMEOUT) -> str:
         """Run ``command`` every half second until it exits 0 (its stdout), or CommandFailed after ``timeout``."""
@@ -151,7 +134,7 @@ class Machine:
         done = self._wait(command, timeout, succeeded=False)
         return done.stdout + done.stderr
 
-    def _wait(self, command: Command, timeout: float, *, succeeded: bool) -> subprocess.CompletedProcess[str]:
+    def _wait(self, command: Command, timeout: float, *, succeeded: bool) -> Done:
         deadline = time.monotonic() + timeout
         while True:
             done = self.execute(command, timeout=max(1.0, min(_TIMEOUT, deadline - time.monotonic())))
