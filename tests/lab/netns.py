@@ -31,6 +31,11 @@ Topology (no bridge, no forwarding, no default route anywhere)::
   it reaps the per-connection processes it orphans, and when it is stopped the kernel
   kills whatever of it is left.
 
+:class:`Namespaces` is the one builder of namespace topologies for tests (add, link,
+address, close by PID); :class:`Lab` builds its hosts with it. Over 400 lines on purpose:
+the builders, the sshd lifecycle and the cleanup stack that undoes them in order are one
+piece; a host is acted on through :mod:`tests.lab.machine` (``LabHost.machine``).
+
 Everything a :class:`Lab` creates (processes, namespaces, veths, routes, its temporary
 directory) is pushed on a cleanup stack as soon as it exists; :meth:`Lab.close` unwinds
 it, stops processes by PID, and may be called twice or after a failed ``add_host``.
