@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.lab.make_lab import MakeLab
 from tests.lab.netns import Lab, require_lab_tools
 
 _HERE = Path(__file__).parent
@@ -21,6 +23,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.is_relative_to(_HERE):
             item.add_marker(pytest.mark.lab)
+    # A test that takes the `make lab` lab down runs after the others that share it: any
+    # test after it would bring the lab up again (MakeLab.ensure_up), which is correct
+    # but costs a whole `up`. Only the wall time depends on this order, never a result.
+    items.sort(key=lambda item: "lab_to_take_down" in getattr(item, "fixturenames", ()))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -34,3 +40,35 @@ def lab() -> Iterator[Lab]:
     """A fresh lab; its hosts, processes and files are gone after the test, pass or fail."""
     with Lab() as the_lab:
         yield the_lab
+
+
+@pytest.fixture(scope="session")
+def _session_make_lab() -> Iterator[MakeLab]:
+    the_lab = MakeLab()
+    try:
+        the_lab.start()
+        yield the_lab
+    finally:
+        the_lab.run("down")
+
+
+@pytest.fixture
+def make_lab(_session_make_lab: MakeLab) -> MakeLab:
+    """The session's `make lab` (FIXED names: run under ``flock /tmp/fwl.lock``), up.
+
+    Brought up once for the session and down at its end, pass or fail; a test that took
+    it down (``lab_to_take_down``) leaves the next one to bring it up again."""
+    _session_make_lab.ensure_up()
+    return _session_make_lab
+
+
+@pytest.fixture
+def lab_to_take_down(make_lab: MakeLab) -> MakeLab:
+    """The session's lab, for a test that takes it down (sorted after the lab's other tests)."""
+    return make_lab
+
+
+@pytest.fixture
+def topology(make_lab: MakeLab) -> dict[str, Any]:
+    """The session lab's description (``.lab/topology.json``), for tests written against it."""
+    return make_lab.topology

@@ -31,6 +31,11 @@ Topology (no bridge, no forwarding, no default route anywhere)::
   it reaps the per-connection processes it orphans, and when it is stopped the kernel
   kills whatever of it is left.
 
+:class:`Namespaces` is the one builder of namespace topologies for tests (add, link,
+address, close by PID); :class:`Lab` builds its hosts with it. Over 400 lines on purpose:
+the builders, the sshd lifecycle and the cleanup stack that undoes them in order are one
+piece; a host is acted on through :mod:`tests.lab.machine` (``LabHost.machine``).
+
 Everything a :class:`Lab` creates (processes, namespaces, veths, routes, its temporary
 directory) is pushed on a cleanup stack as soon as it exists; :meth:`Lab.close` unwinds
 it, stops processes by PID, and may be called twice or after a failed ``add_host``.
@@ -48,7 +53,6 @@ import json
 import os
 import re
 import secrets
-import shlex
 import shutil
 import signal
 import subprocess
@@ -58,6 +62,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.lab.machine import ROOT_NAMESPACE as _DEPLOYER
+from tests.lab.machine import CommandFailed, Machine
 from tools.lab_docker import DaemonInfo, start_dockerd, stop_dockerd
 
 __all__ = [
@@ -68,6 +74,7 @@ __all__ = [
     "REQUIRED_TOOLS",
     "Lab",
     "LabHost",
+    "Namespaces",
     "generate_key",
     "host_env",
     "isolated_netns",
@@ -160,14 +167,6 @@ def require_lab_tools() -> None:
 # --------------------------------------------------------------------------- helpers
 
 
-def _run(cmd: list[str], *, env: dict[str, str] | None = None) -> str:
-    """Run a command, return its stdout, raise RuntimeError with its stderr on failure."""
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=_COMMAND_TIMEOUT, env=env, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"`{shlex.join(cmd)}` failed with exit status {result.returncode}: {result.stderr.strip()}")
-    return result.stdout
-
-
 def require_docker_tools(*extra: str) -> None:
     """Fail loudly (never skip) when the docker lab tests' tools are missing."""
     wanted = {
@@ -212,37 +211,86 @@ def host_env(host_dir: Path) -> dict[str, str]:
     return {**{k: str(v) for k, v in dirs.items()}, "FORGEWAY_SYSTEMD": "no"}
 
 
+class Namespaces:
+    """Network namespaces of one test and the veths between them, each a :class:`Machine`.
+
+    The one way the lab tier makes a namespace topology (tools/lab.py makes `make lab`'s):
+    ``add`` a namespace, ``link`` two of them, ``address`` an interface. :meth:`close`
+    stops, by PID, whatever still runs in them (SIGTERM, then SIGKILL) and deletes them,
+    and with them their veths; it goes on past errors and reports them all.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.token = secrets.token_hex(3)
+        self.machines: list[Machine] = []
+
+    def __enter__(self) -> Namespaces:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def add(self, role: str, name: str | None = None) -> Machine:
+        """Namespace ``<prefix>-<role>-<random>`` (or ``name``), its loopback up."""
+        netns = name or f"{self.prefix}-{role}-{self.token}"
+        _DEPLOYER.succeed(["ip", "netns", "add", netns])
+        machine = Machine(role, netns)
+        self.machines.append(machine)
+        _DEPLOYER.succeed(["ip", "-n", netns, "link", "set", "lo", "up"])
+        return machine
+
+    @staticmethod
+    def link(a: Machine, a_if: str, b: Machine | None, b_if: str) -> None:
+        """A veth: ``a_if`` in ``a``, its peer ``b_if`` in ``b`` (None: also in ``a``, down, its far end nowhere)."""
+        peer = ["netns", b.netns] if b is not None and b.netns is not None else []
+        _DEPLOYER.succeed(["ip", *_in_netns(a), "link", "add", a_if, "type", "veth", "peer", "name", b_if, *peer])
+
+    @staticmethod
+    def address(machine: Machine, interface: str, cidr: str | None = None) -> None:
+        """Give ``interface`` of ``machine`` the address ``cidr`` (if any) and bring it up."""
+        if cidr is not None:
+            _DEPLOYER.succeed(["ip", *_in_netns(machine), "addr", "add", cidr, "dev", interface])
+        _DEPLOYER.succeed(["ip", *_in_netns(machine), "link", "set", interface, "up"])
+
+    def close(self) -> None:
+        errors = []
+        while self.machines:
+            netns = self.machines.pop().netns
+            assert netns is not None
+            try:
+                _delete_netns(netns)
+            except Exception as exc:  # every namespace gets its chance
+                errors.append(f"delete {netns}: {exc}")
+        if errors:
+            raise RuntimeError("namespace cleanup failed: " + "; ".join(errors))
+
+
+def _in_netns(machine: Machine) -> list[str]:
+    return [] if machine.netns is None else ["-n", machine.netns]
+
+
 @contextlib.contextmanager
 def isolated_netns(prefix: str, address: str) -> Iterator[str]:
     """A namespace ``<prefix>-<random>`` with an eth0 at ``address`` whose veth peer stays
     inside it: no link out of the namespace. Deleted on exit; a process still running in
     it is killed and the exit fails naming it (tests stop theirs by PID first)."""
-    name = f"{prefix}-{secrets.token_hex(4)}"
-    _run(["ip", "netns", "add", name])
-    try:
-        for args in (
-            ["link", "set", "lo", "up"],
-            ["link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"],
-            ["addr", "add", f"{address}/24", "dev", "eth0"],
-            ["link", "set", "eth0", "up"],
-            ["link", "set", "eth0p", "up"],
-        ):
-            _run(["ip", "-n", name, *args])
-        yield name
-    finally:
-        pids = _netns_pids(name)
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        _run(["ip", "netns", "delete", name])
-        assert not pids, f"processes left in {name}: {pids}"
+    with Namespaces(prefix) as made:
+        host = made.add("", name=f"{prefix}-{secrets.token_hex(4)}")
+        assert host.netns is not None
+        made.link(host, "eth0", None, "eth0p")
+        made.address(host, "eth0", f"{address}/24")
+        made.address(host, "eth0p")
+        yield host.netns
+        pids = _netns_pids(host.netns)
+        assert not pids, f"processes left in {host.netns}: {pids}"
 
 
 def generate_key(path: Path, key_type: str = "ed25519") -> str:
     """Make a passphrase-less keypair at ``path`` (+ ``.pub``); return ``"<type> <base64>"``."""
     if key_type not in _KEY_TYPES:
         raise ValueError(f"key type {key_type!r} is not one of {_KEY_TYPES}")
-    _run(["ssh-keygen", "-q", "-t", key_type, "-N", "", "-C", "", "-f", str(path)])
+    _DEPLOYER.succeed(["ssh-keygen", "-q", "-t", key_type, "-N", "", "-C", "", "-f", str(path)])
     key_type_name, key_b64 = path.with_name(path.name + ".pub").read_text().split()[:2]
     return f"{key_type_name} {key_b64}"
 
@@ -301,7 +349,7 @@ def _stop_sshd(proc: subprocess.Popen[bytes], sshd_pid: int | None) -> None:
 def _netns_pids(netns: str) -> list[int]:
     if not Path("/run/netns", netns).exists():
         return []
-    return [int(pid) for pid in _run(["ip", "netns", "pids", netns]).split()]
+    return [int(pid) for pid in _DEPLOYER.succeed(["ip", "netns", "pids", netns]).split()]
 
 
 def _delete_netns(netns: str) -> None:
@@ -311,12 +359,12 @@ def _delete_netns(netns: str) -> None:
     """
     _terminate_pids(_netns_pids(netns))
     if Path("/run/netns", netns).exists():
-        _run(["ip", "netns", "delete", netns])
+        _DEPLOYER.succeed(["ip", "netns", "delete", netns])
 
 
 def _delete_root_link(name: str) -> None:
     if Path("/sys/class/net", name).exists():
-        _run(["ip", "link", "delete", name])
+        _DEPLOYER.succeed(["ip", "link", "delete", name])
 
 
 def _ip(netns: str | None, ip: IPAddress) -> list[str]:
@@ -330,14 +378,14 @@ def _host_prefix(ip: IPAddress) -> str:
 
 def _root_routes(ip: IPAddress) -> list[dict[str, object]]:
     routes: list[dict[str, object]] = json.loads(
-        _run([*_ip(None, ip), "-j", "route", "show", _host_prefix(ip)]) or "[]"
+        _DEPLOYER.succeed([*_ip(None, ip), "-j", "route", "show", _host_prefix(ip)]) or "[]"
     )
     return routes
 
 
 def _delete_unreachable_route(ip: IPAddress) -> None:
     if any(route.get("type") == "unreachable" for route in _root_routes(ip)):
-        _run([*_ip(None, ip), "route", "delete", "unreachable", _host_prefix(ip)])
+        _DEPLOYER.succeed([*_ip(None, ip), "route", "delete", "unreachable", _host_prefix(ip)])
 
 
 def _link_address(ip: IPAddress) -> IPAddress:
@@ -358,11 +406,11 @@ def _claim(candidates: Iterable[IPAddress], route_add: Callable[[IPAddress], lis
     taken = []
     for ip in candidates:
         cmd = route_add(ip)
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=_COMMAND_TIMEOUT, check=False)
+        result = _DEPLOYER.execute(cmd, timeout=_COMMAND_TIMEOUT)
         if result.returncode == 0:
             return ip
         if "File exists" not in result.stderr:
-            raise RuntimeError(f"`{shlex.join(cmd)}` failed with exit status {result.returncode}: {result.stderr}")
+            raise CommandFailed(_DEPLOYER.name, cmd, result, "expected 0")
         taken.append(str(ip))
     raise RuntimeError(f"addresses already routed in the root namespace (another lab running?): {taken}")
 
@@ -371,10 +419,10 @@ def _link_end(netns: str | None, interface: str, local: IPAddress, remote: IPAdd
     """Give one veth end the address ``local`` and a route to ``remote``, and bring it up."""
     ip = _ip(netns, local)
     nodad = ["nodad"] if local.version == 6 else []  # usable at once, not "tentative"
-    _run([*ip, "addr", "add", _host_prefix(local), "dev", interface, *nodad])
-    _run([*ip, "link", "set", interface, "up"])
+    _DEPLOYER.succeed([*ip, "addr", "add", _host_prefix(local), "dev", interface, *nodad])
+    _DEPLOYER.succeed([*ip, "link", "set", interface, "up"])
     if remote is not None:
-        _run([*ip, "route", "add", _host_prefix(remote), "dev", interface])
+        _DEPLOYER.succeed([*ip, "route", "add", _host_prefix(remote), "dev", interface])
 
 
 # --------------------------------------------------------------------------- the lab
@@ -394,6 +442,15 @@ class LabHost:
     work_dir: Path  # keys, sshd_config, sshd.log
     via: str | None = None  # name of the only host that can reach this one, if any
     other_host_keys: tuple[str, ...] = ()  # further host keys sshd offers (other types)
+
+    @property
+    def machine(self) -> Machine:
+        """This host as a Machine: its namespace, and (``inside``) its sshd's mounts and
+        network, with the FORGEWAY_* directories its SSH sessions get."""
+        sshd_pid = self.sshd_pid
+        return Machine(
+            self.name, self.netns, leader=lambda: sshd_pid, nsenter_flags=("-m", "-n"), env=host_env(self.work_dir)
+        )
 
 
 class Lab:
@@ -474,10 +531,10 @@ class Lab:
         candidates = self._candidates(address, via, ip_version)
 
         netns = f"fw-{name}-{secrets.token_hex(3)}"
-        _run(["ip", "netns", "add", netns])
+        namespace = Namespaces("fw")
         # Kills what sshd left in the namespace, then deletes it (and so its veth ends).
-        self._push(f"delete namespace {netns}", lambda: _delete_netns(netns))
-        _run(["ip", "-n", netns, "link", "set", "lo", "up"])
+        self._push(f"delete namespace {netns}", namespace.close)
+        namespace.add(name, name=netns)
         ip = self._link_to_root(netns, candidates) if via is None else self._link_to_host(netns, candidates, via)
 
         host_dir = self.work_dir / name
@@ -532,9 +589,9 @@ class Lab:
 
     def _link_to_root(self, netns: str, candidates: list[IPAddress]) -> IPAddress:
         root_if = f"fwr{secrets.token_hex(4)}"
-        _run(["ip", "link", "add", root_if, "type", "veth", "peer", "name", "eth0", "netns", netns])
+        _DEPLOYER.succeed(["ip", "link", "add", root_if, "type", "veth", "peer", "name", "eth0", "netns", netns])
         self._push(f"delete veth {root_if}", lambda: _delete_root_link(root_if))
-        _run(["ip", "link", "set", root_if, "up"])
+        _DEPLOYER.succeed(["ip", "link", "set", root_if, "up"])
         # The route to the host, which goes with the veth, is also the claim on its address.
         ip = _claim(candidates, lambda c: [*_ip(None, c), "route", "add", _host_prefix(c), "dev", root_if])
         local = _link_address(ip)
@@ -550,7 +607,7 @@ class Lab:
         local = _link_address(ip)
         via_if = f"fwp{secrets.token_hex(4)}"
         # The veth lives in the two namespaces only: deleting either namespace deletes it.
-        _run(["ip", "-n", via.netns, "link", "add", via_if, "type", "veth", "peer", "name", "eth0", "netns", netns])
+        Namespaces.link(via.machine, via_if, Machine(netns, netns), "eth0")
         _link_end(via.netns, via_if, local, ip)
         _link_end(netns, "eth0", ip, local)
         return ip
@@ -599,7 +656,7 @@ class Lab:
         PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
         cmd = ["unshare", "--pid", "--kill-child", SSHD, "-D", "-f", str(config), "-E", str(log)]
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", netns, *cmd],
+            Machine(netns, netns).argv(cmd),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -626,14 +683,13 @@ class Lab:
     ) -> None:
         """Wait until sshd answers on address:port with host_key (seen from probe_netns)."""
         keyscan = ["ssh-keyscan", "-T", "2", "-t", host_key.split(maxsplit=1)[0], "-p", str(port), address]
-        if probe_netns is not None:
-            keyscan = ["ip", "netns", "exec", probe_netns, *keyscan]
+        prober = _DEPLOYER if probe_netns is None else Machine(probe_netns, probe_netns)
         deadline = time.monotonic() + _READY_TIMEOUT
         while True:
             if proc.poll() is not None:
                 text = log.read_text() if log.exists() else "(no log)"
                 raise RuntimeError(f"sshd for {address}:{port} exited with status {proc.returncode}:\n{text}")
-            scan = subprocess.run(keyscan, capture_output=True, text=True, timeout=_COMMAND_TIMEOUT, check=False)
+            scan = prober.execute(keyscan, timeout=_COMMAND_TIMEOUT)
             offered = {" ".join(line.split()[1:3]) for line in scan.stdout.splitlines() if not line.startswith("#")}
             if host_key in offered:
                 break
@@ -675,6 +731,6 @@ class Lab:
         env = {"SSH_AUTH_SOCK": str(self._agent_socket)}
         for host in hosts:
             if host.client_key not in self._keys_in_agent:
-                _run(["ssh-add", "-q", str(host.client_key)], env={**os.environ, **env})
+                _DEPLOYER.succeed(["ssh-add", "-q", str(host.client_key)], env=env)
                 self._keys_in_agent.add(host.client_key)
         return env

@@ -175,13 +175,7 @@ def _http(host: LabHost) -> str:
         f"import socket; s = socket.create_connection(('{host.address}', {PORT}), 2); "
         "s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n'); print(s.recv(1000).decode())"
     )
-    done = subprocess.run(
-        ["ip", "netns", "exec", host.netns, "python3", "-c", probe],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    done = host.machine.execute(["python3", "-c", probe], timeout=30)
     return done.stdout + done.stderr
 
 

@@ -7,7 +7,7 @@ stack's private key through an agent), each host's arch check, its wg0
 GitLab's image, volumes and container on the GitLab host's own dockerd (reached, as the
 docker provider does, over ssh with `docker system dial-stdio`). These hosts are not
 linked to each other: the end-to-end data path is tested on the `make lab` topology
-(test_make_lab.py).
+(tests/lab/test_lab_*.py).
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ def _stack_for(
 ) -> tuple[dict[str, Any], list[str], dict[str, LabHost]]:
     """Pulumi.lab.yaml with its hosts pointed at fresh namespace hosts (each with one host
     key, of ``host_key_type``), reached as root: the non-root users and their sudo are
-    `make lab`'s (test_make_lab.py), these hosts authorize root only."""
+    `make lab`'s (tests/lab/test_lab_*.py), these hosts authorize root only."""
     config, secret_keys = lab_stack()
     # The VPS and the GitLab host only: runner hosts (their daemon.json, runner container
-    # and prune timer) are applied on the `make lab` topology (test_make_lab.py).
+    # and prune timer) are applied on the `make lab` topology (tests/lab/test_lab_*.py).
     config["forgeway:hosts"] = [h for h in config["forgeway:hosts"] if "runner" not in h["roles"]]
     config.pop("forgeway:runner_tokens", None)
     secret_keys = [k for k in secret_keys if k != "forgeway:runner_tokens"]
@@ -104,8 +104,7 @@ def test_apply_checks_every_host_then_reapply_changes_nothing(lab: Lab, tmp_path
     docker = {name for op, typ, name in _ops(out) if op == "create" and typ.startswith("docker:index/")}
     assert docker == {f"home-gitlab{part}" for part in ("-image", "-config", "-logs", "-data", "")}
     for name, host in hosts.items():
-        link = subprocess.run(["ip", "-n", host.netns, "link", "show", "wg0"], capture_output=True, check=False)
-        assert link.returncode == 0, f"no wg0 on {name}"
+        assert host.machine.execute(["ip", "link", "show", "wg0"]).returncode == 0, f"no wg0 on {name}"
     assert state.stat().st_mode & 0o077 == 0, "state holds secrets: owner-only"
 
     rc, out, err = _apply(config, secret_keys, state)

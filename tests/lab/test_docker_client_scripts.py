@@ -33,6 +33,7 @@ from cryptography.x509.oid import NameOID
 
 from components.render.docker_client import DockerClientSettings, render_docker_client
 from components.scripts import script_command
+from tests.lab.machine import Machine
 from tests.lab.netns import isolated_netns
 from tools.lab_docker import DOCKERD, docker, start_dockerd, stop_dockerd
 
@@ -225,8 +226,8 @@ def test_dockerd_trusts_the_ca_from_the_certs_d_layout(netns: str) -> None:
         log = base / "registry.log"
         (base / "registry.py").write_text(REGISTRY)
         server = subprocess.Popen(
-            ["ip", "netns", "exec", netns, sys.executable, str(base / "registry.py"), str(log),
-             str(base / "server.crt"), str(base / "server.key")],
+            Machine("host", netns).argv([sys.executable, str(base / "registry.py"), str(log),
+                                         str(base / "server.crt"), str(base / "server.key")]),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
         )  # fmt: skip
         assert server.stdout is not None
@@ -245,10 +246,8 @@ def test_dockerd_trusts_the_ca_from_the_certs_d_layout(netns: str) -> None:
         # docker's documented layout: certs.d/<host>:<port>/ca.crt
         assert (etc / "docker" / "certs.d" / f"{ADDRESS}:{PORT}" / "ca.crt").read_text() == ca_pem
         # dockerd reads /etc/docker/certs.d (fixed): show it FORGEWAY_ETC's, in its own mount namespace
-        subprocess.run(
-            ["nsenter", "-t", str(daemon.pid), "-m", "mount", "--bind", str(etc / "docker"), "/etc/docker"],
-            check=True, capture_output=True, timeout=30,
-        )  # fmt: skip
+        dockerd = Machine("dockerd", netns, leader=lambda: daemon.pid, nsenter_flags=("-m",))
+        dockerd.inside.succeed(["mount", "--bind", str(etc / "docker"), "/etc/docker"], timeout=30)
         log.write_text("")
         trusted = docker(daemon, "pull", image, check=False, timeout=60)
         assert trusted.returncode != 0  # the stand-in has no image

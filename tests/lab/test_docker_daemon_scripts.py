@@ -33,6 +33,7 @@ import pytest
 
 from components.render.docker_daemon import DaemonSettings, host_ipv6_prefixes, render_daemon_json
 from components.scripts import script, script_command, staged_command, unstaged_command
+from tests.lab.machine import Machine
 from tests.lab.netns import isolated_netns, require_docker_tools
 from tools.lab_docker import DaemonInfo, _alive, docker, start_dockerd, stop_dockerd
 from tools.lab_images import BASE, ensure_image
@@ -95,7 +96,7 @@ class RunnerHost:
     def run(self, what: str, command: str) -> subprocess.CompletedProcess[str]:
         """``command`` as a lab host's SSH session runs it: in the namespace, in a PID
         namespace that dies with it (``--kill-child``, as sshd's does)."""
-        cmd = ["ip", "netns", "exec", self.netns, "unshare", "--pid", "--fork", "--kill-child", "sh", "-c", command]
+        cmd = Machine("host", self.netns).argv(["unshare", "--pid", "--fork", "--kill-child", "sh", "-c", command])
         started = time.monotonic()
         done = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=300, check=False)
         self.timings[what] = round(time.monotonic() - started, 2)

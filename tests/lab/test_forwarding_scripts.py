@@ -17,11 +17,9 @@ and every namespace deleted (with its veths) by name, pass or fail.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import os
 import re
-import secrets
 import shutil
 import signal
 import subprocess
@@ -40,6 +38,8 @@ from components.render.nftables import (
     render_home_routing,
 )
 from components.scripts import script, script_command
+from tests.lab.machine import CommandFailed, Machine
+from tests.lab.netns import Namespaces
 
 pytestmark = pytest.mark.lab
 
@@ -78,15 +78,6 @@ except OSError as exc:
 """
 
 
-def _run(cmd: list[str], *, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        cmd, input=stdin, capture_output=True, text=True, timeout=30, env={**os.environ, "PATH": PATH}, check=False
-    )
-    if check and done.returncode != 0:
-        raise AssertionError(f"`{' '.join(cmd)}` failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    return done
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _tools() -> None:
     """Fail (never skip) without root or the tools, saying what to install."""
@@ -114,7 +105,11 @@ class Chain:
     def ns(
         self, netns: str, *cmd: str, stdin: str | None = None, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
-        return _run(["ip", "netns", "exec", netns, *cmd], stdin=stdin, check=check)
+        machine = Machine(netns, netns, env={"PATH": PATH})
+        done = machine.execute(cmd, stdin=stdin, timeout=30)
+        if check and done.returncode != 0:
+            raise CommandFailed(netns, cmd, done, "expected 0")
+        return done
 
     def script(
         self, host: str, name: str, *args: str, stdin: str = "", systemd: str = "no", check: bool = True
@@ -135,7 +130,7 @@ class Chain:
 
     def start_server(self, port: int = HOME_PORT) -> None:
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.home, sys.executable, "-c", SERVER, HOME_TUNNEL, str(port)],
+            Machine(self.home, self.home).argv([sys.executable, "-c", SERVER, HOME_TUNNEL, str(port)]),
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
@@ -162,61 +157,40 @@ def _stop(proc: subprocess.Popen[str]) -> None:
         proc.stdout.close()
 
 
-def _delete_netns(name: str) -> None:
-    if not Path("/run/netns", name).exists():
-        return
-    # Whatever still runs in a namespace of ours is ours: stop it by PID first.
-    for pid in _run(["ip", "netns", "pids", name], check=False).stdout.split():
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(int(pid), signal.SIGKILL)
-    _run(["ip", "netns", "delete", name])
-
-
 @pytest.fixture
 def chain(tmp_path: Path) -> Iterator[Chain]:
-    token = secrets.token_hex(3)
-    names = [f"fwfwd-{role}-{token}" for role in ("client", "vps", "home")]
-    created: list[str] = []
-    client, vps, home = names
-    the_chain = Chain(client, vps, home, etc={"vps": tmp_path / "vps-etc", "home": tmp_path / "home-etc"})
-    try:
-        for name in names:
-            _run(["ip", "netns", "add", name])
-            created.append(name)
-            _run(["ip", "-n", name, "link", "set", "lo", "up"])
-        # The veths live in our namespaces only: deleting a namespace deletes them.
-        _run(["ip", "-n", client, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", vps])
-        _run(["ip", "-n", vps, "link", "add", "wg0", "type", "veth", "peer", "name", "wg0", "netns", home])
-        _run(["ip", "-n", home, "link", "add", "lan0", "type", "veth", "peer", "name", "lan0p"])
-        for netns, dev, addr in [
-            (client, "eth0", f"{CLIENT}/24"),
-            (vps, "eth0", f"{VPS_PUBLIC}/24"),
-            (vps, "wg0", f"{VPS_TUNNEL}/24"),
-            (home, "wg0", f"{HOME_TUNNEL}/24"),
-            (home, "lan0", "192.0.2.2/24"),
-        ]:
-            _run(["ip", "-n", netns, "addr", "add", addr, "dev", dev])
-            _run(["ip", "-n", netns, "link", "set", dev, "up"])
-        _run(["ip", "-n", home, "link", "set", "lan0p", "up"])
-        # The home's default route leads out of its own uplink, as behind a CGNAT; strict
-        # reverse-path filtering, as many distributions set it.
-        _run(["ip", "-n", home, "route", "add", "default", "via", "192.0.2.1", "dev", "lan0"])
-        _run(["ip", "netns", "exec", home, "sysctl", "-q", "-w", "net.ipv4.conf.all.rp_filter=1"])
-        yield the_chain
-    finally:
-        errors = []
-        for proc in the_chain.procs:
-            try:
-                _stop(proc)
-            except Exception as exc:  # every cleanup step gets its chance
-                errors.append(f"stop {proc.pid}: {exc}")
-        for name in reversed(created):
-            try:
-                _delete_netns(name)
-            except Exception as exc:
-                errors.append(f"delete {name}: {exc}")
-        if errors:
-            raise RuntimeError("cleanup failed: " + "; ".join(errors))
+    with Namespaces("fwfwd") as made:
+        client, vps, home = (made.add(role) for role in ("client", "vps", "home"))
+        etc = {"vps": tmp_path / "vps-etc", "home": tmp_path / "home-etc"}
+        the_chain = Chain(str(client.netns), str(vps.netns), str(home.netns), etc=etc)
+        try:
+            # The veths live in our namespaces only: deleting a namespace deletes them.
+            made.link(client, "eth0", vps, "eth0")
+            made.link(vps, "wg0", home, "wg0")
+            made.link(home, "lan0", None, "lan0p")
+            for machine, dev, addr in [
+                (client, "eth0", f"{CLIENT}/24"),
+                (vps, "eth0", f"{VPS_PUBLIC}/24"),
+                (vps, "wg0", f"{VPS_TUNNEL}/24"),
+                (home, "wg0", f"{HOME_TUNNEL}/24"),
+                (home, "lan0", "192.0.2.2/24"),
+            ]:
+                made.address(machine, dev, addr)
+            made.address(home, "lan0p")
+            # The home's default route leads out of its own uplink, as behind a CGNAT; strict
+            # reverse-path filtering, as many distributions set it.
+            home.succeed(["ip", "route", "add", "default", "via", "192.0.2.1", "dev", "lan0"])
+            home.succeed(["sysctl", "-q", "-w", "net.ipv4.conf.all.rp_filter=1"])
+            yield the_chain
+        finally:
+            errors = []
+            for proc in the_chain.procs:
+                try:
+                    _stop(proc)
+                except Exception as exc:  # every cleanup step gets its chance
+                    errors.append(f"stop {proc.pid}: {exc}")
+            if errors:
+                raise RuntimeError("cleanup failed: " + "; ".join(errors))
 
 
 def _ruleset(mode: str = "snat", home_port: int = HOME_PORT) -> str:

@@ -43,6 +43,7 @@ from components.gitlab import (
 )
 from components.render.gitlab import GitLabSettings, render_gitlab_rb, ruby_str
 from tests.lab.host_view import container_pids, secrets_shown
+from tests.lab.machine import Machine
 from tests.lab.netns import isolated_netns, require_docker_tools
 from tools import lab_images
 from tools.lab_docker import DaemonInfo, docker_client, docker_env, start_dockerd, stop_dockerd
@@ -162,9 +163,8 @@ class Host:
         return done
 
     def in_ns(self, *cmd: str, input: bytes | None = None, timeout: float = 30.0) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(
-            ["ip", "netns", "exec", self.netns, *cmd], input=input, capture_output=True, timeout=timeout, check=False
-        )
+        argv = Machine("host", self.netns).argv(cmd)
+        return subprocess.run(argv, input=input, capture_output=True, timeout=timeout, check=False)
 
     def logs(self, name: str) -> str:
         done = self.docker("logs", name, check=False)

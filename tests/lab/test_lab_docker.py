@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.lab.machine import Machine
 from tests.lab.netns import isolated_netns, require_docker_tools
 from tools.lab_docker import DaemonInfo, docker, start_dockerd, stop_dockerd, storage_driver
 from tools.lab_images import BASE, ensure_image
@@ -83,20 +84,15 @@ def test_dockerd_in_a_namespace_runs_the_base_image(netns: str, work: Path) -> N
         docker(daemon, "run", "-d", "--name", "server", "-p", f"{ADDRESS}:{PORT}:{PORT}", BASE, "python3", "-c", SERVER)
         probe = f"import socket; print(socket.create_connection(('{ADDRESS}', {PORT}), 2).recv(100).decode())"
         deadline = time.monotonic() + 20
+        host = Machine("host", netns)
         while True:
-            done = subprocess.run(
-                ["ip", "netns", "exec", netns, "python3", "-c", probe],
-                capture_output=True, text=True, timeout=30, check=False,
-            )  # fmt: skip
+            done = host.execute(["python3", "-c", probe], timeout=30)
             if "hello from the container" in done.stdout:
                 break
             assert time.monotonic() < deadline, f"published port not reachable: {done.stderr}"
             time.sleep(0.2)
         # docker's rules are in the namespace's netfilter (and not in the root namespace's)
-        rules = subprocess.run(
-            ["ip", "netns", "exec", netns, "iptables", "-t", "nat", "-S", "DOCKER"],
-            capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
+        rules = host.succeed(["iptables", "-t", "nat", "-S", "DOCKER"])
         assert f"-d {ADDRESS}/32" in rules and "172.30.7." in rules, rules
         # dockerd's mounts stay in its own mount namespace
         assert _mounts_under(work) == []

@@ -11,25 +11,23 @@ on all addresses, as a real host's does, and each forbidden target is shown to b
 listening (from its own namespace) before it is tried. In both forwarding modes; in
 preserve-source also an internet host that routes the tunnel subnet at the VPS.
 
-Builds its own lab (FIXED names: run it under `flock /tmp/fwl.lock`, like
-test_make_lab.py) and takes it down at the end, pass or fail.
+Runs on the session's `make lab` (tests/lab/make_lab.py; FIXED names: run it under
+`flock /tmp/fwl.lock`); a test that changes the lab puts it back.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.lab.machine import Machine
+from tests.lab.make_lab import MakeLab, run_unit
 from tests.stacks import ROOT
 
-LAB = [sys.executable, "-m", "tools.lab"]
 VPS_PUBLIC = "203.0.113.10"
 VPS, GITLAB = "10.8.0.1", "10.8.0.2"
 RUNNERS = {"runner-arm": "10.8.0.3", "runner-amd": "10.8.0.4"}
@@ -73,28 +71,19 @@ print(json.dumps({f"{k} {h}:{p}": probe(k, h, p) for k, h, p in json.loads(sys.a
 """
 
 
+LAB = MakeLab()
+
+
 def _lab(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*LAB, *args], cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
+    return LAB.run(*args)
 
 
 def _in(netns: str, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["ip", "netns", "exec", netns, *argv], capture_output=True, text=True, check=False, timeout=timeout
-    )
-
-
-def _netns() -> set[str]:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
-    return {line.split()[0] for line in out.splitlines() if line.strip()}
+    return Machine(netns, netns).execute(argv, timeout=timeout)
 
 
 def _runner_docker(topology: dict[str, Any], name: str, *args: str) -> subprocess.CompletedProcess[str]:
-    from tools.lab_docker import DaemonInfo, docker
-
-    current = Path(topology["docker"][name]["work"]) / "daemon.json"  # a restarted daemon records itself here
-    info = DaemonInfo.from_json(json.loads(current.read_text()) if current.exists() else topology["docker"][name])
-    done = docker(info, *args, check=False, timeout=300)
-    return subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(), done.stderr.decode())
+    return LAB.machine(name).docker_execute(*args)
 
 
 def _job_probe(topology: dict[str, Any], runner: str, probes: list[tuple[str, str, int]]) -> dict[str, str]:
@@ -158,31 +147,17 @@ def _listening(netns: str, address: str, port: int) -> bool:
     return _in(netns, "python3", "-c", probe).returncode == 0
 
 
-@pytest.fixture(scope="module")
-def topology() -> Iterator[dict[str, Any]]:
-    if (ROOT / ".lab" / "topology.json").exists() or any(n.startswith("fwl-") for n in _netns()):
-        pytest.fail("a lab is already up (fwl-* namespaces or .lab/): run `make lab-down` first")
-    listener: subprocess.Popen[bytes] | None = None
-    try:
-        started = time.monotonic()
-        up = _lab("up", "--seed", "1")
-        assert up.returncode == 0, up.stderr[-3000:]
-        print(f"lab up: {time.monotonic() - started:.0f} s", file=sys.stderr)
-        described: dict[str, Any] = json.loads((ROOT / ".lab" / "topology.json").read_text())
-        # A service on all addresses of the VPS, as any daemon a VPS image ships may be.
-        listener = subprocess.Popen(
-            ["ip", "netns", "exec", "fwl-vps", "python3", "-c",
-             f"import socket\ns=socket.create_server(('0.0.0.0', {OTHER_PORT}))\n"
-             "while True:\n c,a=s.accept(); c.sendall(b'other-service\\n'); c.close()"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        time.sleep(0.5)
-        yield described
-    finally:
-        if listener is not None:
-            listener.kill()
-            listener.wait()
-        _lab("down")
+@pytest.fixture
+def topology(make_lab: MakeLab) -> Iterator[dict[str, Any]]:
+    """The session's lab, with a service on all addresses of the VPS, as any daemon a VPS image ships may be."""
+    vps = make_lab.machine("vps")
+    listener = (
+        f"import socket\ns=socket.create_server(('0.0.0.0', {OTHER_PORT}))\n"
+        "while True:\n c,a=s.accept(); c.sendall(b'other-service\\n'); c.close()"
+    )
+    with vps.background(["python3", "-c", listener]):
+        vps.wait_for_open_port(OTHER_PORT, timeout=10)
+        yield make_lab.topology
 
 
 def test_every_forbidden_target_listens_on_its_tunnel_address(topology: dict[str, Any]) -> None:
@@ -214,14 +189,8 @@ def test_a_host_that_lost_the_table_gets_it_back_from_its_boot_unit(topology: di
 
 def _restore(topology: dict[str, Any], names: list[str]) -> None:
     """Load the hosts' saved tables again (an apply would not: nothing changed in its state)."""
-    from tests.lab.test_make_lab import _inside, _run_unit
-
     for name in names:
-        host = next(h for h in topology["hosts"] if h["name"] == name)
-        if host.get("boots"):  # systemd is its PID 1: the unit runs there, as at boot
-            booted = _inside(host, "systemctl", "restart", "forgeway-segment.service")
-        else:
-            booted = _run_unit(host, "forgeway-segment.service")
+        booted = run_unit(LAB, name, "forgeway-segment.service")  # a host that boots: systemd runs it
         assert booted.returncode == 0, booted.stderr
 
 
@@ -283,10 +252,13 @@ def test_preserve_source_a_job_reaches_gitlab_and_nothing_else_and_the_internet_
 
 
 def test_destroy_removes_every_table_unit_and_file_of_the_segmentation(topology: dict[str, Any]) -> None:
-    destroyed = _lab("destroy")
-    assert destroyed.returncode == 0, destroyed.stderr[-2000:]
-    for host in topology["hosts"]:
-        assert _in(host["netns"], "nft", "list", "table", *TABLE).returncode != 0, f"table left on {host['name']}"
-        etc = ROOT / ".lab" / "hosts" / host["name"] / "etc"
-        assert not [*etc.rglob("*segment*")], f"files left on {host['name']}"
-    assert _in("fwl-vps", "nft", "list", "ruleset").stdout == "", "the VPS ruleset is not back to empty"
+    try:
+        destroyed = _lab("destroy")
+        assert destroyed.returncode == 0, destroyed.stderr[-2000:]
+        for host in topology["hosts"]:
+            assert _in(host["netns"], "nft", "list", "table", *TABLE).returncode != 0, f"table left on {host['name']}"
+            etc = ROOT / ".lab" / "hosts" / host["name"] / "etc"
+            assert not [*etc.rglob("*segment*")], f"files left on {host['name']}"
+        assert _in("fwl-vps", "nft", "list", "ruleset").stdout == "", "the VPS ruleset is not back to empty"
+    finally:
+        LAB.up()  # the session's lab as it was: applied

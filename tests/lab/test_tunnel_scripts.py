@@ -38,6 +38,8 @@ from components.config import Tunnel
 from components.render.wgconf import TunnelHost, endpoint_interface, peer_interface, tunnel_files
 from components.render.wireguard import wg_public_key
 from components.scripts import script, script_command
+from tests.lab.machine import Machine
+from tests.lab.netns import Namespaces
 
 pytestmark = pytest.mark.lab
 
@@ -189,9 +191,8 @@ class Host:
         hosts: Path | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run ``command`` in this host's namespace with its /etc/hosts; record its output."""
-        cmd = ["ip", "netns", "exec", self.netns, "unshare", "-m", "sh", "-c", _WITH_HOSTS]
-        cmd += [str(hosts or self.hosts_file), *command]
-        done = _run(cmd, input=stdin or "", env=env or self.env())
+        cmd = ["unshare", "-m", "sh", "-c", _WITH_HOSTS, str(hosts or self.hosts_file), *command]
+        done = self.machine.execute(cmd, stdin=stdin or "", env=env or self.env(), timeout=_TIMEOUT)
         self.outputs += [done.stdout, done.stderr]
         return done
 
@@ -205,6 +206,10 @@ class Host:
         done = self.sh(["sh", "-c", script_command("tunnel-down.sh", IFACE)])
         assert done.returncode == 0, f"tunnel-down.sh on {self.name} failed:\n{done.stdout}{done.stderr}"
         return done
+
+    @property
+    def machine(self) -> Machine:
+        return Machine(self.name, self.netns)
 
     def unit_command(self, unit: str) -> tuple[list[str], dict[str, str]]:
         """ExecStart and Environment of an installed unit, for instance IFACE (what systemd would run)."""
@@ -230,14 +235,14 @@ class Host:
         return int(self.pidfile.read_text())
 
     def ifindex(self) -> int | None:
-        done = _run(["ip", "-n", self.netns, "-o", "link", "show", "dev", IFACE])
+        done = self.machine.execute(["ip", "-o", "link", "show", "dev", IFACE])
         return int(done.stdout.split(":", 1)[0]) if done.returncode == 0 else None
 
     def wg(self, *args: str) -> str:
         """``wg ARGS`` in this host's namespace, seeing its wireguard-go sockets."""
         bind = 'mount --bind "$0" /run/wireguard && exec wg "$@"'
         sockets = str(self.run_dir / "wireguard")
-        return _ok(["ip", "netns", "exec", self.netns, "unshare", "-m", "sh", "-c", bind, sockets, *args]).stdout
+        return self.machine.succeed(["unshare", "-m", "sh", "-c", bind, sockets, *args], timeout=_TIMEOUT)
 
     def showconf(self) -> str:
         return self.wg("showconf", IFACE)
@@ -245,7 +250,7 @@ class Host:
     def ping(self, address: str, wait: float = 8.0) -> bool:
         deadline = time.monotonic() + wait
         while True:
-            if _run(["ip", "netns", "exec", self.netns, "ping", "-n", "-c", "1", "-W", "1", address]).returncode == 0:
+            if self.machine.execute(["ping", "-n", "-c", "1", "-W", "1", address]).returncode == 0:
                 return True
             if time.monotonic() > deadline:
                 return False
@@ -261,7 +266,7 @@ class Host:
         deadline = time.monotonic() + 2
         while self.ifindex() is not None and time.monotonic() < deadline:
             time.sleep(0.02)
-        _run(["ip", "-n", self.netns, "link", "delete", IFACE])
+        self.machine.execute(["ip", "link", "delete", IFACE])
         assert self.ifindex() is None
         shutil.rmtree(self.run_dir)
 
@@ -307,16 +312,13 @@ def pair(tmp_path: Path) -> Iterator[Pair]:
         for name, address in (("vps", "203.0.113.1"), ("home", "203.0.113.2"))
     }
     vps, home = hosts["vps"], hosts["home"]
-    cleanups = [(h.netns, h.pidfile) for h in hosts.values()]
-    try:
+    with Namespaces("fwt") as made:
         for host in hosts.values():
-            _ok(["ip", "netns", "add", host.netns])
-            _ok(["ip", "-n", host.netns, "link", "set", "lo", "up"])
+            made.add(host.name, name=host.netns)
             (host.etc / "systemd" / "system").mkdir(parents=True)  # as on any systemd host
-        _ok(["ip", "-n", vps.netns, "link", "add", "eth1", "type", "veth", "peer", "name", "eth1", "netns", home.netns])
+        made.link(vps.machine, "eth1", home.machine, "eth1")
         for host in hosts.values():
-            _ok(["ip", "-n", host.netns, "addr", "add", f"{host.address}/24", "dev", "eth1"])
-            _ok(["ip", "-n", host.netns, "link", "set", "eth1", "up"])
+            made.address(host.machine, "eth1", f"{host.address}/24")
 
         tunnel = Tunnel()
         vps_id = TunnelHost("vps", wg_public_key(vps.private_key), ipaddress.IPv4Address("10.8.0.1"))
@@ -335,9 +337,6 @@ def pair(tmp_path: Path) -> Iterator[Pair]:
             vps.up()
             home.up()
             yield Pair(vps, home, watch)
-    finally:
-        for netns, pidfile in cleanups:
-            _cleanup(netns, pidfile)
 
 
 def test_ping_crosses_the_tunnel_both_ways(pair: Pair) -> None:
@@ -432,9 +431,8 @@ def test_boot_without_dns_comes_up_and_the_reresolve_unit_sets_the_endpoint(pair
 
 def test_up_repairs_drift(pair: Pair) -> None:
     home = pair.home
-    ns = ["ip", "-n", home.netns]
-    _ok([*ns, "link", "set", "dev", IFACE, "mtu", "1300"])
-    _ok([*ns, "addr", "add", "10.8.0.99/24", "dev", IFACE])
+    home.machine.succeed(["ip", "link", "set", "dev", IFACE, "mtu", "1300"])
+    home.machine.succeed(["ip", "addr", "add", "10.8.0.99/24", "dev", IFACE])
     home.wg("set", IFACE, "peer", wg_public_key(pair.vps.private_key), "remove")
     pid = home.wireguard_go_pid()
     done = home.up()
@@ -465,8 +463,8 @@ def test_a_new_key_is_applied_without_restarting_wireguard_go(pair: Pair) -> Non
 
 def test_implementation_kernel_is_detected_never_assumed(pair: Pair) -> None:
     # Whatever this machine has, the script must find out: try the kernel type here.
-    probe = _run(["ip", "-n", pair.home.netns, "link", "add", "fwprobe", "type", "wireguard"])
-    _run(["ip", "-n", pair.home.netns, "link", "delete", "fwprobe"])
+    probe = pair.home.machine.execute(["ip", "link", "add", "fwprobe", "type", "wireguard"])
+    pair.home.machine.execute(["ip", "link", "delete", "fwprobe"])
     kernel_works = probe.returncode == 0
     rendered = pair.home.base / "rendered-kernel"
     rendered.mkdir()

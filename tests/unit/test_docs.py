@@ -138,7 +138,6 @@ def test_every_doc_is_reachable_from_the_readme() -> None:
 # below, so it cannot stay listed once it is real.
 PENDING = {
     "components/forge.py",
-    "tests/lab/machine.py",
     "tests/program/test_forge.py",
     "tools/applier/",
     "tools/ci/",

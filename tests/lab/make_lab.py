@@ -1,0 +1,284 @@
+"""The `make lab` topology (tools/lab.py) as the lab tests share it: :class:`MakeLab`.
+
+One lab is brought up for the whole test session (tests/lab/conftest.py, fixture
+``make_lab``) and taken down at its end, pass or fail; every ``test_lab_*`` module runs on
+it. Each host is a :class:`~tests.lab.machine.Machine`. A test that changes the lab
+(a destroy, another forwarding mode, a table it adds) puts it back before it ends, and
+one that takes the lab down leaves it to :meth:`MakeLab.ensure_up`, which every test's
+fixture calls: so any test runs alone (``-k``) or in any order.
+
+The probes several modules use (HTTPS from the client, a registry push, the admin SSH)
+are here too. The lab's names and addresses are FIXED: run under ``flock /tmp/fwl.lock``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.lab.machine import CommandFailed, Machine
+from tests.stacks import ROOT
+from tools.lab_docker import DaemonInfo
+
+VPS = "203.0.113.10"
+CLIENT_ADDRESS = "203.0.113.100"
+REGISTRY = "gitlab.forgeway.test:5050"
+# The first is the seed of the session's lab; the seeds test applies the others from nothing.
+SEEDS = [int(seed) for seed in os.environ.get("FORGEWAY_LAB_SEEDS", "1,2,3").split(",")]
+GITLAB_VOLUMES = [f"docker:index/volume:Volume::home-gitlab-{role}" for role in ("config", "data", "logs")]
+LAB_DIR = ROOT / ".lab"
+STANDIN_RUNNER = "forgeway-lab/runner-standin:1.0"
+
+
+def namespaces() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+class MakeLab:
+    """The session's `make lab`: its CLI, its description and its hosts as Machines."""
+
+    def __init__(self) -> None:
+        self.handlers_before: list[str] = []  # binfmt handlers this machine had before the lab
+
+    # ----------------------------------------------------------------------- the CLI
+
+    def run(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+        """``python -m tools.lab ARGS`` as a user runs it."""
+        return subprocess.run(
+            [sys.executable, "-m", "tools.lab", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+            check=False,
+        )  # fmt: skip
+
+    def up(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``tools.lab up ARGS``, which must succeed."""
+        done = self.run("up", *args)
+        assert done.returncode == 0, f"lab up {' '.join(args)}: {done.stderr[-3000:]}"
+        return done
+
+    def is_up(self) -> bool:
+        return (LAB_DIR / "topology.json").exists() and any(n.startswith("fwl-") for n in namespaces())
+
+    def start(self) -> None:
+        """Bring the lab up from nothing (under the first seed); fail if one is up already."""
+        from tools.lab_binfmt import handlers
+
+        if (LAB_DIR / "topology.json").exists() or any(n.startswith("fwl-") for n in namespaces()):
+            raise AssertionError("a lab is already up (fwl-* namespaces or .lab/): run `make lab-down` first")
+        self.handlers_before = handlers()
+        up = self.up("--seed", str(SEEDS[0]))
+        assert f"apply seed {SEEDS[0]} " in up.stderr, up.stderr[:500]
+
+    def ensure_up(self) -> None:
+        """Bring the lab up again if a test took it down (the destroy test's `down`)."""
+        if not self.is_up():
+            self.start()
+
+    # ----------------------------------------------------------------------- what it built
+
+    @property
+    def topology(self) -> dict[str, Any]:
+        described: dict[str, Any] = json.loads((LAB_DIR / "topology.json").read_text())
+        return described
+
+    def host(self, name: str) -> dict[str, Any]:
+        """The topology's record of managed host ``name`` (vps, home, runner-arm, runner-amd)."""
+        found: dict[str, Any] = next(h for h in self.topology["hosts"] if h["name"] == name)
+        return found
+
+    def state(self) -> dict[str, Any]:
+        """The lab stack's state entries (urn -> resource)."""
+        entries: dict[str, Any] = json.loads((LAB_DIR / "state.json").read_text())["entries"]
+        return entries
+
+    def ca_certificate(self) -> str:
+        """Where the stack's CA is (the stack output ca_certificate), written by every up."""
+        path: str = self.topology["ca_certificate"]
+        return path
+
+    def machine(self, name: str) -> Machine:
+        """Lab host ``name`` (a managed host, or client, cgnat, homegw) as a Machine."""
+        from tools.lab import DOCKER_HOSTS, ns
+
+        topology = self.topology
+        record = next((h for h in topology["hosts"] if h["name"] == name), None)
+        daemon = _daemon(topology["docker"][name]) if name in topology["docker"] else None
+        if record is None:
+            return Machine(name, ns(name), daemon=daemon if name in (*DOCKER_HOSTS, "client") else None)
+        if record.get("boots"):  # systemd is its PID 1: its own root, /etc and units
+            return Machine(name, record["netns"], leader=_container_init(Path(record["state"])), daemon=daemon)
+        # The host's sessions run under its sshd, with the FORGEWAY_* directories of its SetEnv.
+        return Machine(
+            name, record["netns"], leader=_sshd_of(int(record["pid"])), nsenter_flags=("-m", "-n"),
+            env=host_env(name), daemon=daemon,
+        )  # fmt: skip
+
+    def docker_config(self, name: str) -> Path:
+        """A docker client config of its own for lab host ``name`` (its registry logins)."""
+        config = LAB_DIR / "docker-clients" / name
+        config.mkdir(parents=True, exist_ok=True)
+        return config
+
+
+def _daemon(record: dict[str, Any]) -> Callable[[], DaemonInfo]:
+    """The dockerd of a topology record as it is now: a restarted one records itself in its work dir."""
+
+    def current() -> DaemonInfo:
+        path = Path(record["work"]) / "daemon.json"
+        return DaemonInfo.from_json(json.loads(path.read_text()) if path.exists() else record)
+
+    return current
+
+
+def _container_init(state: Path) -> Callable[[], int]:
+    from tools.lab_nspawn import container_pid1
+
+    return lambda: container_pid1(state)
+
+
+def _sshd_of(unshare_pid: int) -> Callable[[], int]:
+    """The host's sshd: the boot units run in its namespaces, as on a real host everything
+    shares one (the lab gives each sshd a PID namespace of its own, under ``unshare``)."""
+
+    def sshd() -> int:
+        children = Path(f"/proc/{unshare_pid}/task/{unshare_pid}/children").read_text().split()
+        assert len(children) == 1, f"expected one sshd under {unshare_pid}: {children}"
+        return int(children[0])
+
+    return sshd
+
+
+def host_env(name: str) -> dict[str, str]:
+    """The host's own environment: the FORGEWAY_* directories the lab gives it in sshd's SetEnv."""
+    config = LAB_DIR / "hosts" / name / "sshd_config"
+    if not config.exists():
+        return {}
+    lines = config.read_text().splitlines()
+    return dict(pair.split("=", 1) for line in lines if line.startswith("SetEnv ") for pair in line.split()[1:])
+
+
+def unit_commands(name: str) -> list[tuple[str, dict[str, str], list[str]]]:
+    """(unit, environment, ExecStart lines) of every enabled unit a host's scripts installed."""
+    units = LAB_DIR / "hosts" / name / "etc" / "systemd" / "system"
+    found = []
+    for link in sorted(units.glob("*.wants/*.service")):
+        instance = link.name.split("@", 1)[1].removesuffix(".service") if "@" in link.name else ""
+        env: dict[str, str] = {}
+        starts = []
+        for raw in link.resolve().read_text().splitlines():
+            if raw.startswith("Environment="):
+                key, _, value = raw.removeprefix("Environment=").partition("=")
+                env[key] = value
+            elif raw.startswith("ExecStart="):
+                starts.append(raw.removeprefix("ExecStart=").replace("%i", instance))
+        found.append((link.name, env, starts))
+    # The tunnel first: the other units wait for its wg0 device.
+    return sorted(found, key=lambda unit: not unit[0].startswith("forgeway-tunnel@"))
+
+
+def run_unit(lab: MakeLab, name: str, unit: str) -> subprocess.CompletedProcess[str]:
+    """Run an installed unit's ExecStart as boot would: in the host's namespace, with its environment.
+
+    A host that boots runs it itself (``systemctl restart``), as at boot."""
+    machine = lab.machine(name)
+    if lab.host(name).get("boots"):
+        return machine.inside.execute(["systemctl", "restart", unit])
+    ((_, unit_env, starts),) = [u for u in unit_commands(name) if u[0] == unit]
+    (start,) = starts
+    return machine.execute(start, env=unit_env, timeout=180)
+
+
+# --------------------------------------------------------------------------- probes
+
+
+def ping(machine: Machine, address: str, tries: int = 1) -> bool:
+    # The first packets may wait for a handshake: a few tries, one second each.
+    return any(machine.execute(["ping", "-c1", "-W1", address]).returncode == 0 for _ in range(tries))
+
+
+def https(lab: MakeLab, path: str = "/", tries: int = 3, port: int = 443) -> tuple[int, str]:
+    """From the client namespace, HTTPS verified with the stack's CA: (status, body)."""
+    probe = (
+        "import http.client, ssl, sys;"
+        f"c=http.client.HTTPSConnection('{VPS}',{port},timeout=5,"
+        f"context=ssl.create_default_context(cafile='{lab.ca_certificate()}'));"
+        f"c.request('GET','{path}');r=c.getresponse();sys.stdout.write(f'{{r.status}} ' + r.read().decode())"
+    )
+    client = lab.machine("client")
+    for attempt in range(tries):
+        done = client.execute(["python3", "-c", probe])
+        if done.returncode == 0:
+            status, _, body = done.stdout.partition(" ")
+            return int(status), body.strip()
+        if attempt + 1 < tries:
+            time.sleep(1)
+    raise AssertionError(f"client could not fetch https://{VPS}:{port}{path}: {done.stderr.strip()[-300:]}")
+
+
+def seen_address(lab: MakeLab, tries: int = 3) -> str:
+    """The client address GitLab's nginx saw for a request from the client namespace."""
+    status, body = https(lab, tries=tries)
+    banner, port, address = body.split()
+    assert (status, banner, port) == (200, "forgeway-gitlab-standin", "443"), body
+    return address
+
+
+def gitlab_ssh_key(lab: MakeLab) -> str:
+    """GitLab's SSH host key as the container has it (in its config volume)."""
+    home = lab.machine("home")
+    return home.docker("exec", "forgeway-gitlab", "cat", "/etc/gitlab/ssh_host_ed25519_key.pub").split()[1]
+
+
+def ssh_keys_offered(lab: MakeLab, port: int = 22, address: str = VPS, timeout: int = 3) -> str:
+    """``ssh-keyscan`` of ``address:port`` (ed25519) from the client."""
+    keyscan = ["ssh-keyscan", "-T", str(timeout), "-t", "ed25519", "-p", str(port), address]
+    return lab.machine("client").execute(keyscan).stdout
+
+
+def assert_admin_ssh(lab: MakeLab) -> None:
+    vps = lab.host("vps")
+    assert vps["host_key"].split()[1] in ssh_keys_offered(lab, vps["ssh_port"]), "admin SSH to the VPS is unreachable"
+
+
+def client_trusts_the_stack_ca(lab: MakeLab) -> None:
+    """What the README tells a user to do on a laptop: the CA as it is now in the client's certs.d."""
+    certs = LAB_DIR / "client" / "etc-docker" / "certs.d" / REGISTRY
+    certs.mkdir(parents=True, exist_ok=True)
+    (certs / "ca.crt").write_text(Path(lab.ca_certificate()).read_text())
+
+
+def login(lab: MakeLab, name: str) -> subprocess.CompletedProcess[str]:
+    """``docker login`` to the registry as root from lab host ``name``."""
+    password = lab.state()["random:index/randomPassword:RandomPassword::home-gitlab-root-password"]["outputs"]["result"]
+    login = ("login", REGISTRY, "-u", "root", "--password-stdin")
+    return lab.machine(name).docker_execute(*login, stdin=password.encode(), config=lab.docker_config(name))
+
+
+def push_and_pull(lab: MakeLab, name: str, size: int) -> None:
+    """From lab host ``name``: push an image with a ``size``-byte random layer, delete it, pull it back."""
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as tar:
+        info = tarfile.TarInfo("payload")
+        info.size = size
+        tar.addfile(info, io.BytesIO(os.urandom(size)))
+    tag = f"{REGISTRY}/root/lab-{name}:{time.time_ns()}"
+    logged_in = login(lab, name)
+    assert logged_in.returncode == 0, logged_in.stderr
+    machine, config = lab.machine(name), lab.docker_config(name)
+    try:
+        machine.docker("import", "-", tag, stdin=layer.getvalue(), config=config)
+        machine.docker("push", tag, config=config)
+        layers = machine.docker("image", "inspect", "--format", "{{.RootFS.Layers}}", tag, config=config)
+        machine.docker("rmi", tag, config=config)
+        machine.docker("pull", tag, config=config)
+    except CommandFailed as failed:
+        raise AssertionError(f"push and pull from {name}: {failed}") from failed
+    assert machine.docker("image", "inspect", "--format", "{{.RootFS.Layers}}", tag, config=config) == layers

@@ -1,0 +1,61 @@
+"""`make lab` undone: a destroy gives every host back as it was, and `lab down` removes the lab.
+
+The one test takes the session's lab down: it runs after the lab's other tests
+(tests/lab/conftest.py), and a test after it anyway brings the lab up again.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from tests.lab.make_lab import LAB_DIR, MakeLab, assert_admin_ssh, namespaces
+
+
+def test_destroy_restores_every_host_and_down_removes_the_lab(lab_to_take_down: MakeLab) -> None:
+    lab = lab_to_take_down
+    topology = lab.topology
+    destroyed = lab.run("destroy")
+    assert destroyed.returncode == 0, destroyed.stderr
+    assert_admin_ssh(lab)  # after a destroy
+    # GitLab's volumes are protected and retained: the container goes, the data stays, and it says so.
+    home = lab.machine("home")
+    assert home.docker("ps", "-aq", "--filter", "name=forgeway-gitlab").strip() == ""
+    volumes = home.docker("volume", "ls", "--format", "{{.Name}}").split()
+    assert {"forgeway-gitlab-config", "forgeway-gitlab-logs", "forgeway-gitlab-data"} <= set(volumes)
+    for role in ("config", "logs", "data"):
+        assert f"home-gitlab-{role}" in destroyed.stderr and "protected" in destroyed.stderr, destroyed.stderr
+    vps = lab.machine("vps")
+    assert vps.succeed(["nft", "list", "ruleset"]) == "", "the VPS ruleset is not back to empty"
+    assert vps.succeed(["sysctl", "-n", "net.ipv4.ip_forward"]).strip() == "0"
+    for host in topology["hosts"]:
+        lab.machine(host["name"]).fail(["ip", "link", "show", "wg0"])
+        etc = LAB_DIR / "hosts" / host["name"] / "etc"
+        leftovers = [*etc.rglob("forgeway*"), *etc.rglob("certs.d")]
+        assert leftovers == [], f"files left on {host['name']}: {leftovers}"
+    from tools.lab import SEEDED_DAEMON_JSON
+
+    for name in ("runner-arm", "runner-amd"):
+        restored = (LAB_DIR / "hosts" / name / "etc" / "docker" / "daemon.json").read_text()
+        assert restored == SEEDED_DAEMON_JSON, f"{name}: daemon.json not restored byte for byte"
+    from tools.lab_binfmt import handlers
+
+    # binfmt-down.sh unregistered what runner-amd's up registered (this machine had none before)
+    assert set(handlers()) == set(lab.handlers_before), "binfmt handlers differ from before the lab"
+    runner = lab.machine("runner-amd")
+    assert runner.docker("ps", "-aq", "--filter", "name=forgeway-binfmt").strip() == ""
+
+    from tools.lab_nspawn import container_pid1
+
+    inits = [container_pid1(Path(h["state"])) for h in topology["hosts"] if h.get("boots")]
+    down = lab.run("down")
+    assert down.returncode == 0, down.stderr
+    assert not any(n.startswith("fwl-") for n in namespaces())
+    assert not LAB_DIR.exists()
+    pids = [h["pid"] for h in topology["hosts"]] + [d["pid"] for d in topology["docker"].values()] + inits
+    listed = subprocess.run(
+        ["ps", "-o", "pid=,stat=", "-p", ",".join(map(str, pids))], capture_output=True, text=True, check=False
+    )
+    # A dead process whose new parent (PID 1 here) has not reaped it yet shows as Z.
+    alive = [line for line in listed.stdout.splitlines() if not line.split()[1].startswith("Z")]
+    assert alive == [], f"lab processes still running: {alive}"

@@ -1,0 +1,75 @@
+"""GitLab through the VPS (`make lab`): HTTP, HTTPS, SSH on 22 and the registry, in both
+forwarding modes, and its data and SSH host key across a replaced container.
+
+GitLab's image is a stand-in built from Debian (tools/standin_image/): nginx answers
+``forgeway-gitlab-standin <port> <client address>`` on HTTPS, redirects HTTP, serves
+Debian's docker-registry on 5050 behind TLS and basic auth, and runs an sshd whose host
+keys live in the config volume, as omnibus keeps them.
+"""
+
+from __future__ import annotations
+
+import time
+
+from tests.lab.make_lab import (
+    CLIENT_ADDRESS,
+    VPS,
+    MakeLab,
+    assert_admin_ssh,
+    gitlab_ssh_key,
+    https,
+    ping,
+    seen_address,
+    ssh_keys_offered,
+)
+
+
+def test_http_https_ssh_and_registry_reach_gitlab_and_snat_shows_the_tunnel_address(make_lab: MakeLab) -> None:
+    # HTTPS verifies against the stack's CA (the certificate names the VPS address too).
+    assert seen_address(make_lab) == "10.8.0.1"
+    redirect = make_lab.machine("client").execute(
+        ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", f"http://{VPS}/"]
+    )
+    assert redirect.stdout == "301 https://gitlab.forgeway.test/", redirect.stdout + redirect.stderr
+    status, _ = https(make_lab, "/v2/", port=5050)
+    assert status == 401, "the registry must ask for credentials"
+    # Public 22 lands on GitLab's SSH in the container, not on the home device's own sshd.
+    assert gitlab_ssh_key(make_lab) in ssh_keys_offered(make_lab)
+
+
+def test_gitlab_data_and_ssh_host_key_survive_a_replaced_container(make_lab: MakeLab) -> None:
+    home = make_lab.machine("home")
+    marker = f"forgeway-{time.time_ns()}"
+    home.docker("exec", "forgeway-gitlab", "sh", "-c", f"echo {marker} > /var/opt/gitlab/lab-marker")
+    old_id = home.docker("inspect", "--format", "{{.Id}}", "forgeway-gitlab").strip()
+    ssh_key = gitlab_ssh_key(make_lab)
+    # A new image (same files, one more label: another image id): the container's image
+    # is a replace-on-change input, as a GitLab upgrade would change it.
+    scratch = home.docker("create", "forgeway-lab/gitlab-standin:1.0").strip()
+    home.docker("commit", "--change", "LABEL forgeway.lab=upgrade", scratch, "forgeway-lab/gitlab-standin:1.0-lab2")
+    home.docker("rm", scratch)
+    try:
+        moved = make_lab.up("--set", "gitlab.images.amd64=forgeway-lab/gitlab-standin:1.0-lab2")
+        assert "replace  docker:index/container:Container home-gitlab" in moved.stderr, moved.stderr
+        new_id = home.docker("inspect", "--format", "{{.Id}}", "forgeway-gitlab").strip()
+        assert new_id != old_id
+        assert home.docker("exec", "forgeway-gitlab", "cat", "/var/opt/gitlab/lab-marker").strip() == marker
+        assert seen_address(make_lab, tries=10) == "10.8.0.1"
+        assert ssh_key in ssh_keys_offered(make_lab), "GitLab's SSH host key changed with the container"
+    finally:
+        make_lab.up()  # the lab's own image again
+
+
+def test_preserve_source_shows_the_client_and_switching_back_removes_the_return_path(make_lab: MakeLab) -> None:
+    home = make_lab.machine("home")
+    try:
+        make_lab.up("--mode", "preserve-source")
+        assert seen_address(make_lab) == CLIENT_ADDRESS
+        assert ping(home, "198.51.100.1"), "the home LAN must keep working in preserve-source mode"
+        assert_admin_ssh(make_lab)  # after an update
+        assert "4680" in home.succeed(["ip", "rule"])
+    finally:
+        back = make_lab.up("--mode", "snat")
+    assert "delete   command:remote:Command home-return-path" in back.stderr
+    assert "4680" not in home.succeed(["ip", "rule"])
+    assert seen_address(make_lab) == "10.8.0.1"
