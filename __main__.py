@@ -1,157 +1,83 @@
-"""forgeway: self-hosted GitLab on a home device, reachable through a VPS tunnel.
+"""forgeway: a self-hosted forge (GitLab) on a home device, reachable through a VPS tunnel.
 
 Load and validate the stack config (every problem reported before anything is
-registered), build the components, export the outputs contract (README).
+registered), build the components, export the outputs contract (README). Each
+component makes its own decisions; this file only hands each one what it needs.
 """
 
 import os
 
-import pulumi
-
 from components.config import load_stack_config
+from components.forge import stack_forge
 from components.forwarding import PortForwarding, PortForwardingArgs
 from components.gitlab import GitLabServer, GitLabServerArgs
-from components.hosts import connect_hosts
+from components.hosts import connect_hosts, per_host
 from components.outputs import export_all, stack_outputs
-from components.pki import (
-    CertificateAuthority,
-    CertificateAuthorityArgs,
-    ServerCertificate,
-    ServerCertificateArgs,
-    server_names,
-)
-from components.registry import Registry, RegistryArgs, registry_endpoints
+from components.pki import ForgeTls, ForgeTlsArgs
+from components.registry import Registry, RegistryArgs
+from components.render.nftables import forwarding_settings
+from components.render.segment import segment_settings
 from components.runners import RunnerFleet, RunnerFleetArgs
 from components.secrets import StackSecrets
 from components.segment import TunnelSegmentation, TunnelSegmentationArgs
-from components.tlscheck import letsencrypt_dns_problems, uncovered_names
-from components.tunnel import (
-    TunnelEndpoint,
-    TunnelEndpointArgs,
-    TunnelPeer,
-    TunnelPeerArgs,
-    TunnelPeerInfo,
-    WireGuardKey,
-    WireGuardKeyArgs,
-    tunnel_addresses,
-)
+from components.tunnel import Tunnel, TunnelArgs, tunnel_addresses
 
 config, plain_secrets = load_stack_config()
 secrets = StackSecrets(plain_secrets)
+forge = stack_forge(config)
 addresses = tunnel_addresses(config)
+vps = config.vps.name
 
-# TLS checks that need more than the config, before anything is registered.
+# First, so that its checks fail the run before anything is registered.
 # (FORGEWAY_NO_DNS=1: the test harness never lets the program query DNS.)
-for problem in [] if os.environ.get("FORGEWAY_NO_DNS") == "1" else letsencrypt_dns_problems(config):
-    pulumi.log.warn(f"gitlab.tls=letsencrypt: {problem}")
-certificate_names = server_names(config, addresses)
-if config.gitlab.tls == "own-ca":
-    wanted = [config.gitlab.domain, *(endpoint.rsplit(":", 1)[0] for endpoint in registry_endpoints(config))]
-    if missing := uncovered_names(*certificate_names, wanted):
-        raise RuntimeError(f"the server certificate would not cover {', '.join(missing)} (a forgeway bug: report it)")
+check_dns = os.environ.get("FORGEWAY_NO_DNS") != "1"
+tls_args = ForgeTlsArgs(forge, config.vps.internet_address, addresses[forge.host], secrets.ca_private_key, check_dns)
+tls = ForgeTls("tls", tls_args)
 
 hosts = connect_hosts(config, secrets.ssh_private_key)
-wireguard_keys = {
-    name: WireGuardKey(f"{name}-wg", WireGuardKeyArgs(supplied=secrets.wireguard_private_key(name))) for name in hosts
-}
-
-# The tunnel: the VPS listens, every other host dials it.
-vps = config.vps
-peers = [h for h in config.hosts if h.name != vps.name]
-info = {h.name: TunnelPeerInfo(h.name, addresses[h.name], wireguard_keys[h.name].public_key) for h in config.hosts}
-tunnel = TunnelEndpoint(
-    "tunnel",
-    TunnelEndpointArgs(
-        hosts[vps.name], config.tunnel, addresses[vps.name], wireguard_keys[vps.name], [info[h.name] for h in peers]
-    ),
+tunnel_args = TunnelArgs(
+    config.tunnel,
+    hosts,
+    config.tunnel_endpoint_host,
+    secrets.wireguard_private_keys(),
+    config.forwarding.mode,
+    forge.host,
 )
-tunnel_peers = {
-    h.name: TunnelPeer(
-        f"{h.name}-tunnel",
-        TunnelPeerArgs(
-            hosts[h.name],
-            config.tunnel,
-            addresses[h.name],
-            wireguard_keys[h.name],
-            vps=info[vps.name],
-            endpoint_host=config.tunnel_endpoint_host,
-            # preserve-source: forwarded packets reach GitLab with the client's address.
-            any_source=config.forwarding.mode == "preserve-source" and "gitlab" in h.roles,
-        ),
-    )
-    for h in peers
-}
-
-# Default deny between tunnel peers, enforced on the VPS and on each peer (README, "Who accepts what").
-segmentation = TunnelSegmentation("segment", TunnelSegmentationArgs(config, hosts, addresses))
-
-# The public ports, through the tunnel to the GitLab host.
-gitlab_host = config.gitlab_host
+tunnel = Tunnel("tunnel", tunnel_args)
+segment = segment_settings(config, addresses, forge_host=forge.host, services=forge.services)
+segmentation = TunnelSegmentation("segment", TunnelSegmentationArgs(segment, hosts))
 forwarding = PortForwarding(
     "forwarding",
     PortForwardingArgs(
-        config,
-        hosts[vps.name],
-        hosts[gitlab_host.name],
-        addresses[vps.name],
-        addresses[gitlab_host.name],
-        vps_tunnel=tunnel.command,
-        gitlab_tunnel=tunnel_peers[gitlab_host.name].command,
+        forwarding_settings(config, addresses[forge.host], services=forge.services),
+        vps=hosts[vps],
+        forge=hosts[forge.host],
+        vps_address=addresses[vps],
+        vps_tunnel=tunnel.commands[vps],
+        forge_tunnel=tunnel.commands[forge.host],
     ),
 )
 
-ca = (
-    CertificateAuthority("ca", CertificateAuthorityArgs(f"forgeway CA {config.gitlab.domain}", secrets.ca_private_key))
-    if config.gitlab.tls == "own-ca"
-    else None
+registry = Registry("registry", RegistryArgs(config, hosts, tls.ca)) if config.registry.enabled else None
+trust = registry.trust if registry is not None else {}
+gitlab_args = GitLabServerArgs.from_config(
+    config,
+    forge,
+    hosts,
+    addresses,
+    tunnel.commands,
+    forwarding=forwarding.resources,
+    certificate=tls.certificate,
+    root_password=secrets.gitlab_root_password,
+    docker_changes=trust,
 )
-# own-ca: one server certificate for every name and address clients use (GitLab and registry).
-certificate = None
-if ca is not None:
-    dns_names, ip_addresses = certificate_names
-    certificate = ServerCertificate("gitlab-tls", ServerCertificateArgs(ca, dns_names[0], dns_names, ip_addresses))
+gitlab = GitLabServer("gitlab", gitlab_args)
 
-# The registry over TLS: every docker daemon's trust of it, and their proxy settings.
-registry = Registry("registry", RegistryArgs(config, hosts, ca)) if config.registry.enabled else None
+runner_names = [h.name for h in config.hosts_with("runner")]
+runner_tokens = secrets.runner_tokens(runner_names)
+# Registry trust first (the runner pulls through it); the tunnel for the MTU it assumes.
+runner_deps = per_host(runner_names, tunnel.commands, trust)
+fleet_args = RunnerFleetArgs(config, hosts, runner_tokens, tls.ca_pem, forge.registry_endpoints, runner_deps)
+runners = RunnerFleet("runners", fleet_args)
 
-gitlab = GitLabServer(
-    "gitlab",
-    GitLabServerArgs(
-        config,
-        hosts[gitlab_host.name],
-        tunnel_address=addresses[gitlab_host.name],
-        vps_tunnel_address=addresses[vps.name],
-        certificate=certificate,
-        root_password=secrets.gitlab_root_password,
-        # The container's ports bind the tunnel address: wg0 must exist first. With Let's
-        # Encrypt its first boot answers the HTTP-01 challenge through the forwarding.
-        depends_on=[
-            tunnel_peers[gitlab_host.name].command,
-            *(forwarding.resources if config.gitlab.tls == "letsencrypt" else []),
-        ],
-        docker_changes=[registry.trust[gitlab_host.name]] if registry and gitlab_host.name in registry.trust else [],
-    ),
-)
-
-# The runner fleet: daemon.json, prune timer and a gitlab-runner on every runner host.
-runner_hosts = config.hosts_with("runner")
-runners = RunnerFleet(
-    "runners",
-    RunnerFleetArgs(
-        config,
-        hosts,
-        tokens={h.name: token for h in runner_hosts if (token := secrets.runner_token(h.name)) is not None},
-        ca_pem=ca.cert_pem if ca is not None else None,
-        registry_endpoints=registry_endpoints(config),
-        # Registry trust first (the runner pulls through it); the tunnel for the MTU it assumes.
-        depends_on={
-            h.name: [
-                tunnel_peers[h.name].command,
-                *([registry.trust[h.name]] if registry is not None and h.name in registry.trust else []),
-            ]
-            for h in runner_hosts
-        },
-    ),
-)
-
-export_all(stack_outputs(config, wireguard_keys, ca, gitlab.root_password))
+export_all(stack_outputs(config, tunnel, tls.ca, gitlab.root_password))

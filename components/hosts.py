@@ -13,7 +13,7 @@ the login user: it is what finds out whether sudo and docker work for that user.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +26,7 @@ from components.config import StackConfig
 from components.render.ssh import SshTarget, ssh_options, ssh_url
 from components.scripts import become_command, script_command
 
-__all__ = ["DOCKER_ROLES", "Host", "HostArgs", "connect_hosts"]
+__all__ = ["DOCKER_ROLES", "Host", "HostArgs", "connect_hosts", "per_host"]
 
 # Roles whose host runs containers that forgeway manages through a docker provider.
 DOCKER_ROLES = frozenset({"gitlab", "runner"})
@@ -81,6 +81,7 @@ class Host(pulumi.ComponentResource):
     # What every change on this host waits for: this host's check, and (connect_hosts)
     # every other host's, so that one host failing its check changes no host at all.
     preflight: tuple[pulumi.Resource, ...]
+    settings: HostConfig  # this host's entry of the hosts section
 
     def __init__(self, name: str, args: HostArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("forgeway:hosts:Host", name, None, opts)
@@ -185,3 +186,9 @@ def connect_hosts(
     for host in hosts.values():
         host.preflight = checks
     return hosts
+
+
+def per_host(names: Sequence[str], *sources: Mapping[str, pulumi.Resource]) -> dict[str, list[pulumi.Resource]]:
+    """For each host name, its resource of each source that has one (e.g. its wg0, its
+    registry trust), in the sources' order: what a host's service waits for."""
+    return {name: [source[name] for source in sources if name in source] for name in names}

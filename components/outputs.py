@@ -21,7 +21,7 @@ import pulumi
 
 from components.config import StackConfig
 from components.pki import CertificateAuthority
-from components.tunnel import WireGuardKey, tunnel_addresses
+from components.tunnel import Tunnel
 
 __all__ = ["OUTPUTS", "OutputSpec", "export_all", "stack_outputs"]
 
@@ -70,7 +70,7 @@ OUTPUTS: tuple[OutputSpec, ...] = (
 
 def stack_outputs(
     cfg: StackConfig,
-    keys: dict[str, WireGuardKey],
+    tunnel: Tunnel,
     ca: CertificateAuthority | None,
     root_password: pulumi.Output[str],
 ) -> dict[str, Any]:
@@ -78,7 +78,6 @@ def stack_outputs(
     fwd = cfg.forwarding
     ssh = fwd.port("ssh")
     public = cfg.vps.internet_address
-    addresses = tunnel_addresses(cfg)
     out: dict[str, Any] = {
         "gitlab_url": cfg.gitlab_url,
         "ssh_clone_host": cfg.gitlab.domain,
@@ -88,8 +87,8 @@ def stack_outputs(
         "tunnel_subnet": str(cfg.tunnel.subnet),
         "tunnel_peers": {
             h.name: {
-                "address": str(addresses[h.name]),
-                "public_key": keys[h.name].public_key,
+                "address": str(tunnel.addresses[h.name]),
+                "public_key": tunnel.keys[h.name].public_key,
                 "role": "vps" if "vps" in h.roles else "peer",
             }
             for h in cfg.hosts

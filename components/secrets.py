@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pulumi
@@ -41,6 +41,22 @@ class StackSecrets:
 
     def runner_token(self, host: str) -> pulumi.Output[str] | None:
         return self._get_in("runner_tokens", host)
+
+    def wireguard_private_keys(self) -> dict[str, pulumi.Output[str]]:
+        """The supplied WireGuard private keys, by host name (hosts without one get a generated key)."""
+        return self._all_in("wireguard_private_keys")
+
+    def runner_tokens(self, hosts: Sequence[str]) -> dict[str, pulumi.Output[str]]:
+        """The runner tokens of ``hosts`` that have one, by host name."""
+        tokens = self._all_in("runner_tokens")
+        return {host: tokens[host] for host in hosts if host in tokens}
+
+    def _all_in(self, key: str) -> dict[str, pulumi.Output[str]]:
+        return {
+            name: pulumi.Output.secret(value)
+            for name, value in (self._plain.get(key) or {}).items()
+            if value is not None
+        }
 
     def __repr__(self) -> str:  # never print values, even by accident
         return f"StackSecrets(keys={sorted(self._plain)})"
