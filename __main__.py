@@ -32,18 +32,11 @@ vps = config.vps.name
 # (FORGEWAY_NO_DNS=1: the test harness never lets the program query DNS.)
 check_dns = os.environ.get("FORGEWAY_NO_DNS") != "1"
 tls_args = ForgeTlsArgs(forge, config.vps.internet_address, addresses[forge.host], secrets.ca_private_key, check_dns)
-tls = ForgeTls("tls", tls_args)
+tls = ForgeTls(tls_args)
 
 hosts = connect_hosts(config, secrets.ssh_private_key)
-tunnel_args = TunnelArgs(
-    config.tunnel,
-    hosts,
-    config.tunnel_endpoint_host,
-    secrets.wireguard_private_keys(),
-    config.forwarding.mode,
-    forge.host,
-)
-tunnel = Tunnel("tunnel", tunnel_args)
+wg_keys, mode = secrets.wireguard_private_keys(), config.forwarding.mode
+tunnel = Tunnel("tunnel", TunnelArgs(config.tunnel, hosts, config.tunnel_endpoint_host, wg_keys, mode, forge.host))
 segment = segment_settings(config, addresses, forge_host=forge.host, services=forge.services)
 segmentation = TunnelSegmentation("segment", TunnelSegmentationArgs(segment, hosts))
 forwarding = PortForwarding(
@@ -65,7 +58,7 @@ gitlab_args = GitLabServerArgs.from_config(
     forge,
     hosts,
     addresses,
-    tunnel.commands,
+    tunnel=tunnel.commands,
     forwarding=forwarding.resources,
     certificate=tls.certificate,
     root_password=secrets.gitlab_root_password,

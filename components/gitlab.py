@@ -181,15 +181,16 @@ class GitLabServerArgs:
         forge: Forge,
         hosts: Mapping[str, Host],
         addresses: Mapping[str, ipaddress.IPv4Address],
-        tunnel: Mapping[str, pulumi.Resource],
         *,
+        tunnel: Mapping[str, pulumi.Resource],
         forwarding: Sequence[pulumi.Resource],
         certificate: ServerCertificate | None,
         root_password: pulumi.Output[str] | None,
         docker_changes: Mapping[str, pulumi.Resource],
     ) -> GitLabServerArgs:
-        """The fields from the config and the forge; ``hosts``, ``addresses``, ``tunnel``
-        (wg0 commands) and ``docker_changes`` are per host name: the forge host's are taken."""
+        """The fields from the config and the forge. ``hosts``, ``addresses``, ``tunnel``
+        (wg0 commands) and ``docker_changes`` (registry trust) are per host name: the
+        forge host's are taken."""
         return cls(
             settings=cfg.gitlab,
             rb=settings_from_config(cfg, str(addresses[cfg.vps.name]), cfg.gitlab.letsencrypt_emails),

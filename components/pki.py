@@ -195,9 +195,6 @@ def certificate_names(
 
 # --- the forge's TLS ------------------------------------------------------------------
 
-# Where the CA and the server certificate sat before ForgeTls: at the stack's root, same names.
-_MOVED = pulumi.ResourceOptions(aliases=[pulumi.Alias(parent=pulumi.ROOT_STACK_RESOURCE)])
-
 
 @dataclass(frozen=True)
 class ForgeTlsArgs:
@@ -211,13 +208,15 @@ class ForgeTlsArgs:
     resolve: Resolver = system_resolver
 
 
-class ForgeTls(pulumi.ComponentResource):
+class ForgeTls:
     """The forge's certificates: with ``own-ca`` our CA (``ca``) and one server
     certificate (``<forge>-tls``) for every name and address clients use; with
     ``letsencrypt`` nothing (the forge gets its own), after a DNS check that warns.
 
     Its checks run before it registers anything (tlscheck.py): DNS problems are
-    warnings, a name the certificate would miss is an error.
+    warnings, a name the certificate would miss is an error. Not a component itself:
+    the CA and the certificate are components at the stack's root, as they always were,
+    and with Let's Encrypt there is nothing to register.
     """
 
     ca: CertificateAuthority | None
@@ -228,7 +227,7 @@ class ForgeTls(pulumi.ComponentResource):
         """The CA certificate daemons and runners trust (own-ca), else None."""
         return self.ca.cert_pem if self.ca is not None else None
 
-    def __init__(self, name: str, args: ForgeTlsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, args: ForgeTlsArgs) -> None:
         forge = args.forge
         for problem in forge_dns_problems(forge, args.vps_public, args.resolve) if args.check_dns else []:
             pulumi.log.warn(f"{forge.kind}.tls=letsencrypt: {problem}")
@@ -237,15 +236,12 @@ class ForgeTls(pulumi.ComponentResource):
             raise RuntimeError(
                 f"the server certificate would not cover {', '.join(missing)} (a forgeway bug: report it)"
             )
-        super().__init__("forgeway:pki:ForgeTls", name, None, opts)
-        child = pulumi.ResourceOptions.merge(pulumi.ResourceOptions(parent=self), _MOVED)
         self.ca = None
         self.certificate = None
         if forge.tls == "own-ca":
             self.ca = CertificateAuthority(
-                "ca", CertificateAuthorityArgs(f"forgeway CA {forge.domain}", args.ca_private_key), child
+                "ca", CertificateAuthorityArgs(f"forgeway CA {forge.domain}", args.ca_private_key)
             )
             self.certificate = ServerCertificate(
-                f"{forge.kind}-tls", ServerCertificateArgs(self.ca, dns_names[0], dns_names, ip_addresses), child
+                f"{forge.kind}-tls", ServerCertificateArgs(self.ca, dns_names[0], dns_names, ip_addresses)
             )
-        self.register_outputs({"ca_pem": self.ca.cert_pem if self.ca is not None else None})

@@ -20,10 +20,6 @@ class StackSecrets:
         value = self._plain.get(key)
         return None if value is None else pulumi.Output.secret(value)
 
-    def _get_in(self, key: str, name: str) -> pulumi.Output[str] | None:
-        value = (self._plain.get(key) or {}).get(name)
-        return None if value is None else pulumi.Output.secret(value)
-
     @property
     def ssh_private_key(self) -> pulumi.Output[str] | None:
         return self._get("ssh_private_key")
@@ -35,12 +31,6 @@ class StackSecrets:
     @property
     def ca_private_key(self) -> pulumi.Output[str] | None:
         return self._get("ca_private_key")
-
-    def wireguard_private_key(self, host: str) -> pulumi.Output[str] | None:
-        return self._get_in("wireguard_private_keys", host)
-
-    def runner_token(self, host: str) -> pulumi.Output[str] | None:
-        return self._get_in("runner_tokens", host)
 
     def wireguard_private_keys(self) -> dict[str, pulumi.Output[str]]:
         """The supplied WireGuard private keys, by host name (hosts without one get a generated key)."""
