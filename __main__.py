@@ -15,8 +15,6 @@ from components.hosts import connect_hosts, per_host
 from components.outputs import export_all, stack_outputs
 from components.pki import ForgeTls, ForgeTlsArgs
 from components.registry import Registry, RegistryArgs
-from components.render.nftables import forwarding_settings
-from components.render.segment import segment_settings
 from components.runners import RunnerFleet, RunnerFleetArgs
 from components.secrets import StackSecrets
 from components.segment import TunnelSegmentation, TunnelSegmentationArgs
@@ -26,7 +24,6 @@ config, plain_secrets = load_stack_config()
 secrets = StackSecrets(plain_secrets)
 forge = stack_forge(config)
 addresses = tunnel_addresses(config)
-vps = config.vps.name
 
 # First, so that its checks fail the run before anything is registered.
 # (FORGEWAY_NO_DNS=1: the test harness never lets the program query DNS.)
@@ -34,22 +31,11 @@ check_dns = os.environ.get("FORGEWAY_NO_DNS") != "1"
 tls_args = ForgeTlsArgs(forge, config.vps.internet_address, addresses[forge.host], secrets.ca_private_key, check_dns)
 tls = ForgeTls(tls_args)
 
-hosts = connect_hosts(config, secrets.ssh_private_key)
-wg_keys, mode = secrets.wireguard_private_keys(), config.forwarding.mode
-tunnel = Tunnel("tunnel", TunnelArgs(config.tunnel, hosts, config.tunnel_endpoint_host, wg_keys, mode, forge.host))
-segment = segment_settings(config, addresses, forge_host=forge.host, services=forge.services)
-segmentation = TunnelSegmentation("segment", TunnelSegmentationArgs(segment, hosts))
-forwarding = PortForwarding(
-    "forwarding",
-    PortForwardingArgs(
-        forwarding_settings(config, addresses[forge.host], services=forge.services),
-        vps=hosts[vps],
-        forge=hosts[forge.host],
-        vps_address=addresses[vps],
-        vps_tunnel=tunnel.commands[vps],
-        forge_tunnel=tunnel.commands[forge.host],
-    ),
-)
+hosts = connect_hosts(config.hosts, secrets.ssh_private_key)
+tunnel = Tunnel("tunnel", TunnelArgs.for_forge(config, forge, hosts, secrets.wireguard_private_keys()))
+segmentation = TunnelSegmentation("segment", TunnelSegmentationArgs.for_forge(config, forge, hosts, addresses))
+forwarding_args = PortForwardingArgs.for_forge(config, forge, hosts, addresses, tunnel.commands)
+forwarding = PortForwarding("forwarding", forwarding_args)
 
 registry = Registry("registry", RegistryArgs(config, hosts, tls.ca)) if config.registry.enabled else None
 trust = registry.trust if registry is not None else {}
@@ -73,4 +59,4 @@ runner_deps = per_host(runner_names, tunnel.commands, trust)
 fleet_args = RunnerFleetArgs(config, hosts, runner_tokens, tls.ca_pem, forge.registry_endpoints, runner_deps)
 runners = RunnerFleet("runners", fleet_args)
 
-export_all(stack_outputs(config, tunnel, tls.ca, gitlab.root_password))
+export_all(stack_outputs(config, forge, tunnel, tls.ca, gitlab.root_password))

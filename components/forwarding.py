@@ -9,14 +9,22 @@ Nothing here knows which forge it is: the ports come from ``Forge.services``.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pulumi
 from pulumi_command import remote
 
+from components.config import StackConfig
+from components.forge import Forge
 from components.hosts import Host
-from components.render.nftables import ForwardingSettings, HomeRoutingSettings, render_forwarding, render_home_routing
+from components.render.nftables import (
+    ForwardingSettings,
+    HomeRoutingSettings,
+    forwarding_settings,
+    render_forwarding,
+    render_home_routing,
+)
 from components.scripts import script, script_command, staged_command, unstaged_command
 
 __all__ = ["PortForwarding", "PortForwardingArgs"]
@@ -32,6 +40,27 @@ class PortForwardingArgs:
     vps_address: ipaddress.IPv4Address  # the VPS's tunnel address: the forge host's replies' gateway
     vps_tunnel: pulumi.Resource  # wg0 on the VPS, which the rules name
     forge_tunnel: pulumi.Resource  # wg0 on the forge's host, which its return path names
+
+    @classmethod
+    def for_forge(
+        cls,
+        cfg: StackConfig,
+        forge: Forge,
+        hosts: Mapping[str, Host],
+        addresses: Mapping[str, ipaddress.IPv4Address],
+        tunnel: Mapping[str, pulumi.Resource],
+    ) -> PortForwardingArgs:
+        """The VPS's forwarding of ``forge.services`` to ``forge.host``; ``hosts``,
+        ``addresses`` and ``tunnel`` (wg0 commands) are per host name."""
+        vps = cfg.vps.name
+        return cls(
+            forwarding_settings(cfg, addresses[forge.host], services=forge.services),
+            vps=hosts[vps],
+            forge=hosts[forge.host],
+            vps_address=addresses[vps],
+            vps_tunnel=tunnel[vps],
+            forge_tunnel=tunnel[forge.host],
+        )
 
 
 class PortForwarding(pulumi.ComponentResource):

@@ -22,7 +22,6 @@ import pulumi_docker as docker
 from pulumi_command import remote
 
 from components.config import Host as HostConfig
-from components.config import StackConfig
 from components.render.ssh import SshTarget, ssh_options, ssh_url
 from components.scripts import become_command, script_command
 
@@ -165,20 +164,21 @@ class Host(pulumi.ComponentResource):
 
 
 def connect_hosts(
-    cfg: StackConfig, private_key: pulumi.Output[str] | None, opts: pulumi.ResourceOptions | None = None
+    settings: Sequence[HostConfig], private_key: pulumi.Output[str] | None, opts: pulumi.ResourceOptions | None = None
 ) -> dict[str, Host]:
-    """A Host per configured machine, keyed by host name."""
+    """A Host per entry of the ``hosts`` section, keyed by host name."""
+    by_name = {h.name: h for h in settings}
     hosts = {
         h.name: Host(
             h.name,
             HostArgs(
                 settings=h,
-                jump=cfg.host(h.jump_host) if h.jump_host else None,
+                jump=by_name[h.jump_host] if h.jump_host else None,
                 private_key=private_key,
             ),
             opts,
         )
-        for h in cfg.hosts
+        for h in settings
     }
     # Every host's checks before any host's change: a check that fails (no sudo right,
     # no docker access, wrong arch) then leaves every host as it was.

@@ -20,6 +20,7 @@ from typing import Any
 import pulumi
 
 from components.config import StackConfig
+from components.forge import Forge
 from components.pki import CertificateAuthority
 from components.tunnel import Tunnel
 
@@ -70,17 +71,17 @@ OUTPUTS: tuple[OutputSpec, ...] = (
 
 def stack_outputs(
     cfg: StackConfig,
+    forge: Forge,
     tunnel: Tunnel,
     ca: CertificateAuthority | None,
     root_password: pulumi.Output[str],
 ) -> dict[str, Any]:
     """The values of OUTPUTS for this stack (names not in this dict are not exported)."""
-    fwd = cfg.forwarding
-    ssh = fwd.port("ssh")
+    ssh = forge.service("ssh")
     public = cfg.vps.internet_address
     out: dict[str, Any] = {
-        "gitlab_url": cfg.gitlab_url,
-        "ssh_clone_host": cfg.gitlab.domain,
+        "gitlab_url": forge.url,
+        "ssh_clone_host": forge.domain,
         "ssh_clone_port": ssh.public if ssh else None,
         "vps_public_address": public,
         "tunnel_endpoint": f"{cfg.tunnel_endpoint_host}:{cfg.tunnel.listen_port}",
@@ -96,7 +97,7 @@ def stack_outputs(
         "gitlab_root_password": pulumi.Output.secret(root_password),
         "runners": {arch: [h.name for h in cfg.hosts_with("runner") if h.arch == arch] for arch in ("arm64", "amd64")},
     }
-    registry = fwd.port("registry")
+    registry = forge.service("registry")
     if cfg.registry.enabled and registry is not None:
         out["registry"] = f"{cfg.registry_domain}:{registry.public}"
     if ca is not None:

@@ -8,14 +8,17 @@ about who may talk through wg0, not about bringing it up.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pulumi
 from pulumi_command import remote
 
+from components.config import StackConfig
+from components.forge import Forge
 from components.hosts import Host
-from components.render.segment import SegmentSettings, render_segment
+from components.render.segment import SegmentSettings, render_segment, segment_settings
 from components.scripts import script, script_command, staged_command, unstaged_command
 
 __all__ = ["TunnelSegmentation", "TunnelSegmentationArgs"]
@@ -27,6 +30,13 @@ class TunnelSegmentationArgs:
 
     settings: SegmentSettings  # render/segment.segment_settings, with the forge's host and services
     hosts: Mapping[str, Host]  # every host of the tunnel, by name
+
+    @classmethod
+    def for_forge(
+        cls, cfg: StackConfig, forge: Forge, hosts: Mapping[str, Host], addresses: Mapping[str, ipaddress.IPv4Address]
+    ) -> TunnelSegmentationArgs:
+        """Every host's role and ports with ``forge`` as what runners and the VPS may reach."""
+        return cls(segment_settings(cfg, addresses, forge_host=forge.host, services=forge.services), hosts)
 
 
 class TunnelSegmentation(pulumi.ComponentResource):

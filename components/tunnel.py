@@ -20,6 +20,7 @@ from pulumi_command import remote
 from components.config import ForwardingMode, StackConfig
 from components.config import Host as HostConfig
 from components.config import Tunnel as TunnelSettings
+from components.forge import Forge
 from components.hosts import Host
 from components.render.wgconf import (
     DEFAULT_INTERFACE,
@@ -208,6 +209,13 @@ class TunnelArgs:
     private_keys: Mapping[str, pulumi.Output[str]]  # secret config, per host; others get generated keys
     forwarding_mode: ForwardingMode  # forwarding.mode
     forge_host: str  # Forge.host: the peer the VPS forwards the public services to
+
+    @classmethod
+    def for_forge(
+        cls, cfg: StackConfig, forge: Forge, hosts: Mapping[str, Host], private_keys: Mapping[str, pulumi.Output[str]]
+    ) -> TunnelArgs:
+        """The ``tunnel`` section, its endpoint (StackConfig.tunnel_endpoint_host) and the forwarding mode."""
+        return cls(cfg.tunnel, hosts, cfg.tunnel_endpoint_host, private_keys, cfg.forwarding.mode, forge.host)
 
 
 class Tunnel(pulumi.ComponentResource):

@@ -12,8 +12,6 @@ from components.config import ForwardedPort, load_stack_config
 from components.forge import Forge
 from components.forwarding import PortForwarding, PortForwardingArgs
 from components.hosts import connect_hosts
-from components.render.nftables import forwarding_settings
-from components.render.segment import segment_settings
 from components.secrets import StackSecrets
 from components.segment import TunnelSegmentation, TunnelSegmentationArgs
 from components.tunnel import Tunnel, TunnelArgs, tunnel_addresses
@@ -37,23 +35,11 @@ forge = Forge(
     registry_endpoints=("git.example.org:443",),
 )
 addresses = tunnel_addresses(config)
-vps = config.vps.name
-hosts = connect_hosts(config, secrets.ssh_private_key)
-wg_keys, mode = secrets.wireguard_private_keys(), config.forwarding.mode
-tunnel = Tunnel("tunnel", TunnelArgs(config.tunnel, hosts, config.tunnel_endpoint_host, wg_keys, mode, forge.host))
-segment = segment_settings(config, addresses, forge_host=forge.host, services=forge.services)
-TunnelSegmentation("segment", TunnelSegmentationArgs(segment, hosts))
-PortForwarding(
-    "forwarding",
-    PortForwardingArgs(
-        forwarding_settings(config, addresses[forge.host], services=forge.services),
-        vps=hosts[vps],
-        forge=hosts[forge.host],
-        vps_address=addresses[vps],
-        vps_tunnel=tunnel.commands[vps],
-        forge_tunnel=tunnel.commands[forge.host],
-    ),
-)
+hosts = connect_hosts(config.hosts, secrets.ssh_private_key)
+tunnel = Tunnel("tunnel", TunnelArgs.for_forge(config, forge, hosts, secrets.wireguard_private_keys()))
+segmentation = TunnelSegmentation("segment", TunnelSegmentationArgs.for_forge(config, forge, hosts, addresses))
+forwarding_args = PortForwardingArgs.for_forge(config, forge, hosts, addresses, tunnel.commands)
+forwarding = PortForwarding("forwarding", forwarding_args)
 pulumi.export("forge_host", forge.host)
 pulumi.export("forge_address", str(addresses[forge.host]))
 pulumi.export("gitlab_modules", sorted(m for m in sys.modules if m.startswith("components") and "gitlab" in m))
