@@ -5,8 +5,6 @@ registered), build the components, export the outputs contract (README). Each
 component makes its own decisions; this file only hands each one what it needs.
 """
 
-import os
-
 from components.config import load_stack_config
 from components.forge import stack_forge
 from components.forwarding import PortForwarding, PortForwardingArgs
@@ -26,10 +24,7 @@ forge = stack_forge(config)
 addresses = tunnel_addresses(config)
 
 # First, so that its checks fail the run before anything is registered.
-# (FORGEWAY_NO_DNS=1: the test harness never lets the program query DNS.)
-check_dns = os.environ.get("FORGEWAY_NO_DNS") != "1"
-tls_args = ForgeTlsArgs(forge, config.vps.internet_address, addresses[forge.host], secrets.ca_private_key, check_dns)
-tls = ForgeTls(tls_args)
+tls = ForgeTls(ForgeTlsArgs(forge, config.vps.internet_address, addresses[forge.host], secrets.ca_private_key))
 
 hosts = connect_hosts(config.hosts, secrets.ssh_private_key)
 tunnel = Tunnel("tunnel", TunnelArgs.for_forge(config, forge, hosts, secrets.wireguard_private_keys()))

@@ -12,13 +12,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from components.config import PROJECT, parse_stack
-from components.forge import gitlab_forge
+from components.forge import Forge, gitlab_forge
+from components.pki import ForgeTls, ForgeTlsArgs
 from components.registry import registry_endpoints
 from tests.program.conftest import Stack
 from tests.program.test_program import _staged_files
@@ -129,3 +132,27 @@ def test_the_tunnels_children_keep_their_names_with_an_alias_to_the_root(prod: S
         assert r["parent"].endswith("forgeway:tunnel:Tunnel::tunnel"), r
         # Their old parent was the stack itself: an alias without a parent, same name.
         assert {"name": "", "noParent": True, "parentUrn": ""} in r["aliases"], r
+
+
+def _letsencrypt_forge(**changes: Any) -> Forge:
+    cfg, _ = parse_stack(*prod_stack())
+    assert cfg.gitlab.tls == "letsencrypt"
+    return replace(gitlab_forge(cfg), **changes)
+
+
+def test_forge_tls_warns_of_names_that_do_not_reach_the_vps(monkeypatch: pytest.MonkeyPatch) -> None:
+    warnings: list[str] = []
+    monkeypatch.setattr("pulumi.log.warn", warnings.append)
+    forge = _letsencrypt_forge()
+    tls = ForgeTls(ForgeTlsArgs(forge, "203.0.113.7", IPv4Address("10.8.0.2"), check_dns=True, resolve=lambda _: []))
+    assert (tls.ca, tls.certificate) == (None, None)  # Let's Encrypt: nothing of ours to register
+    assert warnings == [
+        f"gitlab.tls=letsencrypt: {name} does not resolve; point it at the VPS (203.0.113.7)"
+        for name in forge.public_names
+    ]
+
+
+def test_forge_tls_refuses_a_certificate_that_misses_a_name_before_registering_anything() -> None:
+    forge = _letsencrypt_forge(tls="own-ca", registry_endpoints=("elsewhere.example.org:5050",))
+    with pytest.raises(RuntimeError, match=r"would not cover elsewhere\.example\.org \(a forgeway bug"):
+        ForgeTls(ForgeTlsArgs(forge, "203.0.113.7", IPv4Address("10.8.0.2"), check_dns=False))
