@@ -22,9 +22,9 @@ from typing import Literal
 from components.config import ForwardedPort, StackConfig
 from components.registry import registry_endpoints
 
-__all__ = ["Forge", "ForgeTls", "gitlab_forge", "stack_forge"]
+__all__ = ["Forge", "TlsMode", "gitlab_forge", "stack_forge"]
 
-ForgeTls = Literal["letsencrypt", "own-ca"]
+TlsMode = Literal["letsencrypt", "own-ca"]  # gitlab.tls
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class Forge:
     host: str  # the name of the host it runs on: the tunnel peer the VPS forwards to
     domain: str  # its own DNS name: the certificate's common name, SSH clone host
     services: tuple[ForwardedPort, ...]  # the public ports the VPS forwards to `host`
-    tls: ForgeTls  # who issues its certificate
+    tls: TlsMode  # who issues its certificate
     # Every DNS name (or address) clients use for the forge and its registry, `domain`
     # first; the certificate also names the VPS's public IP and the host's tunnel address.
     certificate_names: tuple[str, ...]
