@@ -143,10 +143,9 @@ def docker_host_args(
     return args
 
 
-def docker_changes(docker_hosts: Mapping[str, DockerHost], name: str) -> list[pulumi.Resource]:
-    """What changes host ``name``'s docker daemon (and restarts it): its client files, if any."""
-    client = docker_hosts[name].client if name in docker_hosts else None
-    return [client] if client is not None else []
+def docker_changes(docker_hosts: Mapping[str, DockerHost]) -> dict[str, pulumi.Resource]:
+    """What changes each host's docker daemon (and restarts it): its client files, by host name."""
+    return {name: d.client for name, d in docker_hosts.items() if d.client is not None}
 
 
 def _aliased(old_parents: Mapping[str, pulumi.Input[str]]) -> pulumi.ResourceTransformation:

@@ -27,17 +27,26 @@ database; changing it later changes nothing inside GitLab (documented in the REA
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_docker as docker
 import pulumi_random as random
 
-from components.config import StackConfig, VolumeRole
+from components.config import ForwardedPort, StackConfig, VolumeRole
+from components.config import GitLab as GitLabSection
+from components.forge import Forge
 from components.hosts import Host
 from components.pki import ServerCertificate
-from components.render.gitlab import CONTAINER_PORTS, SSL_DIR, render_gitlab_rb, ruby_str, settings_from_config
+from components.render.gitlab import (
+    CONTAINER_PORTS,
+    SSL_DIR,
+    GitLabSettings,
+    render_gitlab_rb,
+    ruby_str,
+    settings_from_config,
+)
 
 __all__ = [
     "CONTAINER_NAME",
@@ -103,15 +112,6 @@ def secrets_rb(root_password: str) -> str:
     return f"gitlab_rails['initial_root_password'] = {ruby_str(root_password)}\n"
 
 
-def _certificate_names(cfg: StackConfig) -> list[str]:
-    """The /etc/gitlab/ssl/<name> files nginx and registry_nginx read (own-ca)."""
-    names = [cfg.gitlab.domain]
-    registry = cfg.registry_domain
-    if cfg.registry.enabled and registry not in names:
-        names.append(registry)
-    return names
-
-
 def go_duration(seconds: int) -> str:
     """Whole seconds as Go's ``time.Duration.String()`` writes them: "30s", "1m0s", "10m0s"."""
     minutes, secs = divmod(seconds, 60)
@@ -129,7 +129,9 @@ HEALTHCHECK_TIMEOUT = go_duration(30)
 HEALTHCHECK_START_PERIOD = go_duration(600)  # first boot migrates the database: minutes
 
 
-def _published_ports(cfg: StackConfig, bind: Sequence[str]) -> list[docker.ContainerPortArgs]:
+def _published_ports(
+    services: Sequence[ForwardedPort], registry_enabled: bool, bind: Sequence[str]
+) -> list[docker.ContainerPortArgs]:
     """Each bind address's forwarded services, ordered as the provider reads them back.
 
     terraform-provider-docker's Read (resource_docker_container_structures.go
@@ -142,8 +144,8 @@ def _published_ports(cfg: StackConfig, bind: Sequence[str]) -> list[docker.Conta
     wanted = [
         (CONTAINER_PORTS[fp.service], fp.home_port, address)
         for address in bind
-        for fp in cfg.forwarding.ports
-        if fp.service != "registry" or cfg.registry.enabled
+        for fp in services
+        if fp.service != "registry" or registry_enabled
     ]
     return [
         docker.ContainerPortArgs(internal=internal, external=external, ip=address, protocol="tcp")
@@ -153,16 +155,55 @@ def _published_ports(cfg: StackConfig, bind: Sequence[str]) -> list[docker.Conta
 
 @dataclass(frozen=True)
 class GitLabServerArgs:
-    config: StackConfig
-    host: Host
-    tunnel_address: ipaddress.IPv4Address  # the GitLab host's wg0 address: what the VPS DNATs to
-    vps_tunnel_address: ipaddress.IPv4Address
-    certificate: ServerCertificate | None  # own-ca: the registry/GitLab server certificate
+    """What GitLab needs: its section, gitlab.rb's settings, the forge facts, its host,
+    and what it waits for. ``from_config`` derives them from the stack config."""
+
+    settings: GitLabSection  # the ``gitlab`` section: images, volumes, publish_on_lan
+    rb: GitLabSettings  # gitlab.rb's settings (render/gitlab.settings_from_config)
+    forge: Forge  # gitlab_forge(cfg): its host, published services and certificate names
+    host: Host  # the host with role gitlab
+    tunnel_address: ipaddress.IPv4Address  # the host's wg0 address: what the VPS DNATs to
+    memory_limit_mb: int  # the container's memory limit (memory_limit_mb)
+    tunnel: pulumi.Resource  # the host's wg0: the ports bind its address
+    # What a client's packet to a public port needs (PortForwarding.resources): with Let's
+    # Encrypt, GitLab's first boot answers the HTTP-01 challenge through it.
+    forwarding: Sequence[pulumi.Resource] = ()
+    certificate: ServerCertificate | None = None  # own-ca: the registry/GitLab server certificate
     root_password: pulumi.Output[str] | None = None  # secret config; None: generate
-    depends_on: Sequence[pulumi.Resource] = ()  # e.g. the host's tunnel (ports bind its address)
     # What changes the host's docker daemon and may restart it (the registry trust's proxy
     # drop-in): the image pull and the container wait for it, so no restart cuts them off.
     docker_changes: Sequence[pulumi.Resource] = ()
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg: StackConfig,
+        forge: Forge,
+        hosts: Mapping[str, Host],
+        addresses: Mapping[str, ipaddress.IPv4Address],
+        *,
+        tunnel: Mapping[str, pulumi.Resource],
+        forwarding: Sequence[pulumi.Resource],
+        certificate: ServerCertificate | None,
+        root_password: pulumi.Output[str] | None,
+        docker_changes: Mapping[str, pulumi.Resource],
+    ) -> GitLabServerArgs:
+        """The fields from the config and the forge. ``hosts``, ``addresses``, ``tunnel``
+        (wg0 commands) and ``docker_changes`` (registry trust) are per host name: the
+        forge host's are taken."""
+        return cls(
+            settings=cfg.gitlab,
+            rb=settings_from_config(cfg, str(addresses[cfg.vps.name]), cfg.gitlab.letsencrypt_emails),
+            forge=forge,
+            host=hosts[forge.host],
+            tunnel_address=addresses[forge.host],
+            memory_limit_mb=memory_limit_mb(cfg),
+            tunnel=tunnel[forge.host],
+            forwarding=forwarding,
+            certificate=certificate,
+            root_password=root_password,
+            docker_changes=[docker_changes[forge.host]] if forge.host in docker_changes else [],
+        )
 
 
 class GitLabServer(pulumi.ComponentResource):
@@ -172,27 +213,32 @@ class GitLabServer(pulumi.ComponentResource):
     volumes: dict[str, docker.Volume]
     container: docker.Container
     root_password: pulumi.Output[str]
+    forge: Forge  # what the rest of the stack knows of it
 
     def __init__(self, name: str, args: GitLabServerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("forgeway:gitlab:GitLabServer", name, None, opts)
-        cfg, host = args.config, args.host
-        settings = cfg.gitlab_host
+        gitlab, host = args.settings, args.host
+        settings = host.settings
+        self.forge = args.forge
         if host.docker is None:
             raise ValueError(f"host '{settings.name}' has role gitlab but no docker provider")
         # After every host's read-only check (components/hosts.py: preflight).
         on_host = pulumi.ResourceOptions(parent=self, provider=host.docker, depends_on=list(host.preflight))
         prefix = f"{settings.name}-gitlab"
+        # The container's ports bind the tunnel address: wg0 must exist first. With Let's
+        # Encrypt its first boot answers the HTTP-01 challenge through the forwarding.
+        depends_on = [args.tunnel, *(args.forwarding if args.rb.tls == "letsencrypt" else [])]
 
         self.image = docker.RemoteImage(
             f"{prefix}-image",
-            name=cfg.gitlab.images[settings.arch],
+            name=gitlab.images[settings.arch],
             platform=f"linux/{settings.arch}",
             keep_locally=True,  # a replaced container must not leave the host without GitLab's image
             opts=pulumi.ResourceOptions.merge(on_host, pulumi.ResourceOptions(depends_on=[*args.docker_changes])),
         )
         keep = pulumi.ResourceOptions(protect=True, retain_on_delete=True)
         self.volumes = {}
-        for role, path in ((r, cfg.gitlab.volume_paths.get(r)) for r in VOLUME_ROLES):
+        for role, path in ((r, gitlab.volume_paths.get(r)) for r in VOLUME_ROLES):
             self.volumes[role] = docker.Volume(
                 f"{prefix}-{role}",
                 name=f"{CONTAINER_NAME}-{role}",
@@ -216,9 +262,7 @@ class GitLabServer(pulumi.ComponentResource):
             )
             self.root_password = pulumi.Output.secret(generated.result)
 
-        gitlab_rb = render_gitlab_rb(
-            settings_from_config(cfg, str(args.vps_tunnel_address), cfg.gitlab.letsencrypt_emails)
-        )
+        gitlab_rb = render_gitlab_rb(args.rb)
         # Secret although it holds no secret now: a value in gitlab.rb may be one some day.
         envs: pulumi.Output[list[str]] = pulumi.Output.secret(
             [f"GITLAB_OMNIBUS_CONFIG={omnibus_config(gitlab_rb.text)}"]
@@ -234,7 +278,7 @@ class GitLabServer(pulumi.ComponentResource):
         if args.certificate is not None:
             chain = args.certificate.chain_pem
             key: pulumi.Output[str] = pulumi.Output.secret(args.certificate.private_key_pem)
-            for cert_name in _certificate_names(cfg):
+            for cert_name in args.forge.public_names:
                 uploads += [
                     docker.ContainerUploadArgs(
                         file=f"{SSL_DIR}/{cert_name}.crt", content=chain, permissions=PUBLIC_FILE_PERMISSIONS
@@ -242,15 +286,15 @@ class GitLabServer(pulumi.ComponentResource):
                     docker.ContainerUploadArgs(file=f"{SSL_DIR}/{cert_name}.key", content=key, permissions=private),
                 ]
         bind = [str(args.tunnel_address)]
-        if cfg.gitlab.publish_on_lan:
+        if gitlab.publish_on_lan:
             bind.append(settings.address)
         self.container = docker.Container(
             prefix,
             name=CONTAINER_NAME,
             image=self.image.image_id,
-            hostname=cfg.gitlab.domain,
+            hostname=gitlab.domain,
             envs=envs,
-            ports=_published_ports(cfg, bind),
+            ports=_published_ports(args.forge.services, args.rb.registry_enabled, bind),
             volumes=[
                 docker.ContainerVolumeArgs(volume_name=volume.name, container_path=MOUNTS[role])
                 for role, volume in self.volumes.items()
@@ -259,11 +303,11 @@ class GitLabServer(pulumi.ComponentResource):
             labels=[docker.ContainerLabelArgs(label="forgeway.role", value="gitlab")],
             restart="unless-stopped",
             shm_size=SHM_SIZE_MB,
-            memory=memory_limit_mb(cfg),
+            memory=args.memory_limit_mb,
             # dockerd's own default (moby daemon/daemon_unix.go adaptContainerSettings: twice
             # the memory), which the provider's Read records; unset, it is a diff after every
             # create and refresh (memory_swap is read back but neither computed nor defaulted).
-            memory_swap=2 * memory_limit_mb(cfg),
+            memory_swap=2 * args.memory_limit_mb,
             healthcheck=docker.ContainerHealthcheckArgs(
                 tests=list(HEALTHCHECK),
                 interval=HEALTHCHECK_INTERVAL,
@@ -278,7 +322,7 @@ class GitLabServer(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(
                 parent=self,
                 provider=host.docker,
-                depends_on=[*host.preflight, *args.depends_on, *args.docker_changes],
+                depends_on=[*host.preflight, *depends_on, *args.docker_changes],
                 # The provider echoes inputs as outputs: keep them secret in the state too.
                 additional_secret_outputs=["envs", "uploads"],
             ),

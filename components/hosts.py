@@ -13,7 +13,7 @@ the login user: it is what finds out whether sudo and docker work for that user.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,11 +22,10 @@ import pulumi_docker as docker
 from pulumi_command import remote
 
 from components.config import Host as HostConfig
-from components.config import StackConfig
 from components.render.ssh import SshTarget, ssh_options, ssh_url
 from components.scripts import become_command, script_command
 
-__all__ = ["DOCKER_ROLES", "Host", "HostArgs", "connect_hosts"]
+__all__ = ["DOCKER_ROLES", "Host", "HostArgs", "connect_hosts", "per_host"]
 
 # Roles whose host runs containers that forgeway manages through a docker provider.
 DOCKER_ROLES = frozenset({"gitlab", "runner"})
@@ -81,6 +80,7 @@ class Host(pulumi.ComponentResource):
     # What every change on this host waits for: this host's check, and (connect_hosts)
     # every other host's, so that one host failing its check changes no host at all.
     preflight: tuple[pulumi.Resource, ...]
+    settings: HostConfig  # this host's entry of the hosts section
 
     def __init__(self, name: str, args: HostArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("forgeway:hosts:Host", name, None, opts)
@@ -164,20 +164,21 @@ class Host(pulumi.ComponentResource):
 
 
 def connect_hosts(
-    cfg: StackConfig, private_key: pulumi.Output[str] | None, opts: pulumi.ResourceOptions | None = None
+    settings: Sequence[HostConfig], private_key: pulumi.Output[str] | None, opts: pulumi.ResourceOptions | None = None
 ) -> dict[str, Host]:
-    """A Host per configured machine, keyed by host name."""
+    """A Host per entry of the ``hosts`` section, keyed by host name."""
+    by_name = {h.name: h for h in settings}
     hosts = {
         h.name: Host(
             h.name,
             HostArgs(
                 settings=h,
-                jump=cfg.host(h.jump_host) if h.jump_host else None,
+                jump=by_name[h.jump_host] if h.jump_host else None,
                 private_key=private_key,
             ),
             opts,
         )
-        for h in cfg.hosts
+        for h in settings
     }
     # Every host's checks before any host's change: a check that fails (no sudo right,
     # no docker access, wrong arch) then leaves every host as it was.
@@ -185,3 +186,9 @@ def connect_hosts(
     for host in hosts.values():
         host.preflight = checks
     return hosts
+
+
+def per_host(names: Sequence[str], *sources: Mapping[str, pulumi.Resource]) -> dict[str, list[pulumi.Resource]]:
+    """For each host name, its resource of each source that has one (e.g. its wg0, its
+    registry trust), in the sources' order: what a host's service waits for."""
+    return {name: [source[name] for source in sources if name in source] for name in names}

@@ -20,8 +20,9 @@ from typing import Any
 import pulumi
 
 from components.config import StackConfig
+from components.forge import Forge
 from components.pki import CertificateAuthority
-from components.tunnel import WireGuardKey, tunnel_addresses
+from components.tunnel import Tunnel
 
 __all__ = ["OUTPUTS", "OutputSpec", "export_all", "stack_outputs"]
 
@@ -70,26 +71,25 @@ OUTPUTS: tuple[OutputSpec, ...] = (
 
 def stack_outputs(
     cfg: StackConfig,
-    keys: dict[str, WireGuardKey],
+    forge: Forge,
+    tunnel: Tunnel,
     ca: CertificateAuthority | None,
     root_password: pulumi.Output[str],
 ) -> dict[str, Any]:
     """The values of OUTPUTS for this stack (names not in this dict are not exported)."""
-    fwd = cfg.forwarding
-    ssh = fwd.port("ssh")
+    ssh = forge.service("ssh")
     public = cfg.vps.internet_address
-    addresses = tunnel_addresses(cfg)
     out: dict[str, Any] = {
-        "gitlab_url": cfg.gitlab_url,
-        "ssh_clone_host": cfg.gitlab.domain,
+        "gitlab_url": forge.url,
+        "ssh_clone_host": forge.domain,
         "ssh_clone_port": ssh.public if ssh else None,
         "vps_public_address": public,
         "tunnel_endpoint": f"{cfg.tunnel_endpoint_host}:{cfg.tunnel.listen_port}",
         "tunnel_subnet": str(cfg.tunnel.subnet),
         "tunnel_peers": {
             h.name: {
-                "address": str(addresses[h.name]),
-                "public_key": keys[h.name].public_key,
+                "address": str(tunnel.addresses[h.name]),
+                "public_key": tunnel.keys[h.name].public_key,
                 "role": "vps" if "vps" in h.roles else "peer",
             }
             for h in cfg.hosts
@@ -97,7 +97,7 @@ def stack_outputs(
         "gitlab_root_password": pulumi.Output.secret(root_password),
         "runners": {arch: [h.name for h in cfg.hosts_with("runner") if h.arch == arch] for arch in ("arm64", "amd64")},
     }
-    registry = fwd.port("registry")
+    registry = forge.service("registry")
     if cfg.registry.enabled and registry is not None:
         out["registry"] = f"{cfg.registry_domain}:{registry.public}"
     if ca is not None:

@@ -3,28 +3,44 @@ it signs.
 
 Made with pulumi-tls so the CA key lives only in encrypted state (or comes from
 secret config); daemons and clients trust the certificate it exports. A server
-certificate names everything clients dial for GitLab and the registry
-(``server_names``); ``covers`` is the matching rule a config check can use.
+certificate names everything clients dial for the forge and its registry
+(``certificate_names``). ``ForgeTls`` owns both, after the checks of tlscheck.py.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping, Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pulumi
 import pulumi_tls as tls
 
 from components.config import StackConfig
+from components.tlscheck import (
+    Resolver,
+    covers,
+    forge_dns_problems,
+    ip_or_none,
+    system_resolver,
+    uncovered_names,
+)
+
+if TYPE_CHECKING:  # see server_names
+    from components.forge import Forge
 
 __all__ = [
     "SERVER_CERT_EARLY_RENEWAL_HOURS",
     "SERVER_CERT_VALIDITY_HOURS",
     "CertificateAuthority",
     "CertificateAuthorityArgs",
+    "ForgeTls",
+    "ForgeTlsArgs",
     "ServerCertificate",
     "ServerCertificateArgs",
+    "certificate_names",
     "covers",
     "server_names",
 ]
@@ -140,62 +156,95 @@ class ServerCertificate(pulumi.ComponentResource):
         self.register_outputs({"cert_pem": self.cert_pem, "chain_pem": self.chain_pem})
 
 
-def _ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        ip = ipaddress.ip_address(value)
-    except ValueError:
-        return None
-    # A certificate's IP SAN holds no IPv6 zone (fe80::50%eth0 is fe80::50 there), and the
-    # tls provider's parser (Go's net.ParseIP) refuses one.
-    return ipaddress.IPv6Address(int(ip)) if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id else ip
-
-
 def server_names(cfg: StackConfig, addresses: Mapping[str, ipaddress.IPv4Address]) -> tuple[list[str], list[str]]:
-    """(dns_names, ip_addresses) of every way clients reach GitLab and its registry.
+    """:func:`certificate_names` of the stack's forge (``addresses``: tunnel_addresses(cfg))."""
+    from components.forge import (
+        stack_forge,
+    )  # not at the top: components.forge imports the registry, which imports this
 
-    The GitLab domain (first: the common name), the registry domain, the VPS's public
-    address if it is an IP (clients that dial the VPS directly), the GitLab host's
-    tunnel address (``addresses``: tunnel_addresses(cfg)) and its LAN address (its
-    ``address``: an IP, or a DNS name on the LAN). No duplicates, in that order.
+    forge = stack_forge(cfg)
+    return certificate_names(forge, cfg.vps.internet_address, addresses[forge.host])
+
+
+def certificate_names(
+    forge: Forge, vps_public: str, forge_tunnel_address: ipaddress.IPv4Address
+) -> tuple[list[str], list[str]]:
+    """(dns_names, ip_addresses) of every way clients reach the forge and its registry.
+
+    The forge's names (its domain first: the common name; then the registry's), the
+    VPS's public address if it is an IP (clients that dial the VPS directly), the forge
+    host's tunnel address and its LAN address (an IP, or a DNS name on the LAN). No
+    duplicates, in that order.
     """
     dns: list[str] = []
     ips: list[str] = []
 
     def add(value: str) -> None:
-        ip = _ip(value)
+        ip = ip_or_none(value)
         target, text = (ips, str(ip)) if ip is not None else (dns, value.lower().rstrip("."))
         if text not in target:
             target.append(text)
 
-    add(cfg.gitlab.domain)
-    add(cfg.registry_domain)
-    public = cfg.vps.internet_address
-    if _ip(public) is not None:
-        add(public)
-    gitlab = cfg.gitlab_host
-    add(str(addresses[gitlab.name]))
-    add(gitlab.address)
+    for name in forge.certificate_names:
+        add(name)
+    if ip_or_none(vps_public) is not None:
+        add(vps_public)
+    add(str(forge_tunnel_address))
+    add(forge.lan_address)
     return dns, ips
 
 
-def covers(cert_names: Iterable[str], host: str) -> bool:
-    """Whether a certificate naming ``cert_names`` (its DNS and IP SANs) is valid for
-    ``host``, as TLS clients check it (RFC 6125): IPs match exactly, DNS names
-    case-insensitively, and ``*.`` matches exactly one leftmost label, never an IP.
+# --- the forge's TLS ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ForgeTlsArgs:
+    """What the forge's TLS needs: the forge, where clients reach it, and the secret CA key."""
+
+    forge: Forge  # its tls mode, names and registry endpoints
+    vps_public: str  # the VPS's internet address (an IP goes in the certificate)
+    forge_tunnel_address: ipaddress.IPv4Address  # the forge host's tunnel address
+    ca_private_key: pulumi.Output[str] | None = None  # secret config; None: generate (own-ca)
+    # letsencrypt: warn about names that do not resolve to the VPS. FORGEWAY_NO_DNS=1: the
+    # test harness (tools/synth) never lets the program query DNS.
+    check_dns: bool = field(default_factory=lambda: os.environ.get("FORGEWAY_NO_DNS") != "1")
+    resolve: Resolver = system_resolver
+
+
+class ForgeTls:
+    """The forge's certificates: with ``own-ca`` our CA (``ca``) and one server
+    certificate (``<forge>-tls``) for every name and address clients use; with
+    ``letsencrypt`` nothing (the forge gets its own), after a DNS check that warns.
+
+    Its checks run before it registers anything (tlscheck.py): DNS problems are
+    warnings, a name the certificate would miss is an error. Not a component itself:
+    the CA and the certificate are components at the stack's root, as they always were,
+    and with Let's Encrypt there is nothing to register.
     """
-    wanted_ip = _ip(host)
-    wanted = host.lower().rstrip(".")
-    for name in cert_names:
-        ip = _ip(name)
-        if wanted_ip is not None or ip is not None:
-            if ip is not None and ip == wanted_ip:
-                return True
-            continue
-        pattern = name.lower().rstrip(".")
-        if pattern == wanted:
-            return True
-        if pattern.startswith("*.") and "*" not in pattern[2:]:
-            first, _, rest = wanted.partition(".")
-            if first and rest and rest == pattern[2:]:
-                return True
-    return False
+
+    ca: CertificateAuthority | None
+    certificate: ServerCertificate | None
+
+    @property
+    def ca_pem(self) -> pulumi.Output[str] | None:
+        """The CA certificate daemons and runners trust (own-ca), else None."""
+        return self.ca.cert_pem if self.ca is not None else None
+
+    def __init__(self, args: ForgeTlsArgs) -> None:
+        forge = args.forge
+        for problem in forge_dns_problems(forge, args.vps_public, args.resolve) if args.check_dns else []:
+            pulumi.log.warn(f"{forge.kind}.tls=letsencrypt: {problem}")
+        dns_names, ip_addresses = certificate_names(forge, args.vps_public, args.forge_tunnel_address)
+        if forge.tls == "own-ca" and (missing := uncovered_names(dns_names, ip_addresses, forge.dialed_names)):
+            raise RuntimeError(
+                f"the server certificate would not cover {', '.join(missing)} (a forgeway bug: report it)"
+            )
+        self.ca = None
+        self.certificate = None
+        if forge.tls == "own-ca":
+            self.ca = CertificateAuthority(
+                "ca", CertificateAuthorityArgs(f"forgeway CA {forge.domain}", args.ca_private_key)
+            )
+            self.certificate = ServerCertificate(
+                f"{forge.kind}-tls", ServerCertificateArgs(self.ca, dns_names[0], dns_names, ip_addresses)
+            )

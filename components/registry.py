@@ -38,6 +38,8 @@ def registry_endpoints(cfg: StackConfig) -> tuple[str, ...]:
     return tuple(sorted(f"{name}:{port.public}" for name in names))
 
 
-def registry_trust(cfg: StackConfig, ca_pem: pulumi.Output[str] | None) -> RegistryTrust:
-    """The registry's trust for docker clients; ``ca_pem``: the stack CA with own-ca."""
+def registry_trust(cfg: StackConfig, ca_pem: pulumi.Output[str] | None) -> RegistryTrust | None:
+    """The registry's trust for docker clients (None: no registry); ``ca_pem``: the stack CA with own-ca."""
+    if not cfg.registry.enabled:
+        return None
     return RegistryTrust(registry_endpoints(cfg), ca_pem, cfg.gitlab_host.address, str(cfg.tunnel.subnet))

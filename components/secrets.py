@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pulumi
@@ -20,10 +20,6 @@ class StackSecrets:
         value = self._plain.get(key)
         return None if value is None else pulumi.Output.secret(value)
 
-    def _get_in(self, key: str, name: str) -> pulumi.Output[str] | None:
-        value = (self._plain.get(key) or {}).get(name)
-        return None if value is None else pulumi.Output.secret(value)
-
     @property
     def ssh_private_key(self) -> pulumi.Output[str] | None:
         return self._get("ssh_private_key")
@@ -36,11 +32,21 @@ class StackSecrets:
     def ca_private_key(self) -> pulumi.Output[str] | None:
         return self._get("ca_private_key")
 
-    def wireguard_private_key(self, host: str) -> pulumi.Output[str] | None:
-        return self._get_in("wireguard_private_keys", host)
+    def wireguard_private_keys(self) -> dict[str, pulumi.Output[str]]:
+        """The supplied WireGuard private keys, by host name (hosts without one get a generated key)."""
+        return self._all_in("wireguard_private_keys")
 
-    def runner_token(self, host: str) -> pulumi.Output[str] | None:
-        return self._get_in("runner_tokens", host)
+    def runner_tokens(self, hosts: Sequence[str]) -> dict[str, pulumi.Output[str]]:
+        """The runner tokens of ``hosts`` that have one, by host name."""
+        tokens = self._all_in("runner_tokens")
+        return {host: tokens[host] for host in hosts if host in tokens}
+
+    def _all_in(self, key: str) -> dict[str, pulumi.Output[str]]:
+        return {
+            name: pulumi.Output.secret(value)
+            for name, value in (self._plain.get(key) or {}).items()
+            if value is not None
+        }
 
     def __repr__(self) -> str:  # never print values, even by accident
         return f"StackSecrets(keys={sorted(self._plain)})"

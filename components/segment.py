@@ -16,9 +16,9 @@ import pulumi
 from pulumi_command import remote
 
 from components.config import StackConfig
+from components.forge import Forge
 from components.hosts import Host
-from components.render.segment import render_segment, segment_settings
-from components.render.wgconf import DEFAULT_INTERFACE
+from components.render.segment import SegmentSettings, render_segment, segment_settings
 from components.scripts import script, script_command, staged_command, unstaged_command
 
 __all__ = ["TunnelSegmentation", "TunnelSegmentationArgs"]
@@ -26,9 +26,17 @@ __all__ = ["TunnelSegmentation", "TunnelSegmentationArgs"]
 
 @dataclass(frozen=True)
 class TunnelSegmentationArgs:
-    config: StackConfig
-    hosts: Mapping[str, Host]  # every host of the stack, by name
-    addresses: Mapping[str, ipaddress.IPv4Address]  # tunnel addresses (tunnel_addresses)
+    """Who is on the tunnel, in which role, and which ports each may reach."""
+
+    settings: SegmentSettings  # render/segment.segment_settings, with the forge's host and services
+    hosts: Mapping[str, Host]  # every host of the tunnel, by name
+
+    @classmethod
+    def for_forge(
+        cls, cfg: StackConfig, forge: Forge, hosts: Mapping[str, Host], addresses: Mapping[str, ipaddress.IPv4Address]
+    ) -> TunnelSegmentationArgs:
+        """Every host's role and ports with ``forge`` as what runners and the VPS may reach."""
+        return cls(segment_settings(cfg, addresses, forge_host=forge.host, services=forge.services), hosts)
 
 
 class TunnelSegmentation(pulumi.ComponentResource):
@@ -39,20 +47,20 @@ class TunnelSegmentation(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: TunnelSegmentationArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("forgeway:segment:TunnelSegmentation", name, None, opts)
-        settings = segment_settings(args.config, args.addresses, DEFAULT_INTERFACE)
-        self.rulesets = {h.name: render_segment(settings, h.name) for h in args.config.hosts}
+        members = [m.name for m in args.settings.members]
+        self.rulesets = {host: render_segment(args.settings, host) for host in members}
         stage = "segment-up"
         create = staged_command(stage, {"segment-up.sh": script("segment-up.sh")}, "segment-up.sh", [], pass_dir=False)
         # No dependency on the tunnel either way: the table names wg0 by name (iifname),
         # so it can be loaded before the interface exists, and outlives it on delete.
         self.commands = {
-            h.name: args.hosts[h.name].command(
-                f"{h.name}-segment",
+            host: args.hosts[host].command(
+                f"{host}-segment",
                 parent=self,
                 create=create,
                 delete=unstaged_command(stage, script_command("segment-down.sh")),
-                stdin=self.rulesets[h.name],
+                stdin=self.rulesets[host],
             )
-            for h in args.config.hosts
+            for host in members
         }
-        self.register_outputs({"admin_peers": list(args.config.tunnel.admin_peers)})
+        self.register_outputs({"admin_peers": list(args.settings.admins)})

@@ -6,9 +6,11 @@
   warning (DNS may be about to change, and the engine cannot see it either), naming each
   name, what it resolved to and what it must resolve to.
 * ``uncovered_names``: with ``own-ca``, every name and address clients use must be in
-  the server certificate (components.pki.covers, the rule TLS clients apply). The names
-  come from the same config, so this guards the code that makes them: a failure is a
-  bug, reported as an error naming the missing name before any resource is registered.
+  the server certificate (``covers``, the rule TLS clients apply). The names come from
+  the same config, so this guards the code that makes them: a failure is a bug,
+  reported as an error naming the missing name before any resource is registered.
+
+Both run in components.pki.ForgeTls, before it registers anything.
 """
 
 from __future__ import annotations
@@ -16,11 +18,22 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from components.config import StackConfig
-from components.pki import covers
 
-__all__ = ["Resolver", "letsencrypt_dns_problems", "system_resolver", "uncovered_names"]
+if TYPE_CHECKING:  # components.forge imports the registry, which imports components.pki, which imports this
+    from components.forge import Forge
+
+__all__ = [
+    "Resolver",
+    "covers",
+    "forge_dns_problems",
+    "ip_or_none",
+    "letsencrypt_dns_problems",
+    "system_resolver",
+    "uncovered_names",
+]
 
 Resolver = Callable[[str], Sequence[str]]  # a name -> its addresses (empty: does not resolve)
 
@@ -34,21 +47,24 @@ def system_resolver(name: str) -> list[str]:
 
 
 def letsencrypt_dns_problems(cfg: StackConfig, resolve: Resolver = system_resolver) -> list[str]:
-    """What keeps Let's Encrypt from reaching GitLab through the VPS, one line each."""
-    if cfg.gitlab.tls != "letsencrypt":
+    """What keeps Let's Encrypt from reaching the stack's forge through the VPS, one line each."""
+    from components.forge import stack_forge  # not at the top: see the TYPE_CHECKING import
+
+    return forge_dns_problems(stack_forge(cfg), cfg.vps.internet_address, resolve)
+
+
+def forge_dns_problems(forge: Forge, public: str, resolve: Resolver = system_resolver) -> list[str]:
+    """What keeps Let's Encrypt from reaching ``forge`` through the VPS at ``public``, one line each."""
+    if forge.tls != "letsencrypt":
         return []
-    public = cfg.vps.internet_address
     try:
         wanted = {str(ipaddress.ip_address(public))}
     except ValueError:
         wanted = set(resolve(public))
         if not wanted:
             return [f"the VPS's public_address {public} does not resolve: Let's Encrypt cannot reach it"]
-    names = [cfg.gitlab.domain]
-    if cfg.registry.enabled and cfg.registry_domain not in names:
-        names.append(cfg.registry_domain)
     problems = []
-    for name in names:
+    for name in forge.public_names:
         found = set(resolve(name))
         if not found:
             problems.append(f"{name} does not resolve; point it at the VPS ({', '.join(sorted(wanted))})")
@@ -64,3 +80,37 @@ def uncovered_names(cert_dns: Iterable[str], cert_ips: Iterable[str], wanted: It
     """The names in ``wanted`` (host names or addresses clients dial) the certificate misses."""
     names = [*cert_dns, *cert_ips]
     return [host for host in wanted if not covers(names, host)]
+
+
+def ip_or_none(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``value`` as a certificate's IP SAN holds it, or None when it is not an address."""
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    # A certificate's IP SAN holds no IPv6 zone (fe80::50%eth0 is fe80::50 there), and the
+    # tls provider's parser (Go's net.ParseIP) refuses one.
+    return ipaddress.IPv6Address(int(ip)) if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id else ip
+
+
+def covers(cert_names: Iterable[str], host: str) -> bool:
+    """Whether a certificate naming ``cert_names`` (its DNS and IP SANs) is valid for
+    ``host``, as TLS clients check it (RFC 6125): IPs match exactly, DNS names
+    case-insensitively, and ``*.`` matches exactly one leftmost label, never an IP.
+    """
+    wanted_ip = ip_or_none(host)
+    wanted = host.lower().rstrip(".")
+    for name in cert_names:
+        ip = ip_or_none(name)
+        if wanted_ip is not None or ip is not None:
+            if ip is not None and ip == wanted_ip:
+                return True
+            continue
+        pattern = name.lower().rstrip(".")
+        if pattern == wanted:
+            return True
+        if pattern.startswith("*.") and "*" not in pattern[2:]:
+            first, _, rest = wanted.partition(".")
+            if first and rest and rest == pattern[2:]:
+                return True
+    return False

@@ -1,18 +1,26 @@
-"""The WireGuard tunnel: one key pair and tunnel address per host (WireGuardKey),
-the VPS side (TunnelEndpoint) and every host that dials it (TunnelPeer).
+"""The WireGuard tunnel: one ``Tunnel`` component owns the hosts' key pairs
+(WireGuardKey), their tunnel addresses, the VPS side (TunnelEndpoint) and every host
+that dials it (TunnelPeer), and decides which peer accepts packets from any source.
+
+Children keep the names they had when they sat at the stack's root (``<host>-wg``,
+``tunnel``, ``<host>-tunnel``) and carry an alias to that root parent, so a stack made
+before the Tunnel component existed is not replaced (``_MOVED``).
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_random as random
 from pulumi_command import remote
 
-from components.config import StackConfig, Tunnel
+from components.config import ForwardingMode, StackConfig
+from components.config import Host as HostConfig
+from components.config import Tunnel as TunnelSettings
+from components.forge import Forge
 from components.hosts import Host
 from components.render.wgconf import (
     DEFAULT_INTERFACE,
@@ -25,6 +33,8 @@ from components.render.wireguard import assign_tunnel_addresses, wg_public_key
 from components.scripts import script, script_command, staged_command, unstaged_command
 
 __all__ = [
+    "Tunnel",
+    "TunnelArgs",
     "TunnelEndpoint",
     "TunnelEndpointArgs",
     "TunnelPeer",
@@ -63,10 +73,15 @@ class WireGuardKey(pulumi.ComponentResource):
         self.register_outputs({"public_key": self.public_key})
 
 
-def tunnel_addresses(cfg: StackConfig) -> dict[str, ipaddress.IPv4Address]:
-    subnet = cfg.tunnel.subnet
+def _addresses(settings: TunnelSettings, hosts: Iterable[HostConfig]) -> dict[str, ipaddress.IPv4Address]:
+    subnet = settings.subnet
     assert isinstance(subnet, ipaddress.IPv4Network)  # config refuses IPv6 tunnel subnets
-    return assign_tunnel_addresses(subnet, [(h.name, "vps" in h.roles, h.tunnel_address) for h in cfg.hosts])
+    return assign_tunnel_addresses(subnet, [(h.name, "vps" in h.roles, h.tunnel_address) for h in hosts])
+
+
+def tunnel_addresses(cfg: StackConfig) -> dict[str, ipaddress.IPv4Address]:
+    """Every host's tunnel address (the VPS first in the subnet), as the Tunnel assigns them."""
+    return _addresses(cfg.tunnel, cfg.hosts)
 
 
 # --- the tunnel on hosts ------------------------------------------------------------
@@ -111,7 +126,7 @@ def _tunnel_command(
 @dataclass(frozen=True)
 class TunnelEndpointArgs:
     host: Host  # the VPS
-    settings: Tunnel
+    settings: TunnelSettings
     address: ipaddress.IPv4Address
     key: WireGuardKey
     peers: Sequence[TunnelPeerInfo]
@@ -122,6 +137,7 @@ class TunnelEndpoint(pulumi.ComponentResource):
 
     public_key: pulumi.Output[str]
     command: remote.Command
+    host_name: str
 
     def __init__(self, name: str, args: TunnelEndpointArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("forgeway:tunnel:TunnelEndpoint", name, None, opts)
@@ -138,18 +154,19 @@ class TunnelEndpoint(pulumi.ComponentResource):
         )
         self.command = _tunnel_command(f"{name}-wg0", args.host, files, args.key, self)
         self.public_key = args.key.public_key
+        self.host_name = args.host.settings.name
         self.register_outputs({"public_key": self.public_key, "address": str(args.address)})
 
 
 @dataclass(frozen=True)
 class TunnelPeerArgs:
     host: Host  # the home device or a runner host
-    settings: Tunnel
+    settings: TunnelSettings
     address: ipaddress.IPv4Address
     key: WireGuardKey
     vps: TunnelPeerInfo
     endpoint_host: str  # what this peer dials: tunnel.endpoint or the VPS's public address
-    any_source: bool = False  # accept packets from any source (GitLab host, preserve-source)
+    any_source: bool = False  # accept packets from any source (the forge's host, preserve-source)
 
 
 class TunnelPeer(pulumi.ComponentResource):
@@ -174,3 +191,93 @@ class TunnelPeer(pulumi.ComponentResource):
         self.command = _tunnel_command(f"{name}-wg0", args.host, files, args.key, self)
         self.public_key = args.key.public_key
         self.register_outputs({"public_key": self.public_key, "address": str(args.address)})
+
+
+# --- the whole tunnel ----------------------------------------------------------------
+
+# Where the children sat before the Tunnel component: at the stack's root, same names.
+_MOVED = pulumi.ResourceOptions(aliases=[pulumi.Alias(parent=pulumi.ROOT_STACK_RESOURCE)])
+
+
+@dataclass(frozen=True)
+class TunnelArgs:
+    """What the tunnel needs: its config section, its hosts, and whom the VPS forwards to."""
+
+    settings: TunnelSettings  # the ``tunnel`` section
+    hosts: Mapping[str, Host]  # every host of the stack, by name; Host.settings has its roles
+    endpoint_host: str  # what peers dial: StackConfig.tunnel_endpoint_host
+    private_keys: Mapping[str, pulumi.Output[str]]  # secret config, per host; others get generated keys
+    forwarding_mode: ForwardingMode  # forwarding.mode
+    forge_host: str  # Forge.host: the peer the VPS forwards the public services to
+
+    @classmethod
+    def for_forge(
+        cls, cfg: StackConfig, forge: Forge, hosts: Mapping[str, Host], private_keys: Mapping[str, pulumi.Output[str]]
+    ) -> TunnelArgs:
+        """The ``tunnel`` section, its endpoint (StackConfig.tunnel_endpoint_host) and the forwarding mode."""
+        return cls(cfg.tunnel, hosts, cfg.tunnel_endpoint_host, private_keys, cfg.forwarding.mode, forge.host)
+
+
+class Tunnel(pulumi.ComponentResource):
+    """WireGuard between every host: the VPS listens, every other host dials it.
+
+    In preserve-source mode forwarded packets reach the forge with the client's
+    address, so the forge's host is the one peer whose wg0 accepts any source.
+    """
+
+    addresses: dict[str, ipaddress.IPv4Address]
+    keys: dict[str, WireGuardKey]
+    endpoint: TunnelEndpoint
+    peers: dict[str, TunnelPeer]
+
+    def __init__(self, name: str, args: TunnelArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("forgeway:tunnel:Tunnel", name, None, opts)
+        configs = [host.settings for host in args.hosts.values()]
+        self.addresses = _addresses(args.settings, configs)
+        child = pulumi.ResourceOptions.merge(pulumi.ResourceOptions(parent=self), _MOVED)
+        self.keys = {
+            h.name: WireGuardKey(f"{h.name}-wg", WireGuardKeyArgs(supplied=args.private_keys.get(h.name)), child)
+            for h in configs
+        }
+        vps = next(h for h in configs if "vps" in h.roles)
+        info = {h.name: TunnelPeerInfo(h.name, self.addresses[h.name], self.keys[h.name].public_key) for h in configs}
+        peers = [h for h in configs if h.name != vps.name]
+        self.endpoint = TunnelEndpoint(
+            name,
+            TunnelEndpointArgs(
+                args.hosts[vps.name],
+                args.settings,
+                self.addresses[vps.name],
+                self.keys[vps.name],
+                [info[h.name] for h in peers],
+            ),
+            child,
+        )
+        any_source_host = args.forge_host if args.forwarding_mode == "preserve-source" else None
+        self.peers = {
+            h.name: TunnelPeer(
+                f"{h.name}-{name}",
+                TunnelPeerArgs(
+                    args.hosts[h.name],
+                    args.settings,
+                    self.addresses[h.name],
+                    self.keys[h.name],
+                    vps=info[vps.name],
+                    endpoint_host=args.endpoint_host,
+                    any_source=h.name == any_source_host,
+                ),
+                child,
+            )
+            for h in peers
+        }
+        self.register_outputs(
+            {
+                "endpoint": f"{args.endpoint_host}:{args.settings.listen_port}",
+                "public_keys": {host: key.public_key for host, key in self.keys.items()},
+            }
+        )
+
+    @property
+    def commands(self) -> dict[str, remote.Command]:
+        """Each host's wg0 (what anything that binds or routes through it waits for), by host name."""
+        return {self.endpoint.host_name: self.endpoint.command, **{h: p.command for h, p in self.peers.items()}}

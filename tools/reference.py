@@ -1,6 +1,6 @@
 """Generate the reference tables that must not drift from the code.
 
-- the config reference (from the pydantic models in components/config.py), in
+- the config reference (from the pydantic models in components/config/), in
   docs/config.md and as the commented key list in Pulumi.yaml;
 - the stack outputs contract (components/outputs.py OUTPUTS), in docs/outputs.md.
 

@@ -84,7 +84,7 @@ Figure = int | str | bool
 
 @dataclass(frozen=True)
 class GitLabSettings:
-    """Everything ``gitlab.rb`` depends on, already validated by components/config.py."""
+    """Everything ``gitlab.rb`` depends on, already validated by components/config/."""
 
     domain: str  # gitlab.domain
     https_public_port: int  # forwarding.ports[service=https].public

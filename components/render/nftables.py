@@ -29,11 +29,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from components.config import ForwardingMode, StackConfig
+from components.config import ForwardedPort, ForwardingMode, StackConfig
 
 __all__ = [
     "DEFAULT_FWMARK",
@@ -187,15 +187,19 @@ def forwarding_settings(
     cfg: StackConfig,
     home_address: ipaddress.IPv4Address | str,
     tunnel_interface: str = "wg0",
+    services: Sequence[ForwardedPort] | None = None,
 ) -> ForwardingSettings:
-    """ForwardingSettings from a validated ``StackConfig`` and the home's tunnel address."""
+    """ForwardingSettings from a validated ``StackConfig`` and the forge host's tunnel
+    address; ``services``: the forge's published ports (Forge.services), else forwarding.ports."""
     vps = cfg.vps
     fw = cfg.forwarding
     return ForwardingSettings(
         public_interface=vps.public_interface,
         tunnel_interface=tunnel_interface,
         home_address=ipaddress.IPv4Address(home_address),
-        ports=tuple(PortForward(p.public, p.home_port, p.service) for p in fw.ports),
+        ports=tuple(
+            PortForward(p.public, p.home_port, p.service) for p in (fw.ports if services is None else services)
+        ),
         mode=fw.mode,
         admin_ssh_port=cfg.admin_ssh_port,
         wireguard_port=cfg.tunnel.listen_port,

@@ -42,7 +42,7 @@ def _list(values: Sequence[str]) -> str:
 
 @dataclass(frozen=True)
 class RunnerSettingsView:
-    """Everything config.toml depends on, already validated by components/config.py."""
+    """Everything config.toml depends on, already validated by components/config/."""
 
     name: str  # the host's name
     url: str  # GitLab's external URL

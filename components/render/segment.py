@@ -30,10 +30,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from components.config import ForwardingMode, Role, StackConfig
+from components.config import ForwardedPort, ForwardingMode, Role, StackConfig
 
 __all__ = ["RUNNER_SERVICES", "TABLE", "Member", "SegmentSettings", "render_segment", "segment_settings"]
 
@@ -42,6 +42,9 @@ FAMILY = "inet"
 # What runners' jobs use of GitLab: the API and clones over HTTPS, clones over SSH, images.
 RUNNER_SERVICES = ("https", "ssh", "registry")
 _IFNAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")
+
+# Role "gitlab" is the forge's host, whichever forge it runs: the word is in the rendered
+# rulesets (comments), which must not change on hosts that have them.
 
 
 @dataclass(frozen=True)
@@ -81,21 +84,29 @@ class SegmentSettings:
 
 
 def segment_settings(
-    cfg: StackConfig, addresses: Mapping[str, ipaddress.IPv4Address], interface: str = "wg0"
+    cfg: StackConfig,
+    addresses: Mapping[str, ipaddress.IPv4Address],
+    interface: str = "wg0",
+    forge_host: str | None = None,
+    services: Sequence[ForwardedPort] | None = None,
 ) -> SegmentSettings:
-    """SegmentSettings from a validated StackConfig and the tunnel addresses (tunnel_addresses)."""
+    """SegmentSettings from a validated StackConfig and the tunnel addresses (tunnel_addresses).
+
+    ``forge_host`` and ``services``: the forge's host and published ports (Forge.host,
+    Forge.services); by default the host with role gitlab and forwarding.ports."""
     subnet = cfg.tunnel.subnet
     assert isinstance(subnet, ipaddress.IPv4Network)  # config refuses IPv6 tunnel subnets
     admin_ssh = cfg.admin_ssh_port
+    forge_host = cfg.gitlab_host.name if forge_host is None else forge_host
+    ports = cfg.forwarding.ports if services is None else services
 
-    def role(roles: Iterable[str]) -> Role:
-        return "vps" if "vps" in roles else "gitlab" if "gitlab" in roles else "runner"
+    def role(name: str, roles: Iterable[str]) -> Role:
+        return "vps" if "vps" in roles else "gitlab" if name == forge_host else "runner"
 
     members = tuple(
-        Member(h.name, role(h.roles), addresses[h.name], admin_ssh if "vps" in h.roles else h.ssh_port)
+        Member(h.name, role(h.name, h.roles), addresses[h.name], admin_ssh if "vps" in h.roles else h.ssh_port)
         for h in cfg.hosts
     )
-    ports = cfg.forwarding.ports
     return SegmentSettings(
         interface=interface,
         subnet=subnet,

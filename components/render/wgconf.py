@@ -300,7 +300,7 @@ def peer_interface(
     vps_peer = WgPeer(
         name=vps.name,
         public_key=vps.public_key,
-        # The VPS forwards to the other peers; with any_source (the GitLab host in
+        # The VPS forwards to the other peers; with any_source (the forge's host in
         # preserve-source mode) it also hands over connections from any client address.
         allowed_ips=(ipaddress.IPv4Network("0.0.0.0/0"),) if any_source else (tunnel.subnet,),
         endpoint=format_endpoint(endpoint_host, tunnel.listen_port),

@@ -2,7 +2,7 @@
 
 What is checked here is the registration: types, options, wire-format inputs and
 secret markers. That the container really serves through the VPS is the lab tier's job
-(tests/lab/test_make_lab.py).
+(tests/lab/test_lab_gitlab.py).
 """
 
 from __future__ import annotations
@@ -202,7 +202,7 @@ def test_ports_published_on_two_addresses_keep_each_ports_bind_order() -> None:
     cfg, _ = parse_stack(config, secret_keys)
     ports = [
         {"internal": p.internal, "external": p.external, "ip": p.ip, "protocol": p.protocol}
-        for p in _published_ports(cfg, ["10.77.0.2", "192.168.1.20"])
+        for p in _published_ports(cfg.forwarding.ports, cfg.registry.enabled, ["10.77.0.2", "192.168.1.20"])
     ]
     assert ports == normal_ports(ports)
     assert [(p["internal"], p["ip"]) for p in ports[:2]] == [(22, "10.77.0.2"), (22, "192.168.1.20")]

@@ -2,7 +2,7 @@
 
 The engine (and the lab's applier, tools/applier.py) runs every resource as soon as its
 dependencies are done, so whatever must happen first has to be a dependency. The lab
-tier applies the lab stack under several seeds (tests/lab/test_make_lab.py); these
+tier applies the lab stack under several seeds (tests/lab/test_lab_apply.py); these
 tests pin the dependencies for the configurations the lab does not build.
 """
 

@@ -329,8 +329,9 @@ def _render_everything(cfg: StackConfig) -> None:
         assert toml["runners"][0]["name"] == host.name
         json.loads(json.dumps(daemon_json_for(cfg, host)))
     for host in cfg.hosts:
-        if {"gitlab", "runner"} & set(host.roles) and endpoints and host.proxy is not None:
-            client_files(registry_trust(cfg, None), host, None)
+        trust = registry_trust(cfg, None)
+        if {"gitlab", "runner"} & set(host.roles) and trust is not None and endpoints and host.proxy is not None:
+            client_files(trust, host, None)
         jump = cfg.host(host.jump_host) if host.jump_host else None
         ssh_options(_target(host), _target(jump) if jump else None)
         url = urlsplit(ssh_url(_target(host)))

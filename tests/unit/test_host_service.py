@@ -83,7 +83,7 @@ def test_moved_children_carry_an_alias_to_their_old_parent() -> Any:
     monitor = _Monitor(_Echo())
     pulumi.runtime.set_mocks(_Echo(), project="forgeway", stack="lab", preview=False, monitor=monitor)
     cfg, _ = parse_stack(*lab_stack())
-    hosts = connect_hosts(cfg, None)
+    hosts = connect_hosts(cfg.hosts, None)
     trust = registry_trust(cfg, None)
     runner = cfg.hosts_with("runner")[0].name
     docker = DockerHost(f"{runner}-docker-host", docker_host_args(cfg, hosts, trust, {})[runner])
@@ -97,5 +97,6 @@ def test_moved_children_carry_an_alias_to_their_old_parent() -> Any:
             assert [(a.spec.parentUrn, a.spec.name, a.spec.type) for a in specs] == [(old_parent, "", "")], specs
         assert monitor.aliases[f"{runner}-docker-host"] == []
 
-    assert docker.daemon is not None
-    return docker.daemon.urn.apply(check)
+    assert docker.daemon is not None and docker.prune is not None
+    # Both registered (the monitor has seen each) before the check reads what it recorded.
+    return pulumi.Output.all(docker.daemon.urn, docker.prune.urn).apply(check)
