@@ -1,3 +1,6 @@
+# Over 400 lines on purpose: one engine step loop (ordering, parallel workers, protect, replace,
+# delete) for every type, which reads as one contract; each provider's emulation is already its
+# own module (applier_docker, applier_tls, applier_refresh, applier_state).
 """The lab's applier: run the program under the mock monitor and really do what the
 providers would, for the resource types forgeway uses.
 

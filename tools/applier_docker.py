@@ -1,3 +1,5 @@
+# Over 400 lines on purpose: one provider's emulation (pulumi-docker images, volumes, containers),
+# checked against one provider source; images, volumes and containers share _Docker and its waits.
 """The lab applier's pulumi-docker emulation (tools/applier.py): images, volumes and
 containers through the Engine API over the provider's own ssh transport (tools/docker_api.py)."""
 

@@ -1,3 +1,5 @@
+# Over 400 lines on purpose: the recording monitor and the wire-format helpers its readers use are
+# one contract with the SDK's mocks (pulumi/runtime/mocks.py); the stand-in states go with them.
 """Run the forgeway program under Pulumi's mock monitor and record what it registers.
 
 This is not the Pulumi engine: no provider runs and nothing is created. The SDK's
