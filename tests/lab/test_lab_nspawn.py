@@ -107,3 +107,55 @@ def test_a_reboot_restarts_systemd_and_the_namespace_forgets_its_runtime_state(n
             ["ip", "netns", "pids", netns], capture_output=True, text=True, check=False
         ).stdout.split()
     ), "processes left in the host's namespace"
+
+
+def _docker(root: Path, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    """The docker client against the host's dockerd, through its socket in the host's root."""
+    socket = root / lab_nspawn.DOCKER_SOCKET.lstrip("/")
+    return subprocess.run(
+        ["docker", "-H", f"unix://{socket}", *args], input=stdin, capture_output=True, check=False, timeout=300
+    )
+
+
+def test_a_docker_host_runs_dockerd_under_its_systemd_and_keeps_its_images_across_a_reboot(
+    netns: str, tmp_path: Path
+) -> None:
+    """dockerd started by systemd in the host (cgroup2, CAP_NET_ADMIN, runc's syscalls: the
+    nspawn recipe); a container runs and publishes a port; binfmt_misc is mounted; an image
+    imported before a reboot is there after it, dockerd back by itself."""
+    from tools.lab_docker import storage_driver
+    from tools.lab_images import SUITE, _minbase
+
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(tmp_path / "key")], check=True)
+    host_key = (tmp_path / "key.pub").read_text().split()[1]
+    root, state, name = tmp_path / "root", tmp_path / "state", netns.removeprefix("fwn-")
+    setup = lab_nspawn.DockerSetup("172.30.9.1/24", "172.31.144.0/20", storage_driver(tmp_path))
+    lab_nspawn.make_root(root, "dockerhost", PORT, {"fwl-forgeway": "ssh-ed25519 AAAA unused"}, tmp_path / "key",
+                         groups=("docker",), docker=setup)  # fmt: skip
+    pid = lab_nspawn.start(name, netns, root, state, BASE)
+    try:
+        _wait("sshd answers", lambda: _sshd_answers(netns, host_key))
+        _wait("dockerd answers", lambda: _docker(root, "info").returncode == 0)
+        info = _docker(root, "info", "--format", "{{.CgroupVersion}} {{.Driver}}").stdout.decode().split()
+        assert info == ["2", setup.storage_driver], info
+        running = lab_nspawn.inside(state, "systemctl", "is-system-running", "--wait")
+        assert running.stdout.strip() == "running", lab_nspawn.inside(state, "systemctl", "--failed").stdout
+        assert lab_nspawn.inside(state, "systemctl", "is-active", "docker").stdout.strip() == "active"
+        mounts = lab_nspawn.inside(state, "findmnt", "-n", "-o", "FSTYPE", "/proc/sys/fs/binfmt_misc").stdout
+        assert set(mounts.split()) == {"binfmt_misc"}, mounts
+        imported = _docker(root, "import", "-", "lab/minbase:1", stdin=_minbase(SUITE, {}).read_bytes())
+        assert imported.returncode == 0, imported.stderr
+        ran = _docker(root, "run", "--rm", "-p", "8080:80", "lab/minbase:1", "sh", "-c", "echo ran; cat /proc/1/cgroup")
+        assert ran.returncode == 0 and ran.stdout.startswith(b"ran"), ran.stderr
+        assert "DOCKER" in _in(netns, "nft", "list", "ruleset").stdout, "no docker rules in the host's netfilter"
+        boots = lab_nspawn.boot_count(state)
+        lab_nspawn.inside(state, "systemctl", "reboot")
+        _wait("booted again", lambda: lab_nspawn.boot_count(state) > boots and _sshd_answers(netns, host_key))
+        _wait("dockerd answers again", lambda: _docker(root, "info").returncode == 0)
+        assert _docker(root, "image", "inspect", "lab/minbase:1").returncode == 0, "the image is gone after a reboot"
+        again = _docker(root, "run", "--rm", "lab/minbase:1", "echo", "again")
+        assert again.stdout == b"again\n", again.stderr
+    finally:
+        lab_nspawn.stop(pid, state, root, name)
+    assert not lab_nspawn.running(pid)
+    assert not list(lab_nspawn.CGROUPS.glob(f"*/fwl-{name}")), "the host's cgroups are left"
