@@ -10,7 +10,8 @@ A supervisor per host (``python -m tools.lab_nspawn supervise``, detached, its P
 topology.json) runs ``systemd-nspawn --boot`` in the host's network namespace. When the
 container exits because its systemd rebooted (exit status 133), the supervisor does to
 the namespace what a reboot does to a kernel's runtime state (:func:`reset_namespace`:
-links but lo and eth0, the nft ruleset, ``ip rule``, routes, sysctls, conntrack), puts
+links but lo and eth0, the nft ruleset, ``ip rule``, routes, sysctls, conntrack; and
+:func:`forget_binfmt`: the binfmt_misc handlers the host registered), puts
 back the base address and routes (what the host's network configuration does at boot)
 and boots the host again. Any other exit ends the supervisor; SIGTERM to the supervisor
 powers the host off (nspawn turns SIGTERM into an orderly shutdown) and ends it.
@@ -33,6 +34,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from tools.lab_images import SUITE, _build_dir, _install, _locked, _minbase, _run, _tar
 
@@ -44,7 +46,7 @@ PACKAGES = (
     "ca-certificates",
 )  # fmt: skip
 # A docker host's root has these too (systemd starts docker.service, as Debian enables it).
-DOCKER_PACKAGES = ("docker.io",)
+DOCKER_PACKAGES = ("docker.io", "python3")  # python3: forgeway's daemon.json merge (json)
 # systemd's exit status for "the container rebooted" (systemd-nspawn(1)).
 REBOOTED = 133
 # Units a container has no use for, or that wait for what nspawn does not give it.
@@ -250,6 +252,21 @@ def reset_namespace(netns: str, base: list[list[str]], sysctls: dict[str, str]) 
         _netns(netns, "ip", *argv, check=True)
 
 
+def forget_binfmt(root: Path, log: BinaryIO) -> None:
+    """binfmt_misc handlers go with a reboot; the lab's is the machine's (no user namespace),
+    so the handlers the host's forgeway registered (its binfmt/ours) are removed here."""
+    from tools.lab_binfmt import handlers, unregister
+
+    ours = root / "etc" / "forgeway" / "binfmt" / "ours"
+    listed = set(ours.read_text().split()) if ours.exists() else set()
+    try:
+        for name in sorted(listed & set(handlers())):
+            unregister(name)
+            log.write(f"[supervisor] binfmt handler {name} forgotten\n".encode())
+    except (RuntimeError, ValueError) as failed:
+        log.write(f"[supervisor] binfmt: {failed}\n".encode())
+
+
 def nspawn_command(name: str, netns: str, root: Path) -> list[str]:
     """systemd-nspawn for a lab host (what each extra is for: /work/notes/nspawn-docker.md,
     docs/tunnel.md "Lab hosts that boot"). Run with :data:`NSPAWN_ENV`."""
@@ -335,6 +352,7 @@ def supervise(name: str, netns: str, root: Path, state: Path, base: list[list[st
             console.write(f"\n[supervisor] nspawn exited {status} after boot {boots}\n".encode())
             console.flush()
             reset_namespace(netns, base, sysctls)
+            forget_binfmt(root, console)
     for group in groups:  # back to the hierarchy's root, so the host's cgroups can go
         with contextlib.suppress(OSError):
             (group.parent / "cgroup.procs").write_text(str(os.getpid()))
