@@ -671,6 +671,13 @@ def _booting_hosts(topology: dict[str, Any]) -> list[dict[str, Any]]:
     return [h for h in topology["hosts"] if h.get("boots")]
 
 
+def _inside(host: dict[str, Any], *argv: str) -> subprocess.CompletedProcess[str]:
+    """``argv`` inside a booting host (its init's namespaces)."""
+    from tools.lab_nspawn import inside
+
+    return inside(Path(host["state"]), *argv)
+
+
 def _hosts_as_they_are(topology: dict[str, Any]) -> dict[str, Any]:
     """What a change on a host would touch: its files (etc and run), rulesets, policy
     rules, links, and its docker containers and volumes."""
