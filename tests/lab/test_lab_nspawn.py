@@ -159,3 +159,65 @@ def test_a_docker_host_runs_dockerd_under_its_systemd_and_keeps_its_images_acros
         lab_nspawn.stop(pid, state, root, name)
     assert not lab_nspawn.running(pid)
     assert not list(lab_nspawn.CGROUPS.glob(f"*/fwl-{name}")), "the host's cgroups are left"
+
+
+def test_on_a_booting_host_the_endpoint_watch_is_a_unit_that_boots_after_the_tunnel_and_down_removes_it(
+    netns: str, tmp_path: Path
+) -> None:
+    """tunnel-up.sh on a host whose PID 1 is systemd: the endpoint memory's watch is
+    forgeway-tunnel-watch@wg0.service (enabled, started by the deploy, the only watch),
+    a second deploy changes nothing, both units are active after a real reboot, and
+    tunnel-down.sh stops it and removes exactly what up made."""
+    import ipaddress
+
+    from components.config import Tunnel
+    from components.render.wgconf import TunnelHost, endpoint_interface, tunnel_files
+    from components.render.wireguard import wg_public_key
+    from components.scripts import script
+
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(tmp_path / "key")], check=True)
+    host_key = (tmp_path / "key.pub").read_text().split()[1]
+    root, state, name = tmp_path / "root", tmp_path / "state", netns.removeprefix("fwn-")
+    lab_nspawn.make_root(root, "vps", PORT, {"fwl-admin": "ssh-ed25519 AAAA unused"}, tmp_path / "key")
+    key, home = (subprocess.run(["wg", "genkey"], capture_output=True, text=True, check=True).stdout for _ in "ab")
+    vps_id = TunnelHost("vps", wg_public_key(key.strip()), ipaddress.IPv4Address("10.8.0.1"))
+    home_id = TunnelHost("home", wg_public_key(home.strip()), ipaddress.IPv4Address("10.8.0.2"))
+    interface = endpoint_interface(tunnel=Tunnel(), address=vps_id.address, peers=[home_id])
+    (root / "stage").mkdir()
+    files = {**tunnel_files(interface), **{n: script(n) for n in ("tunnel-up.sh", "tunnel-down.sh")}}
+    for filename, text in files.items():
+        (root / "stage" / filename).write_text(text)
+    unit = "forgeway-tunnel-watch@wg0.service"
+
+    def deploy() -> subprocess.CompletedProcess[str]:
+        init = str(lab_nspawn.container_pid1(state))
+        return subprocess.run(
+            ["nsenter", "-t", init, "-a", "sh", "/stage/tunnel-up.sh", "wg0", "/stage"],
+            input=key, capture_output=True, text=True, check=False, timeout=60,
+        )  # fmt: skip
+
+    def active(*units: str) -> list[str]:
+        return lab_nspawn.inside(state, "systemctl", "is-active", *units).stdout.split()
+
+    pid = lab_nspawn.start(name, netns, root, state, BASE)
+    try:
+        _wait("sshd answers", lambda: _sshd_answers(netns, host_key))
+        before = sorted(str(p.relative_to(root)) for p in (root / "etc").rglob("*"))  # as booted (etc/mtab)
+        done = deploy()
+        assert done.returncode == 0 and f"changed wg0: started {unit}" in done.stdout, done.stdout + done.stderr
+        assert lab_nspawn.inside(state, "systemctl", "is-enabled", unit).stdout.strip() == "enabled"
+        main = lab_nspawn.inside(state, "systemctl", "show", "-p", "MainPID", "--value", unit).stdout.strip()
+        assert lab_nspawn.inside(state, "cat", "/run/forgeway/wg0.watch.pid").stdout.strip() == main != "0"
+        assert lab_nspawn.inside(state, "pgrep", "-f", "tunnel-up.sh --watch").stdout.split() == [main]
+        assert deploy().stdout == "ok wg0: nothing to change\n"
+        boots = lab_nspawn.boot_count(state)
+        lab_nspawn.inside(state, "systemctl", "reboot")
+        _wait("booted again", lambda: lab_nspawn.boot_count(state) > boots and _sshd_answers(netns, host_key))
+        _wait("tunnel and watch active", lambda: active("forgeway-tunnel@wg0.service", unit) == ["active"] * 2, 30)
+        down = lab_nspawn.inside(state, "sh", "/stage/tunnel-down.sh", "wg0")
+        assert down.returncode == 0 and f"removed wg0: stopped {unit}" in down.stdout, down.stdout + down.stderr
+        assert active(unit) == ["inactive"]
+        after = sorted(str(p.relative_to(root)) for p in (root / "etc").rglob("*"))
+        assert [p for p in after if p not in before] == [], "tunnel-down left files up made"
+    finally:
+        lab_nspawn.stop(pid, state, root, name)
