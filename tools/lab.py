@@ -10,25 +10,22 @@ Topology (network namespaces ``fwl-*``; addresses exist only inside them):
            └─ 198.51.100.1 bridge: the home LAN; the deployer is 198.51.100.254 on it
                 home 198.51.100.2, runner-arm .3, runner-amd .4
 
-vps, home and the runners each run their own sshd with their own host key. The VPS
-boots: systemd is its PID 1, in systemd-nspawn inside its namespace, with its own root
-file system, sshd and users (tools/lab_nspawn.py); `python -m tools.lab reboot HOST...|all`
-reboots it for real. The
+Every host (vps, home and the runners) boots: systemd is its PID 1, in systemd-nspawn
+inside its namespace, with its own root file system, sshd, host key and users
+(tools/lab_nspawn.py); on home and the runners systemd also starts dockerd.
+`python -m tools.lab reboot HOST...|all` reboots hosts for real. The
 CGNAT router masquerades the home side with a short UDP timeout, so nothing reaches
 home unless home dials out. The lab stack is applied with tools/applier: host arch
 checks, the tunnel, the forwarding, the CA, GitLab's container and every docker
-daemon's trust. The home device, both runners and the client run a dockerd of their
-own (tools/lab_docker.py); GitLab's image is a stand-in built from Debian
-(tools/lab_images.py, tools/standin_image/): nothing can be pulled here. Names:
-``/etc/netns/fwl-*/hosts`` say that gitlab.forgeway.test is the VPS.
+daemon's trust. The home device and both runners run Debian's docker.service in
+their root; the client gets a dockerd of the lab's (tools/lab_docker.py); GitLab's
+image is a stand-in built from Debian (tools/lab_images.py, tools/standin_image/):
+nothing can be pulled here. Names: each host's /etc/hosts and ``/etc/netns/fwl-*/hosts``
+say that gitlab.forgeway.test is the VPS.
 
 The deployer logs in as non-root users with passwordless sudo, as on real hosts
-(Pulumi.prod.yaml): ``fwl-admin`` on the VPS (in its own root), ``fwl-forgeway`` (in
-the docker group) on the others. `make lab` creates that one on this machine (those
-namespaces share its user database), with a sudoers drop-in ``/etc/sudoers.d/fwl-*``;
-`make lab-down` removes both. The lab directory is traversable by them (mode 0711: they need the
-authorized_keys file, their host's docker socket and runner-arm's ``uname`` shim),
-and so must every directory above it be.
+(Pulumi.prod.yaml): ``fwl-admin`` on the VPS, ``fwl-forgeway`` (in the docker group)
+on the others, each in its host's own root with a sudoers drop-in there.
 
 ``runner-arm`` is declared arm64: its sshd gives sessions a PATH whose ``uname``
 says aarch64, so the arch check passes; nothing arm64 runs (this machine is x86_64).
