@@ -265,6 +265,7 @@ def forget_binfmt(root: Path, log: BinaryIO) -> None:
             log.write(f"[supervisor] binfmt handler {name} forgotten\n".encode())
     except (RuntimeError, ValueError) as failed:
         log.write(f"[supervisor] binfmt: {failed}\n".encode())
+    log.flush()
 
 
 def nspawn_command(name: str, netns: str, root: Path) -> list[str]:
