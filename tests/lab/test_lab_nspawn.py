@@ -121,8 +121,11 @@ def test_a_docker_host_runs_dockerd_under_its_systemd_and_keeps_its_images_acros
     netns: str, tmp_path: Path
 ) -> None:
     """dockerd started by systemd in the host (cgroup2, CAP_NET_ADMIN, runc's syscalls: the
-    nspawn recipe); a container runs and publishes a port; binfmt_misc is mounted; an image
-    imported before a reboot is there after it, dockerd back by itself."""
+    nspawn recipe); a container runs and publishes a port; binfmt_misc is mounted;
+    forgeway's proxy drop-in is in docker's environment (`systemctl show`); an image
+    imported before a reboot is there after it, dockerd back by itself, the drop-in read."""
+    from components.render.docker_client import DockerClientSettings, render_docker_client
+    from components.scripts import script
     from tools.lab_docker import storage_driver
     from tools.lab_images import SUITE, _minbase
 
@@ -148,11 +151,27 @@ def test_a_docker_host_runs_dockerd_under_its_systemd_and_keeps_its_images_acros
         ran = _docker(root, "run", "--rm", "-p", "8080:80", "lab/minbase:1", "sh", "-c", "echo ran; cat /proc/1/cgroup")
         assert ran.returncode == 0 and ran.stdout.startswith(b"ran"), ran.stderr
         assert "DOCKER" in _in(netns, "nft", "list", "ruleset").stdout, "no docker rules in the host's netfilter"
+        # forgeway's proxy drop-in for docker (docker-client-up.sh): systemd reloads and docker has it.
+        files = render_docker_client(
+            DockerClientSettings(("gitlab.forgeway.test:5050",), None, "gitlab.forgeway.test", "10.8.0.0/24",
+                                 http_proxy="http://proxy.example:3128")
+        ).staged()  # fmt: skip
+        (root / "stage").mkdir()
+        for filename, text in {**files, "docker-client-up.sh": script("docker-client-up.sh")}.items():
+            (root / "stage" / filename).write_text(text)
+        client = lab_nspawn.inside(state, "sh", "/stage/docker-client-up.sh", "/stage")
+        assert client.returncode == 0, client.stdout + client.stderr
+
+        def environment() -> str:
+            return lab_nspawn.inside(state, "systemctl", "show", "docker", "-p", "Environment").stdout
+
+        assert "HTTP_PROXY=http://proxy.example:3128" in environment(), environment()
         boots = lab_nspawn.boot_count(state)
         lab_nspawn.inside(state, "systemctl", "reboot")
         _wait("booted again", lambda: lab_nspawn.boot_count(state) > boots and _sshd_answers(netns, host_key))
         _wait("dockerd answers again", lambda: _docker(root, "info").returncode == 0)
         assert _docker(root, "image", "inspect", "lab/minbase:1").returncode == 0, "the image is gone after a reboot"
+        assert "HTTP_PROXY=http://proxy.example:3128" in environment(), "the proxy drop-in is not read at boot"
         again = _docker(root, "run", "--rm", "lab/minbase:1", "echo", "again")
         assert again.stdout == b"again\n", again.stderr
     finally:
