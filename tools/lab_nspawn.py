@@ -180,6 +180,11 @@ def _docker_host(root: Path, docker: DockerSetup) -> None:
     # nspawn's is; root in the host can mount it there all the same (the kernel's one,
     # shared: no user namespace), so the mount is pulled in at boot.
     mount = "proc-sys-fs-binfmt_misc.mount"
+    # systemd-binfmt.service would then run too: it registers the root's binfmt.d entries
+    # (python3's) and, when stopped at shutdown, unregisters every handler: the machine's
+    # and the other lab hosts' too, binfmt_misc being the kernel's one. Masked.
+    (units / "systemd-binfmt.service").unlink(missing_ok=True)
+    (units / "systemd-binfmt.service").symlink_to("/dev/null")
     wants = units / "sysinit.target.wants"
     wants.mkdir(parents=True, exist_ok=True)
     (wants / mount).unlink(missing_ok=True)
