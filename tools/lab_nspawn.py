@@ -258,16 +258,21 @@ def reset_namespace(netns: str, base: list[list[str]], sysctls: dict[str, str]) 
 
 
 def forget_binfmt(root: Path, log: BinaryIO) -> None:
-    """binfmt_misc handlers go with a reboot; the lab's is the machine's (no user namespace),
-    so the handlers the host's forgeway registered (its binfmt/ours) are removed here."""
+    """binfmt_misc handlers go with a reboot. The lab's binfmt_misc is the machine's (no user
+    namespace): since Linux 6.7 its handlers go by themselves with its last mount (the
+    host's, gone with the host), else the handlers the host's forgeway registered (its
+    binfmt/ours) are removed here. Either way a line says so, per handler."""
     from tools.lab_binfmt import handlers, unregister
 
     ours = root / "etc" / "forgeway" / "binfmt" / "ours"
-    listed = set(ours.read_text().split()) if ours.exists() else set()
+    listed = sorted(set(ours.read_text().split())) if ours.exists() else []
     try:
-        for name in sorted(listed & set(handlers())):
-            unregister(name)
-            log.write(f"[supervisor] binfmt handler {name} forgotten\n".encode())
+        present = set(handlers()) if listed else set()
+        for name in listed:
+            if name in present:
+                unregister(name)
+            how = "forgotten" if name in present else "gone with the host's binfmt_misc mount"
+            log.write(f"[supervisor] binfmt handler {name} {how}\n".encode())
     except (RuntimeError, ValueError) as failed:
         log.write(f"[supervisor] binfmt: {failed}\n".encode())
     log.flush()
