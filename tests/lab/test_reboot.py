@@ -327,7 +327,7 @@ def test_a_real_reboot_brings_the_service_back_within_the_bound_and_the_hosts_as
             assert _binfmt_forgotten(topology) > forgotten_before, "the reboot kept the handler: proves nothing"
             _wait("qemu-aarch64 registered again by forgeway-binfmt.service", lambda: "qemu-aarch64" in handlers(), 30)
             rc, out = _docker(topology, MULTIARCH, "run", "--rm", HELLO_ARM64)
-            assert (rc, out.strip()) == (0, "hello from aarch64"), out
+            assert rc == 0 and out.splitlines()[0] == "hello from aarch64", out  # then docker's platform warning
     _assert_admin_ssh(topology)
 
 
