@@ -10,25 +10,22 @@ Topology (network namespaces ``fwl-*``; addresses exist only inside them):
            └─ 198.51.100.1 bridge: the home LAN; the deployer is 198.51.100.254 on it
                 home 198.51.100.2, runner-arm .3, runner-amd .4
 
-vps, home and the runners each run their own sshd with their own host key. The VPS
-boots: systemd is its PID 1, in systemd-nspawn inside its namespace, with its own root
-file system, sshd and users (tools/lab_nspawn.py); `python -m tools.lab reboot HOST...|all`
-reboots it for real. The
+Every host (vps, home and the runners) boots: systemd is its PID 1, in systemd-nspawn
+inside its namespace, with its own root file system, sshd, host key and users
+(tools/lab_nspawn.py); on home and the runners systemd also starts dockerd.
+`python -m tools.lab reboot HOST...|all` reboots hosts for real. The
 CGNAT router masquerades the home side with a short UDP timeout, so nothing reaches
 home unless home dials out. The lab stack is applied with tools/applier: host arch
 checks, the tunnel, the forwarding, the CA, GitLab's container and every docker
-daemon's trust. The home device, both runners and the client run a dockerd of their
-own (tools/lab_docker.py); GitLab's image is a stand-in built from Debian
-(tools/lab_images.py, tools/standin_image/): nothing can be pulled here. Names:
-``/etc/netns/fwl-*/hosts`` say that gitlab.forgeway.test is the VPS.
+daemon's trust. The home device and both runners run Debian's docker.service in
+their root; the client gets a dockerd of the lab's (tools/lab_docker.py); GitLab's
+image is a stand-in built from Debian (tools/lab_images.py, tools/standin_image/):
+nothing can be pulled here. Names: each host's /etc/hosts and ``/etc/netns/fwl-*/hosts``
+say that gitlab.forgeway.test is the VPS.
 
 The deployer logs in as non-root users with passwordless sudo, as on real hosts
-(Pulumi.prod.yaml): ``fwl-admin`` on the VPS (in its own root), ``fwl-forgeway`` (in
-the docker group) on the others. `make lab` creates that one on this machine (those
-namespaces share its user database), with a sudoers drop-in ``/etc/sudoers.d/fwl-*``;
-`make lab-down` removes both. The lab directory is traversable by them (mode 0711: they need the
-authorized_keys file, their host's docker socket and runner-arm's ``uname`` shim),
-and so must every directory above it be.
+(Pulumi.prod.yaml): ``fwl-admin`` on the VPS, ``fwl-forgeway`` (in the docker group)
+on the others, each in its host's own root with a sudoers drop-in there.
 
 ``runner-arm`` is declared arm64: its sshd gives sessions a PATH whose ``uname``
 says aarch64, so the arch check passes; nothing arm64 runs (this machine is x86_64).
@@ -88,9 +85,9 @@ class HostSpec:
 
 HOSTS = (
     HostSpec("vps", "internet", f"{INTERNET}.10", 2202, boots=True),
-    HostSpec("home", "lan", f"{LAN}.2", 22),
-    HostSpec("runner-arm", "lan", f"{LAN}.3", 22, fake_machine="aarch64"),
-    HostSpec("runner-amd", "lan", f"{LAN}.4", 22),
+    HostSpec("home", "lan", f"{LAN}.2", 22, boots=True),
+    HostSpec("runner-arm", "lan", f"{LAN}.3", 22, fake_machine="aarch64", boots=True),
+    HostSpec("runner-amd", "lan", f"{LAN}.4", 22, boots=True),
 )
 # Hosts with a dockerd of their own (index: their bridge subnets, tools/lab_docker.py);
 # the client gets one too, as a laptop would have, to log in to the registry.
@@ -107,8 +104,9 @@ CGNAT_WAN, CGNAT_LAN, HOMEGW_WAN = f"{INTERNET}.20", "100.64.0.1", "100.64.0.2"
 DEPLOYER_INTERNET, DEPLOYER_LAN = f"{INTERNET}.254", f"{LAN}.254"
 # The deployer's login users (Pulumi.lab.yaml hosts[].ssh_user) and their extra groups, on
 # this machine for the hosts that share its user database; a host that boots has its own.
-LAB_USERS: dict[str, tuple[str, ...]] = {"fwl-forgeway": ("docker",)}
-BOOTING_HOST_USERS = {"vps": "fwl-admin"}
+LAB_USERS: dict[str, tuple[str, ...]] = {}  # every lab host boots: its users are in its own root
+BOOTING_HOST_USERS = {"vps": "fwl-admin", "home": "fwl-forgeway", "runner-arm": "fwl-forgeway",
+                      "runner-amd": "fwl-forgeway"}  # fmt: skip
 LAB_USER_COMMENT = "forgeway lab deployer"  # what lab-down looks for before it removes a user
 SUDOERS_DIR = Path("/etc/sudoers.d")
 
@@ -383,14 +381,29 @@ def sshd_answers(address: str, port: int, host_key: str) -> bool:
 
 def start_booting_host(spec: HostSpec, work: Path, deployer_pub: str) -> dict[str, Any]:
     """A host with systemd as PID 1 (tools/lab_nspawn.py): its root, host key and login
-    user, and its supervisor started; :func:`wait_booted` waits for its sshd."""
+    user (in the docker group on a docker host, whose dockerd systemd starts), and its
+    supervisor started; :func:`wait_booted` waits for its sshd."""
     from tools import lab_nspawn
+    from tools.lab_docker import bridge_addresses, storage_driver
 
     work.mkdir(parents=True)
     host_key = _keygen(work / "ssh_host_ed25519_key")
     root = work / "root"
     users = {BOOTING_HOST_USERS[spec.name]: deployer_pub}
-    lab_nspawn.make_root(root, spec.name, spec.ssh_port, users, work / "ssh_host_ed25519_key")
+    docker = None
+    if spec.name in DOCKER_HOSTS:
+        bip, pool = bridge_addresses(DOCKER_HOSTS[spec.name])
+        # A runner's daemon.json is forgeway's to manage: dockerd refuses a flag it also sets.
+        docker = lab_nspawn.DockerSetup(bip, None if spec.name in RUNNER_HOSTS else pool, storage_driver(work))
+    vps = next(h.address for h in HOSTS if h.name == "vps")
+    lab_nspawn.make_root(
+        root, spec.name, spec.ssh_port, users, work / "ssh_host_ed25519_key",
+        hosts=f"{vps} {' '.join(PUBLIC_NAMES)}\n" if docker else "",
+        groups=("docker",) if docker else (), docker=docker, fake_machine=spec.fake_machine,
+    )  # fmt: skip
+    if spec.name in RUNNER_HOSTS:
+        # A daemon.json of the host's own that forgeway must keep (and give back on destroy).
+        (root / "etc" / "docker" / "daemon.json").write_text(SEEDED_DAEMON_JSON)
     # Where the lab's tools and tests look for a host's files, as for the other hosts.
     (work / "etc").symlink_to("root/etc")
     state = work / "nspawn"
@@ -430,10 +443,35 @@ def write_name_files() -> None:
         )
 
 
+def booted_dockerd(host: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
+    """The record (tools.lab_docker.DaemonInfo's) of a booting docker host's dockerd once it
+    answers on its second socket, a file in the host's root; ``in_host``: systemd in the
+    host runs it (lab-down powers the host off, nothing stops it from here)."""
+    from tools.lab_docker import DaemonInfo, bridge_addresses, docker
+    from tools.lab_nspawn import DOCKER_SOCKET, dockerd_pid
+
+    name, root = host["name"], Path(host["root"])
+    bip, pool = bridge_addresses(DOCKER_HOSTS[name])
+    work = docker_work(name)
+    work.mkdir(parents=True, exist_ok=True)
+    info = DaemonInfo(netns=host["netns"], work=work, socket=root / DOCKER_SOCKET.lstrip("/"), pid=0, bip=bip,
+                      address_pool=pool, log=Path(host["state"]) / "console.log", index=DOCKER_HOSTS[name],
+                      etc_docker=root / "etc" / "docker", config_file=name in RUNNER_HOSTS)  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while not info.socket.exists() or docker(info, "info", "--format", "{{.ID}}", timeout=10, check=False).returncode:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"dockerd of lab host {name} did not answer in {timeout:.0f} s: see {info.log}")
+        time.sleep(0.2)
+    record = {**info.to_json(), "pid": dockerd_pid(Path(host["state"])), "in_host": True}
+    (work / "daemon.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
 def start_docker_hosts(record: dict[str, Any]) -> None:
-    """A dockerd per docker host (and the client), each showing its host's FORGEWAY_ETC/docker
-    as /etc/docker; GitLab's stand-in image on the GitLab host. ``record`` gets each daemon
-    as soon as it runs, so lab-down stops it even if a later step fails."""
+    """The docker hosts' dockerds (started by systemd in each host; a dockerd of the
+    lab's for the client); the stand-in images in each host's docker, on its disk, so
+    they are there after a reboot too. ``record`` gets each daemon as soon as it runs,
+    so lab-down stops it even if a later step fails."""
     from tools.lab_docker import DaemonInfo, start_dockerd
     from tools.lab_images import (
         BINFMT_STANDIN,
@@ -445,16 +483,13 @@ def start_docker_hosts(record: dict[str, Any]) -> None:
     )
 
     daemons = record.setdefault("docker", {})
-    for name, index in [*DOCKER_HOSTS.items(), ("client", CLIENT_DOCKER_INDEX)]:
-        work = docker_work(name) if name != "client" else LAB_DIR / "client" / "docker"
-        etc = (LAB_DIR / "hosts" / name / "etc" / "docker") if name != "client" else LAB_DIR / "client" / "etc-docker"
-        if name in RUNNER_HOSTS:
-            # A daemon.json of the host's own that forgeway must keep (and give back on destroy).
-            etc.mkdir(parents=True, exist_ok=True)
-            (etc / "daemon.json").write_text(SEEDED_DAEMON_JSON)
-        info = start_dockerd(ns(name), work, index=index, etc_docker=etc, config_file=name in RUNNER_HOSTS)
-        daemons[name] = info.to_json()
-        TOPOLOGY.with_suffix(".partial").write_text(json.dumps(record))
+    by_name = {h["name"]: h for h in record["hosts"]}
+    for name in DOCKER_HOSTS:
+        daemons[name] = booted_dockerd(by_name[name])
+    info = start_dockerd(ns("client"), LAB_DIR / "client" / "docker", index=CLIENT_DOCKER_INDEX,
+                         etc_docker=LAB_DIR / "client" / "etc-docker")  # fmt: skip
+    daemons["client"] = info.to_json()
+    TOPOLOGY.with_suffix(".partial").write_text(json.dumps(record))
     ensure_image(DaemonInfo.from_json(daemons["home"]), GITLAB_STANDIN)
     for name, arch in RUNNER_HOSTS.items():
         ensure_image_as(DaemonInfo.from_json(daemons[name]), RUNNER_STANDIN, arch)
@@ -496,8 +531,9 @@ def lab_config(
             if "runner" in h["roles"]
         }
     config["forgeway:runner_tokens"] = tokens
+    booting = {h["name"] for h in topology["hosts"] if h.get("boots")}
     for host in config["forgeway:hosts"]:
-        if host["name"] in RUNNER_HOSTS:
+        if host["name"] in RUNNER_HOSTS and host["name"] not in booting:
             host["docker_socket"] = str(docker_work(host["name"]) / "docker.sock")  # bound into the runner
     if mode is not None:
         config["forgeway:forwarding"]["mode"] = mode
@@ -635,6 +671,8 @@ def _stop_started(errors: list[str]) -> None:
             continue
         data = json.loads(described.read_text())
         for name, daemon in data.get("docker", {}).items():
+            if daemon.get("in_host"):
+                continue  # systemd in the host stops it when the host powers off
             # A restarted daemon's current record is in its work directory.
             current = Path(daemon["work"]) / "daemon.json"
             record = json.loads(current.read_text()) if current.exists() else daemon

@@ -10,7 +10,8 @@ A supervisor per host (``python -m tools.lab_nspawn supervise``, detached, its P
 topology.json) runs ``systemd-nspawn --boot`` in the host's network namespace. When the
 container exits because its systemd rebooted (exit status 133), the supervisor does to
 the namespace what a reboot does to a kernel's runtime state (:func:`reset_namespace`:
-links but lo and eth0, the nft ruleset, ``ip rule``, routes, sysctls, conntrack), puts
+links but lo and eth0, the nft ruleset, ``ip rule``, routes, sysctls, conntrack; and
+:func:`forget_binfmt`: the binfmt_misc handlers the host registered), puts
 back the base address and routes (what the host's network configuration does at boot)
 and boots the host again. Any other exit ends the supervisor; SIGTERM to the supervisor
 powers the host off (nspawn turns SIGTERM into an orderly shutdown) and ends it.
@@ -31,7 +32,9 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from tools.lab_images import SUITE, _build_dir, _install, _locked, _minbase, _run, _tar
 
@@ -42,6 +45,8 @@ PACKAGES = (
     "conntrack", "wireguard-tools", "wireguard-go", "procps", "kmod", "python3-minimal", "iputils-ping",
     "ca-certificates",
 )  # fmt: skip
+# A docker host's root has these too (systemd starts docker.service, as Debian enables it).
+DOCKER_PACKAGES = ("docker.io", "python3")  # python3: forgeway's daemon.json merge (json)
 # systemd's exit status for "the container rebooted" (systemd-nspawn(1)).
 REBOOTED = 133
 # Units a container has no use for, or that wait for what nspawn does not give it.
@@ -56,24 +61,26 @@ def cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "forgeway" / "rootfs"
 
 
-def rootfs_key() -> str:
-    text = json.dumps({"v": ROOTFS_VERSION, "suite": SUITE, "packages": sorted(PACKAGES), "masked": sorted(MASKED)})
+def rootfs_key(docker: bool = False) -> str:
+    packages = sorted(PACKAGES + (DOCKER_PACKAGES if docker else ()))
+    text = json.dumps({"v": ROOTFS_VERSION, "suite": SUITE, "packages": packages, "masked": sorted(MASKED)})
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def rootfs_tarball(timings: dict[str, float] | None = None) -> Path:
-    """The cached host root file system, built if missing (minbase from tools/lab_images' cache)."""
+def rootfs_tarball(timings: dict[str, float] | None = None, *, docker: bool = False) -> Path:
+    """The cached host root file system, built if missing (minbase from tools/lab_images'
+    cache); ``docker``: with docker.io too, built on top of the plain one."""
     timings = {} if timings is None else timings
-    target = cache_dir() / f"host-{SUITE}-{rootfs_key()}.tar"
+    target = cache_dir() / f"host-{SUITE}-{rootfs_key(docker)}.tar"
     with _locked(target):
         if target.exists():
             return target
-        base = _minbase(SUITE, timings)
+        base = rootfs_tarball(timings) if docker else _minbase(SUITE, timings)
         started = time.monotonic()
         with _build_dir(target.parent) as rootfs:
             rootfs.mkdir()
             _run(["tar", "--numeric-owner", "--xattrs", "-C", str(rootfs), "-xf", str(base)])
-            _install(rootfs, PACKAGES)
+            _install(rootfs, DOCKER_PACKAGES if docker else PACKAGES)
             for key in rootfs.glob("etc/ssh/ssh_host_*"):  # every host makes its own
                 key.unlink()
             (rootfs / "etc" / "machine-id").write_text("")
@@ -82,37 +89,106 @@ def rootfs_tarball(timings: dict[str, float] | None = None) -> Path:
                 mask.unlink(missing_ok=True)
                 mask.symlink_to("/dev/null")
             _tar(rootfs, target)
-        timings["host-rootfs"] = time.monotonic() - started
+        timings["host-rootfs-docker" if docker else "host-rootfs"] = time.monotonic() - started
     return target
 
 
+@dataclass(frozen=True)
+class DockerSetup:
+    """How a docker host's dockerd runs: docker.service as Debian ships it, with the lab's
+    flags in a drop-in (its own bridge subnets, so no two hosts route the same container
+    subnet; the storage driver that works on the lab's file system; a short shutdown
+    timeout) and a second API socket on the host's disk, which this machine reaches as a
+    file under the host's root."""
+
+    bip: str
+    address_pool: str | None  # None: a daemon.json forgeway manages may set the pools
+    storage_driver: str
+    shutdown_timeout: int = 3
+
+
+DOCKER_SOCKET = "/var/lib/forgeway-lab/docker.sock"  # inside the host; the root's copy is its file here
+PATH_SHIM = "/usr/local/lib/forgeway-lab/bin"  # runner-arm's `uname` says aarch64 in SSH sessions
+
+
 def make_root(
-    root: Path, hostname: str, ssh_port: int, users: dict[str, str], host_key: Path, *, hosts: str = ""
+    root: Path,
+    hostname: str,
+    ssh_port: int,
+    users: dict[str, str],
+    host_key: Path,
+    *,
+    hosts: str = "",
+    groups: tuple[str, ...] = (),
+    docker: DockerSetup | None = None,
+    fake_machine: str | None = None,
 ) -> None:
     """The host's own copy of the root: its name, machine id, sshd port and host key, and
-    ``users`` (name: authorized public key) with passwordless sudo in its own sudoers."""
+    ``users`` (name: authorized public key, in ``groups`` too) with passwordless sudo in
+    its own sudoers; with ``docker``, the docker.io root and its dockerd's lab settings."""
     root.mkdir(parents=True)
-    subprocess.run(["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-xf", str(rootfs_tarball())], check=True)
+    tarball = rootfs_tarball(docker=docker is not None)
+    subprocess.run(["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-xf", str(tarball)], check=True)
     etc = root / "etc"
     (etc / "hostname").write_text(hostname + "\n")
     (etc / "machine-id").write_text(secrets.token_hex(16) + "\n")
     (etc / "hosts").write_text(f"127.0.0.1 localhost\n127.0.1.1 {hostname}\n{hosts}")
     # Debian's sshd as it comes (every address), on the lab's port, with the lab's key only.
-    (etc / "ssh" / "sshd_config.d" / "lab.conf").write_text(
-        f"Port {ssh_port}\nHostKey /etc/ssh/ssh_host_ed25519_key\nPasswordAuthentication no\n"
-    )
+    sshd = f"Port {ssh_port}\nHostKey /etc/ssh/ssh_host_ed25519_key\nPasswordAuthentication no\n"
+    if fake_machine is not None:
+        shim = root / PATH_SHIM.lstrip("/")
+        shim.mkdir(parents=True)
+        (shim / "uname").write_text(
+            f'#!/bin/sh\n[ "$1" = "-m" ] && {{ echo {fake_machine}; exit 0; }}\nexec /bin/uname "$@"\n'
+        )
+        (shim / "uname").chmod(0o755)
+        sshd += f"SetEnv PATH={PATH_SHIM}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+    (etc / "ssh" / "sshd_config.d" / "lab.conf").write_text(sshd)
     for suffix in ("", ".pub"):
         target = etc / "ssh" / f"ssh_host_ed25519_key{suffix}"
         target.write_bytes(Path(f"{host_key}{suffix}").read_bytes())
         target.chmod(0o600 if not suffix else 0o644)
     for user, public_key in users.items():
         # Password '*': no password login, and not "locked" (sshd refuses a locked account).
-        _run(["chroot", str(root), "useradd", "--create-home", "--shell", "/bin/sh", "--password", "*", user])
+        extra = ["--groups", ",".join(groups)] if groups else []
+        _run(["chroot", str(root), "useradd", "--create-home", "--shell", "/bin/sh", "--password", "*", *extra, user])
         ssh_dir = root / "home" / user / ".ssh"
         ssh_dir.mkdir(mode=0o700)
         (ssh_dir / "authorized_keys").write_text(public_key + "\n")
         _run(["chroot", str(root), "chown", "-R", f"{user}:{user}", f"/home/{user}/.ssh"])
         grant_sudo(root, user)
+    if docker is not None:
+        _docker_host(root, docker)
+
+
+def _docker_host(root: Path, docker: DockerSetup) -> None:
+    units = root / "etc" / "systemd" / "system"
+    flags = [
+        "-H", "fd://", "-H", f"unix://{DOCKER_SOCKET}", "--containerd=/run/containerd/containerd.sock",
+        "--storage-driver", docker.storage_driver, "--bip", docker.bip,
+        *(("--default-address-pool", f"base={docker.address_pool},size=24") if docker.address_pool else ()),
+        "--shutdown-timeout", str(docker.shutdown_timeout),
+    ]  # fmt: skip
+    (root / DOCKER_SOCKET.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+    dropin = units / "docker.service.d"
+    dropin.mkdir(parents=True, exist_ok=True)
+    (dropin / "lab.conf").write_text(
+        "# the lab's dockerd settings (tools/lab_nspawn.py)\n[Service]\nExecStart=\n"
+        f"ExecStart=/usr/sbin/dockerd {' '.join(flags)}\n"
+    )
+    # binfmt_misc: systemd's automount of it is skipped where /proc/sys is read-only, as
+    # nspawn's is; root in the host can mount it there all the same (the kernel's one,
+    # shared: no user namespace), so the mount is pulled in at boot.
+    mount = "proc-sys-fs-binfmt_misc.mount"
+    # systemd-binfmt.service would then run too: it registers the root's binfmt.d entries
+    # (python3's) and, when stopped at shutdown, unregisters every handler: the machine's
+    # and the other lab hosts' too, binfmt_misc being the kernel's one. Masked.
+    (units / "systemd-binfmt.service").unlink(missing_ok=True)
+    (units / "systemd-binfmt.service").symlink_to("/dev/null")
+    wants = units / "sysinit.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    (wants / mount).unlink(missing_ok=True)
+    (wants / mount).symlink_to(f"/lib/systemd/system/{mount}")
 
 
 def sudoers_path(root: Path, user: str) -> Path:
@@ -181,14 +257,45 @@ def reset_namespace(netns: str, base: list[list[str]], sysctls: dict[str, str]) 
         _netns(netns, "ip", *argv, check=True)
 
 
+def forget_binfmt(root: Path, log: BinaryIO) -> None:
+    """binfmt_misc handlers go with a reboot. The lab's binfmt_misc is the machine's (no user
+    namespace): since Linux 6.7 its handlers go by themselves with its last mount (the
+    host's, gone with the host), else the handlers the host's forgeway registered (its
+    binfmt/ours) are removed here. Either way a line says so, per handler."""
+    from tools.lab_binfmt import handlers, unregister
+
+    ours = root / "etc" / "forgeway" / "binfmt" / "ours"
+    listed = sorted(set(ours.read_text().split())) if ours.exists() else []
+    try:
+        present = set(handlers()) if listed else set()
+        for name in listed:
+            if name in present:
+                unregister(name)
+            how = "forgotten" if name in present else "gone with the host's binfmt_misc mount"
+            log.write(f"[supervisor] binfmt handler {name} {how}\n".encode())
+    except (RuntimeError, ValueError) as failed:
+        log.write(f"[supervisor] binfmt: {failed}\n".encode())
+    log.flush()
+
+
 def nspawn_command(name: str, netns: str, root: Path) -> list[str]:
+    """systemd-nspawn for a lab host (what each extra is for: /work/notes/nspawn-docker.md,
+    docs/tunnel.md "Lab hosts that boot"). Run with :data:`NSPAWN_ENV`."""
     return [
         "systemd-nspawn", "--boot", "--register=no", "--keep-unit", "--quiet",
         f"--network-namespace-path=/run/netns/{netns}", f"--machine={name}", "-D", str(root),
         "--console=read-only", "--link-journal=no", "--resolv-conf=off", "--timezone=off",
-        # wireguard-go, nft and `ip` need it (nspawn keeps it only for networks it makes itself)
-        "--capability=CAP_NET_ADMIN",
+        # With --network-namespace-path it makes no network: it keeps CAP_NET_ADMIN (wireguard-go,
+        # nft, ip, dockerd's iptables) and mounts /proc/sys/net writable (sysctls, ip_forward).
+        "--private-network",
+        # runc: the session keyring (add_key, keyctl) and cgroup2's device filter (bpf).
+        "--system-call-filter=add_key keyctl bpf",
     ]  # fmt: skip
+
+
+# cgroup2 inside: nspawn mounts a hybrid host's v1 hierarchies read-only, where runc cannot
+# make a container's cgroup ("mkdir /sys/fs/cgroup/cpuset/docker: read-only file system").
+NSPAWN_ENV = {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"}
 
 
 CGROUPS = Path("/sys/fs/cgroup")
@@ -243,8 +350,7 @@ def supervise(name: str, netns: str, root: Path, state: Path, base: list[list[st
     signal.signal(signal.SIGTERM, stop)
     groups = _own_cgroups(name)
     sysctls = net_sysctls(netns)  # as the namespace was before the first boot
-    # systemd-sysctl.service runs only where /proc/sys/net is writable (its condition).
-    env = {**os.environ, "SYSTEMD_NSPAWN_API_VFS_WRITABLE": "network"}
+    env = {**os.environ, **NSPAWN_ENV}
     boots, status = 0, REBOOTED
     with open(state / "console.log", "ab") as console:
         while not stopping and status == REBOOTED:
@@ -257,6 +363,7 @@ def supervise(name: str, netns: str, root: Path, state: Path, base: list[list[st
             console.write(f"\n[supervisor] nspawn exited {status} after boot {boots}\n".encode())
             console.flush()
             reset_namespace(netns, base, sysctls)
+            forget_binfmt(root, console)
     for group in groups:  # back to the hierarchy's root, so the host's cgroups can go
         with contextlib.suppress(OSError):
             (group.parent / "cgroup.procs").write_text(str(os.getpid()))
@@ -307,6 +414,18 @@ def inside(state: Path, *argv: str, timeout: float = 60) -> subprocess.Completed
         ["nsenter", "-t", str(container_pid1(state)), "-a", *argv],
         capture_output=True, text=True, check=False, timeout=timeout,
     )  # fmt: skip
+
+
+def dockerd_pid(state: Path) -> int:
+    """The PID (here) of the host's dockerd: in its init's PID namespace, named dockerd (0: none)."""
+    pidns = os.readlink(f"/proc/{container_pid1(state)}/ns/pid")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if (entry / "comm").read_text().strip() == "dockerd" and os.readlink(entry / "ns" / "pid") == pidns:
+                return int(entry.name)
+    return 0
 
 
 def start(name: str, netns: str, root: Path, state: Path, base: list[list[str]]) -> int:
@@ -382,10 +501,11 @@ def main() -> int:
     parser.add_argument("--root", type=Path)
     parser.add_argument("--state", type=Path)
     parser.add_argument("--base", default="[]")
+    parser.add_argument("--docker", action="store_true", help="supervise: a docker host; rootfs: with docker.io")
     args = parser.parse_args()
     if args.action == "rootfs":
         timings: dict[str, float] = {}
-        print(rootfs_tarball(timings), json.dumps(timings))
+        print(rootfs_tarball(timings, docker=args.docker), json.dumps(timings))
         return 0
     base: list[list[str]] = json.loads(args.base)
     return supervise(args.name, args.netns, args.root, args.state, base)

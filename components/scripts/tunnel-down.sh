@@ -1,6 +1,6 @@
 #!/bin/sh
 # Remove what tunnel-up.sh added for WireGuard interface IF: its boot units, the
-# endpoint memory (its --watch process, by PID file, and its file), the
+# endpoint memory (its watch: the unit, or the --watch process by PID file; its file), the
 # wireguard-go process (by its PID file), the interface (with its address and routes),
 # the saved key, config and settings, the PID file and log. Succeeds when all of that
 # is already gone, printing "ok IF: nothing to remove".
@@ -34,6 +34,7 @@ watchpid=$run/$if.watch.pid
 if [ "$etc" = /etc ]; then lib=/var/lib/forgeway; else lib=$etc/forgeway/var; fi
 svc=forgeway-tunnel@$if.service
 timer=forgeway-tunnel-reresolve@$if.timer
+watch_unit=forgeway-tunnel-watch@$if.service
 
 removed=
 gone() {
@@ -52,14 +53,15 @@ remove() { # remove PATH...: the files that exist
 # --- units first, so nothing brings the tunnel back ---------------------------------------
 
 if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
-  for u in "$timer" "$svc"; do
+  for u in "$timer" "$watch_unit" "$svc"; do
     if systemctl is-active --quiet "$u"; then
       systemctl stop "$u" # stopping the service also stops a wireguard-go it started
       gone "stopped $u"
     fi
   done
 fi
-remove "$units/timers.target.wants/$timer" "$units/multi-user.target.wants/$svc"
+remove "$units/timers.target.wants/$timer" "$units/multi-user.target.wants/$watch_unit" \
+  "$units/multi-user.target.wants/$svc"
 
 # --- the wireguard-go process and the interface ---------------------------------------------
 
@@ -90,48 +92,46 @@ running() { # running PID: alive and, where /proc can tell, not a zombie waiting
   [ "${_s%% *}" != Z ]
 }
 
-# The endpoint memory's watch: the session it leads (sh and its sleep), when ours for sure.
-if [ -s "$watchpid" ]; then
-  read -r pid <"$watchpid" || pid=
-  case $pid in '' | *[!0-9]*) pid= ;; esac
-  if [ -n "$pid" ] && running "$pid"; then
-    ours=yes
-    if [ "$proc_ok" = yes ]; then
-      tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF "tunnel-up.sh --watch $if " || ours=no
-    fi
-    if [ "$ours" = yes ]; then
-      kill -- "-$pid" 2>/dev/null || kill "$pid"
-      _i=0
-      while running "$pid" && [ "$_i" -lt 100 ]; do
-        _i=$((_i + 1))
-        sleep 0.05
-      done
-      ! running "$pid" || kill -9 "$pid" 2>/dev/null || true
-      gone "stopped the endpoint memory (pid $pid)"
-    fi
+# stop PID WHAT GROUP: SIGTERM (to the session PID leads when GROUP is yes), up to 5 s
+# for it to go, then SIGKILL. Only called for a process that is ours for sure.
+stop() {
+  if [ "$3" = yes ]; then kill -- "-$1" 2>/dev/null || kill "$1"; else kill "$1"; fi
+  _i=0
+  while running "$1" && [ "$_i" -lt 100 ]; do
+    _i=$((_i + 1))
+    sleep 0.05
+  done
+  ! running "$1" || kill -9 "$1" 2>/dev/null || true
+  gone "stopped $2 (pid $1)"
+}
+
+# The PID in FILE, when that process runs.
+pid_in() {
+  [ -s "$1" ] || return 0
+  read -r _p <"$1" || return 0
+  case $_p in '' | *[!0-9]*) return 0 ;; esac
+  ! running "$_p" || echo "$_p"
+}
+
+# The endpoint memory's watch started without systemd: the session it leads (sh and its
+# sleep), when ours for sure.
+pid=$(pid_in "$watchpid")
+if [ -n "$pid" ]; then
+  if [ "$proc_ok" = no ] || tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF "tunnel-up.sh --watch $if "; then
+    stop "$pid" "the endpoint memory" yes
   fi
 fi
 
 kind=$(link_kind)
-if [ -s "$pidfile" ]; then
-  read -r pid <"$pidfile" || pid=
-  case $pid in '' | *[!0-9]*) pid= ;; esac
-  # Kill only a process that is ours for sure: wireguard-go by /proc, or, where /proc
-  # cannot tell (another PID namespace), one whose tun device still exists: the device
-  # dies with the process, so its PID cannot have been reused.
-  if [ -n "$pid" ] && running "$pid"; then
-    comm=
-    [ "$proc_ok" = no ] || read -r comm 2>/dev/null <"/proc/$pid/comm" || comm=
-    if [ "$comm" = wireguard-go ] || { [ "$proc_ok" = no ] && [ "$kind" = tun ]; }; then
-      kill "$pid"
-      _i=0
-      while running "$pid" && [ "$_i" -lt 100 ]; do
-        _i=$((_i + 1))
-        sleep 0.05
-      done
-      ! running "$pid" || kill -9 "$pid" 2>/dev/null || true
-      gone "stopped wireguard-go (pid $pid)"
-    fi
+pid=$(pid_in "$pidfile")
+# Kill only a process that is ours for sure: wireguard-go by /proc, or, where /proc
+# cannot tell (another PID namespace), one whose tun device still exists: the device
+# dies with the process, so its PID cannot have been reused.
+if [ -n "$pid" ]; then
+  comm=
+  [ "$proc_ok" = no ] || read -r comm 2>/dev/null <"/proc/$pid/comm" || comm=
+  if [ "$comm" = wireguard-go ] || { [ "$proc_ok" = no ] && [ "$kind" = tun ]; }; then
+    stop "$pid" wireguard-go no
   fi
 fi
 case $(link_kind) in
@@ -152,6 +152,9 @@ if [ -z "$(find "$state" -maxdepth 1 -name '*.conf' 2>/dev/null)" ]; then
 fi
 if [ -z "$(find "$units/multi-user.target.wants" -name 'forgeway-tunnel@*' 2>/dev/null)" ]; then
   remove "$units/forgeway-tunnel@.service"
+fi
+if [ -z "$(find "$units/multi-user.target.wants" -name 'forgeway-tunnel-watch@*' 2>/dev/null)" ]; then
+  remove "$units/forgeway-tunnel-watch@.service"
 fi
 if [ -z "$(find "$units/timers.target.wants" -name 'forgeway-tunnel-reresolve@*' 2>/dev/null)" ]; then
   remove "$units/forgeway-tunnel-reresolve@.service" "$units/forgeway-tunnel-reresolve@.timer"

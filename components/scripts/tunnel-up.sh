@@ -9,7 +9,8 @@
 #   tunnel-up.sh --reresolve IF set DNS-name endpoints again on peers without an
 #                               endpoint or a recent handshake (the timer runs this)
 #   tunnel-up.sh --watch IF     endpoint memory: save the endpoints learned from peers
-#                               (started in the background by deploy and boot runs)
+#                               (forgeway-tunnel-watch@IF.service runs this; without
+#                               systemd, deploy and boot runs start it in the background)
 #   tunnel-up.sh --save IF      save them once (the boot unit's ExecStop)
 #
 # What it converges: the interface (kernel `ip link add IF type wireguard` where that
@@ -20,7 +21,8 @@
 # Endpoint memory (the VPS): peers without an Endpoint in IF.conf sit behind NAT and
 # are found only by their packets, and a VPS that restarts loses where they are: it
 # cannot start a handshake, and drops their packets for the sessions it forgot (see
-# docs/tunnel.md). So a background process (--watch, PID in $FORGEWAY_RUN/IF.watch.pid)
+# docs/tunnel.md). So a watch (--watch, PID in $FORGEWAY_RUN/IF.watch.pid: the unit
+# forgeway-tunnel-watch@IF.service where systemd is PID 1, else a background process)
 # reads their endpoints every 2 s and rewrites IF.endpoints under /var/lib/forgeway
 # /wireguard when they change (so a crash loses at most 2 s of roaming); the boot unit
 # saves once more when stopped. When such a peer has no endpoint on the interface
@@ -89,6 +91,7 @@ if [ "$etc" = /etc ]; then lib=/var/lib/forgeway; else lib=$etc/forgeway/var; fi
 memory=$lib/wireguard/$if.endpoints
 watchpid=$run/$if.watch.pid
 timer=forgeway-tunnel-reresolve@$if.timer
+watch_unit=forgeway-tunnel-watch@$if.service
 umask 077 # the key file and every temporary file are created 0600
 
 changes=
@@ -479,7 +482,15 @@ if [ -s "$memory" ]; then
     changed "remembered endpoint $endpoint of peer $pk"
   done <"$memory"
 fi
-if [ -n "$(learned_peers)" ] && [ -z "$(watch_pid)" ]; then
+booted=no
+[ ! -d /run/systemd/system ] || booted=yes # sd_booted(): systemd is PID 1
+want_units=${FORGEWAY_SYSTEMD:-auto}
+[ "$want_units" != auto ] || want_units=$booted
+# With systemd the watch is a unit of its own (installed and started below, or at boot
+# after the tunnel's unit); without, a background process of this run.
+watch_by=process
+[ "$booted" != yes ] || [ "$want_units" != yes ] || watch_by=unit
+if [ "$watch_by" = process ] && [ -n "$(learned_peers)" ] && [ -z "$(watch_pid)" ]; then
   [ -f "$state/tunnel-up.sh" ] || fail "the endpoint memory needs a copy of tunnel-up.sh: put it in DIR"
   mkdir -p "$run"
   rm -f "$watchpid"
@@ -495,10 +506,6 @@ fi
 
 # --- boot units ------------------------------------------------------------------------------
 
-booted=no
-[ ! -d /run/systemd/system ] || booted=yes # sd_booted(): systemd is PID 1
-want_units=${FORGEWAY_SYSTEMD:-auto}
-[ "$want_units" != auto ] || want_units=$booted
 if [ "$mode" = deploy ] && [ "$want_units" = yes ]; then
   [ -f "$state/tunnel-up.sh" ] || fail "the boot unit needs a copy of tunnel-up.sh: put it in $dir"
   umask 022 # units and their directories are world-readable
@@ -529,6 +536,38 @@ EOF
   if [ ! -L "$units/multi-user.target.wants/$svc" ]; then
     ln -sf "$units/forgeway-tunnel@.service" "$units/multi-user.target.wants/$svc"
     changed "enabled $svc"
+  fi
+  if [ -n "$(learned_peers)" ]; then
+    cat >"$tmp/unit" <<EOF
+# forgeway: the endpoint memory of WireGuard interface %I (peers found by their packets only)
+[Unit]
+Description=forgeway: remember the endpoints of the peers of WireGuard tunnel %I
+After=forgeway-tunnel@%i.service
+# Stopped and restarted with the tunnel; the tunnel's ExecStop saves once more after it.
+PartOf=forgeway-tunnel@%i.service
+
+[Service]
+Environment=$environment
+ExecStart=/bin/sh "$state/tunnel-up.sh" --watch %i
+Restart=on-failure
+RestartSec=2
+
+[Install]
+WantedBy=multi-user.target
+EOF
+    install_file "$tmp/unit" "$units/forgeway-tunnel-watch@.service" 0644
+    if [ ! -L "$units/multi-user.target.wants/$watch_unit" ]; then
+      ln -sf "$units/forgeway-tunnel-watch@.service" "$units/multi-user.target.wants/$watch_unit"
+      changed "enabled $watch_unit"
+    fi
+  elif [ -L "$units/multi-user.target.wants/$watch_unit" ]; then
+    [ "$booted" = no ] || ! systemctl is-active --quiet "$watch_unit" || systemctl stop "$watch_unit"
+    rm -f "$units/multi-user.target.wants/$watch_unit"
+    changed "removed $units/multi-user.target.wants/$watch_unit"
+    if [ -z "$(find "$units/multi-user.target.wants" -name 'forgeway-tunnel-watch@*' 2>/dev/null)" ]; then
+      rm -f "$units/forgeway-tunnel-watch@.service"
+      changed "removed $units/forgeway-tunnel-watch@.service"
+    fi
   fi
   if [ -n "$(name_endpoints)" ]; then
     cat >"$tmp/unit" <<EOF
@@ -567,6 +606,12 @@ EOF
     if [ -L "$units/timers.target.wants/$timer" ] && ! systemctl is-active --quiet "$timer"; then
       systemctl start "$timer"
       changed "started $timer"
+    fi
+    if [ -L "$units/multi-user.target.wants/$watch_unit" ] && ! systemctl is-active --quiet "$watch_unit"; then
+      # A watch this script started in the background before (no unit then) sees its
+      # PID file taken over and stops by itself.
+      systemctl start "$watch_unit"
+      changed "started $watch_unit"
     fi
   fi
 elif [ "$mode" = deploy ] && [ "$want_units" = no ]; then

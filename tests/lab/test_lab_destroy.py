@@ -30,13 +30,13 @@ def test_destroy_restores_every_host_and_down_removes_the_lab(lab_to_take_down: 
     assert vps.succeed(["sysctl", "-n", "net.ipv4.ip_forward"]).strip() == "0"
     for host in topology["hosts"]:
         lab.machine(host["name"]).fail(["ip", "link", "show", "wg0"])
-        etc = LAB_DIR / "hosts" / host["name"] / "etc"
+        etc = lab.machine(host["name"]).path("/etc")
         leftovers = [*etc.rglob("forgeway*"), *etc.rglob("certs.d")]
         assert leftovers == [], f"files left on {host['name']}: {leftovers}"
     from tools.lab import SEEDED_DAEMON_JSON
 
     for name in ("runner-arm", "runner-amd"):
-        restored = (LAB_DIR / "hosts" / name / "etc" / "docker" / "daemon.json").read_text()
+        restored = lab.machine(name).path("/etc/docker/daemon.json").read_text()
         assert restored == SEEDED_DAEMON_JSON, f"{name}: daemon.json not restored byte for byte"
     from tools.lab_binfmt import handlers
 

@@ -107,3 +107,136 @@ def test_a_reboot_restarts_systemd_and_the_namespace_forgets_its_runtime_state(n
             ["ip", "netns", "pids", netns], capture_output=True, text=True, check=False
         ).stdout.split()
     ), "processes left in the host's namespace"
+
+
+def _docker(root: Path, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    """The docker client against the host's dockerd, through its socket in the host's root."""
+    socket = root / lab_nspawn.DOCKER_SOCKET.lstrip("/")
+    return subprocess.run(
+        ["docker", "-H", f"unix://{socket}", *args], input=stdin, capture_output=True, check=False, timeout=300
+    )
+
+
+def test_a_docker_host_runs_dockerd_under_its_systemd_and_keeps_its_images_across_a_reboot(
+    netns: str, tmp_path: Path
+) -> None:
+    """dockerd started by systemd in the host (cgroup2, CAP_NET_ADMIN, runc's syscalls: the
+    nspawn recipe); a container runs and publishes a port; binfmt_misc is mounted;
+    forgeway's proxy drop-in is in docker's environment (`systemctl show`); an image
+    imported before a reboot is there after it, dockerd back by itself, the drop-in read."""
+    from components.render.docker_client import DockerClientSettings, render_docker_client
+    from components.scripts import script
+    from tools.lab_docker import storage_driver
+    from tools.lab_images import SUITE, _minbase
+
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(tmp_path / "key")], check=True)
+    host_key = (tmp_path / "key.pub").read_text().split()[1]
+    root, state, name = tmp_path / "root", tmp_path / "state", netns.removeprefix("fwn-")
+    setup = lab_nspawn.DockerSetup("172.30.9.1/24", "172.31.144.0/20", storage_driver(tmp_path))
+    lab_nspawn.make_root(root, "dockerhost", PORT, {"fwl-forgeway": "ssh-ed25519 AAAA unused"}, tmp_path / "key",
+                         groups=("docker",), docker=setup)  # fmt: skip
+    pid = lab_nspawn.start(name, netns, root, state, BASE)
+    try:
+        _wait("sshd answers", lambda: _sshd_answers(netns, host_key))
+        _wait("dockerd answers", lambda: _docker(root, "info").returncode == 0)
+        info = _docker(root, "info", "--format", "{{.CgroupVersion}} {{.Driver}}").stdout.decode().split()
+        assert info == ["2", setup.storage_driver], info
+        running = lab_nspawn.inside(state, "systemctl", "is-system-running", "--wait")
+        assert running.stdout.strip() == "running", lab_nspawn.inside(state, "systemctl", "--failed").stdout
+        assert lab_nspawn.inside(state, "systemctl", "is-active", "docker").stdout.strip() == "active"
+        mounts = lab_nspawn.inside(state, "findmnt", "-n", "-o", "FSTYPE", "/proc/sys/fs/binfmt_misc").stdout
+        assert set(mounts.split()) == {"binfmt_misc"}, mounts
+        imported = _docker(root, "import", "-", "lab/minbase:1", stdin=_minbase(SUITE, {}).read_bytes())
+        assert imported.returncode == 0, imported.stderr
+        ran = _docker(root, "run", "--rm", "-p", "8080:80", "lab/minbase:1", "sh", "-c", "echo ran; cat /proc/1/cgroup")
+        assert ran.returncode == 0 and ran.stdout.startswith(b"ran"), ran.stderr
+        assert "DOCKER" in _in(netns, "nft", "list", "ruleset").stdout, "no docker rules in the host's netfilter"
+        # forgeway's proxy drop-in for docker (docker-client-up.sh): systemd reloads and docker has it.
+        files = render_docker_client(
+            DockerClientSettings(("gitlab.forgeway.test:5050",), None, "gitlab.forgeway.test", "10.8.0.0/24",
+                                 http_proxy="http://proxy.example:3128")
+        ).staged()  # fmt: skip
+        (root / "stage").mkdir()
+        for filename, text in {**files, "docker-client-up.sh": script("docker-client-up.sh")}.items():
+            (root / "stage" / filename).write_text(text)
+        client = lab_nspawn.inside(state, "sh", "/stage/docker-client-up.sh", "/stage")
+        assert client.returncode == 0, client.stdout + client.stderr
+
+        def environment() -> str:
+            return lab_nspawn.inside(state, "systemctl", "show", "docker", "-p", "Environment").stdout
+
+        assert "HTTP_PROXY=http://proxy.example:3128" in environment(), environment()
+        boots = lab_nspawn.boot_count(state)
+        lab_nspawn.inside(state, "systemctl", "reboot")
+        _wait("booted again", lambda: lab_nspawn.boot_count(state) > boots and _sshd_answers(netns, host_key))
+        _wait("dockerd answers again", lambda: _docker(root, "info").returncode == 0)
+        assert _docker(root, "image", "inspect", "lab/minbase:1").returncode == 0, "the image is gone after a reboot"
+        assert "HTTP_PROXY=http://proxy.example:3128" in environment(), "the proxy drop-in is not read at boot"
+        again = _docker(root, "run", "--rm", "lab/minbase:1", "echo", "again")
+        assert again.stdout == b"again\n", again.stderr
+    finally:
+        lab_nspawn.stop(pid, state, root, name)
+    assert not lab_nspawn.running(pid)
+    assert not list(lab_nspawn.CGROUPS.glob(f"*/fwl-{name}")), "the host's cgroups are left"
+
+
+def test_on_a_booting_host_the_endpoint_watch_is_a_unit_that_boots_after_the_tunnel_and_down_removes_it(
+    netns: str, tmp_path: Path
+) -> None:
+    """tunnel-up.sh on a host whose PID 1 is systemd: the endpoint memory's watch is
+    forgeway-tunnel-watch@wg0.service (enabled, started by the deploy, the only watch),
+    a second deploy changes nothing, both units are active after a real reboot, and
+    tunnel-down.sh stops it and removes exactly what up made."""
+    import ipaddress
+
+    from components.config import Tunnel
+    from components.render.wgconf import TunnelHost, endpoint_interface, tunnel_files
+    from components.render.wireguard import wg_public_key
+    from components.scripts import script
+
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(tmp_path / "key")], check=True)
+    host_key = (tmp_path / "key.pub").read_text().split()[1]
+    root, state, name = tmp_path / "root", tmp_path / "state", netns.removeprefix("fwn-")
+    lab_nspawn.make_root(root, "vps", PORT, {"fwl-admin": "ssh-ed25519 AAAA unused"}, tmp_path / "key")
+    key, home = (subprocess.run(["wg", "genkey"], capture_output=True, text=True, check=True).stdout for _ in "ab")
+    vps_id = TunnelHost("vps", wg_public_key(key.strip()), ipaddress.IPv4Address("10.8.0.1"))
+    home_id = TunnelHost("home", wg_public_key(home.strip()), ipaddress.IPv4Address("10.8.0.2"))
+    interface = endpoint_interface(tunnel=Tunnel(), address=vps_id.address, peers=[home_id])
+    (root / "stage").mkdir()
+    files = {**tunnel_files(interface), **{n: script(n) for n in ("tunnel-up.sh", "tunnel-down.sh")}}
+    for filename, text in files.items():
+        (root / "stage" / filename).write_text(text)
+    unit = "forgeway-tunnel-watch@wg0.service"
+
+    def deploy() -> subprocess.CompletedProcess[str]:
+        init = str(lab_nspawn.container_pid1(state))
+        return subprocess.run(
+            ["nsenter", "-t", init, "-a", "sh", "/stage/tunnel-up.sh", "wg0", "/stage"],
+            input=key, capture_output=True, text=True, check=False, timeout=60,
+        )  # fmt: skip
+
+    def active(*units: str) -> list[str]:
+        return lab_nspawn.inside(state, "systemctl", "is-active", *units).stdout.split()
+
+    pid = lab_nspawn.start(name, netns, root, state, BASE)
+    try:
+        _wait("sshd answers", lambda: _sshd_answers(netns, host_key))
+        before = sorted(str(p.relative_to(root)) for p in (root / "etc").rglob("*"))  # as booted (etc/mtab)
+        done = deploy()
+        assert done.returncode == 0 and f"changed wg0: started {unit}" in done.stdout, done.stdout + done.stderr
+        assert lab_nspawn.inside(state, "systemctl", "is-enabled", unit).stdout.strip() == "enabled"
+        main = lab_nspawn.inside(state, "systemctl", "show", "-p", "MainPID", "--value", unit).stdout.strip()
+        assert lab_nspawn.inside(state, "cat", "/run/forgeway/wg0.watch.pid").stdout.strip() == main != "0"
+        assert lab_nspawn.inside(state, "pgrep", "-f", "tunnel-up.sh --watch").stdout.split() == [main]
+        assert deploy().stdout == "ok wg0: nothing to change\n"
+        boots = lab_nspawn.boot_count(state)
+        lab_nspawn.inside(state, "systemctl", "reboot")
+        _wait("booted again", lambda: lab_nspawn.boot_count(state) > boots and _sshd_answers(netns, host_key))
+        _wait("tunnel and watch active", lambda: active("forgeway-tunnel@wg0.service", unit) == ["active"] * 2, 30)
+        down = lab_nspawn.inside(state, "sh", "/stage/tunnel-down.sh", "wg0")
+        assert down.returncode == 0 and f"removed wg0: stopped {unit}" in down.stdout, down.stdout + down.stderr
+        assert active(unit) == ["inactive"]
+        after = sorted(str(p.relative_to(root)) for p in (root / "etc").rglob("*"))
+        assert [p for p in after if p not in before] == [], "tunnel-down left files up made"
+    finally:
+        lab_nspawn.stop(pid, state, root, name)

@@ -28,6 +28,6 @@ def test_a_runner_host_trusts_the_registry_by_itself_and_pushes_and_pulls(make_l
 def test_every_docker_host_trusts_our_ca_for_the_registry(make_lab: MakeLab) -> None:
     ca_pem = make_lab.state()["tls:index/selfSignedCert:SelfSignedCert::ca-cert"]["outputs"]["certPem"]
     for name in ("home", "runner-arm", "runner-amd"):
-        ca = LAB_DIR / "hosts" / name / "etc" / "docker" / "certs.d" / "gitlab.forgeway.test:5050" / "ca.crt"
+        ca = make_lab.machine(name).path("/etc/docker/certs.d/gitlab.forgeway.test:5050/ca.crt")
         assert ca.read_text() == ca_pem, f"{name} does not trust the stack's CA for the registry"
-    assert not (LAB_DIR / "hosts" / "vps" / "etc" / "docker").exists(), "the VPS runs no docker"
+    assert not make_lab.machine("vps").path("/etc/docker").exists(), "the VPS runs no docker"

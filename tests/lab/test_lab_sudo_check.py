@@ -7,7 +7,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.lab.make_lab import LAB_DIR, MakeLab, seen_address
+from tests.lab.make_lab import MakeLab, seen_address
+
+WRITTEN = ("etc/forgeway", "etc/systemd/system", "etc/docker", "etc/sysctl.d", "etc/wireguard", "run/forgeway")
 
 
 def _hosts_as_they_are(lab: MakeLab) -> dict[str, Any]:
@@ -20,8 +22,10 @@ def _hosts_as_they_are(lab: MakeLab) -> dict[str, Any]:
         name = host["name"]
         machine = lab.machine(name)
         files: dict[str, object] = {}
-        for sub in ("etc", "run"):
-            top = LAB_DIR / "hosts" / name / sub
+        # Every directory forgeway's scripts write to (the rest of a booted host's /run moves with
+        # its logins and timers, not with a change).
+        for sub in WRITTEN:
+            top = machine.path(f"/{sub}")
             for path in sorted(top.rglob("*")):
                 key = f"{sub}/{path.relative_to(top)}"
                 if path.is_symlink():
