@@ -7,7 +7,7 @@ export PYTHONPATH := $(CURDIR)
 .PHONY: setup test test-unit test-program test-policies test-lab lab lab-down bench lint preview reference new-stack
 
 setup: $(VENV)/.installed
-	@bash tools/setup-apt.sh tools/apt-packages.txt
+	@bash tools/ci/setup-apt.sh tools/ci/apt-packages.txt
 
 # uv (pinned in requirements-setup.txt) installs the pinned requirements in seconds where
 # pip takes minutes; when uv cannot be had or fails, pip installs them as before.
@@ -61,7 +61,7 @@ lint: setup
 # Needs only the venv (no apt packages, no root): it runs in CI images as it is.
 STACK ?= lab
 preview: $(VENV)/.installed
-	$(PY) -m tools.plan --stack $(STACK)
+	$(PY) -m tools.applier.plan --stack $(STACK)
 
 # A stack of your own (README, "Deploy for real"): Pulumi.$(STACK).yaml from the example
 # with a fresh encryptionsalt for your passphrase (PULUMI_CONFIG_PASSPHRASE(_FILE), else
@@ -74,4 +74,4 @@ new-stack:
 
 # Regenerate the config reference in README.md and Pulumi.yaml from components/config/.
 reference: setup
-	$(PY) -m tools.reference
+	$(PY) -m tools.ci.reference

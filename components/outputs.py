@@ -1,6 +1,6 @@
 """The stack outputs contract: what other projects may read with a StackReference.
 
-The README's outputs table is generated from OUTPUTS (``python -m tools.reference``),
+The README's outputs table is generated from OUTPUTS (``python -m tools.ci.reference``),
 a program test checks that the program exports exactly these names, with these secret
 flags, and tests/program/outputs_contract.json pins name, type, secret and stable: a
 change to any of them fails a test until the snapshot is updated on purpose.

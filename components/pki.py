@@ -206,7 +206,7 @@ class ForgeTlsArgs:
     forge_tunnel_address: ipaddress.IPv4Address  # the forge host's tunnel address
     ca_private_key: pulumi.Output[str] | None = None  # secret config; None: generate (own-ca)
     # letsencrypt: warn about names that do not resolve to the VPS. FORGEWAY_NO_DNS=1: the
-    # test harness (tools/synth) never lets the program query DNS.
+    # test harness (tools/stack/synth) never lets the program query DNS.
     check_dns: bool = field(default_factory=lambda: os.environ.get("FORGEWAY_NO_DNS") != "1")
     resolve: Resolver = system_resolver
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from tools.stacks import EXAMPLE_PASSPHRASE, ROOT, lab_placeholder_stack, new_host_key, new_ssh_private_key, prod_stack
+from tools.stack.configs import (
+    EXAMPLE_PASSPHRASE,
+    ROOT,
+    lab_placeholder_stack,
+    new_host_key,
+    new_ssh_private_key,
+    prod_stack,
+)
 
 __all__ = [
     "EXAMPLE_PASSPHRASE",

@@ -8,7 +8,7 @@ from typing import Any
 from components.config.problems import Problem, show
 from components.config.types import LABEL, PROJECT
 
-# What `make new-stack` (tools/stack.py) writes where the example has a host, key or
+# What `make new-stack` (tools/stack/new.py) writes where the example has a host, key or
 # domain of its own; the check below refuses each one by its key, with the fix.
 PLACEHOLDER = "FILL-IN"
 

@@ -6,10 +6,10 @@ the first successful HTTPS request from the client through the VPS that started 
 that moment; the event's line gives the maximum (and every run).
 
 * ``vps``, ``home`` (the GitLab host), ``runner-amd``, ``all``: ``python -m tools.lab
-  reboot HOST`` (tools/lab.py; it prints ``{"host": ..., "sshd_back": <time.time()>}``
+  reboot HOST`` (tools/lab/topology.py; it prints ``{"host": ..., "sshd_back": <time.time()>}``
   per host when its sshd answers again). The moment is that host's ``sshd_back``; for
   ``all``, the last host's. A tools.lab without the reboot action: those lines say so.
-* ``cgnat-forget``: ``python -m tools.lab_cgnat forget`` (the CGNAT drops the home side's
+* ``cgnat-forget``: ``python -m tools.lab.cgnat forget`` (the CGNAT drops the home side's
   UDP mappings; the next packet gets a new public port). The moment is its ``at``.
 
 Probes: every PROBE_EVERY s a new ``curl`` (its own process, so one stuck on a dead path
@@ -35,7 +35,7 @@ PROBE_TIMEOUT = 3.0
 GIVE_UP = 180.0  # per run, after the event is over
 TARGET = 20.0
 LAB = [sys.executable, "-m", "tools.lab"]
-CGNAT = [sys.executable, "-m", "tools.lab_cgnat"]
+CGNAT = [sys.executable, "-m", "tools.lab.cgnat"]
 URL = "https://203.0.113.10/"
 EVENTS: list[tuple[str, list[str] | None]] = [
     ("VPS alone reboots", ["vps"]),

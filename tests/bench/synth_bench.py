@@ -1,7 +1,7 @@
 """Benchmark: program synthesis time under the mock monitor as runner hosts grow.
 
 Not a timed test: it prints one line per fleet size. Each size runs in a fresh
-process (tools.synth); the figure is the time from program start to the last
+process (tools.stack.synth); the figure is the time from program start to the last
 registration, measured inside that process, without Python start-up.
 """
 
@@ -13,7 +13,7 @@ import sys
 import time
 
 from tests.stacks import lab_stack, new_host_key
-from tools.synth import synthesize_in_subprocess
+from tools.stack.synth import synthesize_in_subprocess
 
 SIZES = (1, 10, 100)
 
@@ -35,7 +35,7 @@ def fleet(runners: int) -> tuple[dict[str, object], list[str]]:
 
 
 def main() -> int:
-    print("synthesis under mocks (tools.synth), fresh process per size")
+    print("synthesis under mocks (tools.stack.synth), fresh process per size")
     for size in SIZES:
         config, secret_keys = fleet(size)
         started = time.perf_counter()

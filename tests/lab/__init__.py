@@ -1,1 +1,1 @@
-"""Lab tier: the program against network-namespace hosts (root and tools/apt-packages.txt)."""
+"""Lab tier: the program against network-namespace hosts (root and tools/ci/apt-packages.txt)."""

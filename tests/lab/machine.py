@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from tools.lab_docker import DaemonInfo
+    from tools.lab.docker import DaemonInfo
 
 __all__ = ["ROOT_NAMESPACE", "CommandFailed", "Machine"]
 
@@ -197,7 +197,7 @@ class Machine:
         self, *args: str, stdin: bytes | None = None, config: Path | None = None, timeout: float = _DOCKER_TIMEOUT
     ) -> subprocess.CompletedProcess[str]:
         """The docker client against this host's dockerd (``--config`` if given); never raises on its status."""
-        from tools.lab_docker import docker
+        from tools.lab.docker import docker
 
         options = ["--config", str(config)] if config is not None else []
         return _decoded(docker(self.dockerd(), *options, *args, input=stdin, check=False, timeout=timeout))

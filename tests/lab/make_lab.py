@@ -1,4 +1,4 @@
-"""The `make lab` topology (tools/lab.py) as the lab tests share it: :class:`MakeLab`.
+"""The `make lab` topology (tools/lab/topology.py) as the lab tests share it: :class:`MakeLab`.
 
 One lab is brought up for the whole test session (tests/lab/conftest.py, fixture
 ``make_lab``) and taken down at its end, pass or fail; every ``test_lab_*`` module runs on
@@ -26,7 +26,7 @@ from typing import Any
 
 from tests.lab.machine import CommandFailed, Machine
 from tests.stacks import ROOT
-from tools.lab_docker import DaemonInfo
+from tools.lab.docker import DaemonInfo
 
 VPS = "203.0.113.10"
 CLIENT_ADDRESS = "203.0.113.100"
@@ -69,7 +69,7 @@ class MakeLab:
 
     def start(self) -> None:
         """Bring the lab up from nothing (under the first seed); fail if one is up already."""
-        from tools.lab_binfmt import handlers
+        from tools.lab.binfmt import handlers
 
         if (LAB_DIR / "topology.json").exists() or any(n.startswith("fwl-") for n in namespaces()):
             raise AssertionError("a lab is already up (fwl-* namespaces or .lab/): run `make lab-down` first")
@@ -106,7 +106,7 @@ class MakeLab:
 
     def machine(self, name: str) -> Machine:
         """Lab host ``name`` (a managed host, or client, cgnat, homegw) as a Machine."""
-        from tools.lab import DOCKER_HOSTS, ns
+        from tools.lab.topology import DOCKER_HOSTS, ns
 
         topology = self.topology
         record = next((h for h in topology["hosts"] if h["name"] == name), None)
@@ -139,7 +139,7 @@ def _daemon(record: dict[str, Any]) -> Callable[[], DaemonInfo]:
 
 
 def _container_init(state: Path) -> Callable[[], int]:
-    from tools.lab_nspawn import container_pid1
+    from tools.lab.nspawn import container_pid1
 
     return lambda: container_pid1(state)
 

@@ -64,7 +64,7 @@ from pathlib import Path
 
 from tests.lab.machine import ROOT_NAMESPACE as _DEPLOYER
 from tests.lab.machine import CommandFailed, Machine
-from tools.lab_docker import DaemonInfo, start_dockerd, stop_dockerd
+from tools.lab.docker import DaemonInfo, start_dockerd, stop_dockerd
 
 __all__ = [
     "HOST_NETWORK",
@@ -99,7 +99,7 @@ _AUTO_HOSTS = {4: range(10, 255), 6: range(10, 0x10000)}
 
 SSHD = "/usr/sbin/sshd"  # sshd re-executes itself, so it must be started by absolute path
 PRIVSEP_DIR = Path("/run/sshd")
-APT_PACKAGES_FILE = "tools/apt-packages.txt"
+APT_PACKAGES_FILE = "tools/ci/apt-packages.txt"
 
 # tool -> Debian package that ships it
 REQUIRED_TOOLS: dict[str, str] = {
@@ -177,12 +177,12 @@ def require_docker_tools(*extra: str) -> None:
     }
     missing = [tool for tool, ok in wanted.items() if not ok]
     if missing:
-        raise RuntimeError(f"missing {', '.join(missing)}: install tools/apt-packages.txt (make setup)")
+        raise RuntimeError(f"missing {', '.join(missing)}: install tools/ci/apt-packages.txt (make setup)")
 
 
 @contextlib.contextmanager
 def scratch_dockerd(prefix: str, address: str, index: int) -> Iterator[DaemonInfo]:
-    """A dockerd (tools/lab_docker.py) in an isolated namespace ``prefix-*`` whose eth0 is
+    """A dockerd (tools/lab/docker.py) in an isolated namespace ``prefix-*`` whose eth0 is
     ``address``, its state in a temp directory: stopped by PID and removed on exit."""
     require_docker_tools()
     scratch = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
@@ -214,7 +214,7 @@ def host_env(host_dir: Path) -> dict[str, str]:
 class Namespaces:
     """Network namespaces of one test and the veths between them, each a :class:`Machine`.
 
-    The one way the lab tier makes a namespace topology (tools/lab.py makes `make lab`'s):
+    The one way the lab tier makes a namespace topology (tools/lab/topology.py makes `make lab`'s):
     ``add`` a namespace, ``link`` two of them, ``address`` an interface. :meth:`close`
     stops, by PID, whatever still runs in them (SIGTERM, then SIGKILL) and deletes them,
     and with them their veths; it goes on past errors and reports them all.

@@ -1,4 +1,4 @@
-"""The applier's docker resources (tools/applier.py, tools/docker_api.py) against a real
+"""The applier's docker resources (tools/applier/apply.py, tools/applier/docker_api.py) against a real
 dockerd, reached as pulumi-docker reaches it: ssh with the provider's ssh options, then
 ``docker system dial-stdio`` on the host, whose sshd sets DOCKER_HOST to its daemon.
 
@@ -24,10 +24,10 @@ import pytest
 
 from components.render.ssh import SshTarget, ssh_options
 from tests.lab.netns import Lab, LabHost
-from tools.applier import Applier, ApplyError, Change, destroy
-from tools.lab_docker import DaemonInfo, docker, start_dockerd, stop_dockerd
-from tools.lab_images import BASE, ensure_image
-from tools.synth import RegistrationOptions
+from tools.applier.apply import Applier, ApplyError, Change, destroy
+from tools.lab.docker import DaemonInfo, docker, start_dockerd, stop_dockerd
+from tools.lab.images import BASE, ensure_image
+from tools.stack.synth import RegistrationOptions
 
 pytestmark = pytest.mark.lab
 

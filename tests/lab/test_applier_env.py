@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from tests.lab.netns import Lab, LabHost
-from tools.applier import Applier, ApplyError
-from tools.synth import RegistrationOptions
+from tools.applier.apply import Applier, ApplyError
+from tools.stack.synth import RegistrationOptions
 
 COMMAND = "command:remote:Command"
 PREVIOUS = ("PULUMI_COMMAND_STDOUT", "PULUMI_COMMAND_STDERR")
@@ -36,7 +36,7 @@ def _connection(host: LabHost) -> dict[str, Any]:
 
 
 def _register(applier: Applier, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """What the mock monitor does for one registration (tools/synth.py)."""
+    """What the mock monitor does for one registration (tools/stack/synth.py)."""
     args = SimpleNamespace(typ=COMMAND, name=name, custom=True, inputs=inputs, provider="")
     args.options = RegistrationOptions()
     return applier.handle(args)

@@ -21,11 +21,11 @@ from typing import Any
 
 from tests.lab.netns import Lab, LabHost, generate_key
 from tests.stacks import ROOT, lab_stack
-from tools.lab_docker import start_dockerd, stop_dockerd
-from tools.lab_images import GITLAB_STANDIN, ensure_image
-from tools.synth import stack_config_strings
+from tools.lab.docker import start_dockerd, stop_dockerd
+from tools.lab.images import GITLAB_STANDIN, ensure_image
+from tools.stack.synth import stack_config_strings
 
-DOCKER_INDEX = 12  # this module's bridge subnets (tools/lab_docker.py), apart from other tests'
+DOCKER_INDEX = 12  # this module's bridge subnets (tools/lab/docker.py), apart from other tests'
 
 
 def _stack_for(

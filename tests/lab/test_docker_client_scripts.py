@@ -35,7 +35,7 @@ from components.render.docker_client import DockerClientSettings, render_docker_
 from components.scripts import script_command
 from tests.lab.machine import Machine
 from tests.lab.netns import isolated_netns
-from tools.lab_docker import DOCKERD, docker, start_dockerd, stop_dockerd
+from tools.lab.docker import DOCKERD, docker, start_dockerd, stop_dockerd
 
 pytestmark = pytest.mark.lab
 
@@ -184,7 +184,7 @@ def test_a_file_changed_by_hand_is_put_back(tmp_path: Path, ca_pem: str) -> None
 @pytest.fixture
 def netns() -> Iterator[str]:
     if not Path(DOCKERD).is_file():
-        raise RuntimeError(f"{DOCKERD} is missing: apt-get install -y docker.io (tools/apt-packages.txt)")
+        raise RuntimeError(f"{DOCKERD} is missing: apt-get install -y docker.io (tools/ci/apt-packages.txt)")
     with isolated_netns("fwdc", ADDRESS) as name:
         yield name
 

@@ -1,10 +1,10 @@
 """docker-daemon-up/-down.sh against a real dockerd whose /etc/docker is FORGEWAY_ETC's.
 
-The daemon is started with ``config_file=True`` (tools/lab_docker.py): no flag that
+The daemon is started with ``config_file=True`` (tools/lab/docker.py): no flag that
 forgeway's daemon.json also sets (``--default-address-pool``), and ``$FORGEWAY_ETC/docker``
 bind-mounted over /etc/docker in its own mount namespace, so it reads the
 ``daemon.json`` the scripts write at its default path. ``FORGEWAY_DOCKER_RESTART`` is
-``python -m tools.lab_docker restart WORK``, and the scripts run as on a lab host: in
+``python -m tools.lab.docker restart WORK``, and the scripts run as on a lab host: in
 the namespace and in a PID namespace of their own (sshd's, on a lab host), which the
 kernel empties when they exit, so the restarted daemon must have been started outside it.
 
@@ -35,8 +35,8 @@ from components.render.docker_daemon import DaemonSettings, host_ipv6_prefixes, 
 from components.scripts import script, script_command, staged_command, unstaged_command
 from tests.lab.machine import Machine
 from tests.lab.netns import isolated_netns, require_docker_tools
-from tools.lab_docker import DaemonInfo, _alive, docker, start_dockerd, stop_dockerd
-from tools.lab_images import BASE, ensure_image
+from tools.lab.docker import DaemonInfo, _alive, docker, start_dockerd, stop_dockerd
+from tools.lab.images import BASE, ensure_image
 
 pytestmark = pytest.mark.lab
 
@@ -118,7 +118,7 @@ def host() -> Iterator[RunnerHost]:
                 started = time.monotonic()
                 daemon = start_dockerd(netns, work, index=10, etc_docker=etc / "docker", config_file=True)
                 timings["dockerd start"] = round(time.monotonic() - started, 2)
-                restart = shlex.join([sys.executable, "-m", "tools.lab_docker", "restart", str(work)])
+                restart = shlex.join([sys.executable, "-m", "tools.lab.docker", "restart", str(work)])
                 env = {
                     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                     "HOME": str(base),
@@ -341,9 +341,9 @@ def test_a_daemon_record_written_before_restart_settings_were_kept_still_loads()
 
 def test_the_restart_cli_says_what_is_wrong(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cli = [sys.executable, "-m", "tools.lab_docker"]
+    cli = [sys.executable, "-m", "tools.lab.docker"]
     usage = subprocess.run([*cli, "stop"], env=env, capture_output=True, text=True, timeout=60, check=False)
-    assert (usage.returncode, usage.stderr.strip()) == (2, "usage: python -m tools.lab_docker restart WORK_DIR")
+    assert (usage.returncode, usage.stderr.strip()) == (2, "usage: python -m tools.lab.docker restart WORK_DIR")
     missing = subprocess.run(
         [*cli, "restart", str(tmp_path)], env=env, capture_output=True, text=True, timeout=60, check=False
     )

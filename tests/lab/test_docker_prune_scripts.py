@@ -25,7 +25,7 @@ import pytest
 
 from components.scripts import script, staged_command, unstaged_command
 from tests.lab.netns import scratch_dockerd
-from tools.lab_docker import DaemonInfo, docker, docker_env
+from tools.lab.docker import DaemonInfo, docker, docker_env
 
 pytestmark = pytest.mark.lab
 

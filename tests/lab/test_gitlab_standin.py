@@ -1,6 +1,6 @@
-"""The GitLab stand-in image (tools/lab_images.py GITLAB_STANDIN, tools/standin_image/) on the wire.
+"""The GitLab stand-in image (tools/lab/images.py GITLAB_STANDIN, tools/lab/standin_image/) on the wire.
 
-It runs in a real dockerd in a namespace of its own (tools/lab_docker.py), given what the
+It runs in a real dockerd in a namespace of its own (tools/lab/docker.py), given what the
 program gives the omnibus container: GITLAB_OMNIBUS_CONFIG from render_gitlab_rb, the
 root password, the three volumes, the TLS files uploaded into /etc/gitlab/ssl before
 start, the four ports published on the host's address. Checked from the namespace:
@@ -45,9 +45,9 @@ from components.render.gitlab import GitLabSettings, render_gitlab_rb, ruby_str
 from tests.lab.host_view import container_pids, secrets_shown
 from tests.lab.machine import Machine
 from tests.lab.netns import isolated_netns, require_docker_tools
-from tools import lab_images
-from tools.lab_docker import DaemonInfo, docker_client, docker_env, start_dockerd, stop_dockerd
-from tools.lab_images import GITLAB_STANDIN, ImageFile, Recipe, ensure_image
+from tools.lab import images as lab_images
+from tools.lab.docker import DaemonInfo, docker_client, docker_env, start_dockerd, stop_dockerd
+from tools.lab.images import GITLAB_STANDIN, ImageFile, Recipe, ensure_image
 
 pytestmark = pytest.mark.lab
 
@@ -58,7 +58,7 @@ REGISTRY = f"{ADDRESS}:5050"  # the daemon's name for it (it cannot resolve DOMA
 PORTS = (80, 443, 22, 5050)
 VOLUMES = {"gs-config": "/etc/gitlab", "gs-logs": "/var/log/gitlab", "gs-data": "/var/opt/gitlab"}
 HEALTHCHECK = ["/opt/gitlab/bin/gitlab-healthcheck", "--fail", "--max-time", "10"]  # the program's
-WRAPPER = Path(__file__).resolve().parents[2] / "tools" / "standin_image" / "wrapper.py"
+WRAPPER = Path(__file__).resolve().parents[2] / "tools" / "lab" / "standin_image" / "wrapper.py"
 
 
 def _settings(**overrides: object) -> GitLabSettings:

@@ -4,7 +4,7 @@ What is real: namespaces, veths, the CGNAT's masquerade, each host's sshd, wireg
 nftables, policy routing, a dockerd on the home device, the runners and the client, and
 the program applied by tools/applier (GitLab's image, volumes and container included).
 The applier runs independent resources concurrently in an order drawn from a seed
-(tools/applier.py): the session's lab is applied under the first of ``SEEDS``, and one
+(tools/applier/apply.py): the session's lab is applied under the first of ``SEEDS``, and one
 test applies it from nothing under each of the others (``FORGEWAY_LAB_SEEDS=a,b,c``).
 """
 
@@ -24,7 +24,7 @@ def test_lab_describes_itself_and_reapplies_as_a_no_op(make_lab: MakeLab) -> Non
 
 
 def test_refresh_then_up_is_a_no_op_and_keeps_gitlabs_container(make_lab: MakeLab) -> None:
-    """`pulumi refresh` then `up`: the providers' reads (tools/applier_refresh.py) are what
+    """`pulumi refresh` then `up`: the providers' reads (tools/applier/refresh.py) are what
     the program registers, so nothing changes, and GitLab's container is not replaced."""
     key = "docker:index/container:Container::home-gitlab"
     before = make_lab.state()[key]["id"]

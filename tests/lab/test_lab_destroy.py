@@ -33,19 +33,19 @@ def test_destroy_restores_every_host_and_down_removes_the_lab(lab_to_take_down: 
         etc = lab.machine(host["name"]).path("/etc")
         leftovers = [*etc.rglob("forgeway*"), *etc.rglob("certs.d")]
         assert leftovers == [], f"files left on {host['name']}: {leftovers}"
-    from tools.lab import SEEDED_DAEMON_JSON
+    from tools.lab.topology import SEEDED_DAEMON_JSON
 
     for name in ("runner-arm", "runner-amd"):
         restored = lab.machine(name).path("/etc/docker/daemon.json").read_text()
         assert restored == SEEDED_DAEMON_JSON, f"{name}: daemon.json not restored byte for byte"
-    from tools.lab_binfmt import handlers
+    from tools.lab.binfmt import handlers
 
     # binfmt-down.sh unregistered what runner-amd's up registered (this machine had none before)
     assert set(handlers()) == set(lab.handlers_before), "binfmt handlers differ from before the lab"
     runner = lab.machine("runner-amd")
     assert runner.docker("ps", "-aq", "--filter", "name=forgeway-binfmt").strip() == ""
 
-    from tools.lab_nspawn import container_pid1
+    from tools.lab.nspawn import container_pid1
 
     inits = [container_pid1(Path(h["state"])) for h in topology["hosts"] if h.get("boots")]
     down = lab.run("down")

@@ -1,4 +1,4 @@
-"""A real dockerd in a namespace host (tools/lab_docker.py) and the lab's images (tools/lab_images.py).
+"""A real dockerd in a namespace host (tools/lab/docker.py) and the lab's images (tools/lab/images.py).
 
 Needs root, docker.io and debootstrap: the lab tier fails loudly without them, never skips.
 The first run on a machine builds the image cache (~1 min); later runs reuse it.
@@ -17,8 +17,8 @@ import pytest
 
 from tests.lab.machine import Machine
 from tests.lab.netns import isolated_netns, require_docker_tools
-from tools.lab_docker import DaemonInfo, docker, start_dockerd, stop_dockerd, storage_driver
-from tools.lab_images import BASE, ensure_image
+from tools.lab.docker import DaemonInfo, docker, start_dockerd, stop_dockerd, storage_driver
+from tools.lab.images import BASE, ensure_image
 
 pytestmark = pytest.mark.lab
 

@@ -1,7 +1,7 @@
 """GitLab through the VPS (`make lab`): HTTP, HTTPS, SSH on 22 and the registry, in both
 forwarding modes, and its data and SSH host key across a replaced container.
 
-GitLab's image is a stand-in built from Debian (tools/standin_image/): nginx answers
+GitLab's image is a stand-in built from Debian (tools/lab/standin_image/): nginx answers
 ``forgeway-gitlab-standin <port> <client address>`` on HTTPS, redirects HTTP, serves
 Debian's docker-registry on 5050 behind TLS and basic auth, and runs an sshd whose host
 keys live in the config volume, as omnibus keeps them.

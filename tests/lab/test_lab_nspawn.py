@@ -1,4 +1,4 @@
-"""A lab host that boots (tools/lab_nspawn.py) in a namespace of its own: systemd is its
+"""A lab host that boots (tools/lab/nspawn.py) in a namespace of its own: systemd is its
 PID 1, and a reboot is real: the host's init restarts and the kernel state it had goes.
 
 The namespace has a random name and no link out (its eth0's peer is in a second namespace
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tools import lab_nspawn
+from tools.lab import nspawn as lab_nspawn
 
 ADDRESS, GATEWAY, PORT = "192.0.2.10", "192.0.2.1", 2222
 BASE = [
@@ -126,8 +126,8 @@ def test_a_docker_host_runs_dockerd_under_its_systemd_and_keeps_its_images_acros
     imported before a reboot is there after it, dockerd back by itself, the drop-in read."""
     from components.render.docker_client import DockerClientSettings, render_docker_client
     from components.scripts import script
-    from tools.lab_docker import storage_driver
-    from tools.lab_images import SUITE, _minbase
+    from tools.lab.docker import storage_driver
+    from tools.lab.images import SUITE, _minbase
 
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(tmp_path / "key")], check=True)
     host_key = (tmp_path / "key.pub").read_text().split()[1]

@@ -24,7 +24,7 @@ def _runner_logs(runner: Machine, timeout: float = 15) -> str:
 
 
 def test_runners_run_with_their_config_and_a_merged_daemon_json(make_lab: MakeLab) -> None:
-    from tools.lab import SEEDED_DAEMON_JSON
+    from tools.lab.topology import SEEDED_DAEMON_JSON
 
     for name in ("runner-arm", "runner-amd"):
         runner = make_lab.machine(name)
@@ -102,8 +102,8 @@ def test_multiarch_runs_arm64_programs_on_the_amd64_runner_and_boot_registers_qe
     """runner-amd has runner.multiarch: a container of an arm64 image runs there through the
     QEMU handler binfmt-up.sh registered (this machine is x86_64: without it, exec fails).
     A reboot forgets the handler; the installed boot unit registers it again."""
-    from tools.lab_binfmt import handlers, unregister
-    from tools.lab_images import HELLO_ARM64
+    from tools.lab.binfmt import handlers, unregister
+    from tools.lab.images import HELLO_ARM64
 
     runner = make_lab.machine("runner-amd")
     hello = ["run", "--rm", HELLO_ARM64]

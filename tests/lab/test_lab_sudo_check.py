@@ -15,7 +15,7 @@ WRITTEN = ("etc/forgeway", "etc/systemd/system", "etc/docker", "etc/sysctl.d", "
 def _hosts_as_they_are(lab: MakeLab) -> dict[str, Any]:
     """What a change on a host would touch: its files (etc and run), rulesets, policy
     rules, links, and its docker containers and volumes."""
-    from tools.lab import DOCKER_HOSTS
+    from tools.lab.topology import DOCKER_HOSTS
 
     seen: dict[str, Any] = {}
     for host in lab.topology["hosts"]:
@@ -81,7 +81,7 @@ def test_without_its_sudo_right_the_apply_stops_at_the_check_and_no_host_changes
     """The deployer's VPS user loses its sudoers drop-in; a fresh apply (after a destroy:
     every check runs again) stops at the VPS's read-only check, says which host, user and
     sudoers line, and leaves every host as it was; with the right back it applies."""
-    from tools.lab_nspawn import grant_sudo, revoke_sudo
+    from tools.lab.nspawn import grant_sudo, revoke_sudo
 
     vps_root = Path(make_lab.host("vps")["root"])
     try:

@@ -1,4 +1,4 @@
-"""Real reboots of `make lab`'s hosts (tools/lab.py, tools/lab_nspawn.py): every lab host
+"""Real reboots of `make lab`'s hosts (tools/lab/topology.py, tools/lab/nspawn.py): every lab host
 runs systemd as PID 1, and `python -m tools.lab reboot HOST...|all` reboots it for real
 (its init restarts; the lab clears what the kernel forgets in its namespace and the
 binfmt_misc handlers it registered). Each event must bring the service back within
@@ -53,13 +53,13 @@ def _host(topology: dict[str, Any], name: str) -> dict[str, Any]:
 
 def _inside(host: dict[str, Any], *argv: str) -> subprocess.CompletedProcess[str]:
     """``argv`` inside a lab host (its init's namespaces)."""
-    from tools.lab_nspawn import inside
+    from tools.lab.nspawn import inside
 
     return inside(Path(host["state"]), *argv)
 
 
 def _docker(topology: dict[str, Any], name: str, *args: str, stdin: bytes | None = None) -> tuple[int, str]:
-    from tools.lab_docker import DaemonInfo, docker
+    from tools.lab.docker import DaemonInfo, docker
 
     done = docker(DaemonInfo.from_json(topology["docker"][name]), *args, input=stdin, check=False, timeout=300)
     return done.returncode, (done.stdout + done.stderr).decode(errors="replace")
@@ -257,8 +257,8 @@ def _wait(what: str, done: Any, timeout: float) -> None:
 def test_a_real_reboot_brings_the_service_back_within_the_bound_and_the_hosts_as_their_units_make_them(
     topology: dict[str, Any], event: str
 ) -> None:
-    from tools.lab_binfmt import handlers
-    from tools.lab_images import HELLO_ARM64
+    from tools.lab.binfmt import handlers
+    from tools.lab.images import HELLO_ARM64
 
     hosts = [h for h in topology["hosts"] if event in (h["name"], "all")]
     assert hosts, f"no lab host for event {event}"

@@ -1,4 +1,4 @@
-"""Replacing a runner drains its jobs: the applier's container delete (tools/applier_docker.py,
+"""Replacing a runner drains its jobs: the applier's container delete (tools/applier/docker.py,
 as the docker provider's) against the runner stand-in in a real dockerd, reached over ssh as
 pulumi-docker reaches it (the fixtures and helpers of tests/lab/test_applier_docker.py).
 
@@ -27,16 +27,16 @@ from typing import Any
 
 import pytest
 
-import tools.applier_docker
+import tools.applier.docker
 from components.render.runner_config import render_config_toml
 from tests.lab.netns import Lab
 from tests.lab.test_applier_docker import Args, DockerHostLab, _command, _ops, _provider, _run
 from tests.lab.test_runner_standin import TOKEN, _view
 from tests.stacks import lab_stack
-from tools.applier import destroy
-from tools.lab_docker import docker, start_dockerd, stop_dockerd
-from tools.lab_images import RUNNER_STANDIN, ensure_image
-from tools.synth import synthesize_in_subprocess
+from tools.applier.apply import destroy
+from tools.lab.docker import docker, start_dockerd, stop_dockerd
+from tools.lab.images import RUNNER_STANDIN, ensure_image
+from tools.stack.synth import synthesize_in_subprocess
 
 pytestmark = pytest.mark.lab
 
@@ -123,7 +123,7 @@ def _job(rh: DockerHostLab, name: str, seconds: int) -> None:
 def removed(monkeypatch: pytest.MonkeyPatch, rh: DockerHostLab) -> list[tuple[str, int]]:
     """(log, exit code) of every container the applier removes, read just before the remove."""
     seen: list[tuple[str, int]] = []
-    real = tools.applier_docker._remove_container
+    real = tools.applier.docker._remove_container
 
     def spy(d: Any, container_id: str, remove_volumes: bool) -> None:
         done = docker(rh.daemon, "logs", container_id, check=False)
@@ -131,7 +131,7 @@ def removed(monkeypatch: pytest.MonkeyPatch, rh: DockerHostLab) -> list[tuple[st
         seen.append(((done.stdout + done.stderr).decode(errors="replace"), int(state.stdout or b"-1")))
         real(d, container_id, remove_volumes)
 
-    monkeypatch.setattr(tools.applier_docker, "_remove_container", spy)
+    monkeypatch.setattr(tools.applier.docker, "_remove_container", spy)
     return seen
 
 

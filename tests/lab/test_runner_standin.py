@@ -1,6 +1,6 @@
-"""The runner stand-in image (tools/lab_images.py RUNNER_STANDIN, tools/standin_image/runner_standin.py).
+"""The runner stand-in image (tools/lab/images.py RUNNER_STANDIN, tools/lab/standin_image/runner_standin.py).
 
-It runs in a real dockerd in a namespace of its own (tools/lab_docker.py) as the program
+It runs in a real dockerd in a namespace of its own (tools/lab/docker.py) as the program
 runs gitlab-runner: the config volume at /etc/gitlab-runner, config.toml from
 render_config_toml put in with mode 0600 before start (the archive API, as the docker
 provider's ``uploads``), the stack CA at CA_PATH, the daemon's own socket bind-mounted at
@@ -38,15 +38,15 @@ from cryptography.x509.oid import NameOID
 from components.render.runner_config import CA_PATH, RunnerSettingsView, render_config_toml
 from tests.lab.host_view import container_pids, secrets_shown
 from tests.lab.netns import scratch_dockerd
-from tools.lab_docker import DaemonInfo, docker
-from tools.lab_images import RUNNER_STANDIN, ensure_image
+from tools.lab.docker import DaemonInfo, docker
+from tools.lab.images import RUNNER_STANDIN, ensure_image
 
 pytestmark = pytest.mark.lab
 
 ADDRESS = "203.0.113.79"  # only inside the test's own namespace
 TOKEN = "glrt-" + secrets.token_urlsafe(18)  # made per run: no token-shaped string in the repo
 REGISTRATION = "GR1348941lab-registration-token"
-SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "standin_image" / "runner_standin.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "lab" / "standin_image" / "runner_standin.py"
 
 
 def _ca_pem() -> str:

@@ -201,7 +201,7 @@ def test_cgnat_forget_gives_home_a_new_port_and_the_vps_follows_within_a_keepali
 
     old = port()
     nat = vps.netns.replace("fwt-vps-", "fwt-nat-")
-    done = _ok([sys.executable, "-m", "tools.lab_cgnat", "forget", "--netns", nat])
+    done = _ok([sys.executable, "-m", "tools.lab.cgnat", "forget", "--netns", nat])
     event = json.loads(done.stdout)
     assert event["event"] == "cgnat-forget" and old in event["old_ports"], event
     low, high = event["new_ports"]

@@ -10,7 +10,7 @@ import pytest
 
 from tests.policies.harness import Spec, specs_from_synthesis
 from tests.stacks import lab_stack, prod_stack
-from tools.synth import Synthesis, synthesize_in_subprocess
+from tools.stack.synth import Synthesis, synthesize_in_subprocess
 
 
 @dataclass

@@ -4,7 +4,7 @@ It builds ``ResourceValidationArgs`` and ``StackValidationArgs`` the way pulumi_
 analyzer does for the engine (wire-format props through ``deserialize_properties``, so
 secrets arrive unwrapped, then ``unknown_checking_proxy``), calls each policy's
 ``validate`` and collects what it reports. Resources come from fixture files or from a
-synthesis of the program under mocks (``tools.synth``).
+synthesis of the program under mocks (``tools.stack.synth``).
 
 What differs from the engine, on purpose or by necessity:
 
@@ -41,7 +41,7 @@ from pulumi_policy import (
 from pulumi_policy.deserialize import deserialize_properties
 from pulumi_policy.proxy import UnknownValueError, unknown_checking_proxy
 
-from tools.synth import Registration
+from tools.stack.synth import Registration
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FIXTURE_STACK = "fixture"

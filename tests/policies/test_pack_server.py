@@ -23,7 +23,7 @@ from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 
 from policies import rules
 from tests.policies.conftest import SynthesizedStack
-from tools.synth import SECRET_SIG, SIG_KEY
+from tools.stack.synth import SECRET_SIG, SIG_KEY
 
 pytestmark = pytest.mark.policies
 

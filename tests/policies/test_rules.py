@@ -14,7 +14,7 @@ from pulumi_policy.proxy import UNKNOWN_STRING_VALUE
 
 from policies import rules
 from tests.policies.harness import run_policies, specs_from_fixture
-from tools.synth import unwrap
+from tools.stack.synth import unwrap
 
 pytestmark = pytest.mark.policies
 

@@ -1,6 +1,6 @@
 """The whole program under mocks passes the pack, and the pack catches what config can plant.
 
-The prod and lab stacks are synthesized by ``tools.synth`` (the program's real
+The prod and lab stacks are synthesized by ``tools.stack.synth`` (the program's real
 ``__main__.py`` under Pulumi's mock monitor); their registrations become policy args
 with wire-format camelCase inputs, secrets unwrapped by pulumi_policy's own
 deserializer, exactly as the analyzer builds them.
@@ -45,7 +45,7 @@ from policies import rules
 from tests.policies.conftest import SynthesizedStack, synthesize
 from tests.policies.harness import Spec, run_policies
 from tests.stacks import lab_stack
-from tools.synth import contains_secret, unwrap
+from tools.stack.synth import contains_secret, unwrap
 
 pytestmark = pytest.mark.policies
 

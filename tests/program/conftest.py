@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.stacks import lab_stack, prod_stack, secret_strings
-from tools.synth import Synthesis, synthesize_in_subprocess
+from tools.stack.synth import Synthesis, synthesize_in_subprocess
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from tools.synth import Synthesis, is_secret_value
+from tools.stack.synth import Synthesis, is_secret_value
 
 __all__ = ["plaintext_leaks"]
 

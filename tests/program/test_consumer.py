@@ -1,6 +1,6 @@
 """examples/consumer under Pulumi's mock monitor, reading a synthesized forgeway stack.
 
-The consumer runs in its own process (tools/synth.py, one program per process). Its
+The consumer runs in its own process (tools/stack/synth.py, one program per process). Its
 StackReference is answered with the forgeway stack's outputs as recorded by the
 synthesis, in the engine's shape (outputs with their secrets in place plus
 secretOutputNames), so what the consumer's SDK makes secret is what a real
@@ -18,7 +18,7 @@ import pytest
 from components.outputs import OUTPUTS
 from tests.program.conftest import Stack
 from tests.program.leaks import plaintext_leaks
-from tools.synth import (
+from tools.stack.synth import (
     ROOT,
     STACK_REFERENCE,
     Synthesis,

@@ -26,7 +26,7 @@ from components.registry import registry_endpoints
 from tests.program.conftest import Stack
 from tests.program.test_program import _staged_files
 from tests.stacks import ROOT, prod_stack
-from tools.synth import Registration, Synthesis, synthesize_in_subprocess, unwrap
+from tools.stack.synth import Registration, Synthesis, synthesize_in_subprocess, unwrap
 
 COMMAND = "command:remote:Command"
 TUNNEL_CHILDREN = ("forgeway:tunnel:WireGuardKey", "forgeway:tunnel:TunnelEndpoint", "forgeway:tunnel:TunnelPeer")
@@ -102,7 +102,7 @@ _ALIASES = """
 import json, sys
 from pulumi.runtime import mocks
 from tests.stacks import prod_stack
-from tools.synth import stack_config_strings, synthesize
+from tools.stack.synth import stack_config_strings, synthesize
 
 seen = []
 register = mocks.MockMonitor.RegisterResource

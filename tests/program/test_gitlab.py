@@ -17,7 +17,7 @@ from components.gitlab import CONTAINER_NAME, HEALTHCHECK, MOUNTS, SECRETS_FILE,
 from components.render.gitlab import CONTAINER_PORTS, ruby_str
 from components.tunnel import tunnel_addresses
 from tests.program.conftest import Stack
-from tools.synth import Registration, is_secret_value, unwrap
+from tools.stack.synth import Registration, is_secret_value, unwrap
 
 CONTAINER = "docker:index/container:Container"
 VOLUME = "docker:index/volume:Volume"
@@ -160,7 +160,7 @@ def test_own_ca_certificate_and_key_are_uploaded_the_key_as_a_private_secret(sta
 )
 def test_bad_gitlab_inputs_are_config_errors_naming_the_key(change: dict[str, Any], key: str, expected: str) -> None:
     from tests.stacks import lab_stack
-    from tools.synth import synthesize_in_subprocess
+    from tools.stack.synth import synthesize_in_subprocess
 
     config, secret_keys = lab_stack()
     gitlab = dict(config[f"{PROJECT}:gitlab"])
@@ -174,11 +174,11 @@ def test_bad_gitlab_inputs_are_config_errors_naming_the_key(change: dict[str, An
 
 
 def test_container_registers_ports_and_healthcheck_as_the_provider_reads_them_back(stack: Stack) -> None:
-    """What the provider's Read writes into the state (tools/applier_refresh.py, from
+    """What the provider's Read writes into the state (tools/applier/refresh.py, from
     resource_docker_container_funcs.go and flattenContainerPorts) is what the program
     registers: a create or refresh then leaves nothing for the next up to change."""
-    from tools.applier_docker import go_duration_ns
-    from tools.applier_refresh import go_duration, normal_ports
+    from tools.applier.docker import go_duration_ns
+    from tools.applier.refresh import go_duration, normal_ports
 
     inputs = _one(stack, CONTAINER).inputs
     ports = inputs["ports"]
@@ -196,7 +196,7 @@ def test_ports_published_on_two_addresses_keep_each_ports_bind_order() -> None:
     back in the order they were made, after sorting by internal port only."""
     from components.gitlab import _published_ports
     from tests.stacks import prod_stack
-    from tools.applier_refresh import normal_ports
+    from tools.applier.refresh import normal_ports
 
     config, secret_keys = prod_stack()
     cfg, _ = parse_stack(config, secret_keys)

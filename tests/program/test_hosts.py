@@ -14,7 +14,7 @@ from typing import Any
 
 from components.config import PROJECT
 from tests.program.conftest import Stack, as_root
-from tools.synth import Registration, unwrap
+from tools.stack.synth import Registration, unwrap
 
 COMMAND = "command:remote:Command"
 DOCKER_ON_HOST = (

@@ -1,6 +1,6 @@
 """Orderings a parallel apply needs, as the program declares them (mock monitor).
 
-The engine (and the lab's applier, tools/applier.py) runs every resource as soon as its
+The engine (and the lab's applier, tools/applier/apply.py) runs every resource as soon as its
 dependencies are done, so whatever must happen first has to be a dependency. The lab
 tier applies the lab stack under several seeds (tests/lab/test_lab_apply.py); these
 tests pin the dependencies for the configurations the lab does not build.
@@ -16,7 +16,7 @@ import pytest
 from components.config import PROJECT
 from tests.program.conftest import Stack
 from tests.stacks import prod_stack
-from tools.synth import Registration, Synthesis, synthesize_in_subprocess
+from tools.stack.synth import Registration, Synthesis, synthesize_in_subprocess
 
 CONTAINER = "docker:index/container:Container"
 REMOTE_IMAGE = "docker:index/remoteImage:RemoteImage"

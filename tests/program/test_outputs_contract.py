@@ -21,7 +21,7 @@ from tests.program.conftest import Stack
 SNAPSHOT = Path(__file__).with_name("outputs_contract.json")
 HOW_TO_UPDATE = (
     "If the change is deliberate: regenerate the README contract with "
-    "`PYTHONPATH=. .venv/bin/python -m tools.reference`, put this entry in "
+    "`PYTHONPATH=. .venv/bin/python -m tools.ci.reference`, put this entry in "
     f"{SNAPSHOT.relative_to(SNAPSHOT.parents[2])} (one object per output, in OUTPUTS order), "
     "and for a stable output say in the commit message that it breaks consumers."
 )

@@ -1,4 +1,4 @@
-"""`make preview` (tools/plan.py): the offline plan of a stack, as text.
+"""`make preview` (tools/applier/plan.py): the offline plan of a stack, as text.
 
 The plan runs the program under the mock monitor, one run per process, so each plan
 here is the CLI in a subprocess. A state file "as the applier would have it" is made
@@ -71,7 +71,7 @@ def _tree(text: str) -> list[Line]:
 
 def _plan(*args: str) -> Run:
     done = subprocess.run(
-        [sys.executable, "-m", "tools.plan", *args],
+        [sys.executable, "-m", "tools.applier.plan", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -88,8 +88,8 @@ def record_state(path: str) -> None:
     from pulumi.runtime import rpc
     from pulumi.runtime.sync_await import _sync_await
 
-    from tools.applier_state import Entry, State
-    from tools.synth import _mock_state, stack_config_strings, synthesize, unwrap
+    from tools.applier.state import Entry, State
+    from tools.stack.synth import _mock_state, stack_config_strings, synthesize, unwrap
 
     state = State(Path(path))
 
@@ -265,7 +265,7 @@ def test_config_and_state_problems_exit_2_with_a_message(tmp_path: Path) -> None
 
 
 def test_a_config_error_names_the_key() -> None:
-    from tools.plan import PlanError, _validate
+    from tools.applier.plan import PlanError, _validate
 
     config, secret_keys = prod_stack()
     config["forgeway:forwarding"] = {**config["forgeway:forwarding"], "ports": [70000]}

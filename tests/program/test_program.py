@@ -1,4 +1,4 @@
-"""The whole program under Pulumi's mock monitor (tools/synth): what it registers.
+"""The whole program under Pulumi's mock monitor (tools/stack/synth): what it registers.
 
 No provider runs here: these tests check what the program asks the engine for
 (resources, parents, providers, options, inputs, secrets, outputs).
@@ -17,7 +17,7 @@ from components.config import PROJECT
 from components.outputs import OUTPUTS
 from tests.program.conftest import Stack, as_root
 from tests.program.leaks import plaintext_leaks
-from tools.synth import Registration, contains_secret, is_secret_value, unwrap
+from tools.stack.synth import Registration, contains_secret, is_secret_value, unwrap
 
 HOST = "forgeway:hosts:Host"
 COMMAND = "command:remote:Command"

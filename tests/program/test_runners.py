@@ -22,7 +22,7 @@ from components.render.runner_config import CA_PATH
 from components.runners import RUNNER_CONTAINER, delete_timeout
 from tests.program.conftest import Stack, _synth, as_root
 from tests.stacks import prod_stack
-from tools.synth import Registration, is_secret_value, unwrap
+from tools.stack.synth import Registration, is_secret_value, unwrap
 
 COMMAND = "command:remote:Command"
 CONTAINER = "docker:index/container:Container"

@@ -1,4 +1,4 @@
-"""The lab applier's parallel apply (tools/applier.py), with resources that need no host.
+"""The lab applier's parallel apply (tools/applier/apply.py), with resources that need no host.
 
 ``handle`` is called as the SDK's worker threads call it: concurrently, each resource
 once its dependencies are done. These tests check that calls really overlap, that the
@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from tools.applier import SEED_ENV, Applier, ApplyError, apply_seed
-from tools.synth import RegistrationOptions
+from tools.applier.apply import SEED_ENV, Applier, ApplyError, apply_seed
+from tools.stack.synth import RegistrationOptions
 
 RANDOM_BYTES = "random:index/randomBytes:RandomBytes"
 KEYS = [f"{RANDOM_BYTES}::r{i}" for i in range(12)]

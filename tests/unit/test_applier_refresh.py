@@ -1,4 +1,4 @@
-"""The applier's refresh reads (tools/applier_refresh.py): the providers' normal forms,
+"""The applier's refresh reads (tools/applier/refresh.py): the providers' normal forms,
 from their source, on inspect documents shaped as the Engine API returns them."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from components.gitlab import go_duration as program_go_duration
-from tools.applier_docker import go_duration_ns
-from tools.applier_refresh import go_duration, normal_ports, read_container, read_volume
+from tools.applier.docker import go_duration_ns
+from tools.applier.refresh import go_duration, normal_ports, read_container, read_volume
 
 S = 10**9
 

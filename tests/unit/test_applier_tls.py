@@ -22,9 +22,9 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from components.pki import SERVER_CERT_USES, covers
-from tools.applier import REPLACE_ON
-from tools.applier_state import ApplyError, Entry
-from tools.applier_tls import (
+from tools.applier.apply import REPLACE_ON
+from tools.applier.state import ApplyError, Entry
+from tools.applier.tls import (
     _due_for_renewal,
     _tls_cert_request,
     _tls_locally_signed,

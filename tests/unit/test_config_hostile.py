@@ -238,7 +238,7 @@ def _on_path(problem_key: str, key: str) -> bool:
 def _tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        pytest.fail(f"{name} is not installed (tools/apt-packages.txt)")
+        pytest.fail(f"{name} is not installed (tools/ci/apt-packages.txt)")
     return path
 
 

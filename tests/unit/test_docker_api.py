@@ -1,4 +1,4 @@
-"""HTTP over a pipe (tools/docker_api.py): requests, response framing, errors, the ssh argv."""
+"""HTTP over a pipe (tools/applier/docker_api.py): requests, response framing, errors, the ssh argv."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from tools.applier_docker import _container_body, _docker_inputs, _upload_tar, go_duration_ns
-from tools.applier_state import ApplyError
-from tools.docker_api import API_VERSION, DockerApiError, DockerHost, build_request, read_response, redact
+from tools.applier.docker import _container_body, _docker_inputs, _upload_tar, go_duration_ns
+from tools.applier.docker_api import API_VERSION, DockerApiError, DockerHost, build_request, read_response, redact
+from tools.applier.state import ApplyError
 
 pytestmark = pytest.mark.unit
 

@@ -149,7 +149,7 @@ def test_deterministic() -> None:
 def _verify(unit_dir: Path) -> str:
     tool = shutil.which("systemd-analyze")
     if tool is None:
-        pytest.fail("systemd-analyze is missing: apt-get install -y systemd (tools/apt-packages.txt)")
+        pytest.fail("systemd-analyze is missing: apt-get install -y systemd (tools/ci/apt-packages.txt)")
     done = subprocess.run(
         [tool, "verify", str(unit_dir / "docker.service")],
         capture_output=True,

@@ -132,23 +132,8 @@ def test_every_doc_is_reachable_from_the_readme() -> None:
     assert not orphans, f"docs/ pages the README does not link: {orphans}"
 
 
-# Paths docs/architecture.md names for the shape the issue-16 refactor is bringing (config
-# package, forge and host-service seams, tools/ packages, the lab's machine API). The lead
-# empties this set after merging those branches: a path here that exists fails the test
-# below, so it cannot stay listed once it is real.
-PENDING = {
-    "tools/applier/",
-    "tools/ci/",
-    "tools/lab/",
-    "tools/stack/",
-}
-
-
 def test_the_paths_the_architecture_page_names_exist() -> None:
     text = (ROOT / "docs" / "architecture.md").read_text()
     named = set(re.findall(r"`((?:components|tools|tests|policies|docs)/[^`<>\s]*)`", text))
-    missing = sorted(p for p in named - PENDING if not (ROOT / p).exists())
+    missing = sorted(p for p in named if not (ROOT / p).exists())
     assert not missing, f"docs/architecture.md names paths that do not exist: {missing}"
-    arrived = sorted(p for p in PENDING if (ROOT / p).exists())
-    assert not arrived, f"these exist now: remove them from PENDING in {Path(__file__).name}: {arrived}"
-    assert named >= PENDING, f"PENDING lists paths the page no longer names: {sorted(PENDING - named)}"

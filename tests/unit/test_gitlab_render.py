@@ -62,7 +62,7 @@ def base(**changes: Any) -> GitLabSettings:
 def _ruby() -> str:
     path = shutil.which("ruby")
     if path is None:
-        pytest.fail("ruby is not installed: apt-get install ruby (tools/apt-packages.txt)")
+        pytest.fail("ruby is not installed: apt-get install ruby (tools/ci/apt-packages.txt)")
     return path
 
 

@@ -6,7 +6,7 @@ checking for undecoded keys (common/config.go, ``toml.DecodeFile``), and dockerd
 top-level names it has no flag for (``findConfigurationConflicts``, so ``registry-mirror``, the
 flag's name, passes and is never read). So the rendered files of the prod and lab stacks and
 of the variants the render tests build are checked here against key lists taken from each
-program's source at the pinned version (tools/known_keys.py makes them).
+program's source at the pinned version (tools/ci/known_keys.py makes them).
 
 Keys are matched exactly: encoding/json and BurntSushi/toml also accept other letter cases,
 but forgeway writes the documented spelling."""
@@ -36,7 +36,7 @@ from components.scripts import daemon_merge
 from tests.stacks import lab_stack, prod_stack
 from tests.unit.test_gitlab_render import GOLDEN_CASES, ruby_eval
 from tests.unit.test_gitlab_render import base as gitlab_base
-from tools.known_keys import gitlab_rb_keys, go_keys, go_structs
+from tools.ci.known_keys import gitlab_rb_keys, go_keys, go_structs
 
 pytestmark = pytest.mark.unit
 

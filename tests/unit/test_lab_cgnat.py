@@ -1,4 +1,4 @@
-"""tools/lab_cgnat.py's pure parts: the public ports it reads, the window it picks, its ruleset."""
+"""tools/lab/cgnat.py's pure parts: the public ports it reads, the window it picks, its ruleset."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from tools.lab_cgnat import HOME_SIDE, PORTS, TABLE, WINDOW, port_window, public_ports, ruleset
+from tools.lab.cgnat import HOME_SIDE, PORTS, TABLE, WINDOW, port_window, public_ports, ruleset
 
 LISTING = (
     "udp      17 9 src=100.64.0.2 dst=203.0.113.10 sport=41000 dport=51820 "
@@ -40,4 +40,4 @@ def test_ruleset_replaces_its_own_table_and_maps_the_home_side_only() -> None:
     text = ruleset((2048, 4095))
     assert text.startswith(f"table ip {TABLE}\ndelete table ip {TABLE}\n")
     assert f'ip saddr {HOME_SIDE} oifname "eth0" meta l4proto udp masquerade to :2048-4095' in text
-    assert "priority srcnat - 1" in text  # before tools/lab.py's masquerade
+    assert "priority srcnat - 1" in text  # before tools/lab/topology.py's masquerade

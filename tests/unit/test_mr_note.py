@@ -1,4 +1,4 @@
-"""tools/mr_note.py against a fake GitLab API on 127.0.0.1: one note per marker, updated in
+"""tools/ci/mr_note.py against a fake GitLab API on 127.0.0.1: one note per marker, updated in
 place, found across pages, and the token only ever in the PRIVATE-TOKEN header."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tools.mr_note import NOTE_LIMIT, TOKEN_ENV, marker_comment, render_note
+from tools.ci.mr_note import NOTE_LIMIT, TOKEN_ENV, marker_comment, render_note
 
 pytestmark = pytest.mark.unit
 
@@ -149,7 +149,7 @@ def run_note(tmp_path: Path, api_url: str, text: str, *, token: str = TOKEN) -> 
         [
             sys.executable,
             "-m",
-            "tools.mr_note",
+            "tools.ci.mr_note",
             "--marker",
             MARKER,
             "--title",
@@ -291,7 +291,7 @@ def test_cut_output_keeps_its_code_block_closed() -> None:
 @pytest.mark.parametrize("marker", ["x -->", "a--b", "", "<script>"])
 def test_marker_that_could_escape_the_comment_is_refused(marker: str, tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "tools.mr_note", "--marker", marker, "--title", "t", "--dry-run"],
+        [sys.executable, "-m", "tools.ci.mr_note", "--marker", marker, "--title", "t", "--dry-run"],
         cwd=REPO_ROOT,
         env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO_ROOT)},
         capture_output=True,

@@ -20,9 +20,9 @@ import yaml
 
 from components.config import PLACEHOLDER, ConfigError, parse_stack
 from tests.stacks import EXAMPLE_PASSPHRASE, ROOT, new_host_key, prod_stack, secret_strings
-from tools.stack import new_stack
-from tools.stack_secrets import INCORRECT_PASSPHRASE, NO_PASSPHRASE, key_from_encryption_salt, main, secure_values
-from tools.stackfile import load_stack_file
+from tools.stack.file import load_stack_file
+from tools.stack.new import new_stack
+from tools.stack.secrets import INCORRECT_PASSPHRASE, NO_PASSPHRASE, key_from_encryption_salt, main, secure_values
 
 pytestmark = pytest.mark.unit
 

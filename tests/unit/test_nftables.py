@@ -52,7 +52,7 @@ def _with(**changes: object) -> ForwardingSettings:
 def _require(tool: str) -> str:
     path = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin")
     if path is None:
-        pytest.fail(f"{tool} is not installed: run `make setup` (tools/apt-packages.txt)")
+        pytest.fail(f"{tool} is not installed: run `make setup` (tools/ci/apt-packages.txt)")
     return path
 
 

@@ -21,7 +21,7 @@ KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJnM0Tvg7PtccZCfS8ooe1OpKgKcuG6qMwJ1j
 def _require(tool: str) -> str:
     path = shutil.which(tool)
     if path is None:
-        pytest.fail(f"{tool} is not installed: run `make setup` (tools/apt-packages.txt)")
+        pytest.fail(f"{tool} is not installed: run `make setup` (tools/ci/apt-packages.txt)")
     return path
 
 

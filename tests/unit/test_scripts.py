@@ -22,7 +22,7 @@ def test_script_is_valid_and_shellcheck_clean(path: Path) -> None:
     subprocess.run(["sh", "-n", str(path)], check=True)
     shellcheck = shutil.which("shellcheck")
     if shellcheck is None:
-        pytest.fail("shellcheck is not installed: run `make setup` (tools/apt-packages.txt)")
+        pytest.fail("shellcheck is not installed: run `make setup` (tools/ci/apt-packages.txt)")
     # -x: follow `. "$(dirname "$0")/host-files.sh"` (its directive names the library beside it)
     done = subprocess.run([shellcheck, "-x", path.name], cwd=path.parent, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.unit
 def _tool(name: str) -> str:
     path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
     if path is None:
-        pytest.fail(f"{name} is not installed: run `make setup` (tools/apt-packages.txt)")
+        pytest.fail(f"{name} is not installed: run `make setup` (tools/ci/apt-packages.txt)")
     return path
 
 

@@ -11,7 +11,7 @@ import yaml
 
 from components.config import PROJECT, SECRET_KEYS, SECTIONS, parse_stack
 from tests.stacks import EXAMPLE_PASSPHRASE, ROOT, lab_stack, prod_stack, secret_strings
-from tools.stack_secrets import secure_values
+from tools.stack.secrets import secure_values
 
 pytestmark = pytest.mark.unit
 
@@ -77,6 +77,6 @@ def test_pulumi_yaml_lists_every_key() -> None:
 def test_config_reference_and_outputs_contract_are_current() -> None:
     """docs/config.md, docs/outputs.md and Pulumi.yaml hold what `make reference` generates now."""
     done = subprocess.run(
-        [sys.executable, "-m", "tools.reference", "--check"], cwd=ROOT, capture_output=True, text=True, check=False
+        [sys.executable, "-m", "tools.ci.reference", "--check"], cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stderr

@@ -1,4 +1,4 @@
-"""tools.stack_secrets against the Pulumi passphrase provider's format and real Pulumi data.
+"""tools.stack.secrets against the Pulumi passphrase provider's format and real Pulumi data.
 
 PBKDF2 at 1e6 iterations costs ~0.4 s a run, so the module derives its main key once
 (a fixed salt) and builds stack files around that key; only tests about deriving keys
@@ -18,7 +18,7 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from tools.stack_secrets import (
+from tools.stack.secrets import (
     NO_PASSPHRASE,
     decrypt,
     derive_key,
@@ -287,7 +287,7 @@ def _run_cli(args: list[str], passphrase: str, stdin: str = "") -> subprocess.Co
     env = {name: value for name, value in os.environ.items() if not name.startswith("PULUMI_CONFIG_PASSPHRASE")}
     env["PULUMI_CONFIG_PASSPHRASE"] = passphrase
     return subprocess.run(
-        [sys.executable, "-m", "tools.stack_secrets", *args],
+        [sys.executable, "-m", "tools.stack.secrets", *args],
         cwd=REPO_ROOT,
         env=env,
         input=stdin,

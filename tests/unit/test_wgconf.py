@@ -186,7 +186,7 @@ def _wg_apply(tmp_path: Path, text: str, private_key: str) -> subprocess.Complet
     """Apply ``text`` (+ PrivateKey) to a wireguard-go interface in ``unshare -rnm``."""
     for tool in ("wg", "wireguard-go", "unshare"):
         if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is not installed: run `make setup` (tools/apt-packages.txt)")
+            pytest.fail(f"{tool} is not installed: run `make setup` (tools/ci/apt-packages.txt)")
     hosts = tmp_path / "hosts"
     hosts.write_text("127.0.0.1 localhost\n203.0.113.1 vps.example.org\n")
     with_key = text.replace("[Interface]\n", f"[Interface]\nPrivateKey = {private_key}\n", 1)

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Entrypoint of the lab image forgeway-lab/binfmt-standin (tools/lab_images.py).
+"""Entrypoint of the lab image forgeway-lab/binfmt-standin (tools/lab/images.py).
 
 tonistiigi/binfmt cannot be pulled in the lab. This stand-in speaks the part of its
 interface that components/scripts/binfmt-up.sh uses, against the kernel's real

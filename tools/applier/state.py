@@ -1,4 +1,4 @@
-"""The lab applier's state file and its errors (tools/applier.py): like the engine's
+"""The lab applier's state file and its errors (tools/applier/apply.py): like the engine's
 checkpoint, plain JSON with mode 0600."""
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ request. A new note per push would bury the discussion, so each note starts with
 hidden marker, ``<!-- forgeway-preview:prod -->``; the next run finds the note carrying
 it and edits that note instead of adding another::
 
-    python -m tools.mr_note --marker forgeway-preview:prod --title "pulumi preview on prod" \\
+    python -m tools.ci.mr_note --marker forgeway-preview:prod --title "pulumi preview on prod" \\
         --section "Offline plan" plan.txt --section "pulumi preview" preview.txt
 
 GitLab API (``CI_API_V4_URL``): ``GET /user`` (whose notes are ours), ``GET
@@ -258,7 +258,7 @@ def _require(env: Mapping[str, str], name: str, why: str) -> str:
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     env = os.environ if env is None else env
-    parser = argparse.ArgumentParser(prog="python -m tools.mr_note", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.ci.mr_note", description=__doc__.split("\n\n")[0])
     parser.add_argument("--marker", required=True, help="note key, e.g. forgeway-preview:prod")
     parser.add_argument("--title", required=True, help="the note's heading (Markdown)")
     parser.add_argument(

@@ -1,4 +1,4 @@
-"""The lab applier's pulumi-tls emulation (tools/applier.py): real keys, requests and
+"""The lab applier's pulumi-tls emulation (tools/applier/apply.py): real keys, requests and
 certificates made with cryptography, as Go's crypto/x509 makes them."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import ipaddress
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from tools.applier_state import ApplyError, Entry
+from tools.applier.state import ApplyError, Entry
 
 # --- tls: real keys, requests and certificates (cryptography) -------------------------
 

@@ -1,6 +1,6 @@
 """Read a Pulumi.<stack>.yaml as the Pulumi CLI would hand it to the program.
 
-Secure values are decrypted with the passphrase scheme (tools.stack_secrets); a
+Secure values are decrypted with the passphrase scheme (tools.stack.secrets); a
 top-level key that holds any secure value is reported secret, as the CLI does.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from tools.stack_secrets import decrypt, key_from_encryption_salt
+from tools.stack.secrets import decrypt, key_from_encryption_salt
 
 __all__ = ["load_stack_file"]
 

@@ -1,9 +1,9 @@
 """`make preview`: forgeway's offline plan, in the shape of `pulumi preview`.
 
 This is not `pulumi preview` and not the Pulumi engine. The program runs under Pulumi's
-mock monitor (tools/synth.py); no provider runs, so ids, keys, certificates and command
+mock monitor (tools/stack/synth.py); no provider runs, so ids, keys, certificates and command
 output of resources the plan would create are the mocks' stand-ins. What each resource
-would go through is decided the way the lab applier decides it (tools/applier.py),
+would go through is decided the way the lab applier decides it (tools/applier/apply.py),
 against the applier's recorded state (``.lab/state.json`` for the lab stack, or
 ``--state PATH``):
 
@@ -22,7 +22,7 @@ Nothing secret is printed: secret stack outputs show as ``[secret]``, inputs are
 shown (only the names of changed ones), and the text is checked for every secret
 config value (and every secret output value) before it is printed.
 
-    python -m tools.plan --stack lab|prod|<name> [--state PATH]
+    python -m tools.applier.plan --stack lab|prod|<name> [--state PATH]
 
 Exit status: 0 with a plan; 1 when the plan holds a step the engine would refuse
 (deleting or replacing a protected resource), after printing it; 2 on a config or
@@ -40,12 +40,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tools.applier import REPLACE_ON
-from tools.applier_docker import _provider_deletes_first
-from tools.applier_state import Entry, State
-from tools.applier_tls import _due_for_renewal
-from tools.plan_text import SECRET_MASK, Decision, Plan, PlanError, Step, render
-from tools.synth import (
+from tools.applier.apply import REPLACE_ON
+from tools.applier.docker import _provider_deletes_first
+from tools.applier.plan_text import SECRET_MASK, Decision, Plan, PlanError, Step, render
+from tools.applier.state import Entry, State
+from tools.applier.tls import _due_for_renewal
+from tools.stack.synth import (
     PROJECT,
     Synthesis,
     _mock_state,
@@ -56,7 +56,7 @@ from tools.synth import (
 
 __all__ = ["PlanError", "Planner", "load_stack_config", "main", "make_plan", "plan_stack"]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 LAB_DIR = ROOT / ".lab"
 LAB_STATE = LAB_DIR / "state.json"
 LAB_TOPOLOGY = LAB_DIR / "topology.json"
@@ -83,8 +83,8 @@ def load_stack_config(stack: str) -> tuple[dict[str, Any], list[str], str]:
     hand it to the program; for the lab, with the lab's per-run values."""
     from cryptography.exceptions import InvalidTag
 
-    from tools.stackfile import load_stack_file
-    from tools.stacks import EXAMPLE_PASSPHRASE, lab_placeholder_stack
+    from tools.stack.configs import EXAMPLE_PASSPHRASE, lab_placeholder_stack
+    from tools.stack.file import load_stack_file
 
     if not re.fullmatch(r"[A-Za-z0-9._-]+", stack):
         raise PlanError(f"--stack {stack!r}: a stack name is letters, digits, '.', '_' and '-'")
@@ -94,7 +94,7 @@ def load_stack_config(stack: str) -> tuple[dict[str, Any], list[str], str]:
     try:
         if stack == "lab":
             if LAB_TOPOLOGY.exists():
-                from tools.lab import lab_config
+                from tools.lab.topology import lab_config
 
                 config, secret_keys = lab_config(json.loads(LAB_TOPOLOGY.read_text()))
                 return config, secret_keys, f"{path.name} with the lab's keys and tokens from .lab/"
@@ -166,7 +166,7 @@ class Planner:
             return f"{args.name}-component", dict(args.inputs)  # as the applier answers a component
         typ, name = str(args.typ), str(args.name)
         key = f"{typ}::{name}"
-        inputs = unwrap(args.inputs)  # what the applier compares (tools/applier.py, handle)
+        inputs = unwrap(args.inputs)  # what the applier compares (tools/applier/apply.py, handle)
         mock = _mock_state(typ, args.inputs)  # the default mock's answer: stand-ins, secrets marked
         previous = self.state.entries.get(key) if self.state is not None else None
         if previous is None:
@@ -323,7 +323,7 @@ def plan_stack(stack: str, state_path: Path | None) -> Plan:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tools.plan",
+        prog="python -m tools.applier.plan",
         description="forgeway's offline plan: the program under Pulumi's mock monitor, "
         "compared with the lab applier's state. Not `pulumi preview`.",
     )

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from tools.lab_docker import DaemonInfo, docker, docker_client, docker_env
+from tools.lab.docker import DaemonInfo, docker, docker_client, docker_env
 
 __all__ = [
     "BASE",
@@ -63,14 +63,14 @@ SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 LABEL = "forgeway.recipe"
 _SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 @dataclass(frozen=True)
 class ImageFile:
     """A file of this repository copied into a recipe's root file system (owner root)."""
 
-    source: str  # path relative to the repository root, e.g. tools/standin_image/wrapper.py
+    source: str  # path relative to the repository root, e.g. tools/lab/standin_image/wrapper.py
     target: str  # absolute path in the image, e.g. /assets/wrapper
     mode: int = 0o644
 
@@ -119,20 +119,20 @@ class Recipe:
 BASE = "forgeway-lab/base:1.0"
 # Behaves on the wire like the omnibus gitlab/gitlab-ce container the program runs, given
 # the same env, volumes, uploads and ports: nginx (80, 443, 5050 for the registry),
-# Debian's docker-registry behind it, sshd on 22. See tools/standin_image/wrapper.py.
+# Debian's docker-registry behind it, sshd on 22. See tools/lab/standin_image/wrapper.py.
 GITLAB_STANDIN = "forgeway-lab/gitlab-standin:1.0"
 # Run as the program runs gitlab/gitlab-runner (its config volume, the 0600 config.toml,
 # the CA, the host's docker socket): checks them, logs "runner-standin ready: ..." and
 # waits, or exits 1 naming the first problem; runs lab jobs and drains them on SIGQUIT.
 # No STOPSIGNAL (gitlab-runner's image has SIGQUIT; `docker import` cannot set it): the
-# lab proves the program's own stop_signal. See tools/standin_image/runner_standin.py.
+# lab proves the program's own stop_signal. See tools/lab/standin_image/runner_standin.py.
 RUNNER_STANDIN = "forgeway-lab/runner-standin:1.0"
 # Speaks tonistiigi/binfmt's interface against the kernel's binfmt_misc, with Debian's
-# qemu-user-static (arm64 and amd64 only). See tools/standin_image/binfmt_standin.py.
+# qemu-user-static (arm64 and amd64 only). See tools/lab/standin_image/binfmt_standin.py.
 BINFMT_STANDIN = "forgeway-lab/binfmt-standin:1.0"
-# One static aarch64 program, /hello (tools/aarch64_hello.py): runs here only through QEMU.
+# One static aarch64 program, /hello (tools/lab/aarch64_hello.py): runs here only through QEMU.
 HELLO_ARM64 = "forgeway-lab/hello-arm64:1.0"
-_STANDIN_DIR = "tools/standin_image"
+_STANDIN_DIR = "tools/lab/standin_image"
 RECIPES: dict[str, Recipe] = {
     BASE: Recipe(packages=("python3-minimal", "ca-certificates")),
     GITLAB_STANDIN: Recipe(
@@ -449,8 +449,8 @@ def ensure_image_as(daemon: DaemonInfo, name: str, arch: str) -> None:
 
 
 def ensure_hello_arm64(daemon: DaemonInfo) -> None:
-    """:data:`HELLO_ARM64` on ``daemon``: /hello (tools/aarch64_hello.py), platform linux/arm64."""
-    from tools.aarch64_hello import aarch64_hello
+    """:data:`HELLO_ARM64` on ``daemon``: /hello (tools/lab/aarch64_hello.py), platform linux/arm64."""
+    from tools.lab.aarch64_hello import aarch64_hello
 
     if docker(daemon, "image", "inspect", HELLO_ARM64, check=False).returncode == 0:
         return

@@ -12,14 +12,14 @@ Topology (network namespaces ``fwl-*``; addresses exist only inside them):
 
 Every host (vps, home and the runners) boots: systemd is its PID 1, in systemd-nspawn
 inside its namespace, with its own root file system, sshd, host key and users
-(tools/lab_nspawn.py); on home and the runners systemd also starts dockerd.
+(tools/lab/nspawn.py); on home and the runners systemd also starts dockerd.
 `python -m tools.lab reboot HOST...|all` reboots hosts for real. The
 CGNAT router masquerades the home side with a short UDP timeout, so nothing reaches
 home unless home dials out. The lab stack is applied with tools/applier: host arch
 checks, the tunnel, the forwarding, the CA, GitLab's container and every docker
 daemon's trust. The home device and both runners run Debian's docker.service in
-their root; the client gets a dockerd of the lab's (tools/lab_docker.py); GitLab's
-image is a stand-in built from Debian (tools/lab_images.py, tools/standin_image/):
+their root; the client gets a dockerd of the lab's (tools/lab/docker.py); GitLab's
+image is a stand-in built from Debian (tools/lab/images.py, tools/lab/standin_image/):
 nothing can be pulled here. Names: each host's /etc/hosts and ``/etc/netns/fwl-*/hosts``
 say that gitlab.forgeway.test is the VPS.
 
@@ -53,9 +53,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tools.lab_binfmt import remove_leftovers
+from tools.lab.binfmt import remove_leftovers
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 # The lab's files live where the deployer's non-root users can reach them whatever the
 # clone's parents allow (a clone under /root is 0700): sshd reads a user's
 # authorized_keys as that user, and the users' docker sockets and host directories are
@@ -80,7 +80,7 @@ class HostSpec:
     address: str
     ssh_port: int
     fake_machine: str | None = None  # what `uname -m` says in SSH sessions
-    boots: bool = False  # systemd as PID 1 in systemd-nspawn (tools/lab_nspawn.py): its own /etc and sshd
+    boots: bool = False  # systemd as PID 1 in systemd-nspawn (tools/lab/nspawn.py): its own /etc and sshd
 
 
 HOSTS = (
@@ -89,7 +89,7 @@ HOSTS = (
     HostSpec("runner-arm", "lan", f"{LAN}.3", 22, fake_machine="aarch64", boots=True),
     HostSpec("runner-amd", "lan", f"{LAN}.4", 22, boots=True),
 )
-# Hosts with a dockerd of their own (index: their bridge subnets, tools/lab_docker.py);
+# Hosts with a dockerd of their own (index: their bridge subnets, tools/lab/docker.py);
 # the client gets one too, as a laptop would have, to log in to the registry.
 DOCKER_HOSTS = {"home": 1, "runner-arm": 2, "runner-amd": 3}
 # Runner hosts: forgeway manages their daemon.json, so dockerd reads it (and restarts on change).
@@ -176,7 +176,7 @@ def _deployer_link(ifname: str, address: str, peers: list[str]) -> None:
 
 def base_network(spec: HostSpec) -> list[list[str]]:
     """A lab host's own eth0 as its network configuration sets it at boot (`ip` arguments);
-    a booting host's supervisor applies it again after each reboot (tools/lab_nspawn.py)."""
+    a booting host's supervisor applies it again after each reboot (tools/lab/nspawn.py)."""
     argv = [["addr", "add", f"{spec.address}/24", "dev", "eth0"], ["link", "set", "eth0", "up"]]
     if spec.segment == "lan":
         argv.append(["route", "add", "default", "via", f"{LAN}.1"])
@@ -274,7 +274,7 @@ def _lab_user_exists(user: str) -> bool:
 def create_lab_users() -> None:
     """The deployer's non-root users, their sudo right and groups (idempotent)."""
     if not shutil.which("sudo") or not shutil.which("visudo", path="/usr/sbin:/usr/bin"):
-        raise RuntimeError("sudo is not installed: apt-get install -y sudo (tools/apt-packages.txt)")
+        raise RuntimeError("sudo is not installed: apt-get install -y sudo (tools/ci/apt-packages.txt)")
     for ancestor in [*reversed(LAB_DIR.parents)][1:]:
         if ancestor.stat().st_mode & 0o001 == 0:
             raise RuntimeError(
@@ -341,7 +341,7 @@ def start_sshd(spec: HostSpec, work: Path, deployer_pub: str, listen: str | None
         # forgeway's daemon.json script restarts docker with this (no systemd runs dockerd here).
         restart = work / "restart-docker"
         restart.write_text(
-            f"#!/bin/sh\nPYTHONPATH={ROOT} exec {sys.executable} -m tools.lab_docker restart {docker_work(spec.name)}\n"
+            f"#!/bin/sh\nPYTHONPATH={ROOT} exec {sys.executable} -m tools.lab.docker restart {docker_work(spec.name)}\n"
         )
         restart.chmod(0o755)
         env["FORGEWAY_DOCKER_RESTART"] = str(restart)
@@ -380,11 +380,11 @@ def sshd_answers(address: str, port: int, host_key: str) -> bool:
 
 
 def start_booting_host(spec: HostSpec, work: Path, deployer_pub: str) -> dict[str, Any]:
-    """A host with systemd as PID 1 (tools/lab_nspawn.py): its root, host key and login
+    """A host with systemd as PID 1 (tools/lab/nspawn.py): its root, host key and login
     user (in the docker group on a docker host, whose dockerd systemd starts), and its
     supervisor started; :func:`wait_booted` waits for its sshd."""
-    from tools import lab_nspawn
-    from tools.lab_docker import bridge_addresses, storage_driver
+    from tools.lab import nspawn as lab_nspawn
+    from tools.lab.docker import bridge_addresses, storage_driver
 
     work.mkdir(parents=True)
     host_key = _keygen(work / "ssh_host_ed25519_key")
@@ -414,7 +414,7 @@ def start_booting_host(spec: HostSpec, work: Path, deployer_pub: str) -> dict[st
 
 def wait_booted(host: dict[str, Any], timeout: float = 120) -> None:
     """Until the booting host's sshd answers with its own key (its supervisor must keep running)."""
-    from tools.lab_nspawn import running
+    from tools.lab.nspawn import running
 
     deadline = time.monotonic() + timeout
     while not sshd_answers(host["address"], host["ssh_port"], host["host_key"]):
@@ -444,11 +444,11 @@ def write_name_files() -> None:
 
 
 def booted_dockerd(host: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
-    """The record (tools.lab_docker.DaemonInfo's) of a booting docker host's dockerd once it
+    """The record (tools.lab.docker.DaemonInfo's) of a booting docker host's dockerd once it
     answers on its second socket, a file in the host's root; ``in_host``: systemd in the
     host runs it (lab-down powers the host off, nothing stops it from here)."""
-    from tools.lab_docker import DaemonInfo, bridge_addresses, docker
-    from tools.lab_nspawn import DOCKER_SOCKET, dockerd_pid
+    from tools.lab.docker import DaemonInfo, bridge_addresses, docker
+    from tools.lab.nspawn import DOCKER_SOCKET, dockerd_pid
 
     name, root = host["name"], Path(host["root"])
     bip, pool = bridge_addresses(DOCKER_HOSTS[name])
@@ -472,8 +472,8 @@ def start_docker_hosts(record: dict[str, Any]) -> None:
     lab's for the client); the stand-in images in each host's docker, on its disk, so
     they are there after a reboot too. ``record`` gets each daemon as soon as it runs,
     so lab-down stops it even if a later step fails."""
-    from tools.lab_docker import DaemonInfo, start_dockerd
-    from tools.lab_images import (
+    from tools.lab.docker import DaemonInfo, start_dockerd
+    from tools.lab.images import (
         BINFMT_STANDIN,
         GITLAB_STANDIN,
         RUNNER_STANDIN,
@@ -516,7 +516,7 @@ def lab_config(
     """Pulumi.lab.yaml with this lab's host keys, deployer key and runner tokens."""
     import secrets as token_source
 
-    from tools.stackfile import load_stack_file
+    from tools.stack.file import load_stack_file
 
     config, secret_keys = load_stack_file(ROOT / "Pulumi.lab.yaml", None)
     by_name = {h["name"]: h for h in topology["hosts"]}
@@ -562,7 +562,7 @@ def _make_lab_dir() -> None:
 
 
 def up(mode: str | None = None, overrides: list[str] | None = None, seed: int | None = None) -> int:
-    from tools.synth import stack_config_strings
+    from tools.stack.synth import stack_config_strings
 
     if not TOPOLOGY.exists():
         if any(line.startswith(PREFIX) for line in sh("ip", "netns", "list").splitlines()):
@@ -664,7 +664,7 @@ def refresh() -> int:
 
 def _stop_started(errors: list[str]) -> None:
     """Stop, by PID, every dockerd and sshd that (partial) topology files record."""
-    from tools.lab_docker import DaemonInfo, stop_dockerd
+    from tools.lab.docker import DaemonInfo, stop_dockerd
 
     for described in (TOPOLOGY, TOPOLOGY.with_suffix(".partial")):
         if not described.exists():
@@ -682,7 +682,7 @@ def _stop_started(errors: list[str]) -> None:
                 errors.append(f"dockerd of {name}: {exc}")
         for host in data["hosts"]:
             if host.get("boots"):
-                from tools.lab_nspawn import stop
+                from tools.lab.nspawn import stop
 
                 stop(host["pid"], Path(host["state"]), Path(host["root"]), host["name"])  # the host powers off
                 continue
@@ -692,7 +692,7 @@ def _stop_started(errors: list[str]) -> None:
 
 def _remove_host_cgroups() -> None:
     """The booting hosts' cgroups, once what a killed supervisor left running is gone too."""
-    from tools.lab_nspawn import CGROUPS, remove_cgroups
+    from tools.lab.nspawn import CGROUPS, remove_cgroups
 
     deadline = time.monotonic() + 10
     for host in (h for h in HOSTS if h.boots):
@@ -750,7 +750,7 @@ def reboot(names: list[str]) -> int:
     per host on stdout as soon as its sshd answers again with its own key."""
     import threading
 
-    from tools.lab_nspawn import boot_count, inside, running
+    from tools.lab.nspawn import boot_count, inside, running
 
     if not TOPOLOGY.exists():
         print("lab: no lab is up (.lab/topology.json): run `make lab` first", file=sys.stderr)

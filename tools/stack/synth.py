@@ -14,7 +14,7 @@ passed as ``stack_references``, in the shape the engine's builtin provider gives
 (``name``, ``outputs`` with secrets where they were, ``secretOutputNames``).
 
 One synthesis per process: the Pulumi runtime keeps global state. Use
-``python -m tools.synth`` (or ``synthesize_in_subprocess``) for a second stack.
+``python -m tools.stack.synth`` (or ``synthesize_in_subprocess``) for a second stack.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 PROJECT = "forgeway"
 PROGRAM = ROOT / "__main__.py"
 STACK_REFERENCE = "pulumi:pulumi:StackReference"
@@ -221,7 +221,7 @@ def _mock_state(typ: str, inputs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _real_ca_pem() -> str:
-    from tools.applier_tls import _tls_private_key, _tls_self_signed  # the applier's own emulation
+    from tools.applier.tls import _tls_private_key, _tls_self_signed  # the applier's own emulation
 
     key = _tls_private_key({"algorithm": "ECDSA", "ecdsaCurve": "P256"})["privateKeyPem"]
     inputs = {"privateKeyPem": key, "isCaCertificate": True, "validityPeriodHours": 24}
@@ -387,7 +387,7 @@ def synthesize_in_subprocess(
         }
     )
     done = subprocess.run(
-        [sys.executable, "-m", "tools.synth"],
+        [sys.executable, "-m", "tools.stack.synth"],
         input=payload,
         capture_output=True,
         text=True,

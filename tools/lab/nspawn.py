@@ -6,7 +6,7 @@ named by a hash of its package list (a lock per file, renamed into place: two ru
 once never build it twice nor read half of it). Each host gets its own copy under the
 lab directory, with its own host name, machine id, SSH host key, sshd port and users.
 
-A supervisor per host (``python -m tools.lab_nspawn supervise``, detached, its PID in
+A supervisor per host (``python -m tools.lab.nspawn supervise``, detached, its PID in
 topology.json) runs ``systemd-nspawn --boot`` in the host's network namespace. When the
 container exits because its systemd rebooted (exit status 133), the supervisor does to
 the namespace what a reboot does to a kernel's runtime state (:func:`reset_namespace`:
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from tools.lab_images import SUITE, _build_dir, _install, _locked, _minbase, _run, _tar
+from tools.lab.images import SUITE, _build_dir, _install, _locked, _minbase, _run, _tar
 
 ROOTFS_VERSION = 1  # bump when the way roots are made changes: every hash changes
 # What forgeway's host scripts (components/scripts) run on a host, and what a host boots with.
@@ -68,7 +68,7 @@ def rootfs_key(docker: bool = False) -> str:
 
 
 def rootfs_tarball(timings: dict[str, float] | None = None, *, docker: bool = False) -> Path:
-    """The cached host root file system, built if missing (minbase from tools/lab_images'
+    """The cached host root file system, built if missing (minbase from tools/lab/images'
     cache); ``docker``: with docker.io too, built on top of the plain one."""
     timings = {} if timings is None else timings
     target = cache_dir() / f"host-{SUITE}-{rootfs_key(docker)}.tar"
@@ -173,7 +173,7 @@ def _docker_host(root: Path, docker: DockerSetup) -> None:
     dropin = units / "docker.service.d"
     dropin.mkdir(parents=True, exist_ok=True)
     (dropin / "lab.conf").write_text(
-        "# the lab's dockerd settings (tools/lab_nspawn.py)\n[Service]\nExecStart=\n"
+        "# the lab's dockerd settings (tools/lab/nspawn.py)\n[Service]\nExecStart=\n"
         f"ExecStart=/usr/sbin/dockerd {' '.join(flags)}\n"
     )
     # binfmt_misc: systemd's automount of it is skipped where /proc/sys is read-only, as
@@ -262,7 +262,7 @@ def forget_binfmt(root: Path, log: BinaryIO) -> None:
     namespace): since Linux 6.7 its handlers go by themselves with its last mount (the
     host's, gone with the host), else the handlers the host's forgeway registered (its
     binfmt/ours) are removed here. Either way a line says so, per handler."""
-    from tools.lab_binfmt import handlers, unregister
+    from tools.lab.binfmt import handlers, unregister
 
     ours = root / "etc" / "forgeway" / "binfmt" / "ours"
     listed = sorted(set(ours.read_text().split())) if ours.exists() else []
@@ -431,13 +431,13 @@ def dockerd_pid(state: Path) -> int:
 def start(name: str, netns: str, root: Path, state: Path, base: list[list[str]]) -> int:
     """The host's supervisor, detached (its own session): its PID."""
     state.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "tools.lab_nspawn", "supervise", "--name", name, "--netns", netns,
+    argv = [sys.executable, "-m", "tools.lab.nspawn", "supervise", "--name", name, "--netns", netns,
             "--root", str(root), "--state", str(state), "--base", json.dumps(base)]  # fmt: skip
     with open(state / "supervisor.log", "ab") as log:
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-            cwd=Path(__file__).resolve().parent.parent,
-            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+            cwd=Path(__file__).resolve().parent.parent.parent,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent.parent)},
         )  # fmt: skip
     return proc.pid
 
@@ -494,7 +494,7 @@ def stop(pid: int, state: Path, root: Path, name: str, timeout: float = 20) -> N
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="A lab host's supervisor (tools/lab.py starts it).")
+    parser = argparse.ArgumentParser(description="A lab host's supervisor (tools/lab/topology.py starts it).")
     parser.add_argument("action", choices=["supervise", "rootfs"])
     parser.add_argument("--name")
     parser.add_argument("--netns")

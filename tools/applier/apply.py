@@ -26,7 +26,7 @@ This is not the Pulumi engine. What it emulates, per type:
 - ``docker:index/remoteImage:RemoteImage``, ``volume:Volume``, ``container:Container``
   (pulumi-docker 5.2.0, the bridged terraform docker provider): Docker Engine API
   calls (v1.41) over ``ssh <sshOpts> … docker system dial-stdio`` to the host of the
-  resource's ``pulumi:providers:docker``, one ssh per call (tools/docker_api.py), with
+  resource's ``pulumi:providers:docker``, one ssh per call (tools/applier/docker_api.py), with
   the provider's own ssh options. The ssh key is the applier's agent's: the
   ``privateKey`` of every Command connection registered in this run, else (nothing
   registered yet, or ``destroy``) the first one found in the state's Commands.
@@ -38,7 +38,7 @@ This is not the Pulumi engine. What it emulates, per type:
   ``memorySwap``, and on delete stopped with its stop signal (``stopSignal``, else the
   image's) and ``destroyGraceSeconds`` as the timeout (0 when unset: SIGKILL at once), then
   force-removed (anonymous volumes with ``removeVolumes``, named ones never); a stop that
-  ran out of grace is logged (tools/applier_docker.py _container_delete). Inputs not in ``_DOCKER_INPUTS``
+  ran out of grace is logged (tools/applier/docker.py _container_delete). Inputs not in ``_DOCKER_INPUTS``
   are refused by name. A container is always replaced delete-first (the bridge sets
   DeleteBeforeReplace for it), a volume whose ``name`` the program sets too (the
   bridge's rule for a name it did not autoname); a missing name is autonamed
@@ -54,7 +54,7 @@ is created, then the old one deleted; the other way round with ``deleteBeforeRep
 or where the provider asks for it), and resources the program no longer registers are
 deleted in reverse creation order.
 
-Resource options, as the engine honours them (tools/synth.py hands them over):
+Resource options, as the engine honours them (tools/stack/synth.py hands them over):
 - ``protect``: deleting the resource (gone from the program, or ``destroy``) fails
   naming it; so does a replace while the state and the program both protect it.
   ``destroy(exclude_protected=True)`` (``pulumi destroy --exclude-protected``) leaves
@@ -75,7 +75,7 @@ Deletes of resources the program no longer registers (``finish``, and ``destroy`
 one at a time, newest first (reverse order of completion, which respects dependencies);
 the engine runs independent deletes in parallel.
 
-``refresh`` reads live state back as each provider does (tools/applier_refresh.py).
+``refresh`` reads live state back as each provider does (tools/applier/refresh.py).
 Not emulated: previews, ``ignoreChanges``,
 ``replaceOnChanges``, parallel deletes.
 """
@@ -98,7 +98,7 @@ from pathlib import Path
 from typing import Any
 
 from components.render.ssh import SshTarget, ssh_destination, ssh_options
-from tools.applier_docker import (
+from tools.applier.docker import (
     _CONTAINER_INPUTS,
     _CONTAINER_STATE_ONLY,
     _CONTAINER_UPDATES,
@@ -115,10 +115,10 @@ from tools.applier_docker import (
     _provider_deletes_first,
     _secret_values,
 )
-from tools.applier_state import ApplyError, Change, Entry, State
-from tools.applier_tls import _TLS_EMULATIONS, _due_for_renewal
-from tools.docker_api import DockerClient, DockerHost
-from tools.synth import RegistrationOptions, Synthesis, synthesize, unwrap
+from tools.applier.docker_api import DockerClient, DockerHost
+from tools.applier.state import ApplyError, Change, Entry, State
+from tools.applier.tls import _TLS_EMULATIONS, _due_for_renewal
+from tools.stack.synth import RegistrationOptions, Synthesis, synthesize, unwrap
 
 __all__ = ["Applier", "ApplyError", "Change", "apply_stack", "destroy"]
 
@@ -638,7 +638,7 @@ def main() -> int:
 
     {"action": "apply"|"destroy"|"refresh", "stack": ..., "config": {...}, "secret_keys": [...],
     "state": "path", "exclude_protected": false, "seed": null}; prints the changes as JSON lines on
-    stdout, progress on stderr. ``refresh`` (tools/applier_refresh.py) needs only "state".
+    stdout, progress on stderr. ``refresh`` (tools/applier/refresh.py) needs only "state".
     """
     import sys
 
@@ -650,7 +650,7 @@ def main() -> int:
 
     try:
         if request["action"] == "refresh":
-            from tools.applier_refresh import refresh
+            from tools.applier.refresh import refresh
 
             changes = refresh(state_path, log)
         elif request["action"] == "destroy":

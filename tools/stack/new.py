@@ -5,7 +5,7 @@ passphrase, so ``pulumi stack init prod`` with your own passphrase is refused, a
 the published one you would deploy the example's secrets. This writes
 ``Pulumi.<name>.yaml`` beside ``Pulumi.yaml`` (where the CLI looks for it) with
 
-* a fresh ``encryptionsalt`` for *your* passphrase (tools/stack_secrets.py, the CLI's
+* a fresh ``encryptionsalt`` for *your* passphrase (tools/stack/secrets.py, the CLI's
   scheme); ``pulumi stack init <name> --secrets-provider passphrase`` then uses that
   salt rather than making one (pulumi/pulumi ``pkg/secrets/passphrase/manager.go``,
   ``NewPromptingPassphraseSecretsManager``: "If we have a salt, we can just use it");
@@ -37,14 +37,14 @@ from typing import Any
 import yaml
 
 from components.config import PLACEHOLDER, PROJECT, SECRET_KEYS
-from tools.stack_secrets import (
+from tools.stack.configs import EXAMPLE_PASSPHRASE, ROOT
+from tools.stack.secrets import (
     NO_PASSPHRASE,
     PASSPHRASE_ENV,
     PASSPHRASE_FILE_ENV,
     new_encryption_salt,
     read_passphrase,
 )
-from tools.stacks import EXAMPLE_PASSPHRASE, ROOT
 
 __all__ = ["main", "new_stack_text", "placeholder_config"]
 
@@ -118,7 +118,7 @@ def _header(name: str, example: str, runners: Sequence[str]) -> str:
         f"#     pulumi config set --secret --path '{PROJECT}:runner_tokens.{r}' <glrt-token>" for r in runners
     ]
     lines = [
-        f"# Stack {name} of forgeway, made by `make new-stack STACK={name}` (tools/stack.py) from",
+        f"# Stack {name} of forgeway, made by `make new-stack STACK={name}` (tools/stack/new.py) from",
         f"# {example}, the example. The encryptionsalt below is this stack's own, for your",
         "# passphrase; nothing secret was copied from the example.",
         "#",

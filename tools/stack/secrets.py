@@ -12,9 +12,9 @@ module speaks the same scheme as the CLI's passphrase provider (pulumi/pulumi
 
 Command line (the passphrase comes only from the environment, never from argv)::
 
-    python -m tools.stack_secrets init Pulumi.prod.yaml
-    printf %s "$TOKEN" | python -m tools.stack_secrets encrypt Pulumi.prod.yaml
-    python -m tools.stack_secrets check Pulumi.prod.yaml
+    python -m tools.stack.secrets init Pulumi.prod.yaml
+    printf %s "$TOKEN" | python -m tools.stack.secrets encrypt Pulumi.prod.yaml
+    python -m tools.stack.secrets check Pulumi.prod.yaml
 """
 
 from __future__ import annotations
@@ -347,7 +347,7 @@ _COMMANDS = {"init": _cmd_init, "encrypt": _cmd_encrypt, "check": _cmd_check}
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tools.stack_secrets",
+        prog="python -m tools.stack.secrets",
         description=(
             "Pulumi passphrase-provider secrets for a stack file, without the Pulumi CLI. "
             f"The passphrase is read from {PASSPHRASE_ENV} or {PASSPHRASE_FILE_ENV}."

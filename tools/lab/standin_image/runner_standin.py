@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Entrypoint (PID 1) of the lab image forgeway-lab/runner-standin (tools/lab_images.py).
+"""Entrypoint (PID 1) of the lab image forgeway-lab/runner-standin (tools/lab/images.py).
 
 The real gitlab/gitlab-runner image cannot be pulled in the lab. This stand-in is run
 by the program exactly as the real one (components/runners.py) and checks what the real

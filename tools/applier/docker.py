@@ -1,7 +1,7 @@
 # Over 400 lines on purpose: one provider's emulation (pulumi-docker images, volumes, containers),
 # checked against one provider source; images, volumes and containers share _Docker and its waits.
-"""The lab applier's pulumi-docker emulation (tools/applier.py): images, volumes and
-containers through the Engine API over the provider's own ssh transport (tools/docker_api.py)."""
+"""The lab applier's pulumi-docker emulation (tools/applier/apply.py): images, volumes and
+containers through the Engine API over the provider's own ssh transport (tools/applier/docker_api.py)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from tools.applier_state import ApplyError, Entry
-from tools.docker_api import DockerApiError, DockerClient, Response, redact
+from tools.applier.docker_api import DockerApiError, DockerClient, Response, redact
+from tools.applier.state import ApplyError, Entry
 
 DOCKER_PROVIDER = "pulumi:providers:docker"
 DOCKER_IMAGE = "docker:index/remoteImage:RemoteImage"
@@ -60,7 +60,7 @@ _DOCKER_NESTED = {
 }
 
 
-# --- docker: images, volumes and containers over the Engine API (tools/docker_api.py) ---
+# --- docker: images, volumes and containers over the Engine API (tools/applier/docker_api.py) ---
 
 _MIB = 1024 * 1024
 _START_TIMEOUT_S = 15.0  # the provider waits this long for a started container to run
@@ -174,7 +174,7 @@ def _inspect_image(d: _Docker, image: str, platform: str | None = None) -> dict[
         raise d.fail(
             f"pull of image {image}",
             "the image is not on the daemon and cannot be pulled in the lab (no registry): "
-            "the lab must load it first (tools/lab_images.ensure_image)",
+            "the lab must load it first (tools/lab/images.ensure_image)",
         )
     info: dict[str, Any] = response.json()
     if platform:

@@ -1,12 +1,12 @@
-"""`python -m tools.lab_cgnat forget`: the lab's CGNAT forgets the home side's UDP mappings.
+"""`python -m tools.lab.cgnat forget`: the lab's CGNAT forgets the home side's UDP mappings.
 
 A carrier-grade NAT may drop a mapping at any time (a restart, memory pressure, a
 timeout) and give the next packet another public port. Here the CGNAT is the
-namespace ``fwl-cgnat`` of `make lab` (tools/lab.py: it masquerades 100.64.0.0/24 out of
+namespace ``fwl-cgnat`` of `make lab` (tools/lab/topology.py: it masquerades 100.64.0.0/24 out of
 ``eth0``). ``forget``:
 
 1. reads the public ports its UDP mappings of the home side use now (``conntrack -L``);
-2. loads a table ``lab-cgnat-forget`` whose NAT chain runs before tools/lab.py's one and
+2. loads a table ``lab-cgnat-forget`` whose NAT chain runs before tools/lab/topology.py's one and
    masquerades the home side's UDP to a window of ports that holds none of them (the
    first NAT chain that maps a new connection decides its mapping), so the next packet
    cannot get an old port back;
@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 NETNS = "fwl-cgnat"
-HOME_SIDE = "100.64.0.0/24"  # what tools/lab.py's CGNAT masquerades
+HOME_SIDE = "100.64.0.0/24"  # what tools/lab/topology.py's CGNAT masquerades
 OUT_IF = "eth0"
 TABLE = "lab-cgnat-forget"
 PORTS = (1024, 65535)

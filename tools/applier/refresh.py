@@ -1,4 +1,4 @@
-"""``refresh`` for the lab applier (tools/applier.py), as ``pulumi refresh`` does it.
+"""``refresh`` for the lab applier (tools/applier/apply.py), as ``pulumi refresh`` does it.
 
 The engine asks each resource's provider to read it back and writes what the provider
 returns into the state; the next ``up`` diffs the program's inputs against that. The
@@ -42,7 +42,7 @@ checked at v4.0.0 and v4.5.0, which agree on everything below):
   empty (internal/provider/resource_bytes.go, resource_password.go); terraform-provider-tls's
   are no-ops for keys and CSRs and only mark a certificate ``ready_for_renewal``
   (internal/provider/common_cert.go ``modifyStateIfCertificateReadyForRenewal``), which
-  the applier checks on every apply instead (tools/applier_tls.py ``_due_for_renewal``).
+  the applier checks on every apply instead (tools/applier/tls.py ``_due_for_renewal``).
 - ``pulumi:providers:*``: nothing to read.
 
 Which properties a read can make differ from the program's: the terraform SDK diffs
@@ -70,8 +70,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from tools.applier_docker import DOCKER_CONTAINER, DOCKER_IMAGE, DOCKER_VOLUME, _Docker, _quote, container_computed
-from tools.applier_state import Change, Entry
+from tools.applier.docker import DOCKER_CONTAINER, DOCKER_IMAGE, DOCKER_VOLUME, _Docker, _quote, container_computed
+from tools.applier.state import Change, Entry
 
 __all__ = ["go_duration", "normal_ports", "read_container", "read_volume", "refresh"]
 
@@ -279,7 +279,7 @@ def refresh(state_path: Path, log: Callable[[str], None] = print) -> list[Change
     Changes: ``same`` (the read is what the state had), ``read`` (the state now holds
     the provider's read), ``gone`` (the provider no longer finds it: dropped).
     """
-    from tools.applier import Applier  # the applier's ssh and docker plumbing
+    from tools.applier.apply import Applier  # the applier's ssh and docker plumbing
 
     applier = Applier(state_path, log)
     changes: list[Change] = []

@@ -45,7 +45,7 @@ How it runs:
   (components/render/docker_daemon.py ``OWNED_KEYS``); ``--bip`` stays, so docker0 still
   gets the host's own subnet. Without the file such a daemon takes docker's default
   pools (172.17.0.0/16 and up): fine in an isolated namespace.
-* :func:`restart_dockerd` (and ``python -m tools.lab_docker restart WORK``, what a lab
+* :func:`restart_dockerd` (and ``python -m tools.lab.docker restart WORK``, what a lab
   host's ``FORGEWAY_DOCKER_RESTART`` runs) stops the daemon without killing its
   containers first and starts it again with the same settings, as ``systemctl restart
   docker`` would; the new PID goes to ``work/daemon.json``. A lab host's SSH session
@@ -594,7 +594,7 @@ def _remove_tree(path: Path) -> None:
     shutil.rmtree(path)
 
 
-_USAGE = "usage: python -m tools.lab_docker restart WORK_DIR"
+_USAGE = "usage: python -m tools.lab.docker restart WORK_DIR"
 
 
 def main(argv: list[str]) -> int:

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Entrypoint (PID 1) of the lab image forgeway-lab/gitlab-standin (tools/lab_images.py).
+"""Entrypoint (PID 1) of the lab image forgeway-lab/gitlab-standin (tools/lab/images.py).
 
 Installed as ``/assets/wrapper``, the path of the omnibus image's own entrypoint. It
 reads what the omnibus gitlab/gitlab-ce container reads and answers on its ports, so a

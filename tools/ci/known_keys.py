@@ -4,9 +4,9 @@ forgeway's stand-ins accept whatever forgeway renders, so the rendered files are
 (tests/unit/test_known_keys.py) against key lists taken from each program's own source at the
 pinned version. This script makes those lists: key names only, never the sources' text.
 
-    python -m tools.known_keys gitlab-rb   OMNIBUS_GIT_DIR  18.5.1+ce.0
-    python -m tools.known_keys runner-toml RUNNER_GIT_DIR   v18.5.0
-    python -m tools.known_keys daemon-json MOBY_GIT_DIR     v20.10.24
+    python -m tools.ci.known_keys gitlab-rb   OMNIBUS_GIT_DIR  18.5.1+ce.0
+    python -m tools.ci.known_keys runner-toml RUNNER_GIT_DIR   v18.5.0
+    python -m tools.ci.known_keys daemon-json MOBY_GIT_DIR     v20.10.24
 
 Each reads ``git show REF:PATH`` from a clone (or bare mirror) of the program's repository
 and writes ``components/render/known_keys/<kind>-<version>.txt`` whose header names the
@@ -40,7 +40,7 @@ __all__ = [
     "main",
 ]
 
-OUT_DIR = Path(__file__).resolve().parent.parent / "components" / "render" / "known_keys"
+OUT_DIR = Path(__file__).resolve().parent.parent.parent / "components" / "render" / "known_keys"
 
 # ---------------------------------------------------------------- gitlab.rb.template
 
@@ -264,10 +264,10 @@ def _write(kind: str, version: str, header: Iterable[str], keys: Iterable[str]) 
 
 def _header(program: str, repo_name: str, *, ref: str, commit: str, paths: Iterable[str], command: str) -> list[str]:
     return [
-        f"Keys {program} knows, extracted by tools/known_keys.py (names only).",
+        f"Keys {program} knows, extracted by tools/ci/known_keys.py (names only).",
         f"source: {repo_name} at {ref} (commit {commit})",
         *(f"path: {p}" for p in paths),
-        f"regenerate: python -m tools.known_keys {command} <git dir> {ref}",
+        f"regenerate: python -m tools.ci.known_keys {command} <git dir> {ref}",
     ]
 
 

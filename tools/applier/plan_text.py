@@ -1,4 +1,4 @@
-"""The offline plan's model and its text, as `pulumi preview` lays it out (tools/plan.py decides it).
+"""The offline plan's model and its text, as `pulumi preview` lays it out (tools/applier/plan.py decides it).
 
 Kept apart from the deciding so each reads alone: this module knows nothing of the program,
 the state or the applier's rules, only a :class:`Plan` and how to print it without a secret.
@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tools.synth import is_secret_value
+from tools.stack.synth import is_secret_value
 
 __all__ = ["OPS", "SECRET_MASK", "Decision", "Plan", "PlanError", "Step", "render"]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 # op -> (symbol, word), in the order the summary lists them.
 OPS = {
     "create": ("+", "create"),
@@ -86,11 +86,11 @@ def _header(plan: Plan) -> list[str]:
     else:
         against = (
             f"the lab applier's state {_shown_path(plan.state_path)} ({plan.state_entries} resources), "
-            "decided with the applier's rules (tools/applier.py REPLACE_ON)"
+            "decided with the applier's rules (tools/applier/apply.py REPLACE_ON)"
         )
     return [
         f"forgeway offline plan: stack {plan.stack}",
-        "  This is not `pulumi preview`: forgeway's program ran under Pulumi's mock monitor (tools/synth.py).",
+        "  This is not `pulumi preview`: forgeway's program ran under Pulumi's mock monitor (tools/stack/synth.py).",
         "  No provider ran and the Pulumi engine was not involved; ids, keys, certificates and command",
         "  output of resources to create are stand-ins. Inputs are compared, never shown.",
         f"  Config:   {plan.config_source}",

@@ -1,9 +1,9 @@
 """The stack files' config as the Pulumi CLI would hand it to the program.
 
-Shared by the tests and the offline plan (tools/plan.py): the prod example stack
+Shared by the tests and the offline plan (tools/applier/plan.py): the prod example stack
 decrypted with its published passphrase, and the lab stack with the values the lab
 makes per run (host keys, the deployer's key, runner tokens) filled in with
-placeholders, for when no lab has been built (tools.lab.lab_config fills in a built
+placeholders, for when no lab has been built (tools.lab.topology.lab_config fills in a built
 lab's own).
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
-from tools.stackfile import load_stack_file
+from tools.stack.file import load_stack_file
 
 __all__ = [
     "EXAMPLE_PASSPHRASE",
@@ -27,7 +27,7 @@ __all__ = [
     "prod_stack",
 ]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 # The passphrase of the example prod stack; README documents it. No other is written down.
 EXAMPLE_PASSPHRASE = "forgeway-example-only"  # noqa: S105 (published on purpose)
 # What the lab adds to Pulumi.lab.yaml, all secret.
