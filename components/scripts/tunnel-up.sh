@@ -1,4 +1,7 @@
 #!/bin/sh
+# (Over 400 lines on purpose: deploy, boot, re-resolve and watch share one saved state
+# (IF.conf, IF.env, the key, the endpoints file) and the boot unit runs a saved copy of
+# this one file on a host with nothing else of forgeway's.)
 # Converge the forgeway WireGuard interface IF: safe to run any number of times; a
 # run that finds everything as wanted changes nothing and prints "ok IF: ...".
 #
