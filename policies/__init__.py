@@ -1,1 +1,1 @@
-"""forgeway's CrossGuard policy pack: rules.py holds the policies, __main__.py serves them."""
+"""forgeway's CrossGuard policy pack: the rules package holds the policies, __main__.py serves them."""

@@ -69,7 +69,7 @@ _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 # A pinned image: either a digest, or a tag that names a version (has a digit) and is
 # not a floating alias.
 _DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
-# Kept in step with policies/rules.py (image_pin_problem): config and pack agree.
+# Kept in step with policies/rules/images.py (image_pin_problem): config and pack agree.
 _FLOATING_TAGS = {
     "latest", "stable", "edge", "nightly", "rc", "main", "master", "lts", "beta", "alpha", "dev",
     "develop", "current", "mainline", "testing", "unstable", "canary", "next",

@@ -27,7 +27,7 @@ from tools.stack.synth import SECRET_SIG, SIG_KEY
 
 pytestmark = pytest.mark.policies
 
-PACK = Path(rules.__file__).parent
+PACK = Path(rules.__file__).parents[1]  # policies/, the package policies/rules/ is in
 START_TIMEOUT = 60
 
 
