@@ -106,7 +106,8 @@ class MakeLab:
 
     def machine(self, name: str) -> Machine:
         """Lab host ``name`` (a managed host, or client, cgnat, homegw) as a Machine."""
-        from tools.lab.topology import DOCKER_HOSTS, ns
+        from tools.lab.layout import DOCKER_HOSTS
+        from tools.lab.network import ns
 
         topology = self.topology
         record = next((h for h in topology["hosts"] if h["name"] == name), None)

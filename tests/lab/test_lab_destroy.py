@@ -33,7 +33,7 @@ def test_destroy_restores_every_host_and_down_removes_the_lab(lab_to_take_down: 
         etc = lab.machine(host["name"]).path("/etc")
         leftovers = [*etc.rglob("forgeway*"), *etc.rglob("certs.d")]
         assert leftovers == [], f"files left on {host['name']}: {leftovers}"
-    from tools.lab.topology import SEEDED_DAEMON_JSON
+    from tools.lab.layout import SEEDED_DAEMON_JSON
 
     for name in ("runner-arm", "runner-amd"):
         restored = lab.machine(name).path("/etc/docker/daemon.json").read_text()

@@ -24,7 +24,7 @@ def _runner_logs(runner: Machine, timeout: float = 15) -> str:
 
 
 def test_runners_run_with_their_config_and_a_merged_daemon_json(make_lab: MakeLab) -> None:
-    from tools.lab.topology import SEEDED_DAEMON_JSON
+    from tools.lab.layout import SEEDED_DAEMON_JSON
 
     for name in ("runner-arm", "runner-amd"):
         runner = make_lab.machine(name)

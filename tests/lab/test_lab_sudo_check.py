@@ -15,7 +15,7 @@ WRITTEN = ("etc/forgeway", "etc/systemd/system", "etc/docker", "etc/sysctl.d", "
 def _hosts_as_they_are(lab: MakeLab) -> dict[str, Any]:
     """What a change on a host would touch: its files (etc and run), rulesets, policy
     rules, links, and its docker containers and volumes."""
-    from tools.lab.topology import DOCKER_HOSTS
+    from tools.lab.layout import DOCKER_HOSTS
 
     seen: dict[str, Any] = {}
     for host in lab.topology["hosts"]:

@@ -94,7 +94,7 @@ def load_stack_config(stack: str) -> tuple[dict[str, Any], list[str], str]:
     try:
         if stack == "lab":
             if LAB_TOPOLOGY.exists():
-                from tools.lab.topology import lab_config
+                from tools.lab.config import lab_config
 
                 config, secret_keys = lab_config(json.loads(LAB_TOPOLOGY.read_text()))
                 return config, secret_keys, f"{path.name} with the lab's keys and tokens from .lab/"

@@ -3,7 +3,7 @@
 Shared by the tests and the offline plan (tools/applier/plan.py): the prod example stack
 decrypted with its published passphrase, and the lab stack with the values the lab
 makes per run (host keys, the deployer's key, runner tokens) filled in with
-placeholders, for when no lab has been built (tools.lab.topology.lab_config fills in a built
+placeholders, for when no lab has been built (tools.lab.config.lab_config fills in a built
 lab's own).
 """
 

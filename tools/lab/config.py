@@ -1,0 +1,53 @@
+"""The lab stack's config: Pulumi.lab.yaml with what this lab made (host keys, deployer key, tokens) filled in."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tools.lab.hosts import docker_work
+from tools.lab.layout import LAB_DIR, ROOT, RUNNER_HOSTS
+
+
+def _set(config: dict[str, Any], assignment: str) -> None:
+    """``section.key.sub=value`` (as `pulumi config set --path forgeway:section.key.sub value`)."""
+    path, sep, value = assignment.partition("=")
+    section, *keys = path.split(".")
+    if not sep or not keys:
+        raise ValueError(f"--set {assignment!r}: expected SECTION.KEY[.SUB...]=VALUE, e.g. gitlab.images.amd64=...")
+    target = config.setdefault(f"forgeway:{section}", {})
+    for key in keys[:-1]:
+        target = target.setdefault(key, {})
+    target[keys[-1]] = value
+
+
+def lab_config(
+    topology: dict[str, Any], mode: str | None = None, overrides: list[str] | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """Pulumi.lab.yaml with this lab's host keys, deployer key and runner tokens."""
+    import secrets as token_source
+
+    from tools.stack.file import load_stack_file
+
+    config, secret_keys = load_stack_file(ROOT / "Pulumi.lab.yaml", None)
+    by_name = {h["name"]: h for h in topology["hosts"]}
+    for host in config["forgeway:hosts"]:
+        host["host_key"] = by_name[host["name"]]["host_key"]
+    config["forgeway:ssh_private_key"] = (LAB_DIR / "deployer").read_text()
+    tokens = json.loads((LAB_DIR / "runner-tokens.json").read_text())
+    if not tokens:
+        tokens = {
+            h["name"]: "glrt-" + token_source.token_urlsafe(15)
+            for h in config["forgeway:hosts"]
+            if "runner" in h["roles"]
+        }
+    config["forgeway:runner_tokens"] = tokens
+    booting = {h["name"] for h in topology["hosts"] if h.get("boots")}
+    for host in config["forgeway:hosts"]:
+        if host["name"] in RUNNER_HOSTS and host["name"] not in booting:
+            host["docker_socket"] = str(docker_work(host["name"]) / "docker.sock")  # bound into the runner
+    if mode is not None:
+        config["forgeway:forwarding"]["mode"] = mode
+    for assignment in overrides or []:
+        _set(config, assignment)
+    return config, [*secret_keys, "forgeway:ssh_private_key", "forgeway:runner_tokens"]

@@ -1,0 +1,62 @@
+"""The `make lab` topology's fixed facts: where the lab lives, its addresses, hosts and users."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+# The lab's files live where the deployer's non-root users can reach them whatever the
+# clone's parents allow (a clone under /root is 0700): sshd reads a user's
+# authorized_keys as that user, and the users' docker sockets and host directories are
+# in here. `.lab` in the clone is a link to it, so `.lab/topology.json` is where tools
+# look; one directory per clone, so two clones' labs never share files.
+LAB_HOME = Path("/var/lib/forgeway-lab")
+LAB_DIR = LAB_HOME / hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]
+LAB_LINK = ROOT / ".lab"
+TOPOLOGY = LAB_DIR / "topology.json"
+STATE = LAB_DIR / "state.json"
+PREFIX = "fwl-"
+SSHD = "/usr/sbin/sshd"
+INTERNET = "203.0.113"
+LAN = "198.51.100"
+LAN_V6 = "fd00:198:51:100::"  # the home LAN's IPv6 ULA; host .N is ::N
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    name: str  # the stack's host name
+    segment: str  # "internet" or "lan"
+    address: str
+    ssh_port: int
+    fake_machine: str | None = None  # what `uname -m` says in SSH sessions
+    boots: bool = False  # systemd as PID 1 in systemd-nspawn (tools/lab/nspawn.py): its own /etc and sshd
+
+
+HOSTS = (
+    HostSpec("vps", "internet", f"{INTERNET}.10", 2202, boots=True),
+    HostSpec("home", "lan", f"{LAN}.2", 22, boots=True),
+    HostSpec("runner-arm", "lan", f"{LAN}.3", 22, fake_machine="aarch64", boots=True),
+    HostSpec("runner-amd", "lan", f"{LAN}.4", 22, boots=True),
+)
+# Hosts with a dockerd of their own (index: their bridge subnets, tools/lab/docker.py);
+# the client gets one too, as a laptop would have, to log in to the registry.
+DOCKER_HOSTS = {"home": 1, "runner-arm": 2, "runner-amd": 3}
+# Runner hosts: forgeway manages their daemon.json, so dockerd reads it (and restarts on change).
+RUNNER_HOSTS = {"runner-arm": "arm64", "runner-amd": "amd64"}
+SEEDED_DAEMON_JSON = '{\n  "labels": ["lab=seeded-by-the-host"]\n}\n'
+CLIENT_DOCKER_INDEX = 4
+# What DNS would say: GitLab's and the registry's names are the VPS's public address.
+PUBLIC_NAMES = ("gitlab.forgeway.test", "registry.forgeway.test")
+CLIENT = f"{INTERNET}.100"
+VPS_ADDRESS = f"{INTERNET}.10"
+CGNAT_WAN, CGNAT_LAN, HOMEGW_WAN = f"{INTERNET}.20", "100.64.0.1", "100.64.0.2"
+DEPLOYER_INTERNET, DEPLOYER_LAN = f"{INTERNET}.254", f"{LAN}.254"
+# The deployer's login users (Pulumi.lab.yaml hosts[].ssh_user) and their extra groups, on
+# this machine for the hosts that share its user database; a host that boots has its own.
+LAB_USERS: dict[str, tuple[str, ...]] = {}  # every lab host boots: its users are in its own root
+BOOTING_HOST_USERS = {"vps": "fwl-admin", "home": "fwl-forgeway", "runner-arm": "fwl-forgeway",
+                      "runner-amd": "fwl-forgeway"}  # fmt: skip
+LAB_USER_COMMENT = "forgeway lab deployer"  # what lab-down looks for before it removes a user
+SUDOERS_DIR = Path("/etc/sudoers.d")

@@ -1,0 +1,144 @@
+"""The lab's network: namespaces, veths, bridges and NAT as `make lab` builds them (tools/lab/topology.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from tools.lab.layout import (
+    CGNAT_LAN,
+    CGNAT_WAN,
+    CLIENT,
+    DEPLOYER_INTERNET,
+    DEPLOYER_LAN,
+    HOMEGW_WAN,
+    HOSTS,
+    LAN,
+    LAN_V6,
+    PREFIX,
+    HostSpec,
+)
+
+
+def sh(*argv: str, netns: str | None = None, check: bool = True) -> str:
+    cmd = ["ip", "netns", "exec", netns, *argv] if netns else list(argv)
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=60)
+    if check and done.returncode != 0:
+        raise RuntimeError(f"`{' '.join(cmd)}` failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+def ns(name: str) -> str:
+    return f"{PREFIX}{name}"
+
+
+def _veth(a_ns: str | None, a_if: str, b_ns: str, b_if: str) -> None:
+    """A veth pair between two namespaces (None: the root namespace)."""
+    tmp_a, tmp_b = f"fwt{os.getpid() % 10000}a", f"fwt{os.getpid() % 10000}b"
+    sh("ip", "link", "add", tmp_a, "type", "veth", "peer", "name", tmp_b)
+    sh("ip", "link", "set", tmp_b, "netns", b_ns)
+    sh("ip", "-n", b_ns, "link", "set", tmp_b, "name", b_if)
+    if a_ns is not None:
+        sh("ip", "link", "set", tmp_a, "netns", a_ns)
+        sh("ip", "-n", a_ns, "link", "set", tmp_a, "name", a_if)
+    else:
+        sh("ip", "link", "set", tmp_a, "name", a_if)
+
+
+def _up(netns: str | None, ifname: str, cidr: str | None = None, master: str | None = None) -> None:
+    prefix = ["ip", "-n", netns] if netns else ["ip"]
+    if cidr:
+        sh(*prefix, "addr", "add", cidr, "dev", ifname)
+    if master:
+        sh(*prefix, "link", "set", ifname, "master", master)
+    sh(*prefix, "link", "set", ifname, "up")
+
+
+def _bridge(netns: str, name: str) -> None:
+    sh("ip", "-n", netns, "link", "add", name, "type", "bridge")
+    sh("ip", "-n", netns, "link", "set", name, "up")
+
+
+def _nat(netns: str, out_if: str, source: str) -> None:
+    ruleset = f"""table ip lab-nat {{
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    ip saddr {source} oifname "{out_if}" masquerade
+  }}
+}}
+"""
+    subprocess.run(["ip", "netns", "exec", netns, "nft", "-f", "-"], input=ruleset, text=True, check=True)
+    sh("sysctl", "-qw", "net.ipv4.ip_forward=1", netns=netns)
+
+
+def _deployer_link(ifname: str, address: str, peers: list[str]) -> None:
+    """The root namespace's end of a segment: a /32 and a /32 route per lab host on it.
+
+    Never the segment's whole /24: this machine may reach real services at addresses in
+    the same documentation ranges (its Debian mirror has been at 203.0.113.80), and a
+    /24 here would send their traffic into the lab. The hosts still reach the deployer:
+    their own /24 is on-link and the root namespace answers ARP for its /32."""
+    _up(None, ifname, f"{address}/32")
+    for peer in peers:
+        sh("ip", "route", "add", f"{peer}/32", "dev", ifname, "src", address)
+
+
+def base_network(spec: HostSpec) -> list[list[str]]:
+    """A lab host's own eth0 as its network configuration sets it at boot (`ip` arguments);
+    a booting host's supervisor applies it again after each reboot (tools/lab/nspawn.py)."""
+    argv = [["addr", "add", f"{spec.address}/24", "dev", "eth0"], ["link", "set", "eth0", "up"]]
+    if spec.segment == "lan":
+        argv.append(["route", "add", "default", "via", f"{LAN}.1"])
+        # IPv6 on the LAN too (a ULA, no router): jobs' IPv6 reaches the other hosts.
+        host = spec.address.rsplit(".", 1)[1]
+        argv.append(["-6", "addr", "add", f"{LAN_V6}{host}/64", "dev", "eth0", "nodad"])
+    return argv
+
+
+def _host_link(spec: HostSpec, bridge_ns: str) -> None:
+    port = f"p-{spec.name}"[:15]
+    _veth(bridge_ns, port, ns(spec.name), "eth0")
+    _up(bridge_ns, port, master="br0")
+    for argv in base_network(spec):
+        sh("ip", "-n", ns(spec.name), *argv)
+
+
+def build_network() -> None:
+    """Create the namespaces and links (fails if any exists: run lab-down first)."""
+    names = ["inet", "client", "cgnat", "homegw"] + [h.name for h in HOSTS]
+    for name in names:
+        sh("ip", "netns", "add", ns(name))
+        sh("ip", "-n", ns(name), "link", "set", "lo", "up")
+    _bridge(ns("inet"), "br0")
+    _bridge(ns("homegw"), "br0")
+    # the internet segment
+    for name, addr in [("client", CLIENT), ("cgnat", CGNAT_WAN)]:
+        port = f"p-{name}"[:15]
+        _veth(ns("inet"), port, ns(name), "eth0")
+        _up(ns("inet"), port, master="br0")
+        _up(ns(name), "eth0", f"{addr}/24")
+    for h in HOSTS:
+        if h.segment == "internet":
+            _host_link(h, ns("inet"))
+    _veth(None, "fwl-inet0", ns("inet"), "p-deployer")
+    _up(ns("inet"), "p-deployer", master="br0")
+    _deployer_link(
+        "fwl-inet0", DEPLOYER_INTERNET, [CLIENT, CGNAT_WAN, *(h.address for h in HOSTS if h.segment == "internet")]
+    )
+    # CGNAT: 100.64.0.0/24 behind one public address, short UDP mappings
+    _veth(ns("cgnat"), "eth1", ns("homegw"), "eth0")
+    _up(ns("cgnat"), "eth1", f"{CGNAT_LAN}/24")
+    _up(ns("homegw"), "eth0", f"{HOMEGW_WAN}/24")
+    _nat(ns("cgnat"), "eth0", "100.64.0.0/24")
+    sh("sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout=10", netns=ns("cgnat"), check=False)
+    sh("sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout_stream=20", netns=ns("cgnat"), check=False)
+    sh("ip", "-n", ns("homegw"), "route", "add", "default", "via", CGNAT_LAN)
+    # the home LAN
+    _up(ns("homegw"), "br0", f"{LAN}.1/24")
+    _nat(ns("homegw"), "eth0", f"{LAN}.0/24")
+    for h in HOSTS:
+        if h.segment == "lan":
+            _host_link(h, ns("homegw"))
+    _veth(None, "fwl-lan0", ns("homegw"), "p-deployer")
+    _up(ns("homegw"), "p-deployer", master="br0")
+    _deployer_link("fwl-lan0", DEPLOYER_LAN, [h.address for h in HOSTS if h.segment == "lan"])
