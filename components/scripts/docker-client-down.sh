@@ -44,6 +44,14 @@ while read -r kind file; do
   else
     echo "ok docker-client: $file is already gone"
   fi
+  # update-ca-certificates linked the trust file into $etc/ssl/certs; without --fresh it
+  # leaves that link behind, dangling: it goes with the file, as up made it.
+  link="$etc/ssl/certs/$(basename "$file" .crt).pem"
+  if [ "$kind" = trust ] && [ -L "$link" ] && [ "$(readlink "$link")" = "$file" ]; then
+    rm -f "$link"
+    echo "changed docker-client: removed $link"
+    trust_removed=yes
+  fi
 done <"$state"
 
 dirs=$(sed -n "s/^dir //p" "$state" | LC_ALL=C sort -r)

@@ -9,7 +9,15 @@ from typing import Any
 
 from tests.lab.make_lab import MakeLab, seen_address
 
-WRITTEN = ("etc/forgeway", "etc/systemd/system", "etc/docker", "etc/sysctl.d", "etc/wireguard", "run/forgeway")
+WRITTEN = (
+    "etc/forgeway",
+    "etc/sudoers.d",
+    "etc/systemd/system",
+    "etc/docker",
+    "etc/sysctl.d",
+    "etc/wireguard",
+    "run/forgeway",
+)
 
 
 def _hosts_as_they_are(lab: MakeLab) -> dict[str, Any]:
