@@ -145,12 +145,10 @@ def up(mode: str | None = None, overrides: list[str] | None = None, seed: int | 
     _write_private(LAB_DIR / "runner-tokens.json", json.dumps(config["forgeway:runner_tokens"]))
     # The applier runs independent resources concurrently in an order drawn from the seed
     # (printed; None: FORGEWAY_APPLY_SEED, else a fresh one).
-    done = _applier({"action": "apply", "stack": "lab", "config": stack_config_strings(config),
-                     "secret_keys": secret_keys, "state": str(STATE), "seed": seed})  # fmt: skip
-    sys.stderr.write(done.stderr)
-    if done.returncode != 0:
-        return done.returncode
-    changes = [json.loads(line) for line in done.stdout.splitlines()]
+    returncode, changes = _applier({"action": "apply", "stack": "lab", "config": stack_config_strings(config),
+                                    "secret_keys": secret_keys, "state": str(STATE), "seed": seed})  # fmt: skip
+    if returncode != 0:
+        return returncode
     changed = [c for c in changes if c["op"] != "same"]
     print(f"lab: applied the lab stack: {len(changed)} change(s), {len(changes) - len(changed)} unchanged")
     # The stack's CA (the stack output ca_certificate), for clients to trust.
@@ -166,7 +164,7 @@ def up(mode: str | None = None, overrides: list[str] | None = None, seed: int | 
     return 0
 
 
-def _applier(request: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+def _applier_run(request: dict[str, Any]) -> subprocess.CompletedProcess[str]:
     """tools.applier in its own process (one program run per process); request on stdin."""
     return subprocess.run(
         [sys.executable, "-m", "tools.applier"],
@@ -178,21 +176,27 @@ def _applier(request: dict[str, Any]) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _applier(request: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
+    """:func:`_applier_run` with its log on stderr: its exit status and, when it succeeded, its changes."""
+    done = _applier_run(request)
+    sys.stderr.write(done.stderr)
+    if done.returncode != 0:
+        return done.returncode, []
+    return 0, [json.loads(line) for line in done.stdout.splitlines()]
+
+
 def destroy() -> int:
     """Destroy the stack's resources on the lab hosts, keep the topology (for tests)."""
     # As `pulumi destroy --exclude-protected`: GitLab's volumes stay (and the log says so).
-    done = _applier({"action": "destroy", "state": str(STATE), "exclude_protected": True})
-    sys.stderr.write(done.stderr)
-    return done.returncode
+    returncode, _ = _applier({"action": "destroy", "state": str(STATE), "exclude_protected": True})
+    return returncode
 
 
 def refresh() -> int:
     """`pulumi refresh` of the lab stack: the state takes what the providers read back."""
-    done = _applier({"action": "refresh", "state": str(STATE)})
-    sys.stderr.write(done.stderr)
-    if done.returncode != 0:
-        return done.returncode
-    changes = [json.loads(line) for line in done.stdout.splitlines()]
+    returncode, changes = _applier({"action": "refresh", "state": str(STATE)})
+    if returncode != 0:
+        return returncode
     read = [c for c in changes if c["op"] != "same"]
     print(f"lab: refreshed the lab stack: {len(read)} read back differently, {len(changes) - len(read)} unchanged")
     return 0
@@ -242,7 +246,7 @@ def down() -> int:
     """Destroy the stack's resources, stop our processes by PID, delete the namespaces."""
     errors: list[str] = []
     if STATE.exists() and TOPOLOGY.exists():
-        done = _applier({"action": "destroy", "state": str(STATE), "exclude_protected": True})
+        done = _applier_run({"action": "destroy", "state": str(STATE), "exclude_protected": True})
         if done.returncode != 0:
             errors.append(f"destroy: {done.stderr.strip()}")
     _stop_started(errors)
