@@ -14,6 +14,7 @@ from components.hosts import connect_hosts, per_host
 from components.outputs import export_all, stack_outputs
 from components.pki import ForgeTls, ForgeTlsArgs
 from components.registry import registry_trust
+from components.runner_registration import RunnerRegistration, RunnerRegistrationArgs
 from components.runners import RunnerDefaults, RunnerFleet, RunnerFleetArgs
 from components.secrets import StackSecrets
 from components.segment import TunnelSegmentation, TunnelSegmentationArgs
@@ -51,11 +52,15 @@ gitlab_args = GitLabServerArgs.from_config(
 )
 gitlab = GitLabServer("gitlab", gitlab_args)
 
-runner_tokens = secrets.runner_tokens([h.name for h in runner_hosts])
-defaults = RunnerDefaults.of(config)
+# Each runner created through GitLab's API (or a runner_tokens override checked against it).
+hand_tokens = secrets.runner_tokens([h.name for h in runner_hosts])
+registration_args = RunnerRegistrationArgs.from_config(config, forge, hosts, gitlab.container, hand_tokens, tls.ca_pem)
+registration = RunnerRegistration("runner-registration", registration_args)
+ready = {name: [*tunnel_first.get(name, []), *registration.ready[name]] for name in registration.ready}
 fleet_args = RunnerFleetArgs(
-    defaults, runner_hosts, hosts, docker_hosts, runner_tokens, tls.ca_pem, forge.registry_endpoints, tunnel_first
-)
+    RunnerDefaults.of(config), runner_hosts, hosts, docker_hosts, registration.tokens, tls.ca_pem,
+    forge.registry_endpoints, ready, registration=registration.names,
+)  # fmt: skip
 runners = RunnerFleet("runners", fleet_args)
 
 export_all(stack_outputs(config, forge, tunnel, tls.ca, gitlab.root_password))

@@ -22,7 +22,7 @@ and docker-in-docker services get it in ``/etc/docker/certs.d/<registry>/ca.crt`
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_docker as docker
@@ -78,10 +78,12 @@ class RunnerFleetArgs:
     runner_hosts: Sequence[HostConfig]  # the hosts[] entries with role runner
     hosts: Mapping[str, Host]  # connections, by host name
     docker: Mapping[str, DockerHost]  # each runner host's docker: the runner waits for its trust and daemon.json
-    tokens: Mapping[str, pulumi.Output[str]]  # secret, per runner host
+    tokens: Mapping[str, pulumi.Output[str]]  # secret, per runner host (runner_registration.py)
     ca_pem: pulumi.Output[str] | None  # own-ca: the stack CA
     registry_endpoints: Sequence[str]  # host:port docker clients use for the registry
     depends_on: Mapping[str, Sequence[pulumi.Resource]]  # per host: e.g. its tunnel (the MTU it assumes)
+    # Per host: the logical name of its UserRunner or token check (what GitLab holds rests on it).
+    registration: Mapping[str, str] = field(default_factory=dict)
 
 
 def host_cores(arch_check_stdout: str) -> int:
@@ -107,7 +109,7 @@ def _view(
         default_image=runners.default_job_image,
         tags=tuple(settings.tags) if settings else (),
         privileged=bool(settings and settings.privileged),
-        protected_only=bool(settings and settings.protected_only),
+        protected_only=host.effective_runner.needs_protection,
         pull_policy=runners.pull_policy,
         helper_image=runners.helper_images.get(host.arch),
         job_memory_mb=settings.job_memory_mb if settings else None,
@@ -171,7 +173,7 @@ class RunnerHost(pulumi.ComponentResource):
             uploads.append(docker.ContainerUploadArgs(file=CA_PATH, content=args.ca_pem, permissions="0644"))
         settings = host_cfg.runner
         tags = [host_cfg.arch, *(settings.tags if settings else [])]
-        protected = bool(settings and settings.protected_only)
+        access_level = host_cfg.effective_runner.access_level
         socket_in_jobs = bool(settings and settings.insecure_docker_socket_in_jobs)
         grace = runners.stop_grace_seconds
         self.container = docker.Container(
@@ -188,7 +190,10 @@ class RunnerHost(pulumi.ComponentResource):
             uploads=uploads,
             labels=[
                 docker.ContainerLabelArgs(label="forgeway.role", value="gitlab-runner"),
-                docker.ContainerLabelArgs(label="forgeway.runner.protected-only", value=str(protected).lower()),
+                # What GitLab holds (a UserRunner made it so, or the token check saw it) and
+                # which resource of the stack guarantees it: the policy pack reads both.
+                docker.ContainerLabelArgs(label="forgeway.runner.access-level", value=access_level),
+                docker.ContainerLabelArgs(label="forgeway.runner.registration", value=args.registration.get(name, "")),
                 docker.ContainerLabelArgs(
                     label="forgeway.runner.insecure-docker-socket-in-jobs", value=str(socket_in_jobs).lower()
                 ),
@@ -214,10 +219,8 @@ class RunnerHost(pulumi.ComponentResource):
                 ),
             ),
         )
-        # What GitLab must hold for this runner (tags, untagged, protected: GitLab keeps them).
-        self.register_outputs(
-            {"tag_list": tags, "run_untagged": False, "access_level": "ref_protected" if protected else "not_protected"}
-        )
+        # What GitLab holds for this runner (tags, untagged, protected: GitLab keeps them).
+        self.register_outputs({"tag_list": tags, "run_untagged": False, "access_level": access_level})
 
 
 class RunnerFleet(pulumi.ComponentResource):

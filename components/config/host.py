@@ -22,6 +22,7 @@ from components.config.types import (
     Port,
     ProxyUrl,
     Role,
+    RunnerScope,
     Section,
     SshUser,
 )
@@ -60,13 +61,53 @@ class RunnerSettings(Section):
     concurrent: Annotated[Int, Field(ge=1, le=64)] | None = Field(
         None, description="Jobs at once; default: the host's cores"
     )
-    privileged: bool = Field(False, description="Privileged job containers (needs protected_only)")
-    protected_only: bool = Field(False, description="Run jobs of protected branches and tags only")
+    privileged: bool = Field(False, description="Privileged job containers (needs protected)")
+    protected: bool = Field(
+        False,
+        description="GitLab runs only jobs of protected branches and tags on it: the runner is created (or a "
+        "runner_tokens override is checked) with access_level ref_protected",
+    )
+    scope: RunnerScope = Field(
+        "instance", description="Who may use the runner in GitLab: instance, group (group_id) or project (project_id)"
+    )
+    group_id: Annotated[Int, Field(ge=1)] | None = Field(None, description="GitLab group id (scope group)")
+    project_id: Annotated[Int, Field(ge=1)] | None = Field(None, description="GitLab project id (scope project)")
+    locked: bool = Field(False, description="Locked to its current projects (GitLab's locked; project runners)")
+    # GitLab refuses less than 10 minutes (POST /user/runners maximum_timeout).
+    maximum_timeout: Annotated[Int, Field(ge=600, le=2_592_000)] | None = Field(
+        None, description="Longest a job may run on it, in seconds (at least 600); default: each project's timeout"
+    )
     job_memory_mb: Annotated[Int, Field(ge=64)] | None = Field(None, description="Memory limit of each job container")
     insecure_docker_socket_in_jobs: bool = Field(
-        False, description="INSECURE: the host's docker socket in jobs (they own the host); needs protected_only"
+        False, description="INSECURE: the host's docker socket in jobs (they own the host); needs protected"
     )
     multiarch: bool = Field(False, description="QEMU binfmt for the other arch: cross-arch builds and jobs")
+
+    @model_validator(mode="after")
+    def _scope_has_its_id(self) -> RunnerSettings:
+        wanted = {"instance": None, "group": "group_id", "project": "project_id"}[self.scope]
+        for key in ("group_id", "project_id"):
+            if key == wanted and getattr(self, key) is None:
+                raise ValueError(f"scope {self.scope} needs {key}: the id of the GitLab {self.scope} it belongs to")
+            if key != wanted and getattr(self, key) is not None:
+                raise ValueError(f"{key} only with scope {key.removesuffix('_id')} (scope is {self.scope})")
+        return self
+
+    @property
+    def needs_protection(self) -> bool:
+        """GitLab must hold this runner ref_protected: it is set protected, runs privileged
+        jobs or hands jobs the docker socket (config refuses the last two without protected)."""
+        return self.protected or self.privileged or self.insecure_docker_socket_in_jobs
+
+    @property
+    def access_level(self) -> str:
+        """The runner's access_level in GitLab's API."""
+        return "ref_protected" if self.needs_protection else "not_protected"
+
+    @property
+    def scope_id(self) -> int | None:
+        """The group or project id of a group or project runner."""
+        return self.group_id if self.scope == "group" else self.project_id if self.scope == "project" else None
 
 
 class Host(Section):

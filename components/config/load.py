@@ -34,6 +34,10 @@ _NO_REGISTRY_LOGIN = (
     "'Registry credentials'); delete it: pulumi config rm {rm}"
 )
 REMOVED_KEYS: dict[str, str] = {
+    # Issue 17: GitLab holds a runner's protection (its access_level), not a label of ours.
+    "hosts[].runner.protected_only": "renamed runner.protected: forgeway now creates each runner through GitLab's "
+    "API with access_level ref_protected when it is protected (and checks a runner_tokens override against "
+    "GitLab's API), so the setting is what GitLab enforces, not a label; write protected: true instead",
     "registry.username": _NO_REGISTRY_LOGIN.format(rm=f"--path '{PROJECT}:registry.username'"),
     "registry_password": _NO_REGISTRY_LOGIN.format(rm=f"{PROJECT}:registry_password"),
 }
@@ -75,8 +79,9 @@ def _problems_from(
         key = key_path(str(loc[0]), loc[1:])
         value = "[secret]" if secret(str(loc[0])) else show(err.get("input"))
         expected = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden" and key.removeprefix(f"{PROJECT}:") in REMOVED_KEYS:
-            expected = REMOVED_KEYS[key.removeprefix(f"{PROJECT}:")]
+        removed = re.sub(r"\[\d+\]", "[]", key.removeprefix(f"{PROJECT}:"))
+        if err["type"] == "extra_forbidden" and removed in REMOVED_KEYS:
+            expected = REMOVED_KEYS[removed]
         elif err["type"] == "extra_forbidden":
             known = _fields_at(root, loc) if root else []
             hint = difflib.get_close_matches(str(loc[-1]), known, n=1)

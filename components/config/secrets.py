@@ -91,7 +91,8 @@ SECRET_KEYS: dict[str, SecretKey] = {
         _per_host(
             "runner_tokens",
             _runner_token,
-            "Runner authentication token (glrt-...) per runner host name",
+            "Optional override per runner host name: the authentication token (glrt-...) of a runner created "
+            "elsewhere; its protection is checked against GitLab's API (default: created through the API)",
             "<glrt-token>",
         ),
     ]

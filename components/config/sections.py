@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from components.config.host import Host
 from components.config.types import (
@@ -214,6 +214,23 @@ class Runners(Section):
         description="Seconds a runner container's replace or delete waits for its running jobs to finish "
         "(SIGQUIT: it takes no new ones) before docker kills it; 0 to 7200, 0: no wait",
     )
+    api_url: HttpsUrl | None = Field(
+        None,
+        description="GitLab's API as the deployer reaches it to create runners, ending in /api/v4/ (default: "
+        "<gitlab URL>/api/v4/; e.g. the GitLab host's tunnel address where that is all the deployer reaches)",
+    )
+    api_ready_timeout_seconds: Annotated[Int, Field(ge=60, le=7200)] = Field(
+        1800,
+        description="Seconds the first up waits for GitLab's container to be healthy before seeding its API token",
+    )
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_url_ends_in_api_v4(cls, value: str | None) -> str | None:
+        # The provider wants the API's base URL, ending in a slash (pulumi-gitlab Provider base_url).
+        if value is not None and not value.endswith("/api/v4/"):
+            raise ValueError("the API's base URL, ending in /api/v4/ (e.g. https://10.8.0.2/api/v4/)")
+        return value
 
 
 class StackConfig(Section):
@@ -271,6 +288,11 @@ class StackConfig(Section):
     def gitlab_url(self) -> str:
         """GitLab's URL as clients and runners use it: ``gitlab.external_url``, else the default."""
         return self.gitlab.external_url or self.default_gitlab_url
+
+    @property
+    def gitlab_api_url(self) -> str:
+        """The API the deployer creates runners through: ``runners.api_url``, else GitLab's URL + /api/v4/."""
+        return self.runners.api_url or f"{self.gitlab_url.rstrip('/')}/api/v4/"
 
     @property
     def served_domains(self) -> list[str]:

@@ -29,6 +29,7 @@ TunnelImplementation = Literal["auto", "kernel", "wireguard-go"]
 TlsMode = Literal["letsencrypt", "own-ca"]
 SmallDevice = Literal["auto", "on", "off"]
 PullPolicy = Literal["always", "if-not-present", "never"]
+RunnerScope = Literal["instance", "group", "project"]  # runners[].scope: GitLab's runner_type without _type
 VolumeRole = Literal["config", "logs", "data"]
 Become = Literal["sudo", "none"]
 

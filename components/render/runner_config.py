@@ -6,8 +6,13 @@ the text: the program calls this inside ``apply`` on the secret token, and the r
 stays secret (it reaches the host on a command's stdin into a 0600 file).
 
 With runner authentication tokens (``glrt-``), GitLab keeps a runner's tags, "run
-untagged" and "protected" on its side (set when the runner is created in GitLab); the
-file names them in a comment so what GitLab must say is visible next to what runs.
+untagged" and "protected" on its side: forgeway creates the runner through GitLab's API
+with them (components/runner_registration.py), or checks a hand token's runner; the file
+names them in a comment so what GitLab holds is visible next to what runs.
+
+gitlab-runner rotates its own token only when config.toml gives it an expiry
+(``token_expires_at``); the file gives the zero time, "never", so the token is the one
+Pulumi holds and rotation is a replace of the runner's UserRunner (docs/runners.md).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from components.render.toml_text import toml_str
 
 __all__ = [
     "CA_PATH",
+    "NEVER",
     "SOCKET_INSIDE",
     "RunnerSettingsView",
     "job_volumes",
@@ -28,6 +34,8 @@ __all__ = [
     "toml_str",
 ]
 
+# gitlab-runner's "no expiry" (Go's zero time.Time, as the runner itself writes it).
+NEVER = "0001-01-01T00:00:00Z"
 # Where the runner container finds the stack's CA (its config volume is /etc/gitlab-runner).
 CA_PATH = "/etc/gitlab-runner/certs/ca.crt"
 # Where the runner container and a job given the socket see the host's docker socket
@@ -52,7 +60,7 @@ class RunnerSettingsView:
     default_image: str
     tags: Sequence[str] = ()
     privileged: bool = False
-    protected_only: bool = False
+    protected_only: bool = False  # GitLab holds it ref_protected: only protected refs' jobs
     pull_policy: str = "if-not-present"
     helper_image: str | None = None
     job_memory_mb: int | None = None
@@ -95,8 +103,8 @@ def render_config_toml(s: RunnerSettingsView) -> str:
     volumes = job_volumes(s)
     lines = [
         "# Rendered by forgeway (components/render/runner_config.py); edit the stack config instead.",
-        f"# In GitLab this runner must have: tags {', '.join([s.arch, *s.tags])}; "
-        f"run untagged jobs: no; protected: {'yes' if s.protected_only else 'no'}.",
+        f"# GitLab holds this runner with: tags {', '.join([s.arch, *s.tags])}; "
+        f"run untagged jobs: no; protected: {'yes' if s.protected_only else 'no'} (GitLab's API).",
         f"concurrent = {int(s.concurrent)}",
         "check_interval = 0",
         "shutdown_timeout = 0",
@@ -105,6 +113,8 @@ def render_config_toml(s: RunnerSettingsView) -> str:
         f"  name = {toml_str(s.name)}",
         f"  url = {toml_str(s.url)}",
         f"  token = {toml_str(s.token)}",
+        # The zero time: no expiry, so gitlab-runner never rotates the token behind Pulumi's back.
+        f"  token_expires_at = {NEVER}",
         '  executor = "docker"',
     ]
     if s.ca_registries:

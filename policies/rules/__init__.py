@@ -22,7 +22,8 @@ Conventions the components follow so these policies can see what they check (REA
 * ``forgeway.role`` label: volumes ``gitlab-config``, ``gitlab-logs``, ``gitlab-data``,
   ``registry-data``; containers ``gitlab`` and ``gitlab-runner``.
 * Runner containers declare what GitLab enforces server-side with labels
-  ``forgeway.runner.protected-only=true`` and, to allow the docker socket in jobs,
+  ``forgeway.runner.access-level=ref_protected`` (naming its UserRunner or token check in
+  ``forgeway.runner.registration``) and, to allow the docker socket in jobs,
   ``forgeway.runner.insecure-docker-socket-in-jobs=true``.
 * A host's architecture: the ``forgeway:hosts:Host`` component registers ``arch`` and
   its ``<host>-arch`` command carries ``triggers=[arch]``; its docker provider is its
@@ -58,7 +59,7 @@ from .gitlab import container_memory_limits, gitlab_client_addresses, gitlab_vol
 from .images import image_pin_problem, image_platform_matches_host, images_pinned
 from .registry import registry_tls_only
 from .runner_config import job_isolation_problems
-from .runners import runner_containers_drain, runner_documents, runner_job_isolation
+from .runners import runner_containers_drain, runner_documents, runner_job_isolation, runner_protected_by_gitlab
 from .secrets import SecretFinding, secret_material, secrets_not_plaintext
 from .ssh import HOST_KEY_CONFIG, ssh_host_keys_pinned, ssh_host_keys_unpinned
 from .tunnel import tunnel_segmentation_kept
@@ -103,10 +104,18 @@ POLICIES: list[Any] = [
     ),
     StackValidationPolicy(
         name="runner-job-isolation",
-        description="Runner jobs are privileged only on protected-only runners, get the docker socket only when "
-        "explicitly allowed, and never get host paths, capabilities, devices, host namespaces or unconfined "
+        description="Runner jobs are privileged only on runners GitLab holds ref_protected, get the docker socket "
+        "only when explicitly allowed, and never get host paths, capabilities, devices, host namespaces or unconfined "
         "seccomp/AppArmor.",
         validate=runner_job_isolation,
+        enforcement_level=EnforcementLevel.MANDATORY,
+    ),
+    StackValidationPolicy(
+        name="runner-protected-by-gitlab",
+        description="A runner whose jobs run privileged or get the docker socket is held ref_protected by GitLab: "
+        "created through the API as a UserRunner with access_level ref_protected, or its hand-made token checked "
+        "against GitLab's API before the runner container.",
+        validate=runner_protected_by_gitlab,
         enforcement_level=EnforcementLevel.MANDATORY,
     ),
     ResourceValidationPolicy(

@@ -26,7 +26,14 @@ ROLE_LABEL = "forgeway.role"
 GITLAB_VOLUME_ROLES = frozenset({"gitlab-config", "gitlab-logs", "gitlab-data", "registry-data"})
 GITLAB_ROLE = "gitlab"
 RUNNER_ROLE = "gitlab-runner"
-PROTECTED_ONLY_LABEL = "forgeway.runner.protected-only"
+# What GitLab holds for a runner (its access_level, ref_protected or not_protected), and the
+# logical name of the resource of the stack that makes it so: its gitlab UserRunner, or the
+# local command that checked a hand-made token's runner (components/runner_registration.py).
+ACCESS_LEVEL_LABEL = "forgeway.runner.access-level"
+REGISTRATION_LABEL = "forgeway.runner.registration"
+PROTECTED = "ref_protected"
+USER_RUNNER = "gitlab:index/userRunner:UserRunner"
+LOCAL_COMMAND = "command:local:Command"
 DOCKER_SOCKET_LABEL = "forgeway.runner.insecure-docker-socket-in-jobs"
 
 

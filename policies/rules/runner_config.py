@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._props import DOCKER_SOCKET_LABEL, PROTECTED_ONLY_LABEL, ROLE_LABEL, _is_map, _is_seq, _true
+from ._props import ACCESS_LEVEL_LABEL, DOCKER_SOCKET_LABEL, PROTECTED, ROLE_LABEL, _is_map, _is_seq, _true
 
 # --- 4. runner jobs: isolated from their host ----------------------------------------
 #
@@ -134,9 +134,10 @@ def _privilege_problems(docker: DockerSettings) -> list[JobIsolationProblem]:
         problems.append(
             JobIsolationProblem(
                 f"runs privileged jobs ({', '.join(f'{k} = true' for k in privileged)})",
-                f"set privileged = false, or make the runner protected in GitLab and label its gitlab-runner "
-                f"container {PROTECTED_ONLY_LABEL}=true (stack config runner.protected_only: true)",
-                gate=PROTECTED_ONLY_LABEL,
+                f"set privileged = false, or have GitLab hold the runner protected: create it through the API "
+                f"with access_level {PROTECTED} (stack config runner.protected: true) and label its gitlab-runner "
+                f"container {ACCESS_LEVEL_LABEL}={PROTECTED}",
+                gate=ACCESS_LEVEL_LABEL,
             )
         )
     added = _values(docker, "cap_add")

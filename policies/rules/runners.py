@@ -16,13 +16,19 @@ from pulumi_policy.proxy import UnknownValueError
 
 from ._props import (
     _COMMAND_LINES,
+    ACCESS_LEVEL_LABEL,
     CONTAINER,
     COPY_FILE,
     COPY_TO_REMOTE,
+    DOCKER_SOCKET_LABEL,
+    LOCAL_COMMAND,
+    PROTECTED,
+    REGISTRATION_LABEL,
     REMOTE_TYPES,
     ROLE_LABEL,
     RUNNER_ROLE,
     RUNNER_STOP_SIGNAL,
+    USER_RUNNER,
     VOLUME,
     _is_map,
     _is_seq,
@@ -219,6 +225,11 @@ def _check_runner_configs(
                 report_violation(f"runner '{name}' in {where} on {on_host} {problem.what}: {problem.fix}", r.urn)
 
 
+def _gate_open(labels: Mapping[str, str], label: str) -> bool:
+    value = labels.get(label)
+    return value == PROTECTED if label == ACCESS_LEVEL_LABEL else _true(value)
+
+
 def runner_job_isolation(args: StackValidationArgs, report_violation: ReportViolation) -> None:
     # What each host's gitlab-runner containers declare, by the address their provider reaches.
     declarations: dict[str, list[dict[str, str]]] = {}
@@ -248,11 +259,12 @@ def runner_job_isolation(args: StackValidationArgs, report_violation: ReportViol
             declarations.setdefault(address, []).append(labels)
 
     def declared(address: str | None, label: str) -> bool | None:
-        """True if every runner container on the host declares label=true, None if unknowable yet."""
+        """True if every runner container on the host declares label=true (the access level:
+        ref_protected), None if unknowable yet."""
         if None in undecided or address in undecided:
             return None
         found = declarations.get(address or "", [])
-        return bool(found) and all(_true(labels.get(label)) for labels in found)
+        return bool(found) and all(_gate_open(labels, label) for labels in found)
 
     for r in args.resources:
         try:
@@ -285,3 +297,59 @@ def runner_containers_drain(args: ResourceValidationArgs, report_violation: Repo
             "kills its running jobs at once: set destroy_grace_seconds (runners.stop_grace_seconds > 0)",
             None,
         )
+
+
+# --- 4b. what GitLab holds: privileged and socket runners are protected there --------
+
+
+def _guarantor_problem(by_name: Mapping[str, Any], name: str) -> str | None:
+    """Why the resource a runner container names does not make GitLab hold it ref_protected."""
+    r = by_name.get(name)
+    if r is None:
+        return f"names '{name}' as its registration, which is not in the stack"
+    if r.resource_type == USER_RUNNER:
+        level = r.props.get("accessLevel")
+        return None if level == PROTECTED else f"is created by UserRunner '{name}' with access_level {level!r}"
+    if r.resource_type == LOCAL_COMMAND:
+        env = r.props.get("environment")
+        wanted = env.get("FORGEWAY_REQUIRE_PROTECTED") if _is_map(env) else None
+        return None if wanted == "true" else f"has its hand token checked by '{name}' without requiring ref_protected"
+    return f"names '{name}' ({_kind(r.resource_type)}), neither a gitlab UserRunner nor a token check"
+
+
+def runner_protected_by_gitlab(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+    """A runner container whose config.toml runs privileged jobs or hands jobs the docker
+    socket (or that says ref_protected) rests on a resource that makes GitLab hold it
+    ref_protected: a gitlab UserRunner with access_level ref_protected, or, for a hand-made
+    token, the local command that checks the runner's access_level in GitLab's API before the
+    container (FORGEWAY_REQUIRE_PROTECTED=true). A label of our own is not enough: with
+    authentication tokens GitLab alone decides which jobs a runner gets."""
+    by_name = {r.name: r for r in args.resources}
+    for r in args.resources:
+        if r.resource_type != CONTAINER:
+            continue
+        try:
+            labels = _labels(r.props)
+            if labels.get(ROLE_LABEL) != RUNNER_ROLE:
+                continue
+            dangerous = [
+                problem.what
+                for _, document, _ in runner_documents(r)
+                for runner in _runner_entries(document or {})
+                for problem in job_isolation_problems(runner)
+                if problem.gate in (ACCESS_LEVEL_LABEL, DOCKER_SOCKET_LABEL)
+            ]
+            if not dangerous and labels.get(ACCESS_LEVEL_LABEL) != PROTECTED:
+                continue
+            reason = "; ".join(dangerous) or f"is labelled {ACCESS_LEVEL_LABEL}={PROTECTED}"
+            name = labels.get(REGISTRATION_LABEL, "")
+            problem = _guarantor_problem(by_name, name) if name else f"has no {REGISTRATION_LABEL} label"
+            if problem is not None:
+                report_violation(
+                    f"runner container '{r.name}' {reason}, so GitLab must hold its runner ref_protected, but it "
+                    f"{problem}: create the runner through the API (a runner host without runner_tokens, with "
+                    "runner.protected: true), or have the hand token checked against GitLab's API",
+                    r.urn,
+                )
+        except UnknownValueError:
+            continue  # unknown during preview: checked when the update knows it

@@ -57,6 +57,9 @@ _AUTH_HEADER = re.compile(
     r"([^\s'\"$]{8,500})",
     re.IGNORECASE,
 )
+# A setting that describes a secret instead of holding it (gitlab-api-token.rb's TOKEN_NAME,
+# TOKEN_SCOPES, TOKEN_DAYS: the token's name, scopes and lifetime).
+_DESCRIBES_A_SECRET = re.compile(r"_(?:name|scopes|days)$", re.IGNORECASE)
 _SECRET_KEY_END = re.compile(r"(?:password|passwd|passphrase|token|secret|privatekey|presharedkey|apikey|accesskey)$")
 
 
@@ -105,7 +108,8 @@ def _text_findings(text: str) -> Iterator[str]:
         yield "a GitLab token"
     for pattern in (_TEXT_SETTING, _SHELL_SETTING, _SECRET_FLAG, _INI_SETTING):
         for match in pattern.finditer(text):
-            yield f"a literal value for '{match.group(1)}'"
+            if not _DESCRIBES_A_SECRET.search(match.group(1)):
+                yield f"a literal value for '{match.group(1)}'"
     if _URL_CREDENTIALS.search(text):
         yield "a password in a URL (user:password@)"
     for match in _AUTH_HEADER.finditer(text):

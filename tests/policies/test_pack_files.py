@@ -20,7 +20,7 @@ DOCS = PACK.parent / "docs"
 # Issue 7: every policy is mandatory except the memory advice and the warning twin; the
 # drain advice too (runners.stop_grace_seconds: 0 is a choice a user may make).
 ADVISORY = {"container-memory-limits", "ssh-host-keys-unpinned", "runner-containers-drain", "gitlab-client-addresses"}
-STACK_POLICIES = {"image-platform-matches-host", "runner-job-isolation"}
+STACK_POLICIES = {"image-platform-matches-host", "runner-job-isolation", "runner-protected-by-gitlab"}
 
 
 def test_project_file_runs_python_in_a_virtualenv() -> None:

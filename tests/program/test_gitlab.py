@@ -128,7 +128,8 @@ def test_secrets_file_refuses_a_control_character_without_showing_the_password()
 
 def test_root_password_is_config_when_given_else_random_and_only_a_secret_output(stack: Stack) -> None:
     given = f"{PROJECT}:gitlab_root_password" in stack.config
-    randoms = [r for r in stack.synth.of_type("random:index/randomPassword:RandomPassword") if "gitlab" in r.name]
+    passwords = stack.synth.of_type("random:index/randomPassword:RandomPassword")
+    randoms = [r for r in passwords if "root-password" in r.name]
     assert len(randoms) == (0 if given else 1)
     assert is_secret_value(stack.synth.outputs["gitlab_root_password"])
 

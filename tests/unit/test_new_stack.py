@@ -118,7 +118,7 @@ def test_the_config_check_names_every_key_to_fill_with_its_fix(made: Path) -> No
     with pytest.raises(ConfigError) as info:
         parse_stack(config, secret_keys)
     problems = {p.key: p for p in info.value.problems}
-    tokens = {"forgeway:runner_tokens.pi5", "forgeway:runner_tokens.builder"}
+    tokens: set[str] = set()  # optional since issue 17: runners are created through GitLab's API
     assert set(problems) == placeholders | tokens, str(info.value)
     # One line per key: what a placeholder's type check says about it is left out.
     assert len(info.value.problems) == len(problems), str(info.value)

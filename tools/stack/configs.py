@@ -9,7 +9,6 @@ lab's own).
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 # The passphrase of the example prod stack; README documents it. No other is written down.
 EXAMPLE_PASSPHRASE = "forgeway-example-only"  # noqa: S105 (published on purpose)
 # What the lab adds to Pulumi.lab.yaml, all secret.
-LAB_SECRET_KEYS = ("forgeway:ssh_private_key", "forgeway:runner_tokens")
+LAB_SECRET_KEYS = ("forgeway:ssh_private_key",)  # runners: created through GitLab's API (issue 17)
 
 
 def new_host_key() -> str:
@@ -50,11 +49,9 @@ def prod_stack(passphrase: str = EXAMPLE_PASSPHRASE) -> tuple[dict[str, Any], li
 
 
 def lab_placeholder_stack() -> tuple[dict[str, Any], list[str]]:
-    """Pulumi.lab.yaml with what the lab makes per run made up here (keys, tokens)."""
+    """Pulumi.lab.yaml with what the lab makes per run made up here (keys)."""
     config, secret_keys = load_stack_file(ROOT / "Pulumi.lab.yaml", None)
     for host in config["forgeway:hosts"]:
         host["host_key"] = new_host_key()
     config["forgeway:ssh_private_key"] = new_ssh_private_key()
-    runners = [h["name"] for h in config["forgeway:hosts"] if "runner" in h["roles"]]
-    config["forgeway:runner_tokens"] = {name: "glrt-" + secrets.token_urlsafe(15) for name in runners}
     return config, [*secret_keys, *LAB_SECRET_KEYS]

@@ -190,7 +190,9 @@ def _mock_state(typ: str, inputs: dict[str, Any]) -> dict[str, Any]:
         state["base64"] = pulumi.Output.secret(base64.b64encode(raw).decode())
         state["hex"] = pulumi.Output.secret(raw.hex())
     elif typ == "random:index/randomPassword:RandomPassword":
-        state["result"] = pulumi.Output.secret(base64.urlsafe_b64encode(os.urandom(18)).decode())
+        # As long as asked, letters and digits only (every class the provider may be told to use).
+        length = int(inputs.get("length", 24))
+        state["result"] = pulumi.Output.secret(base64.b32encode(os.urandom(length)).decode()[:length].lower())
     elif typ == "tls:index/privateKey:PrivateKey":
         state["privateKeyPem"] = pulumi.Output.secret("-----BEGIN PRIVATE KEY-----\nmock\n-----END PRIVATE KEY-----\n")
         state["publicKeyPem"] = "-----BEGIN PUBLIC KEY-----\nmock\n-----END PUBLIC KEY-----\n"
@@ -214,9 +216,12 @@ def _mock_state(typ: str, inputs: dict[str, Any]) -> dict[str, Any]:
         image_id = "sha256:" + hashlib.sha256(str(inputs.get("name")).encode()).hexdigest()
         state["imageId"] = image_id
         state["repoDigest"] = f"{str(inputs.get('name')).rsplit(':', 1)[0]}@{image_id}"
-    elif typ == "command:remote:Command":
+    elif typ in ("command:remote:Command", "command:local:Command"):
         state.setdefault("stdout", "")
         state.setdefault("stderr", "")
+    elif typ == "gitlab:index/userRunner:UserRunner":
+        # The runner's authentication token, which POST /user/runners returns once.
+        state["token"] = pulumi.Output.secret("glrt-" + base64.urlsafe_b64encode(os.urandom(15)).decode())
     return state
 
 

@@ -54,21 +54,21 @@ def check_roles(cfg: StackConfig) -> list[Problem]:
         if len(set(host.roles)) != len(host.roles):
             problems.append(Problem(f"{PROJECT}:hosts[{i}].roles", show(host.roles), "each role once"))
         runner = host.effective_runner
-        if runner.privileged and not runner.protected_only:
+        if runner.privileged and not runner.protected:
             problems.append(
                 Problem(
                     f"{PROJECT}:hosts[{i}].runner.privileged",
                     "true",
-                    "privileged only with runner.protected_only: true (privileged jobs own the host; "
-                    "let only protected branches and tags run them)",
+                    "privileged only with runner.protected: true (privileged jobs own the host; "
+                    "GitLab then hands it only jobs of protected branches and tags)",
                 )
             )
-        if runner.insecure_docker_socket_in_jobs and not runner.protected_only:
+        if runner.insecure_docker_socket_in_jobs and not runner.protected:
             problems.append(
                 Problem(
                     f"{PROJECT}:hosts[{i}].runner.insecure_docker_socket_in_jobs",
                     "true",
-                    "the docker socket in jobs only with runner.protected_only: true (a job with the socket "
+                    "the docker socket in jobs only with runner.protected: true (a job with the socket "
                     "owns the host); prefer docker-in-docker on a privileged protected runner",
                 )
             )
