@@ -32,7 +32,7 @@ from components.config import Tunnel
 from components.render.wgconf import TunnelHost, endpoint_interface, peer_interface, tunnel_files
 from components.render.wireguard import wg_public_key
 from components.scripts import script
-from tests.lab.test_tunnel_scripts import (
+from tests.lab.tunnel_hosts import (
     IFACE,
     VPS_NAME,
     ArgvWatch,

@@ -17,16 +17,9 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from components.config import ConfigError, StackConfig, parse_stack
 from components.config.load import model_in
 from components.render.ssh import SshTarget, ssh_options, ssh_url, url_host
-from tests.stacks import prod_stack
-from tests.unit.test_config import Config, apply_patch
+from tests.unit.config_patches import Config, apply_patch
 
 pytestmark = pytest.mark.unit
-
-
-@pytest.fixture(scope="session")
-def prod() -> tuple[Config, list[str]]:
-    """The prod stack, decrypted once; tests patch deep copies."""
-    return prod_stack()
 
 
 def _load(prod: tuple[Config, list[str]], patch: dict[str, Any]) -> StackConfig:

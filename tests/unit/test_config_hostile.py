@@ -20,57 +20,26 @@ Derandomized with a fixed example count: the same examples on every run.
 
 from __future__ import annotations
 
-import base64
 import copy
 import functools
-import hashlib
-import ipaddress
-import json
 import math
 import re
-import shutil
-import subprocess
-import tempfile
-import tomllib
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from components.config import PROJECT, ConfigError, StackConfig, parse_stack
-from components.docker_host import client_files, daemon_json_for
-from components.gitlab import memory_limit_mb
-from components.hosts import _target
-from components.pki import server_names
-from components.registry import registry_endpoints, registry_trust
-from components.render.gitlab import render_gitlab_rb, settings_from_config
-from components.render.nftables import (
-    HomeRoutingSettings,
-    forwarding_settings,
-    render_forwarding,
-    render_home_routing,
-)
-from components.render.segment import render_segment, segment_settings
-from components.render.ssh import ssh_options, ssh_url
-from components.render.wgconf import DEFAULT_INTERFACE, TunnelHost, endpoint_interface, peer_interface, tunnel_files
-from components.runners import RunnerDefaults, _view
-from components.scripts import script_command
-from components.tunnel import tunnel_addresses
+from components.config import PROJECT, ConfigError, parse_stack
 from tests.stacks import prod_stack
+from tests.unit.config_patches import Config, set_path, split_path
+from tests.unit.render_all import render_everything
 
 pytestmark = pytest.mark.unit
 
-Config = dict[str, Any]
 # A full key: .field and [index] parts, and ["..."] (JSON-quoted) for a map key that is no word.
 KEY_SYNTAX = re.compile(rf'{PROJECT}:[a-z_]+(\.[A-Za-z0-9_-]+|\[\d+\]|\["([^"\\\x00-\x1f]|\\.)*"\])*')
-
-
-def _public_key(name: str) -> str:
-    """A key per host (32 bytes in base64): the renderers check only the form and that peers differ."""
-    return base64.b64encode(hashlib.sha256(name.encode()).digest()).decode()
 
 
 # Every optional field set to a valid value, so hostile values reach each of them.
@@ -108,35 +77,11 @@ RICH: dict[str, Any] = {
     "forgeway:runners.binfmt_image": "tonistiigi/binfmt:qemu-v8.1.5",
 }
 
-_TOP = re.compile(r"^[a-z0-9-]+:[A-Za-z0-9_]+")
-_PART = re.compile(r"\[(\d+)\]|\.([A-Za-z0-9_-]+)")
-
-
-def _parts(path: str) -> tuple[str, list[str | int]]:
-    """'forgeway:hosts[1].arch' -> ('forgeway:hosts', [1, 'arch'])."""
-    top = _TOP.match(path)
-    assert top is not None, path
-    rest = path[top.end() :]
-    parts: list[str | int] = [int(m.group(1)) if m.group(1) is not None else m.group(2) for m in _PART.finditer(rest)]
-    return top.group(0), parts
-
-
-def _set(config: Config, path: str, value: Any) -> None:
-    top, parts = _parts(path)
-    if not parts:
-        config[top] = value
-        return
-    node: Any = config.setdefault(top, {} if isinstance(parts[0], str) else [])
-    for i, part in enumerate(parts[:-1]):
-        empty: Any = {} if isinstance(parts[i + 1], str) else []
-        node = node.setdefault(part, empty) if isinstance(part, str) else node[part]
-    node[parts[-1]] = value
-
 
 def _rich(prod: tuple[Config, list[str]]) -> tuple[Config, list[str]]:
     config = copy.deepcopy(prod[0])
     for path, value in RICH.items():
-        _set(config, path, copy.deepcopy(value))
+        set_path(config, path, copy.deepcopy(value))
     return config, list(prod[1])
 
 
@@ -232,116 +177,6 @@ def _on_path(problem_key: str, key: str) -> bool:
     return any(a == b or a.startswith((b + ".", b + "[")) for a, b in ((problem_key, key), (key, problem_key)))
 
 
-# --- what each destination reads back ------------------------------------------------
-
-
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} is not installed (tools/ci/apt-packages.txt)")
-    return path
-
-
-@functools.cache
-def _nft_ok(text: str) -> str:
-    with tempfile.NamedTemporaryFile("w", suffix=".nft") as f:
-        f.write(text)
-        f.flush()
-        done = subprocess.run(
-            [_tool("unshare"), "-rn", _tool("nft"), "-c", "-f", f.name], capture_output=True, text=True, check=False
-        )
-    return "" if done.returncode == 0 else done.stderr
-
-
-@functools.cache
-def _ruby_ok(text: str) -> str:
-    done = subprocess.run([_tool("ruby"), "-c"], input=text, capture_output=True, text=True, check=False)
-    return "" if done.returncode == 0 else done.stderr
-
-
-@functools.cache
-def _calendar_ok(spec: str) -> bool:
-    done = subprocess.run(
-        [_tool("systemd-analyze"), "calendar", "--", spec], capture_output=True, text=True, check=False
-    )
-    return done.returncode == 0
-
-
-_ENV_LINE = re.compile(r"^(#[^\n]*|[A-Z_]+=[\x21-\x7e]*|)$")
-_WG_LINE = re.compile(r"^(#[^\n]*|\[(Interface|Peer)\]|[A-Za-z]+ = [\x21-\x7e][\x20-\x7e]*|)$")
-
-
-def _wg_ok(text: str) -> bool:
-    """wg's config reader: a line is a comment, a section, `Key = value` or empty;
-    a value is one line of printable ASCII (wg strips whitespace inside values)."""
-    return all(_WG_LINE.match(line) for line in text.split("\n"))
-
-
-def _render_everything(cfg: StackConfig) -> None:
-    addresses = tunnel_addresses(cfg)
-    server_names(cfg, addresses)
-    vps, gitlab = cfg.vps, cfg.gitlab_host
-    peers = [h for h in cfg.hosts if h.name != vps.name]
-    files = tunnel_files(
-        endpoint_interface(
-            tunnel=cfg.tunnel,
-            address=addresses[vps.name],
-            peers=[TunnelHost(h.name, _public_key(h.name), addresses[h.name]) for h in peers],
-        )
-    )
-    for host in peers:
-        files |= tunnel_files(
-            peer_interface(
-                tunnel=cfg.tunnel,
-                address=addresses[host.name],
-                vps=TunnelHost(vps.name, _public_key(vps.name), addresses[vps.name]),
-                endpoint_host=cfg.tunnel.endpoint or vps.public_address or vps.address,
-                any_source=cfg.forwarding.mode == "preserve-source" and "gitlab" in host.roles,
-            )
-        )
-    for name, text in files.items():
-        if name.endswith(".env"):  # tunnel-up.sh's KEY=value lines, read without a shell
-            assert all(_ENV_LINE.match(line) for line in text.split("\n")), f"{name}:\n{text}"
-        else:
-            assert _wg_ok(text), f"{name} is not a file wg reads:\n{text}"
-
-    ruleset = render_forwarding(forwarding_settings(cfg, addresses[gitlab.name], DEFAULT_INTERFACE))
-    assert f'"{vps.public_interface}"' in ruleset, "the ruleset does not name the configured public interface"
-    assert not (problem := _nft_ok(ruleset)), f"nft -c refuses the VPS ruleset:\n{problem}"
-    if cfg.forwarding.mode == "preserve-source":
-        home = render_home_routing(HomeRoutingSettings(DEFAULT_INTERFACE, addresses[vps.name]))
-        assert not (problem := _nft_ok(home.nftables)), f"nft -c refuses the home ruleset:\n{problem}"
-    segmentation = segment_settings(cfg, addresses, DEFAULT_INTERFACE)
-    for host in cfg.hosts:
-        table = render_segment(segmentation, host.name)
-        assert not (problem := _nft_ok(table)), f"nft -c refuses {host.name}'s segmentation table:\n{problem}"
-
-    gitlab_rb = render_gitlab_rb(settings_from_config(cfg, str(addresses[vps.name]), cfg.gitlab.letsencrypt_emails))
-    assert not (problem := _ruby_ok(gitlab_rb.text)), f"ruby -c refuses gitlab.rb:\n{problem}"
-    assert cfg.gitlab.domain in gitlab_rb.text
-    memory_limit_mb(cfg)
-
-    endpoints, shared = registry_endpoints(cfg), RunnerDefaults.of(cfg)
-    for host in cfg.hosts_with("runner"):
-        toml = tomllib.loads(
-            _view(shared, host, "glrt-0123456789", 2, endpoints=endpoints, own_ca=cfg.gitlab.tls == "own-ca")
-        )
-        assert toml["runners"][0]["name"] == host.name
-        json.loads(json.dumps(daemon_json_for(cfg, host)))
-    for host in cfg.hosts:
-        trust = registry_trust(cfg, None)
-        if {"gitlab", "runner"} & set(host.roles) and trust is not None and endpoints and host.proxy is not None:
-            client_files(trust, host, None)
-        jump = cfg.host(host.jump_host) if host.jump_host else None
-        ssh_options(_target(host), _target(jump) if jump else None)
-        url = urlsplit(ssh_url(_target(host)))
-        assert url.scheme == "ssh" and url.hostname, url
-        if ":" in host.address:
-            ipaddress.ip_address(host.address)  # an IPv6 host travels bracketed
-        script_command("check-arch.sh", host.arch, host.name)
-    assert _calendar_ok(cfg.runners.prune.on_calendar), cfg.runners.prune.on_calendar
-
-
 @settings(
     max_examples=1500,
     derandomize=True,
@@ -354,7 +189,7 @@ def test_a_hostile_value_in_any_field_ends_in_a_config_error_or_files_that_parse
     key, value = replacement
     base, secret_keys, _ = _base()
     config = copy.deepcopy(base)
-    _set(config, key, value)
+    set_path(config, key, value)
     try:
         stack, _ = parse_stack(config, list(secret_keys))
     except ConfigError as error:
@@ -364,7 +199,7 @@ def test_a_hostile_value_in_any_field_ends_in_a_config_error_or_files_that_parse
         assert all("\n" not in str(p) and "\x00" not in str(p) for p in error.problems), error.problems
         # The replaced key; or, for a valid value with consequences elsewhere (a host renamed,
         # a port moved), a problem that names the replaced key or the new value in its text.
-        field = [part for part in _parts(key)[1] if isinstance(part, str)][-1:] or [key]
+        field = [part for part in split_path(key)[1:] if isinstance(part, str)][-1:] or [key]
         named = any(_on_path(k, key) for k in keys) or any(
             re.search(rf"\b{re.escape(field[0])}\b", p.expected)
             or (isinstance(value, str) and value and value in str(p))
@@ -372,12 +207,12 @@ def test_a_hostile_value_in_any_field_ends_in_a_config_error_or_files_that_parse
         )
         assert named, f"replaced {key}; the error names only {keys}"
         assert all(p.expected.strip() for p in error.problems)
-        top = _parts(key)[0]
+        top = split_path(key)[0]
         if top in secret_keys and isinstance(value, str) and len(value) >= 8 and value != "[secret]":
             assert value not in str(error), "a secret is shown"
         return
     event("loaded and rendered")
-    _render_everything(stack)
+    render_everything(stack)
 
 
 def test_the_rich_base_sets_every_section(prod: tuple[Config, list[str]]) -> None:
@@ -386,11 +221,6 @@ def test_the_rich_base_sets_every_section(prod: tuple[Config, list[str]]) -> Non
     assert len(keys) >= 100
     for needle in ("proxy.no_proxy", "runners.prune.on_calendar", "tunnel.endpoint", "gitlab.volume_paths.data"):
         assert any(needle in k for k in keys), needle
-
-
-@pytest.fixture(scope="session")
-def prod() -> tuple[Config, list[str]]:
-    return prod_stack()
 
 
 @settings(max_examples=300, derandomize=True, database=None, deadline=None)
@@ -402,9 +232,8 @@ def test_a_hostile_map_key_is_named_quoted_on_one_line(data: st.DataObject) -> N
     where = data.draw(st.sampled_from(_map_keys()))
     name = data.draw(st.one_of(st.sampled_from([k for k in HOSTILE_TEXT if isinstance(k, str)]), st.text(max_size=20)))
     config = copy.deepcopy(base)
-    top, parts = _parts(where)
-    node: Any = config[top]
-    for part in parts:
+    node: Any = config
+    for part in split_path(where):
         node = node[part]
     node[name] = data.draw(st.sampled_from(["x", 1, True, None, {"a": 1}]))
     try:

@@ -6,7 +6,8 @@ checking for undecoded keys (common/config.go, ``toml.DecodeFile``), and dockerd
 top-level names it has no flag for (``findConfigurationConflicts``, so ``registry-mirror``, the
 flag's name, passes and is never read). So the rendered files of the prod and lab stacks and
 of the variants the render tests build are checked here against key lists taken from each
-program's source at the pinned version (tools/ci/known_keys.py makes them).
+program's source at the pinned version (tools/ci/known_keys.py makes them; its extractors
+are tested in test_known_keys_extractor.py).
 
 Keys are matched exactly: encoding/json and BurntSushi/toml also accept other letter cases,
 but forgeway writes the documented spelling."""
@@ -36,7 +37,6 @@ from components.scripts import daemon_merge
 from tests.stacks import lab_stack, prod_stack
 from tests.unit.test_gitlab_render import GOLDEN_CASES, ruby_eval
 from tests.unit.test_gitlab_render import base as gitlab_base
-from tools.ci.known_keys import gitlab_rb_keys, go_keys, go_structs
 
 pytestmark = pytest.mark.unit
 
@@ -344,75 +344,3 @@ def test_a_key_only_newer_daemons_know_fails_for_the_lab_daemon() -> None:
     assert problems == [
         f"daemon.json (planted): unknown key firewall-backend (not in {known('daemon_json-20.10.24.txt').source})"
     ]
-
-
-# --- the extractor, on snippets written here ------------------------------------------
-
-TEMPLATE = """\
-external_url 'GENERATED'
-# registry_external_url 'https://registry.example.com'
-## prose, not a key: see 'docs'
-# nginx['listen_port'] = nil
-#gitlab_rails['env'] = {
-#   'PATH' => "/bin"
-# }
-# gitlab_rails['ban'] = {
-#   'enabled' => false,
-#   'list' => ['a', 'b'],
-# }
-# patroni['postgresql']['max_wal_senders'] = 5
-##! All the settings defined in the "GitLab Nginx" section are also available in
-##! this "Registry NGINX" section, using the key `registry_nginx`.
-"""
-
-
-def test_gitlab_rb_extractor() -> None:
-    assert gitlab_rb_keys(TEMPLATE) == {
-        "external_url",
-        "registry_external_url",
-        "nginx['listen_port']",
-        "registry_nginx['listen_port']",
-        "gitlab_rails['env']",  # environment variables: free-form, no children
-        "gitlab_rails['ban']",
-        "gitlab_rails['ban']['enabled']",
-        "gitlab_rails['ban']['list']",
-        "patroni['postgresql']['max_wal_senders']",
-    }
-
-
-GO = """\
-package demo
-
-type Inner struct {
-	Base string `json:"base" toml:"base_dir,omitempty"`
-	Size int    // untagged: its Go name
-	skip int
-}
-
-type common struct {
-	Mtu int `json:"mtu,omitempty"`
-}
-
-type Root struct {
-	common
-	Pools   []*Inner          `json:"pools,omitempty"`
-	Labels  map[string]string `json:"labels"`
-	Ignored bool              `json:"-"`
-	Named   Inner             `json:"named" description:"see https://example.org // not a comment"`
-}
-"""
-
-
-def test_go_struct_extractor() -> None:
-    structs = {"demo": go_structs(GO)}
-    assert go_keys(structs, ("demo", "Root"), "json") == {
-        "mtu",
-        "pools",
-        "pools.base",
-        "pools.Size",
-        "labels",
-        "named",
-        "named.base",
-        "named.Size",
-    }
-    assert {"Pools.base_dir", "Pools.Size", "Mtu"} <= go_keys(structs, ("demo", "Root"), "toml")
