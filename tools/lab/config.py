@@ -1,8 +1,7 @@
-"""The lab stack's config: Pulumi.lab.yaml with what this lab made (host keys, deployer key, tokens) filled in."""
+"""The lab stack's config: Pulumi.lab.yaml with what this lab made (host keys, deployer key) filled in."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from tools.lab.hosts import docker_work
@@ -24,9 +23,7 @@ def _set(config: dict[str, Any], assignment: str) -> None:
 def lab_config(
     topology: dict[str, Any], mode: str | None = None, overrides: list[str] | None = None
 ) -> tuple[dict[str, Any], list[str]]:
-    """Pulumi.lab.yaml with this lab's host keys, deployer key and runner tokens."""
-    import secrets as token_source
-
+    """Pulumi.lab.yaml with this lab's host keys and deployer key."""
     from tools.stack.file import load_stack_file
 
     config, secret_keys = load_stack_file(ROOT / "Pulumi.lab.yaml", None)
@@ -34,14 +31,7 @@ def lab_config(
     for host in config["forgeway:hosts"]:
         host["host_key"] = by_name[host["name"]]["host_key"]
     config["forgeway:ssh_private_key"] = (LAB_DIR / "deployer").read_text()
-    tokens = json.loads((LAB_DIR / "runner-tokens.json").read_text())
-    if not tokens:
-        tokens = {
-            h["name"]: "glrt-" + token_source.token_urlsafe(15)
-            for h in config["forgeway:hosts"]
-            if "runner" in h["roles"]
-        }
-    config["forgeway:runner_tokens"] = tokens
+    # No runner_tokens: the program creates both runners through GitLab's API (issue 17).
     booting = {h["name"] for h in topology["hosts"] if h.get("boots")}
     for host in config["forgeway:hosts"]:
         if host["name"] in RUNNER_HOSTS and host["name"] not in booting:
@@ -50,4 +40,4 @@ def lab_config(
         config["forgeway:forwarding"]["mode"] = mode
     for assignment in overrides or []:
         _set(config, assignment)
-    return config, [*secret_keys, "forgeway:ssh_private_key", "forgeway:runner_tokens"]
+    return config, [*secret_keys, "forgeway:ssh_private_key"]

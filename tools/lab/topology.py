@@ -142,7 +142,6 @@ def up(mode: str | None = None, overrides: list[str] | None = None, seed: int | 
         print(f"lab: built {len(topology['namespaces'])} namespaces; described in .lab/{TOPOLOGY.name}")
     topology = json.loads(TOPOLOGY.read_text())
     config, secret_keys = lab_config(topology, mode, overrides)
-    _write_private(LAB_DIR / "runner-tokens.json", json.dumps(config["forgeway:runner_tokens"]))
     # The applier runs independent resources concurrently in an order drawn from the seed
     # (printed; None: FORGEWAY_APPLY_SEED, else a fresh one).
     returncode, changes = _applier({"action": "apply", "stack": "lab", "config": stack_config_strings(config),
@@ -156,6 +155,7 @@ def up(mode: str | None = None, overrides: list[str] | None = None, seed: int | 
     ca = state.get("tls:index/selfSignedCert:SelfSignedCert::ca-cert")
     if ca is not None:
         Path(topology["ca_certificate"]).write_text(ca["outputs"]["certPem"])
+    _print_runners(state)
     name, vps = PUBLIC_NAMES[0], topology["vps_public_address"]
     print(
         f"lab: GitLab through the VPS: ip netns exec {ns('client')} curl --cacert {topology['ca_certificate']} "
@@ -164,8 +164,24 @@ def up(mode: str | None = None, overrides: list[str] | None = None, seed: int | 
     return 0
 
 
+def _print_runners(state: dict[str, Any]) -> None:
+    """The runners the program created through GitLab's API, with what GitLab holds (issue 17)."""
+    for key, entry in sorted(state.items()):
+        if key.startswith("gitlab:index/userRunner:UserRunner::"):
+            inputs, host = entry.get("inputs", {}), key.split("::", 1)[1].removesuffix("-runner-registration")
+            level, tags = inputs.get("accessLevel"), ",".join(inputs.get("tagLists", []))
+            print(f"lab: runner {host}: GitLab runner {entry.get('id')}, access_level {level}, tags {tags}")
+
+
 def _applier_run(request: dict[str, Any]) -> subprocess.CompletedProcess[str]:
-    """tools.applier in its own process (one program run per process); request on stdin."""
+    """tools.applier in its own process (one program run per process); request on stdin.
+
+    The request carries the lab's stand-in for the deployer's DNS (``resolve``): the
+    public names at the VPS's public address (tools/applier/gitlab.py)."""
+    if "resolve" not in request and TOPOLOGY.exists():
+        described = json.loads(TOPOLOGY.read_text())
+        resolve = {name: described["vps_public_address"] for name in described.get("public_names", [])}
+        request = {**request, "resolve": resolve}
     return subprocess.run(
         [sys.executable, "-m", "tools.applier"],
         input=json.dumps(request),
