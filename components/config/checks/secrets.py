@@ -58,7 +58,7 @@ def check_secrets(cfg: StackConfig, secrets: Mapping[str, Any]) -> list[Problem]
             Problem(
                 f"{PROJECT}:runner_tokens{path_part(str(name))}",
                 "[secret]",
-                "a token only for a host with role 'runner'",
+                "a token only for a host with role 'runner': no runner host has that name (hosts[].name)",
             )
         )
     for name in sorted(set(secrets.get("wireguard_private_keys") or {}) - {h.name for h in cfg.hosts}):
