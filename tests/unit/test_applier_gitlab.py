@@ -1,0 +1,494 @@
+"""The lab applier's pulumi-gitlab and command:local:Command emulations
+(tools/applier/gitlab.py, tools/applier/local_command.py).
+
+A small fake GitLab API (http.server over TLS, localhost only) with a throwaway CA made
+here; ``Applier.handle`` is called as the SDK calls it, with the inputs pulumi-gitlab
+10.4.0 sends (camelCase; provider config JSON-encoded, numbers as floats). The name
+``gitlab.forgeway.test`` resolves only through the applier's resolve map (the lab's
+stand-in for DNS) to 127.0.0.1, and TLS checks the certificate against that name.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+import ssl
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tools.applier.apply import Applier, ApplyError
+from tools.applier.refresh import refresh
+from tools.stack.synth import SECRET_SIG, SIG_KEY, RegistrationOptions
+
+pytestmark = pytest.mark.unit
+
+NAME = "gitlab.forgeway.test"
+TOKEN = "glpat-forgeway-provisioner-0123456789"  # noqa: S105 (a test value)
+PROVIDER = "pulumi:providers:gitlab"
+RUNNER = "gitlab:index/userRunner:UserRunner"
+LOCAL = "command:local:Command"
+
+
+# --- a throwaway CA and the fake GitLab ----------------------------------------------
+
+
+def _ca(tmp: Path, label: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"forgeway test CA {label}")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )  # keyCertSign, cRLSign
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    path = tmp / f"ca-{label}.pem"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key, cert, path
+
+
+def _server_context(tmp: Path, ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate, Path]) -> ssl.SSLContext:
+    ca_key, ca_cert, _ = ca
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, NAME)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(NAME)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp / "server.pem", tmp / "server.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+@dataclass
+class FakeGitLab:
+    """GitLab's user/runners API as the provider uses it (docs.gitlab.com/api/users, /runners)."""
+
+    port: int = 0
+    runners: dict[int, dict[str, Any]] = field(default_factory=dict)
+    requests: list[tuple[str, str, dict[str, str], Any]] = field(default_factory=list)
+    next_id: int = 41
+    too_many: int = 0  # answer this many requests 429 first
+    echo_auth_in_errors: bool = False  # a hostile server that repeats the token back
+
+    def answer(self, method: str, path: str, headers: dict[str, str], body: Any) -> tuple[int, Any]:  # noqa: PLR0911 (one per endpoint)
+        self.requests.append((method, path, headers, body))
+        if self.too_many:
+            self.too_many -= 1
+            return 429, {"message": "429 Too Many Requests"}
+        if headers.get("authorization") != f"Bearer {TOKEN}":
+            said = headers.get("authorization", "") if self.echo_auth_in_errors else ""
+            return 401, {"message": f"401 Unauthorized {said}".strip()}
+        if (method, path) == ("GET", "/api/v4/user"):
+            return 200, {"id": 1, "username": "root"}
+        if (method, path) == ("POST", "/api/v4/user/runners"):
+            self.next_id += 1
+            token = f"glrt-{self.next_id:04d}-{'x' * 20}"
+            self.runners[self.next_id] = {
+                "id": self.next_id,
+                "runner_type": body["runner_type"],
+                "description": body.get("description", ""),
+                "paused": body.get("paused", False),
+                "locked": body.get("locked", False),
+                "run_untagged": body.get("run_untagged", True),
+                "tag_list": body.get("tag_list", []),
+                "access_level": body.get("access_level", "not_protected"),
+                "maximum_timeout": body.get("maximum_timeout"),
+                "maintenance_note": body.get("maintenance_note"),
+                "token": token,
+            }
+            return 201, {"id": self.next_id, "token": token, "token_expires_at": None}
+        found = re.fullmatch(r"/api/v4/runners/(\d+)", path)
+        runner = self.runners.get(int(found.group(1))) if found else None
+        if runner is None:
+            said = headers.get("authorization", "") if self.echo_auth_in_errors else ""
+            return 404, {"message": f"404 Not found {said}".strip()}
+        if method == "GET":
+            return 200, {k: v for k, v in runner.items() if k != "token"}
+        if method == "PUT":
+            runner.update(body)
+            return 200, {k: v for k, v in runner.items() if k != "token"}
+        if method == "DELETE":
+            del self.runners[runner["id"]]
+            return 204, None
+        return 405, {"message": "405 Method Not Allowed"}
+
+
+@pytest.fixture
+def gitlab(tmp_path: Path) -> Iterator[SimpleNamespace]:
+    ca = _ca(tmp_path, "lab")
+    fake = FakeGitLab()
+
+    class Handler(BaseHTTPRequestHandler):
+        def _serve(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            status, answer = fake.answer(self.command, self.path, headers, json.loads(raw) if raw else None)
+            data = b"" if answer is None else json.dumps(answer).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_PUT = do_DELETE = _serve
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = _server_context(tmp_path, ca).wrap_socket(server.socket, server_side=True)
+    fake.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield SimpleNamespace(fake=fake, ca_file=ca[2], tmp=tmp_path, base=f"https://{NAME}:{fake.port}/api/v4/")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# --- driving the applier as the SDK does ---------------------------------------------
+
+
+def _secret(value: Any) -> dict[str, Any]:
+    return {SIG_KEY: SECRET_SIG, "value": value}
+
+
+def _args(typ: str, name: str, inputs: dict[str, Any], provider: str = "") -> SimpleNamespace:
+    args = SimpleNamespace(typ=typ, name=name, custom=True, inputs=inputs, provider=provider)
+    args.options = RegistrationOptions()
+    return args
+
+
+def _provider_inputs(g: SimpleNamespace, **extra: Any) -> dict[str, Any]:
+    inputs: dict[str, Any] = {"baseUrl": g.base, "token": _secret(TOKEN), "cacertFile": str(g.ca_file)}
+    inputs["earlyAuthCheck"] = "true"  # the SDK JSON-encodes non-string provider config
+    inputs.update(extra)
+    return inputs
+
+
+def _runner_inputs(**extra: Any) -> dict[str, Any]:
+    inputs: dict[str, Any] = {
+        "runnerType": "instance_type",
+        "description": "forgeway runner on runner-amd64",
+        "tagLists": ["amd64", "docker"],
+        "untagged": False,
+        "accessLevel": "ref_protected",
+        "locked": True,
+        "maximumTimeout": 3600.0,  # protobuf numbers arrive as floats
+        "paused": False,
+    }
+    inputs.update(extra)
+    return inputs
+
+
+@dataclass
+class Run:
+    applier: Applier
+    log: list[str]
+
+
+def _run(
+    g: SimpleNamespace,
+    runner: dict[str, Any] | None,
+    provider: dict[str, Any] | None = None,
+    resolve: dict[str, str] | None = None,
+) -> tuple[Run, dict[str, Any]]:
+    """One `up`: the provider, then (if given) the runner through it, then the deletes."""
+    log: list[str] = []
+    applier = Applier(
+        g.tmp / "state.json",
+        log.append,
+        seed=0,
+        max_delay_s=0,
+        resolve={NAME: "127.0.0.1"} if resolve is None else resolve,
+    )
+    provider_id, _ = applier.handle(_args(PROVIDER, "gitlab-api", provider or _provider_inputs(g)))
+    outputs: dict[str, Any] = {}
+    if runner is not None:
+        reference = f"urn:pulumi:lab::forgeway::{PROVIDER}::gitlab-api::{provider_id}"
+        runner_id, outputs = applier.handle(_args(RUNNER, "runner-amd64-runner-registration", runner, reference))
+        outputs = {**outputs, "id": runner_id}
+    applier.finish()
+    applier.close()
+    return Run(applier, log), outputs
+
+
+def _ops(run: Run) -> list[tuple[str, str]]:
+    return [(c.op, c.type) for c in run.applier.changes]
+
+
+# --- gitlab: the provider and UserRunner ---------------------------------------------
+
+
+def test_create_update_replace_and_delete_go_to_gitlabs_api_with_a_bearer_token(gitlab: SimpleNamespace) -> None:
+    fake: FakeGitLab = gitlab.fake
+    run, out = _run(gitlab, _runner_inputs())
+    assert _ops(run) == [("create", PROVIDER), ("create", RUNNER)]
+    runner_id = out["id"]
+    assert runner_id == "42" and list(fake.runners) == [42]
+    assert out["token"] == _secret(fake.runners[42]["token"])  # a secret output, as the SDK marks it
+    assert out["accessLevel"] == "ref_protected" and out["maximumTimeout"] == 3600
+    methods = [(m, p) for m, p, _, _ in fake.requests]
+    assert methods == [("GET", "/api/v4/user"), ("POST", "/api/v4/user/runners"), ("GET", "/api/v4/runners/42")]
+    assert all(
+        h["authorization"] == f"Bearer {TOKEN}" and h["host"] == f"{NAME}:{fake.port}" for _, _, h, _ in fake.requests
+    )
+    assert "private-token" not in fake.requests[1][2]
+    assert fake.requests[1][3] == {
+        "runner_type": "instance_type",
+        "description": "forgeway runner on runner-amd64",
+        "paused": False,
+        "locked": True,
+        "run_untagged": False,
+        "tag_list": ["amd64", "docker"],
+        "access_level": "ref_protected",
+        "maximum_timeout": 3600,
+    }
+    state = json.loads((gitlab.tmp / "state.json").read_text())
+    entry = state["entries"][f"{RUNNER}::runner-amd64-runner-registration"]
+    assert entry["id"] == "42" and entry["outputs"]["token"][SIG_KEY] == SECRET_SIG
+    assert state["entries"][f"{PROVIDER}::gitlab-api"]["outputs"]["token"] == _secret(TOKEN)
+
+    # Same inputs: nothing happens to the runner.
+    fake.requests.clear()
+    run, out = _run(gitlab, _runner_inputs())
+    assert _ops(run) == [("same", PROVIDER), ("same", RUNNER)] and fake.requests == []
+
+    # accessLevel and tags update in place: PUT, same id, same token.
+    token = fake.runners[42]["token"]
+    run, out = _run(gitlab, _runner_inputs(accessLevel="not_protected", tagLists=["amd64"]))
+    assert _ops(run) == [("same", PROVIDER), ("update", RUNNER)]
+    assert ("PUT", "/api/v4/runners/42") in [(m, p) for m, p, _, _ in fake.requests]
+    assert fake.runners[42]["access_level"] == "not_protected" and fake.runners[42]["tag_list"] == ["amd64"]
+    assert out["id"] == "42" and out["token"] == _secret(token)
+
+    # runnerType/groupId force a replacement: a new runner first, then the old one deleted.
+    fake.requests.clear()
+    run, out = _run(gitlab, _runner_inputs(runnerType="group_type", groupId=7.0))
+    assert _ops(run) == [("same", PROVIDER), ("replace", RUNNER)]
+    assert [(m, p) for m, p, _, _ in fake.requests if m != "GET"] == [
+        ("POST", "/api/v4/user/runners"),
+        ("DELETE", "/api/v4/runners/42"),
+    ]
+    assert fake.requests[1][3]["group_id"] == 7
+    assert out["id"] == "43" and list(fake.runners) == [43] and out["token"] != _secret(token)
+
+    # Gone from the program: deleted in GitLab.
+    run, _ = _run(gitlab, None)
+    assert _ops(run) == [("same", PROVIDER), ("delete", RUNNER)]
+    assert fake.runners == {}
+
+
+def test_a_404_on_delete_fails_as_the_provider_fails_and_refresh_drops_it(gitlab: SimpleNamespace) -> None:
+    _run(gitlab, _runner_inputs())
+    gitlab.fake.runners.clear()  # deleted in GitLab behind Pulumi's back
+    with pytest.raises(ApplyError, match=r"Unable to delete runner 42 .*refresh.*404"):
+        _run(gitlab, None)
+    log: list[str] = []
+    changes = refresh(gitlab.tmp / "state.json", log.append, resolve={NAME: "127.0.0.1"})
+    assert [(c.op, c.type) for c in changes] == [("same", PROVIDER), ("gone", RUNNER)]
+    run, _ = _run(gitlab, None)
+    assert _ops(run) == [("same", PROVIDER)]
+
+
+def test_refresh_reads_access_level_and_tags_back_as_drift_and_the_next_up_corrects_it(
+    gitlab: SimpleNamespace,
+) -> None:
+    _run(gitlab, _runner_inputs())
+    assert [(c.op) for c in refresh(gitlab.tmp / "state.json", lambda _: None, resolve={NAME: "127.0.0.1"})] == [
+        "same",
+        "same",
+    ]
+    gitlab.fake.runners[42].update(access_level="not_protected", tag_list=["docker", "amd64", "extra"])
+    log: list[str] = []
+    changes = refresh(gitlab.tmp / "state.json", log.append, resolve={NAME: "127.0.0.1"})
+    assert [c.op for c in changes] == ["same", "read"]
+    assert any("accessLevel, tagLists" in line for line in log), log
+    state = json.loads((gitlab.tmp / "state.json").read_text())
+    inputs = state["entries"][f"{RUNNER}::runner-amd64-runner-registration"]["inputs"]
+    assert inputs["accessLevel"] == "not_protected" and inputs["tagLists"] == ["amd64", "docker", "extra"]
+    # Tags in another order are the same set: no drift.
+    gitlab.fake.runners[42].update(access_level="ref_protected", tag_list=["docker", "amd64"])
+    refresh(gitlab.tmp / "state.json", lambda _: None, resolve={NAME: "127.0.0.1"})
+    state = json.loads((gitlab.tmp / "state.json").read_text())
+    assert state["entries"][f"{RUNNER}::runner-amd64-runner-registration"]["inputs"]["tagLists"] == [
+        "amd64",
+        "docker",
+    ]
+    gitlab.fake.runners[42].update(access_level="not_protected")
+    refresh(gitlab.tmp / "state.json", lambda _: None, resolve={NAME: "127.0.0.1"})
+    run, _ = _run(gitlab, _runner_inputs())
+    assert _ops(run) == [("same", PROVIDER), ("update", RUNNER)]
+    assert gitlab.fake.runners[42]["access_level"] == "ref_protected"
+
+
+def test_a_wrong_token_fails_the_early_auth_check_without_showing_the_token(gitlab: SimpleNamespace) -> None:
+    gitlab.fake.echo_auth_in_errors = True
+    wrong = "glpat-not-the-right-one-123456"
+    with pytest.raises(ApplyError) as failure:
+        _run(gitlab, _runner_inputs(), provider=_provider_inputs(gitlab, token=_secret(wrong)))
+    message = str(failure.value)
+    assert f"early auth check failed: GET {gitlab.base}user: 401" in message
+    assert wrong not in message and "[secret]" in message
+    # earlyAuthCheck "false": the provider is configured without a request.
+    gitlab.fake.requests.clear()
+    _run(gitlab, None, provider=_provider_inputs(gitlab, token=_secret(wrong), earlyAuthCheck="false"))
+    assert gitlab.fake.requests == []
+
+
+def test_verification_uses_the_cacert_file_and_fails_naming_it(gitlab: SimpleNamespace) -> None:
+    other = _ca(gitlab.tmp, "other")[2]
+    with pytest.raises(ApplyError) as failure:
+        _run(gitlab, None, provider=_provider_inputs(gitlab, cacertFile=str(other)))
+    message = str(failure.value)
+    assert "certificate verify failed" in message and f"cacertFile {other}" in message, message
+    assert f"{NAME}:{gitlab.fake.port} (at 127.0.0.1)" in message
+    assert gitlab.fake.requests == []
+    # Without cacertFile the system's CAs do not know the lab CA either.
+    with pytest.raises(ApplyError, match=r"certificate verify failed.*the system's CAs"):
+        _run(gitlab, None, provider={k: v for k, v in _provider_inputs(gitlab).items() if k != "cacertFile"})
+    # insecure (JSON-encoded) turns verification off, as the provider's InsecureSkipVerify.
+    _run(gitlab, None, provider=_provider_inputs(gitlab, cacertFile=str(other), insecure="true"))
+    assert [m for m, _, _, _ in gitlab.fake.requests] == ["GET"]
+
+
+def test_the_resolve_map_stands_in_for_dns_while_tls_checks_the_name(gitlab: SimpleNamespace) -> None:
+    with pytest.raises(ApplyError, match=f"cannot reach {NAME}:{gitlab.fake.port} \\(at {NAME}\\)"):
+        _run(gitlab, None, resolve={})  # the name is in no DNS: only the lab's map knows it
+    # A name the certificate does not carry, mapped to the same server: TLS refuses it.
+    other_base = gitlab.base.replace(NAME, "other.forgeway.test")
+    with pytest.raises(ApplyError, match="certificate verify failed: Hostname mismatch"):
+        _run(
+            gitlab,
+            None,
+            provider=_provider_inputs(gitlab, baseUrl=other_base),
+            resolve={"other.forgeway.test": "127.0.0.1"},
+        )
+    assert gitlab.fake.requests == []
+
+
+def test_inputs_the_emulation_does_not_know_are_refused_by_name(gitlab: SimpleNamespace) -> None:
+    with pytest.raises(ApplyError, match=f"does not emulate clientCert, configFile of {PROVIDER}"):
+        _run(gitlab, None, provider=_provider_inputs(gitlab, clientCert="/c.pem", configFile="/x"))
+    with pytest.raises(ApplyError, match=f"does not emulate runUntagged of {RUNNER}"):
+        _run(gitlab, _runner_inputs(runUntagged=True))
+    with pytest.raises(ApplyError, match="group_type needs groupId"):
+        _run(gitlab, _runner_inputs(runnerType="group_type"))
+    with pytest.raises(ApplyError, match="maximumTimeout 300: must be at least 600"):
+        _run(gitlab, _runner_inputs(maximumTimeout=300.0))
+    assert [p for _, p, _, _ in gitlab.fake.requests if p != "/api/v4/user"] == []
+    with pytest.raises(ApplyError, match=r"baseUrl .* must end with a slash"):
+        _run(gitlab, None, provider=_provider_inputs(gitlab, baseUrl=gitlab.base.rstrip("/")))
+
+
+def test_headers_go_on_every_request_and_429_is_retried_as_often_as_retries_says(gitlab: SimpleNamespace) -> None:
+    gitlab.fake.too_many = 2
+    provider = _provider_inputs(gitlab, headers='{"X-Forgeway-Lab": "1"}', retries="2")
+    _run(gitlab, _runner_inputs(), provider=provider)
+    assert len(gitlab.fake.runners) == 1
+    assert all(h.get("x-forgeway-lab") == "1" for _, _, h, _ in gitlab.fake.requests)
+    gitlab.fake.too_many = 2
+    with pytest.raises(ApplyError, match="429"):
+        _run(gitlab, _runner_inputs(), provider=_provider_inputs(gitlab, retries="1"))
+
+
+def test_the_tokens_never_reach_the_log_or_an_error(gitlab: SimpleNamespace) -> None:
+    gitlab.fake.echo_auth_in_errors = True
+    lines: list[str] = []
+    run, out = _run(gitlab, _runner_inputs())
+    lines += run.log
+    runner_token = out["token"]["value"]
+    gitlab.fake.runners.clear()
+    with pytest.raises(ApplyError) as failure:
+        _run(gitlab, None)
+    lines.append(str(failure.value))
+    assert "404 Not found Bearer [secret]" in str(failure.value)  # the server's echo, redacted
+    text = "\n".join(lines)
+    assert TOKEN not in text and runner_token not in text
+    assert any("GitLab runner 42 (ref_protected)" in line for line in lines)
+
+
+# --- command:local:Command -----------------------------------------------------------
+
+
+def test_a_local_command_creates_updates_and_deletes_on_this_machine(tmp_path: Path) -> None:
+    target = tmp_path / "ca.pem"
+    inputs: dict[str, Any] = {
+        "create": 'umask 077; cat > "$TARGET"; echo wrote',
+        "update": 'echo "was: $PULUMI_COMMAND_STDOUT"; cat > "$TARGET"',
+        "delete": 'rm -f "$TARGET"; pwd',
+        "stdin": "-----BEGIN CERTIFICATE-----\nlab\n-----END CERTIFICATE-----\n",
+        "environment": {"TARGET": str(target)},
+        "dir": str(tmp_path),
+        "triggers": ["one"],
+    }
+
+    def up(given: dict[str, Any] | None) -> tuple[Applier, dict[str, Any]]:
+        applier = Applier(tmp_path / "state.json", lambda _: None, seed=0, max_delay_s=0)
+        out: dict[str, Any] = {}
+        if given is not None:
+            _, out = applier.handle(_args(LOCAL, "gitlab-api-ca", given))
+        applier.finish()
+        return applier, out
+
+    applier, out = up(inputs)
+    assert target.read_text() == inputs["stdin"] and target.stat().st_mode & 0o777 == 0o600
+    assert out["stdout"] == "wrote" and out["stderr"] == ""
+    applier, out = up({**inputs, "stdin": "new\n"})
+    assert [c.op for c in applier.changes] == ["update"]
+    assert out["stdout"] == "was: wrote" and target.read_text() == "new\n"
+    applier, out = up({**inputs, "stdin": "new\n", "triggers": ["two"]})  # replace: create, then the old delete
+    assert [c.op for c in applier.changes] == ["replace"] and not target.exists()
+    up(None)
+    assert not target.exists()
+    with pytest.raises(ApplyError, match=f"does not emulate assetPaths of {LOCAL}"):
+        up({**inputs, "assetPaths": ["*"]})
+
+
+def test_a_failing_local_command_names_its_step_without_its_stdin(tmp_path: Path) -> None:
+    applier = Applier(tmp_path / "state.json", lambda _: None, seed=0, max_delay_s=0)
+    given = {"create": "cat; echo boom >&2; exit 3", "stdin": "s3cret-value"}
+    with pytest.raises(ApplyError) as failure:
+        applier.handle(_args(LOCAL, "c", given))
+    message = str(failure.value)
+    assert "c: local `create` failed on this machine (exit 3)" in message and "boom" in message
+    assert "s3cret-value" not in message and "[secret]" in message
