@@ -14,6 +14,8 @@ import datetime
 import json
 import re
 import ssl
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -492,3 +494,69 @@ def test_a_failing_local_command_names_its_step_without_its_stdin(tmp_path: Path
     message = str(failure.value)
     assert "c: local `create` failed on this machine (exit 3)" in message and "boom" in message
     assert "s3cret-value" not in message and "[secret]" in message
+
+
+# --- the real SDKs under the mock monitor, through the applier ------------------------
+
+_PROGRAM = """
+import pulumi, pulumi_command as command, pulumi_gitlab as gitlab
+
+ca = command.local.Command("gitlab-api-ca", create='cat > "$CA_FILE"', stdin=open({ca!r}).read(),
+                           environment={{"CA_FILE": {copy!r}}})
+api = gitlab.Provider("gitlab-api", base_url={base!r}, token=pulumi.Output.secret({token!r}),
+                      cacert_file=ca.stdout.apply(lambda _: {copy!r}), early_auth_check=True)
+runner = gitlab.UserRunner("runner-amd64-runner-registration", runner_type="instance_type",
+                           description="runner-amd64", tag_lists=["amd64"], untagged=False,
+                           access_level="ref_protected", locked=True, maximum_timeout=3600, paused=False,
+                           opts=pulumi.ResourceOptions(provider=api))
+pulumi.export("runner_id", runner.id)
+pulumi.export("runner_token", runner.token)
+"""
+
+_DRIVER = """
+import json, sys
+from pathlib import Path
+from tools.applier.apply import Applier
+from tools.stack.synth import synthesize
+
+request = json.load(sys.stdin)
+applier = Applier(Path(request["state"]), lambda line: print(line, file=sys.stderr), seed=0, max_delay_s=0,
+                  resolve=request["resolve"])
+synthesis = synthesize("lab", {}, [], handler=applier.handle, program=Path(request["program"]), project="a17")
+applier.finish()
+applier.close()
+print(json.dumps(synthesis.outputs))
+"""
+
+
+def test_the_real_sdks_wire_shapes_apply_and_the_runner_token_reaches_the_program_as_a_secret(
+    gitlab: SimpleNamespace,
+) -> None:
+    """pulumi_gitlab 10.4.0 and pulumi_command as the program uses them (JSON-encoded provider
+    config, float numbers, ``additional_secret_outputs``), in a subprocess (one synthesis per process)."""
+    pytest.importorskip("pulumi_gitlab")  # pinned by the issue-17 program's requirements
+    program = gitlab.tmp / "prog" / "__main__.py"
+    program.parent.mkdir()
+    (program.parent / "Pulumi.yaml").write_text("name: a17\nruntime: python\n")
+    copy = str(gitlab.tmp / "lab-ca.pem")
+    program.write_text(_PROGRAM.format(ca=str(gitlab.ca_file), copy=copy, base=gitlab.base, token=TOKEN))
+    request = {"state": str(gitlab.tmp / "state.json"), "resolve": {NAME: "127.0.0.1"}, "program": str(program)}
+    root = Path(__file__).resolve().parent.parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", _DRIVER],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    outputs = json.loads(done.stdout.strip().splitlines()[-1])
+    assert outputs["runner_id"] == "42" and list(gitlab.fake.runners) == [42]
+    assert outputs["runner_token"] == _secret(gitlab.fake.runners[42]["token"])
+    assert Path(copy).read_text() == gitlab.ca_file.read_text()
+    sent = gitlab.fake.requests[1][3]["maximum_timeout"]
+    assert sent == 3600 and type(sent) is int  # GitLab's Integer param; the SDK sends a float
+    assert TOKEN not in done.stderr and gitlab.fake.runners[42]["token"] not in done.stderr
