@@ -418,11 +418,21 @@ def test_inputs_the_emulation_does_not_know_are_refused_by_name(gitlab: SimpleNa
     with pytest.raises(ApplyError, match="maximumTimeout 300: must be at least 600"):
         _run(gitlab, _runner_inputs(maximumTimeout=300.0))
     assert [p for _, p, _, _ in gitlab.fake.requests if p != "/api/v4/user"] == []
-    with pytest.raises(ApplyError, match=r"baseUrl .* must end with a slash"):
-        _run(gitlab, None, provider=_provider_inputs(gitlab, baseUrl=gitlab.base.rstrip("/")))
+    with pytest.raises(ApplyError, match="token is not set"):
+        _run(gitlab, None, provider=_provider_inputs(gitlab, token=None))
+
+
+def test_a_base_url_without_the_slash_or_api_path_is_completed_as_client_go_does(gitlab: SimpleNamespace) -> None:
+    for base in (gitlab.base.rstrip("/"), gitlab.base.removesuffix("api/v4/")):
+        gitlab.fake.requests.clear()
+        _run(gitlab, None, provider=_provider_inputs(gitlab, baseUrl=base))
+        assert [(m, p) for m, p, _, _ in gitlab.fake.requests] == [("GET", "/api/v4/user")]
 
 
 def test_headers_go_on_every_request_and_429_is_retried_as_often_as_retries_says(gitlab: SimpleNamespace) -> None:
+    gitlab.fake.too_many = 3  # retries unset: the provider's default, 10
+    _run(gitlab, None)
+    gitlab.fake.requests.clear()
     gitlab.fake.too_many = 2
     provider = _provider_inputs(gitlab, headers='{"X-Forgeway-Lab": "1"}', retries="2")
     _run(gitlab, _runner_inputs(), provider=provider)

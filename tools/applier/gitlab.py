@@ -13,10 +13,13 @@ it bridges v19.2.1 or a later v19) and, in terraform-provider-gitlab,
   Bearer tokens); ``cacertFile`` becomes the ONLY trusted roots (Go: ``RootCAs`` = a pool of
   that file), ``insecure`` turns verification off, ``headers`` go on every request; with
   ``earlyAuthCheck`` (default true) configuring the provider does ``GET {baseUrl}user`` and
-  fails on an error. ``retries``: 429 answers are retried that many times with an
-  exponential back-off (the schema's description). Provider config reaches the program's
-  registration JSON-encoded (``"true"``, ``"3"``, ``'{"X": "y"}'``), as the SDK sends it.
-  Any other input (``clientCert``, ``configFile``, ``context``, …) is refused by name.
+  fails on an error. ``baseUrl`` gets a trailing ``/`` and ``api/v4/`` when it lacks them
+  (client-go ``setBaseURL``). ``retries`` (default 10, ``internal/provider/sdk/provider.go``):
+  client-go's ``retryHTTPCheck`` retries 429 and 5xx answers (not connection errors) that many
+  times, waiting 0.1-0.4 s after a 429 and 0.7-0.9 s times the attempt after a 5xx. Provider
+  config reaches the program's registration JSON-encoded (``"true"``, ``"3"``, ``'{"X": "y"}'``),
+  as the SDK sends it. Any other input (``clientCert``, ``configFile``, ``context``, …) is
+  refused by name.
 - ``UserRunner``: create is ``POST {baseUrl}user/runners`` (``runner_type``, ``group_id``,
   ``project_id``, ``description``, ``paused``, ``locked``, ``run_untagged``, ``tag_list``,
   ``access_level``, ``maximum_timeout`` when above 0, ``maintenance_note``; JSON body as
@@ -47,15 +50,19 @@ makes the engine hold them (the mock monitor does not); no request, response bod
 that reaches a log carries either: errors are redacted.
 
 Not emulated: ``clientCert``/``clientKey``, ``configFile``/``context``/``enableAutoCiSupport``,
-retries of anything but 429, and the engine configuring an unchanged provider that no
-changed resource uses (the early auth check runs when the provider is created or updated,
-and once per run before the first runner request through it).
+the ``GITLAB_TOKEN``/``GITLAB_BASE_URL``/``GITLAB_EARLY_AUTH_CHECK`` environment fallbacks
+(an unset ``baseUrl`` or ``token`` fails here), ``HTTPS_PROXY``, client-go's rate-limit probe
+(an unauthenticated ``GET {baseUrl}`` before the first call, whose failure it ignores), and
+the engine configuring an unchanged provider that no changed resource uses (the early auth
+check runs when the provider is created or updated, and once per run before the first
+runner request through it).
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import random
 import socket
 import ssl
 import threading
@@ -105,7 +112,8 @@ _API_FIELDS = {
     "maintenanceNote": "maintenance_note",
 }
 TIMEOUT_S = 30.0
-_RETRY_WAIT_S = 0.1
+DEFAULT_RETRIES = 10
+_API_PATH = "api/v4/"
 
 
 def secret(value: Any) -> dict[str, Any]:
@@ -174,9 +182,11 @@ class GitLabClient:
         url = urllib.parse.urlsplit(base_url)
         if url.scheme != "https" or not url.hostname:
             raise ValueError(f"baseUrl {base_url!r}: the lab's GitLab is reached over https://<name>/api/v4/ only")
-        if not base_url.endswith("/"):
-            # The schema: "The value must end with a slash" (client-go joins paths onto it).
-            raise ValueError(f"baseUrl {base_url!r} must end with a slash")
+        if not given.get("token"):
+            raise ValueError("token is not set (the lab applier reads no GITLAB_TOKEN)")
+        base_url += "" if base_url.endswith("/") else "/"
+        if not urllib.parse.urlsplit(base_url).path.endswith(_API_PATH):
+            base_url += _API_PATH  # client-go setBaseURL
         headers = _config(given.get("headers")) or {}
         if not isinstance(headers, dict):
             raise ValueError(f"headers {headers!r}: expected a map of header names to values")
@@ -187,7 +197,7 @@ class GitLabClient:
             cacert_file=str(given["cacertFile"]) if given.get("cacertFile") else None,
             insecure=_config(given.get("insecure")) is True,
             headers=tuple(sorted((str(k), str(v)) for k, v in headers.items())),
-            retries=int(retries) if retries is not None else 0,
+            retries=int(retries) if retries is not None else DEFAULT_RETRIES,
             resolve=tuple(sorted((k.lower(), v) for k, v in (resolve or {}).items())),
         )
 
@@ -238,8 +248,9 @@ class GitLabClient:
                 raise GitLabError(f"{where}: cannot reach {host}:{port} (at {address}): {exc}") from None
             finally:
                 connection.close()
-            if status == 429 and attempt < self.retries:
-                time.sleep(_RETRY_WAIT_S * 2**attempt)
+            if (status == 429 or status >= 500) and attempt < self.retries:
+                wait = random.uniform(0.1, 0.4) if status == 429 else (attempt + 1) * random.uniform(0.7, 0.9)  # noqa: S311
+                time.sleep(wait)
                 continue
             break
         text = raw.decode(errors="replace")
