@@ -570,3 +570,33 @@ def test_the_real_sdks_wire_shapes_apply_and_the_runner_token_reaches_the_progra
     sent = gitlab.fake.requests[1][3]["maximum_timeout"]
     assert sent == 3600 and type(sent) is int  # GitLab's Integer param; the SDK sends a float
     assert TOKEN not in done.stderr and gitlab.fake.runners[42]["token"] not in done.stderr
+
+
+def test_the_applier_request_carries_the_resolve_map_to_refresh_and_destroy(gitlab: SimpleNamespace) -> None:
+    """``python -m tools.applier`` with the lab's JSON request: ``resolve`` reaches every action."""
+    _run(gitlab, _runner_inputs())
+    root = Path(__file__).resolve().parent.parent.parent
+
+    def applier(action: str, resolve: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        request = {"action": action, "state": str(gitlab.tmp / "state.json"), "resolve": resolve}
+        return subprocess.run(
+            [sys.executable, "-m", "tools.applier"],
+            input=json.dumps(request),
+            capture_output=True,
+            text=True,
+            cwd=root,
+            env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+            timeout=120,
+            check=False,
+        )
+
+    done = applier("refresh", {})
+    assert done.returncode == 1 and f"cannot reach {NAME}" in done.stderr
+    done = applier("refresh", {NAME: "127.0.0.1"})
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line)["op"] for line in done.stdout.splitlines()] == ["same", "same"]
+    done = applier("destroy", {NAME: "127.0.0.1"})
+    assert done.returncode == 0, done.stderr
+    assert gitlab.fake.runners == {} and ("DELETE", "/api/v4/runners/42") in [
+        (m, p) for m, p, _, _ in gitlab.fake.requests
+    ]
