@@ -30,7 +30,8 @@ it bridges v19.2.1 or a later v19) and, in terraform-provider-gitlab,
   provider's Delete adds "Unable to delete runner" on every error: run ``refresh`` first,
   whose Read drops a runner GitLab no longer has). Replace-forcing inputs: ``runnerType``,
   ``groupId``, ``projectId`` (``RequiresReplace`` plan modifiers in the schema); everything
-  else updates in place. ``ValidateConfig``'s checks (group_type needs groupId and no
+  else updates in place. A replacement is created before the old runner is deleted (the
+  engine's default: pulumi-gitlab's provider/resources.go sets no DeleteBeforeReplace). ``ValidateConfig``'s checks (group_type needs groupId and no
   projectId, project_type the other way round, instance_type neither; maximumTimeout not 0
   and at least 600; the accessLevel and runnerType values) fail before any request.
   Read (refresh) is ``GET runners/:id``: a 404 drops the runner from the state; otherwise
