@@ -70,11 +70,14 @@ def _ca(tmp: Path, label: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certifi
     return key, cert, path
 
 
-def _server_context(tmp: Path, ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate, Path]) -> ssl.SSLContext:
+def _server_context(
+    tmp: Path, ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate, Path], *, san: bool = True
+) -> ssl.SSLContext:
+    """The fake's TLS: a certificate for NAME from ``ca`` (in its SANs, or with ``san`` off only as its CN)."""
     ca_key, ca_cert, _ = ca
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, NAME)]))
         .issuer_name(ca_cert.subject)
@@ -82,8 +85,11 @@ def _server_context(tmp: Path, ca: tuple[ec.EllipticCurvePrivateKey, x509.Certif
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(NAME)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+    )
+    if san:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(NAME)]), critical=False)
+    cert = (
+        builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
@@ -175,13 +181,21 @@ def gitlab(tmp_path: Path) -> Iterator[SimpleNamespace]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.socket = _server_context(tmp_path, ca).wrap_socket(server.socket, server_side=True)
+    class TLSServer(ThreadingHTTPServer):
+        context = _server_context(tmp_path, ca)  # a test may swap it: each connection takes the current one
+
+        def get_request(self) -> tuple[Any, Any]:
+            sock, address = super().get_request()
+            return self.context.wrap_socket(sock, server_side=True), address
+
+    server = TLSServer(("127.0.0.1", 0), Handler)
     fake.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
-        yield SimpleNamespace(fake=fake, ca_file=ca[2], tmp=tmp_path, base=f"https://{NAME}:{fake.port}/api/v4/")
+        yield SimpleNamespace(
+            fake=fake, ca=ca, ca_file=ca[2], tmp=tmp_path, base=f"https://{NAME}:{fake.port}/api/v4/", server=server
+        )
     finally:
         server.shutdown()
         server.server_close()
@@ -406,6 +420,10 @@ def test_the_resolve_map_stands_in_for_dns_while_tls_checks_the_name(gitlab: Sim
             resolve={"other.forgeway.test": "127.0.0.1"},
         )
     assert gitlab.fake.requests == []
+    # The name only as the certificate's CN (no SAN): Go's crypto/x509 refuses it, so must the lab.
+    gitlab.server.context = _server_context(gitlab.tmp, gitlab.ca, san=False)
+    with pytest.raises(ApplyError, match="certificate verify failed: Hostname mismatch"):
+        _run(gitlab, None)
 
 
 def test_inputs_the_emulation_does_not_know_are_refused_by_name(gitlab: SimpleNamespace) -> None:
