@@ -1,204 +1,40 @@
-"""The lab applier's pulumi-gitlab and command:local:Command emulations
-(tools/applier/gitlab.py, tools/applier/local_command.py).
+"""The lab applier's pulumi-gitlab emulation (tools/applier/gitlab.py, gitlab_api.py).
 
-A small fake GitLab API (http.server over TLS, localhost only) with a throwaway CA made
-here; ``Applier.handle`` is called as the SDK calls it, with the inputs pulumi-gitlab
-10.4.0 sends (camelCase; provider config JSON-encoded, numbers as floats). The name
-``gitlab.forgeway.test`` resolves only through the applier's resolve map (the lab's
-stand-in for DNS) to 127.0.0.1, and TLS checks the certificate against that name.
+A small fake GitLab API (tests/unit/applier_gitlab_fake.py: http.server over TLS,
+localhost only, a throwaway CA); ``Applier.handle`` is called as the SDK calls it, with the
+inputs pulumi-gitlab 10.4.0 sends (camelCase; provider config JSON-encoded, numbers as
+floats). The name ``gitlab.forgeway.test`` resolves only through the applier's resolve map
+(the lab's stand-in for DNS) to 127.0.0.1, and TLS checks the certificate against that name.
 """
 
 from __future__ import annotations
 
-import datetime
 import json
-import re
-import ssl
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from tests.unit.applier_gitlab_fake import NAME, TOKEN, FakeGitLab, fake_gitlab, make_ca, server_context
 from tools.applier.apply import Applier, ApplyError
 from tools.applier.refresh import refresh
 from tools.stack.synth import SECRET_SIG, SIG_KEY, RegistrationOptions
 
 pytestmark = pytest.mark.unit
 
-NAME = "gitlab.forgeway.test"
-TOKEN = "glpat-forgeway-provisioner-0123456789"  # noqa: S105 (a test value)
 PROVIDER = "pulumi:providers:gitlab"
 RUNNER = "gitlab:index/userRunner:UserRunner"
-LOCAL = "command:local:Command"
-
-
-# --- a throwaway CA and the fake GitLab ----------------------------------------------
-
-
-def _ca(tmp: Path, label: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"forgeway test CA {label}")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )  # keyCertSign, cRLSign
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    path = tmp / f"ca-{label}.pem"
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return key, cert, path
-
-
-def _server_context(
-    tmp: Path, ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate, Path], *, san: bool = True
-) -> ssl.SSLContext:
-    """The fake's TLS: a certificate for NAME from ``ca`` (in its SANs, or with ``san`` off only as its CN)."""
-    ca_key, ca_cert, _ = ca
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, NAME)]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-    )
-    if san:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(NAME)]), critical=False)
-    cert = (
-        builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    cert_file, key_file = tmp / "server.pem", tmp / "server.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert_file, key_file)
-    return context
-
-
-@dataclass
-class FakeGitLab:
-    """GitLab's user/runners API as the provider uses it (docs.gitlab.com/api/users, /runners)."""
-
-    port: int = 0
-    runners: dict[int, dict[str, Any]] = field(default_factory=dict)
-    requests: list[tuple[str, str, dict[str, str], Any]] = field(default_factory=list)
-    next_id: int = 41
-    too_many: int = 0  # answer this many requests 429 first
-    echo_auth_in_errors: bool = False  # a hostile server that repeats the token back
-
-    def answer(self, method: str, path: str, headers: dict[str, str], body: Any) -> tuple[int, Any]:  # noqa: PLR0911 (one per endpoint)
-        self.requests.append((method, path, headers, body))
-        if self.too_many:
-            self.too_many -= 1
-            return 429, {"message": "429 Too Many Requests"}
-        if headers.get("authorization") != f"Bearer {TOKEN}":
-            said = headers.get("authorization", "") if self.echo_auth_in_errors else ""
-            return 401, {"message": f"401 Unauthorized {said}".strip()}
-        if (method, path) == ("GET", "/api/v4/user"):
-            return 200, {"id": 1, "username": "root"}
-        if (method, path) == ("POST", "/api/v4/user/runners"):
-            self.next_id += 1
-            token = f"glrt-{self.next_id:04d}-{'x' * 20}"
-            self.runners[self.next_id] = {
-                "id": self.next_id,
-                "runner_type": body["runner_type"],
-                "description": body.get("description", ""),
-                "paused": body.get("paused", False),
-                "locked": body.get("locked", False),
-                "run_untagged": body.get("run_untagged", True),
-                "tag_list": body.get("tag_list", []),
-                "access_level": body.get("access_level", "not_protected"),
-                "maximum_timeout": body.get("maximum_timeout"),
-                "maintenance_note": body.get("maintenance_note"),
-                "token": token,
-            }
-            return 201, {"id": self.next_id, "token": token, "token_expires_at": None}
-        found = re.fullmatch(r"/api/v4/runners/(\d+)", path)
-        runner = self.runners.get(int(found.group(1))) if found else None
-        if runner is None:
-            said = headers.get("authorization", "") if self.echo_auth_in_errors else ""
-            return 404, {"message": f"404 Not found {said}".strip()}
-        if method == "GET":
-            return 200, {k: v for k, v in runner.items() if k != "token"}
-        if method == "PUT":
-            runner.update(body)
-            return 200, {k: v for k, v in runner.items() if k != "token"}
-        if method == "DELETE":
-            del self.runners[runner["id"]]
-            return 204, None
-        return 405, {"message": "405 Method Not Allowed"}
 
 
 @pytest.fixture
 def gitlab(tmp_path: Path) -> Iterator[SimpleNamespace]:
-    ca = _ca(tmp_path, "lab")
-    fake = FakeGitLab()
-
-    class Handler(BaseHTTPRequestHandler):
-        def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            status, answer = fake.answer(self.command, self.path, headers, json.loads(raw) if raw else None)
-            data = b"" if answer is None else json.dumps(answer).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_POST = do_PUT = do_DELETE = _serve
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    class TLSServer(ThreadingHTTPServer):
-        context = _server_context(tmp_path, ca)  # a test may swap it: each connection takes the current one
-
-        def get_request(self) -> tuple[Any, Any]:
-            sock, address = super().get_request()
-            return self.context.wrap_socket(sock, server_side=True), address
-
-    server = TLSServer(("127.0.0.1", 0), Handler)
-    fake.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield SimpleNamespace(
-            fake=fake, ca=ca, ca_file=ca[2], tmp=tmp_path, base=f"https://{NAME}:{fake.port}/api/v4/", server=server
-        )
-    finally:
-        server.shutdown()
-        server.server_close()
+    with fake_gitlab(tmp_path) as served:
+        yield served
 
 
 # --- driving the applier as the SDK does ---------------------------------------------
@@ -392,7 +228,7 @@ def test_a_wrong_token_fails_the_early_auth_check_without_showing_the_token(gitl
 
 
 def test_verification_uses_the_cacert_file_and_fails_naming_it(gitlab: SimpleNamespace) -> None:
-    other = _ca(gitlab.tmp, "other")[2]
+    other = make_ca(gitlab.tmp, "other")[2]
     with pytest.raises(ApplyError) as failure:
         _run(gitlab, None, provider=_provider_inputs(gitlab, cacertFile=str(other)))
     message = str(failure.value)
@@ -421,7 +257,7 @@ def test_the_resolve_map_stands_in_for_dns_while_tls_checks_the_name(gitlab: Sim
         )
     assert gitlab.fake.requests == []
     # The name only as the certificate's CN (no SAN): Go's crypto/x509 refuses it, so must the lab.
-    gitlab.server.context = _server_context(gitlab.tmp, gitlab.ca, san=False)
+    gitlab.server.context = server_context(gitlab.tmp, gitlab.ca, san=False)
     with pytest.raises(ApplyError, match="certificate verify failed: Hostname mismatch"):
         _run(gitlab, None)
 
@@ -477,53 +313,6 @@ def test_the_tokens_never_reach_the_log_or_an_error(gitlab: SimpleNamespace) -> 
     assert any("GitLab runner 42 (ref_protected)" in line for line in lines)
 
 
-# --- command:local:Command -----------------------------------------------------------
-
-
-def test_a_local_command_creates_updates_and_deletes_on_this_machine(tmp_path: Path) -> None:
-    target = tmp_path / "ca.pem"
-    inputs: dict[str, Any] = {
-        "create": 'umask 077; cat > "$TARGET"; echo wrote',
-        "update": 'echo "was: $PULUMI_COMMAND_STDOUT"; cat > "$TARGET"',
-        "delete": 'rm -f "$TARGET"; pwd',
-        "stdin": "-----BEGIN CERTIFICATE-----\nlab\n-----END CERTIFICATE-----\n",
-        "environment": {"TARGET": str(target)},
-        "dir": str(tmp_path),
-        "triggers": ["one"],
-    }
-
-    def up(given: dict[str, Any] | None) -> tuple[Applier, dict[str, Any]]:
-        applier = Applier(tmp_path / "state.json", lambda _: None, seed=0, max_delay_s=0)
-        out: dict[str, Any] = {}
-        if given is not None:
-            _, out = applier.handle(_args(LOCAL, "gitlab-api-ca", given))
-        applier.finish()
-        return applier, out
-
-    applier, out = up(inputs)
-    assert target.read_text() == inputs["stdin"] and target.stat().st_mode & 0o777 == 0o600
-    assert out["stdout"] == "wrote" and out["stderr"] == ""
-    applier, out = up({**inputs, "stdin": "new\n"})
-    assert [c.op for c in applier.changes] == ["update"]
-    assert out["stdout"] == "was: wrote" and target.read_text() == "new\n"
-    applier, out = up({**inputs, "stdin": "new\n", "triggers": ["two"]})  # replace: create, then the old delete
-    assert [c.op for c in applier.changes] == ["replace"] and not target.exists()
-    up(None)
-    assert not target.exists()
-    with pytest.raises(ApplyError, match=f"does not emulate assetPaths of {LOCAL}"):
-        up({**inputs, "assetPaths": ["*"]})
-
-
-def test_a_failing_local_command_names_its_step_without_its_stdin(tmp_path: Path) -> None:
-    applier = Applier(tmp_path / "state.json", lambda _: None, seed=0, max_delay_s=0)
-    given = {"create": "cat; echo boom >&2; exit 3", "stdin": "s3cret-value"}
-    with pytest.raises(ApplyError) as failure:
-        applier.handle(_args(LOCAL, "c", given))
-    message = str(failure.value)
-    assert "c: local `create` failed on this machine (exit 3)" in message and "boom" in message
-    assert "s3cret-value" not in message and "[secret]" in message
-
-
 # --- the real SDKs under the mock monitor, through the applier ------------------------
 
 _PROGRAM = """
@@ -557,6 +346,16 @@ print(json.dumps(synthesis.outputs))
 """
 
 
+def _python(args: list[str], request: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    """This repository's python in a process of its own (one synthesis per process), request on stdin."""
+    root = Path(__file__).resolve().parent.parent.parent
+    env = {"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"}
+    return subprocess.run(
+        [sys.executable, *args], input=json.dumps(request), capture_output=True, text=True, cwd=root, env=env,
+        timeout=300, check=False,
+    )  # fmt: skip
+
+
 def test_the_real_sdks_wire_shapes_apply_and_the_runner_token_reaches_the_program_as_a_secret(
     gitlab: SimpleNamespace,
 ) -> None:
@@ -569,17 +368,7 @@ def test_the_real_sdks_wire_shapes_apply_and_the_runner_token_reaches_the_progra
     copy = str(gitlab.tmp / "lab-ca.pem")
     program.write_text(_PROGRAM.format(ca=str(gitlab.ca_file), copy=copy, base=gitlab.base, token=TOKEN))
     request = {"state": str(gitlab.tmp / "state.json"), "resolve": {NAME: "127.0.0.1"}, "program": str(program)}
-    root = Path(__file__).resolve().parent.parent.parent
-    done = subprocess.run(
-        [sys.executable, "-c", _DRIVER],
-        input=json.dumps(request),
-        capture_output=True,
-        text=True,
-        cwd=root,
-        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
-        timeout=300,
-        check=False,
-    )
+    done = _python(["-c", _DRIVER], request)
     assert done.returncode == 0, done.stderr[-3000:]
     outputs = json.loads(done.stdout.strip().splitlines()[-1])
     assert outputs["runner_id"] == "42" and list(gitlab.fake.runners) == [42]
@@ -593,19 +382,10 @@ def test_the_real_sdks_wire_shapes_apply_and_the_runner_token_reaches_the_progra
 def test_the_applier_request_carries_the_resolve_map_to_refresh_and_destroy(gitlab: SimpleNamespace) -> None:
     """``python -m tools.applier`` with the lab's JSON request: ``resolve`` reaches every action."""
     _run(gitlab, _runner_inputs())
-    root = Path(__file__).resolve().parent.parent.parent
 
     def applier(action: str, resolve: dict[str, str]) -> subprocess.CompletedProcess[str]:
-        request = {"action": action, "state": str(gitlab.tmp / "state.json"), "resolve": resolve}
-        return subprocess.run(
-            [sys.executable, "-m", "tools.applier"],
-            input=json.dumps(request),
-            capture_output=True,
-            text=True,
-            cwd=root,
-            env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
-            timeout=120,
-            check=False,
+        return _python(
+            ["-m", "tools.applier"], {"action": action, "state": str(gitlab.tmp / "state.json"), "resolve": resolve}
         )
 
     done = applier("refresh", {})
