@@ -40,6 +40,7 @@ from cryptography.x509.oid import NameOID
 
 from tests.lab.machine import Machine
 from tests.lab.netns import isolated_netns, require_docker_tools
+from tools.lab import images as lab_images
 from tools.lab.docker import DaemonInfo, docker, start_dockerd, stop_dockerd
 from tools.lab.images import GITLAB_STANDIN, RUNNER_STANDIN, ensure_image
 
@@ -128,10 +129,27 @@ def test_token_rules_in_process(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
         api.authenticate(state, READER_TOKEN, api.ALLOWED["user"])
     assert err.value.body == {"error": "invalid_token", "error_description": "Token has expired."}
 
-    # gitlab-rails refuses while the backend (GitLab's database) is down
-    monkeypatch.setattr(api, "backend_up", lambda: False)
+    # gitlab-rails: seeds through the contract's file; refuses while the backend (GitLab's database) is down
+    monkeypatch.setattr(api, "DB", tmp_path / "db.json")
     (tmp_path / "token.rb").write_text(_ruby())
-    assert api.rails(["runner", str(tmp_path / "token.rb"), "create"], ADMIN_TOKEN) == 1
+    monkeypatch.setattr(api, "backend_up", lambda: True)
+    assert api.rails(["runner", str(tmp_path / "token.rb"), "create"], ADMIN_TOKEN) == 0
+    assert (tmp_path / "db.json").stat().st_mode & 0o777 == 0o600
+    monkeypatch.setattr(api, "backend_up", lambda: False)
+    assert api.rails(["runner", str(tmp_path / "token.rb"), "revoke"], ADMIN_TOKEN) == 1
+    with api.database() as after:
+        assert [t["revoked"] for t in after["tokens"]] == [False]
+
+
+def test_image_cache_key_follows_the_standin_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A changed stand-in file changes its image's recipe key: the cached tarball is not reused."""
+    shutil.copytree(SCRIPT.parent, tmp_path / "tools" / "lab" / "standin_image")
+    monkeypatch.setattr(lab_images, "REPO_ROOT", tmp_path)
+    for image, name in ((GITLAB_STANDIN, "gitlab_api.py"), (RUNNER_STANDIN, "runner_gitlab.py")):
+        before = lab_images.RECIPES[image].key()
+        script = tmp_path / "tools" / "lab" / "standin_image" / name
+        script.write_text(script.read_text() + "\n# changed\n")
+        assert lab_images.RECIPES[image].key() != before, image
 
 
 def test_queue_rules_in_process() -> None:
@@ -322,6 +340,7 @@ def test_root_token_is_seeded_by_gitlab_rails_and_scopes_are_enforced(lab: Lab) 
     assert lab.api("GET", "/user", token="glpat-" + secrets.token_urlsafe(20)) == (401, {"message": "401 Unauthorized"})
     status, body = lab.api("POST", "/user/runners", token=READER_TOKEN, body={"runner_type": "instance_type"})
     assert status == 403 and body["error"] == "insufficient_scope" and body["scope"] == "api create_runner", body
+    assert lab.api("GET", "/version", token=ADMIN_TOKEN)[0] == 200
     status, body = lab.api("GET", "/personal_access_tokens/self", token=ADMIN_TOKEN, bearer=True)
     assert status == 200 and body["scopes"] == ["create_runner", "manage_runner", "read_api"] and body["active"]
 

@@ -39,7 +39,8 @@ naming the scopes that would do (WWW-Authenticate too). Only user ``root`` (id 1
 administrator) exists; group 1 ``forgeway-lab`` and its project 1 ``forgeway-lab/app``
 are the only namespaces (others: 404), for group and project runners.
 
-* ``GET /user`` (read_user, read_api, api); ``GET /personal_access_tokens/self`` (any).
+* ``GET /user`` (read_user, read_api, api); ``GET /personal_access_tokens/self`` (any);
+  ``GET /version`` and ``/metadata`` (those or ai_features): :data:`VERSION`.
 * ``POST /user/runners`` (create_runner, api): ``runner_type`` (instance_type,
   group_type + group_id, project_type + project_id), description, paused, locked,
   run_untagged (default true), tag_list, access_level (not_protected default,
@@ -94,6 +95,7 @@ SCOPES = frozenset({
     "read_repository", "write_repository", "read_registry", "write_registry", "read_virtual_registry",
     "write_virtual_registry", "sudo", "admin_mode", "read_service_ping", "ai_features",
 })  # fmt: skip
+VERSION = "18.5.1"  # the GitLab whose rules the stand-in follows (GET /version, /metadata)
 MAX_TOKEN_DAYS = 365
 MIN_TOKEN_LENGTH = 20
 MIN_TIMEOUT = 600  # Ci::Runner validates maximum_timeout >= 10 minutes
@@ -130,8 +132,9 @@ def _empty() -> Json:
 
 
 @contextlib.contextmanager
-def database(path: Path = DB) -> Iterator[Json]:
-    """The state, locked; written back (atomically) when the block ends without error."""
+def database(path: Path | None = None) -> Iterator[Json]:
+    """The state (default :data:`DB`), locked; written back (atomically) when the block ends without error."""
+    path = DB if path is None else path
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -473,6 +476,8 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     for method, path, name in (
         ("GET", "/user", "user"),
         ("GET", "/personal_access_tokens/self", "token_self"),
+        ("GET", "/version", "version"),
+        ("GET", "/metadata", "metadata"),
         ("POST", "/user/runners", "runner_create"),
         ("GET", r"/runners/(?P<id>[^/]+)", "runner_get"),
         ("PUT", r"/runners/(?P<id>[^/]+)", "runner_put"),
@@ -485,7 +490,8 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
 # The scopes lib/api allows per endpoint (allow_access_with_scope; api always).
 READ_USER = ("api", "read_api", "read_user")
 ALLOWED = {
-    "user": READ_USER, "token_self": (), "runner_create": ("api", "create_runner"),
+    "user": READ_USER, "token_self": (), "version": (*READ_USER, "ai_features"),
+    "metadata": (*READ_USER, "ai_features"), "runner_create": ("api", "create_runner"),
     "runner_get": ("api", "manage_runner", "read_api"), "runner_put": ("api", "manage_runner"),
     "runner_delete": ("api", "manage_runner"),
 }  # fmt: skip
@@ -511,6 +517,8 @@ def handle(  # noqa: PLR0911 (a dispatcher: one return an endpoint)
                      "created_at": "2024-01-01T00:00:00.000Z", "bot": False, "is_admin": True}  # fmt: skip
     if name == "token_self":
         return 200, token_view(pat)
+    if name in ("version", "metadata"):
+        return 200, {"version": VERSION, "revision": "forgeway-standin", "enterprise": False}
     if name == "runner_create":
         return 201, create_runner(state, params)
     runner = find_runner(state, match["id"])
