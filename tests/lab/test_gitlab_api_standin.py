@@ -168,6 +168,9 @@ def test_queue_rules_in_process() -> None:
     assert api.can_pick(p, main) and not api.can_pick(u, main)  # u lacks the docker tag
     assert not api.can_pick(p, untagged) and api.can_pick(u, untagged)
     assert not api.can_pick(p, arm) and not api.can_pick(u, arm)
+    p["paused"] = True  # paused runners get nothing
+    assert not api.can_pick(p, main) and api.request_job(state, p) is None
+    p["paused"] = False
     assert api.request_job(state, p)["id"] == main["id"]
     assert api.request_job(state, p) is None
     with pytest.raises(api.ApiError) as err:

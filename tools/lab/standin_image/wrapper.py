@@ -34,7 +34,7 @@ lab host runs the program's GitLab container unchanged but for the image:
   lab's transfer tests and bench), 5050 (the registry, basic auth,
   only with registry_external_url), 22 (sshd, keys only, user ``git``).
 
-Services (nginx, docker-registry, sshd) run as children; their output goes to the
+Services (nginx, docker-registry, sshd, puma: the API) run as children; their output goes to the
 container's stdout, one line each, prefixed with the service's name. SIGTERM (or
 SIGINT) stops them and exits 0; any service that exits by itself stops the rest and
 the container exits 1. Only modules of python3-minimal are used.
