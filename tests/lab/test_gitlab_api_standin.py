@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from components.render.runner_config import CA_PATH, RunnerSettingsView, render_config_toml
 from tests.lab.machine import Machine
 from tests.lab.netns import isolated_netns, require_docker_tools
 from tools.lab import images as lab_images
@@ -425,25 +426,23 @@ def test_tokens_runners_and_jobs_survive_a_new_container(lab: Lab) -> None:
 
 
 def test_runner_standin_verifies_and_takes_only_protected_jobs(lab: Lab) -> None:
-    config = f"""concurrent = 1
-check_interval = 1
-
-[[runners]]
-  name = "lab-privileged"
-  url = "https://{DOMAIN}"
-  token = "{RUNNER_TOKENS["privileged"]}"
-  executor = "docker"
-  tls-ca-file = "/etc/gitlab-runner/certs/ca.crt"
-  [runners.docker]
-    image = "alpine:3.20"
-    privileged = true
-    volumes = ["/cache"]
-"""
+    view = RunnerSettingsView(
+        name="lab-privileged",
+        url=f"https://{DOMAIN}",
+        token=RUNNER_TOKENS["privileged"],
+        arch="amd64",
+        concurrent=1,
+        default_image="alpine:3.20",
+        tags=("docker",),
+        ca_registries=(f"{DOMAIN}:5050",),
+    )  # the program's config.toml (check_interval 0: gitlab-runner's 3 s), tls-ca-file = CA_PATH
+    config = render_config_toml(view)
+    assert f'tls-ca-file = "{CA_PATH}"' in config
     lab.docker("rm", "-f", "runner", check=False)
     lab.docker("create", "--name", "runner", "--add-host", f"{DOMAIN}:{ADDRESS}", "-v", "gr-config:/etc/gitlab-runner",
                "-v", f"{lab.daemon.socket}:/var/run/docker.sock", RUNNER_STANDIN)  # fmt: skip
     lab.upload("runner", {"/etc/gitlab-runner/config.toml": (config.encode(), 0o600),
-                          "/etc/gitlab-runner/certs/ca.crt": (lab.ca.read_bytes(), 0o644)})  # fmt: skip
+                          CA_PATH: (lab.ca.read_bytes(), 0o644)})  # fmt: skip
     unprotected = lab.job("queue", "--ref", "feature", "--tag", "amd64", "--tag", "docker", "--seconds", "1")
     protected = lab.job("queue", "--ref", "main", "--protected", "--tag", "amd64", "--tag", "docker", "--seconds", "1")
     lab.docker("start", "runner")
@@ -456,7 +455,7 @@ check_interval = 1
         logs = lab.logs("runner")
         assert "runner-standin: Verifying runner... is valid" in logs, logs
         assert f"Checking for jobs... received job={protected} ref=main" in logs, logs
-        time.sleep(3)  # three more polls
+        time.sleep(7)  # two more polls
         shown = lab.job("show", str(unprotected))
         assert (shown["status"], shown["runner_id"]) == ("pending", None), shown
         assert lab.job("show", str(protected))["runner_id"] == RUNNERS["privileged"]
