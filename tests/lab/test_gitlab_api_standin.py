@@ -359,6 +359,9 @@ def test_runners_are_created_read_changed_and_deleted(lab: Lab) -> None:
         })  # fmt: skip
         assert status == 201 and made["token"].startswith("glrt-") and made["token_expires_at"] is None, made
         RUNNERS[name], RUNNER_TOKENS[name] = made["id"], made["token"]
+    status, listed = lab.api("GET", "/runners/all?type=instance_type", token=ADMIN_TOKEN)
+    assert status == 200 and [r["id"] for r in listed] == list(RUNNERS.values()), listed
+    assert "access_level" not in listed[0] and listed[0]["status"] == "never_contacted", listed
     status, got = lab.api("GET", f"/runners/{RUNNERS['privileged']}", token=ADMIN_TOKEN)
     assert status == 200, got
     expected = {"access_level": "ref_protected", "is_shared": True, "runner_type": "instance_type",

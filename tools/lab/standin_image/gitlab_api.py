@@ -46,6 +46,8 @@ are the only namespaces (others: 404), for group and project runners.
   run_untagged (default true), tag_list, access_level (not_protected default,
   ref_protected), maximum_timeout (>= 600), maintenance_note; 201 ``{id, token:
   glrt-..., token_expires_at: null}``.
+* ``GET /runners/all`` (manage_runner, read_api, api): the short form GitLab lists (no
+  access_level: ask each ``/runners/:id``), ``type`` and ``paused`` filters, ``page``/``per_page``.
 * ``GET/PUT/DELETE /runners/:id`` (GET: manage_runner, read_api, api; PUT and DELETE:
   manage_runner, api): GitLab's runner details (``active`` = not paused, ``is_shared``,
   ``groups``/``projects``); 404 ``Runner Not Found``; DELETE 204.
@@ -372,6 +374,24 @@ def runner_view(runner: Json) -> Json:
     }  # fmt: skip
 
 
+SHORT = ("id", "description", "ip_address", "active", "paused", "is_shared", "runner_type", "name", "online",
+         "status")  # fmt: skip
+
+
+def list_runners(state: Json, params: Json) -> list[Json]:
+    """``GET /runners/all`` (administrators): the short form, oldest first, ``type``/``paused`` filters, pages of 20."""
+    runners = [runner_view(r) for _, r in sorted(state["runners"].items(), key=lambda kv: int(kv[0]))]
+    if "type" in params:
+        runners = [r for r in runners if r["runner_type"] == params["type"]]
+    if "paused" in params:
+        runners = [r for r in runners if r["paused"] == _bool(params["paused"], "paused")]
+    try:
+        page, per_page = max(1, int(params.get("page", 1))), min(100, max(1, int(params.get("per_page", 20))))
+    except ValueError:
+        raise bad_request("page is invalid") from None
+    return [{k: r[k] for k in SHORT} for r in runners[(page - 1) * per_page : page * per_page]]
+
+
 def find_runner(state: Json, raw_id: str) -> Json:
     runner = state["runners"].get(raw_id) if raw_id.isdigit() else None
     if runner is None:
@@ -479,6 +499,7 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
         ("GET", "/version", "version"),
         ("GET", "/metadata", "metadata"),
         ("POST", "/user/runners", "runner_create"),
+        ("GET", "/runners/all", "runner_list"),
         ("GET", r"/runners/(?P<id>[^/]+)", "runner_get"),
         ("PUT", r"/runners/(?P<id>[^/]+)", "runner_put"),
         ("DELETE", r"/runners/(?P<id>[^/]+)", "runner_delete"),
@@ -492,14 +513,15 @@ READ_USER = ("api", "read_api", "read_user")
 ALLOWED = {
     "user": READ_USER, "token_self": (), "version": (*READ_USER, "ai_features"),
     "metadata": (*READ_USER, "ai_features"), "runner_create": ("api", "create_runner"),
-    "runner_get": ("api", "manage_runner", "read_api"), "runner_put": ("api", "manage_runner"),
+    "runner_get": ("api", "manage_runner", "read_api"), "runner_list": ("api", "manage_runner", "read_api"),
+    "runner_put": ("api", "manage_runner"),
     "runner_delete": ("api", "manage_runner"),
 }  # fmt: skip
 
 
 def handle(  # noqa: PLR0911 (a dispatcher: one return an endpoint)
     state: Json, name: str, match: re.Match[str], params: Json, token: str | None
-) -> tuple[int, Json | None]:
+) -> tuple[int, Json | list[Json] | None]:
     """One API call on ``state``: (status, JSON body or None for no content)."""
     if name == "verify":
         runner = runner_by_token(state, params)
@@ -521,6 +543,8 @@ def handle(  # noqa: PLR0911 (a dispatcher: one return an endpoint)
         return 200, {"version": VERSION, "revision": "forgeway-standin", "enterprise": False}
     if name == "runner_create":
         return 201, create_runner(state, params)
+    if name == "runner_list":
+        return 200, list_runners(state, params)
     runner = find_runner(state, match["id"])
     if name == "runner_get":
         return 200, runner_view(runner)
@@ -547,7 +571,7 @@ class Handler(BaseHTTPRequestHandler):
         sys.stdout.write(f"{client} {self.command} {urlsplit(self.path).path} {args[1] if len(args) > 1 else ''}\n")
         sys.stdout.flush()
 
-    def _answer(self, status: int, body: Json | None, headers: dict[str, str] | None = None) -> None:
+    def _answer(self, status: int, body: Json | list[Json] | None, headers: dict[str, str] | None = None) -> None:
         data = b"" if body is None else json.dumps(body).encode()
         self.send_response(status)
         for key, value in (headers or {}).items():
