@@ -1,7 +1,7 @@
 """Checks of the TLS setup that need more than the config: made before anything is registered.
 
-* ``letsencrypt_dns_problems``: Let's Encrypt's HTTP-01 challenge reaches GitLab only if
-  every name (GitLab's, the registry's) resolves to the VPS's public address. Looked up
+* ``letsencrypt_dns_problems``: Let's Encrypt's HTTP-01 challenge reaches the forge only
+  if every name of it (its domain, its registry's) resolves to the VPS's public address. Looked up
   with the deployer's resolver at preview/up time; what is missing is reported as a
   warning (DNS may be about to change, and the engine cannot see it either), naming each
   name, what it resolved to and what it must resolve to.
@@ -71,7 +71,7 @@ def forge_dns_problems(forge: Forge, public: str, resolve: Resolver = system_res
         elif not found & wanted:
             problems.append(
                 f"{name} resolves to {', '.join(sorted(found))}, not to the VPS ({', '.join(sorted(wanted))}): "
-                "Let's Encrypt's HTTP-01 challenge would not reach GitLab"
+                f"Let's Encrypt's HTTP-01 challenge would not reach {forge.kind} on {forge.host}"
             )
     return problems
 

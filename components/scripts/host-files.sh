@@ -28,7 +28,8 @@
 # drop PATH... / drop_state_dir DIR (a down's files and its directory).
 # Units (the host-service seam, components/host_service.py): install_unit, enable_unit,
 # units_changed, remove_units. nftables: read_ruleset, nft_check_table, nft_load_table.
-# docker: update_ca, restart_docker.
+# docker: update_ca, restart_docker. Processes and links: proc_ok (yes when /proc shows
+# this shell's PIDs), running PID, pid_in FILE [COMM], check_ifname NAME, link_kind IF.
 : "${me:?set me before sourcing host-files.sh}"
 
 fail() {
@@ -146,13 +147,15 @@ remove_saved_dirs() { # the directories save_dirs listed in $1, deepest first, w
 
 # --- units -----------------------------------------------------------------------------
 
-enable_unit() { # enable_unit UNIT_FILE WANTS_DIR: linked from WANTS_DIR, as `systemctl enable` does
-  _link=$2/$(basename "$1")
+enable_unit() { # enable_unit UNIT_FILE WANTS_DIR [NAME]: linked from WANTS_DIR as NAME (default: the
+  # file's name; an instance name such as x@wg0.service for a template x@.service), as `systemctl enable` does
+  _name=${3:-$(basename "$1")}
+  _link=$2/$_name
   [ "$(readlink "$_link" 2>/dev/null || true)" != "$1" ] || return 0
   mkdirs "$2"
   rm -f "$_link"
   ln -s "$1" "$_link"
-  changed "enabled $(basename "$1") ($_link)"
+  changed "enabled $_name ($_link)"
 }
 
 install_unit() { # install_unit SRC UNIT_FILE WANTS_DIR: installed, enabled; systemd reloads when it changed
@@ -243,3 +246,51 @@ restart_docker() { # restart_docker ELSE: reload systemd and try-restart docker;
 }
 
 note_out() { echo "note ${tag:+$tag: }$*"; } # a note on stdout, beside the changed and ok lines
+
+# --- processes and network links -----------------------------------------------------------
+
+# /proc shows this shell's PIDs, except in a PID namespace without a /proc of its own
+# (`read` is a builtin: /proc/self is this shell). Where it does not, kill -0 alone judges.
+proc_ok=no
+read -r _self 2>/dev/null </proc/self/stat || _self=
+[ "${_self%% *}" != "$$" ] || proc_ok=yes
+
+running() { # running PID: alive and, where /proc can tell, not a zombie waiting for its reaper
+  kill -0 "$1" 2>/dev/null || return 1
+  [ "$proc_ok" = yes ] || return 0
+  read -r _s 2>/dev/null <"/proc/$1/stat" || return 1
+  _s=${_s##*) }
+  [ "${_s%% *}" != Z ]
+}
+
+pid_in() { # pid_in FILE [COMM]: the PID in FILE when that process runs (and, where /proc can tell, is COMM); else nothing
+  [ -s "$1" ] || return 0
+  read -r _p <"$1" || return 0
+  case $_p in '' | *[!0-9]*) return 0 ;; esac
+  running "$_p" || return 0
+  if [ -n "${2:-}" ] && [ "$proc_ok" = yes ]; then
+    read -r _c 2>/dev/null <"/proc/$_p/comm" || return 0
+    [ "$_c" = "$2" ] || return 0
+  fi
+  echo "$_p"
+}
+
+check_ifname() { # check_ifname NAME: fail unless NAME is 1 to 15 of A-Z a-z 0-9 _ = + . - (not first -)
+  case $1 in '' | -* | *[!A-Za-z0-9_=+.-]*) fail "bad interface name '$1'" ;; esac
+  [ ${#1} -le 15 ] || fail "interface name '$1' is longer than 15 characters"
+}
+
+link_kind() { # link_kind IF: none, wireguard (a kernel WireGuard link), tun (wireguard-go's, say) or other
+  _d=$(ip -d link show dev "$1" 2>/dev/null) || {
+    echo none
+    return 0
+  }
+  _d=$(printf '%s\n' "$_d" | sed 1d)
+  if printf '%s\n' "$_d" | grep -qw wireguard; then
+    echo wireguard
+  elif printf '%s\n' "$_d" | grep -q '^ *tun '; then
+    echo tun
+  else
+    echo other
+  fi
+}

@@ -11,24 +11,18 @@
 # tunnel-up.sh. Left on purpose: /run/wireguard (wireguard-go's own directory).
 # Environment: FORGEWAY_ETC, FORGEWAY_RUN, FORGEWAY_WG_SOCKET_DIR, as tunnel-up.sh.
 set -eu
-
-fail() {
-  echo "tunnel-down: $*" >&2
-  exit 1
-}
+me=tunnel-down tag=
+# shellcheck source=host-files.sh
+. "$(dirname "$0")/host-files.sh"
 
 [ $# -eq 1 ] || fail "usage: tunnel-down.sh IF"
 if=$1
-case $if in
-  '' | *[!a-zA-Z0-9_=+.-]*) fail "bad interface name '$if'" ;;
-esac
-[ ${#if} -le 15 ] || fail "interface name '$if' is longer than 15 characters"
+check_ifname "$if"
+tag=$if
 
-etc=${FORGEWAY_ETC:-/etc}
 run=${FORGEWAY_RUN:-/run/forgeway}
 sockets=${FORGEWAY_WG_SOCKET_DIR:-/run/wireguard}
 state=$etc/forgeway/wireguard
-units=$etc/systemd/system
 pidfile=$run/$if.pid
 watchpid=$run/$if.watch.pid
 if [ "$etc" = /etc ]; then lib=/var/lib/forgeway; else lib=$etc/forgeway/var; fi
@@ -36,61 +30,20 @@ svc=forgeway-tunnel@$if.service
 timer=forgeway-tunnel-reresolve@$if.timer
 watch_unit=forgeway-tunnel-watch@$if.service
 
-removed=
-gone() {
-  removed=yes
-  echo "removed $if: $1"
-}
-remove() { # remove PATH...: the files that exist
-  for _f in "$@"; do
-    if [ -e "$_f" ] || [ -L "$_f" ]; then
-      rm -f "$_f"
-      gone "$_f"
-    fi
-  done
-}
-
 # --- units first, so nothing brings the tunnel back ---------------------------------------
 
-if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+if [ "$booted" = yes ] && command -v systemctl >/dev/null; then
   for u in "$timer" "$watch_unit" "$svc"; do
     if systemctl is-active --quiet "$u"; then
       systemctl stop "$u" # stopping the service also stops a wireguard-go it started
-      gone "stopped $u"
+      gone "$if: stopped $u"
     fi
   done
 fi
-remove "$units/timers.target.wants/$timer" "$units/multi-user.target.wants/$watch_unit" \
+remove_units "$units/timers.target.wants/$timer" "$units/multi-user.target.wants/$watch_unit" \
   "$units/multi-user.target.wants/$svc"
 
 # --- the wireguard-go process and the interface ---------------------------------------------
-
-read -r self_stat </proc/self/stat || self_stat=
-proc_ok=no
-[ "${self_stat%% *}" != "$$" ] || proc_ok=yes
-
-link_kind() { # none, kernel (wireguard), tun (wireguard-go) or other
-  _d=$(ip -d link show dev "$if" 2>/dev/null) || {
-    echo none
-    return 0
-  }
-  _d=$(printf '%s\n' "$_d" | sed 1d)
-  if printf '%s\n' "$_d" | grep -qw wireguard; then
-    echo kernel
-  elif printf '%s\n' "$_d" | grep -q '^ *tun '; then
-    echo tun
-  else
-    echo other
-  fi
-}
-
-running() { # running PID: alive and, where /proc can tell, not a zombie waiting for its reaper
-  kill -0 "$1" 2>/dev/null || return 1
-  [ "$proc_ok" = yes ] || return 0
-  read -r _s 2>/dev/null <"/proc/$1/stat" || return 1
-  _s=${_s##*) }
-  [ "${_s%% *}" != Z ]
-}
 
 # stop PID WHAT GROUP: SIGTERM (to the session PID leads when GROUP is yes), up to 5 s
 # for it to go, then SIGKILL. Only called for a process that is ours for sure.
@@ -102,15 +55,7 @@ stop() {
     sleep 0.05
   done
   ! running "$1" || kill -9 "$1" 2>/dev/null || true
-  gone "stopped $2 (pid $1)"
-}
-
-# The PID in FILE, when that process runs.
-pid_in() {
-  [ -s "$1" ] || return 0
-  read -r _p <"$1" || return 0
-  case $_p in '' | *[!0-9]*) return 0 ;; esac
-  ! running "$_p" || echo "$_p"
+  gone "$if: stopped $2 (pid $1)"
 }
 
 # The endpoint memory's watch started without systemd: the session it leads (sh and its
@@ -122,24 +67,20 @@ if [ -n "$pid" ]; then
   fi
 fi
 
-kind=$(link_kind)
-pid=$(pid_in "$pidfile")
-# Kill only a process that is ours for sure: wireguard-go by /proc, or, where /proc
-# cannot tell (another PID namespace), one whose tun device still exists: the device
-# dies with the process, so its PID cannot have been reused.
-if [ -n "$pid" ]; then
-  comm=
-  [ "$proc_ok" = no ] || read -r comm 2>/dev/null <"/proc/$pid/comm" || comm=
-  if [ "$comm" = wireguard-go ] || { [ "$proc_ok" = no ] && [ "$kind" = tun ]; }; then
-    stop "$pid" wireguard-go no
-  fi
+kind=$(link_kind "$if")
+# Kill only a process that is ours for sure: wireguard-go by /proc (pid_in checks its
+# name), or, where /proc cannot tell (another PID namespace), one whose tun device still
+# exists: the device dies with the process, so its PID cannot have been reused.
+pid=$(pid_in "$pidfile" wireguard-go)
+if [ -n "$pid" ] && { [ "$proc_ok" = yes ] || [ "$kind" = tun ]; }; then
+  stop "$pid" wireguard-go no
 fi
-case $(link_kind) in
-  kernel | tun)
+case $(link_kind "$if") in
+  wireguard | tun)
     ip link delete dev "$if"
-    gone "interface"
+    gone "$if: interface"
     ;;
-  other) echo "tunnel-down: $if is not a WireGuard interface: left alone" >&2 ;;
+  other) note "$if is not a WireGuard interface: left alone" ;;
   none) ;;
 esac
 remove "$pidfile" "$watchpid" "$run/$if.log" "$sockets/$if.sock" "$lib/wireguard/$if.endpoints"
@@ -151,21 +92,18 @@ if [ -z "$(find "$state" -maxdepth 1 -name '*.conf' 2>/dev/null)" ]; then
   remove "$state/tunnel-up.sh"
 fi
 if [ -z "$(find "$units/multi-user.target.wants" -name 'forgeway-tunnel@*' 2>/dev/null)" ]; then
-  remove "$units/forgeway-tunnel@.service"
+  remove_units "$units/forgeway-tunnel@.service"
 fi
 if [ -z "$(find "$units/multi-user.target.wants" -name 'forgeway-tunnel-watch@*' 2>/dev/null)" ]; then
-  remove "$units/forgeway-tunnel-watch@.service"
+  remove_units "$units/forgeway-tunnel-watch@.service"
 fi
 if [ -z "$(find "$units/timers.target.wants" -name 'forgeway-tunnel-reresolve@*' 2>/dev/null)" ]; then
-  remove "$units/forgeway-tunnel-reresolve@.service" "$units/forgeway-tunnel-reresolve@.timer"
+  remove_units "$units/forgeway-tunnel-reresolve@.service" "$units/forgeway-tunnel-reresolve@.timer"
 fi
 # Directories tunnel-up.sh made, when empty (what else uses them keeps them).
 for d in "$state" "$lib/wireguard" "$lib" "$etc/forgeway" "$units/timers.target.wants" "$units/multi-user.target.wants" "$sockets" "$run"; do
   case $d in /run/wireguard | /var/run/wireguard) continue ;; esac
   if [ -d "$d" ] && rmdir "$d" 2>/dev/null; then gone "$d/"; fi
 done
-if [ "$removed" = yes ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
-  systemctl daemon-reload
-fi
 
-[ -n "$removed" ] || echo "ok $if: nothing to remove"
+[ -n "$changes" ] || ok "nothing to remove"

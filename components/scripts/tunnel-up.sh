@@ -55,15 +55,15 @@
 #                                  directory is bind-mounted there, in a private mount
 #                                  namespace, around each call: two netns, two wg0
 #   FORGEWAY_SYSTEMD=auto|yes|no   install boot units (auto: when systemd is PID 1)
+# (host-files.sh, inlined, checks them and gives fail, changed, install_file, the units
+# and the PID helpers.)
 # The endpoint memory is in /var/lib/forgeway/wireguard, or in
 # $FORGEWAY_ETC/forgeway/var when FORGEWAY_ETC is not /etc (a lab host on this machine's
 # filesystem must not write the real /var/lib).
 set -eu
-
-fail() {
-  echo "tunnel-up: $*" >&2
-  exit 1
-}
+me=tunnel-up tag=
+# shellcheck source=host-files.sh
+. "$(dirname "$0")/host-files.sh"
 
 mode=deploy
 case ${1:-} in
@@ -74,16 +74,12 @@ case ${1:-} in
 esac
 [ $# -ge 1 ] || fail "usage: tunnel-up.sh IF DIR <KEY | --boot IF | --reresolve IF | --watch IF | --save IF"
 if=$1
-case $if in
-  '' | *[!a-zA-Z0-9_=+.-]*) fail "bad interface name '$if'" ;;
-esac
-[ ${#if} -le 15 ] || fail "interface name '$if' is longer than 15 characters"
+check_ifname "$if"
+tag=$if
 
-etc=${FORGEWAY_ETC:-/etc}
 run=${FORGEWAY_RUN:-/run/forgeway}
 sockets=${FORGEWAY_WG_SOCKET_DIR:-/run/wireguard}
 state=$etc/forgeway/wireguard
-units=$etc/systemd/system
 conf=$state/$if.conf
 env=$state/$if.env
 key=$state/$if.key
@@ -96,15 +92,6 @@ watchpid=$run/$if.watch.pid
 timer=forgeway-tunnel-reresolve@$if.timer
 watch_unit=forgeway-tunnel-watch@$if.service
 umask 077 # the key file and every temporary file are created 0600
-
-changes=
-changed() {
-  changes="$changes|$1"
-  echo "changed $if: $1"
-}
-
-tmp=
-trap '[ -z "$tmp" ] || rm -rf "$tmp"' EXIT
 
 # Run wg or wireguard-go seeing $sockets as /run/wireguard ($0: the directory).
 # shellcheck disable=SC2016 # expanded by the inner sh
@@ -121,44 +108,6 @@ wgx() {
       unshare -m sh -c "$BIND" "$sockets" "$@"
       ;;
   esac
-}
-
-# /proc shows our PIDs unless we run in a PID namespace without a /proc of its own
-# (`read` is a builtin: /proc/self is this shell).
-read -r self_stat </proc/self/stat || self_stat=
-proc_ok=no
-[ "${self_stat%% *}" != "$$" ] || proc_ok=yes
-
-# The PID in the PID file if that process is alive and (where /proc can tell) is
-# wireguard-go; else nothing.
-wggo_pid() {
-  [ -s "$pidfile" ] || return 0
-  read -r _p <"$pidfile" || return 0
-  case $_p in '' | *[!0-9]*) return 0 ;; esac
-  kill -0 "$_p" 2>/dev/null || return 0
-  if [ "$proc_ok" = yes ]; then
-    read -r _c 2>/dev/null <"/proc/$_p/comm" || return 0
-    [ "$_c" = wireguard-go ] || return 0
-    read -r _s 2>/dev/null <"/proc/$_p/stat" || return 0
-    _s=${_s##*) }
-    [ "${_s%% *}" != Z ] || return 0 # exited, not yet reaped
-  fi
-  echo "$_p"
-}
-
-link_kind() { # none, kernel (wireguard), tun (wireguard-go) or other
-  _d=$(ip -d link show dev "$if" 2>/dev/null) || {
-    echo none
-    return 0
-  }
-  _d=$(printf '%s\n' "$_d" | sed 1d)
-  if printf '%s\n' "$_d" | grep -qw wireguard; then
-    echo kernel
-  elif printf '%s\n' "$_d" | grep -q '^ *tun '; then
-    echo tun
-  else
-    echo other
-  fi
 }
 
 setting() { sed -n "s/^$1=//p" "$env" | tail -n 1; }
@@ -204,17 +153,15 @@ save_endpoints() {
   mv -f "$memory.new" "$memory"
 }
 
-# The PID in the watch PID file if that process is alive and (where /proc can tell)
-# is this script's --watch; else nothing.
+# The PID in the watch PID file if that process runs and (where /proc can tell) is this
+# script's --watch; else nothing.
 watch_pid() {
-  [ -s "$watchpid" ] || return 0
-  read -r _p <"$watchpid" || return 0
-  case $_p in '' | *[!0-9]*) return 0 ;; esac
-  kill -0 "$_p" 2>/dev/null || return 0
+  _w=$(pid_in "$watchpid")
+  [ -n "$_w" ] || return 0
   if [ "$proc_ok" = yes ]; then
-    tr '\0' ' ' 2>/dev/null <"/proc/$_p/cmdline" | grep -qF "tunnel-up.sh --watch $if " || return 0
+    tr '\0' ' ' 2>/dev/null <"/proc/$_w/cmdline" | grep -qF "tunnel-up.sh --watch $if " || return 0
   fi
-  echo "$_p"
+  echo "$_w"
 }
 
 # The state the saved config asks for, one fact a line, sorted, to compare with
@@ -241,15 +188,6 @@ live_state() { # $1: yes when the config sets ListenPort
   ' | sort
 }
 
-install_file() { # install_file SRC DST MODE: replace DST (atomically) when it differs
-  if ! cmp -s "$1" "$2"; then
-    cp "$1" "$2.new"
-    chmod "$3" "$2.new"
-    mv -f "$2.new" "$2"
-    changed "$2"
-  fi
-}
-
 # --- deploy: save the rendered files and the key ---------------------------------------
 
 if [ "$mode" = deploy ]; then
@@ -261,18 +199,15 @@ if [ "$mode" = deploy ]; then
   if grep -qi '^[[:space:]]*PrivateKey' "$dir/$if.conf"; then
     fail "$dir/$if.conf has a PrivateKey line: the private key goes on stdin only"
   fi
-  (umask 022 && mkdir -p "$etc/forgeway")
+  mkdirs "$etc/forgeway"
   mkdir -p "$state"
   chmod 0700 "$state"
-  tmp=$(mktemp -d "$state/.tmp.XXXXXX")
-  # stdin -> a 0600 file, whitespace stripped; checked by deriving its public key.
+  # stdin -> a 0600 file in the run's private $tmp, whitespace stripped; checked by deriving
+  # its public key, then installed beside the config (0600, replaced atomically).
   { tr -d ' \t\r\n' && echo; } >"$tmp/key"
   wg pubkey <"$tmp/key" >/dev/null 2>&1 ||
     fail "stdin is not a WireGuard private key (44 characters of base64, as \`wg genkey\` prints)"
-  if ! cmp -s "$tmp/key" "$key"; then
-    mv -f "$tmp/key" "$key"
-    changed "$key (mode 0600)"
-  fi
+  install_file "$tmp/key" "$key" 0600
   install_file "$dir/$if.conf" "$conf" 0600
   install_file "$dir/$if.env" "$env" 0600
   if [ -f "$dir/tunnel-up.sh" ]; then
@@ -286,7 +221,6 @@ fi
 for f in "$conf" "$env" "$key"; do
   [ -f "$f" ] || fail "$f is missing: run tunnel-up.sh $if DIR <KEY first"
 done
-[ -n "$tmp" ] || tmp=$(mktemp -d "$state/.tmp.XXXXXX")
 
 # --- reresolve: DNS-name endpoints only ----------------------------------------------------
 
@@ -300,9 +234,9 @@ if [ "$mode" = reresolve ]; then
     # As wireguard-tools' contrib/reresolve-dns: leave a peer with a recent handshake alone.
     if [ "${live%% *}" != "(none)" ] && [ $((now - ${live##* })) -lt 135 ]; then continue; fi
     if wgx wg set "$if" peer "$pk" endpoint "$endpoint"; then
-      echo "changed $if: endpoint $endpoint"
+      changed "endpoint $endpoint"
     else
-      echo "tunnel-up: $endpoint does not resolve yet; the next run tries again" >&2
+      note "$endpoint does not resolve yet; the next run tries again"
     fi
   done <"$tmp/names"
   exit 0
@@ -315,14 +249,14 @@ if [ "$mode" = save ]; then
   exit 0
 fi
 if [ "$mode" = watch ]; then
-  rm -rf "$tmp" && tmp= # nothing of the watch's in $state while it runs
+  rm -rf "$tmp" && tmp= # no scratch directory of the watch's while it runs
   trap 'exit 0' TERM INT HUP
   mkdir -p "$run"
   echo "$$" >"$watchpid"
   # A watch whose PID file is gone or names another (/run emptied: a reboot as the lab
   # simulates it, or tunnel-down.sh) stops by itself.
   while [ "$(cat "$watchpid" 2>/dev/null)" = "$$" ]; do
-    save_endpoints || echo "tunnel-up: could not save the endpoints of $if; trying again" >&2
+    save_endpoints || note "could not save the endpoints of $if; trying again"
     sleep 2
   done
   exit 0
@@ -370,15 +304,15 @@ start_wireguard_go() {
   changed "created (wireguard-go, pid $_pid)"
 }
 
-kind=$(link_kind)
-pid=$(wggo_pid)
+kind=$(link_kind "$if")
+pid=$(pid_in "$pidfile" wireguard-go)
 case $kind in
   other) fail "$if exists and is not a WireGuard interface; remove it or choose another name" ;;
   tun)
     [ -n "$pid" ] || fail "$if is a tun device but no wireguard-go of ours runs it ($pidfile): run tunnel-down.sh $if"
     [ "$impl" != kernel ] || fail "$if runs on wireguard-go but IMPLEMENTATION=kernel: run tunnel-down.sh $if first"
     ;;
-  kernel)
+  wireguard)
     [ "$impl" != wireguard-go ] ||
       fail "$if is a kernel interface but IMPLEMENTATION=wireguard-go: run tunnel-down.sh $if first"
     ;;
@@ -422,7 +356,7 @@ if [ "$(wgx wg show "$if" public-key)" != "$(wg pubkey <"$key")" ] || ! cmp -s "
     names=$(tr '\n' ' ' <"$tmp/names")
     unresolved=yes
     [ "$mode" = boot ] || fail "endpoint ${names}of $conf does not resolve"
-    echo "tunnel-up: endpoint ${names}did not resolve; tunnel-up.sh --reresolve $if ($timer) sets it later" >&2
+    note "endpoint ${names}did not resolve; tunnel-up.sh --reresolve $if ($timer) sets it later"
   fi
   changed "peers and private key (wg setconf)"
 fi
@@ -485,14 +419,10 @@ if [ -s "$memory" ]; then
     changed "remembered endpoint $endpoint of peer $pk"
   done <"$memory"
 fi
-booted=no
-[ ! -d /run/systemd/system ] || booted=yes # sd_booted(): systemd is PID 1
-want_units=${FORGEWAY_SYSTEMD:-auto}
-[ "$want_units" != auto ] || want_units=$booted
 # With systemd the watch is a unit of its own (installed and started below, or at boot
 # after the tunnel's unit); without, a background process of this run.
 watch_by=process
-[ "$booted" != yes ] || [ "$want_units" != yes ] || watch_by=unit
+[ "$booted" != yes ] || [ "$units_wanted" != yes ] || watch_by=unit
 if [ "$watch_by" = process ] && [ -n "$(learned_peers)" ] && [ -z "$(watch_pid)" ]; then
   [ -f "$state/tunnel-up.sh" ] || fail "the endpoint memory needs a copy of tunnel-up.sh: put it in DIR"
   mkdir -p "$run"
@@ -509,10 +439,8 @@ fi
 
 # --- boot units ------------------------------------------------------------------------------
 
-if [ "$mode" = deploy ] && [ "$want_units" = yes ]; then
+if [ "$mode" = deploy ] && [ "$units_wanted" = yes ]; then
   [ -f "$state/tunnel-up.sh" ] || fail "the boot unit needs a copy of tunnel-up.sh: put it in $dir"
-  umask 022 # units and their directories are world-readable
-  mkdir -p "$units"
   environment="\"FORGEWAY_ETC=$etc\" \"FORGEWAY_RUN=$run\" \"FORGEWAY_WG_SOCKET_DIR=$sockets\""
   cat >"$tmp/unit" <<EOF
 # forgeway: bring up WireGuard interface %I from $state at boot
@@ -535,11 +463,7 @@ ExecStop=/bin/sh "$state/tunnel-up.sh" --save %i
 WantedBy=multi-user.target
 EOF
   install_file "$tmp/unit" "$units/forgeway-tunnel@.service" 0644
-  mkdir -p "$units/multi-user.target.wants"
-  if [ ! -L "$units/multi-user.target.wants/$svc" ]; then
-    ln -sf "$units/forgeway-tunnel@.service" "$units/multi-user.target.wants/$svc"
-    changed "enabled $svc"
-  fi
+  enable_unit "$units/forgeway-tunnel@.service" "$units/multi-user.target.wants" "$svc"
   if [ -n "$(learned_peers)" ]; then
     cat >"$tmp/unit" <<EOF
 # forgeway: the endpoint memory of WireGuard interface %I (peers found by their packets only)
@@ -559,17 +483,12 @@ RestartSec=2
 WantedBy=multi-user.target
 EOF
     install_file "$tmp/unit" "$units/forgeway-tunnel-watch@.service" 0644
-    if [ ! -L "$units/multi-user.target.wants/$watch_unit" ]; then
-      ln -sf "$units/forgeway-tunnel-watch@.service" "$units/multi-user.target.wants/$watch_unit"
-      changed "enabled $watch_unit"
-    fi
+    enable_unit "$units/forgeway-tunnel-watch@.service" "$units/multi-user.target.wants" "$watch_unit"
   elif [ -L "$units/multi-user.target.wants/$watch_unit" ]; then
     [ "$booted" = no ] || ! systemctl is-active --quiet "$watch_unit" || systemctl stop "$watch_unit"
-    rm -f "$units/multi-user.target.wants/$watch_unit"
-    changed "removed $units/multi-user.target.wants/$watch_unit"
+    remove "$units/multi-user.target.wants/$watch_unit"
     if [ -z "$(find "$units/multi-user.target.wants" -name 'forgeway-tunnel-watch@*' 2>/dev/null)" ]; then
-      rm -f "$units/forgeway-tunnel-watch@.service"
-      changed "removed $units/forgeway-tunnel-watch@.service"
+      remove "$units/forgeway-tunnel-watch@.service"
     fi
   fi
   if [ -n "$(name_endpoints)" ]; then
@@ -598,14 +517,10 @@ OnUnitActiveSec=30
 WantedBy=timers.target
 EOF
     install_file "$tmp/unit" "$units/forgeway-tunnel-reresolve@.timer" 0644
-    mkdir -p "$units/timers.target.wants"
-    if [ ! -L "$units/timers.target.wants/$timer" ]; then
-      ln -sf "$units/forgeway-tunnel-reresolve@.timer" "$units/timers.target.wants/$timer"
-      changed "enabled $timer"
-    fi
+    enable_unit "$units/forgeway-tunnel-reresolve@.timer" "$units/timers.target.wants" "$timer"
   fi
   if [ "$booted" = yes ]; then
-    case $changes in *"|$units/"*) systemctl daemon-reload ;; esac
+    if units_changed; then systemctl daemon-reload; fi
     if [ -L "$units/timers.target.wants/$timer" ] && ! systemctl is-active --quiet "$timer"; then
       systemctl start "$timer"
       changed "started $timer"
@@ -617,9 +532,9 @@ EOF
       changed "started $watch_unit"
     fi
   fi
-elif [ "$mode" = deploy ] && [ "$want_units" = no ]; then
-  echo "note $if: systemd is not PID 1 here (or FORGEWAY_SYSTEMD=no), so no boot unit is installed;" \
-    "to survive a reboot, run 'sh $state/tunnel-up.sh --boot $if' at boot (same FORGEWAY_* environment)" >&2
+elif [ "$mode" = deploy ]; then
+  note "$if: systemd is not PID 1 here (or FORGEWAY_SYSTEMD=no), so no boot unit is installed;" \
+    "to survive a reboot, run 'sh $state/tunnel-up.sh --boot $if' at boot (same FORGEWAY_* environment)"
 fi
 
-[ -n "$changes" ] || echo "ok $if: nothing to change"
+[ -n "$changes" ] || ok "nothing to change"

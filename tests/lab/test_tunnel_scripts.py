@@ -141,7 +141,7 @@ def test_a_new_key_is_applied_without_restarting_wireguard_go(pair: Pair) -> Non
     new_key = _ok(["wg", "genkey"]).stdout.strip()
     pid = pair.home.wireguard_go_pid()
     done = pair.home.up(new_key)
-    assert f"{IFACE}.key (mode 0600)" in done.stdout and "peers and private key" in done.stdout
+    assert f"changed {IFACE}: {pair.home.state / IFACE}.key\n" in done.stdout and "peers and private key" in done.stdout
     assert pair.home.wireguard_go_pid() == pid
     assert pair.home.wg("show", IFACE, "public-key").strip() == wg_public_key(new_key)
 

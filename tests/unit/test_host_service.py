@@ -3,6 +3,7 @@ aliases that keep DockerHost's children (they moved from RunnerHost and Registry
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from pulumi.runtime import mocks
 
 from components.host_service import HostService
 from components.scripts import LIBRARY, SOURCE_LINE, script
+from tests.unit.test_scripts import _library as run_with_library
 
 pytestmark = pytest.mark.unit
 
@@ -20,16 +22,9 @@ SCRIPTS = Path(__file__).resolve().parents[2] / "components" / "scripts"
 # Named in host-files.sh: the stager runs before anything is staged; the arch check runs
 # as the login user before sudo is known to work. Neither installs anything.
 STANDALONE = {"stage.sh", "check-arch.sh", LIBRARY}
-# Not converted yet (engineer nspawn2's files this session): strict, so converting them
-# fails here until they leave this set.
-NOT_YET = {"tunnel-up.sh", "tunnel-down.sh"}
-HOST_SCRIPTS = [
-    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="defines its own helpers")) if p.name in NOT_YET else p
-    for p in sorted(SCRIPTS.glob("*.sh"))
-]
 
 
-@pytest.mark.parametrize("path", HOST_SCRIPTS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(SCRIPTS.glob("*.sh")), ids=lambda p: p.name)
 def test_every_host_script_sources_the_library_and_travels_with_it(path: Path) -> None:
     lines = path.read_text().splitlines()
     if path.name in STANDALONE:
@@ -40,6 +35,38 @@ def test_every_host_script_sources_the_library_and_travels_with_it(path: Path) -
     assert SOURCE_LINE not in travelling.splitlines()
     assert (SCRIPTS / LIBRARY).read_text() in travelling
     subprocess.run(["sh", "-n"], input=travelling, text=True, check=True)
+
+
+def test_pid_in_names_only_a_running_process_of_the_name_asked(tmp_path: Path) -> None:
+    pidfile = tmp_path / "x.pid"
+    body = "\n".join(
+        f'echo "{k}=$(pid_in {shlex.quote(str(pidfile))} {c})"'
+        for k, c in (("any", ""), ("sleep", "sleep"), ("other", "wireguard-go"))
+    )
+    with subprocess.Popen(["sleep", "30"]) as sleeper:
+        pidfile.write_text(f"{sleeper.pid}\n")
+        alive = run_with_library(tmp_path, body)
+        sleeper.kill()
+    assert alive.stdout.split() == [f"any={sleeper.pid}", f"sleep={sleeper.pid}", "other="], alive.stderr
+    assert run_with_library(tmp_path, body).stdout.split() == ["any=", "sleep=", "other="]  # gone
+    pidfile.write_text("12a\n")
+    assert run_with_library(tmp_path, body).stdout.split() == ["any=", "sleep=", "other="]
+
+
+@pytest.mark.parametrize("name", ["-wg0", "wg 0", "wg0/x", "", "a" * 16])
+def test_check_ifname_refuses_what_ip_cannot_take_safely(tmp_path: Path, name: str) -> None:
+    done = run_with_library(tmp_path, f"check_ifname {shlex.quote(name)}")
+    assert done.returncode == 1 and "interface name" in done.stderr, done.stderr
+    assert run_with_library(tmp_path, "check_ifname wg0.100_a=b+c").returncode == 0
+
+
+def test_a_template_is_enabled_under_its_instance_name_once(tmp_path: Path) -> None:
+    enable = 'enable_unit "$units/x@.service" "$units/multi-user.target.wants" x@wg0.service'
+    first = run_with_library(tmp_path, enable)
+    link = tmp_path / "etc" / "systemd" / "system" / "multi-user.target.wants" / "x@wg0.service"
+    assert first.stdout == f"changed t: enabled x@wg0.service ({link})\n", first.stderr
+    assert link.readlink() == link.parent.parent / "x@.service"
+    assert run_with_library(tmp_path, enable + '\n[ -z "$changes" ] && echo unchanged').stdout == "unchanged\n"
 
 
 def test_a_service_stages_its_up_and_files_and_its_delete_removes_the_stage() -> None:

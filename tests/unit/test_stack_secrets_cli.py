@@ -21,6 +21,13 @@ pytestmark = pytest.mark.unit
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture
+def passphrase(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The in-process command runs under PASSPHRASE, from the environment only."""
+    monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", PASSPHRASE)
+    monkeypatch.delenv("PULUMI_CONFIG_PASSPHRASE_FILE", raising=False)
+
+
 def _run_cli(args: list[str], passphrase: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     env = {name: value for name, value in os.environ.items() if not name.startswith("PULUMI_CONFIG_PASSPHRASE")}
     env["PULUMI_CONFIG_PASSPHRASE"] = passphrase
@@ -59,12 +66,9 @@ def test_cli_encrypt_then_check(tmp_path: Path, stack_key: bytes, encryption_sal
     assert "incorrect passphrase" in wrong.stderr
 
 
+@pytest.mark.usefixtures("passphrase")
 def test_cli_check_names_failing_paths_only(
-    tmp_path: Path,
-    stack_key: bytes,
-    encryption_salt: str,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path, stack_key: bytes, encryption_salt: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     good = encrypt(stack_key, "good-plaintext")
     tampered = flip(encrypt(stack_key, "tampered-plaintext"), 2, 0)
@@ -75,7 +79,6 @@ def test_cli_check_names_failing_paths_only(
         f"  forgeway:x:\n    - secure: {good}\n    - secure: {tampered}\n"
         "  forgeway:pasted:\n    secure: hunter2\n"
     )
-    monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", PASSPHRASE)
 
     assert main(["check", str(stack)]) == 1
 
@@ -88,6 +91,7 @@ def test_cli_check_names_failing_paths_only(
         assert secret not in out + err
 
 
+@pytest.mark.usefixtures("passphrase")
 def test_cli_encrypt_strips_only_one_newline(
     tmp_path: Path,
     stack_key: bytes,
@@ -97,7 +101,6 @@ def test_cli_encrypt_strips_only_one_newline(
 ) -> None:
     stack = tmp_path / "Pulumi.test.yaml"
     stack.write_text(f"encryptionsalt: {encryption_salt}\n")
-    monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", PASSPHRASE)
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"line one\n\n")))
 
     assert main(["encrypt", str(stack)]) == 0
@@ -105,9 +108,8 @@ def test_cli_encrypt_strips_only_one_newline(
     assert decrypt(stack_key, capsys.readouterr().out.strip()) == "line one\n"
 
 
-def test_cli_init(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", PASSPHRASE)
-    monkeypatch.delenv("PULUMI_CONFIG_PASSPHRASE_FILE", raising=False)
+@pytest.mark.usefixtures("passphrase")
+def test_cli_init(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
     # A missing file is created with a salt and an empty config.
     fresh = tmp_path / "Pulumi.fresh.yaml"
@@ -142,10 +144,8 @@ def test_cli_init(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytes
         ("---\nconfig: {}\n", "cannot add encryptionsalt safely"),
     ],
 )
-def test_cli_init_refuses(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], text: str, message: str
-) -> None:
-    monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", PASSPHRASE)
+@pytest.mark.usefixtures("passphrase")
+def test_cli_init_refuses(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str) -> None:
     stack = tmp_path / "Pulumi.test.yaml"
     stack.write_text(text)
     assert main(["init", str(stack)]) == 1

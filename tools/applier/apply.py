@@ -43,6 +43,10 @@ This is not the Pulumi engine. What it emulates, per type:
   DeleteBeforeReplace for it), a volume whose ``name`` the program sets too (the
   bridge's rule for a name it did not autoname); a missing name is autonamed
   ``<resource name>-<7 hex>``.
+- ``command:local:Command`` (tools/applier/local_command.py): run on this machine as the
+  deploying user (interpreter, dir, environment, stdin, previous output in env).
+- ``pulumi:providers:gitlab``, ``gitlab:index/userRunner:UserRunner`` (tools/applier/gitlab.py):
+  GitLab's REST API over TLS with the provider's token, CA file and the lab's ``resolve`` map.
 - ``pulumi:providers:*``: recorded, nothing to do.
 Anything else is refused by name, so the lab never pretends.
 
@@ -107,7 +111,6 @@ from tools.applier.docker import (
     _DOCKER_INPUTS,
     DOCKER_CONTAINER,
     DOCKER_IMAGE,
-    DOCKER_PROVIDER,
     DOCKER_VOLUME,
     _container_update,
     _Docker,
@@ -116,6 +119,8 @@ from tools.applier.docker import (
     _secret_values,
 )
 from tools.applier.docker_api import DockerClient, DockerHost
+from tools.applier.gitlab import GITLAB_TYPES, RUNNER_REPLACE_ON, USER_RUNNER, GitLab
+from tools.applier.local_command import LOCAL_COMMAND, run_local
 from tools.applier.state import ApplyError, Change, Entry, State
 from tools.applier.tls import _TLS_EMULATIONS, _due_for_renewal
 from tools.stack.synth import RegistrationOptions, Synthesis, synthesize, unwrap
@@ -135,6 +140,8 @@ REPLACE_ON = {
     DOCKER_IMAGE: {"name", "platform", "pullTriggers", "triggers"},
     DOCKER_VOLUME: {"*"},
     DOCKER_CONTAINER: _CONTAINER_INPUTS - _CONTAINER_UPDATES - _CONTAINER_STATE_ONLY,
+    LOCAL_COMMAND: {"triggers"},
+    USER_RUNNER: RUNNER_REPLACE_ON,
 }
 COMMAND_TIMEOUT_S = 300
 SEED_ENV = "FORGEWAY_APPLY_SEED"
@@ -240,9 +247,11 @@ class Applier:
         *,
         seed: int | None = None,
         max_delay_s: float = MAX_DELAY_S,
+        resolve: Mapping[str, str] | None = None,
     ) -> None:
         self.state = State.load(state_path)
         self.log = log
+        self.gitlab = GitLab(resolve, log)  # resolve: the lab's stand-in for DNS (tools/applier/gitlab.py)
         self.changes: list[Change] = []
         self.seed = apply_seed(seed)
         self._max_delay_s = max_delay_s
@@ -297,7 +306,8 @@ class Applier:
             self._seen.add(key)
             if typ == "command:remote:Command":
                 self._note_keys(inputs.get("connection") or {})
-            provider_inputs = self._provider_inputs(key, provider) if typ.startswith("docker:") else {}
+            uses_provider = typ.startswith("docker:") or typ == USER_RUNNER
+            provider_inputs = self._provider_inputs(key, provider) if uses_provider else {}
             previous = self.state.entries.get(key)
             if previous is not None and previous.inputs == inputs and not _due_for_renewal(previous):
                 # Options and the provider's inputs may change without the resource changing.
@@ -400,8 +410,11 @@ class Applier:
         self, typ: str, name: str, inputs: dict[str, Any], provider_inputs: Mapping[str, Any]
     ) -> tuple[str | None, dict[str, Any]]:
         """(resource id, or None for "name-seq"; outputs) of a new resource."""
-        if typ == "command:remote:Command":
-            return None, self._command(name, inputs, "create", inputs.get("create"))
+        if typ in ("command:remote:Command", LOCAL_COMMAND):
+            local = typ == LOCAL_COMMAND
+            return None, run_local(name, inputs, "create") if local else self._command(
+                name, inputs, "create", inputs.get("create")
+            )
         if typ == "random:index/randomBytes:RandomBytes":
             raw = os.urandom(int(inputs["length"]))
             return None, {**inputs, "base64": base64.b64encode(raw).decode(), "hex": raw.hex()}
@@ -411,8 +424,9 @@ class Applier:
             return None, {**inputs, **_TLS_EMULATIONS[typ](inputs)}
         if typ in _DOCKER_CREATE:
             return _DOCKER_CREATE[typ](self._docker(typ, name, provider_inputs, inputs), name, inputs)
-        if typ.startswith("pulumi:providers:"):
-            return None, dict(inputs)
+        if typ in GITLAB_TYPES or typ.startswith("pulumi:providers:"):
+            gitlab = typ in GITLAB_TYPES
+            return self.gitlab.create(typ, name, inputs, provider_inputs) if gitlab else (None, dict(inputs))
         raise ApplyError(f"the lab applier does not emulate {typ} (resource {name})")
 
     def _update(
@@ -421,6 +435,10 @@ class Applier:
         if typ == "command:remote:Command":
             script = inputs.get("update") or inputs.get("create")
             return self._command(name, inputs, "update", script, previous=previous.outputs)
+        if typ == LOCAL_COMMAND:
+            return run_local(name, inputs, "update", previous.outputs)
+        if typ in GITLAB_TYPES:
+            return self.gitlab.update(typ, name, inputs, previous, provider_inputs)
         if typ.startswith("pulumi:providers:"):
             return dict(inputs)
         if typ == DOCKER_CONTAINER:
@@ -444,11 +462,16 @@ class Applier:
         if entry.type == "command:remote:Command" and entry.inputs.get("delete"):
             # The provider deletes with the state's inputs (environment included) and outputs.
             self._command(entry.name, entry.inputs, "delete", entry.inputs["delete"], previous=entry.outputs)
-        if entry.type in _DOCKER_DELETE:
+        if entry.type == LOCAL_COMMAND:
+            run_local(entry.name, entry.inputs, "delete", entry.outputs)
+        if entry.type in (*_DOCKER_DELETE, USER_RUNNER):
             # The provider as it is now, if it is still in the state; else as it was.
             with self._lock:
                 current = self._provider_entry(entry.provider)
             provider_inputs = current.inputs if current is not None else entry.provider_inputs
+            if entry.type == USER_RUNNER:
+                self.gitlab.delete(entry, provider_inputs)
+                return
             _DOCKER_DELETE[entry.type](self._docker(entry.type, entry.name, provider_inputs, entry.inputs), entry)
 
     # -- ssh and docker plumbing --
@@ -482,12 +505,15 @@ class Applier:
     def _provider_entry(self, reference: str) -> Entry | None:
         provider_id = reference.rsplit("::", 1)[-1] if reference else ""
         for entry in self.state.entries.values():
-            if entry.type == DOCKER_PROVIDER and entry.id == provider_id:
+            if entry.type.startswith("pulumi:providers:") and entry.id == provider_id:
                 return entry
         return None
 
     def _provider_inputs(self, key: str, reference: str) -> dict[str, Any]:
         entry = self._provider_entry(reference)
+        if entry is None and key.startswith(USER_RUNNER):
+            raise ApplyError(f"{key}: its gitlab provider {reference or '(default)'} is not applied; the lab reaches "
+                             "GitLab only through an explicit pulumi:providers:gitlab")  # fmt: skip
         if entry is None:
             raise ApplyError(
                 f"{key}: its docker provider {reference or '(default)'} is not applied; the lab reaches docker "
@@ -597,12 +623,13 @@ def apply_stack(
     log: Callable[[str], None] = print,
     *,
     seed: int | None = None,
+    resolve: Mapping[str, str] | None = None,
 ) -> tuple[Synthesis, list[Change]]:
     """Apply one stack (in this process: one apply per process, as with synthesis).
 
     ``seed`` (else FORGEWAY_APPLY_SEED, else a fresh one, printed) draws each
     resource's delay, hence the order in which independent resources run."""
-    applier = Applier(state_path, log, seed=seed)
+    applier = Applier(state_path, log, seed=seed, resolve=resolve)
     log(f"apply seed {applier.seed} (repeat its delays with {SEED_ENV}={applier.seed})")
     try:
         try:
@@ -618,14 +645,20 @@ def apply_stack(
     return synthesis, applier.changes
 
 
-def destroy(state_path: Path, log: Callable[[str], None] = print, *, exclude_protected: bool = False) -> list[Change]:
+def destroy(
+    state_path: Path,
+    log: Callable[[str], None] = print,
+    *,
+    exclude_protected: bool = False,
+    resolve: Mapping[str, str] | None = None,
+) -> list[Change]:
     """Delete everything in the state, newest first (what `pulumi destroy` would).
 
     A protected resource fails the destroy, unless ``exclude_protected`` (the CLI's
     ``--exclude-protected``): then protected resources stay in the state, and the log
     names them.
     """
-    applier = Applier(state_path, log, seed=0)  # deletes run one at a time: no order to draw
+    applier = Applier(state_path, log, seed=0, resolve=resolve)  # deletes run one at a time: no order to draw
     try:
         applier.finish(exclude_protected=exclude_protected)
     finally:
@@ -637,13 +670,16 @@ def main() -> int:
     """``python -m tools.applier``: a JSON request on stdin (secrets never on argv).
 
     {"action": "apply"|"destroy"|"refresh", "stack": ..., "config": {...}, "secret_keys": [...],
-    "state": "path", "exclude_protected": false, "seed": null}; prints the changes as JSON lines on
-    stdout, progress on stderr. ``refresh`` (tools/applier/refresh.py) needs only "state".
+    "state": "path", "exclude_protected": false, "seed": null, "resolve": {"name": "address"}}; prints the
+    changes as JSON lines on stdout, progress on stderr. ``refresh`` (tools/applier/refresh.py) needs only "state".
+    "resolve" is the lab's stand-in for DNS: where the deployer's HTTP clients (the gitlab
+    provider's) connect for a name; TLS still checks the name (tools/applier/gitlab.py).
     """
     import sys
 
     request = json.load(sys.stdin)
     state_path = Path(request["state"])
+    resolve = {str(k): str(v) for k, v in (request.get("resolve") or {}).items()}
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
@@ -652,14 +688,15 @@ def main() -> int:
         if request["action"] == "refresh":
             from tools.applier.refresh import refresh
 
-            changes = refresh(state_path, log)
+            changes = refresh(state_path, log, resolve=resolve)
         elif request["action"] == "destroy":
-            changes = destroy(state_path, log, exclude_protected=bool(request.get("exclude_protected")))
+            exclude = bool(request.get("exclude_protected"))
+            changes = destroy(state_path, log, exclude_protected=exclude, resolve=resolve)
         else:
             seed = request.get("seed")
             _, changes = apply_stack(
                 request["stack"], request["config"], request["secret_keys"], state_path, log,
-                seed=None if seed is None else int(seed),
+                seed=None if seed is None else int(seed), resolve=resolve,
             )  # fmt: skip
     except ApplyError as exc:
         print(f"apply failed: {exc}", file=sys.stderr)

@@ -43,6 +43,11 @@ checked at v4.0.0 and v4.5.0, which agree on everything below):
   are no-ops for keys and CSRs and only mark a certificate ``ready_for_renewal``
   (internal/provider/common_cert.go ``modifyStateIfCertificateReadyForRenewal``), which
   the applier checks on every apply instead (tools/applier/tls.py ``_due_for_renewal``).
+- ``gitlab:index/userRunner:UserRunner`` (terraform-provider-gitlab v19
+  ``resource_gitlab_user_runner.go`` Read): ``GET runners/:id``; a 404 drops it; the read
+  attributes replace the recorded inputs the program set (tagLists as a set), so a changed
+  accessLevel or tag list is drift the next ``up`` updates (tools/applier/gitlab.py ``read``).
+- ``command:local:Command``: no custom Read (as ``command:remote:Command``).
 - ``pulumi:providers:*``: nothing to read.
 
 Which properties a read can make differ from the program's: the terraform SDK diffs
@@ -71,6 +76,7 @@ from pathlib import Path
 from typing import Any
 
 from tools.applier.docker import DOCKER_CONTAINER, DOCKER_IMAGE, DOCKER_VOLUME, _Docker, _quote, container_computed
+from tools.applier.gitlab import USER_RUNNER
 from tools.applier.state import Change, Entry
 
 __all__ = ["go_duration", "normal_ports", "read_container", "read_volume", "refresh"]
@@ -273,7 +279,9 @@ def _refresh_docker(d: _Docker, entry: Entry) -> Entry | None:
     return replace(entry, id=image_id + name, outputs=outputs)
 
 
-def refresh(state_path: Path, log: Callable[[str], None] = print) -> list[Change]:
+def refresh(
+    state_path: Path, log: Callable[[str], None] = print, *, resolve: Mapping[str, str] | None = None
+) -> list[Change]:
     """Read every resource in the state back through its provider and record the reads.
 
     Changes: ``same`` (the read is what the state had), ``read`` (the state now holds
@@ -281,16 +289,19 @@ def refresh(state_path: Path, log: Callable[[str], None] = print) -> list[Change
     """
     from tools.applier.apply import Applier  # the applier's ssh and docker plumbing
 
-    applier = Applier(state_path, log)
+    applier = Applier(state_path, log, resolve=resolve)  # resolve: the lab's stand-in for DNS
     changes: list[Change] = []
     try:
         for key, entry in sorted(applier.state.entries.items(), key=lambda item: item[1].seq):
-            if entry.type not in (DOCKER_CONTAINER, DOCKER_VOLUME, DOCKER_IMAGE):
+            if entry.type not in (DOCKER_CONTAINER, DOCKER_VOLUME, DOCKER_IMAGE, USER_RUNNER):
                 changes.append(Change("same", entry.type, entry.name))  # nothing the provider reads back
                 continue
             current = applier._provider_entry(entry.provider)
             provider_inputs = current.inputs if current is not None else entry.provider_inputs
-            after = _refresh_docker(applier._docker(entry.type, entry.name, provider_inputs, entry.inputs), entry)
+            if entry.type == USER_RUNNER:
+                after = applier.gitlab.read(entry, provider_inputs)
+            else:
+                after = _refresh_docker(applier._docker(entry.type, entry.name, provider_inputs, entry.inputs), entry)
             if after is None:
                 log(f"{'gone':8} {entry.type} {entry.name} (the provider no longer finds it: removed from the state)")
                 del applier.state.entries[key]

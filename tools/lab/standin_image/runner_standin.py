@@ -19,8 +19,11 @@ runner would need from it, so that a lab apply proves the container is wired rig
 The first failure ends the container with status 1 and one line,
 ``runner-standin: FATAL: <reason>``; the token is never printed. When all is well it
 logs ``runner-standin ready: <name> <url> tags-from-comment=<tags>`` (the tags the
-rendered file's comment says GitLab must hold, comma-separated; ``-`` when none) and
-waits. It never contacts GitLab.
+rendered file's comment says GitLab must hold, comma-separated; ``-`` when none), then
+talks to GitLab as gitlab-runner does (runner_gitlab.py): ``POST /runners/verify``,
+retried until it passes, then ``POST /jobs/request`` every ``check_interval``; a job
+GitLab hands it runs like a lab job below, named ``gitlab-<id>``, and is reported back
+(``PUT /jobs/:id``) and recorded in /run/runner-standin/received/<id>.json.
 
 Jobs, for the lab: ``runner-standin job <id> <seconds>`` (through ``docker exec``) hands
 the running stand-in a job that takes that long; it exits 0 once the stand-in took it,
@@ -35,7 +38,7 @@ Stopping, as gitlab-runner does (commands/multi.go; docs/configuration/init.md):
 * SIGTERM or SIGINT, the forceful stop, also during a graceful one: running jobs are
   killed and named (``abandoned N running job(s): ...``), exit 0 at once.
 
-Only modules of python3-minimal and libpython3-stdlib (tomllib) are used.
+Only modules of python3-minimal and libpython3-stdlib (tomllib, json, http.client) are used.
 """
 
 from __future__ import annotations
@@ -48,10 +51,17 @@ import signal
 import socket
 import stat
 import sys
+import threading
 import time
 import tomllib
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from tools.lab.standin_image import runner_gitlab
+else:  # beside this file, in the repository and in the image (/usr/local/bin)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import runner_gitlab
 
 CONFIG = Path("/etc/gitlab-runner/config.toml")
 # gitlab-runner's Linux volume parser: absolute paths without ':' (it splits on them).
@@ -254,8 +264,16 @@ def _redact(message: str, config: Path) -> str:
     return line
 
 
-def log(line: str) -> None:
-    print(f"runner-standin: {line}", flush=True)
+_log_lock = threading.Lock()
+_closing = False  # set with the last line: the poller thread logs nothing after it
+
+
+def log(line: str, *, last: bool = False) -> None:
+    global _closing  # noqa: PLW0603 (one flag for the one process)
+    with _log_lock:
+        if not _closing:
+            print(f"runner-standin: {line}", flush=True)
+        _closing = _closing or last
 
 
 class Jobs:
@@ -264,6 +282,7 @@ class Jobs:
     def __init__(self, requests: Path) -> None:
         self.requests = requests
         self.running: dict[int, tuple[str, float]] = {}  # pid -> (job id, start)
+        self.from_gitlab: dict[int, dict[str, Any]] = {}  # pid -> the job GitLab handed out
         self.draining = False
         requests.mkdir(parents=True, exist_ok=True)
 
@@ -284,15 +303,30 @@ class Jobs:
                 path.rename(path.with_name(f"{path.name}.refused"))
                 log(f"job {path.name} refused: its request is not a number of seconds")
                 continue
-            pid = os.fork()
-            if pid == 0:  # the job: sleep, then exit 0 (signals stay blocked; SIGKILL ends it)
-                time.sleep(seconds)
-                os._exit(0)
-            self.running[pid] = (path.name, time.monotonic())
+            self.start(path.name, seconds)
             path.rename(path.with_name(f"{path.name}.running"))
-            log(f"job {path.name} started ({seconds:g} s)")
 
-    def reap(self) -> None:
+    def start(self, name: str, seconds: float) -> int:
+        pid = os.fork()
+        if pid == 0:  # the job: sleep, then exit 0 (signals stay blocked; SIGKILL ends it)
+            time.sleep(seconds)
+            os._exit(0)
+        self.running[pid] = (name, time.monotonic())
+        log(f"job {name} started ({seconds:g} s)")
+        return pid
+
+    def take_from_gitlab(self, poller: runner_gitlab.Poller) -> None:
+        """Start what GitLab handed out (even while draining: it is this runner's already)."""
+        while not poller.received.empty():
+            job = poller.received.get()
+            try:
+                seconds = float(runner_gitlab.variable(job, "FORGEWAY_LAB_JOB_SECONDS", "1"))
+            except ValueError:
+                seconds = 1.0
+            runner_gitlab.record(job, "running")
+            self.from_gitlab[self.start(f"gitlab-{job['id']}", seconds)] = job
+
+    def reap(self, poller: runner_gitlab.Poller | None = None) -> None:
         """Collect every exited child: jobs are logged, others (`docker exec` orphans) dropped."""
         while True:
             try:
@@ -305,6 +339,9 @@ class Jobs:
                 name, started = self.running.pop(pid)
                 took, code = time.monotonic() - started, os.waitstatus_to_exitcode(status)
                 log(f"job {name} finished after {took:.1f} s (exit {code})")
+                job = self.from_gitlab.pop(pid, None)
+                if job is not None and poller is not None:
+                    poller.finished(job, "success" if code == 0 else "failed")
 
     def abandon(self) -> list[str]:
         """Kill every running job (a forceful stop); their names."""
@@ -349,13 +386,18 @@ def main() -> int:
         return 1
     print(ready.line(), flush=True)
     jobs = Jobs(JOBS)
+    poller = runner_gitlab.Poller(runner_gitlab.connection(read_config(CONFIG)[1]), log)
+    poller.start()
     while True:
         jobs.take_requests()
+        jobs.take_from_gitlab(poller)
         received = signal.sigtimedwait(signals, POLL)
-        jobs.reap()  # PID 1 also reaps what `docker exec` sessions orphan
+        jobs.reap(poller)  # PID 1 also reaps what `docker exec` sessions orphan
         signo = received.si_signo if received is not None else None
         if signo == signal.SIGQUIT and not jobs.draining:
             jobs.draining = True
+            with poller.lock:
+                poller.draining = True
             count = len(jobs.running)
             log(f"SIGQUIT: graceful shutdown, no new jobs; waiting for {count} running job(s): {jobs.names()}")
         elif signo in (signal.SIGTERM, signal.SIGINT):
@@ -363,11 +405,12 @@ def main() -> int:
             name = signal.Signals(signo).name
             log(
                 f"{name}: stopping"
-                + (f"; abandoned {len(abandoned)} running job(s): {', '.join(abandoned)}" if abandoned else "")
+                + (f"; abandoned {len(abandoned)} running job(s): {', '.join(abandoned)}" if abandoned else ""),
+                last=True,
             )
             return 0
         if jobs.draining and not jobs.running:
-            log("all jobs finished, exiting")
+            log("all jobs finished, exiting", last=True)
             return 0
 
 

@@ -28,11 +28,13 @@ lab host runs the program's GitLab container unchanged but for the image:
   nginx/error.log, sshd/current, registry/current), ``/var/opt/gitlab`` (the registry's
   storage gitlab-rails/shared/registry; home of user ``git``).
 * Ports: 80 (301 to external_url), 443 (``/`` answers ``forgeway-gitlab-standin 443
-  <client address>``, ``/-/health`` ``GitLab OK``, ``/-/bulk`` 1 GiB of zeros for the
+  <client address>``, ``/-/health`` ``GitLab OK`` and ``/api/v4/`` from the API backend,
+  service ``puma`` (gitlab_api.py: GitLab's REST API for runners and tokens, its state in
+  /var/opt/gitlab, its log /var/log/gitlab/puma/current), ``/-/bulk`` 1 GiB of zeros for the
   lab's transfer tests and bench), 5050 (the registry, basic auth,
   only with registry_external_url), 22 (sshd, keys only, user ``git``).
 
-Services (nginx, docker-registry, sshd) run as children; their output goes to the
+Services (nginx, docker-registry, sshd, puma: the API) run as children; their output goes to the
 container's stdout, one line each, prefixed with the service's name. SIGTERM (or
 SIGINT) stops them and exits 0; any service that exits by itself stops the rest and
 the container exits 1. Only modules of python3-minimal are used.
@@ -71,6 +73,8 @@ BULK_SIZE = 1 << 30
 HTTP_PORT = 80
 SSH_PORT = 22
 REGISTRY_BACKEND = "127.0.0.1:5000"
+API_BACKEND = "127.0.0.1:8080"  # gitlab_api.py serve: omnibus's puma port
+API_SCRIPT = "/opt/gitlab/embedded/service/gitlab-rails/api.py"
 SSH_KEY_TYPES = ("rsa", "ecdsa", "ed25519")
 STOP_TIMEOUT = 4.0  # seconds a service gets after SIGTERM before SIGKILL
 BANNER = "forgeway-gitlab-standin"
@@ -396,7 +400,14 @@ def nginx_conf(s: Settings, htpasswd: Path) -> str:
         f"    access_log {logs}/gitlab_access.log gitlab;",
         "    access_log /dev/stdout gitlab_stdout;",
         f"    location = /-/bulk {{ default_type application/octet-stream; alias {BULK_FILE}; }}",
-        '    location = /-/health { return 200 "GitLab OK\\n"; }',
+        # rails answers /-/health in omnibus: healthy means the API (and gitlab-rails) can work
+        f"    location = /-/health {{ proxy_pass http://{API_BACKEND}; }}",
+        "    location /api/v4/ {",
+        f"      proxy_pass http://{API_BACKEND};",
+        "      proxy_set_header Host $http_host;",
+        "      proxy_set_header X-Forwarded-For $remote_addr;",
+        "      proxy_set_header X-Forwarded-Proto https;",
+        "    }",
         '    location = /-/liveness { default_type application/json; return 200 \'{"status":"ok"}\\n\'; }',
         '    location = /-/readiness { default_type application/json; return 200 \'{"status":"ok"}\\n\'; }',
         f'    location / {{ return 200 "{BANNER} $server_port $remote_addr\\n"; }}',
@@ -500,7 +511,8 @@ def prepare(environ: dict[str, str]) -> list[Service]:
         )
     if len(password) < 8:
         log("WARNING: the root password is shorter than 8 characters: GitLab would refuse it")
-    for directory in (ETC, SSL_DIR, LOG_DIR / "nginx", LOG_DIR / "sshd", LOG_DIR / "registry", DATA_DIR, RUN_DIR):
+    logs = [LOG_DIR / name for name in ("nginx", "sshd", "registry", "puma")]
+    for directory in (ETC, SSL_DIR, *logs, DATA_DIR, RUN_DIR):
         directory.mkdir(parents=True, exist_ok=True)
     for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (RUN_DIR / "nginx" / sub).mkdir(parents=True, exist_ok=True)
@@ -525,6 +537,7 @@ def prepare(environ: dict[str, str]) -> list[Service]:
     services = [
         Service("nginx", ["nginx", "-e", "stderr", "-c", str(nginx)], None),
         Service("sshd", ["/usr/sbin/sshd", "-D", "-e", "-f", str(sshd)], LOG_DIR / "sshd" / "current"),
+        Service("puma", ["python3", API_SCRIPT, "serve"], LOG_DIR / "puma" / "current"),
     ]
     if s.registry is not None:
         REGISTRY_STORAGE.mkdir(parents=True, exist_ok=True)
