@@ -129,12 +129,22 @@ def _applied(lab: MakeLab, edit: Callable[[dict[str, Any]], None]) -> Iterator[s
 
 
 def _job(lab: MakeLab, *args: str) -> str:
-    return lab.machine("home").docker("exec", "forgeway-gitlab", "gitlab-standin-job", *args).strip()
+    return lab.machine("home").docker("exec", "forgeway-gitlab", "/opt/gitlab/bin/gitlab-standin-job", *args).strip()
 
 
 def _job_state(lab: MakeLab, job: str) -> dict[str, Any]:
     shown: dict[str, Any] = json.loads(_job(lab, "show", job))
     return shown
+
+
+def _runner_log(lab: MakeLab, host: str, wanted: str = "", timeout: float = 0) -> str:
+    """The runner stand-in's log, once it holds ``wanted`` (or after ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        log = lab.machine(host).docker_execute("logs", "forgeway-runner").stdout
+        if wanted in log or time.monotonic() >= deadline:
+            return log
+        time.sleep(1)
 
 
 def _wait_job(lab: MakeLab, job: str, timeout: float) -> dict[str, Any]:
@@ -158,6 +168,8 @@ def test_both_runners_are_registered_and_verified_from_nothing_in_one_up(make_la
         assert token == _plain(runner["outputs"]["token"]), f"{host}: config.toml holds another token"
         status, verified = _api(make_lab, "POST", "runners/verify", body={"token": token})
         assert (status, str(verified["id"])) == (200, str(runner["id"])), verified
+        log = _runner_log(make_lab, host, "Verifying runner... is valid", timeout=60)
+        assert "Verifying runner... is valid" in log, f"{host} did not verify its token:\n{log[-1500:]}"
 
 
 def test_a_privileged_runner_never_receives_an_unprotected_job(make_lab: MakeLab) -> None:
@@ -170,7 +182,8 @@ def test_a_privileged_runner_never_receives_an_unprotected_job(make_lab: MakeLab
         unprotected = _job(make_lab, "queue", "--ref", "feature/x", "--tag", "amd64", "--seconds", "1")
         protected = _job(make_lab, "queue", "--ref", "main", "--protected", "--tag", "amd64", "--seconds", "1")
         taken = _wait_job(make_lab, protected, timeout=60)
-        assert taken["status"] != "pending" and str(taken["runner_id"]) == str(runner["id"]), taken
+        log = _runner_log(make_lab, "runner-amd")[-1500:]
+        assert taken["status"] != "pending" and str(taken["runner_id"]) == str(runner["id"]), f"{taken}\n{log}"
         waiting = _wait_job(make_lab, unprotected, timeout=10)
         assert waiting["status"] == "pending" and not waiting.get("runner_id"), waiting
 
@@ -188,7 +201,8 @@ def test_a_rotated_token_keeps_the_runner_working(make_lab: MakeLab) -> None:
         assert _api(make_lab, "POST", "runners/verify", body={"token": old_token})[0] == 403, "old runner left"
         job = _job(make_lab, "queue", "--ref", "main", "--tag", "arm64", "--project", "1", "--seconds", "1")
         taken = _wait_job(make_lab, job, timeout=60)
-        assert str(taken["runner_id"]) == str(after["id"]), taken
+        log = _runner_log(make_lab, "runner-arm")[-1500:]
+        assert str(taken["runner_id"]) == str(after["id"]), f"{taken}\n{log}"
 
 
 def test_a_hand_token_of_an_unprotected_runner_configured_privileged_is_refused(make_lab: MakeLab) -> None:
