@@ -102,6 +102,7 @@ from pathlib import Path
 from typing import Any
 
 from components.render.ssh import SshTarget, ssh_destination, ssh_options
+from tools.applier import docker as docker_module
 from tools.applier.docker import (
     _CONTAINER_INPUTS,
     _CONTAINER_STATE_ONLY,
@@ -252,6 +253,8 @@ class Applier:
         self.state = State.load(state_path)
         self.log = log
         self.gitlab = GitLab(resolve, log)  # resolve: the lab's stand-in for DNS (tools/applier/gitlab.py)
+        docker_module.LAB_NAMES.clear()
+        docker_module.LAB_NAMES.update(resolve or {})  # and in the containers it creates
         self.changes: list[Change] = []
         self.seed = apply_seed(seed)
         self._max_delay_s = max_delay_s

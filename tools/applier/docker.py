@@ -283,6 +283,14 @@ def _restart_policy(given: Mapping[str, Any]) -> dict[str, Any]:
     return {"Name": given.get("restart") or "no", "MaximumRetryCount": int(given.get("maxRetryCount") or 0)}
 
 
+# The lab's stand-in for DNS inside containers (the applier request's ``resolve`` map, set
+# by Applier): a container on a lab host resolves those names as a real host's DNS would
+# (the runner reaches <gitlab.domain> at the VPS's public address). Docker writes a
+# container's /etc/hosts itself, so the netns's /etc/hosts does not reach it. Not an
+# input: the provider sends no ExtraHosts for an unset ``hosts``, and refresh reads none.
+LAB_NAMES: dict[str, str] = {}
+
+
 def _container_body(given: Mapping[str, Any]) -> dict[str, Any]:
     """ContainerCreate's config and host config, built as the terraform provider does."""
     exposed, bindings = _port_config(given.get("ports") or [])
@@ -322,6 +330,7 @@ def _container_body(given: Mapping[str, Any]) -> dict[str, Any]:
         "NetworkMode": given.get("networkMode") or "bridge",
         "CapAdd": list(capabilities.get("adds") or []),
         "CapDrop": list(capabilities.get("drops") or []),
+        "ExtraHosts": [f"{name}:{address}" for name, address in sorted(LAB_NAMES.items())],
     }
     host: dict[str, Any] = {
         "Privileged": bool(given.get("privileged")),
