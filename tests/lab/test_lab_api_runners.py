@@ -101,6 +101,8 @@ def _apply(lab: MakeLab, edit: Callable[[dict[str, Any]], None]) -> tuple[int, s
     config, secret_keys = lab_config(lab.topology)
     edit(config)
     secret_keys = [k for k in secret_keys if k in config]
+    if "forgeway:runner_tokens" in config:  # set as `pulumi config set --secret` would
+        secret_keys.append("forgeway:runner_tokens")
     done = _applier_run(
         {"action": "apply", "stack": "lab", "config": stack_config_strings(config), "secret_keys": secret_keys,
          "state": str(STATE), "seed": SEEDS[0], "resolve": {NAME: VPS}}
