@@ -245,15 +245,17 @@ class RunnerRegistration(pulumi.ComponentResource):
         )
         environment = {
             "FORGEWAY_API_URL": args.api_url,
-            "FORGEWAY_RUNNER": host.name,
             "FORGEWAY_REQUIRE_PROTECTED": "true" if settings.needs_protection else "false",
-            "FORGEWAY_WHY": _why_protected(settings),
         }
         if args.ca_file is not None:
             environment["FORGEWAY_CA_FILE"] = args.ca_file
         return local.Command(
             f"{host.name}-runner-token-check",
-            create=shlex.join(["python3", "-c", script("gitlab_runner_token_check.py")]),
+            # The host and the reason as arguments (not secret): a refusal names the runner,
+            # and the provider redacts environment values in its errors.
+            create=shlex.join(
+                ["python3", "-c", script("gitlab_runner_token_check.py"), host.name, _why_protected(settings)]
+            ),
             stdin=secrets,
             environment=environment,
             # Checked again whenever what it checks changes (the token, the requirement).

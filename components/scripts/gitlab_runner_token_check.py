@@ -2,11 +2,14 @@
 its runner container is touched: run by the deployer (command:local:Command
 ``<host>-runner-token-check``, components/runner_registration.py) with python3.
 
+    python3 gitlab_runner_token_check.py HOST [WHY]
+
+HOST names the runner host, WHY what in its config asks for protection (arguments: the
+provider redacts environment values in its errors, and the refusal must name the runner).
 stdin: a JSON object of the runner's glrt- token (``runner_token``) and forgeway's API
 token (``admin_token``), never argv or env.
-env: FORGEWAY_API_URL (…/api/v4/), FORGEWAY_CA_FILE (optional: the stack CA's PEM file),
-FORGEWAY_RUNNER (the host's name), FORGEWAY_REQUIRE_PROTECTED (true|false) and
-FORGEWAY_WHY (what in the config asks for it).
+env: FORGEWAY_API_URL (…/api/v4/), FORGEWAY_CA_FILE (optional: the stack CA's PEM file)
+and FORGEWAY_REQUIRE_PROTECTED (true|false).
 
 ``POST /runners/verify`` with the runner's token gives its id (GitLab answers 200 with
 ``id`` on 16.x+, 403 for a token it does not know); ``GET /runners/:id`` with the admin
@@ -38,9 +41,9 @@ def _call(url: str, context: ssl.SSLContext, *, body: dict[str, str] | None = No
         return json.loads(response.read().decode() or "null")
 
 
-def check(env: dict[str, str], secrets: dict[str, str]) -> str:
+def check(env: dict[str, str], secrets: dict[str, str], runner: str, why: str = "") -> str:
     """The verdict line; raises SystemExit naming the runner when it is refused."""
-    api, runner = env["FORGEWAY_API_URL"], env["FORGEWAY_RUNNER"]
+    api = env["FORGEWAY_API_URL"]
     context = ssl.create_default_context(cafile=env.get("FORGEWAY_CA_FILE") or None)
     try:
         verified = _call(f"{api}runners/verify", context, body={"token": secrets["runner_token"]})
@@ -59,7 +62,7 @@ def check(env: dict[str, str], secrets: dict[str, str]) -> str:
     level = details.get("access_level") if isinstance(details, dict) else None
     if env.get("FORGEWAY_REQUIRE_PROTECTED") == "true" and level != "ref_protected":
         raise SystemExit(
-            f"runner '{runner}' is refused: its stack config makes it {env.get('FORGEWAY_WHY') or 'protected'}, "
+            f"runner '{runner}' is refused: its stack config makes it {why or 'protected'}, "
             f"but GitLab holds runner {runner_id} with access_level {level!r}, so any branch's job could run on it. "
             f"Set the runner to protected in GitLab (Admin > CI/CD > Runners > edit: Protected), or drop "
             f"runner_tokens.{runner} so forgeway creates it ref_protected"
@@ -68,8 +71,10 @@ def check(env: dict[str, str], secrets: dict[str, str]) -> str:
 
 
 def main() -> None:
+    if len(sys.argv) not in (2, 3):
+        raise SystemExit("usage: gitlab_runner_token_check.py HOST [WHY] (tokens as JSON on stdin)")
     secrets = json.loads(sys.stdin.read())
-    print(check(dict(os.environ), secrets))
+    print(check(dict(os.environ), secrets, *sys.argv[1:]))
 
 
 if __name__ == "__main__":

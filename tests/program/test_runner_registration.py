@@ -159,7 +159,8 @@ def test_hand_token_check_runs_locally_with_secrets_on_stdin(prod: Stack) -> Non
         secrets = json.loads(unwrap(check.inputs["stdin"]))
         assert secrets["runner_token"] == token and len(secrets["admin_token"]) == API_TOKEN_LENGTH
         env = check.inputs["environment"]
-        assert env["FORGEWAY_RUNNER"] == name and env["FORGEWAY_API_URL"] == config.gitlab_api_url
+        assert env["FORGEWAY_API_URL"] == config.gitlab_api_url
+        assert shlex.split(unwrap(check.inputs["create"]))[3] == name, "the refusal names the runner"
         needs = config.host(name).effective_runner.needs_protection
         assert env["FORGEWAY_REQUIRE_PROTECTED"] == ("true" if needs else "false")
         assert token not in json.dumps(unwrap(check.inputs["create"])) and "runners/verify" in unwrap(

@@ -105,14 +105,12 @@ def _check(url: str, ca: Path, *, require: bool, runner_token: str = RUNNER_TOKE
     env = {
         "FORGEWAY_API_URL": url,
         "FORGEWAY_CA_FILE": str(ca),
-        "FORGEWAY_RUNNER": "builder",
         "FORGEWAY_REQUIRE_PROTECTED": "true" if require else "false",
-        "FORGEWAY_WHY": "privileged",
     }
     stdin = json.dumps({"runner_token": runner_token, "admin_token": ADMIN_TOKEN})
     # As the local command runs it: python3 -c with the script's text.
     return subprocess.run(
-        [sys.executable, "-c", script("gitlab_runner_token_check.py")],
+        [sys.executable, "-c", script("gitlab_runner_token_check.py"), "builder", "privileged"],
         input=stdin, env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
 
