@@ -101,10 +101,15 @@ def test_token_rules_in_process(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
         (["api"], 366, ADMIN_TOKEN + "x", "Expiration date must be before"),
         (["api"], 0, ADMIN_TOKEN + "x", "Expiration date can't be blank"),
         (["api"], 30, "short-token", "at least 20 printable characters"),
-        (["api"], 30, ADMIN_TOKEN, "Token digest has already been taken"),  # the revoked one's value
-    ):
+        (["api"], 30, ADMIN_TOKEN, 'duplicate key value violates unique constraint "index_personal_access_tokens_on'),
+    ):  # the last: the revoked token's value
         with pytest.raises(api.Invalid, match=re.escape(message)):
             api.seed_token(state, "other", bad_scopes, bad_days, value)
+    # the same value with other scopes: revoke, then a create GitLab refuses (the value is taken): no active token
+    with pytest.raises(api.Invalid, match="PG::UniqueViolation"):
+        api.seed_token(state, name, ["api"], days, READER_TOKEN)
+    assert [api.active(t) for t in state["tokens"]] == [False, False]
+    assert "created" in api.seed_token(state, name, scopes, days, READER_TOKEN + "-new")
     with pytest.raises(api.Invalid, match="TOKEN_DAYS once"):
         api.token_spec(_ruby().replace("TOKEN_DAYS = 30\n", ""))
     with pytest.raises(api.Invalid, match=r"STDIN\.read"):
@@ -119,7 +124,7 @@ def test_token_rules_in_process(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
         with pytest.raises(api.ApiError) as err:
             api.authenticate(state, token, api.ALLOWED["user"])
         assert (err.value.status, err.value.body) == (status, body)
-    assert api.authenticate(state, READER_TOKEN, api.ALLOWED["user"])["name"] == name
+    assert api.authenticate(state, READER_TOKEN + "-new", api.ALLOWED["user"])["name"] == name
     api.seed_token(state, "reader", ["read_user"], 30, ADMIN_TOKEN + "-reader")
     with pytest.raises(api.ApiError) as err:
         api.authenticate(state, ADMIN_TOKEN + "-reader", api.ALLOWED["runner_create"])
@@ -127,7 +132,7 @@ def test_token_rules_in_process(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     later = api.today() + datetime.timedelta(days=31)
     monkeypatch.setattr(api, "today", lambda: later)
     with pytest.raises(api.ApiError) as err:
-        api.authenticate(state, READER_TOKEN, api.ALLOWED["user"])
+        api.authenticate(state, READER_TOKEN + "-new", api.ALLOWED["user"])
     assert err.value.body == {"error": "invalid_token", "error_description": "Token has expired."}
 
     # gitlab-rails: seeds through the contract's file; refuses while the backend (GitLab's database) is down
@@ -253,6 +258,7 @@ class Lab:
             "/etc/gitlab/forgeway/reader.rb": (_ruby("lab-reader", "read_user").encode(), 0o600),
             "/etc/gitlab/forgeway/long.rb": (_ruby("too-long", "api", "400").encode(), 0o600),
             "/etc/gitlab/forgeway/bogus.rb": (_ruby("bogus", "api bogus_scope").encode(), 0o600),
+            "/etc/gitlab/forgeway/short.rb": (_ruby("short").encode(), 0o600),
         })  # fmt: skip
         self.docker("start", "gitlab")
         started = time.monotonic()
@@ -334,7 +340,7 @@ def test_root_token_is_seeded_by_gitlab_rails_and_scopes_are_enforced(lab: Lab) 
     assert long.returncode == 1 and b"Validation failed: Expiration date must be before" in long.stderr, long
     bogus = lab.rails("create", ADMIN_TOKEN + "-bogus", "/etc/gitlab/forgeway/bogus.rb")
     assert bogus.returncode == 1 and b"Scopes can only contain available scopes" in bogus.stderr, bogus
-    short = lab.rails("create", "tooshort")
+    short = lab.rails("create", "tooshort", "/etc/gitlab/forgeway/short.rb")
     assert short.returncode == 1 and b"at least 20 printable characters" in short.stderr, short
 
     for bearer in (False, True):

@@ -19,9 +19,13 @@ what it does:
   ``buffered_token_expiration_limit`` flag: the stand-in keeps the stricter), a value
   another token already has. Stricter than GitLab (whose ``set_token`` takes any
   string): at least 20 printable characters without spaces (the length of the random
-  part of GitLab's own tokens; a header must carry it). ``create`` converges: the same
-  value, scopes and days change nothing; another value revokes the old token and adds
-  the new one. Like rails, which needs PostgreSQL, it fails while the backend is down
+  part of GitLab's own tokens; a header must carry it). ``create`` and ``revoke`` do
+  what the contract's file (components/scripts/gitlab-api-token.rb) does on GitLab, so
+  the lab meets what GitLab would: an active token with the same value and scopes is
+  left alone; else every active token of that name is revoked and the new one made,
+  which GitLab refuses when any token, even a revoked one, has that value (the unique
+  index on ``token_digest``: ``PG::UniqueViolation``; the revocations stay); ``revoke``
+  revokes every active token of that name. Like rails, which needs PostgreSQL, it fails while the backend is down
   (``PG::ConnectionBad``): wait until the container is healthy. It prints one line,
   never the token.
 * ``/opt/gitlab/bin/gitlab-standin-job`` (lab only, no GitLab counterpart; a pipeline
@@ -201,12 +205,9 @@ def authenticate(state: Json, token: str | None, allowed: tuple[str, ...]) -> Js
 
 
 def token_view(token: Json) -> Json:
-    active = not token["revoked"] and (
-        token["expires_at"] is None or datetime.date.fromisoformat(token["expires_at"]) > today()
-    )
     return {
         "id": token["id"], "name": token["name"], "revoked": token["revoked"], "created_at": token["created_at"],
-        "scopes": token["scopes"], "user_id": 1, "last_used_at": token.get("last_used_at"), "active": active,
+        "scopes": token["scopes"], "user_id": 1, "last_used_at": token.get("last_used_at"), "active": active(token),
         "expires_at": token["expires_at"],
     }  # fmt: skip
 
@@ -229,7 +230,7 @@ def token_spec(text: str) -> tuple[str, list[str], int]:
     return found["name"], found["scopes"].split(), int(found["days"])
 
 
-def check_token(state: Json, value: str, scopes: list[str], days: int, *, replacing: int | None = None) -> str:
+def check_token(state: Json, value: str, scopes: list[str], days: int) -> str:
     """Validation of a new personal access token; its expiry date (ISO)."""
     problems = []
     if not scopes:
@@ -245,27 +246,38 @@ def check_token(state: Json, value: str, scopes: list[str], days: int, *, replac
     if len(value) < MIN_TOKEN_LENGTH or not value.isprintable() or any(c.isspace() for c in value):
         problems.append(f"Token must be at least {MIN_TOKEN_LENGTH} printable characters without spaces "
                         "(a stand-in rule: see gitlab_api.py)")  # fmt: skip
-    if any(t["digest"] == digest(value) and t["id"] != replacing for t in state["tokens"]):
-        problems.append("Token digest has already been taken")
     if problems:
-        raise Invalid("Validation failed: " + ", ".join(problems))
+        raise Invalid("ActiveRecord::RecordInvalid: Validation failed: " + ", ".join(problems))
+    if any(t["digest"] == digest(value) for t in state["tokens"]):
+        raise Invalid(
+            "ActiveRecord::RecordNotUnique: PG::UniqueViolation: ERROR:  duplicate key value violates unique "
+            'constraint "index_personal_access_tokens_on_token_digest" (a token, even a revoked one, has this value)'
+        )
     return (today() + datetime.timedelta(days=days)).isoformat()
 
 
+def active(token: Json) -> bool:
+    """GitLab's ``PersonalAccessToken.active``: not revoked, not expired."""
+    return not token["revoked"] and (
+        token["expires_at"] is None or datetime.date.fromisoformat(token["expires_at"]) > today()
+    )
+
+
 def seed_token(state: Json, name: str, scopes: list[str], days: int, value: str) -> str:
-    """``create`` of the contract's ruby file: converge root's token ``name`` to ``value``."""
-    current = [t for t in state["tokens"] if t["name"] == name and not t["revoked"]]
-    same = next((t for t in current if t["digest"] == digest(value)), None)
-    expires_at = check_token(state, value, scopes, days, replacing=same["id"] if same else None)
-    if same is not None:
-        if same["scopes"] == sorted(scopes) and same.get("days") == days and len(current) == 1:
-            return f"personal access token {name!r} of root: unchanged"
-        same.update(scopes=sorted(scopes), days=days, expires_at=expires_at)
+    """``create``, as the contract's file (components/scripts/gitlab-api-token.rb) does it on GitLab.
+
+    An active token of root with this value, name and scopes: unchanged. Else every
+    active token named ``name`` is revoked, then the new one made: refused when it is
+    invalid, or when any token, even a revoked one, already has this value (GitLab's
+    unique index on ``token_digest``). The revocations stay even then: the file's steps
+    are not one transaction.
+    """
+    current = [t for t in state["tokens"] if t["name"] == name and active(t)]
+    if any(t["digest"] == digest(value) and t["scopes"] == sorted(scopes) for t in current):
+        return f"personal access token {name!r} of root: unchanged"
     for old in current:
-        if old is not same:
-            old["revoked"] = True
-    if same is not None:
-        return f"personal access token {name!r} of root: updated (scopes {' '.join(sorted(scopes))}, {days} days)"
+        old["revoked"] = True
+    expires_at = check_token(state, value, scopes, days)
     state["tokens"].append({
         "id": next_id(state, "token"), "name": name, "scopes": sorted(scopes), "days": days,
         "digest": digest(value), "expires_at": expires_at, "revoked": False, "created_at": now(),
@@ -274,11 +286,12 @@ def seed_token(state: Json, name: str, scopes: list[str], days: int, value: str)
     return f"personal access token {name!r} of root: {verb} (scopes {' '.join(sorted(scopes))}, {days} days)"
 
 
-def revoke_token(state: Json, name: str, value: str) -> str:
-    hits = [t for t in state["tokens"] if t["name"] == name and t["digest"] == digest(value) and not t["revoked"]]
+def revoke_token(state: Json, name: str) -> str:
+    """``revoke``, as the contract's file does it: every active token of root named ``name``."""
+    hits = [t for t in state["tokens"] if t["name"] == name and active(t)]
     for token in hits:
         token["revoked"] = True
-    return f"personal access token {name!r} of root: " + ("revoked" if hits else "none with this value: nothing to do")
+    return f"personal access token {name!r} of root: " + (f"{len(hits)} revoked" if hits else "none active")
 
 
 # --------------------------------------------------------------------------- runners
@@ -670,15 +683,19 @@ def rails(argv: list[str], stdin: str) -> int:
         name, scopes, days = token_spec(path.read_text())
         if action not in ("create", "revoke"):
             raise Invalid(f"ARGV[0] must be create or revoke, not {action!r}")
-        value = stdin.strip()
-        with database() as state:
-            if action == "create":
-                line = seed_token(state, name, scopes, days, value)
-            else:
-                line = revoke_token(state, name, value)
     except Invalid as err:
-        print(f"{path}: ActiveRecord::RecordInvalid: {err}", file=sys.stderr)
+        print(f"{path}: {err}", file=sys.stderr)
         return 1
+    with database() as state:  # what a failed create revoked stays revoked, as on GitLab
+        try:
+            line = (
+                seed_token(state, name, scopes, days, stdin.strip())
+                if action == "create"
+                else revoke_token(state, name)
+            )
+        except Invalid as err:
+            print(f"{path}: {err}", file=sys.stderr)
+            return 1
     print(line)
     return 0
 
