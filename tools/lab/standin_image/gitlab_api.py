@@ -67,6 +67,10 @@ standin.json``, 0600, locked per change), as GitLab's database lives there: a ne
 container on the same volumes keeps tokens, runners and jobs. Tokens are kept as
 SHA-256 digests, as GitLab keeps ``token_digest``. Only the standard library is used
 (python3-minimal and libpython3-stdlib).
+
+Over 400 lines (for now): one file copied under three names, each run from its own
+directory; a split into state/tokens, runners/jobs and HTTP/CLI needs the sibling
+import runner_standin.py uses for runner_gitlab.py, with the image path added.
 """
 
 from __future__ import annotations
