@@ -38,8 +38,8 @@ from components.render.nftables import (
     render_home_routing,
 )
 from components.scripts import script, script_command
-from tests.lab.machine import CommandFailed, Machine
-from tests.lab.netns import Namespaces
+from tools.lab.machine import CommandFailed, Machine
+from tools.lab.namespaces import Namespaces
 
 pytestmark = pytest.mark.lab
 

@@ -43,11 +43,12 @@ from components.gitlab import (
 )
 from components.render.gitlab import GitLabSettings, render_gitlab_rb, ruby_str
 from tests.lab.host_view import container_pids, secrets_shown
-from tests.lab.machine import Machine
 from tests.lab.netns import isolated_netns, require_docker_tools
 from tools.lab import images as lab_images
-from tools.lab.docker import DaemonInfo, docker_client, docker_env, start_dockerd, stop_dockerd
+from tools.lab.docker import DaemonInfo, docker_client, docker_env
+from tools.lab.dockerd import start_dockerd, stop_dockerd
 from tools.lab.images import GITLAB_STANDIN, ImageFile, Recipe, ensure_image
+from tools.lab.machine import Machine
 
 pytestmark = pytest.mark.lab
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tools.lab import nspawn as lab_nspawn
+from tools.lab import rootfs as lab_rootfs
 
 ADDRESS, GATEWAY, PORT = "192.0.2.10", "192.0.2.1", 2222
 BASE = [
@@ -63,7 +64,7 @@ def test_a_reboot_restarts_systemd_and_the_namespace_forgets_its_runtime_state(n
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(tmp_path / "key")], check=True)
     host_key = (tmp_path / "key.pub").read_text().split()[1]
     root, state, name = tmp_path / "root", tmp_path / "state", netns.removeprefix("fwn-")
-    lab_nspawn.make_root(root, "booting", PORT, {"fwl-admin": "ssh-ed25519 AAAA unused"}, tmp_path / "key")
+    lab_rootfs.make_root(root, "booting", PORT, {"fwl-admin": "ssh-ed25519 AAAA unused"}, tmp_path / "key")
     # What the host configured to outlive a reboot: a sysctl.d file (systemd-sysctl applies it at boot).
     (root / "etc" / "sysctl.d" / "90-lab.conf").write_text("net.ipv4.ip_forward = 1\n")
     pid = lab_nspawn.start(name, netns, root, state, BASE)
@@ -111,7 +112,7 @@ def test_a_reboot_restarts_systemd_and_the_namespace_forgets_its_runtime_state(n
 
 def _docker(root: Path, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     """The docker client against the host's dockerd, through its socket in the host's root."""
-    socket = root / lab_nspawn.DOCKER_SOCKET.lstrip("/")
+    socket = root / lab_rootfs.DOCKER_SOCKET.lstrip("/")
     return subprocess.run(
         ["docker", "-H", f"unix://{socket}", *args], input=stdin, capture_output=True, check=False, timeout=300
     )
@@ -132,8 +133,8 @@ def test_a_docker_host_runs_dockerd_under_its_systemd_and_keeps_its_images_acros
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(tmp_path / "key")], check=True)
     host_key = (tmp_path / "key.pub").read_text().split()[1]
     root, state, name = tmp_path / "root", tmp_path / "state", netns.removeprefix("fwn-")
-    setup = lab_nspawn.DockerSetup("172.30.9.1/24", "172.31.144.0/20", storage_driver(tmp_path))
-    lab_nspawn.make_root(root, "dockerhost", PORT, {"fwl-forgeway": "ssh-ed25519 AAAA unused"}, tmp_path / "key",
+    setup = lab_rootfs.DockerSetup("172.30.9.1/24", "172.31.144.0/20", storage_driver(tmp_path))
+    lab_rootfs.make_root(root, "dockerhost", PORT, {"fwl-forgeway": "ssh-ed25519 AAAA unused"}, tmp_path / "key",
                          groups=("docker",), docker=setup)  # fmt: skip
     pid = lab_nspawn.start(name, netns, root, state, BASE)
     try:
@@ -197,7 +198,7 @@ def test_on_a_booting_host_the_endpoint_watch_is_a_unit_that_boots_after_the_tun
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(tmp_path / "key")], check=True)
     host_key = (tmp_path / "key.pub").read_text().split()[1]
     root, state, name = tmp_path / "root", tmp_path / "state", netns.removeprefix("fwn-")
-    lab_nspawn.make_root(root, "vps", PORT, {"fwl-admin": "ssh-ed25519 AAAA unused"}, tmp_path / "key")
+    lab_rootfs.make_root(root, "vps", PORT, {"fwl-admin": "ssh-ed25519 AAAA unused"}, tmp_path / "key")
     key, home = (subprocess.run(["wg", "genkey"], capture_output=True, text=True, check=True).stdout for _ in "ab")
     vps_id = TunnelHost("vps", wg_public_key(key.strip()), ipaddress.IPv4Address("10.8.0.1"))
     home_id = TunnelHost("home", wg_public_key(home.strip()), ipaddress.IPv4Address("10.8.0.2"))

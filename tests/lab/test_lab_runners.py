@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.machine import Machine
 from tests.lab.make_lab import REGISTRY, STANDIN_RUNNER, MakeLab, run_unit
+from tools.lab.machine import Machine
 
 
 def _runner_logs(runner: Machine, timeout: float = 15) -> str:

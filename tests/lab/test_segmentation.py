@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 
-from tests.lab.machine import Machine
 from tests.lab.make_lab import MakeLab, run_unit
 from tests.stacks import ROOT
+from tools.lab.machine import Machine
 
 VPS_PUBLIC = "203.0.113.10"
 VPS, GITLAB = "10.8.0.1", "10.8.0.2"

@@ -31,14 +31,13 @@ class HostSpec:
     address: str
     ssh_port: int
     fake_machine: str | None = None  # what `uname -m` says in SSH sessions
-    boots: bool = False  # systemd as PID 1 in systemd-nspawn (tools/lab/nspawn.py): its own /etc and sshd
 
 
 HOSTS = (
-    HostSpec("vps", "internet", f"{INTERNET}.10", 2202, boots=True),
-    HostSpec("home", "lan", f"{LAN}.2", 22, boots=True),
-    HostSpec("runner-arm", "lan", f"{LAN}.3", 22, fake_machine="aarch64", boots=True),
-    HostSpec("runner-amd", "lan", f"{LAN}.4", 22, boots=True),
+    HostSpec("vps", "internet", f"{INTERNET}.10", 2202),
+    HostSpec("home", "lan", f"{LAN}.2", 22),
+    HostSpec("runner-arm", "lan", f"{LAN}.3", 22, fake_machine="aarch64"),
+    HostSpec("runner-amd", "lan", f"{LAN}.4", 22),
 )
 # Hosts with a dockerd of their own (index: their bridge subnets, tools/lab/docker.py);
 # the client gets one too, as a laptop would have, to log in to the registry.

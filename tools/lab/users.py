@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
 from tools.lab.layout import LAB_DIR, LAB_USER_COMMENT, LAB_USERS, SUDOERS_DIR
-from tools.lab.network import sh
+from tools.lab.network import DEPLOYER
 
 
 def keygen(path: Path) -> str:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(path)], check=True)
+    DEPLOYER.succeed(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(path)])
     return " ".join(path.with_name(path.name + ".pub").read_text().split()[:2])
 
 
@@ -27,7 +26,7 @@ def grant_sudo(user: str) -> None:
     tmp = SUDOERS_DIR / f".{user}.new"  # sudo skips names with a dot
     tmp.write_text(sudoers_line(user))
     tmp.chmod(0o440)
-    check = subprocess.run(["visudo", "-cqf", str(tmp)], capture_output=True, text=True, check=False)
+    check = DEPLOYER.execute(["visudo", "-cqf", str(tmp)])
     if check.returncode != 0:
         tmp.unlink()
         raise RuntimeError(f"visudo refuses the lab's sudoers line for {user}: {check.stdout}{check.stderr}")
@@ -39,7 +38,7 @@ def revoke_sudo(user: str) -> None:
 
 
 def _lab_user_exists(user: str) -> bool:
-    found = subprocess.run(["getent", "passwd", user], capture_output=True, text=True, check=False)
+    found = DEPLOYER.execute(["getent", "passwd", user])
     if found.returncode != 0:
         return False
     if found.stdout.split(":")[4] != LAB_USER_COMMENT:
@@ -61,8 +60,8 @@ def create_lab_users() -> None:
         if not _lab_user_exists(user):
             extra = ["--groups", ",".join(groups)] if groups else []
             # Password '*': no password login, and not "locked" (sshd without PAM refuses "!").
-            sh("useradd", "--create-home", "--shell", "/bin/sh", "--comment", LAB_USER_COMMENT,
-               "--password", "*", *extra, user)  # fmt: skip
+            DEPLOYER.succeed(["useradd", "--create-home", "--shell", "/bin/sh", "--comment", LAB_USER_COMMENT,
+                              "--password", "*", *extra, user])  # fmt: skip
         grant_sudo(user)
 
 
@@ -74,7 +73,7 @@ def remove_lab_users(errors: list[str]) -> None:
             # and userdel refuses a user that still has processes.
             deadline = time.monotonic() + 10
             while _lab_user_exists(user):
-                done = subprocess.run(["userdel", "--remove", user], capture_output=True, text=True, check=False)
+                done = DEPLOYER.execute(["userdel", "--remove", user])
                 if done.returncode not in (0, 12) and time.monotonic() > deadline:  # 12: no home (gone)
                     errors.append(f"user {user} could not be removed: {done.stderr.strip()}")
                     break
