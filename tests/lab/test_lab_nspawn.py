@@ -16,6 +16,8 @@ import pytest
 
 from tools.lab import nspawn as lab_nspawn
 from tools.lab import rootfs as lab_rootfs
+from tools.lab.machine import Machine
+from tools.lab.namespaces import Namespaces
 
 ADDRESS, GATEWAY, PORT = "192.0.2.10", "192.0.2.1", 2222
 BASE = [
@@ -26,26 +28,21 @@ BASE = [
 
 
 def _in(netns: str, *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", "netns", "exec", netns, *argv], capture_output=True, text=True, check=False)
+    return Machine(netns, netns).execute(list(argv))
 
 
 @pytest.fixture
 def netns() -> Iterator[str]:
-    name = f"fwn-{secrets.token_hex(3)}"
-    peer = f"{name}-p"
-    for made in (name, peer):
-        subprocess.run(["ip", "netns", "add", made], check=True)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-        veth = ["link", "add", "eth0", "type", "veth", "peer", "name", "eth0p", "netns", peer]
-        subprocess.run(["ip", "-n", name, *veth], check=True)
-        subprocess.run(["ip", "-n", peer, "link", "set", "eth0p", "up"], check=True)
+    """The host's namespace; its eth0's peer is in a second namespace of its own (no link out)."""
+    with Namespaces("fwn") as made:
+        host = made.add("host", name=f"fwn-{secrets.token_hex(3)}")
+        assert host.netns is not None
+        peer = made.add("peer", name=f"{host.netns}-p")
+        made.link(host, "eth0", peer, "eth0p")
+        made.address(peer, "eth0p")
         for argv in BASE:
-            subprocess.run(["ip", "-n", name, *argv], check=True)
-        yield name
-    finally:
-        for made in (name, peer):
-            subprocess.run(["ip", "netns", "delete", made], check=False)
+            host.succeed(["ip", *argv])
+        yield host.netns
 
 
 def _sshd_answers(netns: str, host_key: str) -> bool:
@@ -122,7 +119,8 @@ def test_a_docker_host_runs_dockerd_under_its_systemd_and_keeps_its_images_acros
     netns: str, tmp_path: Path
 ) -> None:
     """dockerd started by systemd in the host (cgroup2, CAP_NET_ADMIN, runc's syscalls: the
-    nspawn recipe); a container runs and publishes a port; binfmt_misc is mounted;
+    nspawn recipe); a container runs and publishes a port; binfmt_misc is mounted, and
+    unmounted before each shutdown empties it (systemd-shutdown);
     forgeway's proxy drop-in is in docker's environment (`systemctl show`); an image
     imported before a reboot is there after it, dockerd back by itself, the drop-in read."""
     from components.render.docker_client import DockerClientSettings, render_docker_client
@@ -179,6 +177,10 @@ def test_a_docker_host_runs_dockerd_under_its_systemd_and_keeps_its_images_acros
         lab_nspawn.stop(pid, state, root, name)
     assert not lab_nspawn.running(pid)
     assert not list(lab_nspawn.CGROUPS.glob(f"*/fwl-{name}")), "the host's cgroups are left"
+    # Its binfmt_misc was detached on the way down, at the reboot and at the poweroff, so
+    # systemd-shutdown found none to empty: the machine's handlers (and other hosts') stay.
+    console = (state / "console.log").read_text(errors="replace")
+    assert console.count(lab_rootfs.BINFMT_DETACHED) == 2, "binfmt_misc was still mounted at a shutdown"
 
 
 def test_on_a_booting_host_the_endpoint_watch_is_a_unit_that_boots_after_the_tunnel_and_down_removes_it(

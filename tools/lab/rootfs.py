@@ -24,6 +24,8 @@ from pathlib import Path
 from tools.lab.images import SUITE, _build_dir, _install, _locked, _minbase, _run, _tar
 
 __all__ = [
+    "BINFMT_DETACHED",
+    "BINFMT_MOUNT",
     "DOCKER_SOCKET",
     "PACKAGES",
     "DockerSetup",
@@ -183,6 +185,10 @@ def _docker_host(root: Path, docker: DockerSetup) -> None:
 BINFMT_MOUNT = "proc-sys-fs-binfmt_misc.mount"
 
 
+BINFMT_GUARD = "forgeway-lab-binfmt-guard.service"
+BINFMT_DETACHED = "lab: binfmt_misc detached before systemd-shutdown"  # the guard's console line
+
+
 def keep_binfmt_at_shutdown(root: Path) -> None:
     """A lab host's shutdown leaves the machine's binfmt_misc alone.
 
@@ -190,20 +196,30 @@ def keep_binfmt_at_shutdown(root: Path) -> None:
     every lab host. Two things in a guest's systemd would empty it: systemd-binfmt.service
     unregisters every handler when stopped (masked), and systemd-shutdown, the last step of
     every poweroff and reboot, writes -1 to binfmt_misc/status whenever binfmt_misc is
-    mounted at /proc/sys/fs/binfmt_misc (systemd src/shutdown/shutdown.c, disable_binfmt()).
-    So the mount, however it was made (at boot, or by binfmt-up.sh), is a unit that is
-    unmounted on the way to umount.target, before systemd-shutdown runs. The handlers a host
-    registered go with its reboot all the same: the supervisor removes them (forget_binfmt).
+    mounted at /proc/sys/fs/binfmt_misc (systemd src/shutdown/shutdown.c, disable_binfmt();
+    an API file system, so systemd never unmounts it itself). So a guard unit, stopped with
+    the other units at shutdown, detaches that mount (however it was made: at boot, or by
+    binfmt-up.sh) and says so on the console. The handlers a host registered go with its
+    reboot all the same: the supervisor removes them (tools/lab/nspawn.py, forget_binfmt).
     """
     units = root / "etc" / "systemd" / "system"
     (units / "systemd-binfmt.service").unlink(missing_ok=True)
     (units / "systemd-binfmt.service").symlink_to("/dev/null")
-    dropin = units / f"{BINFMT_MOUNT}.d"
-    dropin.mkdir(parents=True, exist_ok=True)
-    (dropin / "lab.conf").write_text(
-        "# unmounted before systemd-shutdown empties binfmt_misc (tools/lab/nspawn.py)\n"
-        "[Unit]\nConflicts=umount.target\nBefore=umount.target\n"
+    where = "/proc/sys/fs/binfmt_misc"
+    detach = (
+        f'while [ "$$(stat -f -c %%T {where})" = binfmt_misc ]; do umount -l {where} || exit 1; done; '
+        f'echo "{BINFMT_DETACHED}"'
     )
+    (units / BINFMT_GUARD).write_text(
+        "[Unit]\nDescription=Keep the machine's binfmt_misc at shutdown (the lab, tools/lab/rootfs.py)\n"
+        f"DefaultDependencies=no\nAfter={BINFMT_MOUNT}\nConflicts=shutdown.target\nBefore=shutdown.target\n"
+        "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\n"
+        f"ExecStop=/bin/sh -c '{detach}'\nStandardOutput=journal+console\n"
+    )
+    wants = units / "sysinit.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    (wants / BINFMT_GUARD).unlink(missing_ok=True)
+    (wants / BINFMT_GUARD).symlink_to(f"../{BINFMT_GUARD}")
 
 
 def sudoers_path(root: Path, user: str) -> Path:
