@@ -21,7 +21,12 @@ from tools.lab.layout import (
     HostSpec,
 )
 from tools.lab.network import DEPLOYER, base_network, ns
-from tools.lab.users import keygen
+
+
+def keygen(path: Path) -> str:
+    """A passphrase-less ed25519 key pair at ``path``; its public key, ``"ssh-ed25519 AAAA..."``."""
+    DEPLOYER.succeed(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(path)])
+    return " ".join(path.with_name(path.name + ".pub").read_text().split()[:2])
 
 
 def sshd_answers(address: str, port: int, host_key: str) -> bool:

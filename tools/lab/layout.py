@@ -52,10 +52,6 @@ CLIENT = f"{INTERNET}.100"
 VPS_ADDRESS = f"{INTERNET}.10"
 CGNAT_WAN, CGNAT_LAN, HOMEGW_WAN = f"{INTERNET}.20", "100.64.0.1", "100.64.0.2"
 DEPLOYER_INTERNET, DEPLOYER_LAN = f"{INTERNET}.254", f"{LAN}.254"
-# The deployer's login users (Pulumi.lab.yaml hosts[].ssh_user) and their extra groups, on
-# this machine for the hosts that share its user database; a host that boots has its own.
-LAB_USERS: dict[str, tuple[str, ...]] = {}  # every lab host boots: its users are in its own root
+# The deployer's login user on each host (Pulumi.lab.yaml hosts[].ssh_user), in the host's own root.
 BOOTING_HOST_USERS = {"vps": "fwl-admin", "home": "fwl-forgeway", "runner-arm": "fwl-forgeway",
                       "runner-amd": "fwl-forgeway"}  # fmt: skip
-LAB_USER_COMMENT = "forgeway lab deployer"  # what lab-down looks for before it removes a user
-SUDOERS_DIR = Path("/etc/sudoers.d")

@@ -53,6 +53,7 @@ from typing import Any
 from tools.lab.binfmt import remove_leftovers
 from tools.lab.config import lab_config
 from tools.lab.hosts import (
+    keygen,
     sshd_answers,
     start_booting_host,
     start_docker_hosts,
@@ -74,7 +75,6 @@ from tools.lab.layout import (
     TOPOLOGY,
 )
 from tools.lab.network import DEPLOYER, build_network, ns
-from tools.lab.users import create_lab_users, keygen, remove_lab_users
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -107,7 +107,6 @@ def up(mode: str | None = None, overrides: list[str] | None = None, seed: int | 
         record: dict[str, Any] = {"hosts": []}
         try:
             deployer_pub = keygen(LAB_DIR / "deployer")
-            create_lab_users()
             build_network()
             write_name_files()
             # Every host boots, all at once.
@@ -245,7 +244,6 @@ def down() -> int:
         if done.returncode != 0:
             errors.append(f"destroy: {done.stderr.strip()}")
     _stop_started(errors)
-    remove_lab_users(errors)
     try:  # what a destroy that never ran or failed left in the kernel
         for name in remove_leftovers(LAB_DIR):
             print(f"lab-down: removed binfmt handler {name}, registered by a lab host")
