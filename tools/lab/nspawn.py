@@ -296,25 +296,35 @@ def _recorded_nspawn(state: Path, root: Path) -> int | None:
 def stop(pid: int, state: Path, root: Path, name: str, timeout: float = 20) -> None:
     """Power the host off through its supervisor (through its nspawn should the supervisor be
     gone), kill what is left after ``timeout``, and remove the host's cgroups."""
-    nspawn = _recorded_nspawn(state, root)
-    for target in (pid, nspawn):
-        if target is not None and running(target):
-            os.kill(target, signal.SIGTERM)  # nspawn: an orderly poweroff of the container
-            break
+    stop_all([(pid, state, root, name)], timeout)
+
+
+def stop_all(hosts: list[tuple[int, Path, Path, str]], timeout: float = 20) -> None:
+    """:func:`stop` for several hosts (supervisor PID, state, root, name) at once: every
+    host is asked to power off first, then each is waited for (one deadline for all)."""
+    asked = []
+    for pid, state, root, name in hosts:
+        nspawn = _recorded_nspawn(state, root)
+        for target in (pid, nspawn):
+            if target is not None and running(target):
+                os.kill(target, signal.SIGTERM)  # nspawn: an orderly poweroff of the container
+                break
+        asked.append((pid, nspawn, name))
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)  # reaped, if it is our own child
-        if not running(pid) and (nspawn is None or not running(nspawn)):
-            break
-        time.sleep(0.2)
-    else:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)  # the supervisor's session
-        if nspawn is not None:
+    for pid, nspawn, name in asked:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)  # reaped, if it is our own child
+            if not running(pid) and (nspawn is None or not running(nspawn)):
+                break
+            time.sleep(0.2)
+        else:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(nspawn, signal.SIGKILL)
-    remove_cgroups(name)
+                os.killpg(pid, signal.SIGKILL)  # the supervisor's session
+            if nspawn is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(nspawn, signal.SIGKILL)
+        remove_cgroups(name)
 
 
 def main() -> int:
@@ -341,4 +351,4 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["container_pid1", "inside", "machine", "start", "stop", "supervise"]
+__all__ = ["container_pid1", "inside", "machine", "start", "stop", "stop_all", "supervise"]

@@ -218,10 +218,10 @@ def _stop_started(errors: list[str]) -> None:
                 stop_dockerd(DaemonInfo.from_json(record), remove=False)  # .lab/ goes in down()
             except RuntimeError as exc:
                 errors.append(f"dockerd of {name}: {exc}")
-        for host in data["hosts"]:
-            from tools.lab.nspawn import stop
+        from tools.lab.nspawn import stop_all
 
-            stop(host["pid"], Path(host["state"]), Path(host["root"]), host["name"])  # the host powers off
+        # Every host powers off at once.
+        stop_all([(h["pid"], Path(h["state"]), Path(h["root"]), h["name"]) for h in data["hosts"]])
 
 
 def _remove_host_cgroups() -> None:
