@@ -185,7 +185,7 @@ def _docker_host(root: Path, docker: DockerSetup) -> None:
 BINFMT_MOUNT = "proc-sys-fs-binfmt_misc.mount"
 
 
-BINFMT_GUARD = "forgeway-lab-binfmt-guard.service"
+BINFMT_GUARD = "lab-binfmt-guard.service"  # not forgeway-*: the lab's, no file of the program
 BINFMT_DETACHED = "lab: binfmt_misc detached before systemd-shutdown"  # the guard's console line
 
 
