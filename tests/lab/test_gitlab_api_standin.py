@@ -36,11 +36,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from components.render.runner_config import CA_PATH, RunnerSettingsView, render_config_toml
-from tests.lab.machine import Machine
 from tests.lab.netns import isolated_netns, require_docker_tools
 from tests.lab.test_gitlab_api_rules import _ruby
-from tools.lab.docker import DaemonInfo, docker, start_dockerd, stop_dockerd
+from tools.lab.docker import DaemonInfo, docker
+from tools.lab.dockerd import start_dockerd, stop_dockerd
 from tools.lab.images import GITLAB_STANDIN, RUNNER_STANDIN, ensure_image
+from tools.lab.machine import Machine
 
 pytestmark = pytest.mark.lab
 
