@@ -35,8 +35,8 @@ import pytest
 
 from components.render.nftables import ForwardingSettings, PortForward, render_forwarding
 from components.scripts import script_command
-from tests.lab.machine import CommandFailed, Machine
-from tests.lab.netns import Namespaces
+from tools.lab.machine import CommandFailed, Machine
+from tools.lab.namespaces import Namespaces
 
 PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin"])
 # tool -> Debian package

@@ -2,7 +2,7 @@
 
 One lab is brought up for the whole test session (tests/lab/conftest.py, fixture
 ``make_lab``) and taken down at its end, pass or fail; every ``test_lab_*`` module runs on
-it. Each host is a :class:`~tests.lab.machine.Machine`. A test that changes the lab
+it. Each host is a :class:`~tools.lab.machine.Machine`. A test that changes the lab
 (a destroy, another forwarding mode, a table it adds) puts it back before it ends, and
 one that takes the lab down leaves it to :meth:`MakeLab.ensure_up`, which every test's
 fixture calls: so any test runs alone (``-k``) or in any order.
@@ -24,9 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.lab.machine import CommandFailed, Machine
 from tests.stacks import ROOT
 from tools.lab.docker import DaemonInfo
+from tools.lab.machine import CommandFailed, Machine
 
 VPS = "203.0.113.10"
 CLIENT_ADDRESS = "203.0.113.100"
@@ -114,13 +114,8 @@ class MakeLab:
         daemon = _daemon(topology["docker"][name]) if name in topology["docker"] else None
         if record is None:
             return Machine(name, ns(name), daemon=daemon if name in (*DOCKER_HOSTS, "client") else None)
-        if record.get("boots"):  # systemd is its PID 1: its own root, /etc and units
-            return Machine(name, record["netns"], leader=_container_init(Path(record["state"])), daemon=daemon)
-        # The host's sessions run under its sshd, with the FORGEWAY_* directories of its SetEnv.
-        return Machine(
-            name, record["netns"], leader=_sshd_of(int(record["pid"])), nsenter_flags=("-m", "-n"),
-            env=host_env(name), daemon=daemon,
-        )  # fmt: skip
+        # Every managed host boots: systemd is its PID 1, with its own root, /etc and units.
+        return Machine(name, record["netns"], leader=_container_init(Path(record["state"])), daemon=daemon)
 
     def docker_config(self, name: str) -> Path:
         """A docker client config of its own for lab host ``name`` (its registry logins)."""
@@ -145,56 +140,9 @@ def _container_init(state: Path) -> Callable[[], int]:
     return lambda: container_pid1(state)
 
 
-def _sshd_of(unshare_pid: int) -> Callable[[], int]:
-    """The host's sshd: the boot units run in its namespaces, as on a real host everything
-    shares one (the lab gives each sshd a PID namespace of its own, under ``unshare``)."""
-
-    def sshd() -> int:
-        children = Path(f"/proc/{unshare_pid}/task/{unshare_pid}/children").read_text().split()
-        assert len(children) == 1, f"expected one sshd under {unshare_pid}: {children}"
-        return int(children[0])
-
-    return sshd
-
-
-def host_env(name: str) -> dict[str, str]:
-    """The host's own environment: the FORGEWAY_* directories the lab gives it in sshd's SetEnv."""
-    config = LAB_DIR / "hosts" / name / "sshd_config"
-    if not config.exists():
-        return {}
-    lines = config.read_text().splitlines()
-    return dict(pair.split("=", 1) for line in lines if line.startswith("SetEnv ") for pair in line.split()[1:])
-
-
-def unit_commands(name: str) -> list[tuple[str, dict[str, str], list[str]]]:
-    """(unit, environment, ExecStart lines) of every enabled unit a host's scripts installed."""
-    units = LAB_DIR / "hosts" / name / "etc" / "systemd" / "system"
-    found = []
-    for link in sorted(units.glob("*.wants/*.service")):
-        instance = link.name.split("@", 1)[1].removesuffix(".service") if "@" in link.name else ""
-        env: dict[str, str] = {}
-        starts = []
-        for raw in link.resolve().read_text().splitlines():
-            if raw.startswith("Environment="):
-                key, _, value = raw.removeprefix("Environment=").partition("=")
-                env[key] = value
-            elif raw.startswith("ExecStart="):
-                starts.append(raw.removeprefix("ExecStart=").replace("%i", instance))
-        found.append((link.name, env, starts))
-    # The tunnel first: the other units wait for its wg0 device.
-    return sorted(found, key=lambda unit: not unit[0].startswith("forgeway-tunnel@"))
-
-
 def run_unit(lab: MakeLab, name: str, unit: str) -> subprocess.CompletedProcess[str]:
-    """Run an installed unit's ExecStart as boot would: in the host's namespace, with its environment.
-
-    A host that boots runs it itself (``systemctl restart``), as at boot."""
-    machine = lab.machine(name)
-    if lab.host(name).get("boots"):
-        return machine.inside.execute(["systemctl", "restart", unit])
-    ((_, unit_env, starts),) = [u for u in unit_commands(name) if u[0] == unit]
-    (start,) = starts
-    return machine.execute(start, env=unit_env, timeout=180)
+    """Run an installed unit as boot does: the host's systemd restarts it."""
+    return lab.machine(name).inside.execute(["systemctl", "restart", unit])
 
 
 # --------------------------------------------------------------------------- probes

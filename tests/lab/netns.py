@@ -31,10 +31,10 @@ Topology (no bridge, no forwarding, no default route anywhere)::
   it reaps the per-connection processes it orphans, and when it is stopped the kernel
   kills whatever of it is left.
 
-:class:`Namespaces` is the one builder of namespace topologies for tests (add, link,
-address, close by PID); :class:`Lab` builds its hosts with it. Over 400 lines on purpose:
-the builders, the sshd lifecycle and the cleanup stack that undoes them in order are one
-piece; a host is acted on through :mod:`tests.lab.machine` (``LabHost.machine``).
+:class:`Lab` builds its hosts with :class:`tools.lab.namespaces.Namespaces`, the lab's
+one builder of namespace topologies; a host is acted on through :mod:`tools.lab.machine`
+(``LabHost.machine``). Over 400 lines on purpose: the hosts' addressing, the sshd
+lifecycle and the cleanup stack that undoes them in order are one piece.
 
 Everything a :class:`Lab` creates (processes, namespaces, veths, routes, its temporary
 directory) is pushed on a cleanup stack as soon as it exists; :meth:`Lab.close` unwinds
@@ -62,9 +62,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.lab.machine import ROOT_NAMESPACE as _DEPLOYER
-from tests.lab.machine import CommandFailed, Machine
-from tools.lab.docker import DaemonInfo, start_dockerd, stop_dockerd
+from tools.lab.docker import DaemonInfo
+from tools.lab.dockerd import start_dockerd, stop_dockerd
+from tools.lab.machine import ROOT_NAMESPACE as _DEPLOYER
+from tools.lab.machine import CommandFailed, Machine
+from tools.lab.namespaces import Namespaces, netns_pids
 
 __all__ = [
     "HOST_NETWORK",
@@ -74,7 +76,6 @@ __all__ = [
     "REQUIRED_TOOLS",
     "Lab",
     "LabHost",
-    "Namespaces",
     "generate_key",
     "host_env",
     "isolated_netns",
@@ -211,65 +212,6 @@ def host_env(host_dir: Path) -> dict[str, str]:
     return {**{k: str(v) for k, v in dirs.items()}, "FORGEWAY_SYSTEMD": "no"}
 
 
-class Namespaces:
-    """Network namespaces of one test and the veths between them, each a :class:`Machine`.
-
-    The one way the lab tier makes a namespace topology (tools/lab/topology.py makes `make lab`'s):
-    ``add`` a namespace, ``link`` two of them, ``address`` an interface. :meth:`close`
-    stops, by PID, whatever still runs in them (SIGTERM, then SIGKILL) and deletes them,
-    and with them their veths; it goes on past errors and reports them all.
-    """
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-        self.token = secrets.token_hex(3)
-        self.machines: list[Machine] = []
-
-    def __enter__(self) -> Namespaces:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def add(self, role: str, name: str | None = None) -> Machine:
-        """Namespace ``<prefix>-<role>-<random>`` (or ``name``), its loopback up."""
-        netns = name or f"{self.prefix}-{role}-{self.token}"
-        _DEPLOYER.succeed(["ip", "netns", "add", netns])
-        machine = Machine(role, netns)
-        self.machines.append(machine)
-        _DEPLOYER.succeed(["ip", "-n", netns, "link", "set", "lo", "up"])
-        return machine
-
-    @staticmethod
-    def link(a: Machine, a_if: str, b: Machine | None, b_if: str) -> None:
-        """A veth: ``a_if`` in ``a``, its peer ``b_if`` in ``b`` (None: also in ``a``, down, its far end nowhere)."""
-        peer = ["netns", b.netns] if b is not None and b.netns is not None else []
-        _DEPLOYER.succeed(["ip", *_in_netns(a), "link", "add", a_if, "type", "veth", "peer", "name", b_if, *peer])
-
-    @staticmethod
-    def address(machine: Machine, interface: str, cidr: str | None = None) -> None:
-        """Give ``interface`` of ``machine`` the address ``cidr`` (if any) and bring it up."""
-        if cidr is not None:
-            _DEPLOYER.succeed(["ip", *_in_netns(machine), "addr", "add", cidr, "dev", interface])
-        _DEPLOYER.succeed(["ip", *_in_netns(machine), "link", "set", interface, "up"])
-
-    def close(self) -> None:
-        errors = []
-        while self.machines:
-            netns = self.machines.pop().netns
-            assert netns is not None
-            try:
-                _delete_netns(netns)
-            except Exception as exc:  # every namespace gets its chance
-                errors.append(f"delete {netns}: {exc}")
-        if errors:
-            raise RuntimeError("namespace cleanup failed: " + "; ".join(errors))
-
-
-def _in_netns(machine: Machine) -> list[str]:
-    return [] if machine.netns is None else ["-n", machine.netns]
-
-
 @contextlib.contextmanager
 def isolated_netns(prefix: str, address: str) -> Iterator[str]:
     """A namespace ``<prefix>-<random>`` with an eth0 at ``address`` whose veth peer stays
@@ -282,7 +224,7 @@ def isolated_netns(prefix: str, address: str) -> Iterator[str]:
         made.address(host, "eth0", f"{address}/24")
         made.address(host, "eth0p")
         yield host.netns
-        pids = _netns_pids(host.netns)
+        pids = netns_pids(host.netns)
         assert not pids, f"processes left in {host.netns}: {pids}"
 
 
@@ -304,20 +246,6 @@ def _stop_process(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(_STOP_TIMEOUT)
-
-
-def _terminate_pids(pids: list[int]) -> None:
-    """SIGTERM, then SIGKILL, processes by PID; wait until they are gone from /proc (reaped)."""
-    for sig, wait in ((signal.SIGTERM, 2.0), (signal.SIGKILL, _STOP_TIMEOUT)):
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + wait
-        while (pids := [pid for pid in pids if Path(f"/proc/{pid}").exists()]) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if not pids:
-            return
-    raise RuntimeError(f"processes {pids} survived SIGKILL")
 
 
 def _child_pid(parent: int) -> int | None:
@@ -344,22 +272,6 @@ def _stop_sshd(proc: subprocess.Popen[bytes], sshd_pid: int | None) -> None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(_STOP_TIMEOUT)
     _stop_process(proc)
-
-
-def _netns_pids(netns: str) -> list[int]:
-    if not Path("/run/netns", netns).exists():
-        return []
-    return [int(pid) for pid in _DEPLOYER.succeed(["ip", "netns", "pids", netns]).split()]
-
-
-def _delete_netns(netns: str) -> None:
-    """Stop, by PID, whatever still runs in a namespace of ours, then delete it.
-
-    Stopping sshd has normally ended everything in it already: this is the backstop.
-    """
-    _terminate_pids(_netns_pids(netns))
-    if Path("/run/netns", netns).exists():
-        _DEPLOYER.succeed(["ip", "netns", "delete", netns])
 
 
 def _delete_root_link(name: str) -> None:

@@ -33,10 +33,11 @@ from components.gitlab import (
     secrets_rb,
 )
 from components.render.gitlab import GitLabSettings, render_gitlab_rb
-from tests.lab.machine import Machine
 from tests.lab.netns import isolated_netns, require_docker_tools
-from tools.lab.docker import DaemonInfo, docker_client, docker_env, start_dockerd, stop_dockerd
+from tools.lab.docker import DaemonInfo, docker_client, docker_env
+from tools.lab.dockerd import start_dockerd, stop_dockerd
 from tools.lab.images import GITLAB_STANDIN, ensure_image
+from tools.lab.machine import Machine
 
 ADDRESS = "203.0.113.78"  # only inside the test's own namespace, which has no link out
 DOMAIN = "gitlab.standin.test"

@@ -25,7 +25,8 @@ import pytest
 from components.render.ssh import SshTarget, ssh_options
 from tests.lab.netns import Lab, LabHost
 from tools.applier.apply import Applier, ApplyError, Change, destroy
-from tools.lab.docker import DaemonInfo, docker, start_dockerd, stop_dockerd
+from tools.lab.docker import DaemonInfo, docker
+from tools.lab.dockerd import start_dockerd, stop_dockerd
 from tools.lab.images import BASE, ensure_image
 from tools.stack.synth import RegistrationOptions
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from tests.lab.netns import Lab, LabHost, generate_key
 from tests.stacks import ROOT, lab_stack
-from tools.lab.docker import start_dockerd, stop_dockerd
+from tools.lab.dockerd import start_dockerd, stop_dockerd
 from tools.lab.images import GITLAB_STANDIN, ensure_image
 from tools.stack.synth import stack_config_strings
 

@@ -33,9 +33,10 @@ from cryptography.x509.oid import NameOID
 
 from components.render.docker_client import DockerClientSettings, render_docker_client
 from components.scripts import script_command
-from tests.lab.machine import Machine
 from tests.lab.netns import isolated_netns
-from tools.lab.docker import DOCKERD, docker, start_dockerd, stop_dockerd
+from tools.lab.docker import DOCKERD, docker
+from tools.lab.dockerd import start_dockerd, stop_dockerd
+from tools.lab.machine import Machine
 
 pytestmark = pytest.mark.lab
 

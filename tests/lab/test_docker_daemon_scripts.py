@@ -33,10 +33,12 @@ import pytest
 
 from components.render.docker_daemon import DaemonSettings, host_ipv6_prefixes, render_daemon_json
 from components.scripts import script, script_command, staged_command, unstaged_command
-from tests.lab.machine import Machine
 from tests.lab.netns import isolated_netns, require_docker_tools
-from tools.lab.docker import DaemonInfo, _alive, docker, start_dockerd, stop_dockerd
+from tools.lab.docker import DaemonInfo, docker
+from tools.lab.dockerd import start_dockerd, stop_dockerd
+from tools.lab.dockerd_processes import alive as _alive
 from tools.lab.images import BASE, ensure_image
+from tools.lab.machine import Machine
 
 pytestmark = pytest.mark.lab
 

@@ -1,6 +1,6 @@
-"""The GitLab stand-in's REST API, gitlab-rails and job queue (tools/lab/standin_image/gitlab_api.py).
+"""The GitLab stand-in's REST API, gitlab-rails and job queue (tools/lab/standin_image/gitlab_*.py) on the wire.
 
-First in-process (the token, scope and queue rules on a state dict), then on the wire: the
+The rules themselves are checked in-process in tests/lab/test_gitlab_api_rules.py. Here the
 GitLab stand-in in a real dockerd in a namespace of its own (random name: no shared
 lock needed), with its own CA, reached with curl from the namespace over TLS as the
 pulumi-gitlab provider and curl users reach GitLab: root's token seeded by
@@ -16,11 +16,9 @@ Needs root, docker.io and debootstrap: fails loudly without them, never skips.
 from __future__ import annotations
 
 import datetime
-import importlib.util
 import io
 import ipaddress
 import json
-import re
 import secrets
 import shutil
 import subprocess
@@ -29,7 +27,6 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -39,11 +36,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from components.render.runner_config import CA_PATH, RunnerSettingsView, render_config_toml
-from tests.lab.machine import Machine
 from tests.lab.netns import isolated_netns, require_docker_tools
-from tools.lab import images as lab_images
-from tools.lab.docker import DaemonInfo, docker, start_dockerd, stop_dockerd
+from tests.lab.test_gitlab_api_rules import _ruby
+from tools.lab.docker import DaemonInfo, docker
+from tools.lab.dockerd import start_dockerd, stop_dockerd
 from tools.lab.images import GITLAB_STANDIN, RUNNER_STANDIN, ensure_image
+from tools.lab.machine import Machine
 
 pytestmark = pytest.mark.lab
 
@@ -53,133 +51,8 @@ PASSWORD = "lab root password " + secrets.token_hex(4)
 ADMIN_TOKEN = "fwp-" + secrets.token_urlsafe(24)  # made per run
 READER_TOKEN = "fwr-" + secrets.token_urlsafe(24)
 TOKEN_FILE = "/etc/gitlab/forgeway/gitlab-api-token.rb"  # noqa: S105 (a path)
-SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "lab" / "standin_image" / "gitlab_api.py"
 VOLUMES = {"ga-config": "/etc/gitlab", "ga-logs": "/var/log/gitlab", "ga-data": "/var/opt/gitlab"}
 HEALTHCHECK = ["/opt/gitlab/bin/gitlab-healthcheck", "--fail", "--max-time", "10"]
-
-
-def _ruby(
-    name: str = "forgeway-provisioner", scopes: str = "create_runner manage_runner read_api", days: str = "30"
-) -> str:
-    """A file in the shape of the issue-17 contract (components/scripts/gitlab-api-token.rb)."""
-    return f"""# frozen_string_literal: true
-TOKEN_NAME = '{name}'
-TOKEN_SCOPES = %w[{scopes}]
-TOKEN_DAYS = {days}
-value = STDIN.read.strip
-user = User.find_by_username('root')
-case ARGV[0]
-when 'create' then puts 'created'  # the stand-in reads the lines above; GitLab runs this
-when 'revoke' then puts 'revoked'
-end
-"""
-
-
-def _api_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gitlab_api", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-# --------------------------------------------------------------------------- in-process
-
-
-def test_token_rules_in_process(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    api = _api_module()
-    state = api._empty()
-    name, scopes, days = api.token_spec(_ruby())
-    assert (name, scopes, days) == ("forgeway-provisioner", ["create_runner", "manage_runner", "read_api"], 30)
-    assert "created" in api.seed_token(state, name, scopes, days, ADMIN_TOKEN)
-    assert "unchanged" in api.seed_token(state, name, scopes, days, ADMIN_TOKEN)
-    assert "replaced" in api.seed_token(state, name, scopes, days, READER_TOKEN)
-    assert [t["revoked"] for t in state["tokens"]] == [True, False]
-    for bad_scopes, bad_days, value, message in (
-        (["api", "bogus"], 30, ADMIN_TOKEN + "x", "Scopes can only contain available scopes (unknown: bogus)"),
-        ([], 30, ADMIN_TOKEN + "x", "Scopes can't be blank"),
-        (["api"], 366, ADMIN_TOKEN + "x", "Expiration date must be before"),
-        (["api"], 0, ADMIN_TOKEN + "x", "Expiration date can't be blank"),
-        (["api"], 30, "short-token", "at least 20 printable characters"),
-        (["api"], 30, ADMIN_TOKEN, "Token digest has already been taken"),  # the revoked one's value
-    ):
-        with pytest.raises(api.Invalid, match=re.escape(message)):
-            api.seed_token(state, "other", bad_scopes, bad_days, value)
-    with pytest.raises(api.Invalid, match="TOKEN_DAYS once"):
-        api.token_spec(_ruby().replace("TOKEN_DAYS = 30\n", ""))
-    with pytest.raises(api.Invalid, match=r"STDIN\.read"):
-        api.token_spec(_ruby().replace("STDIN.read.strip", "ARGV[1]"))
-
-    # 401 unknown, revoked, expired; 403 a scope the endpoint does not take
-    for token, status, body in (
-        ("nope", 401, {"message": "401 Unauthorized"}),
-        (ADMIN_TOKEN, 401, {"error": "invalid_token",
-                            "error_description": "Token was revoked. You have to re-authorize from the user."}),
-    ):  # fmt: skip
-        with pytest.raises(api.ApiError) as err:
-            api.authenticate(state, token, api.ALLOWED["user"])
-        assert (err.value.status, err.value.body) == (status, body)
-    assert api.authenticate(state, READER_TOKEN, api.ALLOWED["user"])["name"] == name
-    api.seed_token(state, "reader", ["read_user"], 30, ADMIN_TOKEN + "-reader")
-    with pytest.raises(api.ApiError) as err:
-        api.authenticate(state, ADMIN_TOKEN + "-reader", api.ALLOWED["runner_create"])
-    assert err.value.status == 403 and err.value.body["scope"] == "api create_runner", err.value.body
-    later = api.today() + datetime.timedelta(days=31)
-    monkeypatch.setattr(api, "today", lambda: later)
-    with pytest.raises(api.ApiError) as err:
-        api.authenticate(state, READER_TOKEN, api.ALLOWED["user"])
-    assert err.value.body == {"error": "invalid_token", "error_description": "Token has expired."}
-
-    # gitlab-rails: seeds through the contract's file; refuses while the backend (GitLab's database) is down
-    monkeypatch.setattr(api, "DB", tmp_path / "db.json")
-    (tmp_path / "token.rb").write_text(_ruby())
-    monkeypatch.setattr(api, "backend_up", lambda: True)
-    assert api.rails(["runner", str(tmp_path / "token.rb"), "create"], ADMIN_TOKEN) == 0
-    assert (tmp_path / "db.json").stat().st_mode & 0o777 == 0o600
-    monkeypatch.setattr(api, "backend_up", lambda: False)
-    assert api.rails(["runner", str(tmp_path / "token.rb"), "revoke"], ADMIN_TOKEN) == 1
-    with api.database() as after:
-        assert [t["revoked"] for t in after["tokens"]] == [False]
-
-
-def test_image_cache_key_follows_the_standin_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """A changed stand-in file changes its image's recipe key: the cached tarball is not reused."""
-    shutil.copytree(SCRIPT.parent, tmp_path / "tools" / "lab" / "standin_image")
-    monkeypatch.setattr(lab_images, "REPO_ROOT", tmp_path)
-    for image, name in ((GITLAB_STANDIN, "gitlab_api.py"), (RUNNER_STANDIN, "runner_gitlab.py")):
-        before = lab_images.RECIPES[image].key()
-        script = tmp_path / "tools" / "lab" / "standin_image" / name
-        script.write_text(script.read_text() + "\n# changed\n")
-        assert lab_images.RECIPES[image].key() != before, image
-
-
-def test_queue_rules_in_process() -> None:
-    api = _api_module()
-    state = api._empty()
-    protected = api.create_runner(state, {"runner_type": "instance_type", "access_level": "ref_protected",
-                                          "tag_list": "amd64,docker", "run_untagged": False})  # fmt: skip
-    open_runner = api.create_runner(state, {"runner_type": "instance_type", "tag_list": ["amd64"]})
-    assert protected["token"].startswith("glrt-") and protected["id"] != open_runner["id"]
-    p, u = state["runners"][str(protected["id"])], state["runners"][str(open_runner["id"])]
-    feature = api.queue_job(state, "feature", protected=False, tags=["amd64"])
-    main = api.queue_job(state, "main", protected=True, tags=["amd64", "docker"])
-    untagged = api.queue_job(state, "main", protected=True, tags=[])
-    arm = api.queue_job(state, "main", protected=True, tags=["arm64"])
-    assert not api.can_pick(p, feature)  # the rule: no unprotected ref for a ref_protected runner
-    assert api.can_pick(p, main) and not api.can_pick(u, main)  # u lacks the docker tag
-    assert not api.can_pick(p, untagged) and api.can_pick(u, untagged)
-    assert not api.can_pick(p, arm) and not api.can_pick(u, arm)
-    p["paused"] = True  # paused runners get nothing
-    assert not api.can_pick(p, main) and api.request_job(state, p) is None
-    p["paused"] = False
-    assert api.request_job(state, p)["id"] == main["id"]
-    assert api.request_job(state, p) is None
-    with pytest.raises(api.ApiError) as err:
-        api.create_runner(state, {"runner_type": "group_type", "group_id": 7})
-    assert err.value.status == 404
-    with pytest.raises(api.ApiError) as err:
-        api.create_runner(state, {"runner_type": "instance_type", "maximum_timeout": 60})
-    assert err.value.body == {"message": {"maximum_timeout": ["needs to be at least 10 minutes"]}}
 
 
 # --------------------------------------------------------------------------- in a real dockerd
@@ -253,6 +126,7 @@ class Lab:
             "/etc/gitlab/forgeway/reader.rb": (_ruby("lab-reader", "read_user").encode(), 0o600),
             "/etc/gitlab/forgeway/long.rb": (_ruby("too-long", "api", "400").encode(), 0o600),
             "/etc/gitlab/forgeway/bogus.rb": (_ruby("bogus", "api bogus_scope").encode(), 0o600),
+            "/etc/gitlab/forgeway/short.rb": (_ruby("short").encode(), 0o600),
         })  # fmt: skip
         self.docker("start", "gitlab")
         started = time.monotonic()
@@ -334,7 +208,7 @@ def test_root_token_is_seeded_by_gitlab_rails_and_scopes_are_enforced(lab: Lab) 
     assert long.returncode == 1 and b"Validation failed: Expiration date must be before" in long.stderr, long
     bogus = lab.rails("create", ADMIN_TOKEN + "-bogus", "/etc/gitlab/forgeway/bogus.rb")
     assert bogus.returncode == 1 and b"Scopes can only contain available scopes" in bogus.stderr, bogus
-    short = lab.rails("create", "tooshort")
+    short = lab.rails("create", "tooshort", "/etc/gitlab/forgeway/short.rb")
     assert short.returncode == 1 and b"at least 20 printable characters" in short.stderr, short
 
     for bearer in (False, True):

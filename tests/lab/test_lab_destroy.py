@@ -29,9 +29,12 @@ def test_destroy_restores_every_host_and_down_removes_the_lab(lab_to_take_down: 
     assert vps.succeed(["nft", "list", "ruleset"]) == "", "the VPS ruleset is not back to empty"
     assert vps.succeed(["sysctl", "-n", "net.ipv4.ip_forward"]).strip() == "0"
     for host in topology["hosts"]:
-        lab.machine(host["name"]).fail(["ip", "link", "show", "wg0"])
-        etc = lab.machine(host["name"]).path("/etc")
-        leftovers = [*etc.rglob("forgeway*"), *etc.rglob("certs.d")]
+        machine = lab.machine(host["name"])
+        machine.fail(["ip", "link", "show", "wg0"])
+        # No table of forgeway's on any host (the tunnel's segmentation table on every peer too).
+        assert "forgeway" not in machine.succeed(["nft", "list", "tables"]), f"a table left on {host['name']}"
+        etc = machine.path("/etc")
+        leftovers = [*etc.rglob("forgeway*"), *etc.rglob("*segment*"), *etc.rglob("certs.d")]
         assert leftovers == [], f"files left on {host['name']}: {leftovers}"
     from tools.lab.layout import SEEDED_DAEMON_JSON
 

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.machine import Machine
 from tests.lab.netns import isolated_netns, require_docker_tools
-from tools.lab.docker import DaemonInfo, docker, start_dockerd, stop_dockerd, storage_driver
+from tools.lab.docker import DaemonInfo, docker, storage_driver
+from tools.lab.dockerd import start_dockerd, stop_dockerd
 from tools.lab.images import BASE, ensure_image
+from tools.lab.machine import Machine
 
 pytestmark = pytest.mark.lab
 

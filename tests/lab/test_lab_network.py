@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 
-from tests.lab.machine import ROOT_NAMESPACE
 from tests.lab.make_lab import (
     VPS,
     MakeLab,
@@ -15,6 +14,7 @@ from tests.lab.make_lab import (
     push_and_pull,
     seen_address,
 )
+from tools.lab.machine import ROOT_NAMESPACE
 
 
 def test_home_reaches_the_internet_only_by_dialing_out(make_lab: MakeLab) -> None:

@@ -15,6 +15,9 @@ from pathlib import Path
 import pytest
 
 from tools.lab import nspawn as lab_nspawn
+from tools.lab import rootfs as lab_rootfs
+from tools.lab.machine import Machine
+from tools.lab.namespaces import Namespaces
 
 ADDRESS, GATEWAY, PORT = "192.0.2.10", "192.0.2.1", 2222
 BASE = [
@@ -25,26 +28,21 @@ BASE = [
 
 
 def _in(netns: str, *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", "netns", "exec", netns, *argv], capture_output=True, text=True, check=False)
+    return Machine(netns, netns).execute(list(argv))
 
 
 @pytest.fixture
 def netns() -> Iterator[str]:
-    name = f"fwn-{secrets.token_hex(3)}"
-    peer = f"{name}-p"
-    for made in (name, peer):
-        subprocess.run(["ip", "netns", "add", made], check=True)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-        veth = ["link", "add", "eth0", "type", "veth", "peer", "name", "eth0p", "netns", peer]
-        subprocess.run(["ip", "-n", name, *veth], check=True)
-        subprocess.run(["ip", "-n", peer, "link", "set", "eth0p", "up"], check=True)
+    """The host's namespace; its eth0's peer is in a second namespace of its own (no link out)."""
+    with Namespaces("fwn") as made:
+        host = made.add("host", name=f"fwn-{secrets.token_hex(3)}")
+        assert host.netns is not None
+        peer = made.add("peer", name=f"{host.netns}-p")
+        made.link(host, "eth0", peer, "eth0p")
+        made.address(peer, "eth0p")
         for argv in BASE:
-            subprocess.run(["ip", "-n", name, *argv], check=True)
-        yield name
-    finally:
-        for made in (name, peer):
-            subprocess.run(["ip", "netns", "delete", made], check=False)
+            host.succeed(["ip", *argv])
+        yield host.netns
 
 
 def _sshd_answers(netns: str, host_key: str) -> bool:
@@ -63,7 +61,7 @@ def test_a_reboot_restarts_systemd_and_the_namespace_forgets_its_runtime_state(n
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(tmp_path / "key")], check=True)
     host_key = (tmp_path / "key.pub").read_text().split()[1]
     root, state, name = tmp_path / "root", tmp_path / "state", netns.removeprefix("fwn-")
-    lab_nspawn.make_root(root, "booting", PORT, {"fwl-admin": "ssh-ed25519 AAAA unused"}, tmp_path / "key")
+    lab_rootfs.make_root(root, "booting", PORT, {"fwl-admin": "ssh-ed25519 AAAA unused"}, tmp_path / "key")
     # What the host configured to outlive a reboot: a sysctl.d file (systemd-sysctl applies it at boot).
     (root / "etc" / "sysctl.d" / "90-lab.conf").write_text("net.ipv4.ip_forward = 1\n")
     pid = lab_nspawn.start(name, netns, root, state, BASE)
@@ -111,7 +109,7 @@ def test_a_reboot_restarts_systemd_and_the_namespace_forgets_its_runtime_state(n
 
 def _docker(root: Path, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     """The docker client against the host's dockerd, through its socket in the host's root."""
-    socket = root / lab_nspawn.DOCKER_SOCKET.lstrip("/")
+    socket = root / lab_rootfs.DOCKER_SOCKET.lstrip("/")
     return subprocess.run(
         ["docker", "-H", f"unix://{socket}", *args], input=stdin, capture_output=True, check=False, timeout=300
     )
@@ -121,7 +119,8 @@ def test_a_docker_host_runs_dockerd_under_its_systemd_and_keeps_its_images_acros
     netns: str, tmp_path: Path
 ) -> None:
     """dockerd started by systemd in the host (cgroup2, CAP_NET_ADMIN, runc's syscalls: the
-    nspawn recipe); a container runs and publishes a port; binfmt_misc is mounted;
+    nspawn recipe); a container runs and publishes a port; binfmt_misc is mounted, and
+    unmounted before each shutdown empties it (systemd-shutdown);
     forgeway's proxy drop-in is in docker's environment (`systemctl show`); an image
     imported before a reboot is there after it, dockerd back by itself, the drop-in read."""
     from components.render.docker_client import DockerClientSettings, render_docker_client
@@ -132,8 +131,8 @@ def test_a_docker_host_runs_dockerd_under_its_systemd_and_keeps_its_images_acros
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(tmp_path / "key")], check=True)
     host_key = (tmp_path / "key.pub").read_text().split()[1]
     root, state, name = tmp_path / "root", tmp_path / "state", netns.removeprefix("fwn-")
-    setup = lab_nspawn.DockerSetup("172.30.9.1/24", "172.31.144.0/20", storage_driver(tmp_path))
-    lab_nspawn.make_root(root, "dockerhost", PORT, {"fwl-forgeway": "ssh-ed25519 AAAA unused"}, tmp_path / "key",
+    setup = lab_rootfs.DockerSetup("172.30.9.1/24", "172.31.144.0/20", storage_driver(tmp_path))
+    lab_rootfs.make_root(root, "dockerhost", PORT, {"fwl-forgeway": "ssh-ed25519 AAAA unused"}, tmp_path / "key",
                          groups=("docker",), docker=setup)  # fmt: skip
     pid = lab_nspawn.start(name, netns, root, state, BASE)
     try:
@@ -178,6 +177,10 @@ def test_a_docker_host_runs_dockerd_under_its_systemd_and_keeps_its_images_acros
         lab_nspawn.stop(pid, state, root, name)
     assert not lab_nspawn.running(pid)
     assert not list(lab_nspawn.CGROUPS.glob(f"*/fwl-{name}")), "the host's cgroups are left"
+    # Its binfmt_misc was detached on the way down, at the reboot and at the poweroff, so
+    # systemd-shutdown found none to empty: the machine's handlers (and other hosts') stay.
+    console = (state / "console.log").read_text(errors="replace")
+    assert console.count(lab_rootfs.BINFMT_DETACHED) == 2, "binfmt_misc was still mounted at a shutdown"
 
 
 def test_on_a_booting_host_the_endpoint_watch_is_a_unit_that_boots_after_the_tunnel_and_down_removes_it(
@@ -197,7 +200,7 @@ def test_on_a_booting_host_the_endpoint_watch_is_a_unit_that_boots_after_the_tun
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(tmp_path / "key")], check=True)
     host_key = (tmp_path / "key.pub").read_text().split()[1]
     root, state, name = tmp_path / "root", tmp_path / "state", netns.removeprefix("fwn-")
-    lab_nspawn.make_root(root, "vps", PORT, {"fwl-admin": "ssh-ed25519 AAAA unused"}, tmp_path / "key")
+    lab_rootfs.make_root(root, "vps", PORT, {"fwl-admin": "ssh-ed25519 AAAA unused"}, tmp_path / "key")
     key, home = (subprocess.run(["wg", "genkey"], capture_output=True, text=True, check=True).stdout for _ in "ab")
     vps_id = TunnelHost("vps", wg_public_key(key.strip()), ipaddress.IPv4Address("10.8.0.1"))
     home_id = TunnelHost("home", wg_public_key(home.strip()), ipaddress.IPv4Address("10.8.0.2"))

@@ -89,7 +89,7 @@ def test_without_its_sudo_right_the_apply_stops_at_the_check_and_no_host_changes
     """The deployer's VPS user loses its sudoers drop-in; a fresh apply (after a destroy:
     every check runs again) stops at the VPS's read-only check, says which host, user and
     sudoers line, and leaves every host as it was; with the right back it applies."""
-    from tools.lab.nspawn import grant_sudo, revoke_sudo
+    from tools.lab.rootfs import grant_sudo, revoke_sudo
 
     vps_root = Path(make_lab.host("vps")["root"])
     try:

@@ -34,7 +34,8 @@ from tests.lab.test_applier_docker import Args, DockerHostLab, _command, _ops, _
 from tests.lab.test_runner_standin import TOKEN, _view
 from tests.stacks import lab_stack
 from tools.applier.apply import destroy
-from tools.lab.docker import docker, start_dockerd, stop_dockerd
+from tools.lab.docker import docker
+from tools.lab.dockerd import start_dockerd, stop_dockerd
 from tools.lab.images import RUNNER_STANDIN, ensure_image
 from tools.stack.synth import synthesize_in_subprocess
 

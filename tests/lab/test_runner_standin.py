@@ -279,7 +279,13 @@ def test_gitlab_client_in_process(tmp_path: Path) -> None:
         bad.start()
         time.sleep(0.5)
         assert "Verifying runner... is not valid" in lines and "/api/v4/jobs/request" not in _FakeGitLab.requests
-        lines.clear()
+        quiet: list[str] = []
+        stopping = client.Poller(conn._replace(token=TOKEN + "-other"), quiet.append)  # SIGQUIT came first:
+        stopping.draining = True  # it neither verifies nor logs
+        stopping.start()
+        time.sleep(0.3)
+        assert quiet == [] and "/api/v4/jobs/request" not in _FakeGitLab.requests, quiet
+        lines = []  # the bad poller still retries into the old list
         good = client.Poller(conn, lines.append)
         good.start()
         job = good.received.get(timeout=5)

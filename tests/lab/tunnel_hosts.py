@@ -40,8 +40,8 @@ from components.config import Tunnel
 from components.render.wgconf import TunnelHost, endpoint_interface, peer_interface, tunnel_files
 from components.render.wireguard import wg_public_key
 from components.scripts import script, script_command
-from tests.lab.machine import Machine
-from tests.lab.netns import Namespaces
+from tools.lab.machine import Machine
+from tools.lab.namespaces import Namespaces
 
 IFACE = "wg0"
 VPS_NAME = "vps.forgeway.test"

@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from tools.lab.machine import Machine
+
 NETNS = "fwl-cgnat"
 HOME_SIDE = "100.64.0.0/24"  # what tools/lab/topology.py's CGNAT masquerades
 OUT_IF = "eth0"
@@ -37,9 +39,7 @@ WINDOW = 2048
 
 
 def _in(netns: str, *argv: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["ip", "netns", "exec", netns, *argv], input=stdin, capture_output=True, text=True, check=False, timeout=30
-    )
+    return Machine(netns, netns).execute(list(argv), stdin=stdin, timeout=30)
 
 
 def public_ports(conntrack_listing: str) -> set[int]:

@@ -1,11 +1,9 @@
-"""The lab's hosts: each one booted (systemd in nspawn) or an sshd in its namespace, and their dockerds."""
+"""The lab's hosts: each one booted (systemd in nspawn) in its namespace, and their dockerds."""
 
 from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,86 +15,23 @@ from tools.lab.layout import (
     HOSTS,
     LAB_DIR,
     PUBLIC_NAMES,
-    ROOT,
     RUNNER_HOSTS,
     SEEDED_DAEMON_JSON,
-    SSHD,
     TOPOLOGY,
     HostSpec,
 )
-from tools.lab.network import base_network, ns
-from tools.lab.users import keygen
+from tools.lab.network import DEPLOYER, base_network, ns
 
 
-def start_sshd(spec: HostSpec, work: Path, deployer_pub: str, listen: str | None = None) -> dict[str, Any]:
-    """sshd in the host's namespace and its own PID namespace, detached from make."""
-    work.mkdir(parents=True)
-    host_key = keygen(work / "ssh_host_ed25519_key")
-    (work / "authorized_keys").write_text(deployer_pub + "\n")
-    lines = [
-        # No ListenAddress unless asked: all addresses of the namespace, wg0's included, as
-        # a real host's sshd listens (what the tunnel's segmentation must hold off).
-        *([f"ListenAddress {listen}"] if listen else []),
-        f"Port {spec.ssh_port}",
-        f"HostKey {work / 'ssh_host_ed25519_key'}",
-        f"AuthorizedKeysFile {work / 'authorized_keys'}",
-        "PermitRootLogin prohibit-password",
-        "PasswordAuthentication no",
-        "KbdInteractiveAuthentication no",
-        "UsePAM no",
-        "StrictModes no",
-        f"PidFile {work / 'sshd.pid'}",
-    ]
-    # Namespaces share one filesystem: each host gets its own /etc, /run and WireGuard
-    # socket directory for forgeway's scripts (FORGEWAY_*, see the scripts' headers).
-    # Units are written (under FORGEWAY_ETC) though nothing runs systemd here: a
-    # simulated reboot runs exactly what they would (tests/lab/test_make_lab.py).
-    env = {"FORGEWAY_SYSTEMD": "yes"}
-    for var, sub in (("FORGEWAY_ETC", "etc"), ("FORGEWAY_RUN", "run"), ("FORGEWAY_WG_SOCKET_DIR", "wg")):
-        (work / sub).mkdir()
-        env[var] = str(work / sub)
-    if spec.name in DOCKER_HOSTS:
-        # `docker system dial-stdio` (what the docker provider runs over SSH) finds this host's daemon.
-        env["DOCKER_HOST"] = f"unix://{docker_work(spec.name) / 'docker.sock'}"
-    if spec.name in RUNNER_HOSTS:
-        # forgeway's daemon.json script restarts docker with this (no systemd runs dockerd here).
-        restart = work / "restart-docker"
-        restart.write_text(
-            f"#!/bin/sh\nPYTHONPATH={ROOT} exec {sys.executable} -m tools.lab.docker restart {docker_work(spec.name)}\n"
-        )
-        restart.chmod(0o755)
-        env["FORGEWAY_DOCKER_RESTART"] = str(restart)
-    if spec.fake_machine:
-        shim = work / "bin"
-        shim.mkdir()
-        (shim / "uname").write_text(
-            f'#!/bin/sh\n[ "$1" = "-m" ] && {{ echo {spec.fake_machine}; exit 0; }}\nexec /bin/uname "$@"\n'
-        )
-        (shim / "uname").chmod(0o755)
-        env["PATH"] = f"{shim}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-    lines.append("SetEnv " + " ".join(f"{k}={v}" for k, v in env.items()))
-    (work / "sshd_config").write_text("\n".join(lines) + "\n")
-    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-    proc = subprocess.Popen(
-        ["ip", "netns", "exec", ns(spec.name), "unshare", "--pid", "--kill-child", "--fork", SSHD, "-D",
-         "-f", str(work / "sshd_config"), "-E", str(work / "sshd.log")],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 15
-    while not sshd_answers(spec.address, spec.ssh_port, host_key):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"sshd of lab host {spec.name} did not come up: {(work / 'sshd.log').read_text()}")
-        time.sleep(0.1)
-    return {"name": spec.name, "netns": ns(spec.name), "address": spec.address, "ssh_port": spec.ssh_port,
-            "host_key": host_key, "pid": proc.pid}  # fmt: skip
+def keygen(path: Path) -> str:
+    """A passphrase-less ed25519 key pair at ``path``; its public key, ``"ssh-ed25519 AAAA..."``."""
+    DEPLOYER.succeed(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(path)])
+    return " ".join(path.with_name(path.name + ".pub").read_text().split()[:2])
 
 
 def sshd_answers(address: str, port: int, host_key: str) -> bool:
     """Whether an sshd answers at address:port with this host key (its own, not another's)."""
-    scan = subprocess.run(
-        ["ssh-keyscan", "-T", "2", "-t", "ed25519", "-p", str(port), address],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+    scan = DEPLOYER.execute(["ssh-keyscan", "-T", "2", "-t", "ed25519", "-p", str(port), address])
     return host_key.split()[1] in scan.stdout
 
 
@@ -105,6 +40,7 @@ def start_booting_host(spec: HostSpec, work: Path, deployer_pub: str) -> dict[st
     user (in the docker group on a docker host, whose dockerd systemd starts), and its
     supervisor started; :func:`wait_booted` waits for its sshd."""
     from tools.lab import nspawn as lab_nspawn
+    from tools.lab import rootfs as lab_rootfs
     from tools.lab.docker import bridge_addresses, storage_driver
 
     work.mkdir(parents=True)
@@ -115,9 +51,9 @@ def start_booting_host(spec: HostSpec, work: Path, deployer_pub: str) -> dict[st
     if spec.name in DOCKER_HOSTS:
         bip, pool = bridge_addresses(DOCKER_HOSTS[spec.name])
         # A runner's daemon.json is forgeway's to manage: dockerd refuses a flag it also sets.
-        docker = lab_nspawn.DockerSetup(bip, None if spec.name in RUNNER_HOSTS else pool, storage_driver(work))
+        docker = lab_rootfs.DockerSetup(bip, None if spec.name in RUNNER_HOSTS else pool, storage_driver(work))
     vps = next(h.address for h in HOSTS if h.name == "vps")
-    lab_nspawn.make_root(
+    lab_rootfs.make_root(
         root, spec.name, spec.ssh_port, users, work / "ssh_host_ed25519_key",
         hosts=f"{vps} {' '.join(PUBLIC_NAMES)}\n" if docker else "",
         groups=("docker",) if docker else (), docker=docker, fake_machine=spec.fake_machine,
@@ -169,7 +105,8 @@ def booted_dockerd(host: dict[str, Any], timeout: float = 120) -> dict[str, Any]
     answers on its second socket, a file in the host's root; ``in_host``: systemd in the
     host runs it (lab-down powers the host off, nothing stops it from here)."""
     from tools.lab.docker import DaemonInfo, bridge_addresses, docker
-    from tools.lab.nspawn import DOCKER_SOCKET, dockerd_pid
+    from tools.lab.nspawn import dockerd_pid
+    from tools.lab.rootfs import DOCKER_SOCKET
 
     name, root = host["name"], Path(host["root"])
     bip, pool = bridge_addresses(DOCKER_HOSTS[name])
@@ -193,7 +130,8 @@ def start_docker_hosts(record: dict[str, Any]) -> None:
     lab's for the client); the stand-in images in each host's docker, on its disk, so
     they are there after a reboot too. ``record`` gets each daemon as soon as it runs,
     so lab-down stops it even if a later step fails."""
-    from tools.lab.docker import DaemonInfo, start_dockerd
+    from tools.lab.docker import DaemonInfo
+    from tools.lab.dockerd import start_dockerd
     from tools.lab.images import (
         BINFMT_STANDIN,
         GITLAB_STANDIN,

@@ -163,6 +163,8 @@ RECIPES: dict[str, Recipe] = {
             # one file, three names (it acts on its name): the backend, gitlab-rails (omnibus
             # links it into /usr/bin too), the lab's job queue
             ImageFile(f"{_STANDIN_DIR}/gitlab_api.py", "/opt/gitlab/embedded/service/gitlab-rails/api.py", 0o755),
+            ImageFile(f"{_STANDIN_DIR}/gitlab_db.py", "/opt/gitlab/embedded/service/gitlab-rails/gitlab_db.py"),
+            ImageFile(f"{_STANDIN_DIR}/gitlab_ci.py", "/opt/gitlab/embedded/service/gitlab-rails/gitlab_ci.py"),
             ImageFile(f"{_STANDIN_DIR}/gitlab_api.py", "/opt/gitlab/bin/gitlab-rails", 0o755),
             ImageFile(f"{_STANDIN_DIR}/gitlab_api.py", "/usr/bin/gitlab-rails", 0o755),
             ImageFile(f"{_STANDIN_DIR}/gitlab_api.py", "/opt/gitlab/bin/gitlab-standin-job", 0o755),

@@ -31,14 +31,13 @@ class HostSpec:
     address: str
     ssh_port: int
     fake_machine: str | None = None  # what `uname -m` says in SSH sessions
-    boots: bool = False  # systemd as PID 1 in systemd-nspawn (tools/lab/nspawn.py): its own /etc and sshd
 
 
 HOSTS = (
-    HostSpec("vps", "internet", f"{INTERNET}.10", 2202, boots=True),
-    HostSpec("home", "lan", f"{LAN}.2", 22, boots=True),
-    HostSpec("runner-arm", "lan", f"{LAN}.3", 22, fake_machine="aarch64", boots=True),
-    HostSpec("runner-amd", "lan", f"{LAN}.4", 22, boots=True),
+    HostSpec("vps", "internet", f"{INTERNET}.10", 2202),
+    HostSpec("home", "lan", f"{LAN}.2", 22),
+    HostSpec("runner-arm", "lan", f"{LAN}.3", 22, fake_machine="aarch64"),
+    HostSpec("runner-amd", "lan", f"{LAN}.4", 22),
 )
 # Hosts with a dockerd of their own (index: their bridge subnets, tools/lab/docker.py);
 # the client gets one too, as a laptop would have, to log in to the registry.
@@ -53,10 +52,6 @@ CLIENT = f"{INTERNET}.100"
 VPS_ADDRESS = f"{INTERNET}.10"
 CGNAT_WAN, CGNAT_LAN, HOMEGW_WAN = f"{INTERNET}.20", "100.64.0.1", "100.64.0.2"
 DEPLOYER_INTERNET, DEPLOYER_LAN = f"{INTERNET}.254", f"{LAN}.254"
-# The deployer's login users (Pulumi.lab.yaml hosts[].ssh_user) and their extra groups, on
-# this machine for the hosts that share its user database; a host that boots has its own.
-LAB_USERS: dict[str, tuple[str, ...]] = {}  # every lab host boots: its users are in its own root
+# The deployer's login user on each host (Pulumi.lab.yaml hosts[].ssh_user), in the host's own root.
 BOOTING_HOST_USERS = {"vps": "fwl-admin", "home": "fwl-forgeway", "runner-arm": "fwl-forgeway",
                       "runner-amd": "fwl-forgeway"}  # fmt: skip
-LAB_USER_COMMENT = "forgeway lab deployer"  # what lab-down looks for before it removes a user
-SUDOERS_DIR = Path("/etc/sudoers.d")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 
 from tools.lab.layout import (
     CGNAT_LAN,
@@ -18,45 +17,45 @@ from tools.lab.layout import (
     PREFIX,
     HostSpec,
 )
+from tools.lab.machine import ROOT_NAMESPACE, Machine
 
-
-def sh(*argv: str, netns: str | None = None, check: bool = True) -> str:
-    cmd = ["ip", "netns", "exec", netns, *argv] if netns else list(argv)
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=60)
-    if check and done.returncode != 0:
-        raise RuntimeError(f"`{' '.join(cmd)}` failed: {done.stderr.strip()}")
-    return done.stdout
+DEPLOYER = ROOT_NAMESPACE  # this machine's root namespace, where the deployer runs
 
 
 def ns(name: str) -> str:
     return f"{PREFIX}{name}"
 
 
+def machine(name: str) -> Machine:
+    """The lab's namespace ``fwl-<name>`` as a Machine (its network only, this machine's tools)."""
+    return Machine(name, ns(name))
+
+
 def _veth(a_ns: str | None, a_if: str, b_ns: str, b_if: str) -> None:
     """A veth pair between two namespaces (None: the root namespace)."""
     tmp_a, tmp_b = f"fwt{os.getpid() % 10000}a", f"fwt{os.getpid() % 10000}b"
-    sh("ip", "link", "add", tmp_a, "type", "veth", "peer", "name", tmp_b)
-    sh("ip", "link", "set", tmp_b, "netns", b_ns)
-    sh("ip", "-n", b_ns, "link", "set", tmp_b, "name", b_if)
+    DEPLOYER.succeed(["ip", "link", "add", tmp_a, "type", "veth", "peer", "name", tmp_b])
+    DEPLOYER.succeed(["ip", "link", "set", tmp_b, "netns", b_ns])
+    DEPLOYER.succeed(["ip", "-n", b_ns, "link", "set", tmp_b, "name", b_if])
     if a_ns is not None:
-        sh("ip", "link", "set", tmp_a, "netns", a_ns)
-        sh("ip", "-n", a_ns, "link", "set", tmp_a, "name", a_if)
+        DEPLOYER.succeed(["ip", "link", "set", tmp_a, "netns", a_ns])
+        DEPLOYER.succeed(["ip", "-n", a_ns, "link", "set", tmp_a, "name", a_if])
     else:
-        sh("ip", "link", "set", tmp_a, "name", a_if)
+        DEPLOYER.succeed(["ip", "link", "set", tmp_a, "name", a_if])
 
 
 def _up(netns: str | None, ifname: str, cidr: str | None = None, master: str | None = None) -> None:
     prefix = ["ip", "-n", netns] if netns else ["ip"]
     if cidr:
-        sh(*prefix, "addr", "add", cidr, "dev", ifname)
+        DEPLOYER.succeed([*prefix, "addr", "add", cidr, "dev", ifname])
     if master:
-        sh(*prefix, "link", "set", ifname, "master", master)
-    sh(*prefix, "link", "set", ifname, "up")
+        DEPLOYER.succeed([*prefix, "link", "set", ifname, "master", master])
+    DEPLOYER.succeed([*prefix, "link", "set", ifname, "up"])
 
 
 def _bridge(netns: str, name: str) -> None:
-    sh("ip", "-n", netns, "link", "add", name, "type", "bridge")
-    sh("ip", "-n", netns, "link", "set", name, "up")
+    DEPLOYER.succeed(["ip", "-n", netns, "link", "add", name, "type", "bridge"])
+    DEPLOYER.succeed(["ip", "-n", netns, "link", "set", name, "up"])
 
 
 def _nat(netns: str, out_if: str, source: str) -> None:
@@ -67,8 +66,9 @@ def _nat(netns: str, out_if: str, source: str) -> None:
   }}
 }}
 """
-    subprocess.run(["ip", "netns", "exec", netns, "nft", "-f", "-"], input=ruleset, text=True, check=True)
-    sh("sysctl", "-qw", "net.ipv4.ip_forward=1", netns=netns)
+    router = Machine(netns, netns)
+    router.succeed(["nft", "-f", "-"], stdin=ruleset)
+    router.succeed(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
 
 
 def _deployer_link(ifname: str, address: str, peers: list[str]) -> None:
@@ -80,7 +80,7 @@ def _deployer_link(ifname: str, address: str, peers: list[str]) -> None:
     their own /24 is on-link and the root namespace answers ARP for its /32."""
     _up(None, ifname, f"{address}/32")
     for peer in peers:
-        sh("ip", "route", "add", f"{peer}/32", "dev", ifname, "src", address)
+        DEPLOYER.succeed(["ip", "route", "add", f"{peer}/32", "dev", ifname, "src", address])
 
 
 def base_network(spec: HostSpec) -> list[list[str]]:
@@ -100,15 +100,15 @@ def _host_link(spec: HostSpec, bridge_ns: str) -> None:
     _veth(bridge_ns, port, ns(spec.name), "eth0")
     _up(bridge_ns, port, master="br0")
     for argv in base_network(spec):
-        sh("ip", "-n", ns(spec.name), *argv)
+        DEPLOYER.succeed(["ip", "-n", ns(spec.name), *argv])
 
 
 def build_network() -> None:
     """Create the namespaces and links (fails if any exists: run lab-down first)."""
     names = ["inet", "client", "cgnat", "homegw"] + [h.name for h in HOSTS]
     for name in names:
-        sh("ip", "netns", "add", ns(name))
-        sh("ip", "-n", ns(name), "link", "set", "lo", "up")
+        DEPLOYER.succeed(["ip", "netns", "add", ns(name)])
+        DEPLOYER.succeed(["ip", "-n", ns(name), "link", "set", "lo", "up"])
     _bridge(ns("inet"), "br0")
     _bridge(ns("homegw"), "br0")
     # the internet segment
@@ -130,9 +130,10 @@ def build_network() -> None:
     _up(ns("cgnat"), "eth1", f"{CGNAT_LAN}/24")
     _up(ns("homegw"), "eth0", f"{HOMEGW_WAN}/24")
     _nat(ns("cgnat"), "eth0", "100.64.0.0/24")
-    sh("sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout=10", netns=ns("cgnat"), check=False)
-    sh("sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout_stream=20", netns=ns("cgnat"), check=False)
-    sh("ip", "-n", ns("homegw"), "route", "add", "default", "via", CGNAT_LAN)
+    cgnat = machine("cgnat")
+    cgnat.execute(["sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout=10"])
+    cgnat.execute(["sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout_stream=20"])
+    DEPLOYER.succeed(["ip", "-n", ns("homegw"), "route", "add", "default", "via", CGNAT_LAN])
     # the home LAN
     _up(ns("homegw"), "br0", f"{LAN}.1/24")
     _nat(ns("homegw"), "eth0", f"{LAN}.0/24")

@@ -1,10 +1,6 @@
 """Lab hosts that boot: systemd as PID 1 in ``systemd-nspawn``, inside the host's namespace.
 
-A host's root file system is Debian 12 (minbase plus :data:`PACKAGES`), built once and
-cached as a tarball under ``$FORGEWAY_ROOTFS_CACHE``, else ``~/.cache/forgeway/rootfs``,
-named by a hash of its package list (a lock per file, renamed into place: two runs at
-once never build it twice nor read half of it). Each host gets its own copy under the
-lab directory, with its own host name, machine id, SSH host key, sshd port and users.
+A host's root file system (packages, users, sshd, docker.service) is tools/lab/rootfs.py's.
 
 A supervisor per host (``python -m tools.lab.nspawn supervise``, detached, its PID in
 topology.json) runs ``systemd-nspawn --boot`` in the host's network namespace. When the
@@ -24,203 +20,28 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from tools.lab.images import SUITE, _build_dir, _install, _locked, _minbase, _run, _tar
+from tools.lab.machine import Machine
 
-ROOTFS_VERSION = 1  # bump when the way roots are made changes: every hash changes
-# What forgeway's host scripts (components/scripts) run on a host, and what a host boots with.
-PACKAGES = (
-    "systemd", "systemd-sysv", "dbus", "openssh-server", "sudo", "nftables", "iproute2", "iptables",
-    "conntrack", "wireguard-tools", "wireguard-go", "procps", "kmod", "python3-minimal", "iputils-ping",
-    "ca-certificates",
-)  # fmt: skip
-# A docker host's root has these too (systemd starts docker.service, as Debian enables it).
-DOCKER_PACKAGES = ("docker.io", "python3")  # python3: forgeway's daemon.json merge (json)
 # systemd's exit status for "the container rebooted" (systemd-nspawn(1)).
 REBOOTED = 133
-# Units a container has no use for, or that wait for what nspawn does not give it.
-MASKED = ("console-getty.service", "getty@.service", "systemd-networkd-wait-online.service",
-          "apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer", "fstrim.timer")  # fmt: skip
-
-
-def cache_dir() -> Path:
-    if env := os.environ.get("FORGEWAY_ROOTFS_CACHE"):
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "forgeway" / "rootfs"
-
-
-def rootfs_key(docker: bool = False) -> str:
-    packages = sorted(PACKAGES + (DOCKER_PACKAGES if docker else ()))
-    text = json.dumps({"v": ROOTFS_VERSION, "suite": SUITE, "packages": packages, "masked": sorted(MASKED)})
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def rootfs_tarball(timings: dict[str, float] | None = None, *, docker: bool = False) -> Path:
-    """The cached host root file system, built if missing (minbase from tools/lab/images'
-    cache); ``docker``: with docker.io too, built on top of the plain one."""
-    timings = {} if timings is None else timings
-    target = cache_dir() / f"host-{SUITE}-{rootfs_key(docker)}.tar"
-    with _locked(target):
-        if target.exists():
-            return target
-        base = rootfs_tarball(timings) if docker else _minbase(SUITE, timings)
-        started = time.monotonic()
-        with _build_dir(target.parent) as rootfs:
-            rootfs.mkdir()
-            _run(["tar", "--numeric-owner", "--xattrs", "-C", str(rootfs), "-xf", str(base)])
-            _install(rootfs, DOCKER_PACKAGES if docker else PACKAGES)
-            for key in rootfs.glob("etc/ssh/ssh_host_*"):  # every host makes its own
-                key.unlink()
-            (rootfs / "etc" / "machine-id").write_text("")
-            for unit in MASKED:
-                mask = rootfs / "etc" / "systemd" / "system" / unit
-                mask.unlink(missing_ok=True)
-                mask.symlink_to("/dev/null")
-            _tar(rootfs, target)
-        timings["host-rootfs-docker" if docker else "host-rootfs"] = time.monotonic() - started
-    return target
-
-
-@dataclass(frozen=True)
-class DockerSetup:
-    """How a docker host's dockerd runs: docker.service as Debian ships it, with the lab's
-    flags in a drop-in (its own bridge subnets, so no two hosts route the same container
-    subnet; the storage driver that works on the lab's file system; a short shutdown
-    timeout) and a second API socket on the host's disk, which this machine reaches as a
-    file under the host's root."""
-
-    bip: str
-    address_pool: str | None  # None: a daemon.json forgeway manages may set the pools
-    storage_driver: str
-    shutdown_timeout: int = 3
-
-
-DOCKER_SOCKET = "/var/lib/forgeway-lab/docker.sock"  # inside the host; the root's copy is its file here
-PATH_SHIM = "/usr/local/lib/forgeway-lab/bin"  # runner-arm's `uname` says aarch64 in SSH sessions
-
-
-def make_root(
-    root: Path,
-    hostname: str,
-    ssh_port: int,
-    users: dict[str, str],
-    host_key: Path,
-    *,
-    hosts: str = "",
-    groups: tuple[str, ...] = (),
-    docker: DockerSetup | None = None,
-    fake_machine: str | None = None,
-) -> None:
-    """The host's own copy of the root: its name, machine id, sshd port and host key, and
-    ``users`` (name: authorized public key, in ``groups`` too) with passwordless sudo in
-    its own sudoers; with ``docker``, the docker.io root and its dockerd's lab settings."""
-    root.mkdir(parents=True)
-    tarball = rootfs_tarball(docker=docker is not None)
-    subprocess.run(["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-xf", str(tarball)], check=True)
-    etc = root / "etc"
-    (etc / "hostname").write_text(hostname + "\n")
-    (etc / "machine-id").write_text(secrets.token_hex(16) + "\n")
-    (etc / "hosts").write_text(f"127.0.0.1 localhost\n127.0.1.1 {hostname}\n{hosts}")
-    # Debian's sshd as it comes (every address), on the lab's port, with the lab's key only.
-    sshd = f"Port {ssh_port}\nHostKey /etc/ssh/ssh_host_ed25519_key\nPasswordAuthentication no\n"
-    if fake_machine is not None:
-        shim = root / PATH_SHIM.lstrip("/")
-        shim.mkdir(parents=True)
-        (shim / "uname").write_text(
-            f'#!/bin/sh\n[ "$1" = "-m" ] && {{ echo {fake_machine}; exit 0; }}\nexec /bin/uname "$@"\n'
-        )
-        (shim / "uname").chmod(0o755)
-        sshd += f"SetEnv PATH={PATH_SHIM}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
-    (etc / "ssh" / "sshd_config.d" / "lab.conf").write_text(sshd)
-    for suffix in ("", ".pub"):
-        target = etc / "ssh" / f"ssh_host_ed25519_key{suffix}"
-        target.write_bytes(Path(f"{host_key}{suffix}").read_bytes())
-        target.chmod(0o600 if not suffix else 0o644)
-    for user, public_key in users.items():
-        # Password '*': no password login, and not "locked" (sshd refuses a locked account).
-        extra = ["--groups", ",".join(groups)] if groups else []
-        _run(["chroot", str(root), "useradd", "--create-home", "--shell", "/bin/sh", "--password", "*", *extra, user])
-        ssh_dir = root / "home" / user / ".ssh"
-        ssh_dir.mkdir(mode=0o700)
-        (ssh_dir / "authorized_keys").write_text(public_key + "\n")
-        _run(["chroot", str(root), "chown", "-R", f"{user}:{user}", f"/home/{user}/.ssh"])
-        grant_sudo(root, user)
-    if docker is not None:
-        _docker_host(root, docker)
-
-
-def _docker_host(root: Path, docker: DockerSetup) -> None:
-    units = root / "etc" / "systemd" / "system"
-    flags = [
-        "-H", "fd://", "-H", f"unix://{DOCKER_SOCKET}", "--containerd=/run/containerd/containerd.sock",
-        "--storage-driver", docker.storage_driver, "--bip", docker.bip,
-        *(("--default-address-pool", f"base={docker.address_pool},size=24") if docker.address_pool else ()),
-        "--shutdown-timeout", str(docker.shutdown_timeout),
-    ]  # fmt: skip
-    (root / DOCKER_SOCKET.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
-    dropin = units / "docker.service.d"
-    dropin.mkdir(parents=True, exist_ok=True)
-    (dropin / "lab.conf").write_text(
-        "# the lab's dockerd settings (tools/lab/nspawn.py)\n[Service]\nExecStart=\n"
-        f"ExecStart=/usr/sbin/dockerd {' '.join(flags)}\n"
-    )
-    # binfmt_misc: systemd's automount of it is skipped where /proc/sys is read-only, as
-    # nspawn's is; root in the host can mount it there all the same (the kernel's one,
-    # shared: no user namespace), so the mount is pulled in at boot.
-    mount = "proc-sys-fs-binfmt_misc.mount"
-    # systemd-binfmt.service would then run too: it registers the root's binfmt.d entries
-    # (python3's) and, when stopped at shutdown, unregisters every handler: the machine's
-    # and the other lab hosts' too, binfmt_misc being the kernel's one. Masked.
-    (units / "systemd-binfmt.service").unlink(missing_ok=True)
-    (units / "systemd-binfmt.service").symlink_to("/dev/null")
-    wants = units / "sysinit.target.wants"
-    wants.mkdir(parents=True, exist_ok=True)
-    (wants / mount).unlink(missing_ok=True)
-    (wants / mount).symlink_to(f"/lib/systemd/system/{mount}")
-
-
-def sudoers_path(root: Path, user: str) -> Path:
-    return root / "etc" / "sudoers.d" / user
-
-
-def grant_sudo(root: Path, user: str) -> None:
-    path = sudoers_path(root, user)
-    path.write_text(f"{user} ALL=(ALL:ALL) NOPASSWD: ALL\n")
-    path.chmod(0o440)
-
-
-def revoke_sudo(root: Path, user: str) -> None:
-    sudoers_path(root, user).unlink(missing_ok=True)
 
 
 # --- the supervisor -------------------------------------------------------------------
 
 
-def _netns(netns: str, *argv: str, check: bool = False, stdin: str | None = None) -> str:
-    done = subprocess.run(
-        ["ip", "netns", "exec", netns, *argv], input=stdin, capture_output=True, text=True, check=False, timeout=60
-    )
-    if check and done.returncode != 0:
-        raise RuntimeError(f"`{' '.join(argv)}` in {netns}: {done.stderr.strip()}")
-    return done.stdout
-
-
 def net_sysctls(netns: str) -> dict[str, str]:
     """The namespace's own sysctls (net.*: the rest are the machine's, not the namespace's)."""
     found = {}
-    for line in _netns(netns, "sysctl", "-a", "--ignore").splitlines():
+    for line in Machine(netns, netns).execute(["sysctl", "-a", "--ignore"]).stdout.splitlines():
         key, sep, value = line.partition(" = ")
         if sep and key.startswith("net."):
             found[key] = value
@@ -230,31 +51,32 @@ def net_sysctls(netns: str) -> dict[str, str]:
 def reset_namespace(netns: str, base: list[list[str]], sysctls: dict[str, str]) -> None:
     """What a reboot does to a kernel's runtime state, in the host's namespace, then the
     base network (``base``: `ip` argument lists) as the host's network config sets it at boot."""
-    for line in _netns(netns, "ip", "-o", "link", "show").splitlines():
+    host = Machine(netns, netns)
+    for line in host.execute(["ip", "-o", "link", "show"]).stdout.splitlines():
         name = line.split(":")[1].strip().split("@")[0]
         if name not in ("lo", "eth0"):
-            _netns(netns, "ip", "link", "delete", name)
-    _netns(netns, "nft", "flush", "ruleset")
+            host.execute(["ip", "link", "delete", name])
+    host.execute(["nft", "flush", "ruleset"])
     for family in ("-4", "-6"):
-        _netns(netns, "ip", family, "rule", "flush")  # all but the local table's rule
-        _netns(netns, "ip", family, "rule", "add", "pref", "32766", "lookup", "main")
+        host.execute(["ip", family, "rule", "flush"])  # all but the local table's rule
+        host.execute(["ip", family, "rule", "add", "pref", "32766", "lookup", "main"])
         if family == "-4":
-            _netns(netns, "ip", family, "rule", "add", "pref", "32767", "lookup", "default")
-        for line in _netns(netns, "ip", family, "route", "show", "table", "all").splitlines():
+            host.execute(["ip", family, "rule", "add", "pref", "32767", "lookup", "default"])
+        for line in host.execute(["ip", family, "route", "show", "table", "all"]).stdout.splitlines():
             words = line.split()
             table = words[words.index("table") + 1] if "table" in words else "main"
             if table not in ("local", "main"):
-                _netns(netns, "ip", family, "route", "flush", "table", table)
-        _netns(netns, "ip", family, "route", "flush", "table", "main")
-        _netns(netns, "ip", family, "addr", "flush", "dev", "eth0")
-    _netns(netns, "ip", "link", "set", "eth0", "down")
+                host.execute(["ip", family, "route", "flush", "table", table])
+        host.execute(["ip", family, "route", "flush", "table", "main"])
+        host.execute(["ip", family, "addr", "flush", "dev", "eth0"])
+    host.execute(["ip", "link", "set", "eth0", "down"])
     now = net_sysctls(netns)
     changed = [f"{key}={value}" for key, value in sysctls.items() if key in now and now[key] != value]
     if changed:
-        _netns(netns, "sysctl", "-q", "-w", *changed)
-    _netns(netns, "conntrack", "-F")
+        host.execute(["sysctl", "-q", "-w", *changed])
+    host.execute(["conntrack", "-F"])
     for argv in base:
-        _netns(netns, "ip", *argv, check=True)
+        host.succeed(["ip", *argv])
 
 
 def forget_binfmt(root: Path, log: BinaryIO) -> None:
@@ -408,12 +230,14 @@ def container_pid1(state: Path, timeout: float = 30) -> int:
         time.sleep(0.1)
 
 
+def machine(name: str, netns: str | None, state: Path) -> Machine:
+    """The running host as a Machine: its namespace, and (``inside``) every namespace of its init."""
+    return Machine(name, netns, leader=lambda: container_pid1(state))
+
+
 def inside(state: Path, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run ``argv`` in the host (every namespace of its init: its mounts, PIDs, network)."""
-    return subprocess.run(
-        ["nsenter", "-t", str(container_pid1(state)), "-a", *argv],
-        capture_output=True, text=True, check=False, timeout=timeout,
-    )  # fmt: skip
+    return machine(state.parent.name, None, state).inside.execute(list(argv), timeout=timeout)
 
 
 def dockerd_pid(state: Path) -> int:
@@ -472,25 +296,35 @@ def _recorded_nspawn(state: Path, root: Path) -> int | None:
 def stop(pid: int, state: Path, root: Path, name: str, timeout: float = 20) -> None:
     """Power the host off through its supervisor (through its nspawn should the supervisor be
     gone), kill what is left after ``timeout``, and remove the host's cgroups."""
-    nspawn = _recorded_nspawn(state, root)
-    for target in (pid, nspawn):
-        if target is not None and running(target):
-            os.kill(target, signal.SIGTERM)  # nspawn: an orderly poweroff of the container
-            break
+    stop_all([(pid, state, root, name)], timeout)
+
+
+def stop_all(hosts: list[tuple[int, Path, Path, str]], timeout: float = 20) -> None:
+    """:func:`stop` for several hosts (supervisor PID, state, root, name) at once: every
+    host is asked to power off first, then each is waited for (one deadline for all)."""
+    asked = []
+    for pid, state, root, name in hosts:
+        nspawn = _recorded_nspawn(state, root)
+        for target in (pid, nspawn):
+            if target is not None and running(target):
+                os.kill(target, signal.SIGTERM)  # nspawn: an orderly poweroff of the container
+                break
+        asked.append((pid, nspawn, name))
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)  # reaped, if it is our own child
-        if not running(pid) and (nspawn is None or not running(nspawn)):
-            break
-        time.sleep(0.2)
-    else:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)  # the supervisor's session
-        if nspawn is not None:
+    for pid, nspawn, name in asked:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)  # reaped, if it is our own child
+            if not running(pid) and (nspawn is None or not running(nspawn)):
+                break
+            time.sleep(0.2)
+        else:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(nspawn, signal.SIGKILL)
-    remove_cgroups(name)
+                os.killpg(pid, signal.SIGKILL)  # the supervisor's session
+            if nspawn is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(nspawn, signal.SIGKILL)
+        remove_cgroups(name)
 
 
 def main() -> int:
@@ -504,6 +338,8 @@ def main() -> int:
     parser.add_argument("--docker", action="store_true", help="supervise: a docker host; rootfs: with docker.io")
     args = parser.parse_args()
     if args.action == "rootfs":
+        from tools.lab.rootfs import rootfs_tarball
+
         timings: dict[str, float] = {}
         print(rootfs_tarball(timings, docker=args.docker), json.dumps(timings))
         return 0
@@ -515,4 +351,4 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["PACKAGES", "container_pid1", "inside", "make_root", "rootfs_tarball", "start", "stop", "supervise"]
+__all__ = ["container_pid1", "inside", "machine", "start", "stop", "stop_all", "supervise"]

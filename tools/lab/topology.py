@@ -53,10 +53,10 @@ from typing import Any
 from tools.lab.binfmt import remove_leftovers
 from tools.lab.config import lab_config
 from tools.lab.hosts import (
+    keygen,
     sshd_answers,
     start_booting_host,
     start_docker_hosts,
-    start_sshd,
     wait_booted,
     write_name_files,
 )
@@ -74,8 +74,7 @@ from tools.lab.layout import (
     STATE,
     TOPOLOGY,
 )
-from tools.lab.network import build_network, ns, sh
-from tools.lab.users import create_lab_users, keygen, remove_lab_users
+from tools.lab.network import DEPLOYER, build_network, ns
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -101,26 +100,22 @@ def up(mode: str | None = None, overrides: list[str] | None = None, seed: int | 
     from tools.stack.synth import stack_config_strings
 
     if not TOPOLOGY.exists():
-        if any(line.startswith(PREFIX) for line in sh("ip", "netns", "list").splitlines()):
+        if any(line.startswith(PREFIX) for line in DEPLOYER.succeed(["ip", "netns", "list"]).splitlines()):
             print("lab: namespaces fwl-* exist without .lab/topology.json; run `make lab-down` first", file=sys.stderr)
             return 1
         _make_lab_dir()
         record: dict[str, Any] = {"hosts": []}
         try:
             deployer_pub = keygen(LAB_DIR / "deployer")
-            create_lab_users()
             build_network()
             write_name_files()
-            # Hosts that boot first, all at once: they boot while the others' sshds start.
-            for spec in sorted(HOSTS, key=lambda h: not h.boots):
-                work = LAB_DIR / "hosts" / spec.name
-                started = start_booting_host(spec, work, deployer_pub) if spec.boots else None
-                record["hosts"].append(started or start_sshd(spec, work, deployer_pub))
+            # Every host boots, all at once.
+            for spec in HOSTS:
+                record["hosts"].append(start_booting_host(spec, LAB_DIR / "hosts" / spec.name, deployer_pub))
                 # Record each started host at once, so lab-down finds it even if a later step fails.
                 TOPOLOGY.with_suffix(".partial").write_text(json.dumps(record))
             for host in record["hosts"]:
-                if host.get("boots"):
-                    wait_booted(host)
+                wait_booted(host)
             start_docker_hosts(record)
         except Exception:
             down()
@@ -129,7 +124,9 @@ def up(mode: str | None = None, overrides: list[str] | None = None, seed: int | 
         topology = {
             **record,
             "namespaces": sorted(
-                line.split()[0] for line in sh("ip", "netns", "list").splitlines() if line.startswith(PREFIX)
+                line.split()[0]
+                for line in DEPLOYER.succeed(["ip", "netns", "list"]).splitlines()
+                if line.startswith(PREFIX)
             ),
             "client": {"netns": ns("client"), "address": CLIENT},
             "deployer": {"internet": DEPLOYER_INTERNET, "lan": DEPLOYER_LAN},
@@ -219,8 +216,9 @@ def refresh() -> int:
 
 
 def _stop_started(errors: list[str]) -> None:
-    """Stop, by PID, every dockerd and sshd that (partial) topology files record."""
-    from tools.lab.docker import DaemonInfo, stop_dockerd
+    """Stop, by PID, every dockerd and host that (partial) topology files record."""
+    from tools.lab.docker import DaemonInfo
+    from tools.lab.dockerd import stop_dockerd
 
     for described in (TOPOLOGY, TOPOLOGY.with_suffix(".partial")):
         if not described.exists():
@@ -236,14 +234,10 @@ def _stop_started(errors: list[str]) -> None:
                 stop_dockerd(DaemonInfo.from_json(record), remove=False)  # .lab/ goes in down()
             except RuntimeError as exc:
                 errors.append(f"dockerd of {name}: {exc}")
-        for host in data["hosts"]:
-            if host.get("boots"):
-                from tools.lab.nspawn import stop
+        from tools.lab.nspawn import stop_all
 
-                stop(host["pid"], Path(host["state"]), Path(host["root"]), host["name"])  # the host powers off
-                continue
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(host["pid"], signal.SIGTERM)  # unshare and its sshd (their own session)
+        # Every host powers off at once.
+        stop_all([(h["pid"], Path(h["state"]), Path(h["root"]), h["name"]) for h in data["hosts"]])
 
 
 def _remove_host_cgroups() -> None:
@@ -251,7 +245,7 @@ def _remove_host_cgroups() -> None:
     from tools.lab.nspawn import CGROUPS, remove_cgroups
 
     deadline = time.monotonic() + 10
-    for host in (h for h in HOSTS if h.boots):
+    for host in HOSTS:
         remove_cgroups(host.name)
         while any(CGROUPS.glob(f"*/fwl-{host.name}")) and time.monotonic() < deadline:
             time.sleep(0.2)  # its processes, killed just now, may take a moment to go
@@ -266,23 +260,22 @@ def down() -> int:
         if done.returncode != 0:
             errors.append(f"destroy: {done.stderr.strip()}")
     _stop_started(errors)
-    remove_lab_users(errors)
     try:  # what a destroy that never ran or failed left in the kernel
         for name in remove_leftovers(LAB_DIR):
             print(f"lab-down: removed binfmt handler {name}, registered by a lab host")
     except RuntimeError as failure:
         errors.append(str(failure))
-    for line in sh("ip", "netns", "list").splitlines():
+    for line in DEPLOYER.succeed(["ip", "netns", "list"]).splitlines():
         name = line.split()[0] if line.strip() else ""
         if name.startswith(PREFIX):
             # Whatever still runs in a lab namespace (e.g. a wireguard-go a test started) goes too.
-            for pid in sh("ip", "netns", "pids", name, check=False).split():
+            for pid in DEPLOYER.execute(["ip", "netns", "pids", name]).stdout.split():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid), signal.SIGKILL)
-            sh("ip", "netns", "delete", name, check=False)
+            DEPLOYER.execute(["ip", "netns", "delete", name])
     _remove_host_cgroups()
     for link in ("fwl-inet0", "fwl-lan0"):
-        sh("ip", "link", "delete", link, check=False)
+        DEPLOYER.execute(["ip", "link", "delete", link])
     for directory in Path("/etc/netns").glob(f"{PREFIX}*"):
         shutil.rmtree(directory, ignore_errors=True)
     shutil.rmtree(LAB_DIR, ignore_errors=True)
@@ -314,18 +307,10 @@ def reboot(names: list[str]) -> int:
     by_name = {h["name"]: h for h in json.loads(TOPOLOGY.read_text())["hosts"]}
     chosen = list(dict.fromkeys(names))
     if names == ["all"]:
-        chosen = [name for name, host in by_name.items() if host.get("boots")]
-        others = [name for name, host in by_name.items() if not host.get("boots")]
-        if others:
-            print(f"lab: reboot all: {', '.join(others)} do not boot (no systemd in them): not rebooted",
-                  file=sys.stderr)  # fmt: skip
+        chosen = list(by_name)  # every lab host boots
     for name in chosen:
         if name not in by_name:
             print(f"lab: reboot: no lab host {name!r}; hosts: {', '.join(by_name)} or all", file=sys.stderr)
-            return 2
-        if not by_name[name].get("boots"):
-            print(f"lab: reboot: lab host {name!r} does not boot (no systemd in it: README, \"The lab\")",
-                  file=sys.stderr)  # fmt: skip
             return 2
     failed: list[str] = []
     printing = threading.Lock()

@@ -19,7 +19,8 @@ How gitlab-runner itself behaves, and where the stand-in differs:
   default 3) while fewer than ``concurrent`` jobs run, none while stopping (SIGQUIT).
   201: a job (logged ``Checking for jobs... received``); 204: none; 403 ``forbidden``
   (logged once per change: gitlab-runner logs it each time and keeps polling, so does
-  the stand-in).
+  the stand-in). After SIGQUIT it neither verifies nor polls, and logs nothing: the
+  runner's last lines are its drain's.
 * A received job "runs" as the lab's file jobs do (runner_standin.py), as long as its
   ``FORGEWAY_LAB_JOB_SECONDS`` variable says; then ``PUT /jobs/:id`` with the job's
   token and state ``success``. ``/run/runner-standin/received/<id>.json`` records it
@@ -107,6 +108,16 @@ class Poller:
     def start(self) -> None:
         threading.Thread(target=self._run, name="poller", daemon=True).start()
 
+    def _say(self, line: str) -> None:
+        """Log, unless stopping: after SIGQUIT the runner's last lines are its drain's."""
+        with self.lock:
+            if not self.draining:
+                self.log(line)
+
+    def _stopping(self) -> bool:
+        with self.lock:
+            return self.draining
+
     def finished(self, job: dict[str, Any], state: str) -> None:
         """Called by the main loop when a received job ends: tell GitLab, free the slot."""
         with self.lock:
@@ -122,20 +133,22 @@ class Poller:
     def _run(self) -> None:
         backoff = self.conn.check_interval
         while not self.verified:
+            if self._stopping():
+                return
             try:
                 status, _ = call(self.conn, "POST", "runners/verify", {"token": self.conn.token})
                 word = {200: "is valid", 403: "is not valid"}.get(status, f"failed (status {status})")
             except OSError as err:
                 status, word = 0, f"failed: {err}"
-            self.log(f"Verifying runner... {word}")
+            self._say(f"Verifying runner... {word}")
             if status == 200:
                 self.verified = True
                 break
             time.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
-        while True:
+        while not self._stopping():
             with self.lock:
-                free = not self.draining and self.active < self.conn.concurrent
+                free = self.active < self.conn.concurrent
             if free:
                 self._request()
             time.sleep(self.conn.check_interval)
@@ -152,7 +165,7 @@ class Poller:
                 self.active += 1
             self.received.put(job)
             self._last_status = None
-            self.log(f"Checking for jobs... received job={job['id']} ref={job['git_info']['ref']}")
+            self._say(f"Checking for jobs... received job={job['id']} ref={job['git_info']['ref']}")
         elif status == 403:
             self._once(403, "Checking for jobs... forbidden")
         elif status != 204:
@@ -160,7 +173,7 @@ class Poller:
 
     def _once(self, key: object, line: str) -> None:
         if self._last_status != key:
-            self.log(line)
+            self._say(line)
         self._last_status = key
 
 

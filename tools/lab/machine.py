@@ -1,4 +1,4 @@
-"""One way for lab tests to act on a lab host: a :class:`Machine`.
+"""One way for the lab (tools/lab and its tests) to act on a lab host: a :class:`Machine`.
 
 Shaped after the NixOS test driver's machine object (nixpkgs
 ``nixos/lib/test-driver/src/test_driver/machine.py``: ``execute``, ``succeed``, ``fail``,
@@ -19,7 +19,8 @@ on this machine instead of VMs:
 
 Every Lab of tests/lab/netns.py and every host ``tools.lab`` builds is wrapped by the
 same class (``Lab`` hosts' ``.machine``, ``MakeLab.machine(name)``), so a test reads the
-same whatever made the host.
+same whatever made the host; ``tools.lab`` itself runs its commands in a namespace or on
+this machine through it too.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def _decoded(done: subprocess.CompletedProcess[bytes]) -> subprocess.CompletedPr
 
 @dataclass(frozen=True)
 class Machine:
-    """A lab host as tests see it; see the module docstring."""
+    """A lab host as the lab acts on it; see the module docstring."""
 
     name: str
     netns: str | None = None  # network namespace; None: this machine's own
