@@ -3,8 +3,9 @@
 #   gitlab-rails runner gitlab-api-token.rb create|revoke    (the token on stdin, never in argv)
 #
 # create: root gets the personal access token TOKEN_NAME with exactly TOKEN_SCOPES and
-# the value read from stdin; run again with the same value it changes nothing, with
-# another value the old token is revoked and the new one made (rotation). revoke: every
+# the value read from stdin; run again with the same value it changes nothing (or renews
+# that token in place when it expired or its scopes changed), with another value the old
+# token is revoked and the new one made (rotation). A value GitLab holds revoked is refused. revoke: every
 # active token of root named TOKEN_NAME is revoked. One line of output, never the token.
 #
 # GitLab's documented way ("Create a personal access token programmatically",
@@ -25,13 +26,22 @@ active = user.personal_access_tokens.active.where(name: TOKEN_NAME)
 case action
 when 'create'
   abort("gitlab-api-token: expected the 20-character token on stdin, got #{value.length} characters") unless value.length == 20
-  current = PersonalAccessToken.find_by_token(value)
   wanted = TOKEN_SCOPES.sort
-  if current && current.user_id == user.id && current.active? && current.name == TOKEN_NAME &&
-     current.scopes.map(&:to_s).sort == wanted
+  # GitLab keeps one token per value, revoked ones too (unique token_digest): a value it
+  # has already is renewed in place, never created again.
+  current = PersonalAccessToken.find_by_token(value)
+  if current && (current.user_id != user.id || current.name != TOKEN_NAME)
+    abort("gitlab-api-token: another personal access token has this value; rotate it (pulumi up --replace on gitlab-api-token-value)")
+  elsif current&.revoked?
+    abort("gitlab-api-token: #{TOKEN_NAME} was revoked in GitLab; rotate it: pulumi up --replace on gitlab-api-token-value")
+  end
+  active.where.not(id: current&.id).each(&:revoke!)
+  if current && current.active? && current.scopes.map(&:to_s).sort == wanted
     puts "ok #{TOKEN_NAME}: scopes #{wanted.join(',')}, expires #{current.expires_at}"
+  elsif current  # expired, or other scopes (a new forgeway): the same token, renewed
+    current.update!(scopes: TOKEN_SCOPES, expires_at: TOKEN_DAYS.days.from_now)
+    puts "changed #{TOKEN_NAME}: renewed, scopes #{wanted.join(',')}, expires #{current.expires_at}"
   else
-    active.each(&:revoke!)
     token = user.personal_access_tokens.create!(name: TOKEN_NAME, scopes: TOKEN_SCOPES, expires_at: TOKEN_DAYS.days.from_now)
     token.set_token(value)
     token.save!

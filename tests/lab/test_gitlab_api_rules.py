@@ -71,15 +71,21 @@ def test_token_rules_in_process(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
         (["api"], 366, ADMIN_TOKEN + "x", "Expiration date must be before"),
         (["api"], 0, ADMIN_TOKEN + "x", "Expiration date can't be blank"),
         (["api"], 30, "short-token", "at least 20 printable characters"),
-        (["api"], 30, ADMIN_TOKEN, 'duplicate key value violates unique constraint "index_personal_access_tokens_on'),
-    ):  # the last: the revoked token's value
+        (["api"], 30, ADMIN_TOKEN, "another personal access token has this value"),
+    ):  # the last: the revoked token's value, under another name
         with pytest.raises(api.db.Invalid, match=re.escape(message)):
             api.db.seed_token(state, "other", bad_scopes, bad_days, value)
-    # the same value with other scopes: revoke, then a create GitLab refuses (the value is taken): no active token
-    with pytest.raises(api.db.Invalid, match="PG::UniqueViolation"):
-        api.db.seed_token(state, name, ["api"], days, READER_TOKEN)
-    assert [api.db.active(t) for t in state["tokens"]] == [False, False]
-    assert "created" in api.db.seed_token(state, name, scopes, days, READER_TOKEN + "-new")
+    # the same value with other scopes (a new forgeway): the same token renewed in place, still the only active one
+    assert "renewed" in api.db.seed_token(state, name, ["api"], days, READER_TOKEN)
+    assert [(api.db.active(t), t["scopes"]) for t in state["tokens"]] == [(False, scopes), (True, ["api"])]
+    # an expired one: renewed with a new expiry, not created again (GitLab would refuse its value)
+    state["tokens"][1]["expires_at"] = "2000-01-01"
+    assert "renewed" in api.db.seed_token(state, name, scopes, days, READER_TOKEN)
+    assert api.db.active(state["tokens"][1])
+    # a value GitLab holds revoked (the first one) is refused, naming the way out
+    with pytest.raises(api.db.Invalid, match="was revoked in GitLab; rotate it"):
+        api.db.seed_token(state, name, scopes, days, ADMIN_TOKEN)
+    assert "replaced" in api.db.seed_token(state, name, scopes, days, READER_TOKEN + "-new")
     with pytest.raises(api.db.Invalid, match="TOKEN_DAYS once"):
         api.db.token_spec(_ruby().replace("TOKEN_DAYS = 30\n", ""))
     with pytest.raises(api.db.Invalid, match=r"STDIN\.read"):

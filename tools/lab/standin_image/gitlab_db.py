@@ -191,17 +191,27 @@ def active(token: Json) -> bool:
 def seed_token(state: Json, name: str, scopes: list[str], days: int, value: str) -> str:
     """``create``, as the contract's file (components/scripts/gitlab-api-token.rb) does it on GitLab.
 
-    An active token of root with this value, name and scopes: unchanged. Else every
-    active token named ``name`` is revoked, then the new one made: refused when it is
-    invalid, or when any token, even a revoked one, already has this value (GitLab's
-    unique index on ``token_digest``). The revocations stay even then: the file's steps
-    are not one transaction.
+    GitLab keeps one token per value, revoked ones too (the unique index on
+    ``token_digest``), so the file looks the value up first: another user's or name's
+    token, or a revoked one, is refused; an active one with these scopes is unchanged; an
+    expired one or one with other scopes is renewed in place (scopes and expiry). Any
+    other active token named ``name`` is revoked. A new value makes a new token, refused
+    when invalid (the revocations stay then: the file's steps are not one transaction).
     """
-    current = [t for t in state["tokens"] if t["name"] == name and active(t)]
-    if any(t["digest"] == digest(value) and t["scopes"] == sorted(scopes) for t in current):
-        return f"personal access token {name!r} of root: unchanged"
+    found = next((t for t in state["tokens"] if t["digest"] == digest(value)), None)
+    if found is not None and found["name"] != name:
+        raise Invalid("gitlab-api-token: another personal access token has this value")
+    if found is not None and found["revoked"]:
+        raise Invalid(f"gitlab-api-token: {name} was revoked in GitLab; rotate it")
+    current = [t for t in state["tokens"] if t["name"] == name and active(t) and t is not found]
     for old in current:
         old["revoked"] = True
+    if found is not None and active(found) and found["scopes"] == sorted(scopes):
+        return f"personal access token {name!r} of root: unchanged"
+    if found is not None:
+        probe = {**state, "tokens": [t for t in state["tokens"] if t is not found]}
+        found.update(scopes=sorted(scopes), days=days, expires_at=check_token(probe, value, scopes, days))
+        return f"personal access token {name!r} of root: renewed (scopes {' '.join(sorted(scopes))}, {days} days)"
     expires_at = check_token(state, value, scopes, days)
     state["tokens"].append({
         "id": next_id(state, "token"), "name": name, "scopes": sorted(scopes), "days": days,
