@@ -6,6 +6,7 @@ The one test takes the session's lab down: it runs after the lab's other tests
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -15,6 +16,12 @@ from tests.lab.make_lab import LAB_DIR, MakeLab, assert_admin_ssh, namespaces
 def test_destroy_restores_every_host_and_down_removes_the_lab(lab_to_take_down: MakeLab) -> None:
     lab = lab_to_take_down
     topology = lab.topology
+    runner_ids = {
+        str(entry["id"])
+        for urn, entry in lab.state().items()
+        if urn.startswith("gitlab:index/userRunner:UserRunner::")
+    }
+    assert len(runner_ids) == 2, f"the lab registers one runner per runner host: {runner_ids}"
     destroyed = lab.run("destroy")
     assert destroyed.returncode == 0, destroyed.stderr
     assert_admin_ssh(lab)  # after a destroy
@@ -25,6 +32,12 @@ def test_destroy_restores_every_host_and_down_removes_the_lab(lab_to_take_down: 
     assert {"forgeway-gitlab-config", "forgeway-gitlab-logs", "forgeway-gitlab-data"} <= set(volumes)
     for role in ("config", "logs", "data"):
         assert f"home-gitlab-{role}" in destroyed.stderr and "protected" in destroyed.stderr, destroyed.stderr
+    # GitLab itself forgot the runners and the API token (the stand-in's database, in the kept data volume).
+    data = home.docker("volume", "inspect", "--format", "{{.Mountpoint}}", "forgeway-gitlab-data").strip()
+    database = json.loads(home.path(data + "/gitlab-rails/forgeway-standin.json").read_text())
+    left = runner_ids & {str(key) for key in database["runners"]}
+    assert not left, f"runners {sorted(left)} outlived destroy in GitLab"
+    assert all(t["revoked"] for t in database["tokens"] if t["name"] == "forgeway-provisioner"), "API token not revoked"
     vps = lab.machine("vps")
     assert vps.succeed(["nft", "list", "ruleset"]) == "", "the VPS ruleset is not back to empty"
     assert vps.succeed(["sysctl", "-n", "net.ipv4.ip_forward"]).strip() == "0"
