@@ -17,9 +17,7 @@ def test_destroy_restores_every_host_and_down_removes_the_lab(lab_to_take_down: 
     lab = lab_to_take_down
     topology = lab.topology
     runner_ids = {
-        str(entry["id"])
-        for urn, entry in lab.state().items()
-        if urn.startswith("gitlab:index/userRunner:UserRunner::")
+        str(entry["id"]) for urn, entry in lab.state().items() if urn.startswith("gitlab:index/userRunner:UserRunner::")
     }
     assert len(runner_ids) == 2, f"the lab registers one runner per runner host: {runner_ids}"
     destroyed = lab.run("destroy")

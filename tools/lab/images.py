@@ -197,6 +197,7 @@ RECIPES: dict[str, Recipe] = {
         files=(
             ImageFile(f"{_STANDIN_DIR}/runner_standin.py", "/usr/local/bin/runner-standin", 0o755),
             ImageFile(f"{_STANDIN_DIR}/runner_gitlab.py", "/usr/local/bin/runner_gitlab.py", 0o644),
+            ImageFile(f"{_STANDIN_DIR}/runner_checks.py", "/usr/local/bin/runner_checks.py", 0o644),
         ),
         changes=(
             "ENV PATH=" + _SEARCH_PATH,
