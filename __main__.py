@@ -54,7 +54,9 @@ gitlab = GitLabServer("gitlab", gitlab_args)
 
 # Each runner created through GitLab's API (or a runner_tokens override checked against it).
 hand_tokens = secrets.runner_tokens([h.name for h in runner_hosts])
-registration_args = RunnerRegistrationArgs.from_config(config, forge, hosts, gitlab.container, hand_tokens, tls.ca_pem)
+registration_args = RunnerRegistrationArgs.from_config(
+    config, forge, hosts, gitlab.container, hand_tokens, tls.ca_pem, forwarding.resources
+)
 registration = RunnerRegistration("runner-registration", registration_args)
 ready = {name: [*tunnel_first.get(name, []), *registration.ready[name]] for name in registration.ready}
 fleet_args = RunnerFleetArgs(

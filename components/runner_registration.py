@@ -102,6 +102,10 @@ class RunnerRegistrationArgs:
     hand_tokens: Mapping[str, pulumi.Output[str]]  # runner_tokens overrides, by host (secret)
     ca_pem: pulumi.Output[str] | None = None  # own-ca: the stack CA
     ca_file: str | None = None  # own-ca: where the provider reads it (ca_file_path)
+    # The deployer's way to the API (the VPS's forwarding, after the tunnel): the provider
+    # waits for it, so an `up` creates runners only once it exists and a destroy deletes
+    # them in GitLab before it goes.
+    api_path: Sequence[pulumi.Resource] = ()
 
     @classmethod
     def from_config(  # noqa: PLR0917 (what __main__ has, in the order it has it)
@@ -112,6 +116,7 @@ class RunnerRegistrationArgs:
         gitlab_container: pulumi.Resource,
         hand_tokens: Mapping[str, pulumi.Output[str]],
         ca_pem: pulumi.Output[str] | None,
+        api_path: Sequence[pulumi.Resource],
     ) -> RunnerRegistrationArgs:
         """The fields from the config: the forge's host, the API URL, the runner hosts."""
         return cls(
@@ -125,13 +130,14 @@ class RunnerRegistrationArgs:
             hand_tokens=hand_tokens,
             ca_pem=ca_pem,
             ca_file=ca_file_path(pulumi.get_stack()) if ca_pem is not None else None,
+            api_path=api_path,
         )
 
 
 class RunnerRegistration(pulumi.ComponentResource):
     """The API token, the gitlab provider, and per runner host its UserRunner or token check."""
 
-    provider: gitlab.Provider
+    provider: gitlab.Provider | None  # None without runner hosts: no API token is made then
     runners: dict[str, gitlab.UserRunner]  # by host, the runners created through the API
     checks: dict[str, local.Command]  # by host, the runner_tokens overrides' checks
     tokens: dict[str, pulumi.Output[str]]  # by host, the runner's authentication token (secret)
@@ -140,6 +146,10 @@ class RunnerRegistration(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: RunnerRegistrationArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("forgeway:runner_registration:RunnerRegistration", name, None, opts)
+        self.provider, self.runners, self.checks, self.tokens, self.ready, self.names = None, {}, {}, {}, {}, {}
+        if not args.runner_hosts:  # nothing to register: no admin token lies in GitLab unused
+            self.register_outputs({"api_url": args.api_url, "access_levels": {}, "created": [], "checked": []})
+            return
         prefix = args.forge.kind
         child = pulumi.ResourceOptions(parent=self)
         value = random.RandomPassword(
@@ -166,7 +176,7 @@ class RunnerRegistration(pulumi.ComponentResource):
             depends_on=[args.gitlab],
             additional_secret_outputs=["stdin"],
         )
-        after: list[pulumi.Resource] = [seed]
+        after: list[pulumi.Resource] = [seed, *args.api_path]
         ca_file: pulumi.Output[str] | None = None
         if args.ca_pem is not None and args.ca_file is not None:
             ca = local.Command(
@@ -192,7 +202,6 @@ class RunnerRegistration(pulumi.ComponentResource):
             early_auth_check=False,
             opts=pulumi.ResourceOptions(parent=self, depends_on=after, additional_secret_outputs=["token"]),
         )
-        self.runners, self.checks, self.tokens, self.ready, self.names = {}, {}, {}, {}, {}
         for host in args.runner_hosts:
             settings = host.effective_runner
             if host.name in args.hand_tokens:

@@ -174,3 +174,27 @@ def test_generated_tokens_never_show_in_plaintext(stack: Stack) -> None:
         _config_toml(stack, h["name"])["runners"][0]["token"] for h in _hosts(stack) if h["name"] not in _hand(stack)
     ]
     assert plaintext_leaks(stack.synth, [value, *runner_tokens]) == []
+
+
+def test_no_runner_hosts_no_api_token_in_gitlab() -> None:
+    """A stack without runner hosts makes no admin token, seed or provider: nothing unused lies in GitLab."""
+    from tests.program.conftest import _synth
+    from tests.stacks import lab_stack
+
+    config, secret_keys = lab_stack()
+    config[f"{PROJECT}:hosts"] = [h for h in config[f"{PROJECT}:hosts"] if "runner" not in h["roles"]]
+    config.pop(f"{PROJECT}:runner_tokens", None)
+    stack = _synth("lab", (config, [k for k in secret_keys if k != f"{PROJECT}:runner_tokens"]))
+    names = {r.name for r in stack.synth.resources}
+    assert not names & {"gitlab-api-token-value", "gitlab-api-token", "gitlab-api-ca", "gitlab-api"}, names
+    assert not stack.synth.of_type(PROVIDER) and not stack.synth.of_type(USER_RUNNER)
+
+
+def test_the_provider_waits_for_the_api_path_and_each_runner_for_the_provider(stack: Stack) -> None:
+    """The VPS's forwarding is the deployer's way to the API: runners are made only once it
+    exists, and a destroy (dependents first) deletes them in GitLab before it goes."""
+    provider = _one(stack, PROVIDER, "gitlab-api")
+    forwarding = [r for r in stack.synth.resources if r.name == "vps-forwarding"]
+    assert forwarding and forwarding[0].urn in provider.dependencies, provider.dependencies
+    for runner in stack.synth.of_type(USER_RUNNER):
+        assert runner.provider.startswith(provider.urn), runner.provider

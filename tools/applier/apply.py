@@ -76,7 +76,8 @@ order that differs per seed. The seed is printed at the start of each apply and 
 the threads' timing, so a seed makes an order likely, not certain. After a resource
 fails no new one starts (those under way finish) and the first failure is reported.
 Deletes of resources the program no longer registers (``finish``, and ``destroy``) run
-one at a time, newest first (reverse order of completion, which respects dependencies);
+one at a time, each after everything that depends on it (the dependencies the SDK sent:
+dependsOn, property dependencies, parent, provider), newest first among those free to go;
 the engine runs independent deletes in parallel.
 
 ``refresh`` reads live state back as each provider does (tools/applier/refresh.py).
@@ -122,7 +123,7 @@ from tools.applier.docker import (
 from tools.applier.docker_api import DockerClient, DockerHost
 from tools.applier.gitlab import GITLAB_TYPES, RUNNER_REPLACE_ON, USER_RUNNER, GitLab
 from tools.applier.local_command import LOCAL_COMMAND, run_local
-from tools.applier.state import ApplyError, Change, Entry, State
+from tools.applier.state import ApplyError, Change, Entry, State, delete_order, key_of_urn
 from tools.applier.tls import _TLS_EMULATIONS, _due_for_renewal
 from tools.stack.synth import RegistrationOptions, Synthesis, synthesize, unwrap
 
@@ -298,10 +299,11 @@ class Applier:
         self, typ: str, name: str, inputs: dict[str, Any], provider: str, options: RegistrationOptions
     ) -> tuple[str, dict[str, Any]]:
         key = f"{typ}::{name}"
-        flags = {
+        flags: dict[str, Any] = {
             "protect": options.protect,
             "retain_on_delete": options.retain_on_delete,
             "delete_before_replace": options.delete_before_replace,
+            "dependencies": sorted({key_of_urn(urn) for urn in options.dependencies}),
         }
         with self._lock:
             if key in self._seen:
@@ -371,12 +373,12 @@ class Applier:
         return entry.id, outputs
 
     def finish(self, exclude_protected: bool = False) -> None:
-        """Delete what the program no longer registers, newest first.
+        """Delete what the program no longer registers, dependents first (state.delete_order).
 
         A protected resource stops the run (as in the engine), unless
         ``exclude_protected``, which leaves it in the state and says so.
         """
-        stale = sorted((e for k, e in self.state.entries.items() if k not in self._seen), key=lambda e: -e.seq)
+        stale = delete_order(e for k, e in self.state.entries.items() if k not in self._seen)
         kept = []
         for entry in stale:
             key = f"{entry.type}::{entry.name}"

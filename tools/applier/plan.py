@@ -43,7 +43,7 @@ from typing import Any
 from tools.applier.apply import REPLACE_ON
 from tools.applier.docker import _provider_deletes_first
 from tools.applier.plan_text import SECRET_MASK, Decision, Plan, PlanError, Step, render
-from tools.applier.state import Entry, State
+from tools.applier.state import Entry, State, delete_order
 from tools.applier.tls import _due_for_renewal
 from tools.stack.synth import (
     PROJECT,
@@ -270,7 +270,7 @@ def make_plan(
     walk(stack_urn, 1)
     seen = {f"{r.type}::{r.name}" for r in synthesis.resources}
     stale = [] if state is None else [e for k, e in state.entries.items() if k not in seen]
-    for entry in sorted(stale, key=lambda e: -e.seq):  # the applier deletes newest first
+    for entry in delete_order(stale):  # as the applier deletes: dependents first
         step = Step("delete", entry.type, entry.name, 1, protect=entry.protect, retain_on_delete=entry.retain_on_delete)
         if entry.protect:
             step.refused = "deleting a protected resource: remove `protect` in the program and apply first"

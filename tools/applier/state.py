@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,41 @@ class Entry:
     protect: bool = False
     retain_on_delete: bool = False
     delete_before_replace: bool = False
+    # What it depends on, as state keys (type::name): dependsOn, property dependencies,
+    # parent and provider of its registration. Deletes go dependents first (delete_order).
+    dependencies: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return f"{self.type}::{self.name}"
+
+
+def key_of_urn(urn: str) -> str:
+    """The state key (type::name) of a URN, or of a provider reference (``urn::id``)."""
+    parts = urn.split("::")
+    if len(parts) > 4:  # a provider reference: the id follows the URN
+        parts = parts[:4]
+    return f"{parts[2].rsplit('$', 1)[-1]}::{parts[3]}" if len(parts) == 4 else urn
+
+
+def delete_order(entries: Iterable[Entry]) -> list[Entry]:
+    """The order the engine deletes in: a resource only after everything that depends on it
+    (reverse dependency order), the newest first among those free to go. The order of the
+    last changes alone is not enough: an in-place update makes a dependency newer than a
+    dependent the run left the same."""
+    pending = {entry.key: entry for entry in entries}
+    dependents: dict[str, set[str]] = {key: set() for key in pending}
+    for key, entry in pending.items():
+        for dependency in entry.dependencies:
+            if dependency in dependents and dependency != key:
+                dependents[dependency].add(key)
+    order: list[Entry] = []
+    while pending:
+        free = [e for k, e in pending.items() if not dependents[k] & pending.keys()] or list(pending.values())
+        chosen = max(free, key=lambda e: e.seq)
+        order.append(chosen)
+        del pending[chosen.key]
+    return order
 
 
 @dataclass

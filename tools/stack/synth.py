@@ -85,6 +85,14 @@ class RegistrationOptions:
     protect: bool = False
     retain_on_delete: bool = False
     delete_before_replace: bool = False
+    dependencies: tuple[str, ...] = ()  # URNs: dependsOn, property dependencies, parent, provider reference
+
+
+def _dependencies(request: Any) -> tuple[str, ...]:
+    """Every URN a RegisterResource request depends on (sorted, each once)."""
+    urns = {*request.dependencies, *(u for deps in request.propertyDependencies.values() for u in deps.urns)}
+    urns |= {u for u in (request.parent, request.provider) if u}
+    return tuple(sorted(urns))
 
 
 # The options of the RegisterResource request being answered on this thread: the mock
@@ -327,6 +335,7 @@ def synthesize(
                 protect=bool(request.protect),
                 retain_on_delete=bool(request.retainOnDelete),
                 delete_before_replace=bool(request.deleteBeforeReplace),
+                dependencies=_dependencies(request),
             )
             try:
                 response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
