@@ -657,7 +657,7 @@ def destroy(
     exclude_protected: bool = False,
     resolve: Mapping[str, str] | None = None,
 ) -> list[Change]:
-    """Delete everything in the state, newest first (what `pulumi destroy` would).
+    """Delete everything in the state, dependents first (what `pulumi destroy` would).
 
     A protected resource fails the destroy, unless ``exclude_protected`` (the CLI's
     ``--exclude-protected``): then protected resources stay in the state, and the log
