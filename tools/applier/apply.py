@@ -103,7 +103,6 @@ from pathlib import Path
 from typing import Any
 
 from components.render.ssh import SshTarget, ssh_destination, ssh_options
-from tools.applier import docker as docker_module
 from tools.applier.docker import (
     _CONTAINER_INPUTS,
     _CONTAINER_STATE_ONLY,
@@ -254,8 +253,7 @@ class Applier:
         self.state = State.load(state_path)
         self.log = log
         self.gitlab = GitLab(resolve, log)  # resolve: the lab's stand-in for DNS (tools/applier/gitlab.py)
-        docker_module.LAB_NAMES.clear()
-        docker_module.LAB_NAMES.update(resolve or {})  # and in the containers it creates
+        self.resolve = dict(resolve or {})  # and in the containers it creates (tools/applier/docker.py)
         self.changes: list[Change] = []
         self.seed = apply_seed(seed)
         self._max_delay_s = max_delay_s
@@ -540,7 +538,7 @@ class Applier:
                 "program's Command connections, and none is registered or in the state"
             )
         client = DockerClient(host, self._agent_with(keys).env())
-        return _Docker(client, f"{typ} {name}", host.label, _secret_values(inputs), self.log)
+        return _Docker(client, f"{typ} {name}", host.label, _secret_values(inputs), self.log, lab_names=self.resolve)
 
     def _command(
         self,

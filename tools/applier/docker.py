@@ -81,12 +81,17 @@ class _Docker:
         host: str,
         secret_values: list[str],
         log: Callable[[str], None] | None = None,
+        *,
+        lab_names: Mapping[str, str] | None = None,
     ) -> None:
         self.client = client
         self.what = what
         self.host = host
         self.secrets = secret_values
         self.log = log or (lambda line: None)
+        # The lab's stand-in for DNS inside containers (the applier request's ``resolve``):
+        # see _container_body.
+        self.lab_names = dict(lab_names or {})
 
     def fail(self, step: str, detail: str) -> ApplyError:
         return ApplyError(redact(f"{self.what}: {step} failed on docker host {self.host}: {detail}", self.secrets))
@@ -283,16 +288,15 @@ def _restart_policy(given: Mapping[str, Any]) -> dict[str, Any]:
     return {"Name": given.get("restart") or "no", "MaximumRetryCount": int(given.get("maxRetryCount") or 0)}
 
 
-# The lab's stand-in for DNS inside containers (the applier request's ``resolve`` map, set
-# by Applier): a container on a lab host resolves those names as a real host's DNS would
-# (the runner reaches <gitlab.domain> at the VPS's public address). Docker writes a
-# container's /etc/hosts itself, so the netns's /etc/hosts does not reach it. Not an
-# input: the provider sends no ExtraHosts for an unset ``hosts``, and refresh reads none.
-LAB_NAMES: dict[str, str] = {}
+def _container_body(given: Mapping[str, Any], lab_names: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """ContainerCreate's config and host config, built as the terraform provider does.
 
-
-def _container_body(given: Mapping[str, Any]) -> dict[str, Any]:
-    """ContainerCreate's config and host config, built as the terraform provider does."""
+    ``lab_names`` is the lab's stand-in for DNS (the applier request's ``resolve`` map): a
+    container on a lab host resolves those names as a real host's DNS would (the runner
+    reaches <gitlab.domain> at the VPS's public address). Docker writes a container's
+    /etc/hosts itself, so the netns's /etc/hosts does not reach it. Not an input: the
+    provider sends no ExtraHosts for an unset ``hosts``, and refresh reads none.
+    """
     exposed, bindings = _port_config(given.get("ports") or [])
     binds, anonymous = _volume_config(given.get("volumes") or [])
     optional = {
@@ -330,7 +334,7 @@ def _container_body(given: Mapping[str, Any]) -> dict[str, Any]:
         "NetworkMode": given.get("networkMode") or "bridge",
         "CapAdd": list(capabilities.get("adds") or []),
         "CapDrop": list(capabilities.get("drops") or []),
-        "ExtraHosts": [f"{name}:{address}" for name, address in sorted(LAB_NAMES.items())],
+        "ExtraHosts": [f"{name}:{address}" for name, address in sorted((lab_names or {}).items())],
     }
     host: dict[str, Any] = {
         "Privileged": bool(given.get("privileged")),
@@ -411,7 +415,7 @@ def _container_create(d: _Docker, name: str, inputs: dict[str, Any]) -> tuple[st
     given = _docker_inputs(DOCKER_CONTAINER, inputs)
     container_name = given.get("name") or _autoname(name)
     _inspect_image(d, given["image"])
-    body = _container_body(given)
+    body = _container_body(given, d.lab_names)
     created = d.call("create", "POST", "/containers/create", query={"name": container_name}, json_body=body, ok=(201,))
     container_id = str(created.json()["Id"])
     try:
