@@ -5,6 +5,7 @@ registered), build the components, export the outputs contract (README). Each
 component makes its own decisions; this file only hands each one what it needs.
 """
 
+from components.backup import stack_backup
 from components.config import load_stack_config
 from components.docker_host import DockerHost, docker_changes, docker_host_args
 from components.forge import stack_forge
@@ -65,4 +66,8 @@ fleet_args = RunnerFleetArgs(
 )  # fmt: skip
 runners = RunnerFleet("runners", fleet_args)
 
-export_all(stack_outputs(config, forge, tunnel, tls.ca, gitlab.root_password))
+# GitLab's backups off the device (docs/backup.md): after the tunnel and segmentation of both ends.
+backup_after = per_host([config.gitlab_host.name, config.vps.name], tunnel.commands, segmentation.commands)
+backup = stack_backup(config, forge, hosts, addresses, secrets, after=[c for cs in backup_after.values() for c in cs])
+
+export_all(stack_outputs(config, forge, tunnel, tls.ca, gitlab.root_password, backup=backup))
