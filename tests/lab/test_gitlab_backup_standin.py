@@ -48,7 +48,7 @@ from tools.lab.images import GITLAB_STANDIN, STANDIN_VERSION, ensure_image, stan
 
 pytestmark = pytest.mark.lab
 
-TOKEN = "fwb-" + secrets.token_urlsafe(24)  # noqa: S105 (made per run)
+TOKEN = "fwb-" + secrets.token_urlsafe(24)
 TOKEN_FILE = "/etc/gitlab/forgeway/drill-token.rb"  # noqa: S105 (a path)
 MARKER = "marker " + secrets.token_hex(8)
 VARIABLE = "DRILL_SECRET"
@@ -72,7 +72,7 @@ class Drill:
 
     def api(self, method: str, path: str, *, body: dict[str, str] | None = None, form: str | None = None,
             token: str | None = TOKEN, url: str | None = None) -> tuple[int, Any]:  # fmt: skip
-        """(status, JSON or text) of ``method`` on the API (or ``url``), the token and body in curl's config on stdin."""
+        """(status, JSON or text) of ``method`` on the API (or ``url``); token and body in curl's config on stdin."""
         lines = [f'request = "{method}"', f'url = "{url or f"https://{DOMAIN}/api/v4{path}"}"']
         if token is not None:
             lines.append(f'header = "PRIVATE-TOKEN: {token}"')

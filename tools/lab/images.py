@@ -59,6 +59,7 @@ __all__ = [
     "HELLO_ARM64",
     "RECIPES",
     "RUNNER_STANDIN",
+    "STANDIN_VERSION",
     "SUITE",
     "ImageFile",
     "Recipe",
@@ -70,7 +71,6 @@ __all__ = [
     "relabel_architecture",
     "rootfs_tarball",
     "standin_image",
-    "STANDIN_VERSION",
 ]
 # build steps tools/lab/nspawn.py and tests import from here (tools/lab/image_build.py)
 __all__ += [
@@ -169,6 +169,7 @@ _GITLAB_PACKAGES = (
 )
 STANDIN_VERSION = "17.11.3"  # the GitLab (CE) the default stand-in says it is (the issue-18 contract)
 _RAILS = "/opt/gitlab/embedded/service/gitlab-rails"
+_SHELL = "/opt/gitlab/embedded/service/gitlab-shell"
 
 
 def _version_files(version: str) -> tuple[ImageFile, ImageFile]:
@@ -197,9 +198,7 @@ RECIPES: dict[str, Recipe] = {
             ImageFile(f"{_STANDIN_DIR}/gitlab_api.py", "/opt/gitlab/bin/gitlab-rails", 0o755),
             ImageFile(f"{_STANDIN_DIR}/gitlab_api.py", "/usr/bin/gitlab-rails", 0o755),
             ImageFile(f"{_STANDIN_DIR}/gitlab_api.py", "/opt/gitlab/bin/gitlab-standin-job", 0o755),
-            ImageFile(
-                f"{_STANDIN_DIR}/gitlab_api.py", "/opt/gitlab/embedded/service/gitlab-shell/bin/gitlab-shell", 0o755
-            ),  # fmt: skip
+            ImageFile(f"{_STANDIN_DIR}/gitlab_api.py", f"{_SHELL}/bin/gitlab-shell", 0o755),
             ImageFile(f"{_STANDIN_DIR}/gitlab_projects.py", f"{_RAILS}/gitlab_projects.py"),
             ImageFile(f"{_STANDIN_DIR}/gitlab_secrets.py", f"{_RAILS}/gitlab_secrets.py"),
             ImageFile(f"{_STANDIN_DIR}/gitlab_backup.py", "/opt/gitlab/bin/gitlab-backup", 0o755),

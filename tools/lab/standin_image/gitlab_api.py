@@ -146,7 +146,7 @@ ALLOWED = {
 DB_KEY: bytes | None = None  # db_key_base's first 32 bytes, read once at start as puma reads its secrets
 
 
-def handle(  # noqa: PLR0911 (a dispatcher: one return an endpoint)
+def handle(  # noqa: PLR0911, PLR0912 (a dispatcher: one return an endpoint)
     state: db.Json, name: str, match: re.Match[str], params: db.Json, token: str | None
 ) -> tuple[int, db.Json | list[db.Json] | None]:
     """One API call on ``state``: (status, JSON body or None for no content)."""
@@ -193,7 +193,7 @@ def handle(  # noqa: PLR0911 (a dispatcher: one return an endpoint)
     return 204, None
 
 
-def _projects_call(
+def _projects_call(  # noqa: PLR0911 (a dispatcher: one return an endpoint)
     state: db.Json, name: str, match: re.Match[str], params: db.Json
 ) -> tuple[int, db.Json | list[db.Json] | None]:
     """Projects, keys, uploads and instance CI variables (gitlab_projects.py)."""

@@ -45,7 +45,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -129,11 +128,46 @@ def _unpack(archive: Path, target: Path) -> None:
     subprocess.run(["tar", "-xzf", str(archive), "-C", str(target)], check=True)
 
 
+def _dump_repositories(progress: Progress, snapshot: db.Json, work: Path) -> None:
+    """One bundle (every ref) per non-empty repository of ``snapshot``'s projects."""
+    for ident in sorted(gp.projects(snapshot), key=int):
+        source = gp.repository(int(ident))
+        bundle = work / "repositories" / f"{gp.hashed(int(ident))}.bundle"
+        refs = [*GIT, "-C", str(source), "for-each-ref", "--count=1"]
+        if not (source / "HEAD").exists() or not subprocess.run(refs, capture_output=True, check=True).stdout:
+            continue  # an empty repository has nothing to bundle: GitLab skips it too
+        bundle.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([*GIT, "-C", str(source), "bundle", "create", "--quiet", str(bundle), "--all"],
+                       check=True, capture_output=True)  # fmt: skip
+        progress.say(f" - project {ident} ... done")
+
+
+def _dump_tree(work: Path, name: str, source: Path, *, copy: bool, rsyncable: bool) -> None:
+    packed = source
+    if copy and source.is_dir():  # STRATEGY=copy: a still copy first, then pack it
+        packed = work / f".{name}.copy"
+        shutil.copytree(source, packed, symlinks=True)
+    _pack(packed, work / f"{name}.tar.gz", rsyncable)
+    if packed != source:
+        shutil.rmtree(packed)
+
+
+def _information(version: str, now: datetime.datetime, skip: set[str], backup_id: str) -> str:
+    """backup_information.yml as Ruby's YAML writes GitLab's hash of symbols."""
+    tar_version = subprocess.run(["tar", "--version"], capture_output=True, text=True, check=True).stdout
+    info = {
+        "db_version": "20250410000000", "backup_created_at": f"{now:%Y-%m-%d %H:%M:%S.%f}000 +00:00",
+        "gitlab_version": version, "tar_version": tar_version.splitlines()[0],
+        "installation_type": "omnibus-gitlab", "skipped": ",".join(sorted(skip)) or "''",
+        "repositories_server_side": "false", "full_backup_id": backup_id, "backup_id": backup_id,
+    }  # fmt: skip
+    return "---\n" + "".join(f":{k}: {v}\n" for k, v in info.items())
+
+
 def create(opts: dict[str, str]) -> int:
     progress = Progress(opts.get("CRON") == "1")
     skip = {s.strip() for s in opts.get("SKIP", "").split(",") if s.strip()}
     rsyncable = opts.get("GZIP_RSYNCABLE", "").lower() in ("yes", "true", "1")
-    copy = opts.get("STRATEGY") == "copy"
     version = gs.version()
     now = datetime.datetime.now(datetime.UTC)
     backup_id = opts.get("BACKUP") or f"{int(now.timestamp())}_{now:%Y_%m_%d}_{version}"
@@ -150,38 +184,15 @@ def create(opts: dict[str, str]) -> int:
         progress.say("Dumping database ... " + ("[SKIPPED]" if "db" in skip else "done"))
         progress.say("Dumping repositories ... ")
         if "repositories" not in skip:
-            for ident in sorted(gp.projects(snapshot), key=int):
-                source = gp.repository(int(ident))
-                bundle = work / "repositories" / f"{gp.hashed(int(ident))}.bundle"
-                has_refs = (source / "HEAD").exists() and subprocess.run(
-                    [*GIT, "-C", str(source), "for-each-ref", "--count=1"], capture_output=True, check=True
-                ).stdout.strip()
-                if has_refs:  # an empty repository has nothing to bundle, as GitLab skips it
-                    bundle.parent.mkdir(parents=True, exist_ok=True)
-                    subprocess.run([*GIT, "-C", str(source), "bundle", "create", "--quiet", str(bundle), "--all"],
-                                   check=True, capture_output=True)  # fmt: skip
-                    progress.say(f" - project {ident} ... done")
+            _dump_repositories(progress, snapshot, work)
         progress.say("Dumping repositories ... " + ("[SKIPPED]" if "repositories" in skip else "done"))
         for name, source in (("uploads", gp.UPLOADS), ("registry", REGISTRY)):
             what = "container registry images" if name == "registry" else name
             progress.say(f"Dumping {what} ... ")
             if name not in skip:
-                packed = source
-                if copy and source.is_dir():  # STRATEGY=copy: a still copy, then pack it
-                    packed = work / f".{name}.copy"
-                    shutil.copytree(source, packed, symlinks=True)
-                _pack(packed, work / f"{name}.tar.gz", rsyncable)
-                if packed != source:
-                    shutil.rmtree(packed)
+                _dump_tree(work, name, source, copy=opts.get("STRATEGY") == "copy", rsyncable=rsyncable)
             progress.say(f"Dumping {what} ... " + ("[SKIPPED]" if name in skip else "done"))
-        tar_version = subprocess.run(["tar", "--version"], capture_output=True, text=True, check=True).stdout
-        info = {
-            "db_version": "20250410000000", "backup_created_at": f"{now:%Y-%m-%d %H:%M:%S.%f}000 +00:00",
-            "gitlab_version": version, "tar_version": tar_version.splitlines()[0], "installation_type": "omnibus-gitlab",
-            "skipped": ",".join(sorted(skip)), "repositories_server_side": "false", "full_backup_id": backup_id,
-            "backup_id": backup_id,
-        }  # fmt: skip
-        (work / "backup_information.yml").write_text("---\n" + "".join(f":{k}: {_yaml(v)}\n" for k, v in info.items()))
+        (work / "backup_information.yml").write_text(_information(version, now, skip, backup_id))
         target = BACKUPS / f"{backup_id}{SUFFIX}"
         progress.say(f"Creating backup archive: {target.name} ... ")
         contents = sorted(p.name for p in work.iterdir() if not p.name.startswith("."))
@@ -189,7 +200,7 @@ def create(opts: dict[str, str]) -> int:
         subprocess.run(["tar", "-cf", str(partial), "-C", str(work), *contents], check=True)
         os.chown(partial, _git_uid(), _git_uid())
         partial.chmod(0o600)
-        os.replace(partial, target)
+        os.replace(partial, target)  # whole or absent
         progress.say(f"Creating backup archive: {target.name} ... done")
         progress.say("Uploading backup archive to remote storage  ... [SKIPPED]")
         progress.say("Deleting old backups ... [SKIPPING]")
@@ -198,10 +209,6 @@ def create(opts: dict[str, str]) -> int:
     progress.say(SECRETS_WARNING)
     progress.say(f"Backup {backup_id} is done.")
     return 0
-
-
-def _yaml(value: str) -> str:
-    return "''" if value == "" else value
 
 
 def _git_uid() -> int:
@@ -356,6 +363,8 @@ def check(opts: dict[str, str]) -> int:
     with_repo = [i for i in projects if (gp.repository(int(i)) / "HEAD").exists()]
     keys = gp.AUTHORIZED_KEYS
     sidekiq = _ctl_running("sidekiq")
+    names = ", ".join(projects[i]["path_with_namespace"] for i in with_repo)
+    shown = f"{len(with_repo)}/{len(projects)}" if opts.get("SANITIZE") == "true" else names
     lines = [
         "Checking GitLab subtasks ...", "", "Checking GitLab Shell ...", "",
         "GitLab Shell: ... GitLab Shell version >= 14.40.0 ? ... OK (14.40.0)",
@@ -372,9 +381,7 @@ def check(opts: dict[str, str]) -> int:
         f"Is authorized keys file accessible? ... {'yes' if keys.is_file() else 'no'}",
         "GitLab configured to store new projects in hashed storage? ... yes",
         "All projects are in hashed storage? ... yes",
-        "Projects have repositories: ... " + (f"{len(with_repo)}/{len(projects)} ... " if opts.get("SANITIZE") == "true"
-                                              else ", ".join(projects[i]["path_with_namespace"] for i in with_repo) + " ")
-        + ("yes" if len(with_repo) == len(projects) else "no"),
+        f"Projects have repositories: ... {shown} ... {'yes' if len(with_repo) == len(projects) else 'no'}",
         "", "Checking GitLab App ... Finished", "", "Checking GitLab subtasks ... Finished",
     ]  # fmt: skip
     print("\n".join(lines))
@@ -391,7 +398,8 @@ def env_info() -> int:
         "GitLab information", f"Version:\t{version}", "Revision:\tforgeway-standin",
         f"Directory:\t{SERVICE_DIR}", "DB Adapter:\tthe stand-in's JSON state", f"Projects:\t{count}",
         "Using LDAP:\tno", "Using Omniauth:\tno", "", "GitLab Shell", "Version:\t14.40.0",
-        "Repository storages:", f"- default: \t{gp.REPOSITORIES}", "GitLab Shell path:\t\t/opt/gitlab/embedded/service/gitlab-shell",
+        "Repository storages:", f"- default: \t{gp.REPOSITORIES}",
+        "GitLab Shell path:\t\t/opt/gitlab/embedded/service/gitlab-shell",
     ]))  # fmt: skip
     return 0
 
@@ -417,15 +425,12 @@ def rake(argv: list[str]) -> int:
 
 def main() -> int:
     name = Path(sys.argv[0]).name
-    started = time.monotonic()
     if name == "gitlab-rake":
         return rake(sys.argv[1:])
     if len(sys.argv) < 2 or sys.argv[1] not in ("create", "restore"):
         print("Usage: gitlab-backup create|restore [OPTIONS]", file=sys.stderr)
         return 1
-    code = create(options(sys.argv[2:])) if sys.argv[1] == "create" else restore(options(sys.argv[2:]))
-    del started
-    return code
+    return create(options(sys.argv[2:])) if sys.argv[1] == "create" else restore(options(sys.argv[2:]))
 
 
 if __name__ == "__main__":

@@ -168,8 +168,10 @@ def add_key(state: Json, params: Json) -> Json:
     keys = state.setdefault("keys", [])
     if any(k["key"].split()[:2] == match.group(0).split()[:2] for k in keys):
         raise db.bad_request({"key": ["has already been taken"], "fingerprint_sha256": ["has already been taken"]})
-    key = {"id": db.next_id_of(state, "key"), "title": params["title"], "key": text, "created_at": db.now(),
-           "expires_at": params.get("expires_at"), "usage_type": params.get("usage_type", "auth_and_signing")}  # fmt: skip
+    key = {
+        "id": db.next_id_of(state, "key"), "title": params["title"], "key": text, "created_at": db.now(),
+        "expires_at": params.get("expires_at"), "usage_type": params.get("usage_type", "auth_and_signing"),
+    }  # fmt: skip
     keys.append(key)
     write_authorized_keys(state)
     return key
@@ -210,7 +212,7 @@ _WEB_UPLOAD = re.compile(
 
 
 def web_upload(state: Json, path: str) -> tuple[bytes, str] | None:
-    """The bytes and type of an upload at ``/<namespace>/<project>/uploads/<secret>/<name>`` (or /-/project/<id>/...)."""
+    """The bytes and type of the upload at ``/<namespace>/<project>/uploads/<secret>/<name>`` (or /-/project/<id>)."""
     match = _WEB_UPLOAD.match(path)
     if match is None:
         return None
@@ -254,8 +256,9 @@ def create_variable(state: Json, params: Json, key: bytes | None) -> Json:
     if key is None:
         raise db.ApiError(500)
     variable = {
-        "key": name, "variable_type": params.get("variable_type", "env_var"), "protected": _bool(params.get("protected")),
-        "masked": _bool(params.get("masked")), "raw": _bool(params.get("raw")), "description": params.get("description"),
+        "key": name, "variable_type": params.get("variable_type", "env_var"),
+        "protected": _bool(params.get("protected")), "masked": _bool(params.get("masked")),
+        "raw": _bool(params.get("raw")), "description": params.get("description"),
         "encrypted_value": gs.encrypt(key, str(params["value"])),
     }  # fmt: skip
     variables[name] = variable
@@ -294,8 +297,10 @@ def allowed(state: Json, params: Json, shell_secret: str | None) -> Json:
     except db.ApiError:
         raise db.ApiError(404, {"status": False, "message": NOT_FOUND}) from None
     path = init_repository(project["id"])
-    return {"status": True, "gl_repository": f"project-{project['id']}", "gl_project_path": project["path_with_namespace"],
-            "gl_username": "root", "repository_path": str(path)}  # fmt: skip
+    return {
+        "status": True, "gl_repository": f"project-{project['id']}", "gl_project_path": project["path_with_namespace"],
+        "gl_username": "root", "repository_path": str(path),
+    }  # fmt: skip
 
 
 def shell(argv: list[str]) -> int:
@@ -307,8 +312,7 @@ def shell(argv: list[str]) -> int:
         return 0
     parts = original.split(None, 1)
     if len(parts) != 2 or parts[0] not in GIT_COMMANDS:
-        print("remote: \nremote: ========================================================================\nremote: \n"
-              "remote: Disallowed command\n", file=sys.stderr)  # fmt: skip
+        print("remote: \nremote: " + "=" * 72 + "\nremote: \nremote: Disallowed command\n", file=sys.stderr)
         return 1
     command, project = parts[0], parts[1].strip().strip("'\"")
     body = json.dumps({"key_id": key_id, "project": project, "action": GIT_COMMANDS[command], "protocol": "ssh",
@@ -319,9 +323,8 @@ def shell(argv: list[str]) -> int:
             repository_path = json.loads(answer.read())["repository_path"]
     except urllib.error.HTTPError as err:
         message = json.loads(err.read() or b"{}").get("message", NOT_FOUND)
-        print(f"remote: \nremote: ========================================================================\nremote: \n"
-              f"remote: {message}\nremote: \nremote: ========================================================================\n"
-              "remote: ", file=sys.stderr)  # fmt: skip
+        rule = "remote: " + "=" * 72
+        print(f"remote: \n{rule}\nremote: \nremote: {message}\nremote: \n{rule}\nremote: ", file=sys.stderr)
         return 1
     except OSError as err:
         print(f"remote: \nremote: ERROR: Internal API unreachable ({err})\n", file=sys.stderr)

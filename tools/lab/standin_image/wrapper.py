@@ -633,7 +633,8 @@ def prepare(environ: dict[str, str]) -> list[Service]:
             Service("registry", ["docker-registry", "serve", str(registry)], LOG_DIR / "registry" / "current")
         )
     log(
-        f"{BANNER} GitLab {version}: external_url {s.gitlab.origin} (https on {s.gitlab.listen_port}, http on {HTTP_PORT}), "
+        f"{BANNER} GitLab {version}: external_url {s.gitlab.origin} "
+        f"(https on {s.gitlab.listen_port}, http on {HTTP_PORT}), "
         + (f"registry {s.registry.origin} on {s.registry.listen_port}, " if s.registry else "no registry, ")
         + f"ssh on {SSH_PORT}"
     )
