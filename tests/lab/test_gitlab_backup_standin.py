@@ -226,6 +226,8 @@ def _hashed(project_id: int) -> str:
 
 
 def test_backup_create_writes_gitlabs_archive(drill: Drill) -> None:
+    under_way = "/var/opt/gitlab/gitlab-rails/uploads/tmp/under-way"  # an upload still being written
+    drill.exec("sh", "-c", f"mkdir -p {Path(under_way).parent} && echo half > {under_way}")
     started = time.monotonic()
     made = drill.exec("gitlab-backup", "create", f"BACKUP={BACKUP}", "STRATEGY=copy", "GZIP_RSYNCABLE=yes", "CRON=1")
     print(f"\ngitlab-backup create: {time.monotonic() - started:.1f}s")
@@ -238,6 +240,12 @@ def test_backup_create_writes_gitlabs_archive(drill: Drill) -> None:
         info_file = tar.extractfile("backup_information.yml")
         assert info_file is not None
         info = info_file.read().decode()
+        uploads_file = tar.extractfile("uploads.tar.gz")
+        assert uploads_file is not None
+        with tarfile.open(fileobj=io.BytesIO(uploads_file.read())) as uploads:
+            uploaded = uploads.getnames()
+    assert any(n.endswith("/drill-notes.txt") for n in uploaded) and not any("under-way" in n for n in uploaded)
+    drill.exec("rm", under_way)
     assert {"backup_information.yml", "db/database.sql.gz", "uploads.tar.gz", "registry.tar.gz"} <= names, names
     assert any(n.startswith("repositories/@hashed/") and n.endswith(".bundle") for n in names), names
     assert f":gitlab_version: {STANDIN_VERSION}\n" in info and f":backup_id: {BACKUP}\n" in info, info

@@ -108,12 +108,17 @@ def options(argv: list[str]) -> dict[str, str]:
     return found
 
 
-def _pack(source: Path, target: Path, rsyncable: bool) -> None:
+# lib/backup/targets/files.rb: uploads are packed without their tmp/ (uploads under way)
+EXCLUDES = {"uploads": ("tmp",), "registry": ()}
+
+
+def _pack(source: Path, target: Path, rsyncable: bool, excludes: tuple[str, ...] = ()) -> None:
     """``tar -cf - -C source . | gzip -c -1`` into ``target``, as GitLab packs a directory."""
     source.mkdir(parents=True, exist_ok=True)
     gzip_cmd = ["gzip", "-c", "-1", *(["--rsyncable"] if rsyncable else [])]
+    leave_out = [f"--exclude=./{name}" for name in excludes]
     with target.open("wb") as out:
-        tar = subprocess.Popen(["tar", "-cf", "-", "-C", str(source), "--", "."], stdout=subprocess.PIPE)
+        tar = subprocess.Popen(["tar", *leave_out, "-cf", "-", "-C", str(source), "--", "."], stdout=subprocess.PIPE)
         assert tar.stdout is not None
         zipped = subprocess.run(gzip_cmd, stdin=tar.stdout, stdout=out, check=False)
         tar.stdout.close()
@@ -144,10 +149,16 @@ def _dump_repositories(progress: Progress, snapshot: db.Json, work: Path) -> Non
 
 def _dump_tree(work: Path, name: str, source: Path, *, copy: bool, rsyncable: bool) -> None:
     packed = source
-    if copy and source.is_dir():  # STRATEGY=copy: a still copy first, then pack it
+    if copy and source.is_dir():  # STRATEGY=copy: a still copy first (without what is left out), then pack it
         packed = work / f".{name}.copy"
-        shutil.copytree(source, packed, symlinks=True)
-    _pack(packed, work / f"{name}.tar.gz", rsyncable)
+        top = str(source)
+        shutil.copytree(
+            source,
+            packed,
+            symlinks=True,
+            ignore=lambda d, names: [n for n in names if d == top and n in EXCLUDES[name]],
+        )
+    _pack(packed, work / f"{name}.tar.gz", rsyncable, EXCLUDES[name])
     if packed != source:
         shutil.rmtree(packed)
 

@@ -9,7 +9,8 @@ stores them, so gitlab_backup.py backs them up from the same places:
 * SSH keys: root's, in the state; ``/var/opt/gitlab/.ssh/authorized_keys`` (git, 0600) gets
   one line per key, ``command="<gitlab-shell> key-<id>",no-port-forwarding,...`` as
   GitLab writes it, rewritten on every change and by a restore;
-* uploads: ``/var/opt/gitlab/gitlab-rails/uploads/@hashed/<h[0:2]>/<h[2:4]>/<h>/<secret>/<name>``;
+* uploads: ``/var/opt/gitlab/gitlab-rails/uploads/@hashed/<h[0:2]>/<h[2:4]>/<h>/<secret>/<name>``,
+  written in ``uploads/tmp`` first and renamed into place;
 * instance CI variables: the value encrypted under db_key_base (gitlab_secrets.py); one
   that cannot be decrypted answers 500, as GitLab does.
 
@@ -188,7 +189,8 @@ def upload(state: Json, project: Json, params: Json) -> Json:
     secret = secrets.token_hex(16)
     target = UPLOADS / hashed(project["id"]) / secret / name
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{name}.partial")
+    partial = UPLOADS / "tmp" / f"{secret}-{name}"  # uploads/tmp: where workhorse writes; backups leave it out
+    partial.parent.mkdir(parents=True, exist_ok=True)
     partial.write_bytes(file["content"])
     os.replace(partial, target)  # whole or absent: a backup never sees half of it
     ident = db.next_id_of(state, "upload")
