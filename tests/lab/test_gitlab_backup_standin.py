@@ -359,3 +359,7 @@ def test_gitlab_ctl_stops_puma_and_the_container_runs_on(drill: Drill) -> None:
     wait_healthy(drill.host, "gitlab")
     assert drill.api("GET", "/user")[0] == 200
     assert drill.ctl("stop", "nosuch").returncode == 1
+    reconfigured = drill.ctl("reconfigure")
+    assert reconfigured.returncode == 0 and reconfigured.stdout.endswith(b"gitlab Reconfigured!\n"), reconfigured
+    info = drill.exec("gitlab-rake", "gitlab:env:info").stdout.decode()
+    assert "\nGitLab information\nVersion:\t17.11.3\n" in info, info
