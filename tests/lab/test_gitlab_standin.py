@@ -141,6 +141,8 @@ def test_standin_serves_like_omnibus_and_keeps_its_volumes(host: Host) -> None:
     baked = host.docker("exec", "gitlab", "python3", "-c", "import glob; print(glob.glob('/etc/ssh/ssh_host_*'))")
     assert baked.stdout == b"[]\n"  # no host key shared by every container of the image
     host.docker("exec", "gitlab", "sh", "-c", "echo kept > /var/opt/gitlab/forgeway-marker")
+    gitlab_secrets = host.docker("exec", "gitlab", "cat", "/etc/gitlab/gitlab-secrets.json").stdout
+    assert json.loads(gitlab_secrets)["gitlab_rails"]["db_key_base"], gitlab_secrets
     _check_logs(host, "gitlab")
 
     started = time.monotonic()
@@ -158,6 +160,8 @@ def test_standin_serves_like_omnibus_and_keeps_its_volumes(host: Host) -> None:
     print(f"recreated, healthy after {wait_healthy(host, 'gitlab2'):.1f}s")
     assert host_key(host) == key
     assert "made ssh host key" not in host.logs("gitlab2")
+    assert "gitlab-secrets.json (first start)" not in host.logs("gitlab2")
+    assert host.docker("exec", "gitlab2", "cat", "/etc/gitlab/gitlab-secrets.json").stdout == gitlab_secrets
     assert host.docker("exec", "gitlab2", "cat", "/var/opt/gitlab/forgeway-marker").stdout == b"kept\n"
     status, page = curl(host, ca, f"https://{DOMAIN}:5050/v2/root/tiny/tags/list", auth=True)
     assert status == 200 and '"tags":["1"]' in page, page

@@ -76,3 +76,30 @@ def test_recipe_key_covers_the_content_of_its_files(tmp_path: Path, monkeypatch:
     script.write_text("print(2)\n")
     assert recipe.key() != first
     assert Recipe(packages=("python3-minimal",)).key() not in (first, recipe.key())
+
+
+def test_standin_image_names_a_version_and_refuses_other_text() -> None:
+    assert lab_images.standin_image(lab_images.STANDIN_VERSION) == lab_images.GITLAB_STANDIN
+    assert lab_images.standin_image("17.10.0") == "forgeway-lab/gitlab-standin:17.10.0"
+    assert lab_images.standin_image("17.11.3-ee") == "forgeway-lab/gitlab-standin:17.11.3-ee"
+    for bad in ("17.10", "latest", "17.10.0; rm -rf /", "v17.10.0"):
+        with pytest.raises(ValueError, match=r"expected MAJOR\.MINOR\.PATCH"):
+            lab_images.standin_image(bad)
+    files = {f.target: f.content() for f in lab_images.RECIPES[lab_images.GITLAB_STANDIN].files}
+    assert files["/opt/gitlab/embedded/service/gitlab-rails/VERSION"] == b"17.11.3\n"
+    assert files["/opt/gitlab/version-manifest.txt"] == b"gitlab-ce 17.11.3\n"
+
+
+def test_values_encrypted_under_one_db_key_base_do_not_decrypt_under_another() -> None:
+    spec = importlib.util.spec_from_file_location("standin_secrets", WRAPPER.with_name("gitlab_secrets.py"))
+    assert spec is not None and spec.loader is not None
+    secrets_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(secrets_module)
+    key = secrets_module.db_key({"gitlab_rails": {"db_key_base": "a" * 128}})
+    other = secrets_module.db_key({"gitlab_rails": {"db_key_base": "b" * 128}})
+    assert key == b"a" * 32 and secrets_module.db_key({}) is None
+    token = secrets_module.encrypt(key, "marker value")
+    assert "marker" not in token and secrets_module.decrypt(key, token) == "marker value"
+    for wrong in (other, None):
+        with pytest.raises(secrets_module.DecryptError):
+            secrets_module.decrypt(wrong, token)
