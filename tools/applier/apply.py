@@ -88,13 +88,11 @@ Not emulated: previews, ``ignoreChanges``,
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import random
 import re
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -125,6 +123,7 @@ from tools.applier.gitlab import GITLAB_TYPES, RUNNER_REPLACE_ON, USER_RUNNER, G
 from tools.applier.local_command import LOCAL_COMMAND, run_local
 from tools.applier.state import ApplyError, Change, Entry, State, delete_order, key_of_urn
 from tools.applier.tls import _TLS_EMULATIONS, _due_for_renewal
+from tools.hostssh import SshAgent  # the private agent, shared with the tools that reach hosts
 from tools.stack.synth import RegistrationOptions, Synthesis, synthesize, unwrap
 
 __all__ = ["Applier", "ApplyError", "Change", "apply_stack", "destroy"]
@@ -156,39 +155,6 @@ WORKERS = 64
 
 
 # --- SSH -------------------------------------------------------------------------
-
-
-class SshAgent:
-    """A private ssh-agent for one apply, stopped by PID at the end."""
-
-    def __init__(self) -> None:
-        self._dir = tempfile.TemporaryDirectory(prefix="forgeway-agent-")
-        self.socket = str(Path(self._dir.name) / "agent.sock")
-        out = subprocess.run(["ssh-agent", "-a", self.socket, "-s"], capture_output=True, text=True, check=True)
-        pid = next(part for part in out.stdout.split(";") if part.strip().startswith("SSH_AGENT_PID="))
-        self.pid = int(pid.split("=")[1])
-        self._keys: set[str] = set()
-        self._lock = threading.Lock()  # resources add keys from the SDK's worker threads
-
-    def add(self, private_key: str) -> None:
-        with self._lock:
-            if private_key in self._keys:
-                return
-            key_file = Path(self._dir.name) / f"key{len(self._keys)}"
-            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as out:
-                out.write(private_key if private_key.endswith("\n") else private_key + "\n")
-            subprocess.run(["ssh-add", "-q", str(key_file)], env=self.env(), check=True, capture_output=True)
-            key_file.unlink()
-            self._keys.add(private_key)
-
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "SSH_AUTH_SOCK": self.socket}
-
-    def close(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, 15)
-        self._dir.cleanup()
 
 
 def _target(conn: Mapping[str, Any]) -> SshTarget:
