@@ -95,7 +95,7 @@ import re
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -216,8 +216,11 @@ class Applier:
         seed: int | None = None,
         max_delay_s: float = MAX_DELAY_S,
         resolve: Mapping[str, str] | None = None,
+        replace: Collection[str] = (),
     ) -> None:
         self.state = State.load(state_path)
+        # `pulumi up --replace URN`: each is replaced (in the engine's order) even if unchanged.
+        self._replace = {key_of_urn(urn) for urn in replace}
         self.log = log
         self.gitlab = GitLab(resolve, log)  # resolve: the lab's stand-in for DNS (tools/applier/gitlab.py)
         docker_module.LAB_NAMES.clear()
@@ -280,7 +283,8 @@ class Applier:
             uses_provider = typ.startswith("docker:") or typ == USER_RUNNER
             provider_inputs = self._provider_inputs(key, provider) if uses_provider else {}
             previous = self.state.entries.get(key)
-            if previous is not None and previous.inputs == inputs and not _due_for_renewal(previous):
+            forced = previous is not None and key in self._replace
+            if previous is not None and not forced and previous.inputs == inputs and not _due_for_renewal(previous):
                 # Options and the provider's inputs may change without the resource changing.
                 if {k: getattr(previous, k) for k in flags} != flags or previous.provider_inputs != provider_inputs:
                     self.state.entries[key] = Entry(
@@ -294,7 +298,7 @@ class Applier:
         else:
             changed = {k for k in {*inputs, *previous.inputs} if inputs.get(k) != previous.inputs.get(k)}
             replace_on = REPLACE_ON.get(typ, set())
-            op = "replace" if "*" in replace_on or changed & replace_on else "update"
+            op = "replace" if forced or "*" in replace_on or changed & replace_on else "update"
         delete_first = op == "replace" and (options.delete_before_replace or _provider_deletes_first(typ, inputs))
         self.log(f"{op:8} {typ} {name}" + (" (delete before replace)" if delete_first else ""))
         resource_id: str | None
@@ -595,12 +599,13 @@ def apply_stack(
     *,
     seed: int | None = None,
     resolve: Mapping[str, str] | None = None,
+    replace: Collection[str] = (),
 ) -> tuple[Synthesis, list[Change]]:
     """Apply one stack (in this process: one apply per process, as with synthesis).
 
     ``seed`` (else FORGEWAY_APPLY_SEED, else a fresh one, printed) draws each
     resource's delay, hence the order in which independent resources run."""
-    applier = Applier(state_path, log, seed=seed, resolve=resolve)
+    applier = Applier(state_path, log, seed=seed, resolve=resolve, replace=replace)
     log(f"apply seed {applier.seed} (repeat its delays with {SEED_ENV}={applier.seed})")
     try:
         try:
@@ -641,7 +646,8 @@ def main() -> int:
     """``python -m tools.applier``: a JSON request on stdin (secrets never on argv).
 
     {"action": "apply"|"destroy"|"refresh", "stack": ..., "config": {...}, "secret_keys": [...],
-    "state": "path", "exclude_protected": false, "seed": null, "resolve": {"name": "address"}}; prints the
+    "state": "path", "exclude_protected": false, "seed": null, "resolve": {"name": "address"},
+    "replace": [urn, ...]}; prints the
     changes as JSON lines on stdout, progress on stderr. ``refresh`` (tools/applier/refresh.py) needs only "state".
     "resolve" is the lab's stand-in for DNS: where the deployer's HTTP clients (the gitlab
     provider's) connect for a name; TLS still checks the name (tools/applier/gitlab.py).
@@ -668,6 +674,7 @@ def main() -> int:
             _, changes = apply_stack(
                 request["stack"], request["config"], request["secret_keys"], state_path, log,
                 seed=None if seed is None else int(seed), resolve=resolve,
+                replace=[str(urn) for urn in request.get("replace") or []],
             )  # fmt: skip
     except ApplyError as exc:
         print(f"apply failed: {exc}", file=sys.stderr)
