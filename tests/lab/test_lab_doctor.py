@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from tests.lab.make_lab import SEEDS, MakeLab
@@ -85,7 +86,8 @@ def run_repair(lab: MakeLab, repair: dict[str, Any]) -> None:
 
 def test_doctor_is_clean_on_the_applied_lab(make_lab: MakeLab) -> None:
     document = assert_clean()
-    if record := os.environ.get("FORGEWAY_DOCTOR_RECORD"):  # the unit tests' recordings (tests/unit/doctor/)
+    record = os.environ.get("FORGEWAY_DOCTOR_RECORD")  # the unit tests' recordings (tests/unit/doctor/)
+    if record:
         doctor("--record", record)
     items = {(f["host"], f["item"]) for f in document["findings"]}
     for wanted in [("vps", "tunnel"), ("vps", "forwarding"), ("vps", "ip_forward"), ("vps", "admin-ssh"),
@@ -98,6 +100,8 @@ def test_doctor_is_clean_on_the_applied_lab(make_lab: MakeLab) -> None:
     text = subprocess.run([sys.executable, "-m", "tools.doctor", "--stack", "lab"], cwd=ROOT, capture_output=True,
                           text=True, timeout=300, check=False).stdout  # fmt: skip
     assert text.endswith("all well (exit 0)\n"), text
+    if record:
+        Path(record, "clean.txt").write_text(text)
     password = make_lab.state()["random:index/randomPassword:RandomPassword::home-gitlab-root-password"]["outputs"]
     assert password["result"] not in text and "PRIVATE KEY" not in text
 
@@ -106,6 +110,8 @@ def test_a_flushed_forwarding_table_is_named_with_its_unit(make_lab: MakeLab) ->
     assert_clean()
     make_lab.machine("vps").inside.succeed(["nft", "flush", "table", "ip", "forgeway"])
     code, document, _ = doctor()
+    if record := os.environ.get("FORGEWAY_DOCTOR_RECORD"):
+        Path(record, "broken-forwarding.json").write_text(json.dumps(document, indent=1))
     problem = the_problem(document, "vps", "forwarding")
     assert code == 2 and "differs from the program's" in problem["detail"], problem
     assert problem["repair"]["kind"] == "restart" and problem["repair"]["subject"] == "forgeway-nftables.service"
@@ -118,6 +124,10 @@ def test_a_killed_wireguard_go_is_named_with_its_unit(make_lab: MakeLab) -> None
     home = make_lab.machine("home").inside
     home.succeed("kill $(cat /run/forgeway/wg0.pid)")
     home.wait_until_fails(["ip", "link", "show", "wg0"], timeout=10)
+    if record := os.environ.get("FORGEWAY_DOCTOR_RECORD"):  # a broken run's text, for the README
+        text = subprocess.run([sys.executable, "-m", "tools.doctor", "--stack", "lab"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=300, check=False)  # fmt: skip
+        Path(record, "broken-tunnel.txt").write_text(f"{text.stdout}[exit {text.returncode}]\n")
     code, document, _ = doctor()
     problem = the_problem(document, "home", "tunnel")
     assert code == 2 and "the interface is down" in problem["detail"], problem

@@ -333,3 +333,67 @@ def test_an_unreachable_host_is_a_failure_and_secrets_are_masked(expected: Expec
     assert EXIT[overall(found)] == 2 and {f.item for f in found} == {"ssh"}
     for shown in (render_text(expected, found, NOW), render_json(expected, found, NOW)):
         assert secret not in shown and "[secret]" in shown
+
+
+# --------------------------------------------------------------------------- recorded on the lab
+
+
+def _recorded() -> dict[str, str]:
+    return {p.stem: p.read_text() for p in sorted(RECORDED.glob("*.txt"))}
+
+
+def _with(output: str, name: str, text: str, rc: int = 0) -> str:
+    """A recorded probe output with part ``name`` replaced (a break, as the lab tests make it)."""
+    head, _, rest = output.partition(f"@@ {name}\n")
+    _, _, tail = rest.partition("@@rc ")
+    return f"{head}@@ {name}\n{text}\n@@rc {rc}{tail[tail.index(chr(10)) :]}"
+
+
+def _diagnose_recorded(expected: Expected, outputs: dict[str, str]) -> list[Finding]:
+    from dataclasses import replace as copy
+
+    # The lab's own ruleset (the program's for Pulumi.lab.yaml): its hash is the one the VPS saved.
+    lab = copy(expected, ruleset=(RECORDED / "vps-ruleset.nft").read_text())
+    now = datetime.datetime.fromtimestamp(int(sections(outputs["vps"])["now"].text), datetime.UTC)
+    return diagnose(lab, outputs, now)
+
+
+def test_the_recorded_lab_is_all_well(expected: Expected) -> None:
+    outputs = _recorded()
+    assert sorted(outputs) == ["home", "runner-amd", "runner-arm", "vps"]
+    found = _diagnose_recorded(expected, outputs)
+    assert overall(found) == "ok", [f for f in found if f.status not in ("ok", "info")]
+    details = {(f.host, f.item): f.detail for f in found}
+    assert details["vps", "forwarding"] == "table ip forgeway is the program's (sha256 9d64cafc5832)"
+    assert details["home", "tunnel"].startswith("peer vps: handshake 83 s ago, endpoint 203.0.113.10:51820")
+    assert details["runner-amd", "runner"].startswith("running; this image has no gitlab-runner verify")
+    assert details["home", "api-token"].startswith("its expiry could not be read: usage (stand-in)")
+
+
+def test_the_recorded_saved_ruleset_is_the_programs() -> None:
+    saved = sections(_recorded()["vps"])["nft-saved"].text
+    assert hashlib.sha256((RECORDED / "vps-ruleset.nft").read_bytes()).hexdigest() == saved
+
+
+@pytest.mark.parametrize(
+    ("host", "part", "text", "rc", "item", "repair"),
+    [
+        ("vps", "nft-live", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", 0, "forwarding",
+         "on vps: sudo systemctl restart forgeway-nftables.service"),
+        ("home", "wg-handshakes", "Unable to access interface: No such device", 1, "tunnel",
+         "on home: sudo systemctl restart forgeway-tunnel@wg0.service"),
+        ("runner-amd", "runner-state", "exited", 0, "runner", f"pulumi up --replace '{URNS['runner-amd-runner']}'"),
+        ("home", "backup-status", '{"result": "failed", "started": "2026-12-07T03:00:00Z", "error": "locked"}', 0,
+         "backup", "on home: sudo systemctl start forgeway-backup.service"),
+        ("runner-arm", "disk", "Filesystem 1024-blocks Used Available Capacity Mounted on\n/dev/vda 1 1 1 97% /", 0,
+         "disk", "on runner-arm: sudo systemctl start forgeway-docker-prune.service"),
+    ],
+)  # fmt: skip
+def test_each_recorded_break_names_its_item_and_repair(  # noqa: PLR0917 (the parametrized case)
+    expected: Expected, host: str, part: str, text: str, rc: int, item: str, repair: str
+) -> None:
+    outputs = _recorded()
+    outputs[host] = _with(outputs[host], part, text, rc)
+    problems = [f for f in _diagnose_recorded(expected, outputs) if f.status in ("warn", "fail")]
+    assert [(f.host, f.item) for f in problems] == [(host, item)], problems
+    assert problems[0].repair is not None and problems[0].repair.text.startswith(repair), problems[0].repair

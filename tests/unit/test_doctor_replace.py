@@ -33,3 +33,15 @@ def test_replace_makes_a_new_value_and_leaves_the_rest(tmp_path: Path) -> None:
     assert replaced["gitlab-api-token-value"] != first["gitlab-api-token-value"]
     assert replaced["op home-gitlab-root-password"] == "same"
     assert replaced["home-gitlab-root-password"] == first["home-gitlab-root-password"]
+
+
+def test_replace_of_a_command_runs_delete_and_create(tmp_path: Path) -> None:
+    """A type that only ``triggers`` replaces (as the forwarding command): replaced, not updated."""
+    log = tmp_path / "log"
+    inputs = {"create": f"echo create >>{log}", "delete": f"echo delete >>{log}"}
+    urn = "urn:pulumi:lab::forgeway::forgeway:x:X$command:local:Command::c"
+    for replace in ([], [], [urn]):
+        applier = Applier(tmp_path / "state.json", lambda _: None, seed=0, max_delay_s=0, replace=replace)
+        applier._handle("command:local:Command", "c", inputs, "", RegistrationOptions())
+    assert [c.op for c in applier.changes] == ["replace"]
+    assert log.read_text().split() == ["create", "create", "delete"]  # the engine's order: create, then delete

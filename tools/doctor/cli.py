@@ -91,7 +91,7 @@ def diagnose(
             continue
         parts = sections(output)
         vps = "vps" in host.roles
-        ctx = judge.TunnelContext(host.name, vps, cfg.tunnel.keepalive, names, TUNNEL_UNIT)
+        ctx = judge.TunnelContext(host.name, vps, cfg.tunnel.keepalive, names, TUNNEL_UNIT, cfg.vps.name)
         findings += judge.tunnel(parts, ctx)
         if vps:
             urn = expected.urn(f"{host.name}-forwarding")

@@ -60,6 +60,7 @@ class TunnelContext:
     keepalive: int  # seconds (tunnel.keepalive)
     names: Mapping[str, str]  # tunnel address -> host name
     unit: str  # the tunnel's unit, e.g. forgeway-tunnel@wg0.service
+    hub: str = "the VPS"  # the VPS's name: a peer host's one peer (allowed-ips: the whole subnet)
 
 
 def _peer_name(allowed: str, names: Mapping[str, str]) -> str:
@@ -101,7 +102,7 @@ def tunnel(parts: Mapping[str, Section], ctx: TunnelContext) -> list[Finding]:
     if not peers:
         return [Finding(ctx.host, "tunnel", "fail", "the interface has no peers", fix)]
     for key, stamp in sorted(peers.items(), key=lambda kv: _peer_name(by_key_allowed.get(kv[0], ""), ctx.names)):
-        name = _peer_name(by_key_allowed.get(key, ""), ctx.names)
+        name = _peer_name(by_key_allowed.get(key, ""), ctx.names) if ctx.vps else ctx.hub
         endpoint = by_key_endpoint.get(key, "(none)")
         seconds = int(stamp) if stamp.isdigit() else 0
         age = "never" if seconds == 0 else f"{max(0, now_s - seconds)} s ago"
