@@ -19,7 +19,7 @@ import pytest
 
 from tools.doctor import judge
 from tools.doctor.cli import diagnose, probe_specs, render_json, render_text
-from tools.doctor.expected import Expected, expected_from_synthesis, token_spec
+from tools.doctor.expected import Expected, backup_expectation, expected_from_synthesis, token_spec
 from tools.doctor.findings import EXIT, Finding, overall
 from tools.doctor.probe import ProbeSpec, Section, probe_script, sections
 from tools.stack.configs import lab_placeholder_stack
@@ -290,12 +290,14 @@ def test_backup_absent_ok_old_failed_running() -> None:
     assert judge.backup(Section("absent", 0), "home", "daily", NOW)[0].status == "info"
     ok = judge.backup(_status(), "home", "daily", NOW)[0]
     assert ok.status == "ok" and ok.detail == "last backup ok, 6.9 h ago, snapshot 01234567, GitLab 17.11.3"
-    old = judge.backup(_status(finished="2026-12-06T06:00:00Z"), "home", "daily", NOW)[0]
-    assert old.status == "warn" and "older than schedule 'daily' allows (26.0 h)" in old.detail
+    assert judge.backup(_status(finished="2026-12-06T06:00:00Z"), "home", "daily", NOW)[0].status == "ok"  # 28 h
+    old = judge.backup(_status(finished="2026-12-05T20:00:00Z"), "home", "daily", NOW)[0]
+    assert old.status == "warn" and "older than schedule 'daily' allows (30.5 h)" in old.detail
     failed = judge.backup(_status(result="failed", error="restic: wrong password"), "home", "daily", NOW)[0]
     assert failed.status == "fail" and failed.detail.endswith("restic: wrong password")
     assert failed.repair is not None and failed.repair.text.startswith("on home: sudo systemctl start forgeway-backup")
-    running = judge.backup(_status(result="running", finished=None), "home", "hourly", NOW)[0]
+    slack = datetime.timedelta(hours=2)
+    running = judge.backup(_status(result="running", finished=None), "home", "hourly", NOW, slack)[0]
     assert running.status == "warn" and "running for 7.0 h" in running.detail
 
 
@@ -397,3 +399,21 @@ def test_each_recorded_break_names_its_item_and_repair(  # noqa: PLR0917 (the pa
     problems = [f for f in _diagnose_recorded(expected, outputs) if f.status in ("warn", "fail")]
     assert [(f.host, f.item) for f in problems] == [(host, item)], problems
     assert problems[0].repair is not None and problems[0].repair.text.startswith(repair), problems[0].repair
+
+
+def test_backup_expectations_come_from_the_backup_section() -> None:
+    minutes = datetime.timedelta(minutes=1)
+    assert backup_expectation({}) == ("*-*-* 03:15:00", 390 * minutes)  # the section's defaults
+    section = {"schedule": "hourly", "randomized_delay_minutes": 0, "timeout_minutes": 60}
+    assert backup_expectation({"forgeway:backup": section}) == ("hourly", 60 * minutes)
+    assert backup_expectation({"forgeway:backup": {"enabled": False}})[0] == ""
+
+
+def test_no_backup_finding_when_backups_are_off(expected: Expected) -> None:
+    from dataclasses import replace as copy
+
+    outputs = _recorded()
+    outputs["home"] = _with(outputs["home"], "backup-status", '{"result": "failed"}')
+    assert ("home", "backup") in {(f.host, f.item) for f in _diagnose_recorded(expected, outputs)}
+    off = _diagnose_recorded(copy(expected, backup_schedule=""), outputs)
+    assert "backup" not in {f.item for f in off} and overall(off) == "ok"

@@ -104,7 +104,9 @@ def diagnose(
                 findings += judge.token(
                     parts.get("api-token"), host.name, expected.urn("gitlab-api-token-value"), token_name, now
                 )
-            findings += judge.backup(parts.get("backup-status"), host.name, expected.backup_schedule, now)
+            if expected.backup_schedule:
+                status, schedule = parts.get("backup-status"), expected.backup_schedule
+                findings += judge.backup(status, host.name, schedule, now, expected.backup_slack)
         if "runner" in host.roles:
             registration = expected.urns.get(f"{host.name}-runner-registration")
             findings += judge.runner(parts, host.name, expected.urn(f"{host.name}-runner"), registration)

@@ -10,6 +10,7 @@ drift from them. It costs about two seconds.
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,10 +20,13 @@ from typing import Any
 from components.config import StackConfig, parse_stack
 from tools.stack.synth import PROJECT, stack_config_strings, synthesize, unwrap
 
-__all__ = ["Expected", "expected_from_synthesis", "synthesize_expected", "token_spec"]
+__all__ = ["Expected", "backup_expectation", "expected_from_synthesis", "synthesize_expected", "token_spec"]
 
 TOKEN_RB = Path(__file__).resolve().parent.parent.parent / "components" / "scripts" / "gitlab-api-token.rb"
-DEFAULT_BACKUP_SCHEDULE = "daily"  # when the stack's backup section names none
+# The backup section's defaults (components/config backup: schedule, randomized_delay_minutes,
+# timeout_minutes), read from the raw config so doctor also runs on stacks from before it.
+DEFAULT_BACKUP_SCHEDULE = "*-*-* 03:15:00"
+DEFAULT_BACKUP_SLACK_MINUTES = 30 + 360
 
 
 @dataclass(frozen=True)
@@ -31,7 +35,8 @@ class Expected:
     config: StackConfig
     urns: Mapping[str, str]  # a custom resource's logical name -> its URN
     ruleset: str  # the VPS forwarding command's stdin
-    backup_schedule: str
+    backup_schedule: str  # "" when backups are off (backup.enabled false)
+    backup_slack: datetime.timedelta = datetime.timedelta(minutes=DEFAULT_BACKUP_SLACK_MINUTES)
     secrets: Sequence[str] = field(default=(), repr=False)  # values never to print
 
     def urn(self, name: str) -> str:
@@ -66,9 +71,18 @@ def expected_from_synthesis(
     urns = {r.name: r.urn for r in resources if r.custom}
     forwarding = next((r for r in resources if r.name == f"{config.vps.name}-forwarding"), None)
     ruleset = str(unwrap(forwarding.inputs).get("stdin", "")) if forwarding is not None else ""
+    schedule, slack = backup_expectation(raw)
+    return Expected(stack, config, urns, ruleset, schedule, slack, tuple(_secret_strings(secrets)))
+
+
+def backup_expectation(raw: Mapping[str, Any]) -> tuple[str, datetime.timedelta]:
+    """(schedule, or "" when backup.enabled is false; slack) from the raw ``forgeway:backup``."""
     backup = raw.get(f"{PROJECT}:backup") or {}
-    schedule = str(backup.get("schedule") or DEFAULT_BACKUP_SCHEDULE) if isinstance(backup, Mapping) else "daily"
-    return Expected(stack, config, urns, ruleset, schedule, tuple(_secret_strings(secrets)))
+    backup = backup if isinstance(backup, Mapping) else {}
+    schedule = str(backup.get("schedule") or DEFAULT_BACKUP_SCHEDULE) if backup.get("enabled", True) else ""
+    # A run may start randomized_delay after its time and take up to timeout: the last one can be that late.
+    slack = int(backup.get("randomized_delay_minutes", 30)) + int(backup.get("timeout_minutes", 360))
+    return schedule, datetime.timedelta(minutes=slack)
 
 
 def synthesize_expected(stack: str, raw: Mapping[str, Any], secret_keys: Sequence[str]) -> Expected:

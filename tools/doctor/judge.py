@@ -36,7 +36,7 @@ __all__ = [
 # flowing, no handshake is ever older than that plus one keepalive interval.
 HANDSHAKE_LIMIT_S = 180
 TOKEN_WARN_DAYS = 30
-BACKUP_GRACE = datetime.timedelta(hours=2)  # a run's own time, and the timer's RandomizedDelaySec
+BACKUP_SLACK = datetime.timedelta(minutes=30 + 360)  # the timer's RandomizedDelaySec and a run's timeout
 MISSING = "(missing from the probe's output: the connection dropped or the probe was cut short)"
 _SECRETISH = re.compile(r"(runner=|token=|glrt-|glpat-)\S+")
 
@@ -299,8 +299,11 @@ def _age(delta: datetime.timedelta) -> str:
     return f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} days"
 
 
-def backup(part: Section | None, host: str, schedule: str, now: datetime.datetime) -> list[Finding]:  # noqa: PLR0911
-    """status.json (issue-18 contract): its result, and its age against the schedule."""
+def backup(  # noqa: PLR0911
+    part: Section | None, host: str, schedule: str, now: datetime.datetime, slack: datetime.timedelta = BACKUP_SLACK
+) -> list[Finding]:
+    """status.json (issue-18 contract): its result, and its age against the schedule (plus
+    ``slack``: how late a run may start and how long it may take)."""
     unit = "forgeway-backup.service"
     fix = start(host, unit, f"one backup now; its log: journalctl -u {unit}")
     if part is None or not part.ok:
@@ -321,7 +324,7 @@ def backup(part: Section | None, host: str, schedule: str, now: datetime.datetim
         return [Finding(host, "backup", "warn", f"{BACKUP_STATUS} is not JSON", fix)]
     result = status.get("result")
     started, finished = _when(status.get("started")), _when(status.get("finished"))
-    allowed = schedule_period(schedule) + BACKUP_GRACE
+    allowed = schedule_period(schedule) + slack
     if result == "failed":
         error = _clean(str(status.get("error") or "no error given"))
         return [Finding(host, "backup", "fail", f"the last backup failed ({status.get('started')}): {error}", fix)]
