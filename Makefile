@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup test test-unit test-program test-policies test-lab lab lab-down bench lint preview reference new-stack
+.PHONY: setup test test-unit test-program test-policies test-lab lab lab-down bench lint preview doctor reference new-stack
 
 setup: $(VENV)/.installed
 	@bash tools/ci/setup-apt.sh tools/ci/apt-packages.txt
@@ -62,6 +62,12 @@ lint: setup
 STACK ?= lab
 preview: $(VENV)/.installed
 	$(PY) -m tools.applier.plan --stack $(STACK)
+
+# The running stack's health and drift, read-only over the program's own SSH connections
+# (tools/doctor): exit 0 well, 1 a warning, 2 a problem, 3 it could not run; every problem
+# names its repair. JSON for monitoring: make doctor DOCTOR_FLAGS=--json.
+doctor: $(VENV)/.installed
+	$(PY) -m tools.doctor --stack $(STACK) $(DOCTOR_FLAGS)
 
 # A stack of your own (README, "Deploy for real"): Pulumi.$(STACK).yaml from the example
 # with a fresh encryptionsalt for your passphrase (PULUMI_CONFIG_PASSPHRASE(_FILE), else

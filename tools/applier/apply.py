@@ -88,16 +88,14 @@ Not emulated: previews, ``ignoreChanges``,
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import random
 import re
 import subprocess
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -124,6 +122,7 @@ from tools.applier.gitlab import GITLAB_TYPES, RUNNER_REPLACE_ON, USER_RUNNER, G
 from tools.applier.local_command import LOCAL_COMMAND, run_local
 from tools.applier.state import ApplyError, Change, Entry, State, delete_order, key_of_urn
 from tools.applier.tls import _TLS_EMULATIONS, _due_for_renewal
+from tools.hostssh import SshAgent  # the private agent, shared with the tools that reach hosts
 from tools.stack.synth import RegistrationOptions, Synthesis, synthesize, unwrap
 
 __all__ = ["Applier", "ApplyError", "Change", "apply_stack", "destroy"]
@@ -155,39 +154,6 @@ WORKERS = 64
 
 
 # --- SSH -------------------------------------------------------------------------
-
-
-class SshAgent:
-    """A private ssh-agent for one apply, stopped by PID at the end."""
-
-    def __init__(self) -> None:
-        self._dir = tempfile.TemporaryDirectory(prefix="forgeway-agent-")
-        self.socket = str(Path(self._dir.name) / "agent.sock")
-        out = subprocess.run(["ssh-agent", "-a", self.socket, "-s"], capture_output=True, text=True, check=True)
-        pid = next(part for part in out.stdout.split(";") if part.strip().startswith("SSH_AGENT_PID="))
-        self.pid = int(pid.split("=")[1])
-        self._keys: set[str] = set()
-        self._lock = threading.Lock()  # resources add keys from the SDK's worker threads
-
-    def add(self, private_key: str) -> None:
-        with self._lock:
-            if private_key in self._keys:
-                return
-            key_file = Path(self._dir.name) / f"key{len(self._keys)}"
-            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as out:
-                out.write(private_key if private_key.endswith("\n") else private_key + "\n")
-            subprocess.run(["ssh-add", "-q", str(key_file)], env=self.env(), check=True, capture_output=True)
-            key_file.unlink()
-            self._keys.add(private_key)
-
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "SSH_AUTH_SOCK": self.socket}
-
-    def close(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, 15)
-        self._dir.cleanup()
 
 
 def _target(conn: Mapping[str, Any]) -> SshTarget:
@@ -249,8 +215,11 @@ class Applier:
         seed: int | None = None,
         max_delay_s: float = MAX_DELAY_S,
         resolve: Mapping[str, str] | None = None,
+        replace: Collection[str] = (),
     ) -> None:
         self.state = State.load(state_path)
+        # `pulumi up --replace URN`: each is replaced (in the engine's order) even if unchanged.
+        self._replace = {key_of_urn(urn) for urn in replace}
         self.log = log
         self.gitlab = GitLab(resolve, log)  # resolve: the lab's stand-in for DNS (tools/applier/gitlab.py)
         self.resolve = dict(resolve or {})  # and in the containers it creates (tools/applier/docker.py)
@@ -312,7 +281,8 @@ class Applier:
             uses_provider = typ.startswith("docker:") or typ == USER_RUNNER
             provider_inputs = self._provider_inputs(key, provider) if uses_provider else {}
             previous = self.state.entries.get(key)
-            if previous is not None and previous.inputs == inputs and not _due_for_renewal(previous):
+            forced = previous is not None and key in self._replace
+            if previous is not None and not forced and previous.inputs == inputs and not _due_for_renewal(previous):
                 # Options and the provider's inputs may change without the resource changing.
                 if {k: getattr(previous, k) for k in flags} != flags or previous.provider_inputs != provider_inputs:
                     self.state.entries[key] = Entry(
@@ -326,7 +296,7 @@ class Applier:
         else:
             changed = {k for k in {*inputs, *previous.inputs} if inputs.get(k) != previous.inputs.get(k)}
             replace_on = REPLACE_ON.get(typ, set())
-            op = "replace" if "*" in replace_on or changed & replace_on else "update"
+            op = "replace" if forced or "*" in replace_on or changed & replace_on else "update"
         delete_first = op == "replace" and (options.delete_before_replace or _provider_deletes_first(typ, inputs))
         self.log(f"{op:8} {typ} {name}" + (" (delete before replace)" if delete_first else ""))
         resource_id: str | None
@@ -627,12 +597,13 @@ def apply_stack(
     *,
     seed: int | None = None,
     resolve: Mapping[str, str] | None = None,
+    replace: Collection[str] = (),
 ) -> tuple[Synthesis, list[Change]]:
     """Apply one stack (in this process: one apply per process, as with synthesis).
 
     ``seed`` (else FORGEWAY_APPLY_SEED, else a fresh one, printed) draws each
     resource's delay, hence the order in which independent resources run."""
-    applier = Applier(state_path, log, seed=seed, resolve=resolve)
+    applier = Applier(state_path, log, seed=seed, resolve=resolve, replace=replace)
     log(f"apply seed {applier.seed} (repeat its delays with {SEED_ENV}={applier.seed})")
     try:
         try:
@@ -673,7 +644,8 @@ def main() -> int:
     """``python -m tools.applier``: a JSON request on stdin (secrets never on argv).
 
     {"action": "apply"|"destroy"|"refresh", "stack": ..., "config": {...}, "secret_keys": [...],
-    "state": "path", "exclude_protected": false, "seed": null, "resolve": {"name": "address"}}; prints the
+    "state": "path", "exclude_protected": false, "seed": null, "resolve": {"name": "address"},
+    "replace": [urn, ...]}; prints the
     changes as JSON lines on stdout, progress on stderr. ``refresh`` (tools/applier/refresh.py) needs only "state".
     "resolve" is the lab's stand-in for DNS: where the deployer's HTTP clients (the gitlab
     provider's) connect for a name; TLS still checks the name (tools/applier/gitlab.py).
@@ -700,6 +672,7 @@ def main() -> int:
             _, changes = apply_stack(
                 request["stack"], request["config"], request["secret_keys"], state_path, log,
                 seed=None if seed is None else int(seed), resolve=resolve,
+                replace=[str(urn) for urn in request.get("replace") or []],
             )  # fmt: skip
     except ApplyError as exc:
         print(f"apply failed: {exc}", file=sys.stderr)

@@ -1,0 +1,186 @@
+"""`python -m tools.doctor` on the `make lab` topology: clean on the applied lab; then each
+item broken in turn, doctor naming it and its repair, the repair run, doctor clean again.
+
+One applied lab (the session's), breaks in sequence, no apply from nothing: every test
+starts from a clean doctor run and leaves the lab as it found it. A repair named as
+``pulumi up --replace URN`` is run as the applier's request with ``"replace": [URN]``
+(tools/applier/apply.py: the CLI's semantics); a unit is restarted or started inside the
+host, as `sudo systemctl` there would. FIXED names: run under ``flock /tmp/fwl.lock``.
+
+What the lab cannot do, said plainly: its docker data roots are on this machine's big
+disk, so "a disk past the threshold" is doctor run with ``--disk-threshold`` below the
+current use (the prune unit it names is then run, and doctor with the stack's threshold
+is clean); gitlab-runner verify and the API token's expiry are not in the stand-in images
+(doctor says so as ``info``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.lab.make_lab import SEEDS, MakeLab
+from tests.stacks import ROOT
+
+BACKUP_STATUS = "/var/lib/forgeway/backup/status.json"
+
+
+def doctor(*args: str) -> tuple[int, dict[str, Any], str]:
+    """``python -m tools.doctor --stack lab --json ARGS``: (exit status, the document, stderr)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tools.doctor", "--stack", "lab", "--json", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.stdout, f"doctor printed nothing (exit {done.returncode}): {done.stderr[-2000:]}"
+    return done.returncode, json.loads(done.stdout), done.stderr
+
+
+def problems(document: dict[str, Any]) -> list[dict[str, Any]]:
+    return [f for f in document["findings"] if f["status"] in ("warn", "fail")]
+
+
+def assert_clean(tries: int = 1, wait_s: float = 5) -> dict[str, Any]:
+    """Doctor exits 0 with no problem (``tries``: a handshake or a container may take a moment)."""
+    for attempt in range(tries):
+        code, document, stderr = doctor()
+        if code == 0 and not problems(document):
+            return document
+        if attempt + 1 < tries:
+            time.sleep(wait_s)
+    raise AssertionError(f"doctor not clean (exit {code}): {problems(document)} {stderr[-1000:]}")
+
+
+def the_problem(document: dict[str, Any], host: str, item: str) -> dict[str, Any]:
+    """The one problem doctor reports (on ``host``, about ``item``), with its repair."""
+    found = problems(document)
+    assert [(f["host"], f["item"]) for f in found] == [(host, item)], found
+    assert found[0]["repair"], found[0]
+    return found[0]
+
+
+def run_repair(lab: MakeLab, repair: dict[str, Any]) -> None:
+    """The named repair as the lab runs it."""
+    if repair["kind"] in ("restart", "start"):
+        done = lab.machine(repair["host"]).inside.execute(["systemctl", repair["kind"], repair["subject"]], timeout=300)
+        assert done.returncode == 0, f"{repair['text']}: {done.stderr}"
+        return
+    from tools.lab.config import lab_config
+    from tools.lab.layout import STATE
+    from tools.lab.topology import _applier_run
+    from tools.stack.synth import stack_config_strings
+
+    assert repair["kind"] == "replace", repair
+    config, secret_keys = lab_config(lab.topology)
+    request = {"action": "apply", "stack": "lab", "config": stack_config_strings(config), "secret_keys": secret_keys,
+               "state": str(STATE), "seed": SEEDS[0], "replace": [repair["subject"]]}  # fmt: skip
+    done = _applier_run(request)
+    assert done.returncode == 0, done.stderr[-3000:]
+    replaced = [json.loads(line) for line in done.stdout.splitlines()]
+    assert any(c["op"] == "replace" and repair["subject"].endswith(f"::{c['name']}") for c in replaced), replaced
+
+
+def test_doctor_is_clean_on_the_applied_lab(make_lab: MakeLab) -> None:
+    document = assert_clean()
+    record = os.environ.get("FORGEWAY_DOCTOR_RECORD")  # the unit tests' recordings (tests/unit/doctor/)
+    if record:
+        doctor("--record", record)
+    items = {(f["host"], f["item"]) for f in document["findings"]}
+    for wanted in [("vps", "tunnel"), ("vps", "forwarding"), ("vps", "ip_forward"), ("vps", "admin-ssh"),
+                   ("home", "tunnel"), ("home", "gitlab liveness"), ("home", "gitlab readiness"), ("home", "disk"),
+                   ("home", "backup"), ("runner-amd", "runner"), ("runner-arm", "disk")]:  # fmt: skip
+        assert wanted in items, (wanted, sorted(items))
+    peers = [f["detail"] for f in document["findings"] if f["host"] == "vps" and f["item"] == "tunnel"]
+    assert len(peers) == 3 and all("handshake" in p and "endpoint" in p for p in peers), peers
+    # Human-readable by default, and nothing secret in it (the deployer's key, GitLab's root password).
+    text = subprocess.run([sys.executable, "-m", "tools.doctor", "--stack", "lab"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, check=False).stdout  # fmt: skip
+    assert text.endswith("all well (exit 0)\n"), text
+    if record:
+        Path(record, "clean.txt").write_text(text)
+    password = make_lab.state()["random:index/randomPassword:RandomPassword::home-gitlab-root-password"]["outputs"]
+    assert password["result"] not in text and "PRIVATE KEY" not in text
+
+
+def test_a_flushed_forwarding_table_is_named_with_its_unit(make_lab: MakeLab) -> None:
+    assert_clean()
+    make_lab.machine("vps").inside.succeed(["nft", "flush", "table", "ip", "forgeway"])
+    code, document, _ = doctor()
+    if record := os.environ.get("FORGEWAY_DOCTOR_RECORD"):
+        Path(record, "broken-forwarding.json").write_text(json.dumps(document, indent=1))
+    problem = the_problem(document, "vps", "forwarding")
+    assert code == 2 and "differs from the program's" in problem["detail"], problem
+    assert problem["repair"]["kind"] == "restart" and problem["repair"]["subject"] == "forgeway-nftables.service"
+    run_repair(make_lab, problem["repair"])
+    assert_clean()
+
+
+def test_a_killed_wireguard_go_is_named_with_its_unit(make_lab: MakeLab) -> None:
+    assert_clean()
+    home = make_lab.machine("home").inside
+    home.succeed("kill $(cat /run/forgeway/wg0.pid)")
+    home.wait_until_fails(["ip", "link", "show", "wg0"], timeout=10)
+    if record := os.environ.get("FORGEWAY_DOCTOR_RECORD"):  # a broken run's text, for the README
+        text = subprocess.run([sys.executable, "-m", "tools.doctor", "--stack", "lab"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=300, check=False)  # fmt: skip
+        Path(record, "broken-tunnel.txt").write_text(f"{text.stdout}[exit {text.returncode}]\n")
+    code, document, _ = doctor()
+    problem = the_problem(document, "home", "tunnel")
+    assert code == 2 and "the interface is down" in problem["detail"], problem
+    assert (problem["repair"]["host"], problem["repair"]["subject"]) == ("home", "forgeway-tunnel@wg0.service")
+    run_repair(make_lab, problem["repair"])
+    assert_clean(tries=6)
+
+
+def test_a_stopped_runner_is_named_with_its_replace(make_lab: MakeLab) -> None:
+    assert_clean()
+    make_lab.machine("runner-amd").docker("stop", "forgeway-runner")
+    code, document, _ = doctor()
+    problem = the_problem(document, "runner-amd", "runner")
+    assert code == 2 and "not running" in problem["detail"], problem
+    urn = "urn:pulumi:lab::forgeway::forgeway:runners:RunnerHost$docker:index/container:Container::runner-amd-runner"
+    assert problem["repair"]["text"] == f"pulumi up --replace '{urn}'", problem
+    run_repair(make_lab, problem["repair"])
+    assert_clean(tries=6)
+
+
+def test_a_disk_past_the_threshold_is_named_with_the_prune_unit(make_lab: MakeLab) -> None:
+    document = assert_clean()
+    used = next(f["detail"] for f in document["findings"] if (f["host"], f["item"]) == ("runner-amd", "disk"))
+    percent = int(used.split("% used")[0].rsplit(" ", 1)[-1])
+    code, document, _ = doctor("--disk-threshold", str(max(1, percent - 1)))
+    found = {(f["host"], f["item"]): f for f in problems(document)}
+    assert code in (1, 2) and ("runner-amd", "disk") in found, problems(document)
+    repair = found["runner-amd", "disk"]["repair"]
+    assert (repair["kind"], repair["subject"]) == ("start", "forgeway-docker-prune.service"), repair
+    run_repair(make_lab, repair)
+    assert_clean()
+
+
+def test_a_failed_backup_is_named_with_the_backup_unit(make_lab: MakeLab) -> None:
+    assert_clean()
+    home = make_lab.machine("home").inside
+    before = home.execute(["cat", BACKUP_STATUS])
+    failed = {"result": "failed", "started": "2026-12-07T03:00:00Z", "finished": "2026-12-07T03:01:00Z",
+              "snapshot": None, "gitlab_version": "17.11.3", "backup_file": None, "repository": "sftp:vps:/backup",
+              "duration_seconds": 60.0, "added_bytes": None, "error": "restic: repository is locked"}  # fmt: skip
+    home.succeed(f"mkdir -p $(dirname {BACKUP_STATUS}) && cat >{BACKUP_STATUS}", stdin=json.dumps(failed))
+    try:
+        code, document, _ = doctor()
+        problem = the_problem(document, "home", "backup")
+        assert code == 2 and "repository is locked" in problem["detail"], problem
+        assert (problem["repair"]["kind"], problem["repair"]["subject"]) == ("start", "forgeway-backup.service")
+        if home.execute(["systemctl", "cat", "forgeway-backup.service"]).returncode == 0:
+            run_repair(make_lab, problem["repair"])  # backups installed by the program (issue 18)
+        elif before.returncode == 0:
+            home.succeed(f"cat >{BACKUP_STATUS}", stdin=before.stdout)
+        else:  # no backups on this lab: what doctor then sees
+            home.succeed(["rm", "-f", BACKUP_STATUS])
+        assert_clean()
+    finally:
+        if before.returncode != 0:
+            home.execute(["rm", "-f", BACKUP_STATUS])

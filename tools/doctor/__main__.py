@@ -1,0 +1,3 @@
+from tools.doctor.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,370 @@
+"""Judging each probe part: pure functions of the recorded output (unit-tested with recordings).
+
+Each takes the :class:`~tools.doctor.probe.Section` s it needs and what the program
+would deploy, and returns :class:`~tools.doctor.findings.Finding` s; a problem carries
+its :class:`~tools.doctor.findings.Repair`. Nothing here runs a command.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import ipaddress
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from tools.doctor.findings import Finding, Repair, Status, replace, restart, start, target
+from tools.doctor.probe import BACKUP_STATUS, Section
+
+__all__ = [
+    "HANDSHAKE_LIMIT_S",
+    "TOKEN_WARN_DAYS",
+    "backup",
+    "disk",
+    "forwarding",
+    "gitlab",
+    "runner",
+    "schedule_period",
+    "token",
+    "tunnel",
+]
+
+# WireGuard drops a session's keys after REJECT_AFTER_TIME (180 s) and a sending peer makes
+# a new one after REKEY_AFTER_TIME (120 s; the whitepaper, section 6.1): with keepalives
+# flowing, no handshake is ever older than that plus one keepalive interval.
+HANDSHAKE_LIMIT_S = 180
+TOKEN_WARN_DAYS = 30
+BACKUP_SLACK = datetime.timedelta(minutes=30 + 360)  # the timer's RandomizedDelaySec and a run's timeout
+MISSING = "(missing from the probe's output: the connection dropped or the probe was cut short)"
+_SECRETISH = re.compile(r"(runner=|token=|glrt-|glpat-)\S+")
+
+
+def _clean(text: str) -> str:
+    """One line of a tool's own message, with anything token-like masked."""
+    return _SECRETISH.sub(lambda m: m.group(1) + "[masked]" if m.group(1).endswith("=") else "[masked]", text)[:200]
+
+
+def _get(parts: Mapping[str, Section], name: str) -> Section | None:
+    return parts.get(name)
+
+
+# --------------------------------------------------------------------------- the tunnel
+
+
+@dataclass(frozen=True)
+class TunnelContext:
+    host: str
+    vps: bool
+    keepalive: int  # seconds (tunnel.keepalive)
+    names: Mapping[str, str]  # tunnel address -> host name
+    unit: str  # the tunnel's unit, e.g. forgeway-tunnel@wg0.service
+    hub: str = "the VPS"  # the VPS's name: a peer host's one peer (allowed-ips: the whole subnet)
+
+
+def _peer_name(allowed: str, names: Mapping[str, str]) -> str:
+    for prefix in allowed.split():
+        try:
+            network = ipaddress.ip_network(prefix, strict=False)
+        except ValueError:
+            continue
+        for address, name in names.items():
+            if network.prefixlen == 32 and ipaddress.ip_address(address) in network:
+                return name
+    return f"a peer with allowed-ips {allowed or '(none)'}"
+
+
+def _pairs(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.strip().partition("\t")
+        if key:
+            out[key] = value.strip()
+    return out
+
+
+def tunnel(parts: Mapping[str, Section], ctx: TunnelContext) -> list[Finding]:
+    """Each peer's latest handshake age and endpoint (``wg show IF latest-handshakes|endpoints|allowed-ips``)."""
+    handshakes, endpoints, allowed, now = (
+        _get(parts, p) for p in ("wg-handshakes", "wg-endpoints", "wg-allowed-ips", "now")
+    )
+    fix = restart(ctx.host, ctx.unit, "brings the interface and its peers back from the saved config")
+    if handshakes is None or endpoints is None or allowed is None or now is None:
+        return [Finding(ctx.host, "tunnel", "fail", f"no answer from wg {MISSING}", fix)]
+    if not handshakes.ok:
+        return [Finding(ctx.host, "tunnel", "fail", f"the interface is down: {_clean(handshakes.first_line)}", fix)]
+    now_s = int(now.text)
+    limit = HANDSHAKE_LIMIT_S + ctx.keepalive
+    by_key_endpoint, by_key_allowed = _pairs(endpoints.text), _pairs(allowed.text)
+    findings = []
+    peers = _pairs(handshakes.text)
+    if not peers:
+        return [Finding(ctx.host, "tunnel", "fail", "the interface has no peers", fix)]
+    for key, stamp in sorted(peers.items(), key=lambda kv: _peer_name(by_key_allowed.get(kv[0], ""), ctx.names)):
+        name = _peer_name(by_key_allowed.get(key, ""), ctx.names) if ctx.vps else ctx.hub
+        endpoint = by_key_endpoint.get(key, "(none)")
+        seconds = int(stamp) if stamp.isdigit() else 0
+        age = "never" if seconds == 0 else f"{max(0, now_s - seconds)} s ago"
+        detail = f"peer {name}: handshake {age}, endpoint {endpoint}"
+        stale = seconds == 0 or now_s - seconds > limit
+        if not ctx.vps and endpoint in ("(none)", ""):
+            findings.append(Finding(ctx.host, "tunnel", "fail", f"{detail}: no endpoint for the VPS", fix))
+        elif stale:
+            # Seen from the VPS, the peer's side is the likelier culprit: it dials out.
+            where = ctx.host if not ctx.vps or name not in ctx.names.values() else name
+            why = f"{detail}: older than {limit} s (180 s + keepalive {ctx.keepalive} s)"
+            findings.append(Finding(ctx.host, "tunnel", "fail", why, restart(where, ctx.unit, fix.note)))
+        else:
+            findings.append(Finding(ctx.host, "tunnel", "ok", detail))
+    return findings
+
+
+# --------------------------------------------------------------------------- the VPS
+
+
+@dataclass(frozen=True)
+class ForwardingContext:
+    host: str
+    ruleset: str  # the program's ruleset text
+    urn: str  # the forwarding command's URN
+    admin_port: int
+    unit: str = "forgeway-nftables.service"
+
+
+def forwarding(parts: Mapping[str, Section], ctx: ForwardingContext) -> list[Finding]:
+    """Table ip forgeway as the program renders it (hashes of two nft listings), ip_forward, the admin port."""
+    findings = []
+    live, expected, saved = (_get(parts, p) for p in ("nft-live", "nft-expected", "nft-saved"))
+    program_sha = hashlib.sha256(ctx.ruleset.encode()).hexdigest()
+    saved_is_program = saved is not None and saved.ok and saved.text == program_sha
+    # A host whose saved file is the program's: its boot unit loads it again. Else `up` must
+    # send the program's text (the command's stdin changed: an update runs create again).
+    fix = (
+        restart(ctx.host, ctx.unit, "loads the saved ruleset, which is the program's")
+        if saved_is_program
+        else target(ctx.urn, "the saved ruleset is not the program's: `up` sends it again")
+    )
+    if expected is None or live is None:
+        findings.append(Finding(ctx.host, "forwarding", "fail", f"no nft listing {MISSING}", fix))
+    elif not expected.ok:
+        why = f"the program's ruleset does not load in a scratch namespace here: {_clean(expected.first_line)}"
+        findings.append(Finding(ctx.host, "forwarding", "fail", why, target(ctx.urn, "forwarding-up.sh says why")))
+    elif not live.ok:
+        findings.append(
+            Finding(ctx.host, "forwarding", "fail", f"table ip forgeway is missing: {_clean(live.first_line)}", fix)
+        )
+    elif live.text != expected.text:
+        why = f"table ip forgeway differs from the program's (sha256 {live.text[:12]}, program's {expected.text[:12]})"
+        findings.append(Finding(ctx.host, "forwarding", "fail", why, fix))
+    else:
+        findings.append(
+            Finding(ctx.host, "forwarding", "ok", f"table ip forgeway is the program's (sha256 {live.text[:12]})")
+        )
+    ip_forward = _get(parts, "ip-forward")
+    if ip_forward is not None and ip_forward.ok and ip_forward.text == "1":
+        findings.append(Finding(ctx.host, "ip_forward", "ok", "net.ipv4.ip_forward = 1"))
+    else:
+        value = ip_forward.first_line if ip_forward is not None else MISSING
+        findings.append(Finding(ctx.host, "ip_forward", "fail", f"net.ipv4.ip_forward is {value!r}, not 1", fix))
+    admin = _get(parts, "admin-port")
+    if admin is not None and admin.ok and "LISTEN" in admin.text:
+        findings.append(Finding(ctx.host, "admin-ssh", "ok", f"tcp {ctx.admin_port} listens"))
+    else:
+        why = f"nothing listens on tcp {ctx.admin_port}, the admin SSH port (doctor came in another way)"
+        findings.append(Finding(ctx.host, "admin-ssh", "fail", why, restart(ctx.host, "ssh.service")))
+    return findings
+
+
+# --------------------------------------------------------------------------- docker hosts
+
+
+def disk(parts: Mapping[str, Section], host: str, threshold: int, prune_unit: str | None) -> list[Finding]:
+    """Use of docker's data root file system (``df -P``) against ``threshold`` percent."""
+    part = _get(parts, "disk")
+    if part is None or not part.ok:
+        why = f"docker's data root could not be read: {_clean(part.first_line) if part else MISSING}"
+        return [Finding(host, "disk", "fail", why, restart(host, "docker.service"))]
+    fields = part.text.splitlines()[-1].split()
+    used = int(fields[4].rstrip("%"))
+    free_mib = int(fields[3]) // 1024
+    detail = f"{fields[5]}: {used}% used, {free_mib} MiB free (threshold {threshold}%)"
+    if used < threshold:
+        return [Finding(host, "disk", "ok", detail)]
+    fix = (
+        start(host, prune_unit, "prunes unused images and build cache older than runners.prune.keep_hours")
+        if prune_unit
+        else start(host, "docker-system-prune", "no prune timer here: free space by hand (docker system df)")
+    )
+    return [Finding(host, "disk", "fail" if used >= 95 else "warn", detail, fix)]
+
+
+# --------------------------------------------------------------------------- GitLab
+
+
+def _http(part: Section | None) -> tuple[int, str]:
+    """(status, body) of a GET: the status is the last line."""
+    if part is None or not part.ok:
+        return 0, _clean(part.first_line) if part else MISSING
+    lines = part.text.splitlines()
+    status = lines[-1].strip() if lines else "0"
+    return (int(status) if status.isdigit() else 0), " ".join(lines[:-1]).strip()
+
+
+def gitlab(parts: Mapping[str, Section], host: str, container_urn: str) -> list[Finding]:
+    """The container's state, /-/liveness, /-/readiness and the version file."""
+    fix = replace(container_urn, "a new container on the same volumes")
+    state = _get(parts, "gitlab-state")
+    if state is None or not state.ok or not state.text.startswith("running"):
+        shown = _clean(state.first_line) if state else MISSING
+        return [Finding(host, "gitlab", "fail", f"the container is not running: {shown}", fix)]
+    version_part = _get(parts, "gitlab-version")
+    version = version_part.first_line if version_part is not None and version_part.ok else "unknown"
+    findings = []
+    for probe in ("liveness", "readiness"):
+        status, body = _http(_get(parts, f"gitlab-{probe}"))
+        if status == 200:
+            findings.append(Finding(host, f"gitlab {probe}", "ok", f"/-/{probe} 200 (GitLab {version})"))
+        else:
+            health = state.text.split()[-1]
+            level: Status = "warn" if health == "starting" else "fail"
+            why = f"/-/{probe} answered {status or 'nothing'}: {body[:120]} (container health: {health})"
+            findings.append(Finding(host, f"gitlab {probe}", level, why, fix))
+    return findings
+
+
+def runner(parts: Mapping[str, Section], host: str, container_urn: str, registration_urn: str | None) -> list[Finding]:
+    """The runner container running, and ``gitlab-runner verify`` inside it."""
+    state = _get(parts, "runner-state")
+    if state is None or not state.ok or state.first_line != "running":
+        shown = _clean(state.first_line) if state else MISSING
+        return [
+            Finding(host, "runner", "fail", f"the runner container is not running: {shown}", replace(container_urn))
+        ]
+    verify = _get(parts, "runner-verify")
+    if verify is None:
+        return [Finding(host, "runner", "fail", f"gitlab-runner verify: {MISSING}", replace(container_urn))]
+    text = verify.text
+    if verify.rc in (126, 127) or "executable file not found" in text:
+        return [Finding(host, "runner", "info", "running; this image has no gitlab-runner verify (not checked)")]
+    failed = verify.rc != 0 or re.search(r"is removed|ERROR|FATAL|is not valid|forbidden", text, re.IGNORECASE)
+    if not failed:
+        return [Finding(host, "runner", "ok", "running; gitlab-runner verify: the runner is valid")]
+    line = next((ln for ln in text.splitlines() if re.search(r"removed|ERROR|FATAL", ln)), verify.first_line)
+    fix: Repair = (
+        replace(registration_urn, "a new runner in GitLab; its token reaches config.toml and the container")
+        if registration_urn
+        else replace(container_urn, "the token is runner_tokens' (set by hand): put a valid one there first")
+    )
+    return [Finding(host, "runner", "fail", f"gitlab-runner verify: {_clean(line)}", fix)]
+
+
+# --------------------------------------------------------------------------- backups and the token
+
+
+def schedule_period(schedule: str) -> datetime.timedelta:  # noqa: PLR0911 (a table of cases)
+    """The longest gap between two runs of a systemd OnCalendar ``schedule`` (an upper bound)."""
+    text = schedule.strip().lower()
+    named = {"minutely": 60, "hourly": 3600, "daily": 86400, "weekly": 7 * 86400, "monthly": 31 * 86400}
+    if text in named:
+        return datetime.timedelta(seconds=named[text])
+    if text in ("quarterly",):
+        return datetime.timedelta(days=92)
+    if text in ("yearly", "annually", "semiannually"):
+        return datetime.timedelta(days=366 if text != "semiannually" else 184)
+    words = text.split()
+    day_names = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+    date = words[1] if words and words[0][:3] in day_names and len(words) > 1 else words[0] if words else ""
+    if words and words[0][:3] in day_names and "," not in words[0] and ".." not in words[0]:
+        return datetime.timedelta(days=7)
+    if re.fullmatch(r"\*-\*-\d+(\s.*)?", date) or re.fullmatch(r"\*-\*-\d+", date):
+        return datetime.timedelta(days=31)
+    if date.count(":") >= 1 and date.startswith("*:"):
+        return datetime.timedelta(hours=1)
+    return datetime.timedelta(days=1)
+
+
+def _when(value: object) -> datetime.datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.UTC)
+
+
+def _age(delta: datetime.timedelta) -> str:
+    hours = delta.total_seconds() / 3600
+    return f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} days"
+
+
+def backup(  # noqa: PLR0911
+    part: Section | None, host: str, schedule: str, now: datetime.datetime, slack: datetime.timedelta = BACKUP_SLACK
+) -> list[Finding]:
+    """status.json (issue-18 contract): its result, and its age against the schedule (plus
+    ``slack``: how late a run may start and how long it may take)."""
+    unit = "forgeway-backup.service"
+    fix = start(host, unit, f"one backup now; its log: journalctl -u {unit}")
+    if part is None or not part.ok:
+        return [
+            Finding(
+                host,
+                "backup",
+                "warn",
+                f"{BACKUP_STATUS} could not be read: {MISSING if part is None else _clean(part.first_line)}",
+                fix,
+            )
+        ]
+    if part.text == "absent":
+        return [Finding(host, "backup", "info", f"no backup has run here ({BACKUP_STATUS} does not exist)")]
+    try:
+        status = json.loads(part.text)
+    except ValueError:
+        return [Finding(host, "backup", "warn", f"{BACKUP_STATUS} is not JSON", fix)]
+    result = status.get("result")
+    started, finished = _when(status.get("started")), _when(status.get("finished"))
+    allowed = schedule_period(schedule) + slack
+    if result == "failed":
+        error = _clean(str(status.get("error") or "no error given"))
+        return [Finding(host, "backup", "fail", f"the last backup failed ({status.get('started')}): {error}", fix)]
+    if result == "running":
+        if started is not None and now - started > allowed:
+            why = f"a backup has been running for {_age(now - started)} (schedule {schedule!r} allows {_age(allowed)})"
+            return [Finding(host, "backup", "warn", why, restart(host, unit, f"see journalctl -u {unit} first"))]
+        return [Finding(host, "backup", "ok", f"a backup is running (since {status.get('started')})")]
+    if result != "ok" or finished is None:
+        return [
+            Finding(
+                host, "backup", "warn", f"status.json says result {result!r}, finished {status.get('finished')!r}", fix
+            )
+        ]
+    age = now - finished
+    snapshot, version = str(status.get("snapshot"))[:8], status.get("gitlab_version")
+    detail = f"last backup ok, {_age(age)} ago, snapshot {snapshot}, GitLab {version}"
+    if age > allowed:
+        return [
+            Finding(host, "backup", "warn", f"{detail}: older than schedule {schedule!r} allows ({_age(allowed)})", fix)
+        ]
+    return [Finding(host, "backup", "ok", detail)]
+
+
+def token(part: Section | None, host: str, token_urn: str, token_name: str, now: datetime.datetime) -> list[Finding]:
+    """The API token's expiry date, read with ``gitlab-rails runner`` (never its value)."""
+    fix = replace(token_urn, "a new token value: the program seeds it for TOKEN_DAYS and revokes the old one")
+    match = re.search(r"forgeway-token-expires (\S+)", part.text) if part is not None else None
+    if match is None:
+        why = "its expiry could not be read" + (f": {_clean(part.first_line)}" if part is not None else "")
+        return [Finding(host, "api-token", "info", why)]
+    if match.group(1) == "none":
+        return [Finding(host, "api-token", "fail", f"root has no active token {token_name!r}", fix)]
+    expires = _when(match.group(1))
+    if expires is None:
+        return [Finding(host, "api-token", "info", f"unknown expiry {match.group(1)!r}")]
+    days = (expires - now).days
+    detail = f"{token_name} expires {expires.date().isoformat()} (in {days} days)"
+    if days < 0:
+        return [Finding(host, "api-token", "fail", f"{token_name} expired on {expires.date().isoformat()}", fix)]
+    if days <= TOKEN_WARN_DAYS:
+        return [Finding(host, "api-token", "warn", detail, fix)]
+    return [Finding(host, "api-token", "ok", detail)]
