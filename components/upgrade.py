@@ -247,12 +247,11 @@ def check_arguments(target: Version, path: UpgradePath, *, allow_edition_change:
 # --- on the hosts ------------------------------------------------------------------
 
 
-def guard_upgrades(cfg: StackConfig, hosts: Mapping[str, Host], *, container: str) -> remote.Command:
+def guard_upgrades(cfg: StackConfig, hosts: Mapping[str, Host], target: Version, *, container: str) -> remote.Command:
     """``<gitlab host>-gitlab-upgrade-check``, added to every host's preflight: a refused
     upgrade changes no host. Its command text holds the target and the stops below it, so
     it runs again (reads the running version again) whenever the target changes."""
     host = hosts[cfg.gitlab_host.name]
-    target = target_version(cfg)
     args = check_arguments(target, load_path(), allow_edition_change=cfg.gitlab.allow_edition_change)
     check = host.command(
         f"{cfg.gitlab_host.name}-gitlab-upgrade-check",
