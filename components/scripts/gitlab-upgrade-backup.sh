@@ -12,8 +12,10 @@
 # Writes $FORGEWAY_ETC/forgeway/upgrade/last-upgrade (from, to, snapshot): what
 # gitlab-upgrade-wait.sh's rollback advice names.
 set -eu
+me=gitlab-upgrade-backup
+# shellcheck source=host-files.sh
+. "$(dirname "$0")/host-files.sh"
 host=$1 container=$2 volume=$3 target=$4 mode=$5 stack=$6 max_hours=$7
-etc=${FORGEWAY_ETC:-/etc}
 dir=$etc/forgeway/upgrade
 fail() {
   echo "host '$host': $* The container was not replaced." >&2

@@ -11,6 +11,9 @@
 #   STOP...        the required stops below TARGET's minor, ascending (MAJOR.MINOR)
 # The rules are components/upgrade.py next_step's; tests/unit/test_upgrade_path.py runs both.
 set -eu
+me=gitlab-upgrade-check
+# shellcheck source=host-files.sh
+. "$(dirname "$0")/host-files.sh"
 host=$1 volume=$2 target=$3 allow=$4 last=$5 read=$6
 shift 6
 refuse() {

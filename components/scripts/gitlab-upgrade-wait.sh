@@ -6,8 +6,10 @@
 # Usage: gitlab-upgrade-wait.sh HOST CONTAINER TARGET TIMEOUT_SECONDS [CONTAINER_ID]
 # Fails with the way back from the pre-upgrade backup when GitLab does not come up.
 set -eu
+me=gitlab-upgrade-wait
+# shellcheck source=host-files.sh
+. "$(dirname "$0")/host-files.sh"
 host=$1 container=$2 target=$3 timeout=$4
-etc=${FORGEWAY_ETC:-/etc}
 last=$etc/forgeway/upgrade/last-upgrade
 setting() { sed -n "s/^$1=//p" "$last" 2>/dev/null | tail -n 1; }
 fail() {
