@@ -256,7 +256,7 @@ def guard_upgrades(cfg: StackConfig, hosts: Mapping[str, Host], target: Version,
     check = host.command(
         f"{cfg.gitlab_host.name}-gitlab-upgrade-check",
         parent=host,
-        create=script_command("gitlab-upgrade-check.sh", cfg.gitlab_host.name, f"{container}-data", *args),
+        create=script_command("gitlab-upgrade-check.sh", cfg.gitlab_host.name, container, f"{container}-data", *args),
     )
     add_preflight(hosts, check)
     return check
@@ -275,7 +275,6 @@ def pre_upgrade_backup(
             "gitlab-upgrade-backup.sh",
             name,
             container,
-            f"{container}-data",
             str(target),
             "backup" if backups else "manual",
             pulumi.get_stack(),

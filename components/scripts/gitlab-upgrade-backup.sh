@@ -2,9 +2,10 @@
 # <host>-gitlab-pre-upgrade-backup (components/upgrade.py): a backup of the running GitLab
 # before an up replaces its container with another version. Does nothing when no GitLab
 # runs yet or it already runs TARGET.
-# Usage: gitlab-upgrade-backup.sh HOST CONTAINER VOLUME TARGET MODE STACK MAX_AGE_HOURS
-#   VOLUME  GitLab's data volume: its gitlab-rails/VERSION is the running version (so a
-#           rollback after a failed start, whose VERSION is still the old one, backs up nothing)
+# Usage: gitlab-upgrade-backup.sh HOST CONTAINER TARGET MODE STACK MAX_AGE_HOURS
+# The running version is the data volume's gitlab-rails/VERSION, read through CONTAINER
+# (docker cp: a stopped one too), so a rollback after a failed start, whose VERSION is
+# still the old one, backs up nothing.
 #   MODE  backup: run forgeway-backup now (backup.enabled; docs/backup.md) and check its status
 #         manual: backups are off; a backup made by hand must be recorded, within
 #                 MAX_AGE_HOURS, by the file $FORGEWAY_ETC/forgeway/upgrade/manual-backup-<RUNNING>
@@ -15,22 +16,21 @@ set -eu
 me=gitlab-upgrade-backup
 # shellcheck source=host-files.sh
 . "$(dirname "$0")/host-files.sh"
-host=$1 container=$2 volume=$3 target=$4 mode=$5 stack=$6 max_hours=$7
+host=$1 container=$2 target=$3 mode=$4 stack=$5 max_hours=$6
 dir=$etc/forgeway/upgrade
 fail() {
   echo "host '$host': $* The container was not replaced." >&2
   exit 1
 }
-dir_of() { # the volume's files (a bound host directory is mounted only while in use)
-  d=$(docker volume inspect -f '{{with .Options}}{{index . "device"}}{{end}}' "$1")
-  [ -n "$d" ] || d=$(docker volume inspect -f '{{.Mountpoint}}' "$1")
-  echo "$d"
-}
-if ! docker volume inspect "$volume" >/dev/null 2>&1 || [ ! -f "$(dir_of "$volume")/gitlab-rails/VERSION" ]; then
+running=
+if docker inspect "$container" >/dev/null 2>&1; then
+  running=$(docker cp "$container:/var/opt/gitlab/gitlab-rails/VERSION" - 2>/dev/null | tar -xO 2>/dev/null | head -n 1 | tr -d ' \r') ||
+    running=
+fi
+if [ -z "$running" ]; then
   echo "no GitLab data yet: nothing to back up before GitLab $target"
   exit 0
 fi
-running=$(head -n 1 "$(dir_of "$volume")/gitlab-rails/VERSION" | tr -d ' \r')
 if [ "$running" = "$target" ]; then
   echo "GitLab runs $target: no upgrade, no backup"
   exit 0

@@ -2,9 +2,11 @@
 # The upgrade guard's read-only check on the GitLab host (components/upgrade.py); every
 # change on every host waits for it (components/hosts.py add_preflight), so a refused
 # upgrade leaves every host as it was. Changes nothing.
-# Usage: gitlab-upgrade-check.sh HOST VOLUME TARGET ALLOW_EDITION LAST_STOP READ [STOP...]
+# Usage: gitlab-upgrade-check.sh HOST CONTAINER VOLUME TARGET ALLOW_EDITION LAST_STOP READ [STOP...]
 #   VOLUME         GitLab's data volume (/var/opt/gitlab); its gitlab-rails/VERSION is the
 #                  running version, as omnibus records it. No volume: a fresh install.
+#                  Read in the volume's directory, or (a daemon whose files this shell does
+#                  not see) through CONTAINER with `docker cp`, which reads a stopped one too.
 #   TARGET         the configured version (17.11.3, 17.11.3-ee)
 #   ALLOW_EDITION  yes: CE <-> EE allowed (gitlab.allow_edition_change)
 #   LAST_STOP READ the upgrade path data's last stop and the date it was read
@@ -14,8 +16,8 @@ set -eu
 me=gitlab-upgrade-check
 # shellcheck source=host-files.sh
 . "$(dirname "$0")/host-files.sh"
-host=$1 volume=$2 target=$3 allow=$4 last=$5 read=$6
-shift 6
+host=$1 container=$2 volume=$3 target=$4 allow=$5 last=$6 read=$7
+shift 7
 refuse() {
   echo "host '$host': $* (gitlab.images / gitlab.version; docs/gitlab.md, Upgrades). Nothing was changed on any host." >&2
   exit 1
@@ -37,11 +39,18 @@ fi
 dir=$(docker volume inspect -f '{{with .Options}}{{index . "device"}}{{end}}' "$volume")
 [ -n "$dir" ] || dir=$(docker volume inspect -f '{{.Mountpoint}}' "$volume")
 file=$dir/gitlab-rails/VERSION
-if [ ! -f "$file" ]; then
+if [ -d "$dir" ]; then
+  current=$(head -n 1 "$file" 2>/dev/null | tr -d ' \r') || current=
+elif docker inspect "$container" >/dev/null 2>&1; then
+  file="$container:/var/opt/gitlab/gitlab-rails/VERSION"
+  current=$(docker cp "$file" - 2>/dev/null | tar -xO 2>/dev/null | head -n 1 | tr -d ' \r') || current=
+else
+  refuse "cannot read $volume's gitlab-rails/VERSION: its directory $dir is not on this host's file system and no container $container uses it"
+fi
+if [ -z "$current" ]; then
   echo "volume $volume has no gitlab-rails/VERSION (GitLab never finished a first start): a fresh install of GitLab $target"
   exit 0
 fi
-current=$(head -n 1 "$file" | tr -d ' \r')
 valid "$current" || refuse "$file says '$current', not a GitLab version: check the volume"
 
 if [ "$(edition "$current")" != "$(edition "$target")" ] && [ "$allow" != yes ]; then

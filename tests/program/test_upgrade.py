@@ -34,7 +34,7 @@ def test_the_check_holds_the_target_and_the_stops_below_it(stack: Stack) -> None
     assert words[:2] == ["sh", "-c"] and words[3] == "gitlab-upgrade-check.sh"
     target = parse_version(TARGETS[stack.name])
     expected = check_arguments(target, load_path(), allow_edition_change=False)
-    assert words[4:] == [gitlab_host["name"], "forgeway-gitlab-data", *expected]
+    assert words[4:] == [gitlab_host["name"], "forgeway-gitlab", "forgeway-gitlab-data", *expected]
     assert expected[0] == TARGETS[stack.name] and "16.11" in expected  # a stop below both targets
 
 
@@ -56,7 +56,7 @@ def test_the_container_waits_for_the_backup_and_the_wait_for_the_container(stack
     assert container.urn in wait.dependencies
     words = _words(backup)
     assert words[3] == "gitlab-upgrade-backup.sh"
-    assert words[5:9] == ["forgeway-gitlab", "forgeway-gitlab-data", TARGETS[stack.name], "backup"]
+    assert words[5:8] == ["forgeway-gitlab", TARGETS[stack.name], "backup"]
     assert _words(wait)[3:7] == ["gitlab-upgrade-wait.sh", words[4], "forgeway-gitlab", TARGETS[stack.name]]
 
 
@@ -65,7 +65,7 @@ def test_backups_off_the_pre_upgrade_step_asks_for_a_manual_backup() -> None:
     config[f"{PROJECT}:backup"] = {"enabled": False}
     del config[f"{PROJECT}:backup_password"]
     off = _synth("lab-manual", (config, [k for k in secret_keys if k != f"{PROJECT}:backup_password"]))
-    assert _words(_named(off, "-gitlab-pre-upgrade-backup"))[8] == "manual"
+    assert _words(_named(off, "-gitlab-pre-upgrade-backup"))[7] == "manual"
 
 
 def test_no_version_anywhere_is_a_config_error_naming_the_key() -> None:

@@ -143,8 +143,9 @@ def _check(tmp_path: Path, current: str | None, target: str, allow: bool = False
         (volume / "gitlab-rails" / "VERSION").write_text(current + "\n")
     args = upgrade.check_arguments(v(target), PATH, allow_edition_change=allow)
     env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "FAKE_VOLUME": str(volume)}
+    names = ["home", "forgeway-gitlab", "forgeway-gitlab-data"]
     return subprocess.run(
-        ["sh", "-c", script("gitlab-upgrade-check.sh"), "check", "home", "forgeway-gitlab-data", *args],
+        ["sh", "-c", script("gitlab-upgrade-check.sh"), "check", *names, *args],
         env=env, capture_output=True, text=True, check=False,
     )  # fmt: skip
 
