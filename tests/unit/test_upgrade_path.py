@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import os
 import subprocess
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -172,3 +173,38 @@ def test_the_host_check_allows_a_fresh_install_and_an_allowed_edition_change(tmp
     fresh = _check(tmp_path, None, "18.5.1")
     assert fresh.returncode == 0 and "fresh install" in fresh.stdout
     assert _check(tmp_path, "17.11.3", "17.11.3-ee", allow=True).returncode == 0
+
+
+# --- the pre-upgrade backup step, backups off ----------------------------------------
+
+
+def _backup_step(tmp_path: Path, running: str, target: str) -> subprocess.CompletedProcess[str]:
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    (data / "VERSION").write_text(running + "\n")
+    docker = tmp_path / "docker"
+    docker.write_text(
+        f"#!/bin/sh\ncase $1 in inspect) exit 0 ;; cp) tar -C {data} -cf - VERSION ;; *) exit 1 ;; esac\n"
+    )
+    docker.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "FORGEWAY_ETC": str(tmp_path / "etc")}
+    args = ["home", "forgeway-gitlab", target, "manual", "lab", "24"]
+    return subprocess.run(
+        ["sh", "-c", script("gitlab-upgrade-backup.sh"), "gitlab-upgrade-backup.sh", *args],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+
+def test_backups_off_an_upgrade_waits_for_a_recorded_manual_backup(tmp_path: Path) -> None:
+    assert "no upgrade, no backup" in _backup_step(tmp_path, "17.8.1", "17.8.1").stdout
+    refused = _backup_step(tmp_path, "17.8.1", "17.11.3")
+    assert refused.returncode == 1 and "backups are off" in refused.stderr and "not replaced" in refused.stderr
+    marker = tmp_path / "etc" / "forgeway" / "upgrade" / "manual-backup-17.8.1"
+    assert str(marker) in refused.stderr
+    marker.touch()
+    done = _backup_step(tmp_path, "17.8.1", "17.11.3")
+    assert done.returncode == 0, done.stderr
+    last = (marker.parent / "last-upgrade").read_text()
+    assert last == "from=17.8.1\nto=17.11.3\nsnapshot=manual\nstack=lab\n"
+    os.utime(marker, (time.time() - 25 * 3600,) * 2)  # older than 24 hours: not enough
+    assert _backup_step(tmp_path, "17.8.1", "17.11.3").returncode == 1
