@@ -10,7 +10,7 @@ from components.config import load_stack_config
 from components.docker_host import DockerHost, docker_changes, docker_host_args
 from components.forge import stack_forge
 from components.forwarding import PortForwarding, PortForwardingArgs
-from components.gitlab import GitLabServer, GitLabServerArgs
+from components.gitlab import CONTAINER_NAME, GitLabServer, GitLabServerArgs
 from components.hosts import connect_hosts, per_host
 from components.outputs import export_all, stack_outputs
 from components.pki import ForgeTls, ForgeTlsArgs
@@ -20,8 +20,10 @@ from components.runners import RunnerDefaults, RunnerFleet, RunnerFleetArgs
 from components.secrets import StackSecrets
 from components.segment import TunnelSegmentation, TunnelSegmentationArgs
 from components.tunnel import Tunnel, TunnelArgs, tunnel_addresses
+from components.upgrade import guard_upgrades, target_version
 
 config, plain_secrets = load_stack_config()
+gitlab_version = target_version(config)  # a config error (no version said) before anything is registered
 secrets = StackSecrets(plain_secrets)
 forge = stack_forge(config)
 addresses = tunnel_addresses(config)
@@ -30,6 +32,8 @@ addresses = tunnel_addresses(config)
 tls = ForgeTls(ForgeTlsArgs(forge, config.vps.internet_address, addresses[forge.host], secrets.ca_private_key))
 
 hosts = connect_hosts(config.hosts, secrets.ssh_private_key)
+# GitLab moved only along its upgrade stops: a refused upgrade changes no host (docs/gitlab.md).
+guard_upgrades(config, hosts, gitlab_version, container=CONTAINER_NAME)
 tunnel = Tunnel("tunnel", TunnelArgs.for_forge(config, forge, hosts, secrets.wireguard_private_keys()))
 segmentation = TunnelSegmentation("segment", TunnelSegmentationArgs.for_forge(config, forge, hosts, addresses))
 forwarding_args = PortForwardingArgs.for_forge(config, forge, hosts, addresses, tunnel.commands)

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_docker as docker
 import pulumi_random as random
+from pulumi_command import remote
 
 from components.config import ForwardedPort, StackConfig, VolumeRole
 from components.config import GitLab as GitLabSection
@@ -47,6 +48,7 @@ from components.render.gitlab import (
     ruby_str,
     settings_from_config,
 )
+from components.upgrade import Version, pre_upgrade_backup, target_version, upgrade_wait
 
 __all__ = [
     "CONTAINER_NAME",
@@ -173,6 +175,10 @@ class GitLabServerArgs:
     # What changes the host's docker daemon and may restart it (the registry trust's proxy
     # drop-in): the image pull and the container wait for it, so no restart cuts them off.
     docker_changes: Sequence[pulumi.Resource] = ()
+    # The upgrade guard (components/upgrade.py): the configured version, and whether the
+    # pre-upgrade backup is forgeway-backup (backup.enabled) or a recorded manual one.
+    version: Version | None = None
+    backups: bool = False
 
     @classmethod
     def from_config(
@@ -203,6 +209,8 @@ class GitLabServerArgs:
             certificate=certificate,
             root_password=root_password,
             docker_changes=[docker_changes[forge.host]] if forge.host in docker_changes else [],
+            version=target_version(cfg),
+            backups=cfg.backup.enabled,
         )
 
 
@@ -212,6 +220,7 @@ class GitLabServer(pulumi.ComponentResource):
     image: docker.RemoteImage
     volumes: dict[str, docker.Volume]
     container: docker.Container
+    upgrade_wait: remote.Command | None  # after each new container (components/upgrade.py)
     root_password: pulumi.Output[str]
     forge: Forge  # what the rest of the stack knows of it
 
@@ -228,6 +237,11 @@ class GitLabServer(pulumi.ComponentResource):
         # The container's ports bind the tunnel address: wg0 must exist first. With Let's
         # Encrypt its first boot answers the HTTP-01 challenge through the forwarding.
         depends_on = [args.tunnel, *(args.forwarding if args.rb.tls == "letsencrypt" else [])]
+        # Another version: backed up first (components/upgrade.py).
+        if args.version is not None:
+            depends_on.append(
+                pre_upgrade_backup(host, args.version, container=CONTAINER_NAME, backups=args.backups, parent=self)
+            )
 
         self.image = docker.RemoteImage(
             f"{prefix}-image",
@@ -326,5 +340,11 @@ class GitLabServer(pulumi.ComponentResource):
                 # The provider echoes inputs as outputs: keep them secret in the state too.
                 additional_secret_outputs=["envs", "uploads"],
             ),
+        )
+        # Each new container: ready, background migrations finished, before the up ends.
+        self.upgrade_wait = (
+            upgrade_wait(host, args.version, container=CONTAINER_NAME, replaced=self.container.id, parent=self)
+            if args.version is not None
+            else None
         )
         self.register_outputs({"image": self.image.image_id, "small_device": dict(gitlab_rb.figures)})

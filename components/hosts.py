@@ -25,7 +25,7 @@ from components.config import Host as HostConfig
 from components.render.ssh import SshTarget, ssh_options, ssh_url
 from components.scripts import become_command, script_command
 
-__all__ = ["DOCKER_ROLES", "Host", "HostArgs", "connect_hosts", "per_host"]
+__all__ = ["DOCKER_ROLES", "Host", "HostArgs", "add_preflight", "connect_hosts", "per_host"]
 
 # Roles whose host runs containers that forgeway manages through a docker provider.
 DOCKER_ROLES = frozenset({"gitlab", "runner"})
@@ -186,6 +186,13 @@ def connect_hosts(
     for host in hosts.values():
         host.preflight = checks
     return hosts
+
+
+def add_preflight(hosts: Mapping[str, Host], check: pulumi.Resource) -> None:
+    """One more read-only check (the upgrade guard, components/upgrade.py) that every
+    change on every host registered after this waits for, as for the arch checks."""
+    for host in hosts.values():
+        host.preflight = (*host.preflight, check)
 
 
 def per_host(names: Sequence[str], *sources: Mapping[str, pulumi.Resource]) -> dict[str, list[pulumi.Resource]]:

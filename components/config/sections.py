@@ -172,6 +172,14 @@ class GitLab(Section):
     volume_paths: VolumePaths = Field(
         VolumePaths(), description="Host directories behind GitLab's volumes; default: docker named volumes"
     )
+    version: Annotated[str, Field(pattern=r"^[0-9]+\.[0-9]+\.[0-9]+(-ee)?$")] | None = Field(
+        None,
+        description="GitLab version of the images (17.11.3, or 17.11.3-ee) where their tag does not say it; "
+        "the upgrade guard needs it (docs/gitlab.md, Upgrades)",
+    )
+    allow_edition_change: bool = Field(
+        False, description="Let an up change GitLab's edition (CE to EE or back); refused otherwise"
+    )
 
 
 class Registry(Section):

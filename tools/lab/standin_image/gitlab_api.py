@@ -129,6 +129,7 @@ import re
 import signal
 import socket
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -413,8 +414,39 @@ def backend_up() -> bool:
         return False
 
 
+MIGRATIONS_UNTIL = Path("/var/opt/gitlab/gitlab-rails/standin-migrations-until")  # wrapper.py writes it
+
+
+def queued_migrations() -> int:
+    """Batched background migrations still queued: a few, for seconds after an upgrade."""
+    try:
+        until = float(MIGRATIONS_UNTIL.read_text())
+    except (OSError, ValueError):
+        return 0
+    return 3 if time.time() < until else 0
+
+
+def migrations_query(argv: list[str]) -> bool:
+    """``gitlab-rails runner [-e production] 'puts ...BatchedMigration.queued.count'``."""
+    return (
+        argv[:1] == ["runner"]
+        and argv[1:-1] in ([], ["-e", "production"])
+        and ("BatchedMigration.queued.count" in argv[-1])
+    )
+
+
+def migrations_count() -> int:
+    if not backend_up():
+        print("PG::ConnectionBad: the stand-in's backend is not up", file=sys.stderr)
+        return 1
+    print(queued_migrations())
+    return 0
+
+
 def rails(argv: list[str], stdin: str) -> int:
-    """``gitlab-rails runner <FILE> create|revoke``: root's token from the contract's file."""
+    """``gitlab-rails runner <FILE> create|revoke``: root's token from the contract's file;
+    ``gitlab-rails runner [-e production] 'puts ...BatchedMigration.queued.count'`` (GitLab's
+    documented check, docs.gitlab.com/update/background_migrations): the queued count."""
     if len(argv) != 3 or argv[0] != "runner":
         print("usage (stand-in): gitlab-rails runner <FILE> create|revoke, the token on stdin", file=sys.stderr)
         return 1
@@ -489,7 +521,7 @@ def job_cli(argv: list[str]) -> int:
 def main() -> int:
     name = Path(sys.argv[0]).name
     if name == "gitlab-rails":
-        return rails(sys.argv[1:], sys.stdin.read())
+        return migrations_count() if migrations_query(sys.argv[1:]) else rails(sys.argv[1:], sys.stdin.read())
     if name == "gitlab-standin-job":
         return job_cli(sys.argv[1:])
     if name == "gitlab-shell":

@@ -11,6 +11,12 @@ keeps running, and ``start`` starts it again. Output in runit's words, as omnibu
     down: sidekiq: 4s, normally up; run: log: (pid 1) 90s
     ok: down: puma: 0s, normally up
 
+``gitlab-ctl upgrade-check OLD NEW`` answers alone (no socket), as omnibus's does before a
+start: exit 0 when GitLab NEW may start on data of OLD, else 1 and why (a downgrade, an
+edition change, a required upgrade stop skipped: :data:`REQUIRED_STOPS`, a copy of
+components/data/gitlab_upgrade_path.yml's required stops from 16.0, kept short on purpose:
+the stand-in's image has no copy of the repository).
+
 Exit status: 0; ``status`` 3 when a service it names is down (the stand-in's choice: LSB's
 "not running"); 1 for an unknown service or command. ``reconfigure`` makes
 gitlab-secrets.json if it is missing and records the version; it changes no running service
@@ -25,9 +31,44 @@ import sys
 
 CONTROL_SOCKET = "/run/gitlab-standin/control.sock"
 COMMANDS = ("status", "stop", "start", "restart", "reconfigure")
+REQUIRED_STOPS = ((16, 3), (16, 7), (16, 11), (17, 3), (17, 5), (17, 8), (17, 11), (18, 2), (18, 5), (18, 8), (18, 11))
+
+
+def _version(text: str) -> tuple[int, int, int, str]:
+    numbers, _, edition = text.strip().partition("-")
+    major, minor, patch = (int(part) for part in numbers.split("."))
+    return major, minor, patch, edition or "ce"
+
+
+def upgrade_refusal(old: str, new: str) -> str | None:
+    """Why GitLab ``new`` may not start on the data of ``old``, or None."""
+    before, after = _version(old), _version(new)
+    if before[3] != after[3]:
+        return f"GitLab {new} ({after[3].upper()}) cannot start on data of {old} ({before[3].upper()}) in the stand-in"
+    if after[:3] < before[:3]:
+        return f"It seems you are downgrading from {old} to {new}: downgrades are not supported"
+    skipped = [s for s in REQUIRED_STOPS if before[:2] < s < after[:2]]
+    if skipped:
+        major, minor = skipped[0]
+        return (
+            f"It seems you are upgrading from {old} to {new}. It is required to upgrade to the latest "
+            f"{major}.{minor}.x version first before proceeding. Please follow the upgrade documentation at "
+            "https://docs.gitlab.com/ee/update/index.html#upgrade-paths"
+        )
+    return None
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["upgrade-check"]:
+        if len(argv) != 3:
+            print("usage (stand-in): gitlab-ctl upgrade-check OLD_VERSION NEW_VERSION", file=sys.stderr)
+            return 1
+        refusal = upgrade_refusal(argv[1], argv[2])
+        if refusal is not None:
+            print(refusal, file=sys.stderr)
+            return 1
+        print(f"GitLab {argv[2]} may start on data of {argv[1]}")
+        return 0
     if not argv or argv[0] not in COMMANDS or len(argv) > 2 or (argv[0] == "reconfigure" and len(argv) > 1):
         print(f"usage (stand-in): gitlab-ctl {'|'.join(COMMANDS[:4])} [SERVICE] | gitlab-ctl reconfigure",
               file=sys.stderr)  # fmt: skip

@@ -90,6 +90,10 @@ API_SCRIPT = "/opt/gitlab/embedded/service/gitlab-rails/api.py"
 SSH_KEY_TYPES = ("rsa", "ecdsa", "ed25519")
 VERSION_FILE = Path("/opt/gitlab/embedded/service/gitlab-rails/VERSION")  # the image's (tools/lab/images.py)
 RUNNING_VERSION = DATA_DIR / "gitlab-rails" / "VERSION"  # recorded at each start, as omnibus's reconfigure does
+# An image carrying this file fails any upgrade (tests/lab/test_lab_upgrade.py commits one).
+FAIL_UPGRADE = Path("/opt/gitlab/embedded/service/gitlab-rails/FORGEWAY_LAB_FAIL_UPGRADE")
+MIGRATIONS_UNTIL = DATA_DIR / "gitlab-rails" / "standin-migrations-until"  # gitlab_api.py reads it
+MIGRATION_SECONDS = 4
 SECRETS_JSON = ETC / "gitlab-secrets.json"
 SHELL_SECRET = DATA_DIR / "gitlab-rails" / "etc" / "gitlab_shell_secret"  # readable by git: gitlab-shell's
 CONTROL_SOCKET = RUN_DIR / "control.sock"  # gitlab-ctl talks to the supervisor here (gitlab_ctl.py)
@@ -395,11 +399,30 @@ def gitlab_secrets() -> dict[str, Any]:
 
 
 def record_version() -> str:
-    """The image's version, written to the data volume (/var/opt/gitlab/gitlab-rails/VERSION)."""
+    """The image's version, written to the data volume (/var/opt/gitlab/gitlab-rails/VERSION).
+
+    Another version recorded there is an upgrade: as omnibus, refused (the container exits)
+    when ``gitlab-ctl upgrade-check OLD NEW`` refuses it, or when the image carries
+    :data:`FAIL_UPGRADE` (the lab's failing upgrade: the data stays as it was); otherwise
+    batched background migrations are pending for :data:`MIGRATION_SECONDS`
+    (``gitlab-rails runner`` answers BatchedMigration.queued.count).
+    """
     try:
         version = VERSION_FILE.read_text().strip()
     except OSError:
         raise Fatal(f"{VERSION_FILE} is missing: the image says no version") from None
+    previous = RUNNING_VERSION.read_text().strip() if RUNNING_VERSION.is_file() else ""
+    if previous and previous != version:
+        checked = subprocess.run(
+            ["gitlab-ctl", "upgrade-check", previous, version], capture_output=True, text=True, check=False
+        )
+        if checked.returncode != 0:
+            raise Fatal(checked.stderr.strip() or f"gitlab-ctl upgrade-check {previous} {version} failed")
+        if FAIL_UPGRADE.exists():
+            raise Fatal(f"upgrade {previous} -> {version}: a database migration failed (the lab's failing image)")
+        MIGRATIONS_UNTIL.parent.mkdir(parents=True, exist_ok=True)
+        MIGRATIONS_UNTIL.write_text(f"{time.time() + MIGRATION_SECONDS}\n")
+        log(f"upgraded from {previous} to {version}: background migrations queued")
     RUNNING_VERSION.parent.mkdir(parents=True, exist_ok=True)
     RUNNING_VERSION.write_text(version + "\n")
     return version
