@@ -1,7 +1,7 @@
 """GitLab is backed up, and off the device (18).
 
 * ``gitlab-backed-up`` (advisory, stack): a stack with GitLab's container but no
-  forgeway backup on a host (a remote command installing ``forgeway-backup``,
+  forgeway backup on a host (a remote command installing ``forgeway-backup.timer``,
   components/backup.py): backups are off, and one dead disk loses everything.
 * ``backup-repository-off-device`` (mandatory, resource): a restic repository that would
   keep the backup on the device itself: a local path (or ``local:``), a loopback address,
@@ -23,7 +23,9 @@ from ._props import CONTAINER, GITLAB_ROLE, REMOTE_TYPES, ROLE_LABEL, _is_map, _
 from .decoding import _with_decoded
 
 _REPOSITORY = re.compile(r"^\s*(?:export\s+)?(?:RESTIC_)?REPOSITORY=['\"]?([^'\"\s]+)", re.MULTILINE)
-_BACKUP_INSTALLED = re.compile(r"\bforgeway-backup\b")
+# The timer backup-up.sh installs: the pre-upgrade step (gitlab-upgrade-backup.sh) also
+# names forgeway-backup, and exists with backups off, so the name alone is not enough.
+_BACKUP_INSTALLED = re.compile(r"\bforgeway-backup\.timer\b")
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 
 
@@ -85,7 +87,9 @@ def gitlab_backed_up(args: StackValidationArgs, report_violation: ReportViolatio
             if r.resource_type == CONTAINER and _labels(r.props).get(ROLE_LABEL) == GITLAB_ROLE:
                 gitlab.append(r)
             elif r.resource_type in REMOTE_TYPES and any(
-                _BACKUP_INSTALLED.search(text) for path, text in _texts(r.resource_type, r.props) if path == "create"
+                _BACKUP_INSTALLED.search(text)
+                for path, text in _with_decoded(_texts(r.resource_type, r.props))
+                if not path.startswith("delete")
             ):
                 installed = True
         except UnknownValueError:
