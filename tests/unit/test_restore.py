@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -262,3 +264,27 @@ def test_a_snapshot_without_secrets_or_manifest_is_not_restorable() -> None:
         contents(_ls("17.11.3", secrets=False))
     with pytest.raises(ValueError, match=r"no manifest\.json"):
         contents(json.dumps({"struct_type": "node", "path": "/x/y"}))
+
+
+def test_every_command_sent_is_valid_shell() -> None:
+    host = FakeHost()
+    _restore(host, password=RIGHT)[0].run()
+    for command in host.commands:
+        checked = subprocess.run(["bash", "-n", "-c", command], capture_output=True, text=True, check=False)
+        assert checked.returncode == 0, f"{command}: {checked.stderr}"
+        if command.startswith("bash -c "):
+            inner = shlex.split(command)[2]
+            assert subprocess.run(["bash", "-n", "-c", inner], check=False).returncode == 0, inner
+            docker_sh = shlex.split(inner.split(" | ", 1)[1])[-1]  # what runs in the container
+            assert subprocess.run(["sh", "-n", "-c", docker_sh], check=False).returncode == 0, docker_sh
+
+
+def test_the_cli_names_a_missing_stack_file_and_password_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tools.restore.__main__ import main
+
+    assert main(["--stack", "no-such-stack", "--yes"]) == 1
+    assert "no stack file" in capsys.readouterr().err
+    assert main(["--stack", "prod", "--password-file", str(tmp_path / "missing"), "--yes"]) == 2
+    assert "--password-file" in capsys.readouterr().err

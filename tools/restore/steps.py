@@ -167,10 +167,13 @@ class Restore:
 
     def _pipe_into_container(self, path: str, target: str, mode: str, owner: str) -> str:
         """A shell line: the snapshot's ``path`` into the container's ``target`` (atomic rename)."""
-        partial = f"{target}.restoring"
+        partial, final = shlex.quote(f"{target}.restoring"), shlex.quote(target)
+        directory = shlex.quote(target.rsplit("/", 1)[0])
+        # A GitLab that never made a backup may have no backups directory yet: GitLab's is git's, 0700.
         inside = (
-            f"umask 077 && cat > {shlex.quote(partial)} && chown {owner} {shlex.quote(partial)} && "
-            f"chmod {mode} {shlex.quote(partial)} && mv -f {shlex.quote(partial)} {shlex.quote(target)}"
+            f"{{ [ -d {directory} ] || {{ mkdir -p {directory} && chown {owner} {directory} && chmod 0700 "
+            f"{directory}; }}; }} && umask 077 && cat > {partial} && chown {owner} {partial} && "
+            f"chmod {mode} {partial} && mv -f {partial} {final}"
         )
         dump = self._restic(f"dump {shlex.quote(self._snapshot_id())} {shlex.quote(path)}")
         return f"set -o pipefail; {dump} | docker exec -i {CONTAINER} sh -c {shlex.quote(inside)}"
