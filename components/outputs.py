@@ -19,6 +19,7 @@ from typing import Any
 
 import pulumi
 
+from components.backup import Backup
 from components.config import StackConfig
 from components.forge import Forge
 from components.pki import CertificateAuthority
@@ -60,6 +61,18 @@ OUTPUTS: tuple[OutputSpec, ...] = (
     OutputSpec("ca_certificate", "string (PEM)", "Our own CA certificate to trust", when="gitlab.tls=own-ca"),
     OutputSpec("runners", "map arch -> list of host names", "Runner hosts per architecture (arm64, amd64)"),
     OutputSpec(
+        "backup_repository",
+        "string",
+        "The restic repository GitLab's backups go to, without credentials (docs/backup.md)",
+        when="backup.enabled",
+    ),
+    OutputSpec(
+        "backup_schedule",
+        "string",
+        "When backups run: a systemd OnCalendar expression, UTC (plus the randomized delay)",
+        when="backup.enabled",
+    ),
+    OutputSpec(
         "gitlab_root_password",
         "string",
         "GitLab's initial root password (generated unless set as secret config); "
@@ -75,6 +88,8 @@ def stack_outputs(
     tunnel: Tunnel,
     ca: CertificateAuthority | None,
     root_password: pulumi.Output[str],
+    *,
+    backup: Backup | None = None,
 ) -> dict[str, Any]:
     """The values of OUTPUTS for this stack (names not in this dict are not exported)."""
     ssh = forge.service("ssh")
@@ -102,6 +117,9 @@ def stack_outputs(
         out["registry"] = f"{cfg.registry_domain}:{registry.public}"
     if ca is not None:
         out["ca_certificate"] = ca.cert_pem
+    if backup is not None:
+        out["backup_repository"] = backup.repository
+        out["backup_schedule"] = cfg.backup.schedule
     return {k: v for k, v in out.items() if v is not None}
 
 

@@ -32,6 +32,14 @@ class StackSecrets:
     def ca_private_key(self) -> pulumi.Output[str] | None:
         return self._get("ca_private_key")
 
+    @property
+    def backup_password(self) -> pulumi.Output[str] | None:
+        return self._get("backup_password")
+
+    def backup_environment(self) -> dict[str, pulumi.Output[str]]:
+        """restic's backend environment (backup_environment), by variable name."""
+        return self._all_in("backup_environment")
+
     def wireguard_private_keys(self) -> dict[str, pulumi.Output[str]]:
         """The supplied WireGuard private keys, by host name (hosts without one get a generated key)."""
         return self._all_in("wireguard_private_keys")

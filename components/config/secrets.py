@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -37,6 +38,29 @@ def _wg_key(value: Any) -> Any:
         ok = False
     if not ok:
         raise ValueError("expected a WireGuard private key: 32 bytes in base64 (`wg genkey`)")
+    return value
+
+
+def _one_line(value: Any) -> Any:
+    if isinstance(value, str) and any(c in value for c in "\n\r\x00"):
+        raise ValueError("one line of text: no newline or NUL (it is written to a file of one line per value)")
+    return value
+
+
+# forgeway sets these itself (forgeway-restic): the repository and its password file.
+_OURS = re.compile(r"RESTIC_(REPOSITORY|REPOSITORY_FILE|PASSWORD|PASSWORD_FILE|PASSWORD_COMMAND)")
+
+
+def _env_name(value: Any) -> Any:
+    if isinstance(value, str) and not re.fullmatch(r"[A-Z_][A-Z0-9_]{0,127}", value):
+        raise ValueError(
+            "an environment variable name of A-Z, 0-9 and _ (not starting with a digit), e.g. AWS_ACCESS_KEY_ID"
+        )
+    if isinstance(value, str) and _OURS.fullmatch(value):
+        raise ValueError(
+            "a backend variable: forgeway sets RESTIC_REPOSITORY* from backup.repository and RESTIC_PASSWORD* "
+            "from backup_password"
+        )
     return value
 
 
@@ -87,6 +111,22 @@ SECRET_KEYS: dict[str, SecretKey] = {
             _wg_key,
             "WireGuard private key per host name (default: generated)",
             '"$(wg genkey)"',
+        ),
+        SecretKey(
+            "backup_password",
+            TypeAdapter(Annotated[str, Field(min_length=12), AfterValidator(_one_line)]),
+            "restic repository password of the backups (required while backup.enabled); keep a copy off the device",
+            '"$(openssl rand -base64 32)"',
+        ),
+        SecretKey(
+            "backup_environment",
+            TypeAdapter(
+                dict[Annotated[str, AfterValidator(_env_name)], Annotated[str, AfterValidator(_one_line)]]
+            ),
+            "Environment of restic for the backup repository's backend, by variable name (e.g. "
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for s3:)",
+            "<value>",
+            "<NAME>",
         ),
         _per_host(
             "runner_tokens",

@@ -13,6 +13,7 @@ from typing import Annotated
 
 from pydantic import Field, field_validator
 
+from components.config.backup import Backup
 from components.config.host import Host
 from components.config.types import (
     AbsolutePath,
@@ -242,6 +243,7 @@ class StackConfig(Section):
     gitlab: GitLab = Field(description="The GitLab server")
     registry: Registry = Field(Registry(), description="The container registry")
     runners: Runners = Field(Runners(), description="Settings shared by the runner hosts")
+    backup: Backup = Field(Backup(), description="Scheduled, encrypted backups of GitLab off the device (restic)")
     insecure_unpinned_host_keys: bool = Field(
         False, description="Connect without checking SSH host keys (a loud opt-out; never in production)"
     )

@@ -12,6 +12,8 @@ segment-up.sh. Default deny for what arrives through the tunnel; allowed only:
 * the internet -> the tunnel: only connections the VPS DNATed to the GitLab host
   (preserve-source: they reach the GitLab host with the client's address);
 * a host in ``tunnel.admin_peers`` -> the VPS's admin SSH and every peer's own SSH;
+* the GitLab host -> the VPS's admin SSH when its backups go there (the default backup
+  repository: user forgeway-backup, SFTP only, chrooted; components/backup.py);
 * replies (ct state established, related) and pings from the VPS (tunnel health).
 
 Enforced twice, so a compromised peer cannot route around it: on the VPS (forward
@@ -68,6 +70,7 @@ class SegmentSettings:
     runner_ports: tuple[int, ...]  # the GitLab host's published HTTPS, SSH, registry ports
     forwarded_ports: tuple[int, ...]  # the GitLab host's ports the VPS forwards to (home ports)
     mode: ForwardingMode
+    backup_sftp: bool = False  # the GitLab host's backups go to the VPS's sshd (SFTP, over the tunnel)
 
     def member(self, name: str) -> Member:
         found = [m for m in self.members if m.name == name]
@@ -115,6 +118,7 @@ def segment_settings(
         runner_ports=tuple(sorted({p.home_port for p in ports if p.service in RUNNER_SERVICES})),
         forwarded_ports=tuple(sorted({p.home_port for p in ports})),
         mode=cfg.forwarding.mode,
+        backup_sftp=cfg.backup.enabled and cfg.backup.repository is None,
     )
 
 
@@ -208,6 +212,11 @@ def _vps_chains(s: SegmentSettings, vps: Member) -> list[str]:
         out.append(
             f"\t\tip saddr {_set(a.address for a in peer_admins)} tcp dport {vps.ssh_port} accept "
             f"{_c('admin peers to the admin ssh')}"
+        )
+    if s.backup_sftp and gitlab.name not in s.admins:
+        out.append(
+            f"\t\tip saddr {gitlab.address} tcp dport {vps.ssh_port} accept "
+            f"{_c('gitlab to the admin ssh: its backups, sftp only (user forgeway-backup)')}"
         )
     out += [
         f"\t\tcounter drop {_c('nothing else from the tunnel (admin ssh included)')}",

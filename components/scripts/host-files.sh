@@ -28,6 +28,7 @@
 # drop PATH... / drop_state_dir DIR (a down's files and its directory).
 # Units (the host-service seam, components/host_service.py): install_unit, enable_unit,
 # units_changed, remove_units. nftables: read_ruleset, nft_check_table, nft_load_table.
+# Timers: cron_fields CALENDAR (a systemd calendar as cron time fields).
 # docker: update_ca, restart_docker. Processes and links: proc_ok (yes when /proc shows
 # this shell's PIDs), running PID, pid_in FILE [COMM], check_ifname NAME, link_kind IF.
 : "${me:?set me before sourcing host-files.sh}"
@@ -293,4 +294,34 @@ link_kind() { # link_kind IF: none, wireguard (a kernel WireGuard link), tun (wi
   else
     echo other
   fi
+}
+
+# --- timers: a systemd calendar in cron's words --------------------------------------------
+
+cron_fields() { # cron_fields CALENDAR: its cron time fields, or nothing when cron cannot say it
+  # Names cron knows, then (from `systemd-analyze calendar`'s normalized form)
+  # "*-MM-DD HH:MM:00" with each field *, a number or start/step: no weekday, any year.
+  case $1 in
+    minutely) echo '* * * * *' && return 0 ;;
+    hourly) echo '0 * * * *' && return 0 ;;
+    daily) echo '0 0 * * *' && return 0 ;;
+    weekly) echo '0 0 * * 1' && return 0 ;;
+    monthly) echo '0 0 1 * *' && return 0 ;;
+    quarterly) echo '0 0 1 1,4,7,10 *' && return 0 ;;
+    semiannually) echo '0 0 1 1,7 *' && return 0 ;;
+    yearly | annually) echo '0 0 1 1 *' && return 0 ;;
+  esac
+  command -v systemd-analyze >/dev/null 2>&1 || return 0
+  _norm=$(systemd-analyze calendar "$1" 2>/dev/null | sed -n 's/^ *Normalized form: //p') || return 0
+  printf '%s\n' "$_norm" | awk '
+    function field(v, max) {
+      if (v == "*") return "*"
+      if (v ~ /^[0-9]+$/) return v + 0
+      if (v ~ /^[0-9]+\/[0-9]+$/) { split(v, p, "/"); return (p[1] + 0) "-" max "/" (p[2] + 0) }
+      bad = 1
+    }
+    NF == 2 && split($1, d, "-") == 3 && d[1] == "*" && split($2, t, ":") == 3 && t[3] == "00" {
+      m = field(t[2], 59); h = field(t[1], 23); dom = field(d[3], 31); mon = field(d[2], 12)
+      if (!bad && m != "*") print m, h, dom, mon, "*"
+    }'
 }

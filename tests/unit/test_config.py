@@ -33,7 +33,7 @@ def test_prod_parses_with_its_key_facts(prod: tuple[Config, list[str]]) -> None:
     assert stack.tunnel.effective_mtu == 1420
     ports = {p.service: (p.public, p.home_port) for p in stack.forwarding.ports}
     assert ports == {"http": (80, 80), "https": (443, 443), "ssh": (22, 2222), "registry": (5050, 5050)}
-    assert set(secrets) == {"ssh_private_key", "gitlab_root_password", "runner_tokens"}
+    assert set(secrets) == {"ssh_private_key", "gitlab_root_password", "backup_password", "runner_tokens"}
     assert set(secrets["runner_tokens"]) == {h.name for h in stack.hosts_with("runner")} == {"pi5", "builder"}
     assert patched.config == prod[0], "parse_stack changed its input"
 
@@ -206,7 +206,7 @@ VALID: list[Any] = [
     ),
     pytest.param(
         {"delete": ["forgeway:ssh_private_key", "forgeway:gitlab_root_password"]},
-        lambda _, sec: set(sec) == {"runner_tokens"},
+        lambda _, sec: set(sec) == {"runner_tokens", "backup_password"},
         id="optional-secrets-left-out",
     ),
     pytest.param(

@@ -92,7 +92,8 @@ def test_its_salt_opens_with_the_new_passphrase_and_not_the_examples(
 def test_no_secret_host_or_domain_of_the_example_survives(made: Path) -> None:
     text = made.read_text()
     doc = yaml.safe_load(text)
-    assert secure_values(doc) == []
+    # The one secret in it is made here: a fresh backup_password (docs/backup.md).
+    assert [path for path, _ in secure_values(doc)] == ["forgeway:backup_password"]
     example_config, example_secret_keys = prod_stack()
     for value in secret_strings(example_config, example_secret_keys):
         assert value not in text
@@ -212,3 +213,14 @@ def test_the_command_reads_the_passphrase_file_and_takes_none_on_argv(tmp_path: 
     assert again.returncode == 1 and "never overwritten" in again.stderr
     with_arg = subprocess.run([*run, "--passphrase", "x"], env=env, capture_output=True, text=True, check=False)
     assert with_arg.returncode == 2 and "unrecognized arguments" in with_arg.stderr
+
+
+def test_its_backup_password_is_fresh_and_opens_with_the_new_passphrase(made: Path, tmp_path: Path) -> None:
+    config, secret_keys = load_stack_file(made, PASSPHRASE)
+    assert "forgeway:backup_password" in secret_keys
+    password = config["forgeway:backup_password"]
+    assert len(password) >= 32
+    example_config, _ = prod_stack()
+    assert password != example_config["forgeway:backup_password"]
+    again = new_stack("again", _project(tmp_path), "Pulumi.prod.yaml", environ=ENV, interactive=False)
+    assert load_stack_file(again, PASSPHRASE)[0]["forgeway:backup_password"] != password

@@ -35,8 +35,9 @@ def _tool(name: str) -> str:
 
 
 def _lab() -> SegmentSettings:
+    """The lab's tunnel, without the default backup repository's SFTP (its own tests, at the end)."""
     cfg, _ = parse_stack(*lab_stack())
-    return segment_settings(cfg, tunnel_addresses(cfg))
+    return dataclasses.replace(segment_settings(cfg, tunnel_addresses(cfg)), backup_sftp=False)
 
 
 def _chain(text: str, chain: str) -> list[str]:
@@ -296,3 +297,27 @@ def test_a_host_reached_through_the_tunnel_needs_its_jump_host_among_the_admin_p
     assert "ip saddr 10.8.0.1 tcp dport 22 accept" in render_segment(
         segment_settings(cfg, tunnel_addresses(cfg)), "home"
     )
+
+
+# --- the default backup repository: the GitLab host's SFTP to the VPS (issue 18) -----------------
+
+
+def test_backups_to_the_vps_let_only_the_gitlab_host_reach_the_admin_ssh(tmp_path: Path) -> None:
+    config, secret_keys = lab_stack()
+    cfg, _ = parse_stack(config, secret_keys)
+    settings = segment_settings(cfg, tunnel_addresses(cfg))
+    assert settings.backup_sftp, "backups are on by default, to the VPS"
+    body = _chain(render_segment(settings, "vps"), "input")
+    ssh = [rule for rule in body if "2202" in rule]
+    assert len(ssh) == 1 and ssh[0].startswith("ip saddr 10.8.0.2 tcp dport 2202 accept"), body
+    assert body[-1].startswith("counter drop")
+    listing = _loaded_listing(render_segment(settings, "vps"), tmp_path)
+    assert "ip saddr 10.8.0.2 tcp dport 2202 accept" in listing, listing
+    for host in ("home", "runner-arm", "runner-amd"):  # the peers' own tables are unchanged
+        assert render_segment(settings, host) == render_segment(_lab(), host)
+    config["forgeway:backup"] = {"repository": "s3:https://s3.example.org/bucket"}
+    other, _ = parse_stack(config, secret_keys)
+    assert not segment_settings(other, tunnel_addresses(other)).backup_sftp
+    config["forgeway:backup"] = {"enabled": False}
+    off, _ = parse_stack(config, secret_keys)
+    assert render_segment(segment_settings(off, tunnel_addresses(off)), "vps") == render_segment(_lab(), "vps")

@@ -24,6 +24,7 @@ def lab_config(
     topology: dict[str, Any], mode: str | None = None, overrides: list[str] | None = None
 ) -> tuple[dict[str, Any], list[str]]:
     """Pulumi.lab.yaml with this lab's host keys and deployer key."""
+    from tools.stack.configs import LAB_BACKUP_PASSWORD
     from tools.stack.file import load_stack_file
 
     config, secret_keys = load_stack_file(ROOT / "Pulumi.lab.yaml", None)
@@ -31,6 +32,7 @@ def lab_config(
     for host in config["forgeway:hosts"]:
         host["host_key"] = by_name[host["name"]]["host_key"]
     config["forgeway:ssh_private_key"] = (LAB_DIR / "deployer").read_text()
+    config["forgeway:backup_password"] = LAB_BACKUP_PASSWORD  # backups are on by default (issue 18)
     # No runner_tokens: the program creates both runners through GitLab's API (issue 17).
     booting = {h["name"] for h in topology["hosts"] if h.get("boots")}
     for host in config["forgeway:hosts"]:
@@ -40,4 +42,4 @@ def lab_config(
         config["forgeway:forwarding"]["mode"] = mode
     for assignment in overrides or []:
         _set(config, assignment)
-    return config, [*secret_keys, "forgeway:ssh_private_key"]
+    return config, [*secret_keys, "forgeway:ssh_private_key", "forgeway:backup_password"]

@@ -19,6 +19,7 @@ from tools.stack.file import load_stack_file
 
 __all__ = [
     "EXAMPLE_PASSPHRASE",
+    "LAB_BACKUP_PASSWORD",
     "ROOT",
     "lab_placeholder_stack",
     "new_host_key",
@@ -30,7 +31,10 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 # The passphrase of the example prod stack; README documents it. No other is written down.
 EXAMPLE_PASSPHRASE = "forgeway-example-only"  # noqa: S105 (published on purpose)
 # What the lab adds to Pulumi.lab.yaml, all secret.
-LAB_SECRET_KEYS = ("forgeway:ssh_private_key",)  # runners: created through GitLab's API (issue 17)
+LAB_SECRET_KEYS = ("forgeway:ssh_private_key", "forgeway:backup_password")  # runners: through GitLab's API
+# The lab's restic repository password (backup.enabled is the default): lab only, written
+# down on purpose like EXAMPLE_PASSPHRASE, so a drill can open the lab's repository.
+LAB_BACKUP_PASSWORD = "forgeway-lab-backup-only"  # noqa: S105 (published on purpose)
 
 
 def new_host_key() -> str:
@@ -54,4 +58,5 @@ def lab_placeholder_stack() -> tuple[dict[str, Any], list[str]]:
     for host in config["forgeway:hosts"]:
         host["host_key"] = new_host_key()
     config["forgeway:ssh_private_key"] = new_ssh_private_key()
+    config["forgeway:backup_password"] = LAB_BACKUP_PASSWORD
     return config, [*secret_keys, *LAB_SECRET_KEYS]

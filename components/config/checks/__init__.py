@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from components.config.checks.arch import check_images, check_runner_tags
+from components.config.checks.backup import check_backup_repository
 from components.config.checks.hosts import check_admin_peers, check_host_links, check_roles
 from components.config.checks.networks import check_docker_overlaps, check_networks, check_runner_networks
 from components.config.checks.ports import check_host_ports, check_ports
@@ -34,4 +35,5 @@ CROSS_CHECKS: tuple[tuple[frozenset[str], Check], ...] = (
     (frozenset({"hosts", "tunnel", "runners"}), check_runner_networks),
     (frozenset({"hosts", "tunnel"}), check_docker_overlaps),
     (frozenset({"hosts"}), check_runner_tags),
+    (frozenset({"hosts", "tunnel", "backup"}), check_backup_repository),
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from components.config.checks.backup import missing_backup_password
 from components.config.problems import Problem, path_part
 from components.config.secrets import fix_command
 from components.config.sections import StackConfig
@@ -69,4 +70,4 @@ def check_secrets(cfg: StackConfig, secrets: Mapping[str, Any]) -> list[Problem]
         )
     if "ca_private_key" in secrets and cfg.gitlab.tls != "own-ca":
         problems.append(Problem(f"{PROJECT}:ca_private_key", "[secret]", "only with gitlab.tls=own-ca"))
-    return problems
+    return problems + missing_backup_password(cfg, secrets)
