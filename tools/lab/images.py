@@ -27,6 +27,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import subprocess
 import tarfile
 import time
@@ -58,6 +59,7 @@ __all__ = [
     "HELLO_ARM64",
     "RECIPES",
     "RUNNER_STANDIN",
+    "STANDIN_VERSION",
     "SUITE",
     "ImageFile",
     "Recipe",
@@ -68,6 +70,7 @@ __all__ = [
     "ensure_image_as",
     "relabel_architecture",
     "rootfs_tarball",
+    "standin_image",
 ]
 # build steps tools/lab/nspawn.py and tests import from here (tools/lab/image_build.py)
 __all__ += [
@@ -90,8 +93,11 @@ class ImageFile:
     source: str  # path relative to the repository root, e.g. tools/lab/standin_image/wrapper.py
     target: str  # absolute path in the image, e.g. /assets/wrapper
     mode: int = 0o644
+    text: str | None = None  # the content itself, instead of a file's (source then only names it)
 
     def content(self) -> bytes:
+        if self.text is not None:
+            return self.text.encode()
         path = REPO_ROOT / self.source
         try:
             return path.read_bytes()
@@ -151,7 +157,31 @@ BINFMT_STANDIN = "forgeway-lab/binfmt-standin:1.0"
 # One static aarch64 program, /hello (tools/lab/aarch64_hello.py): runs here only through QEMU.
 HELLO_ARM64 = "forgeway-lab/hello-arm64:1.0"
 _STANDIN_DIR = "tools/lab/standin_image"
-_GITLAB_PACKAGES = ("python3-minimal", "ca-certificates", "openssl", "nginx", "openssh-server", "docker-registry")
+# git: the repositories gitlab-shell serves and gitlab-backup bundles
+_GITLAB_PACKAGES = (
+    "python3-minimal",
+    "ca-certificates",
+    "openssl",
+    "nginx",
+    "openssh-server",
+    "docker-registry",
+    "git",
+)
+STANDIN_VERSION = "17.11.3"  # the GitLab (CE) the default stand-in says it is (the issue-18 contract)
+_RAILS = "/opt/gitlab/embedded/service/gitlab-rails"
+_SHELL = "/opt/gitlab/embedded/service/gitlab-shell"
+
+
+def _version_files(version: str) -> tuple[ImageFile, ImageFile]:
+    """Where omnibus says its version: gitlab-rails' VERSION (``17.11.3``, ``17.11.3-ee``) and the manifest."""
+    edition = "ee" if version.endswith("-ee") else "ce"
+    return (
+        ImageFile("(generated) VERSION", f"{_RAILS}/VERSION", text=f"{version}\n"),
+        ImageFile("(generated) version-manifest.txt", "/opt/gitlab/version-manifest.txt",
+                  text=f"gitlab-{edition} {version.removesuffix('-ee')}\n"),
+    )  # fmt: skip
+
+
 RECIPES: dict[str, Recipe] = {
     BASE: Recipe(packages=("python3-minimal", "ca-certificates")),
     GITLAB_STANDIN: Recipe(
@@ -168,6 +198,13 @@ RECIPES: dict[str, Recipe] = {
             ImageFile(f"{_STANDIN_DIR}/gitlab_api.py", "/opt/gitlab/bin/gitlab-rails", 0o755),
             ImageFile(f"{_STANDIN_DIR}/gitlab_api.py", "/usr/bin/gitlab-rails", 0o755),
             ImageFile(f"{_STANDIN_DIR}/gitlab_api.py", "/opt/gitlab/bin/gitlab-standin-job", 0o755),
+            ImageFile(f"{_STANDIN_DIR}/gitlab_api.py", f"{_SHELL}/bin/gitlab-shell", 0o755),
+            ImageFile(f"{_STANDIN_DIR}/gitlab_projects.py", f"{_RAILS}/gitlab_projects.py"),
+            ImageFile(f"{_STANDIN_DIR}/gitlab_secrets.py", f"{_RAILS}/gitlab_secrets.py"),
+            ImageFile(f"{_STANDIN_DIR}/gitlab_backup.py", "/opt/gitlab/bin/gitlab-backup", 0o755),
+            ImageFile(f"{_STANDIN_DIR}/gitlab_backup.py", "/opt/gitlab/bin/gitlab-rake", 0o755),
+            ImageFile(f"{_STANDIN_DIR}/gitlab_ctl.py", "/opt/gitlab/bin/gitlab-ctl", 0o755),
+            *_version_files(STANDIN_VERSION),
         ),
         remove=("/etc/ssh/ssh_host_*",),  # the wrapper keeps its own in /etc/gitlab, as omnibus
         changes=(
@@ -244,12 +281,58 @@ def _image_recipe_label(daemon: DaemonInfo, name: str) -> str | None:
     return labels.get(LABEL)
 
 
+# tag -> GitLab version, of the stand-ins standin_image() named: built by ensure_image
+_VERSIONED: dict[str, str] = {}
+_VERSION_RE = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+(?:-ee)?")
+
+
+def standin_image(version: str) -> str:
+    """The local tag of the GitLab stand-in saying it is GitLab ``version`` (``17.10.0``, ``17.11.3-ee``).
+
+    :data:`GITLAB_STANDIN` for :data:`STANDIN_VERSION`; else ``forgeway-lab/gitlab-standin:<version>``,
+    which :func:`ensure_image` makes in a daemon as one small layer on top of GITLAB_STANDIN
+    (its two version files: ``docker build``, seconds, cached in the daemon by a label).
+    """
+    if not _VERSION_RE.fullmatch(version):
+        raise ValueError(f"GitLab version {version!r}: expected MAJOR.MINOR.PATCH or MAJOR.MINOR.PATCH-ee")
+    if version == STANDIN_VERSION:
+        return GITLAB_STANDIN
+    tag = f"forgeway-lab/gitlab-standin:{version}"
+    _VERSIONED[tag] = version
+    return tag
+
+
+def _ensure_versioned(daemon: DaemonInfo, name: str, version: str) -> dict[str, float]:
+    started = time.monotonic()
+    timings = ensure_image(daemon, GITLAB_STANDIN)
+    key = hashlib.sha256(f"{RECIPES[GITLAB_STANDIN].key()}:{version}".encode()).hexdigest()[:16]
+    if _image_recipe_label(daemon, name) != key:
+        context = io.BytesIO()
+        files = _version_files(version)
+        dockerfile = f"FROM {GITLAB_STANDIN}\n" + "".join(f"COPY f{i} {f.target}\n" for i, f in enumerate(files))
+        with tarfile.open(fileobj=context, mode="w") as tar:
+            for name_in_context, data in [("Dockerfile", dockerfile.encode()),
+                                          *((f"f{i}", f.content()) for i, f in enumerate(files))]:  # fmt: skip
+                info = tarfile.TarInfo(name_in_context)
+                info.size, info.mode = len(data), 0o644
+                tar.addfile(info, io.BytesIO(data))
+        build_started = time.monotonic()
+        docker(daemon, "build", "-q", "--label", f"{LABEL}={key}", "-t", name, "-", input=context.getvalue(),
+               timeout=600)  # fmt: skip
+        timings["version-layer"] = time.monotonic() - build_started
+    timings["total"] = time.monotonic() - started
+    return timings
+
+
 def ensure_image(daemon: DaemonInfo, name: str, recipe: Recipe | None = None) -> dict[str, float]:
-    """Make ``name`` exist in ``daemon``, built from ``recipe`` (default: :data:`RECIPES`).
+    """Make ``name`` exist in ``daemon``, built from ``recipe`` (default: :data:`RECIPES`, or a
+    version of the GitLab stand-in named by :func:`standin_image`).
 
     No-op when the daemon has it with this recipe's hash. Returns timings (seconds) of
     what it did: ``debootstrap``, ``packages``, ``files``, ``import``, ``total``.
     """
+    if recipe is None and name in _VERSIONED:
+        return _ensure_versioned(daemon, name, _VERSIONED[name])
     started = time.monotonic()
     if recipe is None:
         if name not in RECIPES:

@@ -77,6 +77,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import socket
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -88,10 +89,14 @@ SERVICE_DIR = "/opt/gitlab/embedded/service/gitlab-rails"  # gitlab_db.py and gi
 if TYPE_CHECKING:
     from tools.lab.standin_image import gitlab_ci as ci
     from tools.lab.standin_image import gitlab_db as db
+    from tools.lab.standin_image import gitlab_projects as gp
+    from tools.lab.standin_image import gitlab_secrets as gs
 else:  # beside this file (the repository, the backend) or in SERVICE_DIR (gitlab-rails, gitlab-standin-job)
     sys.path[:0] = [str(Path(__file__).resolve().parent), SERVICE_DIR]
     import gitlab_ci as ci
     import gitlab_db as db
+    import gitlab_projects as gp
+    import gitlab_secrets as gs
 
 LISTEN = ("127.0.0.1", 8080)  # omnibus's puma port; nginx proxies to it
 
@@ -113,6 +118,16 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
         ("POST", "/runners/verify", "verify"),
         ("POST", "/jobs/request", "jobs_request"),
         ("PUT", r"/jobs/(?P<id>\d+)", "job_update"),
+        ("POST", "/projects", "project_create"),
+        ("GET", "/projects", "project_list"),
+        ("GET", r"/projects/(?P<id>[^/]+)", "project_get"),
+        ("POST", r"/projects/(?P<id>[^/]+)/uploads", "upload"),
+        ("POST", "/user/keys", "key_create"),
+        ("GET", "/user/keys", "key_list"),
+        ("POST", "/admin/ci/variables", "variable_create"),
+        ("GET", "/admin/ci/variables", "variable_list"),
+        ("GET", r"/admin/ci/variables/(?P<id>[^/]+)", "variable_get"),
+        ("POST", "/internal/allowed", "internal_allowed"),
     )
 ]
 # The scopes lib/api allows per endpoint (allow_access_with_scope; api always).
@@ -123,10 +138,15 @@ ALLOWED = {
     "runner_get": ("api", "manage_runner", "read_api"), "runner_list": ("api", "manage_runner", "read_api"),
     "runner_put": ("api", "manage_runner"),
     "runner_delete": ("api", "manage_runner"),
+    # lib/api/api.rb: read_api allows every GET; the rest needs api
+    "project_create": ("api",), "project_list": ("api", "read_api"), "project_get": ("api", "read_api"),
+    "upload": ("api",), "key_create": ("api",), "key_list": ("api", "read_api"),
+    "variable_create": ("api",), "variable_list": ("api", "read_api"), "variable_get": ("api", "read_api"),
 }  # fmt: skip
+DB_KEY: bytes | None = None  # db_key_base's first 32 bytes, read once at start as puma reads its secrets
 
 
-def handle(  # noqa: PLR0911 (a dispatcher: one return an endpoint)
+def handle(  # noqa: PLR0911, PLR0912 (a dispatcher: one return an endpoint)
     state: db.Json, name: str, match: re.Match[str], params: db.Json, token: str | None
 ) -> tuple[int, db.Json | list[db.Json] | None]:
     """One API call on ``state``: (status, JSON body or None for no content)."""
@@ -140,14 +160,19 @@ def handle(  # noqa: PLR0911 (a dispatcher: one return an endpoint)
     if name == "job_update":
         ci.update_job(state, match["id"], params)
         return 200, None
+    if name == "internal_allowed":
+        return 200, gp.allowed(state, params, _shell_secret())
     pat = db.authenticate(state, token, ALLOWED[name])
+    if name.startswith(("project_", "upload", "key_", "variable_")):
+        return _projects_call(state, name, match, params)
     if name == "user":
         return 200, {**db.ROOT, "state": "active", "locked": False, "avatar_url": None, "web_url": "/root",
                      "created_at": "2024-01-01T00:00:00.000Z", "bot": False, "is_admin": True}  # fmt: skip
     if name == "token_self":
         return 200, db.token_view(pat)
     if name in ("version", "metadata"):
-        return 200, {"version": db.VERSION, "revision": "forgeway-standin", "enterprise": False}
+        version = gs.version()
+        return 200, {"version": version, "revision": "forgeway-standin", "enterprise": gs.edition(version) == "ee"}
     if name == "runner_create":
         return 201, ci.create_runner(state, params)
     if name == "runner_list":
@@ -166,6 +191,55 @@ def handle(  # noqa: PLR0911 (a dispatcher: one return an endpoint)
         return 200, ci.runner_view(runner)
     del state["runners"][match["id"]]  # runner_delete
     return 204, None
+
+
+def _projects_call(  # noqa: PLR0911 (a dispatcher: one return an endpoint)
+    state: db.Json, name: str, match: re.Match[str], params: db.Json
+) -> tuple[int, db.Json | list[db.Json] | None]:
+    """Projects, keys, uploads and instance CI variables (gitlab_projects.py)."""
+    host = params.pop("__host__", "gitlab")
+    if name == "project_create":
+        return 201, gp.create_project(state, params, host)
+    if name == "project_list":
+        return 200, [gp.project_view(p, host) for _, p in sorted(gp.projects(state).items(), key=lambda kv: int(kv[0]))]
+    if name == "project_get":
+        return 200, gp.project_view(gp.find_project(state, match["id"]), host)
+    if name == "upload":
+        return 201, gp.upload(state, gp.find_project(state, match["id"]), params)
+    if name == "key_create":
+        return 201, gp.add_key(state, params)
+    if name == "key_list":
+        return 200, list(state.get("keys", []))
+    if name == "variable_create":
+        return 201, gp.create_variable(state, params, DB_KEY)
+    if name == "variable_list":
+        return 200, [gp.variable_view(state, v, DB_KEY) for _, v in sorted(state.get("ci_variables", {}).items())]
+    return 200, gp.variable_view(state, gp.find_variable(state, match["id"]), DB_KEY)  # variable_get
+
+
+def _shell_secret() -> str | None:
+    try:
+        return gp.SHELL_SECRET.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _multipart(content_type: str, raw: bytes) -> db.Json:
+    """multipart/form-data fields; a file field is {"filename", "content"}."""
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    message = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + raw)
+    fields: db.Json = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if not isinstance(name, str):
+            continue
+        payload = part.get_payload(decode=True)
+        content = payload if isinstance(payload, bytes) else b""
+        filename = part.get_filename()
+        fields[name] = {"filename": filename, "content": content} if filename is not None else content.decode()
+    return fields
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -195,6 +269,8 @@ class Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         if not raw:
             return params
+        if (self.headers.get("Content-Type") or "").startswith("multipart/form-data"):
+            return {**params, **_multipart(self.headers["Content-Type"], raw)}
         if (self.headers.get("Content-Type") or "").startswith("application/json"):
             body = json.loads(raw)
             if not isinstance(body, dict):
@@ -216,13 +292,15 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
             return
         try:
+            if self.command == "GET" and not parts.path.startswith("/api/"):
+                self._web(parts.path, parts.query)
+                return
             route = next(((n, m) for meth, p, n in ROUTES if meth == self.command and (m := p.match(parts.path))), None)
             if route is None:
                 raise db.ApiError(404, {"error": "404 Not Found"})
             params = self._params(parts.query)
-            bearer = self.headers.get("Authorization", "")
-            token = (self.headers.get("PRIVATE-TOKEN") or (bearer[7:] if bearer.startswith("Bearer ") else None)
-                     or params.get("private_token") or params.get("access_token"))  # fmt: skip
+            token = self._token(params)
+            params["__host__"] = (self.headers.get("Host") or "gitlab").split(":")[0]
             with db.database() as state:
                 status, body = handle(state, route[0], route[1], params, token)
         except db.ApiError as err:
@@ -233,12 +311,41 @@ class Handler(BaseHTTPRequestHandler):
             return
         self._answer(status, body)
 
+    def _token(self, params: db.Json) -> str | None:
+        bearer = self.headers.get("Authorization", "")
+        return (self.headers.get("PRIVATE-TOKEN") or (bearer[7:] if bearer.startswith("Bearer ") else None)
+                or params.get("private_token") or params.get("access_token"))  # fmt: skip
+
+    def _web(self, path: str, query: str) -> None:
+        """An upload by its web path: a private project's needs a token (any scope), as GitLab needs a sign-in."""
+        params: db.Json = {k: v[-1] for k, v in parse_qs(query).items()}
+        with db.database() as state:
+            found = gp.web_upload(state, path)
+            project = path.split("/uploads/", 1)[0].strip("/").removeprefix("-/project/")
+            if found is not None and gp.find_project(state, project).get("visibility") != "public":
+                try:
+                    db.authenticate(state, self._token(params), ())
+                except db.ApiError:
+                    found = None  # GitLab sends the anonymous to sign in; nothing of the file either way
+        if found is None:
+            raise db.ApiError(404, {"message": "404 Not Found"})
+        data, kind = found
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     do_GET = do_POST = do_PUT = do_DELETE = _dispatch
 
 
 def serve() -> int:
-    with db.database():
-        pass  # the file exists (0600) before the first request
+    global DB_KEY  # noqa: PLW0603 (read once, as puma reads secrets.yml at boot)
+    DB_KEY = gs.db_key(gs.load_secrets())
+    if DB_KEY is None:
+        print(f"WARNING: no gitlab_rails.db_key_base in {gs.SECRETS_JSON}: encrypted values cannot be read", flush=True)
+    with db.database() as state:
+        gp.write_authorized_keys(state)  # the file exists (0600) before the first request
     server = ThreadingHTTPServer(LISTEN, Handler)
     server.daemon_threads = True
     print(f"forgeway GitLab API stand-in listening on {LISTEN[0]}:{LISTEN[1]}", flush=True)
@@ -336,8 +443,15 @@ def main() -> int:
         return rails(sys.argv[1:], sys.stdin.read())
     if name == "gitlab-standin-job":
         return job_cli(sys.argv[1:])
+    if name == "gitlab-shell":
+        return gp.shell(sys.argv[1:])
     if sys.argv[1:] == ["serve"]:
         return serve()
+    if sys.argv[1:] == ["sidekiq"]:  # the wrapper's service sidekiq: no job of the stand-in's needs it
+        print("sidekiq stand-in ready: no background jobs here", flush=True)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+        signal.sigwait({signal.SIGTERM, signal.SIGINT})
+        return 0
     print(f"{name}: run as gitlab-rails, gitlab-standin-job, or with 'serve'", file=sys.stderr)
     return 2
 

@@ -30,7 +30,7 @@ SCOPES = frozenset({
     "read_repository", "write_repository", "read_registry", "write_registry", "read_virtual_registry",
     "write_virtual_registry", "sudo", "admin_mode", "read_service_ping", "ai_features",
 })  # fmt: skip
-VERSION = "18.5.1"  # the GitLab whose rules the stand-in follows (GET /version, /metadata)
+VERSION = "18.5.1"  # the GitLab whose token rules the stand-in follows (GET /version says the image's VERSION)
 MAX_TOKEN_DAYS = 365
 MIN_TOKEN_LENGTH = 20
 INSUFFICIENT = "The request requires higher privileges than provided by the access token."
@@ -84,6 +84,12 @@ def next_id(state: Json, kind: str) -> int:
     value = int(state["next_id"][kind])
     state["next_id"][kind] = value + 1
     return value
+
+
+def next_id_of(state: Json, kind: str) -> int:
+    """:func:`next_id` for kinds a state file from an older stand-in may lack (keys, uploads)."""
+    state["next_id"].setdefault(kind, 1)
+    return next_id(state, kind)
 
 
 class ApiError(Exception):

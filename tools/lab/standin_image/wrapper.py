@@ -45,17 +45,20 @@ entrypoint's path, with no package beside it to import from.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ipaddress
+import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO, NamedTuple
+from typing import IO, Any, NamedTuple
 from urllib.parse import urlsplit
 
 CONFIG_ENV = "GITLAB_OMNIBUS_CONFIG"
@@ -76,6 +79,17 @@ REGISTRY_BACKEND = "127.0.0.1:5000"
 API_BACKEND = "127.0.0.1:8080"  # gitlab_api.py serve: omnibus's puma port
 API_SCRIPT = "/opt/gitlab/embedded/service/gitlab-rails/api.py"
 SSH_KEY_TYPES = ("rsa", "ecdsa", "ed25519")
+VERSION_FILE = Path("/opt/gitlab/embedded/service/gitlab-rails/VERSION")  # the image's (tools/lab/images.py)
+RUNNING_VERSION = DATA_DIR / "gitlab-rails" / "VERSION"  # recorded at each start, as omnibus's reconfigure does
+SECRETS_JSON = ETC / "gitlab-secrets.json"
+SHELL_SECRET = DATA_DIR / "gitlab-rails" / "etc" / "gitlab_shell_secret"  # readable by git: gitlab-shell's
+CONTROL_SOCKET = RUN_DIR / "control.sock"  # gitlab-ctl talks to the supervisor here (gitlab_ctl.py)
+DATA_DIRS = {  # path: (owner, mode), as omnibus makes them
+    DATA_DIR / "git-data": ("git", 0o700),
+    DATA_DIR / "git-data" / "repositories": ("git", 0o2770),
+    DATA_DIR / "gitlab-rails" / "uploads": ("git", 0o700),
+    DATA_DIR / "backups": ("git", 0o700),
+}
 STOP_TIMEOUT = 4.0  # seconds a service gets after SIGTERM before SIGKILL
 BANNER = "forgeway-gitlab-standin"
 SERVICE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -332,6 +346,68 @@ def _ssh_host_keys() -> list[Path]:
     return keys
 
 
+def _hex(size: int = 64) -> str:
+    return os.urandom(size).hex()
+
+
+def gitlab_secrets() -> dict[str, Any]:
+    """/etc/gitlab/gitlab-secrets.json, made at first start when missing (root 0600), as omnibus does.
+
+    Omnibus's shape (files/gitlab-cookbooks/gitlab/libraries/secrets.rb): the keys the stand-in
+    uses or a backup must keep; kept in the config volume, never made again while it exists.
+    """
+    if SECRETS_JSON.is_file():
+        private_file(SECRETS_JSON, "gitlab-secrets.json")
+        try:
+            loaded = json.loads(SECRETS_JSON.read_text())
+        except json.JSONDecodeError as err:
+            raise Fatal(f"{SECRETS_JSON}: not JSON ({err.msg} at line {err.lineno})") from None
+        if not isinstance(loaded, dict):
+            raise Fatal(f"{SECRETS_JSON}: not a JSON object")
+        return loaded
+    made: dict[str, Any] = {
+        "gitlab_workhorse": {"secret_token": base64.b64encode(os.urandom(32)).decode()},
+        "gitlab_shell": {"secret_token": _hex()},
+        "gitlab_rails": {
+            "secret_key_base": _hex(), "db_key_base": _hex(), "otp_key_base": _hex(),
+            "encrypted_settings_key_base": _hex(),
+            "active_record_encryption_primary_key": [base64.b64encode(os.urandom(24)).decode().rstrip("=")],
+            "active_record_encryption_deterministic_key": [base64.b64encode(os.urandom(24)).decode().rstrip("=")],
+            "active_record_encryption_key_derivation_salt": base64.b64encode(os.urandom(24)).decode().rstrip("="),
+        },
+        "registry": {"http_secret": _hex()},
+    }  # fmt: skip
+    partial = SECRETS_JSON.with_name(".gitlab-secrets.json.new")
+    partial.write_text(json.dumps(made, indent=2) + "\n")
+    partial.chmod(0o600)
+    os.replace(partial, SECRETS_JSON)
+    log(f"made {SECRETS_JSON} (first start): keep it with your backups")
+    return made
+
+
+def record_version() -> str:
+    """The image's version, written to the data volume (/var/opt/gitlab/gitlab-rails/VERSION)."""
+    try:
+        version = VERSION_FILE.read_text().strip()
+    except OSError:
+        raise Fatal(f"{VERSION_FILE} is missing: the image says no version") from None
+    RUNNING_VERSION.parent.mkdir(parents=True, exist_ok=True)
+    RUNNING_VERSION.write_text(version + "\n")
+    return version
+
+
+def _data_dirs(secrets: dict[str, Any]) -> None:
+    """Git data, uploads and backups directories (owner git), and gitlab-shell's secret (root:git 0640)."""
+    for path, (owner, mode) in DATA_DIRS.items():
+        path.mkdir(parents=True, exist_ok=True)
+        _run(["chown", f"{owner}:{owner}", str(path)])
+        path.chmod(mode)
+    SHELL_SECRET.parent.mkdir(parents=True, exist_ok=True)
+    SHELL_SECRET.write_text(str(secrets.get("gitlab_shell", {}).get("secret_token", "")) + "\n")
+    os.chown(SHELL_SECRET, 0, _gid("git"))
+    SHELL_SECRET.chmod(0o640)
+
+
 def _git_user() -> None:
     """User ``git`` (home /var/opt/gitlab, as omnibus), not locked: key logins only."""
     done = subprocess.run(["id", "-u", "git"], capture_output=True, check=False, env={"PATH": SERVICE_PATH})
@@ -403,10 +479,16 @@ def nginx_conf(s: Settings, htpasswd: Path) -> str:
         # rails answers /-/health in omnibus: healthy means the API (and gitlab-rails) can work
         f"    location = /-/health {{ proxy_pass http://{API_BACKEND}; }}",
         "    location /api/v4/ {",
+        "      client_max_body_size 100m;  # GitLab's default maximum attachment size",
         f"      proxy_pass http://{API_BACKEND};",
         "      proxy_set_header Host $http_host;",
         "      proxy_set_header X-Forwarded-For $remote_addr;",
         "      proxy_set_header X-Forwarded-Proto https;",
+        "    }",
+        # uploads by their web path (rails serves them in omnibus)
+        "    location ~ ^/(-/project/[0-9]+|[^/]+/[^/]+)/uploads/ {",
+        f"      proxy_pass http://{API_BACKEND};",
+        "      proxy_set_header Host $http_host;",
         "    }",
         '    location = /-/liveness { default_type application/json; return 200 \'{"status":"ok"}\\n\'; }',
         '    location = /-/readiness { default_type application/json; return 200 \'{"status":"ok"}\\n\'; }',
@@ -450,8 +532,7 @@ def nginx_conf(s: Settings, htpasswd: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def registry_conf() -> str:
-    secret = os.urandom(24).hex()
+def registry_conf(secret: str) -> str:
     return f"""version: 0.1
 log:
   level: info
@@ -511,7 +592,7 @@ def prepare(environ: dict[str, str]) -> list[Service]:
         )
     if len(password) < 8:
         log("WARNING: the root password is shorter than 8 characters: GitLab would refuse it")
-    logs = [LOG_DIR / name for name in ("nginx", "sshd", "registry", "puma")]
+    logs = [LOG_DIR / name for name in ("nginx", "sshd", "registry", "puma", "sidekiq")]
     for directory in (ETC, SSL_DIR, *logs, DATA_DIR, RUN_DIR):
         directory.mkdir(parents=True, exist_ok=True)
     for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
@@ -521,7 +602,10 @@ def prepare(environ: dict[str, str]) -> list[Service]:
         _tls_files(s.registry, s.letsencrypt, "registry_nginx")
     htpasswd = _htpasswd(password)
     keys = _ssh_host_keys()
+    secrets = gitlab_secrets()
+    version = record_version()
     _git_user()
+    _data_dirs(secrets)
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
 
     nginx = RUN_DIR / "nginx.conf"
@@ -538,17 +622,19 @@ def prepare(environ: dict[str, str]) -> list[Service]:
         Service("nginx", ["nginx", "-e", "stderr", "-c", str(nginx)], None),
         Service("sshd", ["/usr/sbin/sshd", "-D", "-e", "-f", str(sshd)], LOG_DIR / "sshd" / "current"),
         Service("puma", ["python3", API_SCRIPT, "serve"], LOG_DIR / "puma" / "current"),
+        Service("sidekiq", ["python3", API_SCRIPT, "sidekiq"], LOG_DIR / "sidekiq" / "current"),
     ]
     if s.registry is not None:
         REGISTRY_STORAGE.mkdir(parents=True, exist_ok=True)
         registry = RUN_DIR / "registry.yml"
-        registry.write_text(registry_conf())
+        registry.write_text(registry_conf(str(secrets.get("registry", {}).get("http_secret") or _hex(24))))
         registry.chmod(0o600)
         services.append(
             Service("registry", ["docker-registry", "serve", str(registry)], LOG_DIR / "registry" / "current")
         )
     log(
-        f"{BANNER}: external_url {s.gitlab.origin} (https on {s.gitlab.listen_port}, http on {HTTP_PORT}), "
+        f"{BANNER} GitLab {version}: external_url {s.gitlab.origin} "
+        f"(https on {s.gitlab.listen_port}, http on {HTTP_PORT}), "
         + (f"registry {s.registry.origin} on {s.registry.listen_port}, " if s.registry else "no registry, ")
         + f"ssh on {SSH_PORT}"
     )
@@ -573,10 +659,19 @@ def _pump(name: str, stream: IO[bytes], log_file: Path | None) -> None:
 
 
 class Supervisor:
+    """The services as runit keeps them in omnibus: each runs until the container stops, or
+    until ``gitlab-ctl stop`` (the control socket, :meth:`control`) takes it down; a service
+    that exits by itself stops the container, as before."""
+
     def __init__(self) -> None:
         self.stopping = False
+        self.lock = threading.RLock()
         self.children: dict[int, str] = {}  # pid -> service name, while it runs
+        self.services: dict[str, Service] = {}  # every service, in start order
+        self.since: dict[str, float] = {}  # when each went up or down (monotonic)
+        self.held_down: set[str] = set()  # stopped by gitlab-ctl: its exit is no failure
         self.pumps: list[threading.Thread] = []
+        self.born = time.monotonic()
 
     def on_signal(self, signum: int, _frame: object) -> None:
         if not self.stopping:
@@ -584,35 +679,52 @@ class Supervisor:
         self.stopping = True
 
     def start(self, service: Service) -> None:
-        proc = subprocess.Popen(
-            service.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env={"PATH": SERVICE_PATH, "LANG": "C.UTF-8"},  # not ours: no password, no gitlab.rb
-        )
-        assert proc.stdout is not None
-        pump = threading.Thread(target=_pump, args=(service.name, proc.stdout, service.log_file), daemon=True)
-        pump.start()
-        self.pumps.append(pump)
-        self.children[proc.pid] = service.name
+        with self.lock:
+            self.services.setdefault(service.name, service)
+            self.held_down.discard(service.name)
+            proc = subprocess.Popen(
+                service.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env={"PATH": SERVICE_PATH, "LANG": "C.UTF-8"},  # not ours: no password, no gitlab.rb
+            )
+            assert proc.stdout is not None
+            pump = threading.Thread(target=_pump, args=(service.name, proc.stdout, service.log_file), daemon=True)
+            pump.start()
+            self.pumps.append(pump)
+            self.children[proc.pid] = service.name
+            self.since[service.name] = time.monotonic()
         log(f"started {service.name} (pid {proc.pid})")
 
+    def pid_of(self, name: str) -> int | None:
+        with self.lock:
+            return next((pid for pid, n in self.children.items() if n == name), None)
+
     def reap(self) -> list[tuple[str, int]]:
-        """Reap every exited child (services and orphans PID 1 inherits); the services among them."""
+        """Reap every exited child (services and orphans PID 1 inherits); the services among
+        them that were not stopped on purpose (gitlab-ctl stop)."""
         ended = []
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
-            if pid in self.children:
-                ended.append((self.children.pop(pid), os.waitstatus_to_exitcode(status)))
+        with self.lock:
+            while True:
+                try:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid == 0:
+                    break
+                if pid in self.children:
+                    name = self.children.pop(pid)
+                    self.since[name] = time.monotonic()
+                    code = os.waitstatus_to_exitcode(status)
+                    if name in self.held_down:
+                        log(f"{name} stopped ({code})")
+                    else:
+                        ended.append((name, code))
         return ended
 
     def run(self) -> int:
+        threading.Thread(target=self.serve_control, daemon=True).start()
         while not self.stopping:
             ended = self.reap()
             if ended:
@@ -626,18 +738,93 @@ class Supervisor:
 
     def stop(self) -> None:
         for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, 2.0)):
-            for pid in self.children:
+            with self.lock:
+                self.held_down.update(self.children.values())
+                pids = list(self.children)
+            for pid in pids:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
             deadline = time.monotonic() + wait
             while self.children and time.monotonic() < deadline:
-                for name, code in self.reap():
-                    log(f"{name} stopped ({code})")
+                self.reap()
                 time.sleep(0.05)
             if not self.children:
                 break
         for pump in self.pumps:
             pump.join(timeout=1.0)
+
+    # ----------------------------------------------------------------------- gitlab-ctl
+
+    def stop_service(self, name: str) -> None:
+        """SIGTERM, then SIGKILL after STOP_TIMEOUT; returns once the main loop has reaped it."""
+        with self.lock:
+            pid = self.pid_of(name)
+            self.held_down.add(name)
+        if pid is None:
+            return
+        for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, 2.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+            deadline = time.monotonic() + wait
+            while self.pid_of(name) is not None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if self.pid_of(name) is None:
+                return
+
+    def status_line(self, name: str) -> str:
+        now = time.monotonic()
+        pid = self.pid_of(name)
+        log_part = f"; run: log: (pid {os.getpid()}) {int(now - self.born)}s"
+        seconds = int(now - self.since.get(name, self.born))
+        if pid is not None:
+            return f"run: {name}: (pid {pid}) {seconds}s{log_part}"
+        return f"down: {name}: {seconds}s, normally up{log_part}"
+
+    def control(self, command: str, service: str | None) -> tuple[list[str], int]:
+        """One gitlab-ctl command: its output lines (runit's words) and exit status."""
+        if command == "reconfigure":
+            gitlab_secrets()
+            version = record_version()
+            return [f"Recipe: gitlab::default (stand-in: GitLab {version})", "gitlab Reconfigured!"], 0
+        names = list(self.services) if service is None else [service]
+        if service is not None and service not in self.services:
+            return [f"fail: {service}: unable to change to service directory: file does not exist"], 1
+        lines = []
+        if command == "status":
+            lines = [self.status_line(name) for name in names]
+            return lines, 0 if all(self.pid_of(name) is not None for name in names) else 3
+        for name in reversed(names) if command == "stop" else names:
+            if command in ("stop", "restart"):
+                self.stop_service(name)
+            if command in ("start", "restart") and self.pid_of(name) is None and not self.stopping:
+                self.start(self.services[name])
+            lines.append("ok: " + self.status_line(name).split(";")[0])
+        return lines, 0
+
+    def serve_control(self) -> None:
+        """The control socket (root's alone): one JSON request a connection, text lines back, ``exit N`` last."""
+        CONTROL_SOCKET.unlink(missing_ok=True)
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(str(CONTROL_SOCKET))
+        CONTROL_SOCKET.chmod(0o600)
+        server.listen(4)
+        while True:
+            connection, _ = server.accept()
+            command, service = "?", None
+            with connection, connection.makefile("rw") as stream:
+                try:
+                    request = json.loads(stream.readline())
+                    command, service = str(request["command"]), request.get("service")
+                    service = service if isinstance(service, str) else None
+                    if command not in ("status", "stop", "start", "restart", "reconfigure"):
+                        raise ValueError(f"unknown command {command!r}")
+                    lines, code = self.control(command, service)
+                except (ValueError, KeyError, TypeError, Fatal) as err:
+                    lines, code = [f"fail: {err}"], 1
+                stream.write("".join(f"{line}\n" for line in lines) + f"exit {code}\n")
+                stream.flush()
+            if command != "status":
+                log(f"gitlab-ctl {command} {service or ''}: exit {code}")
 
 
 def main() -> int:
