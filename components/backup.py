@@ -38,6 +38,8 @@ __all__ = [
     "SFTP_USER",
     "Backup",
     "BackupArgs",
+    "SftpTarget",
+    "backup_settings",
     "default_repository",
     "environment_file",
     "known_hosts",
@@ -48,12 +50,12 @@ SFTP_USER = "forgeway-backup"
 SFTP_PATH = "/restic"  # inside the chroot (backup-sftp-up.sh: /srv/forgeway-backup/restic)
 
 
-def default_repository(vps_tunnel_address: ipaddress.IPv4Address, admin_ssh_port: int) -> str:
+def default_repository(vps_tunnel_address: ipaddress.IPv4Address | str, admin_ssh_port: int) -> str:
     """The SFTP repository on the VPS, over the tunnel, as restic spells it."""
     return f"sftp://{SFTP_USER}@{vps_tunnel_address}:{admin_ssh_port}/{SFTP_PATH}"
 
 
-def known_hosts(address: ipaddress.IPv4Address, port: int, host_key: str | None) -> str:
+def known_hosts(address: ipaddress.IPv4Address | str, port: int, host_key: str | None) -> str:
     """known_hosts pinning the VPS's configured host key at its tunnel address (empty: no pin)."""
     if host_key is None:
         return ""
@@ -109,20 +111,38 @@ class BackupArgs:
         return default_repository(self.vps_tunnel_address, self.admin_ssh_port)
 
 
-def settings_file(args: BackupArgs) -> str:
+@dataclass(frozen=True)
+class SftpTarget:
+    """Where forgeway-restic's ssh logs in for the default repository."""
+
+    host: str  # the VPS's tunnel address
+    port: int  # its admin SSH port
+    user: str = SFTP_USER
+
+
+def backup_settings(
+    repository: str, host: str, retention: Sequence[str], registry: str, sftp: SftpTarget | None = None
+) -> str:
     """$FORGEWAY_ETC/forgeway/backup/settings as staged (backup-up.sh adds STATE and DOCKER_HOST)."""
     lines = [
         "# forgeway-backup settings, written by backup-up.sh: change the stack config instead",
-        f"REPOSITORY={args.repository}",
-        f"REPOSITORY_SHOWN={repository_display(args.repository)}",
-        f"HOST={args.gitlab.settings.name}",
+        f"REPOSITORY={repository}",
+        f"REPOSITORY_SHOWN={repository_display(repository)}",
+        f"HOST={host}",
         f"CONTAINER={CONTAINER_NAME}",
-        f"RETENTION={' '.join(args.settings.retention.restic_args())}",
-        f"REGISTRY={args.registry}",
+        f"RETENTION={' '.join(retention)}",
+        f"REGISTRY={registry}",
     ]
-    if args.default:
-        lines += [f"SFTP_HOST={args.vps_tunnel_address}", f"SFTP_PORT={args.admin_ssh_port}", f"SFTP_USER={SFTP_USER}"]
+    if sftp is not None:
+        lines += [f"SFTP_HOST={sftp.host}", f"SFTP_PORT={sftp.port}", f"SFTP_USER={sftp.user}"]
     return "\n".join(lines) + "\n"
+
+
+def settings_file(args: BackupArgs) -> str:
+    """The settings of this stack's backups."""
+    sftp = SftpTarget(str(args.vps_tunnel_address), args.admin_ssh_port) if args.default else None
+    retention = args.settings.retention.restic_args()
+    return backup_settings(args.repository, args.gitlab.settings.name, retention, args.registry, sftp)
 
 
 def environment_file(environment: Mapping[str, str]) -> str:

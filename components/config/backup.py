@@ -117,9 +117,7 @@ class Retention(Section):
 class Backup(Section):
     """Scheduled, encrypted backups of GitLab off the device, with restic (docs/backup.md)."""
 
-    enabled: bool = Field(
-        True, description="Back GitLab up on a timer on its host (needs the secret backup_password)"
-    )
+    enabled: bool = Field(True, description="Back GitLab up on a timer on its host (needs the secret backup_password)")
     schedule: OnCalendar = Field(
         "*-*-* 03:15:00", description="systemd OnCalendar of the backup, UTC only (cron fallback where it can)"
     )

@@ -120,9 +120,7 @@ SECRET_KEYS: dict[str, SecretKey] = {
         ),
         SecretKey(
             "backup_environment",
-            TypeAdapter(
-                dict[Annotated[str, AfterValidator(_env_name)], Annotated[str, AfterValidator(_one_line)]]
-            ),
+            TypeAdapter(dict[Annotated[str, AfterValidator(_env_name)], Annotated[str, AfterValidator(_one_line)]]),
             "Environment of restic for the backup repository's backend, by variable name (e.g. "
             "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for s3:)",
             "<value>",

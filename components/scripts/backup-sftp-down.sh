@@ -14,7 +14,7 @@ me=backup-sftp-down tag=backup-sftp
 . "$(dirname "$0")/host-files.sh"
 
 [ $# -eq 0 ] || fail "usage: backup-sftp-down.sh"
-user=forgeway-backup
+user='forgeway-backup'
 root=
 [ "$etc" = /etc ] || root=$(dirname "$etc")
 repo=$root/srv/forgeway-backup/restic
@@ -29,6 +29,11 @@ if [ -f "$dropin" ]; then
   fi
 fi
 remove "$etc/forgeway/backup-sftp/authorized_keys"
+if [ "$(cat "$etc/forgeway/backup-sftp/forgeway-mode" 2>/dev/null || true)" = 700 ]; then
+  chmod 0700 "$etc/forgeway"
+  rm -f "$etc/forgeway/backup-sftp/forgeway-mode"
+  changed "$etc/forgeway 0700 again"
+fi
 rmdir "$etc/forgeway/backup-sftp" 2>/dev/null || true
 drop_state_dir "$etc/forgeway/backup-sftp"
 if getent passwd "$user" >/dev/null 2>&1; then

@@ -10,6 +10,7 @@
 #   $ROOT/srv/forgeway-backup       the chroot: root-owned 0755 (sshd's rule for ChrootDirectory)
 #   $ROOT/srv/forgeway-backup/restic   the repository, owned by forgeway-backup, 0700 (kept by down)
 #   $FORGEWAY_ETC/forgeway/backup-sftp/authorized_keys   root-owned 0644: KEY with `restrict`
+#       ($FORGEWAY_ETC/forgeway 0711 if it was 0700: sshd reads the file as the user)
 #   $FORGEWAY_ETC/ssh/sshd_config.d/forgeway-backup.conf  Match User forgeway-backup: the chroot,
 #       ForceCommand internal-sftp, publickey only, no forwarding, no tty; checked with
 #       `sshd -t` before sshd reloads (a drop-in sshd refuses is taken back, nothing changed)
@@ -31,7 +32,7 @@ case $key in
 esac
 case $key in *[!A-Za-z0-9+/=\ -]*) fail "KEY has characters a public key does not" ;; esac
 
-user=forgeway-backup
+user='forgeway-backup'
 root=
 [ "$etc" = /etc ] || root=$(dirname "$etc")
 chroot=$root/srv/forgeway-backup
@@ -80,7 +81,17 @@ elif [ "$(stat -c %U:%a "$repo")" != "$user:700" ]; then
 fi
 
 # --- the key and sshd ------------------------------------------------------------------------
+# sshd reads a user's AuthorizedKeysFile as that user: forgeway-backup must pass through
+# $etc/forgeway, which stage.sh makes 0700. Search only (0711): nothing in it is listed,
+# and the stages inside stay 0700. Down puts the mode back.
+forgeway=$etc/forgeway
+mode=$(stat -c %a "$forgeway")
 mkdirs "$keys_dir"
+if [ "$mode" = 700 ]; then
+  echo 700 >"$keys_dir/forgeway-mode"
+  chmod 0711 "$forgeway"
+  changed "$forgeway 0711 (was 0700): $user reads its authorized_keys below it"
+fi
 printf 'restrict %s forgeway-backup\n' "$key" >"$tmp/keys"
 install_file "$tmp/keys" "$keys" 0644
 cat >"$tmp/dropin" <<EOF2

@@ -73,7 +73,7 @@ def missing_backup_password(cfg: StackConfig, secrets: Mapping[str, Any]) -> lis
             "the restic repository password, required while backup.enabled is true (the default): it encrypts "
             "every backup and must be kept off the device (in the stack's secret config, and a copy in your "
             "password manager), since a backup whose key died with the device cannot be restored; set it: "
-            f"pulumi config set --secret {PROJECT}:backup_password \"$(openssl rand -base64 32)\", "
+            f'pulumi config set --secret {PROJECT}:backup_password "$(openssl rand -base64 32)", '
             f"or turn backups off: pulumi config set --path '{PROJECT}:backup.enabled' false",
         )
     ]
