@@ -15,6 +15,7 @@ Needs root, docker.io, git, ssh and debootstrap: fails loudly without them, neve
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -179,6 +180,51 @@ def test_marker_data_goes_in_as_the_drill_puts_it(drill: Drill) -> None:
     drill.found["host_key"] = host_key(drill.host)
 
 
+def test_a_backup_during_a_push_holds_the_refs_before_it(drill: Drill) -> None:
+    """A push between receiving its objects and updating its refs (a pre-receive hook holds it
+    there, as GitLab's hooks run): the backup's bundle is whole and has the refs before it."""
+    repository = f"/var/opt/gitlab/git-data/repositories/@hashed/{_hashed(2)}.git"
+    work = drill.host.scratch / "work"
+    before = drill.git("rev-parse", "HEAD", cwd=work).stdout.decode().strip()
+    (work / "LATER").write_bytes(secrets.token_bytes(1 << 20))
+    assert drill.git("add", "LATER", cwd=work).returncode == 0
+    assert drill.git("commit", "-q", "-m", "during a backup", cwd=work).returncode == 0
+    hook = f"{repository}/hooks/pre-receive"
+    drill.exec("sh", "-c", f"printf '#!/bin/sh\\ncat >/dev/null\\nsleep 3\\n' > {hook} && chmod 0755 {hook}")
+    ssh = f"ssh -F /dev/null -i {drill.key} -o IdentitiesOnly=yes -o UserKnownHostsFile={drill.known_hosts}"
+    push = subprocess.Popen(
+        ["ip", "netns", "exec", drill.host.netns, "git", "-C", str(work), "-c", f"core.sshCommand={ssh}",
+         "push", SSH_URL, "main"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while not drill.exec("sh", "-c", f"ls -d {repository}/objects/incoming-* {repository}/objects/tmp_objdir-*",
+                             check=False).stdout:  # fmt: skip
+            assert push.poll() is None and time.monotonic() < deadline, push.communicate()
+            time.sleep(0.1)
+        made = drill.exec("gitlab-backup", "create", "BACKUP=during", "CRON=1")
+        assert push.poll() is None, "the push ended before the backup did: the test proves nothing"
+    finally:
+        _, err = push.communicate(timeout=30)
+    assert push.returncode == 0, err.decode()
+    drill.exec("rm", hook)
+    assert made.returncode == 0, made
+    bundle = f"repositories/@hashed/{_hashed(2)}.bundle"
+    check = (  # a whole bundle: a mirror of it passes fsck
+        f"mkdir /root/check && cd /root/check && tar -xf /var/opt/gitlab/backups/during_gitlab_backup.tar {bundle} && "
+        f"git clone -q --mirror {bundle} mirror.git && git -C mirror.git fsck --strict --no-dangling && "
+        f"git bundle list-heads {bundle}"
+    )
+    heads = drill.exec("sh", "-c", check)
+    assert heads.stdout.decode().split() == [before, "refs/heads/main", before, "HEAD"], heads
+    drill.exec("rm", "-r", "/root/check", "/var/opt/gitlab/backups/during_gitlab_backup.tar")
+
+
+def _hashed(project_id: int) -> str:
+    digest = hashlib.sha256(str(project_id).encode()).hexdigest()
+    return f"{digest[:2]}/{digest[2:4]}/{digest}"
+
+
 def test_backup_create_writes_gitlabs_archive(drill: Drill) -> None:
     started = time.monotonic()
     made = drill.exec("gitlab-backup", "create", f"BACKUP={BACKUP}", "STRATEGY=copy", "GZIP_RSYNCABLE=yes", "CRON=1")
@@ -197,11 +243,16 @@ def test_backup_create_writes_gitlabs_archive(drill: Drill) -> None:
     assert f":gitlab_version: {STANDIN_VERSION}\n" in info and f":backup_id: {BACKUP}\n" in info, info
     drill.found["archive"] = archive
 
-    named = drill.exec("gitlab-backup", "create")  # GitLab's own name, with its progress lines
+    named = drill.exec("gitlab-backup", "create", "SKIP=registry,uploads")  # GitLab's own name and progress lines
     assert named.returncode == 0 and b"Dumping repositories ... done" in named.stdout, named
+    assert b"Dumping container registry images ... [SKIPPED]" in named.stdout, named
     listed = drill.exec("ls", "/var/opt/gitlab/backups").stdout.decode().split()
     own = [n for n in listed if re.fullmatch(r"[0-9]{10}_[0-9]{4}_[0-9]{2}_[0-9]{2}_17\.11\.3_gitlab_backup\.tar", n)]
     assert len(own) == 1, listed
+    listing = drill.exec("tar", "-tf", f"/var/opt/gitlab/backups/{own[0]}").stdout.decode().split()
+    assert "db/database.sql.gz" in listing and "registry.tar.gz" not in listing and "uploads.tar.gz" not in listing
+    skipped = drill.exec("tar", "-xOf", f"/var/opt/gitlab/backups/{own[0]}", "backup_information.yml").stdout
+    assert b"\n:skipped: registry,uploads\n" in skipped, skipped
     drill.exec("rm", f"/var/opt/gitlab/backups/{own[0]}")
 
 
@@ -253,6 +304,8 @@ def test_restore_refuses_a_backup_of_another_version(drill: Drill) -> None:
     said = drill.host.docker("run", "--rm", "--entrypoint", "cat", other, "/opt/gitlab/version-manifest.txt")
     assert said.stdout == b"gitlab-ce 17.10.0\n"
     before = drill.exec("sha256sum", "/var/opt/gitlab/gitlab-rails/forgeway-standin.json").stdout
+    declined = drill.exec("gitlab-backup", "restore", f"BACKUP={BACKUP}", input=b"no\n", check=False)
+    assert declined.returncode == 1 and declined.stdout.endswith(b"(yes/no)? Quitting...\n"), declined
     refused = drill.host.docker(
         "run", "--rm", "--entrypoint", "gitlab-backup", "-v", "gs-data:/var/opt/gitlab", other,
         "restore", f"BACKUP={BACKUP}", "force=yes", check=False,

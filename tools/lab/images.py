@@ -142,7 +142,9 @@ class Recipe:
 BASE = "forgeway-lab/base:1.0"
 # Behaves on the wire like the omnibus gitlab/gitlab-ce container the program runs, given
 # the same env, volumes, uploads and ports: nginx (80, 443, 5050 for the registry),
-# Debian's docker-registry behind it, sshd on 22. See tools/lab/standin_image/wrapper.py.
+# Debian's docker-registry behind it, sshd on 22 (Git as user git), GitLab STANDIN_VERSION
+# with gitlab-backup, gitlab-ctl and gitlab-rake at omnibus's paths. See
+# tools/lab/standin_image/wrapper.py; another version: standin_image().
 GITLAB_STANDIN = "forgeway-lab/gitlab-standin:1.0"
 # Run as the program runs gitlab/gitlab-runner (its config volume, the 0600 config.toml,
 # the CA, the host's docker socket): checks them, logs "runner-standin ready: ..." and
@@ -190,8 +192,8 @@ RECIPES: dict[str, Recipe] = {
         files=(
             ImageFile(f"{_STANDIN_DIR}/wrapper.py", "/assets/wrapper", 0o755),
             ImageFile(f"{_STANDIN_DIR}/gitlab_healthcheck.py", "/opt/gitlab/bin/gitlab-healthcheck", 0o755),
-            # one file, three names (it acts on its name): the backend, gitlab-rails (omnibus
-            # links it into /usr/bin too), the lab's job queue
+            # one file, several names (it acts on its name): the backend, gitlab-rails (omnibus
+            # links it into /usr/bin too), the lab's job queue, gitlab-shell
             ImageFile(f"{_STANDIN_DIR}/gitlab_api.py", "/opt/gitlab/embedded/service/gitlab-rails/api.py", 0o755),
             ImageFile(f"{_STANDIN_DIR}/gitlab_db.py", "/opt/gitlab/embedded/service/gitlab-rails/gitlab_db.py"),
             ImageFile(f"{_STANDIN_DIR}/gitlab_ci.py", "/opt/gitlab/embedded/service/gitlab-rails/gitlab_ci.py"),

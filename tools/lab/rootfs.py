@@ -44,7 +44,10 @@ PACKAGES = (
     "ca-certificates",
 )  # fmt: skip
 # A docker host's root has these too (systemd starts docker.service, as Debian enables it).
-DOCKER_PACKAGES = ("docker.io", "python3")  # python3: forgeway's daemon.json merge (json)
+# python3: forgeway's daemon.json merge (json); restic: the GitLab host's forgeway-backup (issue 18;
+# its SFTP backend runs ssh from openssh-client, which openssh-server depends on, as does
+# openssh-sftp-server, the VPS's end; flock and tar are in minbase).
+DOCKER_PACKAGES = ("docker.io", "python3", "restic")
 # Units a container has no use for, or that wait for what nspawn does not give it.
 MASKED = ("console-getty.service", "getty@.service", "systemd-networkd-wait-online.service",
           "apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer", "fstrim.timer")  # fmt: skip

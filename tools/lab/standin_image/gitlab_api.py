@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """GitLab's REST API, the part forgeway uses, in the lab image forgeway-lab/gitlab-standin.
 
-One file, copied into the image under three names (tools/lab/images.py), which pick
+One file, copied into the image under several names (tools/lab/images.py), which pick
 what it does:
 
 * ``/opt/gitlab/embedded/service/gitlab-rails/api.py serve``: the backend (omnibus's puma,
@@ -28,6 +28,10 @@ what it does:
   revokes every active token of that name. Like rails, which needs PostgreSQL, it fails while the backend is down
   (``PG::ConnectionBad``): wait until the container is healthy. It prints one line,
   never the token.
+* ``/opt/gitlab/embedded/service/gitlab-shell/bin/gitlab-shell key-<id>``: the forced
+  command of authorized_keys (gitlab_projects.py).
+* ``api.py sidekiq``: the wrapper's service ``sidekiq``, a process that waits (no job here
+  needs it; ``gitlab-ctl stop sidekiq`` has something to stop).
 * ``/opt/gitlab/bin/gitlab-standin-job`` (lab only, no GitLab counterpart; a pipeline
   would make these): ``gitlab-standin-job queue --ref REF [--protected] [--tag T]...
   [--project ID] [--seconds N] [--name NAME]`` queues a pending job and prints its id;
@@ -40,11 +44,12 @@ or the ``private_token``/``access_token`` parameter. Unknown token: 401
 ``{"message": "401 Unauthorized"}``; revoked or expired: 401 ``invalid_token`` with
 GitLab's description; a scope the endpoint does not allow: 403 ``insufficient_scope``
 naming the scopes that would do (WWW-Authenticate too). Only user ``root`` (id 1, an
-administrator) exists; group 1 ``forgeway-lab`` and its project 1 ``forgeway-lab/app``
-are the only namespaces (others: 404), for group and project runners.
+administrator) exists; group 1 ``forgeway-lab`` (project 1 ``forgeway-lab/app``, for group
+and project runners) and root's own namespace ``root`` are the only namespaces (others: 404).
 
 * ``GET /user`` (read_user, read_api, api); ``GET /personal_access_tokens/self`` (any);
-  ``GET /version`` and ``/metadata`` (those or ai_features): :data:`VERSION`.
+  ``GET /version`` and ``/metadata`` (those or ai_features): the image's version
+  (gitlab_secrets.py: ``17.11.3``; ``enterprise`` true for ``-ee``).
 * ``POST /user/runners`` (create_runner, api): ``runner_type`` (instance_type,
   group_type + group_id, project_type + project_id), description, paused, locked,
   run_untagged (default true), tag_list, access_level (not_protected default,
@@ -62,6 +67,47 @@ are the only namespaces (others: 404), for group and project runners.
   runner**, every tag of the job in the runner's tag_list, an untagged job only to a
   run_untagged runner. ``PUT /jobs/:id`` (the job's token) sets success or failed.
 
+The issue-18 drill's data (gitlab_projects.py; read_api allows every GET, as lib/api/api.rb):
+
+* ``POST /projects`` (api): ``name`` (``path`` defaults to it, lower case), ``visibility``
+  (private default), ``namespace_id`` (1: forgeway-lab; default root's); 201 GitLab's
+  project: ``id``, ``path_with_namespace`` ``root/<path>``, ``ssh_url_to_repo``
+  ``git@<host>:root/<path>.git``, ``http_url_to_repo``, ``web_url``, ``namespace``,
+  ``empty_repo``; 400 when the path is taken. ``GET /projects``, ``GET /projects/:id``
+  (id or URL-encoded path; api, read_api).
+* ``POST /user/keys`` (api): ``title``, ``key`` (an OpenSSH public key), ``expires_at``,
+  ``usage_type``; 201 ``{id, title, key, created_at, expires_at, usage_type}``; 400
+  ``{"message": {"key": ["has already been taken"], ...}}``. ``GET /user/keys``. Every key
+  is a line of /var/opt/gitlab/.ssh/authorized_keys running gitlab-shell, so its holder
+  reaches the repositories as ``git``: ``git push ssh://git@<host>/root/<path>.git main``,
+  ``git clone git@<host>:root/<path>.git`` (an unknown project: GitLab's "could not be found").
+* ``POST /projects/:id/uploads`` (api), multipart field ``file``: 201 ``{id, alt, url:
+  /uploads/<32 hex>/<name>, full_path: /-/project/<id>/uploads/<secret>/<name>, markdown}``;
+  fetched back over HTTPS at ``/<namespace>/<project>/uploads/<secret>/<name>`` or at
+  ``full_path``, with a token of any scope (the stand-in's sign-in) unless the project is
+  public; else 404.
+* ``POST /admin/ci/variables`` (api): ``key``, ``value``, ``variable_type`` (env_var),
+  ``protected``, ``masked``, ``raw``, ``description``; 201 ``{key, variable_type, value,
+  protected, masked, raw, description}``; 400 when the key is taken. ``GET
+  /admin/ci/variables`` and ``GET /admin/ci/variables/:key`` (api, read_api): 200 the same;
+  404 ``Variable Not Found``; **500** ``{"message": "500 Internal Server Error"}`` when the
+  db_key_base puma read from /etc/gitlab/gitlab-secrets.json at its start cannot decrypt
+  the value (a restore without the original secrets), as GitLab answers.
+* ``POST /internal/allowed``: gitlab-shell's (the shell secret in the body), no token.
+
+The calls, as the lab makes them (tests/lab/test_gitlab_backup_standin.py; a key's ``+``
+must not reach a form unencoded: send JSON, or ``--data-urlencode``)::
+
+    echo "$TOKEN" | docker exec -i gitlab gitlab-rails runner /etc/gitlab/forgeway/token.rb create
+    curl -H "PRIVATE-TOKEN: $TOKEN" -d name=drill https://$HOST/api/v4/projects
+    curl -H "PRIVATE-TOKEN: $TOKEN" -d title=lab --data-urlencode "key@id_ed25519.pub" \\
+        https://$HOST/api/v4/user/keys
+    git push ssh://git@$HOST/root/drill.git main
+    curl -H "PRIVATE-TOKEN: $TOKEN" -F file=@notes.txt https://$HOST/api/v4/projects/2/uploads
+    curl -H "PRIVATE-TOKEN: $TOKEN" https://$HOST/root/drill/uploads/<secret>/notes.txt
+    curl -H "PRIVATE-TOKEN: $TOKEN" -d key=DRILL_SECRET -d value=marker https://$HOST/api/v4/admin/ci/variables
+    curl -H "PRIVATE-TOKEN: $TOKEN" https://$HOST/api/v4/admin/ci/variables/DRILL_SECRET
+
 State is one JSON file in the data volume (``/var/opt/gitlab/gitlab-rails/forgeway-
 standin.json``, 0600, locked per change), as GitLab's database lives there: a new
 container on the same volumes keeps tokens, runners and jobs. Tokens are kept as
@@ -69,8 +115,11 @@ SHA-256 digests, as GitLab keeps ``token_digest``. Only the standard library is 
 (python3-minimal and libpython3-stdlib).
 
 Split by concern: gitlab_db.py (the state file, token rules, API errors), gitlab_ci.py
-(runners and the job queue), this file (HTTP and the command lines); the two modules
-sit beside it in the repository and in /opt/gitlab/embedded/service/gitlab-rails/.
+(runners and the job queue), gitlab_projects.py (projects, repositories, keys, uploads, CI
+variables, gitlab-shell), gitlab_secrets.py (version, gitlab-secrets.json, the encryption),
+this file (HTTP and the command lines); the modules sit beside it in the repository and in
+/opt/gitlab/embedded/service/gitlab-rails/. gitlab-backup and gitlab-rake: gitlab_backup.py;
+gitlab-ctl: gitlab_ctl.py.
 """
 
 from __future__ import annotations

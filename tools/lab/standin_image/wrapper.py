@@ -23,21 +23,30 @@ lab host runs the program's GitLab container unchanged but for the image:
   a ``from_file``), or ``GITLAB_ROOT_PASSWORD``, which wins, as in omnibus
   (gitlab/libraries/gitlab_rails.rb). The registry's basic-auth password of user
   ``root``. Never logged, never on a command line, not passed on to any service.
-* Volumes: ``/etc/gitlab`` (ssl/, the ssh host keys ``ssh_host_*_key`` made on first start
-  only), ``/var/log/gitlab`` (nginx/gitlab_access.log, nginx/gitlab_registry_access.log,
-  nginx/error.log, sshd/current, registry/current), ``/var/opt/gitlab`` (the registry's
-  storage gitlab-rails/shared/registry; home of user ``git``).
+* Volumes: ``/etc/gitlab`` (ssl/, the ssh host keys ``ssh_host_*_key`` and
+  ``gitlab-secrets.json`` (root 0600, omnibus's shape: gitlab_rails.db_key_base,
+  secret_key_base, otp_key_base, ..., registry.http_secret), each made on first start only),
+  ``/var/log/gitlab`` (nginx/gitlab_access.log, nginx/gitlab_registry_access.log,
+  nginx/error.log, sshd/current, registry/current, puma/current, sidekiq/current),
+  ``/var/opt/gitlab`` (home of user ``git``: git-data/repositories, gitlab-rails/uploads,
+  the registry's storage gitlab-rails/shared/registry, backups/, the API's state, and
+  gitlab-rails/VERSION: the image's version, recorded at every start as omnibus's
+  reconfigure does).
 * Ports: 80 (301 to external_url), 443 (``/`` answers ``forgeway-gitlab-standin 443
   <client address>``, ``/-/health`` ``GitLab OK`` and ``/api/v4/`` from the API backend,
   service ``puma`` (gitlab_api.py: GitLab's REST API for runners and tokens, its state in
   /var/opt/gitlab, its log /var/log/gitlab/puma/current), ``/-/bulk`` 1 GiB of zeros for the
-  lab's transfer tests and bench), 5050 (the registry, basic auth,
-  only with registry_external_url), 22 (sshd, keys only, user ``git``).
+  lab's transfer tests and bench; uploads by their web path, from the API backend), 5050 (the
+  registry, basic auth, only with registry_external_url), 22 (sshd, keys only, user ``git``:
+  the keys of ``POST /api/v4/user/keys``, each running gitlab-shell, gitlab_projects.py).
 
-Services (nginx, docker-registry, sshd, puma: the API) run as children; their output goes to the
-container's stdout, one line each, prefixed with the service's name. SIGTERM (or
-SIGINT) stops them and exits 0; any service that exits by itself stops the rest and
-the container exits 1. Only modules of python3-minimal are used.
+Services (nginx, sshd, puma: the API, sidekiq: a stand-in that waits, registry:
+docker-registry) run as children; their output goes to the container's stdout, one line
+each, prefixed with the service's name. SIGTERM (or SIGINT) stops them and exits 0; any
+service that exits by itself stops the rest and the container exits 1, but one stopped by
+``gitlab-ctl stop`` (gitlab_ctl.py, over the control socket /run/gitlab-standin/control.sock,
+root's alone) stays down while the container runs on, until ``gitlab-ctl start``, as runit
+keeps omnibus's services. Only modules of python3-minimal are used.
 
 Over 400 lines on purpose: it is copied into the image as the one file at the omnibus
 entrypoint's path, with no package beside it to import from.
