@@ -5,7 +5,7 @@ registered), build the components, export the outputs contract (README). Each
 component makes its own decisions; this file only hands each one what it needs.
 """
 
-from components.backup import Backup, BackupArgs
+from components.backup import stack_backup
 from components.config import load_stack_config
 from components.docker_host import DockerHost, docker_changes, docker_host_args
 from components.forge import stack_forge
@@ -66,19 +66,8 @@ fleet_args = RunnerFleetArgs(
 )  # fmt: skip
 runners = RunnerFleet("runners", fleet_args)
 
-# GitLab's backups off the device (docs/backup.md): after the tunnel and its segmentation on both ends.
-backup = None
-if config.backup.enabled and forge.kind == "gitlab" and secrets.backup_password is not None:
-    ends = [config.gitlab_host.name, config.vps.name]
-    backup_after = [c for n in ends for c in (tunnel.commands.get(n), segmentation.commands.get(n)) if c is not None]
-    backup_args = BackupArgs.from_config(
-        config,
-        hosts,
-        addresses,
-        password=secrets.backup_password,
-        environment=secrets.backup_environment(),
-        after=backup_after,
-    )
-    backup = Backup("backup", backup_args)
+# GitLab's backups off the device (docs/backup.md): after the tunnel and segmentation of both ends.
+backup_after = per_host([config.gitlab_host.name, config.vps.name], tunnel.commands, segmentation.commands)
+backup = stack_backup(config, forge, hosts, addresses, secrets, after=[c for cs in backup_after.values() for c in cs])
 
 export_all(stack_outputs(config, forge, tunnel, tls.ca, gitlab.root_password, backup=backup))

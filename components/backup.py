@@ -29,10 +29,12 @@ from pulumi_command import remote
 from components.config import StackConfig
 from components.config.backup import Backup as BackupSettings
 from components.config.backup import repository_display
+from components.forge import Forge
 from components.gitlab import CONTAINER_NAME
 from components.host_service import HostService, host_service
 from components.hosts import Host
 from components.scripts import script, script_command
+from components.secrets import StackSecrets
 
 __all__ = [
     "SFTP_USER",
@@ -44,6 +46,7 @@ __all__ = [
     "environment_file",
     "known_hosts",
     "settings_file",
+    "stack_backup",
 ]
 
 SFTP_USER = "forgeway-backup"
@@ -214,3 +217,22 @@ class Backup(pulumi.ComponentResource):
             depends_on=after,
         )
         self.register_outputs({"repository": self.repository, "schedule": s.schedule})
+
+
+def stack_backup(
+    cfg: StackConfig,
+    forge: Forge,
+    hosts: Mapping[str, Host],
+    addresses: Mapping[str, ipaddress.IPv4Address],
+    secrets: StackSecrets,
+    *,
+    after: Sequence[pulumi.Resource] = (),
+) -> Backup | None:
+    """The stack's Backup: with backup.enabled and a GitLab forge (config makes the password required)."""
+    password = secrets.backup_password
+    if not cfg.backup.enabled or forge.kind != "gitlab" or password is None:
+        return None
+    args = BackupArgs.from_config(
+        cfg, hosts, addresses, password=password, environment=secrets.backup_environment(), after=after
+    )
+    return Backup("backup", args)

@@ -129,8 +129,8 @@ def _read_secret(key: str, value: Any, secret: bool, secrets: dict[str, Any]) ->
         secrets[key] = SECRET_KEYS[key].adapter.validate_python(value)
     except ValidationError as exc:
         problems += _problems_from(exc, base=(key,), root=None, secret=lambda _: True)
-        if isinstance(value, dict):
-            secrets[key] = dict(value)  # its names still count; the error is reported
+        # Set, if invalid: its names still count, and it is not also "missing"; the error is reported.
+        secrets[key] = dict(value) if isinstance(value, dict) else value
     return problems
 
 

@@ -51,7 +51,8 @@ grep -Eq '^[[:space:]]*Include[[:space:]].*sshd_config\.d/' "$sshd_config" ||
 
 # --- the user -----------------------------------------------------------------------------
 if ! getent passwd "$user" >/dev/null 2>&1; then
-  useradd --system --user-group --no-create-home --home-dir / --shell /usr/sbin/nologin --password '*' \
+  # -p '*': no password login, and not "locked" (sshd without PAM refuses a locked account)
+  useradd --system --user-group --no-create-home --home-dir / --shell /usr/sbin/nologin -p '*' \
     --comment "forgeway backups (SFTP only)" "$user"
   changed "user $user (system, nologin, SFTP only)"
 else

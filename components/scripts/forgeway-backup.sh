@@ -99,8 +99,9 @@ write_status
 
 command -v docker >/dev/null 2>&1 || fail "no docker client on PATH"
 command -v restic >/dev/null 2>&1 || fail "restic is not installed on this host: apt-get install restic"
-version=$(docker exec "$container" cat /opt/gitlab/embedded/service/gitlab-rails/VERSION 2>"$tmp/err" | tr -d '[:space:]') ||
+version=$(docker exec "$container" cat /opt/gitlab/embedded/service/gitlab-rails/VERSION 2>"$tmp/err") ||
   fail "cannot read GitLab's version from container $container: $(last "$tmp/err")"
+version=$(printf '%s' "$version" | tr -d '[:space:]')
 case $version in '' | *[!A-Za-z0-9.-]*) fail "container $container reports version '$version', not a GitLab version" ;; esac
 edition=ce
 case $version in *-ee) edition=ee ;; esac

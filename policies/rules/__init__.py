@@ -40,8 +40,8 @@ Conventions the components follow so these policies can see what they check (REA
 The pack is :data:`POLICIES`, built here in the order the engine lists them; each
 policy's validate function lives in the module of its concern: ``gitlab`` (volumes,
 memory, client addresses), ``images``, ``runners`` (with ``runner_config``, the
-config.toml reading), ``ssh``, ``forwarding``, ``registry``, ``secrets`` and
-``tunnel``; ``_props`` and ``decoding`` are what they share (resource types, prop
+config.toml reading), ``ssh``, ``forwarding``, ``registry``, ``secrets``,
+``tunnel`` and ``backup``; ``_props`` and ``decoding`` are what they share (resource types, prop
 readers, decoded texts). Modules import each other relatively, so the package loads as
 ``policies.rules`` (tests) and as ``rules`` (``__main__.py`` under the Pulumi CLI).
 """
@@ -53,6 +53,7 @@ from typing import Any
 from pulumi_policy import EnforcementLevel, ResourceValidationPolicy, StackValidationPolicy
 
 from ._props import COMMAND, GITLAB_VOLUME_ROLES, REMOTE_IMAGE, ROLE_LABEL
+from .backup import backup_repository_off_device, gitlab_backed_up
 from .decoding import decoded_texts
 from .forwarding import PORTS_CONFIG, forwarded_ports, vps_forwarding_ports
 from .gitlab import container_memory_limits, gitlab_client_addresses, gitlab_volumes_protected
@@ -169,6 +170,19 @@ POLICIES: list[Any] = [
         description="No resource removes or flushes the tunnel's segmentation table, and no rule in it accepts "
         "from every tunnel peer.",
         validate=tunnel_segmentation_kept,
+        enforcement_level=EnforcementLevel.MANDATORY,
+    ),
+    StackValidationPolicy(
+        name="gitlab-backed-up",
+        description="Warns when GitLab runs but nothing backs it up off the device (backup.enabled is false).",
+        validate=gitlab_backed_up,
+        enforcement_level=EnforcementLevel.ADVISORY,
+    ),
+    ResourceValidationPolicy(
+        name="backup-repository-off-device",
+        description="GitLab's backup repository is never on the device itself: not a local path, not loopback, "
+        "not the host the backup runs on.",
+        validate=backup_repository_off_device,
         enforcement_level=EnforcementLevel.MANDATORY,
     ),
     ResourceValidationPolicy(

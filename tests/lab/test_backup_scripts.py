@@ -259,6 +259,11 @@ def test_sftp_user_backup_converge_a_real_backup_and_delete_keeps_the_repository
             Machine("deployer").wait_for_open_port(PORT, vps.address)
             _backups(tree, vps, home_env, chroot)
 
+        # The repository unreachable (its sshd stopped): up fails, naming it.
+        down_sshd = _run(_create(_backup_service(vps)), home_env, stdin=f"{PASSWORD}\n", ok=False)
+        shown = default_repository(vps.address, PORT)
+        assert any(f"backup-up: cannot open the repository {shown}: " in line for line in down_sshd), down_sshd
+
         # delete: (c), the key, (b) -- dependents first, as the program deletes
         _run(HostService(stage="backup", up="backup-up.sh", down="backup-down.sh").delete(), home_env)
         _run(script_command("backup-key.sh", "--delete"), home_env)
@@ -298,6 +303,21 @@ def _backups(tree: Tree, vps: LabHost, env: dict[str, str], chroot: Path) -> Non
     assert not any("not-the-password" in line for line in wrong), wrong
     _run(_create(service), env, stdin=secrets)  # back
 
+    # Without systemd: the cron file instead of the units, converging too; then back.
+    cron_env = {**env, "FORGEWAY_SYSTEMD": "no"}
+    _run(_create(service), cron_env, stdin=secrets)
+    cron = (tree.home_etc / "cron.d/forgeway-backup").read_text()
+    assert f"\n15 3 * * * root timeout 360m '{home}/forgeway-backup'" in cron, cron
+    assert not (tree.home_etc / "systemd/system/forgeway-backup.timer").exists()
+    assert all(line.startswith("ok ") for line in _run(_create(service), cron_env, stdin=secrets))
+    _run(_create(service), env, stdin=secrets)
+    assert not (tree.home_etc / "cron.d/forgeway-backup").exists()
+    _real_backup(tree, vps, env)
+
+
+def _real_backup(tree: Tree, vps: LabHost, env: dict[str, str]) -> None:
+    """forgeway-backup as the timer runs it: the snapshot, status.json, the lock, a failed run."""
+    home = tree.home_etc / "forgeway/backup"
     started = time.monotonic()
     run = _run([str(home / "forgeway-backup")], env)
     print(f"backup run ({time.monotonic() - started:.2f}s): {run}")

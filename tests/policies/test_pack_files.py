@@ -19,8 +19,19 @@ PACK = Path(rules.__file__).parents[1]  # policies/, the package policies/rules/
 DOCS = PACK.parent / "docs"
 # Issue 7: every policy is mandatory except the memory advice and the warning twin; the
 # drain advice too (runners.stop_grace_seconds: 0 is a choice a user may make).
-ADVISORY = {"container-memory-limits", "ssh-host-keys-unpinned", "runner-containers-drain", "gitlab-client-addresses"}
-STACK_POLICIES = {"image-platform-matches-host", "runner-job-isolation", "runner-protected-by-gitlab"}
+ADVISORY = {
+    "container-memory-limits",
+    "ssh-host-keys-unpinned",
+    "runner-containers-drain",
+    "gitlab-client-addresses",
+    "gitlab-backed-up",  # issue 18: off is a choice, warned about
+}
+STACK_POLICIES = {
+    "image-platform-matches-host",
+    "runner-job-isolation",
+    "runner-protected-by-gitlab",
+    "gitlab-backed-up",
+}
 
 
 def test_project_file_runs_python_in_a_virtualenv() -> None:

@@ -195,3 +195,16 @@ def test_planted_mistakes_config_refuses_never_reach_the_pack(plant: dict[str, A
     with pytest.raises(ConfigError) as refused:
         parse_stack(config, secret_keys)
     assert any(problem.key == key for problem in refused.value.problems), str(refused.value)
+
+
+def test_planted_backups_off_are_one_advisory_finding_on_gitlab() -> None:
+    """backup.enabled: false (the backup_password then not needed): warned, not refused."""
+    config, secret_keys = lab_stack()
+    config = copy.deepcopy(config)
+    config["forgeway:backup"] = {"enabled": False}
+    del config["forgeway:backup_password"]
+    stack = synthesize("lab", config, [k for k in secret_keys if k != "forgeway:backup_password"])
+    outcome = run_policies(rules.POLICIES, stack.specs)
+    said = [v for v in outcome.violations if v.policy == "gitlab-backed-up"]
+    assert outcome.mandatory == [], _show(outcome.mandatory)
+    assert len(said) == 1 and said[0].level == "advisory" and "'home-gitlab'" in said[0].message, _show(said)

@@ -90,3 +90,88 @@ def test_a_unit_installed_twice_changes_once_and_remove_units_takes_exactly_it(t
     assert down.returncode == 0, down.stderr
     left = sorted(str(p.relative_to(units)) for p in units.rglob("*"))
     assert left == ["multi-user.target.wants", "other.service"], left
+
+
+# --- backups (issue 18): the calendar for cron, and what forgeway-backup and backup-up refuse -----
+
+
+@pytest.mark.parametrize(
+    ("calendar", "fields"),
+    [
+        ("daily", "0 0 * * *"),
+        ("hourly", "0 * * * *"),
+        ("*-*-* 03:15:00", "15 3 * * *"),
+        ("*-*-01 04:00", "0 4 1 * *"),
+        ("*:0/30", "0-59/30 * * * *"),
+        ("Mon..Fri 03:00", ""),  # weekdays: cron's words differ; the caller says what it runs instead
+    ],
+)
+def test_cron_fields_say_a_calendar_in_crons_words_or_nothing(tmp_path: Path, calendar: str, fields: str) -> None:
+    done = _library(tmp_path, f"cron_fields '{calendar}'")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == fields
+
+
+def _backup_home(tmp_path: Path, repository: str = "/nonexistent/repo") -> Path:
+    home = tmp_path / "etc" / "forgeway" / "backup"
+    home.mkdir(parents=True)
+    scripts = Path(__file__).resolve().parents[2] / "components" / "scripts"
+    from components.scripts import script
+
+    for name in ("forgeway-backup", "forgeway-restic"):
+        (home / name).write_text(script(f"{name}.sh"))
+        (home / name).chmod(0o755)
+    (home / "settings").write_text(
+        f"REPOSITORY={repository}\nREPOSITORY_SHOWN={repository}\nHOST=jetson\nCONTAINER=forgeway-gitlab\n"
+        f"RETENTION=--keep-last=1\nREGISTRY=included\nSTATE={tmp_path / 'state'}\n"
+    )
+    (home / "password").write_text("a-password-for-tests")
+    assert scripts.is_dir()
+    return home
+
+
+def test_forgeway_backup_without_gitlab_fails_visibly(tmp_path: Path) -> None:
+    home = _backup_home(tmp_path)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "restic").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "restic").chmod(0o755)
+    (bin_dir / "docker").write_text("#!/bin/sh\necho 'Cannot connect to the Docker daemon' >&2\nexit 1\n")
+    (bin_dir / "docker").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin", "FORGEWAY_ETC": str(tmp_path / "etc")}
+    done = subprocess.run([str(home / "forgeway-backup")], env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    why = "cannot read GitLab's version from container forgeway-gitlab: Cannot connect to the Docker daemon"
+    assert f"FAILED: {why}" in done.stderr
+    import json
+
+    status = json.loads((tmp_path / "state" / "status.json").read_text())
+    assert status["result"] == "failed" and status["error"] == why, status
+    assert status["finished"] and status["snapshot"] is None and status["repository"] == "/nonexistent/repo"
+    assert (tmp_path / "state" / "status.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_backup_up_refuses_without_restic_or_a_password(tmp_path: Path) -> None:
+    from components.scripts import script, staged_command
+
+    files = {n: script(n) for n in ("backup-up.sh", "forgeway-backup.sh", "forgeway-restic.sh")}
+    files |= {"settings": "REPOSITORY=/x\n", "known_hosts": ""}
+    command = staged_command("backup", files, "backup-up.sh", ["daily", "30", "360"])
+    env = {**os.environ, "FORGEWAY_ETC": str(tmp_path / "etc"), "FORGEWAY_SYSTEMD": "no"}
+    no_restic = {**env, "PATH": "/usr/sbin:/sbin:" + ":".join(p for p in env["PATH"].split(":") if "bin" in p)}
+    restic = shutil.which("restic")
+    if restic is not None:  # hide it: a directory of links without restic
+        shadow = tmp_path / "bin"
+        shadow.mkdir()
+        for d in no_restic["PATH"].split(":"):
+            for tool in Path(d).glob("*") if Path(d).is_dir() else []:
+                if tool.name != "restic" and not (shadow / tool.name).exists():
+                    (shadow / tool.name).symlink_to(tool)
+        no_restic["PATH"] = str(shadow)
+    done = subprocess.run(
+        ["sh", "-c", command], input="pw\n", env=no_restic, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 1 and "restic is not installed on this host: apt-get install restic" in done.stderr
+    bad = staged_command("backup", files, "backup-up.sh", ["every night", "30", "360"])
+    done = subprocess.run(["sh", "-c", bad], input="pw\n", env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 1 and "ON_CALENDAR 'every night' is not a systemd calendar" in done.stderr
