@@ -274,13 +274,22 @@ def _wipe(d: Drill) -> None:
     done = d.lab.run("wipe", "home")
     assert done.returncode == 0, done.stderr[-3000:]
     assert d.lab.host("home")["host_key"] != old_key, "the new device has the dead one's SSH host key"
-    keys = dead_host_resources(d.lab.state(), "home", d.lab.host("home")["address"])
+    before = d.lab.state()
+    keys = dead_host_resources(before, "home", d.lab.host("home")["address"])
     forget = subprocess.run(
         [sys.executable, "-m", "tools.applier", "state-delete", "--state", str(STATE), "--force",
          "--target-dependents", *keys], capture_output=True, text=True, check=False, cwd=ROOT,
     )  # fmt: skip
     assert forget.returncode == 0, forget.stderr
     d.facts["forgotten"] = [json.loads(line)["name"] for line in forget.stdout.splitlines()]
+    # --target-dependents forgets the runners too (their tokens come from GitLab's API), whose
+    # containers still run on their hosts: the user removes them, `up` makes them again.
+    for line in forget.stdout.splitlines():
+        change = json.loads(line)
+        entry = before[f"{change['type']}::{change['name']}"]
+        if change["type"] == "docker:index/container:Container" and change["name"] != "home-gitlab":
+            host = str(entry["provider"]).split("::")[3].removesuffix("-docker")
+            d.lab.machine(host).docker("rm", "-f", entry["inputs"]["name"])
 
 
 def _other_version(d: Drill) -> None:
