@@ -49,6 +49,7 @@ bench: setup
 	$(PY) -m tests.bench.synth_bench
 	$(PY) -m tests.bench.lab_bench
 	$(PY) -m tests.bench.recovery_bench
+	$(PY) -m tests.bench.backup_bench
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -1,4 +1,12 @@
-"""``python -m tools.applier``: runs tools/applier/apply.py (the command kept its name)."""
+"""``python -m tools.applier``: runs tools/applier/apply.py (the command kept its name);
+``python -m tools.applier state-delete ...``: `pulumi state delete` (tools/applier/state.py)."""
+
+import sys
+
+if sys.argv[1:2] == ["state-delete"]:
+    from tools.applier.state import state_delete_main
+
+    raise SystemExit(state_delete_main(sys.argv[2:]))
 
 from tools.applier.apply import main
 

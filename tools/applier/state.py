@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ApplyError", "Change", "Entry", "State"]
+__all__ = ["ApplyError", "Change", "Entry", "State", "state_delete"]
 
 
 class ApplyError(RuntimeError):
@@ -98,3 +98,64 @@ class State:
                 {"entries": {k: asdict(v) for k, v in self.entries.items()}, "next_seq": self.next_seq}, out, indent=1
             )
         tmp.replace(self.path)
+
+
+def state_delete(
+    state: State, targets: Iterable[str], *, force: bool = False, target_dependents: bool = False
+) -> list[Entry]:
+    """Forget resources without touching them, as `pulumi state delete [--force]
+    [--target-dependents] URN...` does (the dead device's step, docs/operations.md).
+
+    ``targets`` are URNs or state keys (type::name). As the CLI: a resource that others
+    still depend on is refused unless ``target_dependents`` (then they go too), a
+    protected one unless ``force``. All are checked before any is forgotten; the state
+    is saved once. Returns what was forgotten, dependents first.
+    """
+    chosen: set[str] = set()
+    for target in targets:
+        key = key_of_urn(target) if target.startswith("urn:") else target
+        if key not in state.entries:
+            raise ApplyError(f"state delete: no resource {target} in the state")
+        chosen.add(key)
+    while target_dependents:
+        more = {k for k, e in state.entries.items() if k not in chosen and chosen & set(e.dependencies)}
+        if not more:
+            break
+        chosen |= more
+    for key in sorted(chosen):
+        dependents = sorted(k for k, e in state.entries.items() if k not in chosen and key in e.dependencies)
+        if dependents:
+            raise ApplyError(
+                f"state delete: {key} cannot be deleted: {', '.join(dependents)} depend(s) on it "
+                "(delete them too, or pass --target-dependents)"
+            )
+        if state.entries[key].protect and not force:
+            raise ApplyError(f"state delete: {key} is protected (pass --force to delete it from the state)")
+    gone = delete_order(state.entries[k] for k in chosen)
+    for entry in gone:
+        del state.entries[entry.key]
+    state.save()
+    return gone
+
+
+def state_delete_main(argv: list[str]) -> int:
+    """``python -m tools.applier state-delete --state PATH [--force] [--target-dependents] URN...``"""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m tools.applier state-delete", description=state_delete.__doc__)
+    parser.add_argument("--state", type=Path, required=True)
+    parser.add_argument("--force", action="store_true")
+    parser.add_argument("--target-dependents", action="store_true")
+    parser.add_argument("urns", nargs="+")
+    args = parser.parse_args(argv)
+    try:
+        gone = state_delete(
+            State.load(args.state), args.urns, force=args.force, target_dependents=args.target_dependents
+        )
+    except ApplyError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    for entry in gone:
+        print(json.dumps(asdict(Change("forget", entry.type, entry.name))))
+    return 0
