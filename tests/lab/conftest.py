@@ -23,10 +23,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.is_relative_to(_HERE):
             item.add_marker(pytest.mark.lab)
-    # A test that takes the `make lab` lab down runs after the others that share it: any
-    # test after it would bring the lab up again (MakeLab.ensure_up), which is correct
-    # but costs a whole `up`. Only the wall time depends on this order, never a result.
-    items.sort(key=lambda item: "lab_to_take_down" in getattr(item, "fixturenames", ()))
+    # The `make lab` tests in the order that applies and destroys the lab least often: first
+    # those that want it applied, then those that start from a destroyed stack (each ends
+    # applied or destroyed; the next one's fixture destroys it only if it is applied), and
+    # last the test that takes it down. Any order gives the same results (each fixture puts
+    # the lab in the state its test needs: MakeLab.ensure_up, ensure_destroyed); only the
+    # wall time depends on it. The sort is stable: within a rank, the order of the files.
+    items.sort(key=_make_lab_rank)
+
+
+def _make_lab_rank(item: pytest.Item) -> int:
+    wanted = getattr(item, "fixturenames", ())
+    return 2 if "lab_to_take_down" in wanted else 1 if "destroyed_lab" in wanted else 0
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -59,6 +67,16 @@ def make_lab(_session_make_lab: MakeLab) -> MakeLab:
     Brought up once for the session and down at its end, pass or fail; a test that took
     it down (``lab_to_take_down``) leaves the next one to bring it up again."""
     _session_make_lab.ensure_up()
+    return _session_make_lab
+
+
+@pytest.fixture
+def destroyed_lab(_session_make_lab: MakeLab) -> MakeLab:
+    """The session's lab, up, its stack destroyed (GitLab's protected volumes kept), for a
+    test that applies it from there (sorted after the tests that want it applied, so one
+    destroy serves a test that leaves it destroyed and the next). The test may leave it
+    applied or destroyed: MakeLab records which, and the next test's fixture acts on that."""
+    _session_make_lab.ensure_destroyed()
     return _session_make_lab
 
 
