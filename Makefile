@@ -24,12 +24,14 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-setup.txt
 # packages; without them it fails (it never skips).
 # Unit, program and policies share no state: two pytest-xdist workers run them, the
 # program and the policies tier each whole on one worker (tests/conftest.py), so each
-# worker synthesizes a stack once. Then the lab tier, alone and in order: `make lab`'s
-# namespaces have fixed names, and its timing tests must not race the other tiers.
+# worker synthesizes a stack once. Then the lab tier, after them (its timing tests must
+# not race the other tiers), on two workers too: every test on `make lab`'s topology
+# (fixed names) on one worker, in order, and each other lab module whole on either
+# (tests/lab/conftest.py); those build their own namespaces with random names.
 PARALLEL := -n 2 --dist loadgroup
 test: setup
 	$(PY) -m pytest tests -m "not bench and not lab" $(PARALLEL)
-	$(PY) -m pytest tests -m lab
+	$(PY) -m pytest tests -m lab $(PARALLEL)
 
 test-unit: setup
 	$(PY) -m pytest tests -m unit $(PARALLEL)

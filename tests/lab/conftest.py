@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _pytest.nodeid import NodeId
 
 from tests.lab.make_lab import MakeLab
 from tests.lab.netns import Lab, require_lab_tools
@@ -18,15 +19,53 @@ from tests.lab.netns import Lab, require_lab_tools
 _HERE = Path(__file__).parent
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+# The xdist group of every test that uses `make lab`'s topology (FIXED names and addresses,
+# .lab/: what /tmp/fwl.lock guards between runs): one worker runs them all, in order.
+MAKE_LAB_GROUP = "fwl"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # This hook sees the whole session's items: mark only the ones under tests/lab.
     for item in items:
         if item.path.is_relative_to(_HERE):
             item.add_marker(pytest.mark.lab)
-    # A test that takes the `make lab` lab down runs after the others that share it: any
-    # test after it would bring the lab up again (MakeLab.ensure_up), which is correct
-    # but costs a whole `up`. Only the wall time depends on this order, never a result.
-    items.sort(key=lambda item: "lab_to_take_down" in getattr(item, "fixturenames", ()))
+            group = _xdist_group(item)
+            item.add_marker(pytest.mark.xdist_group(group))
+            if getattr(config.option, "loadgroup", False):  # an xdist worker under --dist loadgroup
+                _in_xdist_group(item, group)
+    # The `make lab` tests in the order that applies and destroys the lab least often: first
+    # those that want it applied, then those that start from a destroyed stack (each ends
+    # applied or destroyed; the next one's fixture destroys it only if it is applied), and
+    # last the test that takes it down. Any order gives the same results (each fixture puts
+    # the lab in the state its test needs: MakeLab.ensure_up, ensure_destroyed); only the
+    # wall time depends on it. The sort is stable: within a rank, the order of the files.
+    items.sort(key=_make_lab_rank)
+
+
+def _make_lab_rank(item: pytest.Item) -> int:
+    wanted = getattr(item, "fixturenames", ())
+    return 2 if "lab_to_take_down" in wanted else 1 if "destroyed_lab" in wanted else 0
+
+
+def _in_xdist_group(item: pytest.Item, group: str) -> None:
+    """Give ``item`` the node id ``<id>@<group>``, by which xdist's loadgroup scheduler sends
+    all of a group to one worker. xdist 3.8's own hook does it for an xdist_group mark by
+    setting ``item._nodeid``, which pytest 9.2 no longer reads (``nodeid`` is ``str(item._id)``),
+    so without this every lab test would be scheduled alone, `make lab`'s on both workers."""
+    if not item.nodeid.endswith(f"@{group}"):
+        item._id = NodeId.parse(f"{item.nodeid}@{group}")
+
+
+def _xdist_group(item: pytest.Item) -> str:
+    """Where ``make test`` (``-n 2 --dist loadgroup``) runs a lab test: every test on the
+    `make lab` topology in the one group :data:`MAKE_LAB_GROUP`; any other test with the
+    rest of its module, so a module's fixtures are made once and its fixed resources (a
+    dockerd's bridge index, a host address it asks for) are used by one test at a time.
+    Modules of different groups share nothing but the image and rootfs caches, which are
+    safe to use at once (tools/lab/images.py)."""
+    if "_session_make_lab" in getattr(item, "fixturenames", ()):
+        return MAKE_LAB_GROUP
+    return item.path.relative_to(_HERE).stem
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -59,6 +98,16 @@ def make_lab(_session_make_lab: MakeLab) -> MakeLab:
     Brought up once for the session and down at its end, pass or fail; a test that took
     it down (``lab_to_take_down``) leaves the next one to bring it up again."""
     _session_make_lab.ensure_up()
+    return _session_make_lab
+
+
+@pytest.fixture
+def destroyed_lab(_session_make_lab: MakeLab) -> MakeLab:
+    """The session's lab, up, its stack destroyed (GitLab's protected volumes kept), for a
+    test that applies it from there (sorted after the tests that want it applied, so one
+    destroy serves a test that leaves it destroyed and the next). The test may leave it
+    applied or destroyed: MakeLab records which, and the next test's fixture acts on that."""
+    _session_make_lab.ensure_destroyed()
     return _session_make_lab
 
 

@@ -3,9 +3,11 @@
 One lab is brought up for the whole test session (tests/lab/conftest.py, fixture
 ``make_lab``) and taken down at its end, pass or fail; every ``test_lab_*`` module runs on
 it. Each host is a :class:`~tools.lab.machine.Machine`. A test that changes the lab
-(a destroy, another forwarding mode, a table it adds) puts it back before it ends, and
-one that takes the lab down leaves it to :meth:`MakeLab.ensure_up`, which every test's
-fixture calls: so any test runs alone (``-k``) or in any order.
+(another forwarding mode, a table it adds) puts it back before it ends. One that takes
+the lab down, or leaves its stack destroyed (a test on ``destroyed_lab``), leaves it to
+the next test's fixture: :meth:`MakeLab.ensure_up` brings the lab up and applies it
+again, :meth:`MakeLab.ensure_destroyed` destroys it if it is applied, each by what
+:attr:`MakeLab.applied` recorded. So any test runs alone (``-k``) or in any order.
 
 The probes several modules use (HTTPS from the client, a registry push, the admin SSH)
 are here too. The lab's names and addresses are FIXED: run under ``flock /tmp/fwl.lock``.
@@ -48,20 +50,32 @@ class MakeLab:
 
     def __init__(self) -> None:
         self.handlers_before: list[str] = []  # binfmt handlers this machine had before the lab
+        # Whether the lab stack is applied (True), destroyed (False) or unknown (None: an up
+        # or a destroy failed, or an apply ran by other means), as the last `up`/`destroy` left it.
+        self.applied: bool | None = None
 
     # ----------------------------------------------------------------------- the CLI
 
     def run(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
         """``python -m tools.lab ARGS`` as a user runs it."""
-        return subprocess.run(
+        done = subprocess.run(
             [sys.executable, "-m", "tools.lab", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
             check=False,
         )  # fmt: skip
+        if args[:1] in (("up",), ("destroy",)):
+            self.applied = (args[0] == "up") if done.returncode == 0 else None
+        return done
 
     def up(self, *args: str) -> subprocess.CompletedProcess[str]:
         """``tools.lab up ARGS``, which must succeed."""
         done = self.run("up", *args)
         assert done.returncode == 0, f"lab up {' '.join(args)}: {done.stderr[-3000:]}"
+        return done
+
+    def destroy(self) -> subprocess.CompletedProcess[str]:
+        """``tools.lab destroy``, which must succeed."""
+        done = self.run("destroy")
+        assert done.returncode == 0, f"lab destroy: {done.stderr[-3000:]}"
         return done
 
     def is_up(self) -> bool:
@@ -78,9 +92,20 @@ class MakeLab:
         assert f"apply seed {SEEDS[0]} " in up.stderr, up.stderr[:500]
 
     def ensure_up(self) -> None:
-        """Bring the lab up again if a test took it down (the destroy test's `down`)."""
+        """Bring the lab up again if a test took it down (the destroy test's `down`), and
+        apply it again if a test left it destroyed (or in doubt)."""
         if not self.is_up():
             self.start()
+        elif self.applied is not True:
+            self.up()
+
+    def ensure_destroyed(self) -> None:
+        """The lab up with its stack destroyed: every host as before any apply, GitLab's
+        protected volumes kept (on the home host and in the state)."""
+        if not self.is_up():
+            self.start()
+        if self.applied is not False:
+            self.destroy()
 
     # ----------------------------------------------------------------------- what it built
 

@@ -62,6 +62,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from tools.lab import layout as _layout
 from tools.lab.docker import DaemonInfo
 from tools.lab.dockerd import start_dockerd, stop_dockerd
 from tools.lab.machine import ROOT_NAMESPACE as _DEPLOYER
@@ -94,9 +95,21 @@ HOST_NETWORK6 = ipaddress.IPv6Network("2001:db8:0:113::/64")
 LINK_NETWORK6 = ipaddress.IPv6Network("2001:db8:0:100::/64")
 _HOST_NETWORKS: dict[int, IPNetwork] = {4: HOST_NETWORK, 6: HOST_NETWORK6}
 _LINK_NETWORKS: dict[int, IPNetwork] = {4: LINK_NETWORK, 6: LINK_NETWORK6}
-# Addresses given out when add_host is not told one: host numbers 10..254 (IPv4) or
-# 10..65535 (IPv6) of the host network.
-_AUTO_HOSTS = {4: range(10, 255), 6: range(10, 0x10000)}
+# The host numbers `make lab` claims in the root namespace (tools/lab/network.py: routes
+# to its internet hosts, the client and the CGNAT; the deployer's own addresses, whose
+# number a Lab host's link end would take): a Lab never takes them, so the lab tier runs
+# `make lab`'s tests and the other lab modules at once (make test's two workers) and
+# `make lab` never finds one of its addresses taken.
+_MAKE_LAB_NUMBERS = frozenset(
+    int(address.rsplit(".", 1)[1])
+    for address in (
+        _layout.CLIENT, _layout.CGNAT_WAN, _layout.DEPLOYER_INTERNET, _layout.DEPLOYER_LAN,
+        *(host.address for host in _layout.HOSTS),
+    )
+)  # fmt: skip
+# Addresses given out when add_host is not told one: host numbers 10..254 (IPv4) but
+# `make lab`'s, or 10..65535 (IPv6) of the host network.
+_AUTO_HOSTS = {4: [n for n in range(10, 255) if n not in _MAKE_LAB_NUMBERS], 6: range(10, 0x10000)}
 
 SSHD = "/usr/sbin/sshd"  # sshd re-executes itself, so it must be started by absolute path
 PRIVSEP_DIR = Path("/run/sshd")

@@ -27,8 +27,10 @@ import json
 import time
 import tomllib
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
+
+import pytest
 
 from tests.lab.make_lab import SEEDS, VPS, MakeLab
 from tools.stack.synth import unwrap
@@ -108,6 +110,8 @@ def _apply(lab: MakeLab, edit: Callable[[dict[str, Any]], None]) -> tuple[int, s
         {"action": "apply", "stack": "lab", "config": stack_config_strings(config), "secret_keys": secret_keys,
          "state": str(STATE), "seed": SEEDS[0], "resolve": {NAME: VPS}}
     )  # fmt: skip
+    # The lab as this apply left it: as `make lab` has it only after a put-back that went through.
+    lab.applied = None
     return done.returncode, done.stderr
 
 
@@ -119,16 +123,42 @@ def _runner_settings(host: str, **settings: Any) -> Callable[[dict[str, Any]], N
     return edit
 
 
-@contextmanager
-def _applied(lab: MakeLab, edit: Callable[[dict[str, Any]], None]) -> Iterator[str]:
-    """The lab applied with ``edit``, then as `make lab` has it again."""
-    code, log = _apply(lab, edit)
+def _put_back(lab: MakeLab) -> None:
+    """The lab applied as `make lab` has it."""
+    code, log = _apply(lab, lambda _: None)
+    assert code == 0, f"could not put the lab back: {log[-3000:]}"
+    lab.applied = True
+
+
+@dataclass(frozen=True)
+class Edited:
+    """The lab applied with both edits of this module's last two tests, which touch different
+    runner hosts: runner-amd privileged and protected, runner-arm's runner project-scoped (a
+    replace). ``arm_before`` is runner-arm's UserRunner as `make lab` had it."""
+
+    lab: MakeLab
+    arm_before: dict[str, Any]
+
+
+def _both_edits(config: dict[str, Any]) -> None:
+    _runner_settings("runner-amd", privileged=True, protected=True)(config)
+    # runner.scope forces a replace (runnerType: RequiresReplace); project 1 is the stand-in's.
+    _runner_settings("runner-arm", scope="project", project_id=1)(config)
+
+
+@pytest.fixture(scope="module")
+def edited(_session_make_lab: MakeLab) -> Iterator[Edited]:
+    """One apply with both edits for the two tests that need them, and one put-back after
+    both (each edit alone was an apply and a put-back of its own: twice the applies)."""
+    lab = _session_make_lab
+    lab.ensure_up()
+    arm_before = _runner(lab, "runner-arm")
+    code, log = _apply(lab, _both_edits)
     try:
         assert code == 0, log[-3000:]
-        yield log
+        yield Edited(lab, arm_before)
     finally:
-        code, log = _apply(lab, lambda _: None)
-        assert code == 0, f"could not put the lab back: {log[-3000:]}"
+        _put_back(lab)
 
 
 def _job(lab: MakeLab, *args: str) -> str:
@@ -175,39 +205,6 @@ def test_both_runners_are_registered_and_verified_from_nothing_in_one_up(make_la
         assert "Verifying runner... is valid" in log, f"{host} did not verify its token:\n{log[-1500:]}"
 
 
-def test_a_privileged_runner_never_receives_an_unprotected_job(make_lab: MakeLab) -> None:
-    with _applied(make_lab, _runner_settings("runner-amd", privileged=True, protected=True)):
-        admin = _admin_token(make_lab)
-        runner = _runner(make_lab, "runner-amd")
-        status, details = _api(make_lab, "GET", f"runners/{runner['id']}", token=admin)
-        assert (status, details["access_level"]) == (200, "ref_protected"), details
-        # Only runner-amd has the amd64 tag: an unprotected job waits, a protected one runs there.
-        unprotected = _job(make_lab, "queue", "--ref", "feature/x", "--tag", "amd64", "--seconds", "1")
-        protected = _job(make_lab, "queue", "--ref", "main", "--protected", "--tag", "amd64", "--seconds", "1")
-        taken = _wait_job(make_lab, protected, timeout=60)
-        log = _runner_log(make_lab, "runner-amd")[-1500:]
-        assert taken["status"] != "pending" and str(taken["runner_id"]) == str(runner["id"]), f"{taken}\n{log}"
-        waiting = _wait_job(make_lab, unprotected, timeout=10)
-        assert waiting["status"] == "pending" and not waiting.get("runner_id"), waiting
-
-
-def test_a_rotated_token_keeps_the_runner_working(make_lab: MakeLab) -> None:
-    before = _runner(make_lab, "runner-arm")
-    old_token = str(_plain(before["outputs"]["token"]))
-    # runner.scope forces a replace (runnerType: RequiresReplace); project 1 is the stand-in's.
-    with _applied(make_lab, _runner_settings("runner-arm", scope="project", project_id=1)):
-        after = _runner(make_lab, "runner-arm")
-        new_token = _config_token(make_lab, "runner-arm")
-        assert after["id"] != before["id"] and new_token != old_token
-        assert new_token == _plain(after["outputs"]["token"]), "config.toml has the new runner's token"
-        assert _api(make_lab, "POST", "runners/verify", body={"token": new_token})[0] == 200
-        assert _api(make_lab, "POST", "runners/verify", body={"token": old_token})[0] == 403, "old runner left"
-        job = _job(make_lab, "queue", "--ref", "main", "--tag", "arm64", "--project", "1", "--seconds", "1")
-        taken = _wait_job(make_lab, job, timeout=60)
-        log = _runner_log(make_lab, "runner-arm")[-1500:]
-        assert str(taken["runner_id"]) == str(after["id"]), f"{taken}\n{log}"
-
-
 def test_a_hand_token_of_an_unprotected_runner_configured_privileged_is_refused(make_lab: MakeLab) -> None:
     admin = _admin_token(make_lab)
     status, made = _api(
@@ -234,5 +231,40 @@ def test_a_hand_token_of_an_unprotected_runner_configured_privileged_is_refused(
         assert now == container, "the runner container was touched before the check"
     finally:
         _api(make_lab, "DELETE", f"runners/{made['id']}", token=admin)
-        code, log = _apply(make_lab, lambda _: None)
-        assert code == 0, f"could not put the lab back: {log[-3000:]}"
+        _put_back(make_lab)
+
+
+# The last two tests run on the lab with both their edits applied at once (fixture `edited`),
+# after the tests above, which want it as `make lab` has it: a module fixture is set up at its
+# first use and put back after the module's last test.
+
+
+def test_a_privileged_runner_never_receives_an_unprotected_job(edited: Edited) -> None:
+    lab = edited.lab  # runner-amd privileged and protected
+    admin = _admin_token(lab)
+    runner = _runner(lab, "runner-amd")
+    status, details = _api(lab, "GET", f"runners/{runner['id']}", token=admin)
+    assert (status, details["access_level"]) == (200, "ref_protected"), details
+    # Only runner-amd has the amd64 tag: an unprotected job waits, a protected one runs there.
+    unprotected = _job(lab, "queue", "--ref", "feature/x", "--tag", "amd64", "--seconds", "1")
+    protected = _job(lab, "queue", "--ref", "main", "--protected", "--tag", "amd64", "--seconds", "1")
+    taken = _wait_job(lab, protected, timeout=60)
+    log = _runner_log(lab, "runner-amd")[-1500:]
+    assert taken["status"] != "pending" and str(taken["runner_id"]) == str(runner["id"]), f"{taken}\n{log}"
+    waiting = _wait_job(lab, unprotected, timeout=10)
+    assert waiting["status"] == "pending" and not waiting.get("runner_id"), waiting
+
+
+def test_a_rotated_token_keeps_the_runner_working(edited: Edited) -> None:
+    lab, before = edited.lab, edited.arm_before  # runner-arm's runner replaced (project-scoped)
+    old_token = str(_plain(before["outputs"]["token"]))
+    after = _runner(lab, "runner-arm")
+    new_token = _config_token(lab, "runner-arm")
+    assert after["id"] != before["id"] and new_token != old_token
+    assert new_token == _plain(after["outputs"]["token"]), "config.toml has the new runner's token"
+    assert _api(lab, "POST", "runners/verify", body={"token": new_token})[0] == 200
+    assert _api(lab, "POST", "runners/verify", body={"token": old_token})[0] == 403, "old runner left"
+    job = _job(lab, "queue", "--ref", "main", "--tag", "arm64", "--project", "1", "--seconds", "1")
+    taken = _wait_job(lab, job, timeout=60)
+    log = _runner_log(lab, "runner-arm")[-1500:]
+    assert str(taken["runner_id"]) == str(after["id"]), f"{taken}\n{log}"

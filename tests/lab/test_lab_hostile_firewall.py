@@ -20,18 +20,18 @@ table ip catchall {
 """
 
 
-def test_hostile_firewall_state_on_the_vps_does_not_break_forwarding(make_lab: MakeLab) -> None:
-    """Applied from scratch on top of their tables; a destroy leaves their tables as they were."""
-    vps = make_lab.machine("vps")
+def test_hostile_firewall_state_on_the_vps_does_not_break_forwarding(destroyed_lab: MakeLab) -> None:
+    """Applied from scratch (the stack destroyed) on top of their tables; a destroy leaves
+    their tables as they were. The lab is left destroyed, for the next test that wants it so."""
+    lab = destroyed_lab
+    vps = lab.machine("vps")
     try:
-        assert make_lab.run("destroy").returncode == 0
         vps.succeed(["nft", "-f", "-"], stdin=HOSTILE)
         before = vps.succeed(["nft", "list", "ruleset"])
-        make_lab.up()
-        assert seen_address(make_lab, tries=5) == "10.8.0.1"
-        assert make_lab.run("destroy").returncode == 0
+        lab.up()
+        assert seen_address(lab, tries=5) == "10.8.0.1"
+        lab.destroy()
         assert vps.succeed(["nft", "list", "ruleset"]) == before, "their tables changed"
     finally:
         vps.execute(["nft", "delete", "table", "inet", "hostile"])
         vps.execute(["nft", "delete", "table", "ip", "catchall"])
-        make_lab.up()  # the lab as it was: applied

@@ -85,31 +85,28 @@ def _differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     return found
 
 
-def test_without_its_sudo_right_the_apply_stops_at_the_check_and_no_host_changes(make_lab: MakeLab) -> None:
-    """The deployer's VPS user loses its sudoers drop-in; a fresh apply (after a destroy:
+def test_without_its_sudo_right_the_apply_stops_at_the_check_and_no_host_changes(destroyed_lab: MakeLab) -> None:
+    """The deployer's VPS user loses its sudoers drop-in; a fresh apply (the stack destroyed:
     every check runs again) stops at the VPS's read-only check, says which host, user and
     sudoers line, and leaves every host as it was; with the right back it applies."""
     from tools.lab.rootfs import grant_sudo, revoke_sudo
 
-    vps_root = Path(make_lab.host("vps")["root"])
+    lab = destroyed_lab
+    vps_root = Path(lab.host("vps")["root"])
+    before = _hosts_settled(lab)
+    revoke_sudo(vps_root, "fwl-admin")
     try:
-        destroyed = make_lab.run("destroy")
-        assert destroyed.returncode == 0, destroyed.stderr
-        before = _hosts_settled(make_lab)
-        revoke_sudo(vps_root, "fwl-admin")
-        try:
-            refused = make_lab.run("up")
-            assert refused.returncode != 0, refused.stdout
-            assert "host 'vps': user 'fwl-admin' cannot run commands as root with `sudo -n`" in refused.stderr, (
-                refused.stderr[-2000:]
-            )
-            assert "'fwl-admin ALL=(ALL:ALL) NOPASSWD: ALL' to /etc/sudoers.d/forgeway" in refused.stderr
-            after = _hosts_as_they_are(make_lab)
-            # (the VPS boots: its sudoers is its own /etc, where the right was taken away)
-            assert before["vps"]["files"].pop("etc/sudoers.d/fwl-admin")
-            assert after == before, "hosts changed although a check failed:\n" + "\n".join(_differences(before, after))
-        finally:
-            grant_sudo(vps_root, "fwl-admin")
+        refused = lab.run("up")
+        assert refused.returncode != 0, refused.stdout
+        assert "host 'vps': user 'fwl-admin' cannot run commands as root with `sudo -n`" in refused.stderr, (
+            refused.stderr[-2000:]
+        )
+        assert "'fwl-admin ALL=(ALL:ALL) NOPASSWD: ALL' to /etc/sudoers.d/forgeway" in refused.stderr
+        after = _hosts_as_they_are(lab)
+        # (the VPS boots: its sudoers is its own /etc, where the right was taken away)
+        assert before["vps"]["files"].pop("etc/sudoers.d/fwl-admin")
+        assert after == before, "hosts changed although a check failed:\n" + "\n".join(_differences(before, after))
     finally:
-        make_lab.up()  # the lab as it was: applied
-    assert seen_address(make_lab, tries=10) == "10.8.0.1"  # snat: GitLab sees the VPS's tunnel address
+        grant_sudo(vps_root, "fwl-admin")
+    lab.up()  # with the right back, the same fresh apply goes through
+    assert seen_address(lab, tries=10) == "10.8.0.1"  # snat: GitLab sees the VPS's tunnel address
