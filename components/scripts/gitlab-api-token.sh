@@ -44,10 +44,18 @@ if [ "$action" = revoke ]; then
 fi
 
 # GitLab answers gitlab-rails only once its first reconfigure and migrations are done,
-# which the image's own health check (gitlab-healthcheck) reports.
+# which the image's own health check (gitlab-healthcheck) reports. Docker runs it first one
+# interval (60 s) after the start and says `starting` until then (moby daemon/health.go:
+# the probe interval is "also the time before the first probe"), so while it says
+# starting, the same check runs here too: one pass is what makes Docker say healthy.
+ready() {
+  status=$(health || true)
+  [ "$status" = healthy ] && return 0
+  [ "$status" = starting ] || return 1
+  docker exec "$container" /opt/gitlab/bin/gitlab-healthcheck --fail --max-time 10 </dev/null >/dev/null 2>&1
+}
 waited=0
-status=$(health || true)
-while [ "$status" != healthy ]; do
+until ready; do
   if [ "$waited" -ge "$timeout" ]; then
     if [ "$action" = revoke ]; then
       note "container $container not healthy after ${waited}s (health: ${status:-no container}): token left as it is"
@@ -57,7 +65,6 @@ while [ "$status" != healthy ]; do
   fi
   sleep 5
   waited=$((waited + 5))
-  status=$(health || true)
 done
 
 # The ruby file, root's alone, installed only when its text differs.

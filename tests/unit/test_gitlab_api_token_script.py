@@ -32,6 +32,7 @@ case $1 in
     case $1 in
       sh) case $3 in *umask*) cat >"$FAKE/rb" ;; *) cat "$FAKE/rb" 2>/dev/null || true ;; esac ;;
       gitlab-rails) cat >"$FAKE/stdin"; echo "ok forgeway-provisioner: $4" ;;
+      /opt/gitlab/bin/gitlab-healthcheck) [ -f "$FAKE/up" ] ;;
     esac ;;
 esac
 """
@@ -98,3 +99,14 @@ def test_revoke_runs_gitlab_rails_revoke(fake: Path) -> None:
     done = _run(fake, "revoke")
     assert done.returncode == 0, done.stderr
     assert "gitlab-rails runner /etc/gitlab/forgeway/gitlab-api-token.rb revoke" in (fake / "log").read_text()
+
+
+def test_create_runs_the_images_check_itself_while_docker_says_starting(fake: Path) -> None:
+    """Docker's first probe comes one interval (60 s) after the start: the script does not wait for it."""
+    (fake / "health").write_text("starting\n")
+    (fake / "up").write_text("")
+    done = _run(fake, "create", timeout="5")
+    assert done.returncode == 0, done.stderr
+    log = (fake / "log").read_text()
+    assert "docker exec forgeway-gitlab /opt/gitlab/bin/gitlab-healthcheck --fail --max-time 10" in log
+    assert (fake / "stdin").read_text() == TOKEN
