@@ -29,9 +29,14 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-setup.txt
 # (fixed names) on one worker, in order, and each other lab module whole on either
 # (tests/lab/conftest.py); those build their own namespaces with random names.
 PARALLEL := -n 2 --dist loadgroup
+# Run after the parallel lab tier, alone: beside it, the docker host this module boots did
+# not answer within 90 s (twice, 2026-12-07; cause not found yet), alone it answers in ~16 s.
+ALONE_LAB = tests/lab/test_lab_nspawn.py
+
 test: setup
 	$(PY) -m pytest tests -m "not bench and not lab" $(PARALLEL)
-	$(PY) -m pytest tests -m lab $(PARALLEL)
+	$(PY) -m pytest tests -m lab $(PARALLEL) --ignore=$(ALONE_LAB)
+	$(PY) -m pytest $(ALONE_LAB) -m lab
 
 test-unit: setup
 	$(PY) -m pytest tests -m unit $(PARALLEL)

@@ -56,12 +56,6 @@ def _in_xdist_group(item: pytest.Item, group: str) -> None:
         item._id = NodeId.parse(f"{item.nodeid}@{group}")
 
 
-# Modules that change what is one per kernel, not per namespace, as `make lab`'s runner hosts
-# do: binfmt_misc handlers (the nspawn module boots a docker host that registers them and
-# checks them across a reboot). Run in `make lab`'s group, never beside it.
-SHARES_KERNEL_STATE_WITH_MAKE_LAB = frozenset({"test_lab_nspawn.py"})
-
-
 def _xdist_group(item: pytest.Item) -> str:
     """Where ``make test`` (``-n 2 --dist loadgroup``) runs a lab test: every test on the
     `make lab` topology in the one group :data:`MAKE_LAB_GROUP`; any other test with the
@@ -70,8 +64,6 @@ def _xdist_group(item: pytest.Item) -> str:
     Modules of different groups share nothing but the image and rootfs caches, which are
     safe to use at once (tools/lab/images.py)."""
     if "_session_make_lab" in getattr(item, "fixturenames", ()):
-        return MAKE_LAB_GROUP
-    if item.path.name in SHARES_KERNEL_STATE_WITH_MAKE_LAB:
         return MAKE_LAB_GROUP
     return item.path.relative_to(_HERE).stem
 

@@ -39,7 +39,12 @@ def _stack_for(
     # and prune timer) are applied on the `make lab` topology (tests/lab/test_lab_*.py).
     config["forgeway:hosts"] = [h for h in config["forgeway:hosts"] if "runner" not in h["roles"]]
     config.pop("forgeway:runner_tokens", None)
-    secret_keys = [k for k in secret_keys if k != "forgeway:runner_tokens"]
+    # Backups off: these namespace hosts share the machine's /etc (users, sshd), and the
+    # backup's SFTP user is a real user of the VPS; backups are applied on the booting
+    # `make lab` hosts (make lab, the drill) and tested in test_backup_scripts.py.
+    config["forgeway:backup"] = {"enabled": False}
+    config.pop("forgeway:backup_password", None)
+    secret_keys = [k for k in secret_keys if k not in ("forgeway:runner_tokens", "forgeway:backup_password")]
     deployer_key = tmp_path / "deployer"
     deployer_pub = generate_key(deployer_key)
     hosts: dict[str, LabHost] = {}
@@ -100,7 +105,10 @@ def test_apply_checks_every_host_then_reapply_changes_nothing(lab: Lab, tmp_path
     tunnels = {"tunnel-wg0"} | {f"{name}-tunnel-wg0" for name in hosts if name != "vps"}
     trust = {f"{name}-docker-client" for name in hosts if name != "vps"}  # docker hosts, own CA
     segments = {f"{name}-segment" for name in hosts}  # the tunnel's filter on every host
-    assert creates == {f"{name}-arch" for name in hosts} | tunnels | {"vps-forwarding"} | trust | segments
+    # The upgrade guard on the GitLab host: its read-only check, the pre-upgrade backup step
+    # (with backups off it checks for a recorded manual backup only on an upgrade) and the wait.
+    upgrade = {f"home-gitlab-{step}" for step in ("upgrade-check", "pre-upgrade-backup", "upgrade-wait")}
+    assert creates == {f"{name}-arch" for name in hosts} | tunnels | {"vps-forwarding"} | trust | segments | upgrade
     docker = {name for op, typ, name in _ops(out) if op == "create" and typ.startswith("docker:index/")}
     assert docker == {f"home-gitlab{part}" for part in ("-image", "-config", "-logs", "-data", "")}
     for name, host in hosts.items():

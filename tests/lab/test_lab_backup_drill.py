@@ -162,6 +162,10 @@ class Drill:
         lines: list[str] = []
         with _lab_runner(self.lab) as runner:
             kwargs.setdefault("healthy_timeout_s", 300)
+            # The drill's own backup, by id: the new device's backups (a pre-upgrade backup of
+            # its empty GitLab when the next up upgrades it) are newer (docs/operations.md).
+            if "status" in self.facts:
+                kwargs.setdefault("snapshot", self.facts["status"]["snapshot"])
             Restore(runner, log=lines.append, **kwargs).run()
         return lines
 
