@@ -302,7 +302,7 @@ def _other_version(d: Drill) -> None:
 
     tag = standin_image(OTHER_VERSION)
     ensure_image(d.lab.machine("home").dockerd(), tag)
-    d.up("--set", f"gitlab.images.amd64={tag}")
+    d.up("--set", f"gitlab.images.amd64={tag}", "--set", f"gitlab.version={OTHER_VERSION}")
     before = d.container_state()
     with pytest.raises(RestoreFailed) as refused:
         d.restore()
@@ -330,7 +330,7 @@ class _WithoutSecrets(Restore):
 def _without_secrets(d: Drill) -> None:
     lines: list[str] = []
     with _lab_runner(d.lab) as runner, pytest.raises(RestoreFailed) as failed:
-        _WithoutSecrets(runner, log=lines.append, healthy_timeout_s=300).run()
+        _WithoutSecrets(runner, log=lines.append, healthy_timeout_s=300, snapshot=d.facts["status"]["snapshot"]).run()
     status, _ = d.api("GET", f"/api/v4/admin/ci/variables/{VARIABLE}")
     d.facts["without_secrets"] = (str(failed.value), status)
 
