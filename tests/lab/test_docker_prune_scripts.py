@@ -136,7 +136,7 @@ def test_up_prunes_converges_and_down_removes_what_up_added(tmp_path: Path, daem
     settings = (home / "settings").read_text()
     assert "THRESHOLD_PERCENT=99\nKEEP_HOURS=0\n" in settings and f"DOCKER_HOST={daemon.host}\n" in settings
     timer = (etc / "systemd/system" / f"{NAME}.timer").read_text()
-    for line in ("OnCalendar=hourly", "Persistent=true", "RandomizedDelaySec=5m", "WantedBy=timers.target"):
+    for line in ("OnCalendar=hourly", "Persistent=true", "RandomizedDelaySec=5min", "WantedBy=timers.target"):
         assert f"\n{line}\n" in timer, timer
     assert "Type=oneshot" in (etc / "systemd/system" / f"{NAME}.service").read_text()
     wants = etc / "systemd/system/timers.target.wants" / f"{NAME}.timer"

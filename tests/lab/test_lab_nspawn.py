@@ -243,3 +243,67 @@ def test_on_a_booting_host_the_endpoint_watch_is_a_unit_that_boots_after_the_tun
         assert [p for p in after if p not in before] == [], "tunnel-down left files up made"
     finally:
         lab_nspawn.stop(pid, state, root, name)
+
+
+def test_on_a_booting_host_install_timer_starts_its_timer_and_remove_timer_undoes_it(
+    netns: str, tmp_path: Path
+) -> None:
+    """install_timer (host-files.sh) where systemd is PID 1: the timer enabled and started, its
+    service runs the program, a second install changes nothing; FORGEWAY_SYSTEMD=no stops the
+    timer and swaps the units for the cron file; remove_timer leaves /etc as it booted."""
+    from components.scripts import LIBRARY, SOURCE_LINE, script
+
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(tmp_path / "key")], check=True)
+    host_key = (tmp_path / "key.pub").read_text().split()[1]
+    root, state, name = tmp_path / "root", tmp_path / "state", netns.removeprefix("fwn-")
+    lab_rootfs.make_root(root, "booting", PORT, {"fwl-admin": "ssh-ed25519 AAAA unused"}, tmp_path / "key")
+    stage = root / "stage"
+    stage.mkdir()
+    (stage / LIBRARY).write_text(script(LIBRARY))
+    (stage / "t.sh").write_text(f'#!/bin/sh\nset -eu\nme=t tag=t\n{SOURCE_LINE}\n"$@"\nsave_dirs /stage/dirs\n')
+    (stage / "ran.sh").write_text("#!/bin/sh\necho ran >>/var/tmp/forgeway-t.ran\n")
+    (stage / "ran.sh").chmod(0o755)
+    install = ["install_timer", "forgeway-t", "*-*-* 03:15:00", "/stage/ran.sh", "a test", "1", "5", "0 * * * *"]
+
+    def t(*argv: str, systemd: str = "auto") -> list[str]:
+        done = lab_nspawn.inside(state, "env", f"FORGEWAY_SYSTEMD={systemd}", "sh", "/stage/t.sh", *argv)
+        assert done.returncode == 0 and done.stderr == "", done.stdout + done.stderr
+        return done.stdout.splitlines()
+
+    def systemctl(*argv: str) -> str:
+        return lab_nspawn.inside(state, "systemctl", *argv).stdout.strip()
+
+    pid = lab_nspawn.start(name, netns, root, state, BASE)
+    try:
+        _wait("sshd answers", lambda: _sshd_answers(netns, host_key))
+        before = sorted(str(p.relative_to(root)) for p in (root / "etc").rglob("*"))  # as booted (etc/mtab)
+        first = t(*install)
+        assert first[-1] == "changed t: started forgeway-t.timer", first
+        assert (systemctl("is-enabled", "forgeway-t.timer"), systemctl("is-active", "forgeway-t.timer")) == (
+            "enabled",
+            "active",
+        )
+        assert t(*install) == [], "a second install changed something"
+        assert systemctl("show", "-p", "TimeoutStartUSec", "--value", "forgeway-t.service") == "5min"
+        assert lab_nspawn.inside(state, "systemctl", "start", "forgeway-t.service").returncode == 0
+        assert (root / "var/tmp/forgeway-t.ran").read_text() == "ran\n"
+
+        cron = t(*install, systemd="no")
+        assert "changed t: stopped forgeway-t.timer" in cron, cron
+        assert systemctl("is-active", "forgeway-t.timer") == "inactive"
+        assert not (root / "etc/systemd/system/forgeway-t.timer").exists()
+        assert (root / "etc/cron.d/forgeway-t").read_text().splitlines()[-1].startswith("15 3 * * * root timeout 5m")
+        t(*install)  # back to systemd: started again, the cron file gone
+        assert systemctl("is-active", "forgeway-t.timer") == "active"
+        assert not (root / "etc/cron.d/forgeway-t").exists()
+
+        down = t("remove_timer", "forgeway-t")
+        assert down[0] == "changed t: stopped forgeway-t.timer", down
+        assert systemctl("is-active", "forgeway-t.timer") == "inactive"
+        assert "forgeway-t" not in systemctl("list-units", "--all", "--no-legend", "forgeway-t*")
+        assert t("remove_timer", "forgeway-t") == []
+        t("remove_saved_dirs", "/stage/dirs")  # what the scripts' downs do with the directories up made
+        after = sorted(str(p.relative_to(root)) for p in (root / "etc").rglob("*"))
+        assert [p for p in after if p not in before] == [], "remove_timer left files install_timer made"
+    finally:
+        lab_nspawn.stop(pid, state, root, name)
