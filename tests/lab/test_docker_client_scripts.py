@@ -34,6 +34,7 @@ from cryptography.x509.oid import NameOID
 from components.render.docker_client import DockerClientSettings, render_docker_client
 from components.scripts import script_command
 from tests.lab.netns import isolated_netns
+from tests.lab.tree import listing
 from tools.lab.docker import DOCKERD, docker
 from tools.lab.dockerd import start_dockerd, stop_dockerd
 from tools.lab.machine import Machine
@@ -111,14 +112,6 @@ def _run(etc: Path, name: str, *args: str) -> list[str]:
     return done.stdout.splitlines()
 
 
-def _listing(root: Path) -> dict[str, tuple[int, bytes | None]]:
-    out: dict[str, tuple[int, bytes | None]] = {}
-    for path in sorted(root.rglob("*")):
-        st = path.lstat()
-        out[str(path.relative_to(root))] = (st.st_mode, path.read_bytes() if path.is_file() else None)
-    return out
-
-
 @pytest.fixture
 def ca_pem() -> str:
     return _ca()[1].public_bytes(serialization.Encoding.PEM).decode()
@@ -130,7 +123,7 @@ def test_up_converges_and_down_removes_exactly_what_up_added(tmp_path: Path, ca_
     (etc / "docker" / "key.json").write_text("{}\n")
     (etc / "systemd" / "system").mkdir(parents=True)
     stage = _stage(tmp_path / "stage", _settings(ca_pem))
-    before = _listing(etc)
+    before = listing(etc)
 
     first = _run(etc, "docker-client-up.sh", str(stage))
     # 2 certs.d CAs, 2 job certs.d CAs and the jobs' buildkitd.toml, the trust store, the drop-in
@@ -144,11 +137,11 @@ def test_up_converges_and_down_removes_exactly_what_up_added(tmp_path: Path, ca_
     assert "[registry." in (etc / "docker/forgeway-jobs/buildkitd.toml").read_text()
     dropin = (etc / "systemd/system/docker.service.d/forgeway-proxy.conf").read_text()
     assert f"NO_PROXY=localhost,127.0.0.1,{ADDRESS},registry.forgeway.lab,gitlab.forgeway.lab,10.8.0.0/24" in dropin
-    after_first = _listing(etc)
+    after_first = listing(etc)
 
     second = _run(etc, "docker-client-up.sh", str(stage))
     assert second and all(line.startswith("ok ") for line in second), second
-    assert _listing(etc) == after_first
+    assert listing(etc) == after_first
 
     # The proxy goes away: up removes the drop-in and says what the caller must do.
     _stage(stage, _settings(ca_pem, proxy=False))
@@ -159,10 +152,10 @@ def test_up_converges_and_down_removes_exactly_what_up_added(tmp_path: Path, ca_
 
     down = _run(etc, "docker-client-down.sh")
     assert any(line.startswith("changed ") for line in down), down
-    assert _listing(etc) == before
+    assert listing(etc) == before
     again = _run(etc, "docker-client-down.sh")
     assert again and all(line.startswith("ok ") for line in again), again
-    assert _listing(etc) == before
+    assert listing(etc) == before
 
 
 def test_a_file_changed_by_hand_is_put_back(tmp_path: Path, ca_pem: str) -> None:
