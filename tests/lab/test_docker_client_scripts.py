@@ -13,8 +13,6 @@ stand-in sees the manifest request. The real /etc is never written.
 from __future__ import annotations
 
 import contextlib
-import datetime
-import ipaddress
 import os
 import shutil
 import signal
@@ -26,13 +24,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from components.render.docker_client import DockerClientSettings, render_docker_client
 from components.scripts import script_command
+from tests.certs import make_ca
 from tests.lab.netns import isolated_netns
 from tests.lab.tree import listing
 from tools.lab.docker import DOCKERD, docker
@@ -43,45 +38,6 @@ pytestmark = pytest.mark.lab
 
 ADDRESS = "203.0.113.78"
 PORT = 5443
-
-
-def _ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "forgeway lab CA")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
-
-
-def _server_cert(ca_key: ec.EllipticCurvePrivateKey, ca: x509.Certificate, directory: Path) -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ADDRESS)]))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ADDRESS))]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    (directory / "server.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (directory / "server.key").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
 
 
 def _settings(ca_pem: str, *, proxy: bool = True) -> DockerClientSettings:
@@ -114,7 +70,7 @@ def _run(etc: Path, name: str, *args: str) -> list[str]:
 
 @pytest.fixture
 def ca_pem() -> str:
-    return _ca()[1].public_bytes(serialization.Encoding.PEM).decode()
+    return make_ca("forgeway lab CA").pem
 
 
 def test_up_converges_and_down_removes_exactly_what_up_added(tmp_path: Path, ca_pem: str) -> None:
@@ -212,9 +168,9 @@ def test_dockerd_trusts_the_ca_from_the_certs_d_layout(netns: str) -> None:
     server: subprocess.Popen[bytes] | None = None
     daemon = None
     try:
-        ca_key, ca = _ca()
-        ca_pem = ca.public_bytes(serialization.Encoding.PEM).decode()
-        _server_cert(ca_key, ca, base)
+        ca = make_ca("forgeway lab CA")
+        ca.issue(ADDRESS, ips=[ADDRESS]).write(base / "server.crt", base / "server.key")
+        ca_pem = ca.pem
         etc = base / "etc"
         stage = _stage(base / "stage", _settings(ca_pem))
         log = base / "registry.log"
