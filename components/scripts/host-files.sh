@@ -349,13 +349,13 @@ cron_fields() { # cron_fields CALENDAR: its cron time fields, or nothing when cr
 #   TIMEOUT      minutes a run may take (TimeoutStartSec; cron: `timeout`); 0: no limit
 #   FALLBACK     cron time fields for a CALENDAR cron cannot say (cron_fields); a note says so
 #   SETTING      a unit line KEY=VALUE: After=, Wants=, Requires= go to [Unit], others to [Service]
-# units_wanted=yes: the units, the timer enabled; when booted with FORGEWAY_ETC=/etc systemd
-# reloads (only when a unit changed) and the timer starts (unless active); otherwise a
-# note says they are installed, not started. units_wanted=no: the cron file, the output
-# to `logger -t NAME` where logger is installed. Either way the other way's files go (the
-# timer stopped first), so switching FORGEWAY_SYSTEMD converges too. Directories it makes
-# are in $created (save_dirs). remove_timer NAME undoes exactly this; with nothing there
-# it changes nothing and succeeds.
+# units_wanted=yes: the units, the timer enabled; when booted with FORGEWAY_ETC=/etc,
+# systemd reloads (only when a unit changed) and the timer starts (restarts when its file
+# changed); otherwise a note says they are installed, not started. units_wanted=no: the
+# cron file, its output to `logger -t NAME` where logger is installed. Either way the other
+# way's files go (the timer stopped first), so switching FORGEWAY_SYSTEMD converges too.
+# Directories it makes are in $created (save_dirs). remove_timer NAME undoes exactly this;
+# with nothing there it changes nothing and succeeds.
 install_timer() {
   [ $# -ge 7 ] || fail "install_timer NAME CALENDAR EXEC DESCRIPTION DELAY TIMEOUT FALLBACK [SETTING...]: got $#"
   case $1 in '' | *[!A-Za-z0-9_.-]*) fail "timer name '$1': expected [A-Za-z0-9_.-]" ;; esac
@@ -386,6 +386,9 @@ install_timer() {
       if ! systemctl is-active --quiet "$1.timer"; then
         systemctl start "$1.timer"
         changed "started $1.timer"
+      elif [ "$_timer_new" = yes ]; then # a running timer keeps its old calendar until restarted
+        systemctl restart "$1.timer"
+        changed "restarted $1.timer"
       fi
     elif [ "$changes" != "$_timer_before" ]; then
       note_out "systemd is not running here (or FORGEWAY_ETC is not /etc): $1.timer is installed, not started"
@@ -433,6 +436,7 @@ WantedBy=timers.target
 EOF
   install_file "$tmp/$_n.service" "$units/$_n.service" 0644
   install_unit "$tmp/$_n.timer" "$units/$_n.timer" "$units/timers.target.wants"
+  _timer_new=$installed
 }
 
 _timer_cron() { # install_timer's arguments: the cron file

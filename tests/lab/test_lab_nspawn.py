@@ -249,8 +249,9 @@ def test_on_a_booting_host_install_timer_starts_its_timer_and_remove_timer_undoe
     netns: str, tmp_path: Path
 ) -> None:
     """install_timer (host-files.sh) where systemd is PID 1: the timer enabled and started, its
-    service runs the program, a second install changes nothing; FORGEWAY_SYSTEMD=no stops the
-    timer and swaps the units for the cron file; remove_timer leaves /etc as it booted."""
+    service runs the program, a second install changes nothing, a new calendar restarts the
+    timer; FORGEWAY_SYSTEMD=no stops it and swaps the units for the cron file; remove_timer
+    leaves /etc as it booted."""
     from components.scripts import LIBRARY, SOURCE_LINE, script
 
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(tmp_path / "key")], check=True)
@@ -285,13 +286,16 @@ def test_on_a_booting_host_install_timer_starts_its_timer_and_remove_timer_undoe
         )
         assert t(*install) == [], "a second install changed something"
         assert systemctl("show", "-p", "TimeoutStartUSec", "--value", "forgeway-t.service") == "5min"
+        hourly = t(*install[:2], "hourly", *install[3:])  # a new calendar reaches the running timer
+        assert hourly[-1] == "changed t: restarted forgeway-t.timer", hourly
+        assert "OnCalendar=*-*-* *:00:00" in systemctl("show", "-p", "TimersCalendar", "--value", "forgeway-t.timer")
         assert lab_nspawn.inside(state, "systemctl", "start", "forgeway-t.service").returncode == 0
         assert (root / "var/tmp/forgeway-t.ran").read_text() == "ran\n"
 
         cron = t(*install, systemd="no")
         assert "changed t: stopped forgeway-t.timer" in cron, cron
         assert systemctl("is-active", "forgeway-t.timer") == "inactive"
-        assert not (root / "etc/systemd/system/forgeway-t.timer").exists()
+        assert not (root / "etc/systemd/system/forgeway-t.timer").exists(), "the units stay beside the cron file"
         assert (root / "etc/cron.d/forgeway-t").read_text().splitlines()[-1].startswith("15 3 * * * root timeout 5m")
         t(*install)  # back to systemd: started again, the cron file gone
         assert systemctl("is-active", "forgeway-t.timer") == "active"
