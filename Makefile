@@ -23,20 +23,17 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-setup.txt
 # Every tier: unit, program, policies, lab. The lab tier needs root and its apt
 # packages; without them it fails (it never skips).
 # Unit, program and policies share no state: two pytest-xdist workers run them, the
-# program and the policies tier each whole on one worker (tests/conftest.py), so each
-# worker synthesizes a stack once. Then the lab tier, after them (its timing tests must
-# not race the other tiers), on two workers too: every test on `make lab`'s topology
-# (fixed names) on one worker, in order, and each other lab module whole on either
-# (tests/lab/conftest.py); those build their own namespaces with random names.
+# program and the policies tier each whole on one worker (tests/conftest.py,
+# tests/xdist_groups.py), so each worker synthesizes a stack once. Then the lab tier,
+# after them (its timing tests must not race the other tiers), on two workers too: every
+# test on `make lab`'s topology (fixed names) on one worker, in order, and each other lab
+# module whole on either (tests/lab/conftest.py); those build their own namespaces with
+# random names.
 PARALLEL := -n 2 --dist loadgroup
-# Run after the parallel lab tier, alone: beside it, the docker host this module boots did
-# not answer within 90 s (twice, 2026-12-07; cause not found yet), alone it answers in ~16 s.
-ALONE_LAB = tests/lab/test_lab_nspawn.py
 
 test: setup
 	$(PY) -m pytest tests -m "not bench and not lab" $(PARALLEL)
-	$(PY) -m pytest tests -m lab $(PARALLEL) --ignore=$(ALONE_LAB)
-	$(PY) -m pytest $(ALONE_LAB) -m lab
+	$(PY) -m pytest tests -m lab $(PARALLEL)
 
 test-unit: setup
 	$(PY) -m pytest tests -m unit $(PARALLEL)
