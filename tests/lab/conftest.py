@@ -36,12 +36,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # last the test that takes it down. Any order gives the same results (each fixture puts
     # the lab in the state its test needs: MakeLab.ensure_up, ensure_destroyed); only the
     # wall time depends on it. The sort is stable: within a rank, the order of the files.
-    items.sort(key=_make_lab_rank)
+    # And they come first: `make test` runs every tier in one session with xdist's groups in
+    # the order of their first test (--no-loadscope-reorder), so that the longest group, the
+    # `make lab` tests, starts at once on one worker while the other worker runs the rest.
+    items.sort(key=_order)
 
 
-def _make_lab_rank(item: pytest.Item) -> int:
+def _order(item: pytest.Item) -> tuple[bool, int]:
     wanted = getattr(item, "fixturenames", ())
-    return 2 if "lab_to_take_down" in wanted else 1 if "destroyed_lab" in wanted else 0
+    rank = 2 if "lab_to_take_down" in wanted else 1 if "destroyed_lab" in wanted else 0
+    return "_session_make_lab" not in wanted, rank
 
 
 def _xdist_group(item: pytest.Item) -> str:
