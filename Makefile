@@ -23,7 +23,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-setup.txt
 # Every tier: unit, program, policies, lab, in one pytest session on two xdist workers
 # (--dist loadgroup). The lab tier needs root and its apt packages; without them it fails
 # (it never skips). Every test on `make lab`'s topology (fixed names) runs on one worker,
-# in order: the longest group (about 4/5 of the session's wall time), so it goes first
+# in order: the longest group (nearly all of the session's wall time), so it goes first
 # (--no-loadscope-reorder and the order tests/lab/conftest.py gives it). The other worker
 # meanwhile runs the rest: each other lab module whole (namespaces of its own with random
 # names), the program and the policies tier each whole (tests/conftest.py: a stack
