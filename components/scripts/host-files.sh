@@ -27,7 +27,8 @@
 # a script created, removed by its down when empty).
 # drop PATH... / drop_state_dir DIR (a down's files and its directory).
 # Units (the host-service seam, components/host_service.py): install_unit, enable_unit,
-# units_changed, remove_units. nftables: read_ruleset, nft_check_table, nft_load_table.
+# units_changed, remove_units. nftables: read_ruleset, nft_check_table, nft_load_table,
+# restore_ipv6_sysctls.
 # Timers: cron_fields CALENDAR (a systemd calendar as cron time fields).
 # docker: update_ca, restart_docker. Processes and links: proc_ok (yes when /proc shows
 # this shell's PIDs), running PID, pid_in FILE [COMM], check_ifname NAME, link_kind IF.
@@ -214,6 +215,28 @@ nft_load_table() { # nft_load_table "FAMILY NAME" FILE LIVE: nft -f FILE when ju
     changed "table $1 (nft -f $2)"
   else
     ok "table $1"
+  fi
+}
+
+restore_ipv6_sysctls() { # restore_ipv6_sysctls DIR: IPv6 forwarding and accept_ra as DIR's *.before files say
+  if [ -f "$1/ipv6_forward.before" ]; then
+    _prev=$(cat "$1/ipv6_forward.before")
+    case $_prev in 0 | 1) ;; *) fail "$1/ipv6_forward.before holds '$_prev', not 0 or 1" ;; esac
+    if [ "$(sysctl -n net.ipv6.conf.all.forwarding)" != "$_prev" ]; then
+      sysctl -q -w net.ipv6.conf.all.forwarding="$_prev"
+      gone "net.ipv6.conf.all.forwarding=1 (back to $_prev, as found before)"
+    fi
+    rm -f "$1/ipv6_forward.before"
+  fi
+  if [ -f "$1/accept_ra.before" ]; then
+    read -r _if _ra <"$1/accept_ra.before" || true
+    check_ifname "$_if"
+    case $_ra in 0 | 1 | 2) ;; *) fail "$1/accept_ra.before holds '$_if $_ra', not an interface and 0-2" ;; esac
+    if [ -f "/proc/sys/net/ipv6/conf/$_if/accept_ra" ] && [ "$(cat "/proc/sys/net/ipv6/conf/$_if/accept_ra")" != "$_ra" ]; then
+      sysctl -q -w "net.ipv6.conf.$_if.accept_ra=$_ra"
+      gone "net.ipv6.conf.$_if.accept_ra=2 (back to $_ra, as found before)"
+    fi
+    rm -f "$1/accept_ra.before"
   fi
 }
 
