@@ -323,23 +323,35 @@ def render_forwarding(settings: ForwardingSettings) -> str:
         "\t\t# A fixed value, not `rt mtu`: for the SYN-ACK coming out of the tunnel the route is the",
         "\t\t# public interface's (1500), so `rt mtu` would not lower it, and the client would send",
         "\t\t# segments too big for the tunnel. Only ever lowered (the comparison), never raised.",
-        f"\t\toifname {tun} tcp flags syn / syn,rst tcp option maxseg size > {mss} tcp option maxseg size set {mss}",
-        f"\t\tiifname {tun} tcp flags syn / syn,rst tcp option maxseg size > {mss} tcp option maxseg size set {mss}",
+        *_clamps(tun, mss),
         "\t\t# Our flows and their replies. Policy accept: this table never drops another's traffic;",
         "\t\t# nor can its accept overrule another table's drop (see forwarding-up.sh).",
         f"\t\tct status dnat ct reply ip saddr {home} counter accept comment {_q('forwarded to the home device')}",
         "\t}",
         "",
-        "\tchain input {",
-        "\t\ttype filter hook input priority filter; policy accept;",
-        f"\t\ttcp dport {s.admin_ssh_port} counter accept comment {_q('admin ssh, never forwarded')}",
-        f"\t\tudp dport {s.wireguard_port} counter accept comment {_q('wireguard')}",
-        "\t}",
+        *_input_chain(s),
         "}",
     ]
     if s.home_address6 is not None:
         out += ["", *_forwarding6(s, s.home_address6)]
     return "\n".join(out) + "\n"
+
+
+def _clamps(tun: str, mss: int) -> list[str]:
+    """TCP MSS clamping of SYN and SYN-ACK into and out of the tunnel (both families)."""
+    rule = f"tcp flags syn / syn,rst tcp option maxseg size > {mss} tcp option maxseg size set {mss}"
+    return [f"\t\toifname {tun} {rule}", f"\t\tiifname {tun} {rule}"]
+
+
+def _input_chain(s: ForwardingSettings) -> list[str]:
+    """The VPS's own admin SSH and WireGuard ports, accepted (both families)."""
+    return [
+        "\tchain input {",
+        "\t\ttype filter hook input priority filter; policy accept;",
+        f"\t\ttcp dport {s.admin_ssh_port} counter accept comment {_q('admin ssh, never forwarded')}",
+        f"\t\tudp dport {s.wireguard_port} counter accept comment {_q('wireguard')}",
+        "\t}",
+    ]
 
 
 def _forwarding6(s: ForwardingSettings, home_address6: ipaddress.IPv6Address) -> list[str]:
@@ -369,16 +381,11 @@ def _forwarding6(s: ForwardingSettings, home_address6: ipaddress.IPv6Address) ->
         "\tchain forward {",
         "\t\ttype filter hook forward priority filter; policy accept;",
         f"\t\t# TCP MSS clamping as for IPv4, to MTU {s.tunnel_mtu} - 60 (IPv6 header 40, TCP 20).",
-        f"\t\toifname {tun} tcp flags syn / syn,rst tcp option maxseg size > {mss} tcp option maxseg size set {mss}",
-        f"\t\tiifname {tun} tcp flags syn / syn,rst tcp option maxseg size > {mss} tcp option maxseg size set {mss}",
+        *_clamps(tun, mss),
         f"\t\tct status dnat ct reply ip6 saddr {home6} counter accept comment {_q('forwarded to the home device')}",
         "\t}",
         "",
-        "\tchain input {",
-        "\t\ttype filter hook input priority filter; policy accept;",
-        f"\t\ttcp dport {s.admin_ssh_port} counter accept comment {_q('admin ssh, never forwarded')}",
-        f"\t\tudp dport {s.wireguard_port} counter accept comment {_q('wireguard')}",
-        "\t}",
+        *_input_chain(s),
         "}",
     ]
     return out

@@ -142,23 +142,19 @@ if [ -n "$home6" ]; then
 elif grep -Eq "^table ip6 forgeway[[:space:]]*[{]" "$new"; then
   fail "the ruleset defines table ip6 forgeway without a '# forgeway-home-address6' line"
 fi
-while read -r proto pub addr port fmode; do
-  [ -n "$proto" ] || continue
-  if ! { [ "$proto" = tcp ] && is_port "$pub" && is_ipv6 "$addr" && is_port "$port" && [ -n "$fmode" ]; }; then
-    fail "bad '# forgeway-dnat6' line: $proto $pub $addr $port $fmode"
-  fi
-done <<EOF
-$(fact dnat6 "$new")
-EOF
 # (Loops read here-documents, not pipes: they run in this shell, so fail and changed work.)
-while read -r proto pub addr port fmode; do
-  [ -n "$proto" ] || continue
-  if ! { [ "$proto" = tcp ] && is_port "$pub" && is_ipv4 "$addr" && is_port "$port" && [ -n "$fmode" ]; }; then
-    fail "bad '# forgeway-dnat' line: $proto $pub $addr $port $fmode"
-  fi
-done <<EOF
-$(fact dnat "$new")
+check_dnat() { # check_dnat FACT IS_ADDRESS: every '# forgeway-FACT' line is well formed
+  while read -r proto pub addr port fmode; do
+    [ -n "$proto" ] || continue
+    if ! { [ "$proto" = tcp ] && is_port "$pub" && "$2" "$addr" && is_port "$port" && [ -n "$fmode" ]; }; then
+      fail "bad '# forgeway-$1' line: $proto $pub $addr $port $fmode"
+    fi
+  done <<EOF
+$(fact "$1" "$new")
 EOF
+}
+check_dnat dnat is_ipv4
+check_dnat dnat6 is_ipv6
 
 # The admin's SSH must never be cut. Our table never drops (policy accept everywhere)
 # and the rules we add elsewhere only accept, so the one way is a DNAT of its port.
@@ -255,24 +251,9 @@ if [ "$mode" = deploy ]; then
   install_file "$new" "$file" 0600
 fi
 nft_load_table "$table" "$file" "$live"
-# The IPv6 table came with the same nft -f; loaded again (whole file, one transaction) only
-# when it alone drifted. Without IPv6 in the ruleset, a table of an earlier deploy goes.
-if [ -n "$(fact home-address6 "$file")" ]; then
-  have6=$(nft -s list table "$table6" 2>/dev/null) || have6="(no table)"
-  if [ "$installed" = yes ]; then
-    nft -s list table "$table6" >"$live6"
-  elif ! [ -f "$live6" ] || [ "$have6" != "$(cat "$live6")" ]; then
-    nft -f "$file"
-    nft -s list table "$table6" >"$live6"
-    changed "table $table6 (nft -f $file)"
-  else
-    ok "table $table6"
-  fi
-elif nft list table "$table6" >/dev/null 2>&1; then
-  nft delete table "$table6"
-  rm -f "$live6"
-  changed "removed table $table6 (IPv6 forwarding is off)"
-fi
+want6=no
+[ -z "$(fact home-address6 "$file")" ] || want6=yes
+nft_sync_table "$table6" "$file" "$live6" "$want6"
 
 # Connections still translated to a target that is gone or changed.
 if [ "$mode" = deploy ] && [ -n "$old_dnat" ]; then

@@ -123,54 +123,32 @@ install_file "$tmp/params" "$params" 0600
 
 install_file "$new" "$file" 0600
 nft_load_table "$table" "$file" "$live"
-if [ -n "$gw6" ]; then
-  have6=$(nft -s list table "$table6" 2>/dev/null) || have6="(no table)"
-  if [ "$installed" = yes ]; then
-    nft -s list table "$table6" >"$live6"
-  elif ! [ -f "$live6" ] || [ "$have6" != "$(cat "$live6")" ]; then
-    nft -f "$file"
-    nft -s list table "$table6" >"$live6"
-    changed "table $table6 (nft -f $file)"
-  else
-    ok "table $table6"
-  fi
-elif nft list table "$table6" >/dev/null 2>&1; then
-  nft delete table "$table6"
-  rm -f "$live6"
-  changed "removed table $table6 (IPv6 forwarding is off)"
-fi
+want6=no
+[ -z "$gw6" ] || want6=yes
+nft_sync_table "$table6" "$file" "$live6" "$want6"
 
 # --- rule and route ------------------------------------------------------------------------------
 
 want_rule="$prio: from all fwmark $mark lookup $rtable"
-if ip -4 rule show priority "$prio" | tr -s ' \t' '  ' | grep -Fxq "$want_rule"; then
-  ok "ip rule $want_rule"
-else
-  ip -4 rule add priority "$prio" fwmark "$mark" lookup "$rtable"
-  changed "ip rule $want_rule"
-fi
-want_route="default via $gw dev $if"
-if ip -4 route show table "$rtable" | sed 's/[[:space:]]*$//' | grep -Fxq "$want_route"; then
-  ok "ip route $want_route table $rtable"
-else
-  ip -4 route replace default via "$gw" dev "$if" table "$rtable"
-  changed "ip route $want_route table $rtable"
-fi
-
+rule_and_route() { # rule_and_route -4|-6 GATEWAY WHAT: our rule and our table's default route ("ip" or "ip -6")
+  if ip "$1" rule show priority "$prio" | tr -s ' \t' '  ' | grep -Fxq "$want_rule"; then
+    ok "$3 rule $want_rule"
+  else
+    ip "$1" rule add priority "$prio" fwmark "$mark" lookup "$rtable"
+    changed "$3 rule $want_rule"
+  fi
+  _route="default via $2 dev $if"
+  # (IPv6 routes print their metric.)
+  if ip "$1" route show table "$rtable" | sed 's/[[:space:]]*metric.*$//; s/[[:space:]]*$//' | grep -Fxq "$_route"; then
+    ok "$3 route $_route table $rtable"
+  else
+    ip "$1" route replace default via "$2" dev "$if" table "$rtable"
+    changed "$3 route $_route table $rtable"
+  fi
+}
+rule_and_route -4 "$gw" ip
 if [ -n "$gw6" ]; then
-  if ip -6 rule show priority "$prio" | tr -s ' \t' '  ' | grep -Fxq "$want_rule"; then
-    ok "ip -6 rule $want_rule"
-  else
-    ip -6 rule add priority "$prio" fwmark "$mark" lookup "$rtable"
-    changed "ip -6 rule $want_rule"
-  fi
-  want_route6="default via $gw6 dev $if"
-  if ip -6 route show table "$rtable" | sed 's/[[:space:]]*metric.*$//; s/[[:space:]]*$//' | grep -Fxq "$want_route6"; then
-    ok "ip -6 route $want_route6 table $rtable"
-  else
-    ip -6 route replace default via "$gw6" dev "$if" table "$rtable"
-    changed "ip -6 route $want_route6 table $rtable"
-  fi
+  rule_and_route -6 "$gw6" "ip -6"
 else
   while ip -6 rule del priority "$prio" fwmark "$mark" lookup "$rtable" 2>/dev/null; do
     changed "removed ip -6 rule $want_rule (IPv6 forwarding is off)"

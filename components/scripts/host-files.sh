@@ -28,7 +28,7 @@
 # drop PATH... / drop_state_dir DIR (a down's files and its directory).
 # Units (the host-service seam, components/host_service.py): install_unit, enable_unit,
 # units_changed, remove_units. nftables: read_ruleset, nft_check_table, nft_load_table,
-# restore_ipv6_sysctls.
+# nft_sync_table, restore_ipv6_sysctls.
 # Timers: cron_fields CALENDAR (a systemd calendar as cron time fields).
 # docker: update_ca, restart_docker. Processes and links: proc_ok (yes when /proc shows
 # this shell's PIDs), running PID, pid_in FILE [COMM], check_ifname NAME, link_kind IF.
@@ -215,6 +215,29 @@ nft_load_table() { # nft_load_table "FAMILY NAME" FILE LIVE: nft -f FILE when ju
     changed "table $1 (nft -f $2)"
   else
     ok "table $1"
+  fi
+}
+
+nft_sync_table() { # nft_sync_table "FAMILY NAME" FILE LIVE yes|no: a second table of FILE, after nft_load_table
+  # yes: FILE defines it too, so nft_load_table's `nft -f` loaded it; loaded again (the whole
+  # file, one transaction) only when it alone drifted. no: one left by an earlier run goes.
+  if [ "$4" = yes ]; then
+    _have=$(nft -s list table "$1" 2>/dev/null) || _have="(no table)"
+    if [ "$installed" = yes ]; then
+      nft -s list table "$1" >"$3"
+    elif ! [ -f "$3" ] || [ "$_have" != "$(cat "$3")" ]; then
+      nft -f "$2"
+      nft -s list table "$1" >"$3"
+      changed "table $1 (nft -f $2)"
+    else
+      ok "table $1"
+    fi
+  else
+    rm -f "$3"
+    if nft list table "$1" >/dev/null 2>&1; then
+      nft delete table "$1"
+      changed "removed table $1 (IPv6 forwarding is off)"
+    fi
   fi
 }
 

@@ -22,16 +22,11 @@ from pathlib import Path
 import pytest
 
 from components.render.nftables import (
-    ForwardingSettings,
     HomeRoutingSettings,
-    PortForward,
-    render_forwarding,
     render_home_routing,
 )
 from tests.lab.forwarding_chain import (
-    ADMIN_PORT,
     HOME_PORT,
-    HOME_TUNNEL,
     PUBLIC_PORT,
     TUNNEL_MTU,
     VPS_TUNNEL,
@@ -41,7 +36,6 @@ from tests.lab.forwarding_chain import (
     forward_ruleset,
     only_ok,
 )
-from tools.lab.machine import Machine
 
 pytestmark = pytest.mark.lab
 
@@ -87,19 +81,7 @@ except OSError as exc:
 
 
 def ruleset6(mode: str = "snat") -> str:
-    return render_forwarding(
-        ForwardingSettings(
-            public_interface="eth0",
-            tunnel_interface="wg0",
-            home_address=ipaddress.IPv4Address(HOME_TUNNEL),
-            ports=(PortForward(PUBLIC_PORT, HOME_PORT, "https"),),
-            mode="snat" if mode == "snat" else "preserve-source",
-            admin_ssh_port=ADMIN_PORT,
-            wireguard_port=51820,
-            tunnel_mtu=TUNNEL_MTU,
-            home_address6=ipaddress.IPv6Address(HOME_TUNNEL6),
-        )
-    )
+    return forward_ruleset(mode, home_address6=HOME_TUNNEL6)
 
 
 @pytest.fixture
@@ -118,15 +100,7 @@ def chain(tmp_path: Path) -> Iterator[Chain]:
 
 
 def _start_server6(chain: Chain) -> None:
-    proc = subprocess.Popen(
-        Machine(chain.home, chain.home).argv([sys.executable, "-c", SERVER6, HOME_TUNNEL6, str(HOME_PORT)]),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    chain.procs.append(proc)
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "ready", "the IPv6 test server on home did not start"
+    chain.start_server(server=SERVER6, address=HOME_TUNNEL6)
 
 
 def _connect6(chain: Chain, bulk: int = 0, timeout: float = 3.0) -> str:
