@@ -209,8 +209,12 @@ def _narrow_tunnel_and_drop_packet_too_big(chain: Chain) -> None:
     chain.ns(
         chain.vps,
         "nft",
-        "table inet fwtest { chain out { type filter hook output priority 0; icmpv6 type packet-too-big drop; }"
-        " chain fwd { type filter hook forward priority 0; icmpv6 type packet-too-big drop; } }",
+        "-f",
+        "-",
+        stdin="table inet fwtest {\n"
+        "\tchain ptb_out { type filter hook output priority 0; icmpv6 type packet-too-big drop; }\n"
+        "\tchain ptb_forward { type filter hook forward priority 0; icmpv6 type packet-too-big drop; }\n"
+        "}\n",
     )
 
 
