@@ -27,6 +27,9 @@ def _ipv6_lab(mode: str) -> tuple[dict[str, Any], list[str]]:
     config[f"{PROJECT}:forwarding"] = {**config[f"{PROJECT}:forwarding"], "ipv6": True, "mode": mode}
     vps = next(h for h in config[f"{PROJECT}:hosts"] if "vps" in h["roles"])
     vps["public_address6"] = VPS6
+    # One runner dials over IPv6 (as an IPv6-only host must: the lab's endpoint is an IPv4 address).
+    runner = next(h for h in config[f"{PROJECT}:hosts"] if "runner" in h["roles"])
+    runner["tunnel_endpoint_family"] = "ipv6"
     return config, secret_keys
 
 
@@ -93,3 +96,16 @@ def test_gitlab_binds_the_tunnel_ipv6_address_and_the_certificate_names_it(
     assert binds == {"10.8.0.2", FORGE_TUNNEL6}
     (request,) = result.of_type("tls:index/certRequest:CertRequest")
     assert {FORGE_TUNNEL6, VPS6, "10.8.0.2"} <= set(request.inputs["ipAddresses"])
+
+
+def test_a_peer_set_to_ipv6_dials_the_vps_ipv6_address_the_others_as_before(
+    synth: tuple[str, Synthesis, dict[str, Any]],
+) -> None:
+    _mode, result, config = synth
+    peers = [h for h in config[f"{PROJECT}:hosts"] if "vps" not in h["roles"]]
+    for host in peers:
+        files = _wg_files(result, host["name"])
+        if host.get("tunnel_endpoint_family") == "ipv6":
+            assert f"Endpoint = [{VPS6}]:51820" in files, host["name"]
+        else:
+            assert "Endpoint = 203.0.113.10:51820" in files, host["name"]
