@@ -27,7 +27,8 @@
 # a script created, removed by its down when empty).
 # drop PATH... / drop_state_dir DIR (a down's files and its directory).
 # Units (the host-service seam, components/host_service.py): install_unit, enable_unit,
-# units_changed, remove_units. nftables: read_ruleset, nft_check_table, nft_load_table.
+# units_changed, remove_units. nftables: read_ruleset, nft_check_table, nft_load_table,
+# nft_sync_table, restore_ipv6_sysctls.
 # Timers: check_calendar CALENDAR [LABEL], cron_fields CALENDAR (a systemd calendar as cron
 # time fields), install_timer / remove_timer (a service on a calendar, by systemd or cron).
 # docker: update_ca, restart_docker. Processes and links: proc_ok (yes when /proc shows
@@ -215,6 +216,51 @@ nft_load_table() { # nft_load_table "FAMILY NAME" FILE LIVE: nft -f FILE when ju
     changed "table $1 (nft -f $2)"
   else
     ok "table $1"
+  fi
+}
+
+nft_sync_table() { # nft_sync_table "FAMILY NAME" FILE LIVE yes|no: a second table of FILE, after nft_load_table
+  # yes: FILE defines it too, so nft_load_table's `nft -f` loaded it; loaded again (the whole
+  # file, one transaction) only when it alone drifted. no: one left by an earlier run goes.
+  if [ "$4" = yes ]; then
+    _have=$(nft -s list table "$1" 2>/dev/null) || _have="(no table)"
+    if [ "$installed" = yes ]; then
+      nft -s list table "$1" >"$3"
+    elif ! [ -f "$3" ] || [ "$_have" != "$(cat "$3")" ]; then
+      nft -f "$2"
+      nft -s list table "$1" >"$3"
+      changed "table $1 (nft -f $2)"
+    else
+      ok "table $1"
+    fi
+  else
+    rm -f "$3"
+    if nft list table "$1" >/dev/null 2>&1; then
+      nft delete table "$1"
+      changed "removed table $1 (IPv6 forwarding is off)"
+    fi
+  fi
+}
+
+restore_ipv6_sysctls() { # restore_ipv6_sysctls DIR: IPv6 forwarding and accept_ra as DIR's *.before files say
+  if [ -f "$1/ipv6_forward.before" ]; then
+    _prev=$(cat "$1/ipv6_forward.before")
+    case $_prev in 0 | 1) ;; *) fail "$1/ipv6_forward.before holds '$_prev', not 0 or 1" ;; esac
+    if [ "$(sysctl -n net.ipv6.conf.all.forwarding)" != "$_prev" ]; then
+      sysctl -q -w net.ipv6.conf.all.forwarding="$_prev"
+      gone "net.ipv6.conf.all.forwarding=1 (back to $_prev, as found before)"
+    fi
+    rm -f "$1/ipv6_forward.before"
+  fi
+  if [ -f "$1/accept_ra.before" ]; then
+    read -r _if _ra <"$1/accept_ra.before" || true
+    check_ifname "$_if"
+    case $_ra in 0 | 1 | 2) ;; *) fail "$1/accept_ra.before holds '$_if $_ra', not an interface and 0-2" ;; esac
+    if [ -f "/proc/sys/net/ipv6/conf/$_if/accept_ra" ] && [ "$(cat "/proc/sys/net/ipv6/conf/$_if/accept_ra")" != "$_ra" ]; then
+      sysctl -q -w "net.ipv6.conf.$_if.accept_ra=$_ra"
+      gone "net.ipv6.conf.$_if.accept_ra=2 (back to $_ra, as found before)"
+    fi
+    rm -f "$1/accept_ra.before"
   fi
 }
 
