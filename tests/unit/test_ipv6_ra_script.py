@@ -3,7 +3,8 @@
 Each case is a shell scenario: a veth pair ``e0``/``e1`` (and ``e2``/``e3`` where the
 uplink moves), a default route put there by hand, the scripts run with FORGEWAY_ETC in
 the test's directory, and ``docker`` stood in for by what it does to the sysctls
-(``net.ipv6.conf.all.forwarding=1``). A hand-made route is not an RA route: that the
+(``net.ipv6.conf.all.forwarding=1``); the sysctl.d file is read back by systemd-sysctl,
+as at boot. A hand-made route is not an RA route: that the
 route survives router lifetimes is tests/lab/test_ipv6_ra_lab.py's, with radvd.
 """
 
@@ -61,6 +62,9 @@ echo "== second"; $UP
 as_docker
 echo "== live e0 $(ra e0) e1 $(ra e1)"
 echo "== file"; cat "$FORGEWAY_ETC/sysctl.d/60-forgeway-ipv6-ra.conf"
+echo 1 >/proc/sys/net/ipv6/conf/e0/accept_ra  # as after a reboot, before boot applies sysctl.d
+/lib/systemd/systemd-sysctl "$FORGEWAY_ETC/sysctl.d/60-forgeway-ipv6-ra.conf"
+echo "== at boot e0 $(ra e0)"
 echo "== down"; $DOWN
 echo "== down again"; $DOWN
 snap >"$TMPDIR/after"
@@ -75,6 +79,7 @@ cmp "$TMPDIR/before" "$TMPDIR/after" && echo "== sysctls as before"
     assert "changed" not in second and "ok ipv6-ra: nothing to change" in second, out
     assert "== live e0 2 e1 1" in out, "only the uplink's accept_ra changes"
     assert "net/ipv6/conf/e0/accept_ra = 2" in out.split("== file")[1], out
+    assert "== at boot e0 2" in out, "systemd-sysctl, which reads sysctl.d at boot, sets it again"
     down, again = out.split("== down")[1], out.split("== down again")[1]
     assert "net.ipv6.conf.all.forwarding=0" in down and "net.ipv6.conf.e0.accept_ra=1" in down, out
     assert "changed" not in again.split("==")[0] and "nothing to undo" in again, out
