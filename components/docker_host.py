@@ -15,7 +15,7 @@ Its host services (components/host_service.py), children named ``<host>-...``:
 * ``<host>-ipv6-ra`` (runner hosts with ``runners.ipv6``): before docker forwards IPv6,
   accept_ra=2 on the uplink that takes router advertisements (the device of the IPv6
   default route), now and at boot, so the host keeps its RA default route; delete puts
-  accept_ra and the forwarding sysctls back as found (ipv6-ra-up.sh / ipv6-ra-down.sh).
+  accept_ra and the forwarding sysctls back as found (ipv6-ra-up.sh, and with --restore on delete).
 * ``<host>-docker-prune`` (runner hosts): a timer (cron without systemd) that prunes
   unused images and build cache when docker's disk is fuller than
   ``runners.prune.threshold_percent``.
@@ -193,7 +193,9 @@ class DockerHost(pulumi.ComponentResource):
         self.daemon = self.prune = self.binfmt = self.ipv6_ra = None
         if args.ipv6_forwarding:
             # Before the daemon: enabling forwarding drops RA routes except where accept_ra is 2.
-            ra = HostService(stage="ipv6-ra", up="ipv6-ra-up.sh", down="ipv6-ra-down.sh", pass_dir=False)
+            ra = HostService(
+                stage="ipv6-ra", up="ipv6-ra-up.sh", down="ipv6-ra-up.sh", down_args=["--restore"], pass_dir=False
+            )
             self.ipv6_ra = host_service(host, f"{h}-ipv6-ra", ra, parent=self, depends_on=after)
         if args.daemon_json is not None:
             ours = json.dumps(args.daemon_json, indent=2, sort_keys=True) + "\n"

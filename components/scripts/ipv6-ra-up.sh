@@ -17,7 +17,7 @@
 # recorded by an earlier run is kept (its route may be missing for the very reason this
 # script exists). A default route on another device: the old one is restored first.
 #
-# What it converges, and ipv6-ra-down.sh undoes:
+# What it converges, and `ipv6-ra-up.sh --restore` (the delete) undoes:
 #   - net.ipv6.conf.UPLINK.accept_ra=2, now and at boot ($FORGEWAY_ETC/sysctl.d/
 #     60-forgeway-ipv6-ra.conf, read by systemd-sysctl, or by udev when the interface
 #     appears later); the value found before is in $FORGEWAY_ETC/forgeway/ipv6-ra/accept_ra
@@ -26,18 +26,64 @@
 #     turns them on at forgeway's request and never turns them off, so the down puts them
 #     back, or a destroyed host would lose its RA route after all.
 #
+#   ipv6-ra-up.sh --restore   undo exactly that, after docker-daemon-up.sh --restore; a
+#                             second run prints only "ok ...": forwarding back first (all:
+#                             writing it sets every interface's; then each recorded
+#                             interface that still exists; then default), so the host takes
+#                             RAs all along; then each uplink's accept_ra; then the
+#                             sysctl.d file, the records and the directories the up made.
+#
 # Environment: FORGEWAY_ETC=/etc (see forwarding-up.sh).
 set -eu
 me=ipv6-ra-up tag=ipv6-ra
 # shellcheck source=host-files.sh
 . "$(dirname "$0")/host-files.sh"
-[ $# -eq 0 ] || fail "usage: ipv6-ra-up.sh (no arguments)"
+mode=up
+case $# in
+  0) ;;
+  1) [ "$1" = --restore ] || fail "usage: ipv6-ra-up.sh [--restore]"; mode=restore ;;
+  *) fail "usage: ipv6-ra-up.sh [--restore]" ;;
+esac
 
 conf=/proc/sys/net/ipv6/conf
 state=$etc/forgeway/ipv6-ra
 accept_record=$state/accept_ra
 forwarding_record=$state/forwarding
 sysctl_file=$etc/sysctl.d/60-forgeway-ipv6-ra.conf
+
+if [ "$mode" = restore ]; then
+  set_back() { # set_back IF KEY VALUE: /proc/sys/net/ipv6/conf/IF/KEY to VALUE when IF exists and differs
+    case $3 in '' | *[!0-9-]*) fail "a record holds '$1 $3' for $2, not a number: $state" ;; esac
+    [ -f "$conf/$1/$2" ] || return 0
+    [ "$(cat "$conf/$1/$2")" != "$3" ] || return 0
+    echo "$3" >"$conf/$1/$2"
+    changed "net.ipv6.conf.$1.$2=$3 (back as before ipv6-ra-up.sh)"
+  }
+
+  if [ -f "$forwarding_record" ]; then
+    while read -r f_if f_value; do
+      [ "$f_if" != all ] || set_back all forwarding "$f_value"
+    done <"$forwarding_record"
+    while read -r f_if f_value; do
+      case $f_if in all | default) ;; *) set_back "$f_if" forwarding "$f_value" ;; esac
+    done <"$forwarding_record"
+    while read -r f_if f_value; do
+      [ "$f_if" != default ] || set_back default forwarding "$f_value"
+    done <"$forwarding_record"
+  fi
+
+  if [ -f "$accept_record" ]; then
+    while read -r a_if a_value; do
+      set_back "$a_if" accept_ra "$a_value"
+    done <"$accept_record"
+  fi
+
+  drop "$sysctl_file" "$accept_record" "$forwarding_record"
+  remove_saved_dirs "$state/dirs"
+  drop_state_dir "$state"
+  [ -n "$changes" ] || ok "nothing to undo"
+  exit 0
+fi
 
 command -v ip >/dev/null || fail "ip is not installed (Debian: iproute2)"
 [ -d "$conf/all" ] || fail "this host has no IPv6 ($conf is missing): runners.ipv6 needs it"
@@ -98,7 +144,7 @@ install_file "$tmp/accept_ra" "$accept_record" 0644
 {
   echo "# forgeway: docker forwards IPv6 here (runners.ipv6); a forwarding interface ignores router"
   echo "# advertisements unless accept_ra is 2, and the IPv6 default route from them would lapse."
-  echo "# Written by ipv6-ra-up.sh; ipv6-ra-down.sh removes it and restores the values found before."
+  echo "# Written by ipv6-ra-up.sh; ipv6-ra-up.sh --restore removes it and restores the values found before."
 } >"$tmp/sysctl.conf"
 while read -r u found; do
   if [ "$found" -le 0 ]; then

@@ -1,4 +1,4 @@
-"""ipv6-ra-up.sh / ipv6-ra-down.sh in a scratch user and network namespace (``unshare -rn``).
+"""ipv6-ra-up.sh (and its --restore) in a scratch user and network namespace (``unshare -rn``).
 
 Each case is a shell scenario: a veth pair ``e0``/``e1`` (and ``e2``/``e3`` where the
 uplink moves), a default route put there by hand, the scripts run with FORGEWAY_ETC in
@@ -38,10 +38,9 @@ def _run(tmp_path: Path, body: str) -> subprocess.CompletedProcess[str]:
     unshare = shutil.which("unshare")
     if unshare is None:
         pytest.fail("unshare is missing (util-linux, tools/ci/apt-packages.txt)")
-    for name in ("ipv6-ra-up.sh", "ipv6-ra-down.sh"):
-        (tmp_path / name).write_text(script(name))
+    (tmp_path / "ipv6-ra-up.sh").write_text(script("ipv6-ra-up.sh"))
     etc = tmp_path / "etc"
-    scenario = f'{PRELUDE}\nUP="sh {tmp_path}/ipv6-ra-up.sh"; DOWN="sh {tmp_path}/ipv6-ra-down.sh"\n{body}'
+    scenario = f'{PRELUDE}\nUP="sh {tmp_path}/ipv6-ra-up.sh"; DOWN="sh {tmp_path}/ipv6-ra-up.sh --restore"\n{body}'
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "FORGEWAY_ETC": str(etc), "TMPDIR": str(tmp_path)}
     return subprocess.run([unshare, "-rn", "sh", "-c", scenario], capture_output=True, text=True, env=env, check=False)
 
