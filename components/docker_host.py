@@ -12,6 +12,10 @@ Its host services (components/host_service.py), children named ``<host>-...``:
   ``/etc/docker/daemon.json`` (components/render/docker_daemon.py; the host keeps every
   key forgeway does not own, and its original file comes back on delete); docker
   restarts only when the file changed.
+* ``<host>-ipv6-ra`` (runner hosts with ``runners.ipv6``): before docker forwards IPv6,
+  accept_ra=2 on the uplink that takes router advertisements (the device of the IPv6
+  default route), now and at boot, so the host keeps its RA default route; delete puts
+  accept_ra and the forwarding sysctls back as found (ipv6-ra-up.sh, and with --restore on delete).
 * ``<host>-docker-prune`` (runner hosts): a timer (cron without systemd) that prunes
   unused images and build cache when docker's disk is fuller than
   ``runners.prune.threshold_percent``.
@@ -68,6 +72,7 @@ class DockerHostArgs:
     daemon_json: Mapping[str, object] | None = None  # forgeway's daemon.json keys; None: left alone
     prune: Prune | None = None  # runners.prune (runner hosts); None: no prune timer
     binfmt_image: str | None = None  # runners.binfmt_image, for hosts with runner.multiarch
+    ipv6_forwarding: bool = False  # docker forwards IPv6 here (runners.ipv6): keep the RA route
     after: Sequence[pulumi.Resource] = ()  # what daemon.json, prune and binfmt wait for (its tunnel)
 
     @property
@@ -136,6 +141,7 @@ def docker_host_args(
             daemon_json=daemon_json_for(cfg, h) if runner else None,
             prune=cfg.runners.prune if runner else None,
             binfmt_image=cfg.runners.binfmt_image if runner else None,
+            ipv6_forwarding=runner and cfg.runners.ipv6,
             after=after.get(h.name, ()),
         )
         if runner or one.needs_client:
@@ -166,6 +172,7 @@ class DockerHost(pulumi.ComponentResource):
 
     client: remote.Command | None  # the registry trust and proxy drop-in (restarts docker when it changes)
     daemon: remote.Command | None
+    ipv6_ra: remote.Command | None  # accept_ra=2 on the uplink, before docker forwards IPv6
     prune: remote.Command | None
     binfmt: remote.Command | None
 
@@ -183,7 +190,13 @@ class DockerHost(pulumi.ComponentResource):
 
         self.client = self._client(args)
         after = [*args.after, *([self.client] if self.client else [])]
-        self.daemon = self.prune = self.binfmt = None
+        self.daemon = self.prune = self.binfmt = self.ipv6_ra = None
+        if args.ipv6_forwarding:
+            # Before the daemon: enabling forwarding drops RA routes except where accept_ra is 2.
+            ra = HostService(
+                stage="ipv6-ra", up="ipv6-ra-up.sh", down="ipv6-ra-up.sh", down_args=["--restore"], pass_dir=False
+            )
+            self.ipv6_ra = host_service(host, f"{h}-ipv6-ra", ra, parent=self, depends_on=after)
         if args.daemon_json is not None:
             ours = json.dumps(args.daemon_json, indent=2, sort_keys=True) + "\n"
             daemon = HostService(
@@ -193,7 +206,8 @@ class DockerHost(pulumi.ComponentResource):
                 down_args=["--restore"],
                 files={"forgeway.json": ours, "daemon_merge.py": script("daemon_merge.py")},
             )
-            self.daemon = host_service(host, f"{h}-docker-daemon", daemon, parent=self, depends_on=after)
+            ra_first = [self.ipv6_ra] if self.ipv6_ra is not None else []
+            self.daemon = host_service(host, f"{h}-docker-daemon", daemon, parent=self, depends_on=[*after, *ra_first])
         if args.prune is not None:
             p = args.prune
             prune = HostService(

@@ -20,6 +20,7 @@ from typing import Any
 from components.config import PROJECT, Runners, parse_stack
 from components.render.runner_config import CA_PATH
 from components.runners import RUNNER_CONTAINER, delete_timeout
+from components.scripts import script_command
 from tests.program.conftest import Stack, _synth, as_root
 from tests.stacks import prod_stack
 from tools.stack.synth import Registration, is_secret_value, unwrap
@@ -178,3 +179,25 @@ def test_the_runner_and_its_jobs_use_the_hosts_configured_socket() -> None:
         assert docker["host"] == "unix:///var/run/docker.sock"
         sockets = [v for v in docker["volumes"] if "docker.sock" in v]
         assert sockets == ([f"{socket}:/var/run/docker.sock"] if jobs_get_it else []), sockets
+
+
+def test_runner_hosts_keep_their_ra_route_where_docker_forwards_ipv6(stack: Stack) -> None:
+    """runners.ipv6: each runner host gets ipv6-ra-up.sh (accept_ra=2 on the uplink), and its
+    daemon.json waits for it, since docker's enabling forwarding drops the RA routes of every
+    interface whose accept_ra is not 2 yet; delete runs it with --restore. Off: no such command."""
+    commands = {r.name: r for r in stack.synth.of_type(COMMAND)}
+    ipv6 = bool(stack.config[f"{PROJECT}:runners"].get("ipv6"))
+    assert ipv6 == (stack.name == "lab"), "the lab stack has runners.ipv6, prod does not: both cases are seen"
+    for host in _runner_hosts(stack):
+        name = host["name"]
+        if not ipv6:
+            assert f"{name}-ipv6-ra" not in commands
+            continue
+        ra = commands[f"{name}-ipv6-ra"]
+        assert set(_staged(ra)) == {"ipv6-ra-up.sh"}
+        assert shlex.split(as_root(unwrap(ra.inputs["create"])).split("&&")[-1])[-1].endswith("ipv6-ra-up.sh")
+        assert script_command("ipv6-ra-up.sh", "--restore") in as_root(unwrap(ra.inputs["delete"])), name
+        assert ra.urn in commands[f"{name}-docker-daemon"].dependencies, f"{name}: daemon.json before accept_ra=2"
+    for host in stack.config[f"{PROJECT}:hosts"]:
+        if "runner" not in host["roles"]:
+            assert f"{host['name']}-ipv6-ra" not in commands
