@@ -12,26 +12,15 @@ wire, where a push seldom meets the milliseconds that matter.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
 import time
 from pathlib import Path
-from types import ModuleType
 
-SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "lab" / "standin_image" / "gitlab_backup.py"
 ROUNDS = 60  # at most; and at most DEADLINE_S seconds, with at least MIN_ROUNDS rounds
 MIN_ROUNDS = 30
 DEADLINE_S = 60
-
-
-def _backup_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gitlab_backup", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 ENV = {"GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1", "GIT_AUTHOR_NAME": "p",
@@ -55,7 +44,8 @@ def _git(*args: str, cwd: Path | None = None) -> str:
 
 
 def test_every_bundle_taken_during_pushes_restores_a_consistent_repository(tmp_path: Path) -> None:
-    backup = _backup_module()
+    from tools.lab.standin_image import gitlab_backup  # here: its import puts the image's paths on sys.path
+
     source, work = tmp_path / "source.git", tmp_path / "work"
     _git("init", "-q", "--bare", "--initial-branch=main", str(source))
     _git("init", "-q", "-b", "main", str(work))
@@ -75,12 +65,12 @@ def test_every_bundle_taken_during_pushes_restores_a_consistent_repository(tmp_p
         deadline = time.monotonic() + DEADLINE_S
         while rounds < ROUNDS and time.monotonic() < deadline:
             before = len(pushed())
-            assert backup.bundle_repository(source, bundle, tmp_path / "scratch.git"), (
+            assert gitlab_backup.bundle_repository(source, bundle, tmp_path / "scratch.git"), (
                 "no bundle of a pushed repository"
             )
             overlapped += len(pushed()) > before  # a push started (and the one before it landed) meanwhile
             shutil.rmtree(restored, ignore_errors=True)
-            backup.restore_repository(bundle, restored)
+            gitlab_backup.restore_repository(bundle, restored)
             assert _git("symbolic-ref", "HEAD", cwd=restored) == "refs/heads/main", f"round {rounds}"
             head = _git("rev-parse", "--verify", "HEAD", cwd=restored)  # fails: a restore without HEAD
             assert head in pushed(), f"round {rounds}: the restored branch is at {head}, which no push made"
