@@ -13,14 +13,19 @@ to stderr). Writes ``/var/opt/gitlab/backups/<name>_gitlab_backup.tar``, owner g
 
     backup_information.yml   :gitlab_version:, :backup_created_at:, :skipped:, :backup_id:, ... (Ruby's YAML)
     db/database.sql.gz       the API's state (a JSON document, gzipped: the stand-in's "database")
-    repositories/@hashed/xx/yy/<h>.bundle   one git bundle (all refs) per non-empty repository
+    repositories/@hashed/xx/yy/<h>.bundle   one git bundle per non-empty repository, of the refs in
+    repositories/@hashed/xx/yy/<h>.refs     its ref list (``<object id> <ref>`` lines; ``ref: <target> HEAD``)
     uploads.tar.gz           /var/opt/gitlab/gitlab-rails/uploads
     registry.tar.gz          /var/opt/gitlab/gitlab-rails/shared/registry
 
 Consistent while a push or an upload is under way: the database is copied under its lock
-first, a bundle holds refs whose objects are all there (git writes objects, then refs), an
-upload appears whole (written aside, then renamed). gitlab-secrets.json, gitlab.rb and the
-ssh host keys (/etc/gitlab) are left out, with GitLab's warning.
+first; each repository's refs are listed once, as Gitaly's backup lists them (ListRefs, HEAD
+included) and kept beside the bundle, and the bundle holds exactly those refs at those object
+ids, whose objects are all there (git writes objects, then refs); an upload appears whole
+(written aside, then renamed). A restore sets each repository's HEAD from its ref list, as
+Gitaly sets the default branch from the backup (bundles keep no symbolic ref).
+gitlab-secrets.json, gitlab.rb and the ssh host keys (/etc/gitlab) are left out, with
+GitLab's warning.
 
 ``gitlab-backup restore`` (= ``gitlab-rake gitlab:backup:restore``): ``BACKUP=<name>`` (may be
 left out when exactly one backup is there), ``force=yes`` (else it asks ``Do you want to
@@ -134,17 +139,62 @@ def _unpack(archive: Path, target: Path) -> None:
 
 
 def _dump_repositories(progress: Progress, snapshot: db.Json, work: Path) -> None:
-    """One bundle (every ref) per non-empty repository of ``snapshot``'s projects."""
+    """One bundle and its ref list per non-empty repository of ``snapshot``'s projects."""
     for ident in sorted(gp.projects(snapshot), key=int):
-        source = gp.repository(int(ident))
         bundle = work / "repositories" / f"{gp.hashed(int(ident))}.bundle"
-        refs = [*GIT, "-C", str(source), "for-each-ref", "--count=1"]
-        if not (source / "HEAD").exists() or not subprocess.run(refs, capture_output=True, check=True).stdout:
-            continue  # an empty repository has nothing to bundle: GitLab skips it too
-        bundle.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([*GIT, "-C", str(source), "bundle", "create", "--quiet", str(bundle), "--all"],
-                       check=True, capture_output=True)  # fmt: skip
-        progress.say(f" - project {ident} ... done")
+        if bundle_repository(gp.repository(int(ident)), bundle, work / ".scratch.git"):
+            progress.say(f" - project {ident} ... done")
+
+
+def bundle_repository(source: Path, bundle: Path, scratch: Path) -> bool:
+    """``source``'s refs, listed once, into ``bundle`` (with ``<bundle>.refs``); False when it has none.
+
+    Not ``git bundle create --all`` on the live repository: that reads every ref twice and
+    leaves out one that a push moved in between (gitlab-org/git#262), so a repository pushed
+    to during a backup could come back without its branch, or its HEAD. The listed refs are
+    set in ``scratch``, a repository that borrows ``source``'s objects (a push adds objects,
+    never removes them), and bundled from there, where nothing moves them."""
+    if not (source / "HEAD").exists():
+        return False
+    listed = _git(source, "for-each-ref", "--format=%(objectname) %(refname)").splitlines()
+    if not listed:
+        return False  # an empty repository has nothing to bundle: GitLab skips it too
+    head = subprocess.run([*GIT, "-C", str(source), "symbolic-ref", "-q", "HEAD"], capture_output=True, text=True,
+                          check=False).stdout.strip()  # fmt: skip
+    shutil.rmtree(scratch, ignore_errors=True)
+    subprocess.run([*GIT, "init", "-q", "--bare", str(scratch)], check=True)
+    (scratch / "objects" / "info" / "alternates").write_text(f"{(source / 'objects').resolve()}\n")
+    creates = "".join(f"create {ref} {oid}\n" for oid, ref in (line.split(" ", 1) for line in listed))
+    subprocess.run([*GIT, "-C", str(scratch), "update-ref", "--stdin"], input=creates, text=True, check=True)
+    if head:
+        _git(scratch, "symbolic-ref", "HEAD", head)
+    bundle.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([*GIT, "-C", str(scratch), "bundle", "create", "--quiet", str(bundle), "--all"],
+                   check=True, capture_output=True)  # fmt: skip
+    shutil.rmtree(scratch)
+    bundle.with_suffix(".refs").write_text(
+        "".join(f"{line}\n" for line in listed) + (f"ref: {head} HEAD\n" if head else "")
+    )
+    return True
+
+
+def restore_repository(bundle: Path, target: Path) -> None:
+    """A mirror of ``bundle`` at ``target``, its HEAD the one in the bundle's ref list when it has one."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([*GIT, "clone", "--quiet", "--mirror", str(bundle), str(target)], check=True)
+    _git(target, "remote", "remove", "origin")
+    refs = bundle.with_suffix(".refs")
+    heads = (
+        [line.split()[1] for line in refs.read_text().splitlines() if line.startswith("ref: ")]
+        if refs.is_file()
+        else []
+    )
+    if heads:  # else (a backup without ref lists) what clone guessed from the bundle's HEAD
+        _git(target, "symbolic-ref", "HEAD", heads[0])
+
+
+def _git(repository: Path, *args: str) -> str:
+    return subprocess.run([*GIT, "-C", str(repository), *args], capture_output=True, text=True, check=True).stdout
 
 
 def _dump_tree(work: Path, name: str, source: Path, *, copy: bool, rsyncable: bool) -> None:
@@ -316,11 +366,8 @@ def _restore_from(progress: Progress, tar: Path, work: Path, opts: dict[str, str
             gp.remove_tree(child)
         for ident in projects:
             bundle = work / "repositories" / f"{gp.hashed(int(ident))}.bundle"
-            target = gp.repository(int(ident))
             if bundle.is_file():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                subprocess.run([*GIT, "clone", "--quiet", "--mirror", str(bundle), str(target)], check=True)
-                subprocess.run([*GIT, "-C", str(target), "remote", "remove", "origin"], check=True)
+                restore_repository(bundle, gp.repository(int(ident)))
                 progress.say(f" - project {ident} ... done")
             else:
                 gp.init_repository(int(ident))
