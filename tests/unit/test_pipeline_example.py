@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from components.render.buildkitd import JOB_CERTS_D, JOB_PATH
+from components.render.buildkitd import JOB_CERTS_D, JOB_PATH, NO_ATTESTATIONS, render_buildkitd_toml
 from components.render.runner_config import DIND_CERTS_CLIENT, RunnerSettingsView, job_volumes
 
 pytestmark = pytest.mark.unit
@@ -60,7 +60,26 @@ def test_the_registry_ca_is_where_dind_and_buildx_read_it() -> None:
     assert any(v.endswith(f":{JOB_CERTS_D}:ro") for v in job_volumes(_view(ca_registries=("r:5050",))))
 
 
+def build_command() -> list[str]:
+    """The pipeline's ``docker buildx build`` words."""
+    (line,) = [str(s) for s in pipeline()["build-image"]["script"] if str(s).startswith("docker buildx build")]
+    return line.split()
+
+
+def built_platforms() -> str:
+    words = build_command()
+    return words[words.index("--platform") + 1]
+
+
+def test_the_build_pushes_an_index_of_exactly_its_platforms() -> None:
+    words = build_command()
+    assert all(flag in words for flag in NO_ATTESTATIONS) and "--push" in words
+    assert sorted(built_platforms().split(",")) == ["linux/amd64", "linux/arm64"]
+    # the shipped buildkitd.toml cannot change that, and says which flags do
+    assert " ".join(NO_ATTESTATIONS) in render_buildkitd_toml(["r:5050"])
+
+
 def test_the_docs_say_what_each_variable_is_for() -> None:
     text = DOC.read_text().split("What each setting is for:", 1)[1].split("\n\n", 2)[1]
-    for name in pipeline()["build-image"]["variables"]:
-        assert f"`{name}" in text, f"docs/runners.md does not say what {name} is for"
+    for name in [*pipeline()["build-image"]["variables"], *NO_ATTESTATIONS]:
+        assert name in text, f"docs/runners.md does not say what {name} is for"
