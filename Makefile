@@ -20,23 +20,24 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-setup.txt
 	       $(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt; }
 	touch $@
 
-# Every tier: unit, program, policies, lab. The lab tier needs root and its apt
-# packages; without them it fails (it never skips).
-# Unit, program and policies share no state: two pytest-xdist workers run them, the
-# program and the policies tier each whole on one worker (tests/conftest.py), so each
-# worker synthesizes a stack once. Then the lab tier, after them (its timing tests must
-# not race the other tiers), on two workers too: every test on `make lab`'s topology
-# (fixed names) on one worker, in order, and each other lab module whole on either
-# (tests/lab/conftest.py); those build their own namespaces with random names.
+# Every tier: unit, program, policies, lab, in one pytest session on two xdist workers
+# (--dist loadgroup). The lab tier needs root and its apt packages; without them it fails
+# (it never skips). Every test on `make lab`'s topology (fixed names) runs on one worker,
+# in order: the longest group (nearly all of the session's wall time), so it goes first
+# (--no-loadscope-reorder and the order tests/lab/conftest.py gives it). The other worker
+# meanwhile runs the rest: each other lab module whole (namespaces of its own with random
+# names), the program and the policies tier each whole (tests/conftest.py: a stack
+# synthesized once per worker), and the unit tests one by one, last, so that both workers
+# end together. Groups: tests/xdist_groups.py. The lab's timing tests share the machine
+# with the other worker as before, when it ran only lab modules (which load it more).
+# First, the lab's cached root file systems are built, at once, if missing
+# (tools/lab/prebuild.py: minutes on a machine without the cache, nothing with it). Its
+# failure fails nothing by itself: the lab tests then build them, and fail, saying why.
 PARALLEL := -n 2 --dist loadgroup
-# Run after the parallel lab tier, alone: beside it, the docker host this module boots did
-# not answer within 90 s (twice, 2026-12-07; cause not found yet), alone it answers in ~16 s.
-ALONE_LAB = tests/lab/test_lab_nspawn.py
 
 test: setup
-	$(PY) -m pytest tests -m "not bench and not lab" $(PARALLEL)
-	$(PY) -m pytest tests -m lab $(PARALLEL) --ignore=$(ALONE_LAB)
-	$(PY) -m pytest $(ALONE_LAB) -m lab
+	-$(PY) -m tools.lab.prebuild
+	$(PY) -m pytest tests -m "not bench" $(PARALLEL) --no-loadscope-reorder
 
 test-unit: setup
 	$(PY) -m pytest tests -m unit $(PARALLEL)

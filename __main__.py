@@ -30,7 +30,7 @@ forge = stack_forge(config)
 addresses = tunnel_addresses(config)
 
 # First, so that its checks fail the run before anything is registered.
-tls = ForgeTls(ForgeTlsArgs(forge, config.vps.internet_address, addresses[forge.host], secrets.ca_private_key))
+tls = ForgeTls(ForgeTlsArgs.for_stack(config, forge, addresses, secrets.ca_private_key))
 
 hosts = connect_hosts(config.hosts, secrets.ssh_private_key)
 # GitLab moved only along its upgrade stops: a refused upgrade changes no host (docs/gitlab.md).

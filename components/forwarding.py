@@ -26,6 +26,7 @@ from components.render.nftables import (
     render_home_routing,
 )
 from components.scripts import script, script_command, staged_command, unstaged_command
+from components.tunnel import tunnel_addresses6
 
 __all__ = ["PortForwarding", "PortForwardingArgs"]
 
@@ -40,6 +41,7 @@ class PortForwardingArgs:
     vps_address: ipaddress.IPv4Address  # the VPS's tunnel address: the forge host's replies' gateway
     vps_tunnel: pulumi.Resource  # wg0 on the VPS, which the rules name
     forge_tunnel: pulumi.Resource  # wg0 on the forge's host, which its return path names
+    vps_address6: ipaddress.IPv6Address | None = None  # with forwarding.ipv6: the IPv6 replies' gateway
 
     @classmethod
     def for_forge(
@@ -53,13 +55,17 @@ class PortForwardingArgs:
         """The VPS's forwarding of ``forge.services`` to ``forge.host``; ``hosts``,
         ``addresses`` and ``tunnel`` (wg0 commands) are per host name."""
         vps = cfg.vps.name
+        addresses6 = tunnel_addresses6(cfg) if cfg.forwarding.ipv6 else {}
         return cls(
-            forwarding_settings(cfg, addresses[forge.host], services=forge.services),
+            forwarding_settings(
+                cfg, addresses[forge.host], services=forge.services, home_address6=addresses6.get(forge.host)
+            ),
             vps=hosts[vps],
             forge=hosts[forge.host],
             vps_address=addresses[vps],
             vps_tunnel=tunnel[vps],
             forge_tunnel=tunnel[forge.host],
+            vps_address6=addresses6.get(vps),
         )
 
 
@@ -86,7 +92,13 @@ class PortForwarding(pulumi.ComponentResource):
         )
         self.home_routing = None
         if settings.mode == "preserve-source":
-            home = render_home_routing(HomeRoutingSettings(settings.tunnel_interface, args.vps_address))
+            home = render_home_routing(
+                HomeRoutingSettings(
+                    settings.tunnel_interface,
+                    args.vps_address,
+                    vps_tunnel_address6=args.vps_address6 if settings.home_address6 is not None else None,
+                )
+            )
             self.home_routing = args.forge.command(
                 f"{args.forge.settings.name}-return-path",
                 parent=self,

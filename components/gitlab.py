@@ -48,6 +48,7 @@ from components.render.gitlab import (
     ruby_str,
     settings_from_config,
 )
+from components.tunnel import tunnel_addresses6
 from components.upgrade import Version, pre_upgrade_backup, target_version, upgrade_wait
 
 __all__ = [
@@ -179,6 +180,7 @@ class GitLabServerArgs:
     # pre-upgrade backup is forgeway-backup (backup.enabled) or a recorded manual one.
     version: Version | None = None
     backups: bool = False
+    tunnel_address6: ipaddress.IPv6Address | None = None  # tunnel.ipv6: the ports bind it too
 
     @classmethod
     def from_config(
@@ -211,6 +213,7 @@ class GitLabServerArgs:
             docker_changes=[docker_changes[forge.host]] if forge.host in docker_changes else [],
             version=target_version(cfg),
             backups=cfg.backup.enabled,
+            tunnel_address6=tunnel_addresses6(cfg).get(forge.host),
         )
 
 
@@ -300,6 +303,8 @@ class GitLabServer(pulumi.ComponentResource):
                     docker.ContainerUploadArgs(file=f"{SSL_DIR}/{cert_name}.key", content=key, permissions=private),
                 ]
         bind = [str(args.tunnel_address)]
+        if args.tunnel_address6 is not None:
+            bind.append(str(args.tunnel_address6))
         if gitlab.publish_on_lan:
             bind.append(settings.address)
         self.container = docker.Container(

@@ -2,7 +2,8 @@
 
 Borrowed from NixOS ``systemd.services`` / ``systemd.timers``: a service is its up script
 (which installs its files and its unit or timer, through the shell library
-components/scripts/host-files.sh: ``install_unit``, ``enable_unit``, ``remove_units``),
+components/scripts/host-files.sh: ``install_unit``, ``enable_unit``, ``remove_units``;
+a timer: ``install_timer``, ``remove_timer``),
 its down script (which removes exactly those), and the files staged beside the up.
 :func:`host_service` turns one into the host's ``remote.Command``: create stages the
 files in ``$FORGEWAY_ETC/forgeway/stage/<stage>`` and runs the up there; delete runs the

@@ -161,19 +161,32 @@ def server_names(cfg: StackConfig, addresses: Mapping[str, ipaddress.IPv4Address
     from components.forge import (
         stack_forge,
     )  # not at the top: components.forge imports the registry, which imports this
+    from components.tunnel import tunnel_addresses6  # as above: components.tunnel imports the forge
 
     forge = stack_forge(cfg)
-    return certificate_names(forge, cfg.vps.internet_address, addresses[forge.host])
+    return certificate_names(
+        forge,
+        cfg.vps.internet_address,
+        addresses[forge.host],
+        vps_public6=cfg.vps_public_address6 if cfg.forwarding.ipv6 else None,
+        forge_tunnel_address6=tunnel_addresses6(cfg).get(forge.host),
+    )
 
 
 def certificate_names(
-    forge: Forge, vps_public: str, forge_tunnel_address: ipaddress.IPv4Address
+    forge: Forge,
+    vps_public: str,
+    forge_tunnel_address: ipaddress.IPv4Address,
+    *,
+    vps_public6: str | None = None,
+    forge_tunnel_address6: ipaddress.IPv6Address | None = None,
 ) -> tuple[list[str], list[str]]:
     """(dns_names, ip_addresses) of every way clients reach the forge and its registry.
 
     The forge's names (its domain first: the common name; then the registry's), the
-    VPS's public address if it is an IP (clients that dial the VPS directly), the forge
-    host's tunnel address and its LAN address (an IP, or a DNS name on the LAN). No
+    VPS's public address if it is an IP (clients that dial the VPS directly) and its
+    public IPv6 address (forwarding.ipv6), the forge host's tunnel addresses (IPv4, then
+    IPv6 with tunnel.ipv6) and its LAN address (an IP, or a DNS name on the LAN). No
     duplicates, in that order.
     """
     dns: list[str] = []
@@ -189,7 +202,11 @@ def certificate_names(
         add(name)
     if ip_or_none(vps_public) is not None:
         add(vps_public)
+    if vps_public6 is not None:
+        add(vps_public6)
     add(str(forge_tunnel_address))
+    if forge_tunnel_address6 is not None:
+        add(str(forge_tunnel_address6))
     add(forge.lan_address)
     return dns, ips
 
@@ -209,6 +226,30 @@ class ForgeTlsArgs:
     # test harness (tools/stack/synth) never lets the program query DNS.
     check_dns: bool = field(default_factory=lambda: os.environ.get("FORGEWAY_NO_DNS") != "1")
     resolve: Resolver = system_resolver
+    vps_public6: str | None = None  # the VPS's public IPv6 address where config gives one
+    forge_tunnel_address6: ipaddress.IPv6Address | None = None  # tunnel.ipv6: the forge host's
+    forward_ipv6: bool = False  # forwarding.ipv6: AAAA records can be answered
+
+    @classmethod
+    def for_stack(
+        cls,
+        cfg: StackConfig,
+        forge: Forge,
+        addresses: Mapping[str, ipaddress.IPv4Address],
+        ca_private_key: pulumi.Output[str] | None,
+    ) -> ForgeTlsArgs:
+        """The stack's forge TLS: its VPS addresses of both families and the forge host's tunnel addresses."""
+        from components.tunnel import tunnel_addresses6  # as in server_names
+
+        return cls(
+            forge,
+            cfg.vps.internet_address,
+            addresses[forge.host],
+            ca_private_key,
+            vps_public6=cfg.vps_public_address6,
+            forge_tunnel_address6=tunnel_addresses6(cfg).get(forge.host),
+            forward_ipv6=cfg.forwarding.ipv6,
+        )
 
 
 class ForgeTls:
@@ -232,9 +273,22 @@ class ForgeTls:
 
     def __init__(self, args: ForgeTlsArgs) -> None:
         forge = args.forge
-        for problem in forge_dns_problems(forge, args.vps_public, args.resolve) if args.check_dns else []:
+        problems = (
+            forge_dns_problems(
+                forge, args.vps_public, args.resolve, public6=args.vps_public6, forward_ipv6=args.forward_ipv6
+            )
+            if args.check_dns
+            else []
+        )
+        for problem in problems:
             pulumi.log.warn(f"{forge.kind}.tls=letsencrypt: {problem}")
-        dns_names, ip_addresses = certificate_names(forge, args.vps_public, args.forge_tunnel_address)
+        dns_names, ip_addresses = certificate_names(
+            forge,
+            args.vps_public,
+            args.forge_tunnel_address,
+            vps_public6=args.vps_public6 if args.forward_ipv6 else None,
+            forge_tunnel_address6=args.forge_tunnel_address6,
+        )
         if forge.tls == "own-ca" and (missing := uncovered_names(dns_names, ip_addresses, forge.dialed_names)):
             raise RuntimeError(
                 f"the server certificate would not cover {', '.join(missing)} (a forgeway bug: report it)"

@@ -4,7 +4,9 @@
   if every name of it (its domain, its registry's) resolves to the VPS's public address. Looked up
   with the deployer's resolver at preview/up time; what is missing is reported as a
   warning (DNS may be about to change, and the engine cannot see it either), naming each
-  name, what it resolved to and what it must resolve to.
+  name, what it resolved to and what it must resolve to. AAAA records too: Let's Encrypt
+  prefers IPv6 where a name has one, so each must point at the VPS's IPv6 address, and
+  with forwarding.ipv6 off any AAAA record is a warning (nothing answers there).
 * ``uncovered_names``: with ``own-ca``, every name and address clients use must be in
   the server certificate (``covers``, the rule TLS clients apply). The names come from
   the same config, so this guards the code that makes them: a failure is a bug,
@@ -50,11 +52,28 @@ def letsencrypt_dns_problems(cfg: StackConfig, resolve: Resolver = system_resolv
     """What keeps Let's Encrypt from reaching the stack's forge through the VPS, one line each."""
     from components.forge import stack_forge  # not at the top: see the TYPE_CHECKING import
 
-    return forge_dns_problems(stack_forge(cfg), cfg.vps.internet_address, resolve)
+    return forge_dns_problems(
+        stack_forge(cfg),
+        cfg.vps.internet_address,
+        resolve,
+        public6=cfg.vps_public_address6,
+        forward_ipv6=cfg.forwarding.ipv6,
+    )
 
 
-def forge_dns_problems(forge: Forge, public: str, resolve: Resolver = system_resolver) -> list[str]:
-    """What keeps Let's Encrypt from reaching ``forge`` through the VPS at ``public``, one line each."""
+def forge_dns_problems(
+    forge: Forge,
+    public: str,
+    resolve: Resolver = system_resolver,
+    *,
+    public6: str | None = None,
+    forward_ipv6: bool = False,
+) -> list[str]:
+    """What keeps Let's Encrypt from reaching ``forge`` through the VPS at ``public``, one line each.
+
+    ``public6``: the VPS's IPv6 address where config gives one (StackConfig.vps_public_address6);
+    ``forward_ipv6``: forwarding.ipv6, without which no AAAA record can be answered.
+    """
     if forge.tls != "letsencrypt":
         return []
     try:
@@ -63,17 +82,46 @@ def forge_dns_problems(forge: Forge, public: str, resolve: Resolver = system_res
         wanted = set(resolve(public))
         if not wanted:
             return [f"the VPS's public_address {public} does not resolve: Let's Encrypt cannot reach it"]
+    wanted6 = {public6} if public6 is not None else {a for a in wanted if _is_ipv6(a)}
     problems = []
     for name in forge.public_names:
         found = set(resolve(name))
         if not found:
             problems.append(f"{name} does not resolve; point it at the VPS ({', '.join(sorted(wanted))})")
-        elif not found & wanted:
+        elif not found & (wanted | wanted6):
             problems.append(
                 f"{name} resolves to {', '.join(sorted(found))}, not to the VPS ({', '.join(sorted(wanted))}): "
                 f"Let's Encrypt's HTTP-01 challenge would not reach {forge.kind} on {forge.host}"
             )
+        problems += _aaaa_problems(forge, name, sorted(a for a in found if _is_ipv6(a)), wanted6, forward_ipv6)
     return problems
+
+
+def _is_ipv6(address: str) -> bool:
+    return ip_or_none(address) is not None and ":" in address
+
+
+def _aaaa_problems(forge: Forge, name: str, aaaa: list[str], wanted6: set[str], forward_ipv6: bool) -> list[str]:
+    """The AAAA records of ``name`` Let's Encrypt would use (it prefers IPv6) and fail on."""
+    if not aaaa:
+        return []
+    if not forward_ipv6:
+        return [
+            f"{name} has the AAAA record {', '.join(aaaa)}, but forwarding.ipv6 is off: Let's Encrypt prefers "
+            f"IPv6 and its HTTP-01 challenge would fail; remove the AAAA record or set forwarding.ipv6: true"
+        ]
+    if not wanted6:
+        return [
+            f"{name} has the AAAA record {', '.join(aaaa)}, and the VPS's IPv6 address is unknown: set "
+            f"hosts[vps].public_address6 so forgeway can check that it points at the VPS"
+        ]
+    want = ", ".join(sorted(wanted6))
+    return [
+        f"{name} has the AAAA record {a}, not the VPS's IPv6 address ({want}): Let's Encrypt prefers IPv6 "
+        f"and its HTTP-01 challenge would not reach {forge.kind} on {forge.host}"
+        for a in aaaa
+        if a not in wanted6
+    ]
 
 
 def uncovered_names(cert_dns: Iterable[str], cert_ips: Iterable[str], wanted: Iterable[str]) -> list[str]:

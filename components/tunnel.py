@@ -29,7 +29,7 @@ from components.render.wgconf import (
     peer_interface,
     tunnel_files,
 )
-from components.render.wireguard import assign_tunnel_addresses, wg_public_key
+from components.render.wireguard import assign_tunnel_addresses, assign_tunnel_addresses6, wg_public_key
 from components.scripts import script, script_command, staged_command, unstaged_command
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "WireGuardKey",
     "WireGuardKeyArgs",
     "tunnel_addresses",
+    "tunnel_addresses6",
 ]
 
 
@@ -84,6 +85,21 @@ def tunnel_addresses(cfg: StackConfig) -> dict[str, ipaddress.IPv4Address]:
     return _addresses(cfg.tunnel, cfg.hosts)
 
 
+def _addresses6(settings: TunnelSettings, hosts: Iterable[HostConfig]) -> dict[str, ipaddress.IPv6Address]:
+    if not settings.ipv6:
+        return {}
+    hosts = list(hosts)
+    subnet = settings.subnet
+    assert isinstance(subnet, ipaddress.IPv4Network)
+    pinned = {h.name: h.tunnel_address6 for h in hosts}
+    return assign_tunnel_addresses6(subnet, settings.ipv6_subnet, _addresses(settings, hosts), pinned)
+
+
+def tunnel_addresses6(cfg: StackConfig) -> dict[str, ipaddress.IPv6Address]:
+    """Every host's tunnel IPv6 address with tunnel.ipv6 (the IPv4 host part mirrored), else empty."""
+    return _addresses6(cfg.tunnel, cfg.hosts)
+
+
 # --- the tunnel on hosts ------------------------------------------------------------
 
 INTERFACE = DEFAULT_INTERFACE
@@ -96,6 +112,7 @@ class TunnelPeerInfo:
     name: str
     address: ipaddress.IPv4Address
     public_key: pulumi.Output[str]
+    address6: ipaddress.IPv6Address | None = None  # with tunnel.ipv6
 
 
 def _tunnel_command(
@@ -130,6 +147,7 @@ class TunnelEndpointArgs:
     address: ipaddress.IPv4Address
     key: WireGuardKey
     peers: Sequence[TunnelPeerInfo]
+    address6: ipaddress.IPv6Address | None = None  # with tunnel.ipv6
 
 
 class TunnelEndpoint(pulumi.ComponentResource):
@@ -142,13 +160,14 @@ class TunnelEndpoint(pulumi.ComponentResource):
     def __init__(self, name: str, args: TunnelEndpointArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("forgeway:tunnel:TunnelEndpoint", name, None, opts)
         names = [p.name for p in args.peers]
-        addresses = [p.address for p in args.peers]
+        addresses = [(p.address, p.address6) for p in args.peers]
         files = pulumi.Output.all(*[p.public_key for p in args.peers]).apply(
             lambda keys: tunnel_files(
                 endpoint_interface(
                     tunnel=args.settings,
                     address=args.address,
-                    peers=[TunnelHost(n, k, a) for n, k, a in zip(names, keys, addresses, strict=True)],
+                    peers=[TunnelHost(n, k, a, a6) for n, k, (a, a6) in zip(names, keys, addresses, strict=True)],
+                    address6=args.address6,
                 )
             )
         )
@@ -167,6 +186,8 @@ class TunnelPeerArgs:
     vps: TunnelPeerInfo
     endpoint_host: str  # what this peer dials: tunnel.endpoint or the VPS's public address
     any_source: bool = False  # accept packets from any source (the forge's host, preserve-source)
+    any_source6: bool = False  # the same for IPv6 (preserve-source with forwarding.ipv6)
+    address6: ipaddress.IPv6Address | None = None  # with tunnel.ipv6
 
 
 class TunnelPeer(pulumi.ComponentResource):
@@ -182,9 +203,11 @@ class TunnelPeer(pulumi.ComponentResource):
                 peer_interface(
                     tunnel=args.settings,
                     address=args.address,
-                    vps=TunnelHost(args.vps.name, vps_key, args.vps.address),
+                    vps=TunnelHost(args.vps.name, vps_key, args.vps.address, args.vps.address6),
                     endpoint_host=args.endpoint_host,
                     any_source=args.any_source,
+                    any_source6=args.any_source6,
+                    address6=args.address6,
                 )
             )
         )
@@ -209,13 +232,25 @@ class TunnelArgs:
     private_keys: Mapping[str, pulumi.Output[str]]  # secret config, per host; others get generated keys
     forwarding_mode: ForwardingMode  # forwarding.mode
     forge_host: str  # Forge.host: the peer the VPS forwards the public services to
+    forward_ipv6: bool = False  # forwarding.ipv6: the forge's host also takes IPv6 from any source
+    endpoints: Mapping[str, str] | None = None  # per peer, what it dials (StackConfig.tunnel_endpoint_for)
 
     @classmethod
     def for_forge(
         cls, cfg: StackConfig, forge: Forge, hosts: Mapping[str, Host], private_keys: Mapping[str, pulumi.Output[str]]
     ) -> TunnelArgs:
         """The ``tunnel`` section, its endpoint (StackConfig.tunnel_endpoint_host) and the forwarding mode."""
-        return cls(cfg.tunnel, hosts, cfg.tunnel_endpoint_host, private_keys, cfg.forwarding.mode, forge.host)
+        endpoints = {h.name: cfg.tunnel_endpoint_for(h) or cfg.tunnel_endpoint_host for h in cfg.hosts}
+        return cls(
+            cfg.tunnel,
+            hosts,
+            cfg.tunnel_endpoint_host,
+            private_keys,
+            cfg.forwarding.mode,
+            forge.host,
+            forward_ipv6=cfg.forwarding.ipv6,
+            endpoints=endpoints,
+        )
 
 
 class Tunnel(pulumi.ComponentResource):
@@ -226,6 +261,7 @@ class Tunnel(pulumi.ComponentResource):
     """
 
     addresses: dict[str, ipaddress.IPv4Address]
+    addresses6: dict[str, ipaddress.IPv6Address]  # empty unless tunnel.ipv6
     keys: dict[str, WireGuardKey]
     endpoint: TunnelEndpoint
     peers: dict[str, TunnelPeer]
@@ -234,13 +270,19 @@ class Tunnel(pulumi.ComponentResource):
         super().__init__("forgeway:tunnel:Tunnel", name, None, opts)
         configs = [host.settings for host in args.hosts.values()]
         self.addresses = _addresses(args.settings, configs)
+        self.addresses6 = _addresses6(args.settings, configs)
         child = pulumi.ResourceOptions.merge(pulumi.ResourceOptions(parent=self), _MOVED)
         self.keys = {
             h.name: WireGuardKey(f"{h.name}-wg", WireGuardKeyArgs(supplied=args.private_keys.get(h.name)), child)
             for h in configs
         }
         vps = next(h for h in configs if "vps" in h.roles)
-        info = {h.name: TunnelPeerInfo(h.name, self.addresses[h.name], self.keys[h.name].public_key) for h in configs}
+        info = {
+            h.name: TunnelPeerInfo(
+                h.name, self.addresses[h.name], self.keys[h.name].public_key, self.addresses6.get(h.name)
+            )
+            for h in configs
+        }
         peers = [h for h in configs if h.name != vps.name]
         self.endpoint = TunnelEndpoint(
             name,
@@ -250,6 +292,7 @@ class Tunnel(pulumi.ComponentResource):
                 self.addresses[vps.name],
                 self.keys[vps.name],
                 [info[h.name] for h in peers],
+                address6=self.addresses6.get(vps.name),
             ),
             child,
         )
@@ -263,8 +306,10 @@ class Tunnel(pulumi.ComponentResource):
                     self.addresses[h.name],
                     self.keys[h.name],
                     vps=info[vps.name],
-                    endpoint_host=args.endpoint_host,
+                    endpoint_host=(args.endpoints or {}).get(h.name, args.endpoint_host),
                     any_source=h.name == any_source_host,
+                    any_source6=h.name == any_source_host and args.forward_ipv6,
+                    address6=self.addresses6.get(h.name),
                 ),
                 child,
             )

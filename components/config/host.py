@@ -12,15 +12,18 @@ from components.config.types import (
     Address,
     ArchField,
     Become,
+    EndpointFamily,
     HostKey,
     Int,
     InterfaceName,
     IPv4AddressText,
+    IPv6AddressText,
     Name,
     Network,
     NoProxyEntry,
     Port,
     ProxyUrl,
+    PublicAddress6,
     Role,
     RunnerScope,
     Section,
@@ -133,6 +136,11 @@ class Host(Section):
     public_address: Address | None = Field(
         None, description="VPS only: the public address clients and peers use (default: address)"
     )
+    public_address6: PublicAddress6 = Field(
+        "auto",
+        description="VPS only: its public IPv6 address (AAAA records, certificate, peers dialling over IPv6); "
+        "auto: the AAAA records of public_address or address where that is a DNS name",
+    )
     public_interface: InterfaceName = Field("eth0", description="VPS only: the interface that faces the internet")
     lan_networks: list[Network] = Field(
         default_factory=list, description="The host's LAN networks (must not overlap the tunnel)"
@@ -142,6 +150,14 @@ class Host(Section):
     )
     tunnel_address: IPv4AddressText | None = Field(
         None, description="Fixed tunnel address; default: assigned in host order (.1 is the VPS)"
+    )
+    tunnel_address6: IPv6AddressText | None = Field(
+        None, description="Fixed tunnel IPv6 address (tunnel.ipv6); default: ipv6_subnet + the IPv4 host part"
+    )
+    tunnel_endpoint_family: EndpointFamily = Field(
+        "auto",
+        description="How this peer dials the VPS: auto (the endpoint as given; a name as the host's resolver "
+        "orders it), ipv4 or ipv6 (the VPS's public_address6, else the name's AAAA records only)",
     )
     memory_mb: Annotated[Int, Field(ge=256)] | None = Field(
         None, description="Host memory in MB (drives the GitLab small-device profile)"

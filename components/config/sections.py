@@ -38,6 +38,7 @@ from components.config.types import (
     SmallDevice,
     TlsMode,
     TunnelImplementation,
+    TunnelIPv6Subnet,
     VolumeRole,
 )
 
@@ -84,6 +85,14 @@ class Tunnel(Section):
     implementation: TunnelImplementation = Field(
         "auto", description="auto: the kernel module where it loads, else wireguard-go"
     )
+    ipv6: bool = Field(
+        False, description="Dual-stack tunnel: every host also gets an address of ipv6_subnet (README, Tunnel)"
+    )
+    ipv6_subnet: TunnelIPv6Subnet = Field(
+        ipaddress.IPv6Network("fd77:6179:7761::/64"),
+        description="Tunnel prefix (IPv6, /64 to /120, a ULA) with tunnel.ipv6; a host's address mirrors its "
+        "IPv4 host part (10.8.0.2 -> ::2)",
+    )
     admin_peers: list[Name] = Field(
         default_factory=list,
         description="Hosts (by name) whose tunnel address may reach the VPS admin SSH and every other host's "
@@ -128,6 +137,11 @@ class Forwarding(Section):
         default_factory=_default_ports, description="Forwarded services (public -> home port)"
     )
     admin_ssh_port: Port | None = Field(None, description="VPS admin SSH port kept open; default: the VPS ssh_port")
+    ipv6: bool = Field(
+        False,
+        description="Also forward the ports on the VPS's IPv6 address to the forge's tunnel IPv6 address "
+        "(needs tunnel.ipv6); same mode as IPv4",
+    )
 
     def port(self, service: str) -> ForwardedPort | None:
         return next((p for p in self.ports if p.service == service), None)
@@ -306,6 +320,33 @@ class StackConfig(Section):
         return self.tunnel.endpoint or self.vps.internet_address
 
     @property
+    def vps_public_address6(self) -> str | None:
+        """The VPS's public IPv6 address where config gives one: ``public_address6`` when it
+        is not auto, else ``tunnel.endpoint``/``public_address``/``address`` when that is an
+        IPv6 literal; None: only DNS (AAAA records) can say."""
+        if self.vps.public_address6 != "auto":
+            return self.vps.public_address6
+        for value in (self.tunnel.endpoint, self.vps.internet_address):
+            if value is not None and _ip_version(value) == 6:
+                return str(ipaddress.IPv6Address(value.split("%")[0]))
+        return None
+
+    def tunnel_endpoint_for(self, host: Host) -> str | None:
+        """What ``host`` dials (``hosts[].tunnel_endpoint_family``): auto, the endpoint as
+        given (a DNS name is resolved by wg, as the host's resolver orders it); ipv6 or ipv4,
+        an address of that family from config; None when config gives none (a check says so)."""
+        family = host.tunnel_endpoint_family
+        endpoint = self.tunnel_endpoint_host
+        if family == "auto":
+            return endpoint
+        if family == "ipv6":
+            return endpoint if _ip_version(endpoint) == 6 else self.vps_public_address6
+        for value in (self.tunnel.endpoint, self.vps.public_address, self.vps.address):
+            if value is not None and _ip_version(value) == 4:
+                return value
+        return None
+
+    @property
     def default_gitlab_url(self) -> str:
         """https on GitLab's domain and the public https port (omitted when it is 443): the
         default of ``gitlab.external_url``, and the origin a set one must have."""
@@ -331,6 +372,14 @@ class StackConfig(Section):
         if self.registry.enabled and self.registry_domain not in names:
             names.append(self.registry_domain)
         return names
+
+
+def _ip_version(value: str) -> int | None:
+    """4 or 6 for an address literal, None for a DNS name."""
+    try:
+        return ipaddress.ip_address(value).version
+    except ValueError:
+        return None
 
 
 # The top-level keys of the stack config that are not secrets (secrets.py holds those).

@@ -32,6 +32,7 @@ PullPolicy = Literal["always", "if-not-present", "never"]
 RunnerScope = Literal["instance", "group", "project"]  # runners[].scope: GitLab's runner_type without _type
 VolumeRole = Literal["config", "logs", "data"]
 Become = Literal["sudo", "none"]
+EndpointFamily = Literal["auto", "ipv4", "ipv6"]  # hosts[].tunnel_endpoint_family
 
 # --- field types -------------------------------------------------------------------
 
@@ -298,6 +299,35 @@ def _ipv4_address_text(value: Any) -> Any:
 
 
 IPv4AddressText = Annotated[ipaddress.IPv4Address, BeforeValidator(_ipv4_address_text)]
+
+
+def _ipv6_address_text(value: Any) -> Any:
+    # As for IPv4: a number is not an address; a zone ID has no place on a tunnel or public address.
+    if not isinstance(value, str | ipaddress.IPv6Address) or "%" in str(value):
+        raise ValueError("an IPv6 address written as text without a zone, e.g. 2001:db8::10")
+    return value
+
+
+def _public_address6(value: Any) -> Any:
+    if value == "auto":
+        return value
+    try:
+        return str(ipaddress.IPv6Address(_ipv6_address_text(value)))
+    except ValueError:
+        raise ValueError("auto, or the VPS's public IPv6 address (no zone), e.g. 2001:db8::10") from None
+
+
+def _tunnel_ipv6_subnet(value: Any) -> ipaddress.IPv6Network:
+    network = _network(value)
+    # /64 to /120: room for a host part that mirrors the IPv4 one (10.8.0.2 -> ::2).
+    if not isinstance(network, ipaddress.IPv6Network) or not 64 <= network.prefixlen <= 120:
+        raise ValueError("an IPv6 prefix of /64 to /120, a ULA such as fd77:6179:7761::/64")
+    return network
+
+
+IPv6AddressText = Annotated[ipaddress.IPv6Address, BeforeValidator(_ipv6_address_text)]
+PublicAddress6 = Annotated[str, BeforeValidator(_public_address6)]
+TunnelIPv6Subnet = Annotated[ipaddress.IPv6Network, BeforeValidator(_tunnel_ipv6_subnet)]
 Email = Annotated[str, AfterValidator(_email)]
 # gitlab.rb and the runner's config.toml quote the URL: printable ASCII only, no quote or backslash.
 ExternalUrl = Annotated[

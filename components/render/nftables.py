@@ -64,6 +64,7 @@ _MODES = ("snat", "preserve-source")
 # Linux accepts (at most 15 bytes, no '/', ':' or blanks).
 _IFNAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")
 _TCP_IP_HEADERS = 40  # IPv4 (20) + TCP (20) without options: MSS = MTU - 40
+_TCP_IP6_HEADERS = 60  # IPv6 (40) + TCP (20): MSS = MTU - 60
 
 
 class PortForward(NamedTuple):
@@ -89,12 +90,16 @@ class ForwardingSettings:
     mode: ForwardingMode  # snat | preserve-source (forwarding.mode)
     admin_ssh_port: int  # the VPS's own sshd: never forwarded, always accepted
     wireguard_port: int  # UDP listen port of WireGuard on the VPS (tunnel.listen_port)
-    tunnel_mtu: int  # tunnel.effective_mtu; TCP MSS through the tunnel is this - 40
+    tunnel_mtu: int  # tunnel.effective_mtu; TCP MSS through the tunnel is this - 40 (IPv6: - 60)
+    # forwarding.ipv6: the forge's tunnel IPv6 address; None: IPv4 only (no table ip6 forgeway)
+    home_address6: ipaddress.IPv6Address | None = None
 
     def __post_init__(self) -> None:
         ports = tuple(p if isinstance(p, PortForward) else PortForward(*p) for p in self.ports)
         object.__setattr__(self, "ports", ports)
         object.__setattr__(self, "home_address", ipaddress.IPv4Address(self.home_address))
+        if self.home_address6 is not None:
+            object.__setattr__(self, "home_address6", ipaddress.IPv6Address(self.home_address6))
 
 
 @dataclass(frozen=True)
@@ -106,9 +111,13 @@ class HomeRoutingSettings:
     fwmark: int = DEFAULT_FWMARK  # one bit: mark and mask
     route_table: int = DEFAULT_ROUTE_TABLE
     rule_priority: int = DEFAULT_RULE_PRIORITY
+    # forwarding.ipv6: the VPS's tunnel IPv6 address, the IPv6 replies' gateway; None: IPv4 only
+    vps_tunnel_address6: ipaddress.IPv6Address | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "vps_tunnel_address", ipaddress.IPv4Address(self.vps_tunnel_address))
+        if self.vps_tunnel_address6 is not None:
+            object.__setattr__(self, "vps_tunnel_address6", ipaddress.IPv6Address(self.vps_tunnel_address6))
 
 
 @dataclass(frozen=True)
@@ -125,9 +134,11 @@ class HomeRouting:
     rule_priority: int
     gateway: str  # default route of the table: via the VPS tunnel address
     rp_filter: int = field(default=2)  # loose on the tunnel: replies' sources are anywhere
+    gateway6: str | None = None  # the same for IPv6 (ip -6 rule/route), with forwarding.ipv6
 
     def script_args(self) -> tuple[str, ...]:
-        return (self.interface, self.fwmark, str(self.route_table), str(self.rule_priority), self.gateway)
+        base = (self.interface, self.fwmark, str(self.route_table), str(self.rule_priority), self.gateway)
+        return (*base, self.gateway6) if self.gateway6 is not None else base
 
 
 # --- checks ---------------------------------------------------------------------------
@@ -159,6 +170,9 @@ def _check_forwarding(s: ForwardingSettings) -> None:
         or a == ipaddress.IPv4Address("255.255.255.255")
     ):
         raise ValueError(f"home_address {a} is not a unicast address a tunnel peer can have")
+    a6 = s.home_address6
+    if a6 is not None and (a6.is_unspecified or a6.is_loopback or a6.is_multicast or a6.is_link_local):
+        raise ValueError(f"home_address6 {a6} is not a unicast address a tunnel peer can have")
     _check_port("admin_ssh_port", s.admin_ssh_port)
     _check_port("wireguard_port", s.wireguard_port)
     if not 1280 <= s.tunnel_mtu <= 9000:
@@ -188,9 +202,13 @@ def forwarding_settings(
     home_address: ipaddress.IPv4Address | str,
     tunnel_interface: str = "wg0",
     services: Sequence[ForwardedPort] | None = None,
+    home_address6: ipaddress.IPv6Address | str | None = None,
 ) -> ForwardingSettings:
     """ForwardingSettings from a validated ``StackConfig`` and the forge host's tunnel
-    address; ``services``: the forge's published ports (Forge.services), else forwarding.ports."""
+    address; ``services``: the forge's published ports (Forge.services), else forwarding.ports;
+    ``home_address6``: the forge host's tunnel IPv6 address, used with forwarding.ipv6."""
+    if cfg.forwarding.ipv6 and home_address6 is None:
+        raise ValueError("forwarding.ipv6 is on: the forge host's tunnel IPv6 address is needed")
     vps = cfg.vps
     fw = cfg.forwarding
     return ForwardingSettings(
@@ -204,6 +222,7 @@ def forwarding_settings(
         admin_ssh_port=cfg.admin_ssh_port,
         wireguard_port=cfg.tunnel.listen_port,
         tunnel_mtu=cfg.tunnel.effective_mtu,
+        home_address6=ipaddress.IPv6Address(home_address6) if cfg.forwarding.ipv6 and home_address6 else None,
     )
 
 
@@ -213,7 +232,7 @@ def _q(text: str) -> str:
     return f'"{text}"'
 
 
-def _table_header(title: Iterable[str], meta: Iterable[str]) -> list[str]:
+def _table_header(title: Iterable[str], meta: Iterable[str], families: Sequence[str] = ("ip",)) -> list[str]:
     lines = ["#!/usr/sbin/nft -f"]
     lines += [f"# {t}" if t else "#" for t in title]
     lines += [
@@ -227,10 +246,12 @@ def _table_header(title: Iterable[str], meta: Iterable[str]) -> list[str]:
         "# Declare the table, so the delete below also works on a first load; delete it; define",
         f"# it whole. nft -f applies the file as one transaction: table ip {TABLE} is replaced",
         "# atomically, as often as it is loaded, and no other table is touched.",
-        f"table ip {TABLE}",
-        f"delete table ip {TABLE}",
-        "",
     ]
+    if len(families) > 1:
+        lines.append(f"# IPv6 has its own table ip6 {TABLE}, in the same transaction.")
+    for family in families:
+        lines += [f"table {family} {TABLE}", f"delete table {family} {TABLE}"]
+    lines.append("")
     return lines
 
 
@@ -256,7 +277,18 @@ def render_forwarding(settings: ForwardingSettings) -> str:
         f"forgeway port forwarding on the VPS: table ip {TABLE}, and nothing else.",
         f"TCP ports arriving on {s.public_interface} go to {home} through {s.tunnel_interface}; mode {s.mode}.",
     ]
-    out = _table_header(title, meta)
+    families: tuple[str, ...] = ("ip",)
+    if s.home_address6 is not None:
+        home6 = str(s.home_address6)
+        families = ("ip", "ip6")
+        meta += [
+            f"home-address6 {home6}",
+            f"public-interface {s.public_interface}",
+            *(f"dnat6 tcp {p.public} {home6} {p.home} {s.mode}" for p in s.ports),
+        ]
+        title[0] = f"forgeway port forwarding on the VPS: tables ip and ip6 {TABLE}, and nothing else."
+        title.append(f"IPv6: the same ports go to [{home6}] (table ip6 {TABLE}, below).")
+    out = _table_header(title, meta, families)
     out += [
         f"table ip {TABLE} {{",
         "\tchain prerouting {",
@@ -291,21 +323,72 @@ def render_forwarding(settings: ForwardingSettings) -> str:
         "\t\t# A fixed value, not `rt mtu`: for the SYN-ACK coming out of the tunnel the route is the",
         "\t\t# public interface's (1500), so `rt mtu` would not lower it, and the client would send",
         "\t\t# segments too big for the tunnel. Only ever lowered (the comparison), never raised.",
-        f"\t\toifname {tun} tcp flags syn / syn,rst tcp option maxseg size > {mss} tcp option maxseg size set {mss}",
-        f"\t\tiifname {tun} tcp flags syn / syn,rst tcp option maxseg size > {mss} tcp option maxseg size set {mss}",
+        *_clamps(tun, mss),
         "\t\t# Our flows and their replies. Policy accept: this table never drops another's traffic;",
         "\t\t# nor can its accept overrule another table's drop (see forwarding-up.sh).",
         f"\t\tct status dnat ct reply ip saddr {home} counter accept comment {_q('forwarded to the home device')}",
         "\t}",
         "",
+        *_input_chain(s),
+        "}",
+    ]
+    if s.home_address6 is not None:
+        out += ["", *_forwarding6(s, s.home_address6)]
+    return "\n".join(out) + "\n"
+
+
+def _clamps(tun: str, mss: int) -> list[str]:
+    """TCP MSS clamping of SYN and SYN-ACK into and out of the tunnel (both families)."""
+    rule = f"tcp flags syn / syn,rst tcp option maxseg size > {mss} tcp option maxseg size set {mss}"
+    return [f"\t\toifname {tun} {rule}", f"\t\tiifname {tun} {rule}"]
+
+
+def _input_chain(s: ForwardingSettings) -> list[str]:
+    """The VPS's own admin SSH and WireGuard ports, accepted (both families)."""
+    return [
         "\tchain input {",
         "\t\ttype filter hook input priority filter; policy accept;",
         f"\t\ttcp dport {s.admin_ssh_port} counter accept comment {_q('admin ssh, never forwarded')}",
         f"\t\tudp dport {s.wireguard_port} counter accept comment {_q('wireguard')}",
         "\t}",
+    ]
+
+
+def _forwarding6(s: ForwardingSettings, home_address6: ipaddress.IPv6Address) -> list[str]:
+    """``table ip6 forgeway``: the IPv4 table's rules for IPv6 (forwarding.ipv6)."""
+    home6 = str(home_address6)
+    pub, tun = _q(s.public_interface), _q(s.tunnel_interface)
+    mss = s.tunnel_mtu - _TCP_IP6_HEADERS
+    out = [
+        f"table ip6 {TABLE} {{",
+        "\tchain prerouting {",
+        "\t\ttype nat hook prerouting priority dstnat; policy accept;",
+    ]
+    for p in s.ports:
+        comment = f" comment {_q(p.service)}" if p.service else ""
+        out.append(f"\t\tiifname {pub} tcp dport {p.public} dnat to [{home6}]:{p.home}{comment}")
+    out += ["\t}", "", "\tchain postrouting {", "\t\ttype nat hook postrouting priority srcnat; policy accept;"]
+    if s.mode == "snat":
+        out += [
+            "\t\t# snat: the forge sees our tunnel IPv6 address (wg0's only global one) and replies to it.",
+            f"\t\toifname {tun} ct status dnat ip6 daddr {home6} masquerade",
+        ]
+    else:
+        out.append("\t\t# preserve-source: no SNAT; the forge routes replies back by mark (render_home_routing).")
+    out += [
+        "\t}",
+        "",
+        "\tchain forward {",
+        "\t\ttype filter hook forward priority filter; policy accept;",
+        f"\t\t# TCP MSS clamping as for IPv4, to MTU {s.tunnel_mtu} - 60 (IPv6 header 40, TCP 20).",
+        *_clamps(tun, mss),
+        f"\t\tct status dnat ct reply ip6 saddr {home6} counter accept comment {_q('forwarded to the home device')}",
+        "\t}",
+        "",
+        *_input_chain(s),
         "}",
     ]
-    return "\n".join(out) + "\n"
+    return out
 
 
 # --- the home device -------------------------------------------------------------------
@@ -323,6 +406,9 @@ def _check_home(s: HomeRoutingSettings) -> None:
     a = s.vps_tunnel_address
     if a.is_unspecified or a.is_loopback or a.is_multicast:
         raise ValueError(f"vps_tunnel_address {a} is not a unicast address")
+    a6 = s.vps_tunnel_address6
+    if a6 is not None and (a6.is_unspecified or a6.is_loopback or a6.is_multicast or a6.is_link_local):
+        raise ValueError(f"vps_tunnel_address6 {a6} is not a unicast address")
 
 
 def render_home_routing(settings: HomeRoutingSettings) -> HomeRouting:
@@ -343,15 +429,37 @@ def render_home_routing(settings: HomeRoutingSettings) -> HomeRouting:
         f"rule-priority {s.rule_priority}",
         f"gateway {s.vps_tunnel_address}",
     ]
+    families: tuple[str, ...] = ("ip",)
+    if s.vps_tunnel_address6 is not None:
+        families = ("ip", "ip6")
+        meta.append(f"gateway6 {s.vps_tunnel_address6}")
     title = [
         f"forgeway source-preserving return path on the home device: table ip {TABLE}, nothing else.",
         f"Connections arriving on {s.tunnel_interface} get conntrack mark bit {mark}; their replies get it",
         f"as packet mark, and `ip rule fwmark {mark}/{mark} lookup {s.route_table}` sends them to a table",
         f"whose default route is via {s.vps_tunnel_address} dev {s.tunnel_interface} (home-routing-up.sh adds both).",
     ]
-    out = _table_header(title, meta)
-    out += [
-        f"table ip {TABLE} {{",
+    if s.vps_tunnel_address6 is not None:
+        title.append(f"IPv6 the same in table ip6 {TABLE}: `ip -6 rule`, default via {s.vps_tunnel_address6}.")
+    out = _table_header(title, meta, families)
+    for family in families:
+        out += _home_table(family, mark, tun)
+        out.append("")
+    return HomeRouting(
+        nftables="\n".join(out[:-1]) + "\n",
+        interface=s.tunnel_interface,
+        fwmark=f"{mark}/{mark}",
+        route_table=s.route_table,
+        rule_priority=s.rule_priority,
+        gateway=str(s.vps_tunnel_address),
+        gateway6=str(s.vps_tunnel_address6) if s.vps_tunnel_address6 is not None else None,
+    )
+
+
+def _home_table(family: str, mark: str, tun: str) -> list[str]:
+    """The marking table of one family; the rules are the same for ip and ip6."""
+    return [
+        f"table {family} {TABLE} {{",
         "\tchain prerouting {",
         "\t\ttype filter hook prerouting priority mangle; policy accept;",
         "\t\t# A new connection from the tunnel: remember it on the connection (one bit, masked).",
@@ -368,11 +476,3 @@ def render_home_routing(settings: HomeRoutingSettings) -> HomeRouting:
         "\t}",
         "}",
     ]
-    return HomeRouting(
-        nftables="\n".join(out) + "\n",
-        interface=s.tunnel_interface,
-        fwmark=f"{mark}/{mark}",
-        route_table=s.route_table,
-        rule_priority=s.rule_priority,
-        gateway=str(s.vps_tunnel_address),
-    )

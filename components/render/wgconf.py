@@ -19,6 +19,9 @@ Who gets which AllowedIPs (the tunnel is a star around the VPS):
 
 * the VPS lists each peer with exactly its /32 tunnel address, so a peer can only
   send from its own address;
+* in a dual-stack tunnel (``tunnel.ipv6``) the same holds for IPv6: each peer's /128 on
+  the VPS, ``tunnel.ipv6_subnet`` on a peer, ``::/0`` on the forge's host in
+  preserve-source with ``forwarding.ipv6``; ``ADDRESS6`` in ``<if>.env``;
 * a peer (home device, runner) lists the VPS with the whole tunnel subnet: the VPS
   forwards between peers. Peers sit behind NAT and dial the VPS, so that entry has an
   ``Endpoint`` (which may be a DNS name) and ``PersistentKeepalive`` to hold the NAT
@@ -152,8 +155,12 @@ class WgInterface:
     """The peers, in a stable order (the rendered text is hashed into triggers)."""
     implementation: TunnelImplementation = "auto"
     """auto: the kernel module if ``ip link add type wireguard`` works, else wireguard-go."""
+    address6: ipaddress.IPv6Interface | None = None
+    """The tunnel IPv6 address with the tunnel's prefix (tunnel.ipv6), e.g. ``fd77:6179:7761::1/64``."""
 
     def __post_init__(self) -> None:
+        if self.address6 is not None and not isinstance(self.address6, ipaddress.IPv6Interface):
+            raise ValueError(f"{self.name}: address6 {self.address6} is not an IPv6 address with its prefix")
         if not _IFNAME.fullmatch(self.name):
             raise ValueError(f"interface name {self.name!r}: 1-15 characters of a-z A-Z 0-9 _ = + . -")
         if self.listen_port is not None and not 1 <= self.listen_port <= 65535:
@@ -184,6 +191,7 @@ class TunnelHost(NamedTuple):
     name: str
     public_key: str
     address: ipaddress.IPv4Address
+    address6: ipaddress.IPv6Address | None = None  # with tunnel.ipv6
 
 
 def conf_filename(interface: str) -> str:
@@ -220,12 +228,14 @@ def _routes(cfg: WgInterface) -> list[IPNetwork]:
     device in preserve-source mode); a default route into the tunnel would carry the
     tunnel's own packets. Replies find the tunnel by policy routing instead.
     """
-    own = cfg.address.network
+    own: list[IPNetwork] = [cfg.address.network]
+    if cfg.address6 is not None:
+        own.append(cfg.address6.network)
     extra: list[IPNetwork] = [
         net
         for peer in cfg.peers
         for net in peer.allowed_ips
-        if net.prefixlen > 0 and not (net.version == own.version and net.subnet_of(own))  # type: ignore[arg-type]
+        if net.prefixlen > 0 and not any(net.version == o.version and net.subnet_of(o) for o in own)  # type: ignore[arg-type]
     ]
     v4 = ipaddress.collapse_addresses(n for n in extra if isinstance(n, ipaddress.IPv4Network))
     v6 = ipaddress.collapse_addresses(n for n in extra if isinstance(n, ipaddress.IPv6Network))
@@ -237,6 +247,8 @@ def render_settings(cfg: WgInterface) -> str:
     lines = [
         f"# forgeway interface settings of {cfg.name}, read by tunnel-up.sh (KEY=value, never sourced)",
         f"ADDRESS={cfg.address.with_prefixlen}",
+        # Written only for a dual-stack tunnel, so an IPv4-only stack's file (and hash) is unchanged.
+        *([f"ADDRESS6={cfg.address6.with_prefixlen}"] if cfg.address6 is not None else []),
         f"MTU={cfg.mtu}",
         "ROUTES=" + ",".join(str(net) for net in _routes(cfg)),
         f"IMPLEMENTATION={cfg.implementation}",
@@ -262,24 +274,42 @@ def _address(tunnel: Tunnel, address: ipaddress.IPv4Address) -> IPInterface:
     return ipaddress.ip_interface(f"{address}/{tunnel.subnet.prefixlen}")
 
 
+def _address6(tunnel: Tunnel, address: ipaddress.IPv6Address | None) -> ipaddress.IPv6Interface | None:
+    if not tunnel.ipv6:
+        return None
+    if address is None or address not in tunnel.ipv6_subnet:
+        raise ValueError(f"tunnel IPv6 address {address} is outside tunnel.ipv6_subnet {tunnel.ipv6_subnet}")
+    return ipaddress.IPv6Interface(f"{address}/{tunnel.ipv6_subnet.prefixlen}")
+
+
+def _own_networks(tunnel: Tunnel, host: TunnelHost) -> tuple[IPNetwork, ...]:
+    """What the VPS routes to a peer: its /32, and its /128 in a dual-stack tunnel."""
+    nets: list[IPNetwork] = [ipaddress.IPv4Network(f"{host.address}/32")]
+    if tunnel.ipv6:
+        if host.address6 is None:
+            raise ValueError(f"peer {host.name!r} has no tunnel IPv6 address, and tunnel.ipv6 is on")
+        nets.append(ipaddress.IPv6Network(f"{host.address6}/128"))
+    return tuple(nets)
+
+
 def endpoint_interface(
     *,
     tunnel: Tunnel,
     address: ipaddress.IPv4Address,
     peers: Iterable[TunnelHost],
     interface: str = DEFAULT_INTERFACE,
+    address6: ipaddress.IPv6Address | None = None,
 ) -> WgInterface:
-    """The VPS side: listens on ``tunnel.listen_port``; each peer may use its /32 only."""
+    """The VPS side: listens on ``tunnel.listen_port``; each peer may use its /32 only (and
+    its /128 in a dual-stack tunnel)."""
     return WgInterface(
         name=interface,
         address=_address(tunnel, address),
         listen_port=tunnel.listen_port,
         mtu=tunnel.effective_mtu,
-        peers=tuple(
-            WgPeer(name=p.name, public_key=p.public_key, allowed_ips=(ipaddress.ip_network(f"{p.address}/32"),))
-            for p in peers
-        ),
+        peers=tuple(WgPeer(name=p.name, public_key=p.public_key, allowed_ips=_own_networks(tunnel, p)) for p in peers),
         implementation=tunnel.implementation,
+        address6=_address6(tunnel, address6),
     )
 
 
@@ -291,18 +321,24 @@ def peer_interface(
     endpoint_host: str,
     interface: str = DEFAULT_INTERFACE,
     any_source: bool = False,
+    any_source6: bool = False,
+    address6: ipaddress.IPv6Address | None = None,
 ) -> WgInterface:
     """A peer (home device, runner): dials ``endpoint_host:listen_port``, keeps the NAT mapping alive.
 
     ``endpoint_host`` is ``tunnel.endpoint`` or else the VPS's public address; a DNS name
     is fine (tunnel-up.sh re-resolves it when it did not resolve at boot).
+    ``any_source6``: the same for IPv6 (preserve-source with forwarding.ipv6).
     """
+    allowed: list[IPNetwork] = [ipaddress.IPv4Network("0.0.0.0/0") if any_source else tunnel.subnet]
+    if tunnel.ipv6:
+        allowed.append(ipaddress.IPv6Network("::/0") if any_source6 else tunnel.ipv6_subnet)
     vps_peer = WgPeer(
         name=vps.name,
         public_key=vps.public_key,
         # The VPS forwards to the other peers; with any_source (the forge's host in
         # preserve-source mode) it also hands over connections from any client address.
-        allowed_ips=(ipaddress.IPv4Network("0.0.0.0/0"),) if any_source else (tunnel.subnet,),
+        allowed_ips=tuple(allowed),
         endpoint=format_endpoint(endpoint_host, tunnel.listen_port),
         persistent_keepalive=tunnel.keepalive,
     )
@@ -313,4 +349,5 @@ def peer_interface(
         mtu=tunnel.effective_mtu,
         peers=(vps_peer,),
         implementation=tunnel.implementation,
+        address6=_address6(tunnel, address6),
     )

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-__all__ = ["assign_tunnel_addresses", "wg_public_key"]
+__all__ = ["assign_tunnel_addresses", "assign_tunnel_addresses6", "wg_public_key"]
 
 
 def wg_public_key(private_key_b64: str) -> str:
@@ -40,3 +40,22 @@ def assign_tunnel_addresses(
     for name, _, addr in ordered:
         result[name] = addr if addr is not None else next(free)
     return {name: result[name] for name, _, _ in hosts}
+
+
+def assign_tunnel_addresses6(
+    subnet: ipaddress.IPv4Network,
+    subnet6: ipaddress.IPv6Network,
+    addresses: dict[str, ipaddress.IPv4Address],
+    pinned: dict[str, ipaddress.IPv6Address | None],
+) -> dict[str, ipaddress.IPv6Address]:
+    """Tunnel IPv6 address per host: pinned ones kept; every other host's mirrors its IPv4
+    host part (10.8.0.2 in 10.8.0.0/24 -> <subnet6>::2), so one reads the other off.
+
+    The config checks refuse a prefix too small for the IPv4 host parts and duplicates.
+    """
+    result: dict[str, ipaddress.IPv6Address] = {}
+    for name, address in addresses.items():
+        fixed = pinned.get(name)
+        host_part = int(address) - int(subnet.network_address)
+        result[name] = fixed if fixed is not None else subnet6.network_address + host_part
+    return result

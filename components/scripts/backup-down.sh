@@ -19,22 +19,8 @@ name=forgeway-backup
 home=$etc/forgeway/backup
 state=/var/lib/forgeway/backup
 [ "$etc" = /etc ] || state=$(dirname "$etc")/var/lib/forgeway/backup
-timer=$units/$name.timer
-service=$units/$name.service
-wants=$units/timers.target.wants/$name.timer
-command -v systemctl >/dev/null 2>&1 || booted=no
 
-units_present=no
-if [ -e "$timer" ] || [ -e "$service" ] || [ -L "$wants" ]; then units_present=yes; fi
-if [ "$booted" = yes ] && [ "$units_present" = yes ] && systemctl is-active --quiet "$name.timer"; then
-  systemctl stop "$name.timer"
-  changed "stopped $name.timer"
-fi
-remove "$wants" "$timer" "$service" "$etc/cron.d/$name"
-if [ "$booted" = yes ] && [ "$units_present" = yes ]; then
-  systemctl daemon-reload
-  systemctl reset-failed "$name.service" >/dev/null 2>&1 || true
-fi
+remove_timer "$name"
 remove "$home/forgeway-backup" "$home/forgeway-restic" "$home/settings" "$home/password" "$home/environment" \
   "$home/known_hosts" "$state/status.json" "$state/status.json.new" "$state/lock"
 for d in "$state/staging" "$state/cache"; do

@@ -35,12 +35,7 @@ calendar=$1
 delay=$2
 timeout=$3
 dir=${4:-$(dirname "$0")}
-case $calendar in
-  '' | *[!A-Za-z0-9\ *:/,.~+-]*) fail "ON_CALENDAR '$calendar' has characters OnCalendar does not use" ;;
-esac
-if command -v systemd-analyze >/dev/null 2>&1 && ! err=$(systemd-analyze calendar "$calendar" 2>&1); then
-  fail "ON_CALENDAR '$calendar' is not a systemd calendar: $(printf '%s' "$err" | tail -n 1)"
-fi
+check_calendar "$calendar"
 case $delay in '' | *[!0-9]*) fail "DELAY_MINUTES '$delay' is not a number of minutes" ;; esac
 case $timeout in '' | *[!0-9]*) fail "TIMEOUT_MINUTES '$timeout' is not a number of minutes" ;; esac
 for f in forgeway-backup.sh forgeway-restic.sh settings known_hosts; do
@@ -53,10 +48,6 @@ home=$etc/forgeway/backup
 state=/var/lib/forgeway/backup
 [ "$etc" = /etc ] || state=$(dirname "$etc")/var/lib/forgeway/backup
 dirs=$home/dirs
-service=$units/$name.service
-timer=$units/$name.timer
-wants=$units/timers.target.wants/$name.timer
-cron=$etc/cron.d/$name
 
 # --- secrets, from stdin only ------------------------------------------------------------
 umask 077
@@ -86,78 +77,10 @@ if grep -q '^SFTP_HOST=.' "$home/settings" && [ ! -s "$home/id_ed25519" ]; then
   fail "$home/id_ed25519 is missing: the backup key (backup-key.sh) logs in to the SFTP repository"
 fi
 
-# --- systemd units or the cron file ----------------------------------------------------------
-if [ "$units_wanted" = yes ]; then
-  cat >"$tmp/service" <<EOF2
-# forgeway: back GitLab up into the restic repository (backup-up.sh)
-[Unit]
-Description=forgeway: back GitLab up into the restic repository
-After=docker.service network-online.target
-Wants=network-online.target
-
-[Service]
-Type=oneshot
-ExecStart="$home/$name"
-TimeoutStartSec=${timeout}min
-Nice=10
-IOSchedulingClass=best-effort
-IOSchedulingPriority=7
-EOF2
-  cat >"$tmp/timer" <<EOF2
-# forgeway: GitLab's backups ($calendar) (backup-up.sh)
-[Unit]
-Description=forgeway: back GitLab up ($calendar)
-
-[Timer]
-OnCalendar=$calendar
-Persistent=true
-RandomizedDelaySec=${delay}min
-
-[Install]
-WantedBy=timers.target
-EOF2
-  install_file "$tmp/service" "$service" 0644
-  install_file "$tmp/timer" "$timer" 0644
-  enable_unit "$timer" "$(dirname "$wants")"
-  remove "$cron"
-  if [ "$booted" = yes ]; then
-    ! units_changed || systemctl daemon-reload
-    if ! systemctl is-active --quiet "$name.timer"; then
-      systemctl start "$name.timer"
-      changed "started $name.timer"
-    fi
-  elif [ -n "$changes" ]; then
-    note_out "systemd is not running here: the units are installed, not started"
-  fi
-else
-  schedule=$(cron_fields "$calendar")
-  if [ -z "$schedule" ]; then
-    schedule='15 3 * * *'
-    note_out "cron cannot say OnCalendar '$calendar': it runs daily at 03:15 instead"
-  fi
-  command="timeout ${timeout}m '$home/$name'"
-  if command -v logger >/dev/null 2>&1; then
-    command="$command 2>&1 | logger -t $name"
-  fi
-  cat >"$tmp/cron" <<EOF2
-# forgeway: back GitLab up into the restic repository (backup-up.sh)
-# OnCalendar=$calendar
-SHELL=/bin/sh
-PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-$schedule root $command
-EOF2
-  install_file "$tmp/cron" "$cron" 0644
-  if [ -e "$wants" ] || [ -L "$wants" ] || [ -e "$timer" ] || [ -e "$service" ]; then
-    if [ "$booted" = yes ] && systemctl is-active --quiet "$name.timer"; then
-      systemctl stop "$name.timer"
-      changed "stopped $name.timer"
-    fi
-    remove_units "$wants" "$timer" "$service"
-  fi
-  if [ "$etc" = /etc ] && ! command -v cron >/dev/null 2>&1 && ! command -v crond >/dev/null 2>&1; then
-    note_out "no cron daemon is installed (apt-get install cron): nothing runs $cron"
-  fi
-fi
+# --- the timer (systemd) or the cron file (without it: daily at 03:15 when cron cannot say the calendar) ---
+install_timer "$name" "$calendar" "$home/$name" "back GitLab up into the restic repository" "$delay" "$timeout" \
+  '15 3 * * *' After='docker.service network-online.target' Wants=network-online.target \
+  Nice=10 IOSchedulingClass=best-effort IOSchedulingPriority=7
 save_dirs "$dirs"
 
 # --- the repository: opened, or made when there is none ----------------------------------------

@@ -16,23 +16,10 @@ me=docker-prune-down tag=docker-prune
 [ $# -eq 0 ] || fail "usage: docker-prune-down.sh"
 name=forgeway-docker-prune
 home=$etc/forgeway/docker-prune
-timer=$units/$name.timer
-service=$units/$name.service
-wants=$units/timers.target.wants/$name.timer
 dirs=$home/dirs
-command -v systemctl >/dev/null 2>&1 || booted=no
 
-units_present=no
-if [ -e "$timer" ] || [ -e "$service" ] || [ -L "$wants" ]; then units_present=yes; fi
-if [ "$booted" = yes ] && [ "$units_present" = yes ] && systemctl is-active --quiet "$name.timer"; then
-  systemctl stop "$name.timer"
-  changed "stopped $name.timer"
-fi
-remove "$wants" "$timer" "$service" "$etc/cron.d/$name" "$home/$name" "$home/settings"
-if [ "$booted" = yes ] && [ "$units_present" = yes ]; then
-  systemctl daemon-reload
-  systemctl reset-failed "$name.service" >/dev/null 2>&1 || true
-fi
+remove_timer "$name"
+remove "$home/$name" "$home/settings"
 remove_saved_dirs "$dirs"
 
 [ -n "$changes" ] || ok "nothing installed ($home is absent or empty)"

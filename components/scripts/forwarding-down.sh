@@ -11,6 +11,9 @@
 #   - net.ipv4.ip_forward: set back to the value recorded before the first deploy, and
 #     the sysctl.d file removed. (If something else needs forwarding now, e.g. Docker
 #     started after us, it sets it again itself; say so in the operations notes.)
+#   - table ip6 forgeway (forwarding.ipv6), its conntrack entries, and
+#     net.ipv6.conf.all.forwarding and the public interface's accept_ra back to the values
+#     recorded before (ipv6_forward.before, accept_ra.before).
 #   - the boot unit forgeway-nftables.service, the saved ruleset, script copy, records.
 #
 # Environment: FORGEWAY_ETC=/etc (see forwarding-up.sh).
@@ -24,6 +27,7 @@ state=$etc/forgeway/nftables
 file=$state/forgeway.nft
 live=$state/forgeway.live
 before=$state/ip_forward.before
+live6=$state/forgeway6.live
 copy=$state/forwarding-up.sh
 sysctl_file=$etc/sysctl.d/60-forgeway-forwarding.conf
 unit=forgeway-nftables.service
@@ -89,15 +93,21 @@ done
 
 if [ -f "$etc/forgeway/home-routing/forgeway.nft" ]; then
   echo "note: table $table here is the home device's (home-routing-up.sh): left alone" >&2
-elif [ "$have_nft" = yes ] && nft list table "$table" >/dev/null 2>&1; then
-  nft delete table "$table"
-  gone "table $table"
+else
+  for t in "$table" "ip6 forgeway"; do
+    if [ "$have_nft" = yes ] && nft list table "$t" >/dev/null 2>&1; then
+      nft delete table "$t"
+      gone "table $t"
+    fi
+  done
 fi
 if [ -f "$file" ] && command -v conntrack >/dev/null; then
-  sed -n 's/^# forgeway-dnat //p' "$file" >"$tmp/dnat"
+  sed -n 's/^# forgeway-dnat6* //p' "$file" >"$tmp/dnat"
   while read -r proto pub addr port _mode; do
     [ -n "$proto" ] || continue
-    out=$(conntrack -D -p "$proto" --orig-port-dst "$pub" --reply-src "$addr" --reply-port-src "$port" 2>&1 || true)
+    fam=ipv4
+    case $addr in *:*) fam=ipv6 ;; esac
+    out=$(conntrack -D -f "$fam" -p "$proto" --orig-port-dst "$pub" --reply-src "$addr" --reply-port-src "$port" 2>&1 || true)
     n=$(printf '%s\n' "$out" | sed -n 's/.*: \([0-9][0-9]*\) flow entries have been deleted.*/\1/p')
     if [ "${n:-0}" != 0 ]; then gone "$n conntrack entries of $proto $pub -> $addr:$port"; fi
   done <"$tmp/dnat"
@@ -114,12 +124,13 @@ if [ -f "$before" ]; then
   fi
   rm -f "$before"
 fi
+restore_ipv6_sysctls "$state"
 drop "$sysctl_file"
 
 # --- boot unit and files ------------------------------------------------------------------------
 
 remove_units "$units/multi-user.target.wants/$unit" "$units/$unit"
-drop "$file" "$live" "$copy"
+drop "$file" "$live" "$live6" "$copy"
 drop_state_dir "$state"
 
 [ -n "$changes" ] || ok "forwarding: nothing to remove"

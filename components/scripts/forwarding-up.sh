@@ -16,6 +16,14 @@
 #     with `nft -f`: the file replaces that one table atomically; no other table is
 #     flushed, reordered or rewritten. Reloaded when the file changed or the live table
 #     drifted from what was loaded (compared stateless: `nft -s list table`).
+#   - with IPv6 forwarding (the ruleset has '# forgeway-home-address6'): table ip6 forgeway,
+#     in the same file and the same `nft -f` transaction; net.ipv6.conf.all.forwarding=1 and,
+#     where the public interface takes router advertisements (accept_ra 1, which forwarding
+#     would turn off, and the VPS's IPv6 default route with it), accept_ra=2 on it; the
+#     values found before are kept in ipv6_forward.before and accept_ra.before. A ruleset
+#     without IPv6 removes table ip6 forgeway and restores those values (IPv6 switched off).
+#     Not handled for IPv6 yet, said plainly: other tables' IPv6 drops (ip6 filter FORWARD,
+#     an inet chain's drop policy) stay final for our IPv6 flows.
 #   - net.ipv4.ip_forward=1, now (sysctl -w) and at boot
 #     ($FORGEWAY_ETC/sysctl.d/60-forgeway-forwarding.conf); the value found before is
 #     kept in ip_forward.before for forwarding-down.sh to restore.
@@ -72,10 +80,14 @@ state=$etc/forgeway/nftables
 file=$state/forgeway.nft
 live=$state/forgeway.live
 before=$state/ip_forward.before
+before6=$state/ipv6_forward.before
+before_ra=$state/accept_ra.before
+live6=$state/forgeway6.live
 copy=$state/forwarding-up.sh
 sysctl_file=$etc/sysctl.d/60-forgeway-forwarding.conf
 unit=forgeway-nftables.service
 table="ip forgeway"
+table6="ip6 forgeway"
 label="forgeway:"
 umask 077
 # (Nothing under $FORGEWAY_ETC is created before the ruleset has passed every check.)
@@ -86,6 +98,9 @@ is_port() {
 }
 is_ipv4() {
   printf '%s\n' "$1" | grep -Eq '^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$'
+}
+is_ipv6() { # an IPv6 address as the renderer writes it (no zone, no prefix)
+  printf '%s\n' "$1" | grep -Eq '^[0-9a-f:]*:[0-9a-f:]*$' && [ "${#1}" -le 39 ]
 }
 is_name() { # a table or chain name we can pass on safely
   case $1 in '' | *[!A-Za-z0-9_.-]*) return 1 ;; esac
@@ -111,22 +126,35 @@ else
   new=$file
 fi
 
-nft_check_table "$table" "$new"
+nft_check_table "(ip|ip6) forgeway" "$new"
 
 fact() { sed -n "s/^# forgeway-$1 //p" "$2"; }
 home=$(fact home-address "$new" | head -n 1)
 wgport=$(fact wireguard-port "$new" | head -n 1)
 is_ipv4 "$home" || fail "the ruleset has no valid '# forgeway-home-address' line (got '$home')"
 is_port "$wgport" || fail "the ruleset has no valid '# forgeway-wireguard-port' line (got '$wgport')"
+home6=$(fact home-address6 "$new" | head -n 1)
+pubif=$(fact public-interface "$new" | head -n 1)
+if [ -n "$home6" ]; then
+  is_ipv6 "$home6" || fail "the ruleset's '# forgeway-home-address6' line is not an IPv6 address (got '$home6')"
+  check_ifname "$pubif"
+  grep -Eq "^table ip6 forgeway[[:space:]]*[{]" "$new" || fail "the ruleset has home-address6 but no table ip6 forgeway"
+elif grep -Eq "^table ip6 forgeway[[:space:]]*[{]" "$new"; then
+  fail "the ruleset defines table ip6 forgeway without a '# forgeway-home-address6' line"
+fi
 # (Loops read here-documents, not pipes: they run in this shell, so fail and changed work.)
-while read -r proto pub addr port fmode; do
-  [ -n "$proto" ] || continue
-  if ! { [ "$proto" = tcp ] && is_port "$pub" && is_ipv4 "$addr" && is_port "$port" && [ -n "$fmode" ]; }; then
-    fail "bad '# forgeway-dnat' line: $proto $pub $addr $port $fmode"
-  fi
-done <<EOF
-$(fact dnat "$new")
+check_dnat() { # check_dnat FACT IS_ADDRESS: every '# forgeway-FACT' line is well formed
+  while read -r proto pub addr port fmode; do
+    [ -n "$proto" ] || continue
+    if ! { [ "$proto" = tcp ] && is_port "$pub" && "$2" "$addr" && is_port "$port" && [ -n "$fmode" ]; }; then
+      fail "bad '# forgeway-$1' line: $proto $pub $addr $port $fmode"
+    fi
+  done <<EOF
+$(fact "$1" "$new")
 EOF
+}
+check_dnat dnat is_ipv4
+check_dnat dnat6 is_ipv6
 
 # The admin's SSH must never be cut. Our table never drops (policy accept everywhere)
 # and the rules we add elsewhere only accept, so the one way is a DNAT of its port.
@@ -134,7 +162,8 @@ EOF
 # (loaded in a throw-away network namespace), not at our text; fall back to the text.
 if [ "$mode" = deploy ]; then
   # shellcheck disable=SC2016 # $1 is for the inner shell
-  listing=$(unshare -n sh -c 'nft -f "$1" >/dev/null 2>&1 && nft list table ip forgeway' sh "$new" 2>/dev/null) ||
+  listing=$(unshare -n sh -c 'nft -f "$1" >/dev/null 2>&1 && nft list table ip forgeway &&
+    { ! nft list table ip6 forgeway >/dev/null 2>&1 || nft list table ip6 forgeway; }' sh "$new" 2>/dev/null) ||
     listing=$(cat "$new")
   bad=$(printf '%s\n' "$listing" | awk -v port="$admin" '
     /(^|[ \t])dnat( ip)? to[ \t]/ || /(^|[ \t])redirect([ \t]|$)/ {
@@ -159,6 +188,14 @@ fi
 
 mkdir -p "$state"
 chmod 0700 "$state"
+# accept_ra of the public interface is kept at 2 once we changed it (accept_ra.before says so).
+ra=
+ra_keep=no
+if [ -n "$home6" ]; then
+  [ -d /proc/sys/net/ipv6/conf/all ] || fail "IPv6 is disabled in this kernel (no /proc/sys/net/ipv6): cannot forward IPv6"
+  ra=$(cat "/proc/sys/net/ipv6/conf/$pubif/accept_ra" 2>/dev/null) || fail "no interface $pubif (public-interface)"
+  if [ "$ra" = 1 ] || [ -f "$before_ra" ]; then ra_keep=yes; fi
+fi
 current=$(sysctl -n net.ipv4.ip_forward)
 if [ "$mode" = deploy ]; then
   [ -f "$before" ] || echo "$current" >"$before"
@@ -168,6 +205,8 @@ if [ "$mode" = deploy ]; then
     "# forgeway: the VPS forwards public ports to the home device (forwarding-up.sh)." \
     "# forwarding-down.sh removes this file and restores the value found before." \
     "net.ipv4.ip_forward = 1" >"$s"
+  [ -z "$home6" ] || echo "net.ipv6.conf.all.forwarding = 1" >>"$s"
+  [ "$ra_keep" = no ] || echo "net.ipv6.conf.$pubif.accept_ra = 2" >>"$s"
   install_file "$s" "$sysctl_file" 0644
 fi
 if [ "$current" != 1 ]; then
@@ -177,19 +216,48 @@ else
   ok "net.ipv4.ip_forward=1"
 fi
 
+# --- IPv6 forwarding (forwarding.ipv6), or its values restored when it was switched off -----------
+
+if [ -n "$home6" ]; then
+  current6=$(sysctl -n net.ipv6.conf.all.forwarding)
+  [ "$mode" != deploy ] || [ -f "$before6" ] || echo "$current6" >"$before6"
+  # Forwarding turns accept_ra=1 into "ignore router advertisements": a VPS whose IPv6
+  # default route comes from them would lose it when its lifetime ends. 2 keeps it.
+  if [ "$ra_keep" = yes ]; then
+    [ -f "$before_ra" ] || echo "$pubif $ra" >"$before_ra"
+    if [ "$ra" != 2 ]; then
+      sysctl -q -w "net.ipv6.conf.$pubif.accept_ra=2"
+      changed "net.ipv6.conf.$pubif.accept_ra=2 (was $ra: forwarding would ignore router advertisements)"
+    else
+      ok "net.ipv6.conf.$pubif.accept_ra=2"
+    fi
+  fi
+  if [ "$current6" != 1 ]; then
+    sysctl -q -w net.ipv6.conf.all.forwarding=1
+    changed "net.ipv6.conf.all.forwarding=1"
+  else
+    ok "net.ipv6.conf.all.forwarding=1"
+  fi
+elif [ "$mode" = deploy ]; then
+  restore_ipv6_sysctls "$state"
+fi
+
 # --- table ip forgeway -----------------------------------------------------------------------
 
 old_dnat=
 installed=no
 if [ "$mode" = deploy ]; then
-  [ ! -f "$file" ] || old_dnat=$(fact dnat "$file")
+  [ ! -f "$file" ] || old_dnat=$(fact dnat "$file" && fact dnat6 "$file")
   install_file "$new" "$file" 0600
 fi
 nft_load_table "$table" "$file" "$live"
+want6=no
+[ -z "$(fact home-address6 "$file")" ] || want6=yes
+nft_sync_table "$table6" "$file" "$live6" "$want6"
 
 # Connections still translated to a target that is gone or changed.
 if [ "$mode" = deploy ] && [ -n "$old_dnat" ]; then
-  new_dnat=$(fact dnat "$file")
+  new_dnat=$(fact dnat "$file" && fact dnat6 "$file")
   while read -r proto pub addr port fmode; do
     [ -n "$proto" ] || continue
     case "
@@ -198,7 +266,9 @@ $new_dnat
 $proto $pub $addr $port $fmode
 "*) continue ;; esac
     if command -v conntrack >/dev/null; then
-      out=$(conntrack -D -p "$proto" --orig-port-dst "$pub" --reply-src "$addr" --reply-port-src "$port" 2>&1 || true)
+      fam=ipv4
+      case $addr in *:*) fam=ipv6 ;; esac
+      out=$(conntrack -D -f "$fam" -p "$proto" --orig-port-dst "$pub" --reply-src "$addr" --reply-port-src "$port" 2>&1 || true)
       n=$(printf '%s\n' "$out" | sed -n 's/.*: \([0-9][0-9]*\) flow entries have been deleted.*/\1/p')
       echo "changed conntrack: ${n:-0} entries of the old target $proto $pub -> $addr:$port ($fmode) deleted"
     else

@@ -5,6 +5,7 @@
 #
 #   - table ip forgeway; the ip rule (priority, fwmark, table: all three must match) and
 #     the default route of our table via the tunnel
+#   - table ip6 forgeway, the ip -6 rule and route (forwarding.ipv6), the same way
 #   - net.ipv4.conf.IF.rp_filter back to the value recorded before (when IF exists), and
 #     the sysctl.d file
 #   - the boot unit forgeway-home-routing.service, the saved ruleset and records
@@ -19,6 +20,7 @@ me=home-routing-down tag=''
 state=$etc/forgeway/home-routing
 file=$state/forgeway.nft
 live=$state/forgeway.live
+live6=$state/forgeway6.live
 params=$state/params
 before=$state/rp_filter.before
 sysctl_file=$etc/sysctl.d/60-forgeway-home-routing.conf
@@ -30,18 +32,28 @@ if [ -f "$etc/forgeway/nftables/forgeway.nft" ]; then
   fail "this host has the VPS's table ip forgeway (forwarding-up.sh): not removing it; use forwarding-down.sh"
 fi
 
-if command -v nft >/dev/null && nft list table "$table" >/dev/null 2>&1; then
-  nft delete table "$table"
-  gone "table $table"
-fi
+for t in "$table" "ip6 forgeway"; do
+  if command -v nft >/dev/null && nft list table "$t" >/dev/null 2>&1; then
+    nft delete table "$t"
+    gone "table $t"
+  fi
+done
 
 if [ -f "$params" ]; then
-  read -r if mark rtable prio gw <"$params"
+  read -r if mark rtable prio gw gw6 <"$params"
   while ip -4 rule del priority "$prio" fwmark "$mark" lookup "$rtable" 2>/dev/null; do
     gone "ip rule $prio: from all fwmark $mark lookup $rtable"
   done
   if ip -4 route del default via "$gw" dev "$if" table "$rtable" 2>/dev/null; then
     gone "ip route default via $gw dev $if table $rtable"
+  fi
+  if [ -n "$gw6" ]; then
+    while ip -6 rule del priority "$prio" fwmark "$mark" lookup "$rtable" 2>/dev/null; do
+      gone "ip -6 rule $prio: from all fwmark $mark lookup $rtable"
+    done
+    if ip -6 route del default via "$gw6" dev "$if" table "$rtable" 2>/dev/null; then
+      gone "ip -6 route default via $gw6 dev $if table $rtable"
+    fi
   fi
   device="sys-subsystem-net-devices-$(printf '%s' "$if" | sed 's/-/\\x2d/g').device"
   remove_units "$units/$device.wants/$unit"
@@ -60,7 +72,7 @@ if [ -f "$before" ]; then
 fi
 
 remove_units "$units/$unit"
-drop "$sysctl_file" "$file" "$live" "$params"
+drop "$sysctl_file" "$file" "$live" "$live6" "$params"
 drop_state_dir "$state"
 
 [ -n "$changes" ] || ok "home routing: nothing to remove"

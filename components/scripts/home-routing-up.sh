@@ -4,7 +4,7 @@
 # home's own uplink, where their source address is wrong for the client). Safe to run
 # any number of times: a run that finds everything as wanted prints only "ok ..." lines.
 #
-#   home-routing-up.sh IF MARK/MASK TABLE PRIORITY GATEWAY <RULESET
+#   home-routing-up.sh IF MARK/MASK TABLE PRIORITY GATEWAY [GATEWAY6] <RULESET
 #
 # The arguments and the ruleset come from components/render/nftables.py
 # (render_home_routing: HomeRouting.script_args() and .nftables). IF must exist (the
@@ -14,6 +14,10 @@
 #     mark. Replaced atomically by `nft -f`; no other table is touched.
 #   - `ip rule add priority PRIORITY fwmark MARK/MASK lookup TABLE`
 #   - `ip route replace default via GATEWAY dev IF table TABLE`
+#   - with GATEWAY6 (forwarding.ipv6): table ip6 forgeway (same file, same transaction),
+#     `ip -6 rule` with the same priority, mark and table, and `ip -6 route replace default
+#     via GATEWAY6 dev IF table TABLE`. (IPv6 has no rp_filter sysctl.) Without GATEWAY6,
+#     the IPv6 table, rule and route of an earlier run are removed.
 #   - net.ipv4.conf.IF.rp_filter=2 (loose): the clients' packets arrive on IF while the
 #     main table routes their sources out of the uplink, which strict mode (1) drops. The
 #     value found before is recorded for home-routing-down.sh; a sysctl.d file keeps it at
@@ -29,8 +33,8 @@ me=home-routing-up tag='' say_ok=yes
 # shellcheck source=host-files.sh
 . "$(dirname "$0")/host-files.sh"
 
-[ $# -eq 5 ] || fail "usage: home-routing-up.sh IF MARK/MASK TABLE PRIORITY GATEWAY <RULESET"
-if=$1 mark=$2 rtable=$3 prio=$4 gw=$5
+[ $# -eq 5 ] || [ $# -eq 6 ] || fail "usage: home-routing-up.sh IF MARK/MASK TABLE PRIORITY GATEWAY [GATEWAY6] <RULESET"
+if=$1 mark=$2 rtable=$3 prio=$4 gw=$5 gw6=${6:-}
 case $if in '' | -* | *[!A-Za-z0-9_.-]*) fail "bad interface name '$if'" ;; esac
 [ ${#if} -le 15 ] || fail "interface name '$if' is longer than 15 characters"
 case $mark in 0x*/0x*) ;; *) fail "MARK/MASK '$mark' is not of the form 0x10000000/0x10000000" ;; esac
@@ -40,15 +44,20 @@ case $rtable in 253 | 254 | 255) fail "TABLE $rtable is a reserved table (defaul
 case $prio in '' | *[!0-9]* | 0*) fail "PRIORITY '$prio' is not a rule priority" ;; esac
 [ "$prio" -lt 32766 ] || fail "PRIORITY $prio must come before the main table's rule (32766)"
 printf '%s\n' "$gw" | grep -Eq '^[0-9]{1,3}(\.[0-9]{1,3}){3}$' || fail "GATEWAY '$gw' is not an IPv4 address"
+if [ -n "$gw6" ]; then
+  printf '%s\n' "$gw6" | grep -Eq '^[0-9a-f:]*:[0-9a-f:]*$' || fail "GATEWAY6 '$gw6' is not an IPv6 address"
+fi
 
 state=$etc/forgeway/home-routing
 file=$state/forgeway.nft
 live=$state/forgeway.live
+live6=$state/forgeway6.live
 params=$state/params
 before=$state/rp_filter.before
 sysctl_file=$etc/sysctl.d/60-forgeway-home-routing.conf
 unit=forgeway-home-routing.service
 table="ip forgeway"
+table6="ip6 forgeway"
 umask 077
 
 for tool in nft ip sysctl; do
@@ -62,7 +71,12 @@ ip link show dev "$if" >/dev/null 2>&1 || fail "interface $if does not exist: br
 # --- the ruleset: our table only, valid for nft ---------------------------------------------
 
 new=$tmp/forgeway.nft
-read_ruleset "$table" "$new" components/render/nftables.py
+read_ruleset "(ip|ip6) forgeway" "$new" components/render/nftables.py
+if [ -n "$gw6" ] && ! grep -Eq "^table ip6 forgeway[[:space:]]*[{]" "$new"; then
+  fail "GATEWAY6 is given but the ruleset has no table ip6 forgeway"
+elif [ -z "$gw6" ] && grep -Eq "^table ip6 forgeway[[:space:]]*[{]" "$new"; then
+  fail "the ruleset has table ip6 forgeway but no GATEWAY6 is given"
+fi
 
 mkdir -p "$state"
 chmod 0700 "$state"
@@ -70,13 +84,21 @@ chmod 0700 "$state"
 # --- parameters changed since the last run: take the old rule and route away --------------------
 
 if [ -f "$params" ]; then
-  read -r o_if o_mark o_table o_prio o_gw <"$params"
-  if [ "$o_if $o_mark $o_table $o_prio $o_gw" != "$if $mark $rtable $prio $gw" ]; then
+  read -r o_if o_mark o_table o_prio o_gw o_gw6 <"$params"
+  if [ "$o_if $o_mark $o_table $o_prio $o_gw${o_gw6:+ $o_gw6}" != "$if $mark $rtable $prio $gw${gw6:+ $gw6}" ]; then
     while ip -4 rule del priority "$o_prio" fwmark "$o_mark" lookup "$o_table" 2>/dev/null; do
       changed "removed the old rule: priority $o_prio fwmark $o_mark lookup $o_table"
     done
     if ip -4 route del default via "$o_gw" dev "$o_if" table "$o_table" 2>/dev/null; then
       changed "removed the old route: default via $o_gw dev $o_if table $o_table"
+    fi
+    if [ -n "$o_gw6" ]; then
+      while ip -6 rule del priority "$o_prio" fwmark "$o_mark" lookup "$o_table" 2>/dev/null; do
+        changed "removed the old IPv6 rule: priority $o_prio fwmark $o_mark lookup $o_table"
+      done
+      if ip -6 route del default via "$o_gw6" dev "$o_if" table "$o_table" 2>/dev/null; then
+        changed "removed the old IPv6 route: default via $o_gw6 dev $o_if table $o_table"
+      fi
     fi
     if [ "$o_if" != "$if" ] && [ -f "$before" ]; then
       read -r b_if b_value <"$before"
@@ -94,29 +116,44 @@ if [ -f "$params" ]; then
     fi
   fi
 fi
-echo "$if $mark $rtable $prio $gw" >"$tmp/params"
+echo "$if $mark $rtable $prio $gw${gw6:+ $gw6}" >"$tmp/params"
 install_file "$tmp/params" "$params" 0600
 
 # --- table ip forgeway -------------------------------------------------------------------------
 
 install_file "$new" "$file" 0600
 nft_load_table "$table" "$file" "$live"
+want6=no
+[ -z "$gw6" ] || want6=yes
+nft_sync_table "$table6" "$file" "$live6" "$want6"
 
 # --- rule and route ------------------------------------------------------------------------------
 
 want_rule="$prio: from all fwmark $mark lookup $rtable"
-if ip -4 rule show priority "$prio" | tr -s ' \t' '  ' | grep -Fxq "$want_rule"; then
-  ok "ip rule $want_rule"
+rule_and_route() { # rule_and_route -4|-6 GATEWAY WHAT: our rule and our table's default route ("ip" or "ip -6")
+  if ip "$1" rule show priority "$prio" | tr -s ' \t' '  ' | grep -Fxq "$want_rule"; then
+    ok "$3 rule $want_rule"
+  else
+    ip "$1" rule add priority "$prio" fwmark "$mark" lookup "$rtable"
+    changed "$3 rule $want_rule"
+  fi
+  _route="default via $2 dev $if"
+  # (IPv6 routes print their metric.)
+  if ip "$1" route show table "$rtable" | sed 's/[[:space:]]*metric.*$//; s/[[:space:]]*$//' | grep -Fxq "$_route"; then
+    ok "$3 route $_route table $rtable"
+  else
+    ip "$1" route replace default via "$2" dev "$if" table "$rtable"
+    changed "$3 route $_route table $rtable"
+  fi
+}
+rule_and_route -4 "$gw" ip
+if [ -n "$gw6" ]; then
+  rule_and_route -6 "$gw6" "ip -6"
 else
-  ip -4 rule add priority "$prio" fwmark "$mark" lookup "$rtable"
-  changed "ip rule $want_rule"
-fi
-want_route="default via $gw dev $if"
-if ip -4 route show table "$rtable" | sed 's/[[:space:]]*$//' | grep -Fxq "$want_route"; then
-  ok "ip route $want_route table $rtable"
-else
-  ip -4 route replace default via "$gw" dev "$if" table "$rtable"
-  changed "ip route $want_route table $rtable"
+  while ip -6 rule del priority "$prio" fwmark "$mark" lookup "$rtable" 2>/dev/null; do
+    changed "removed ip -6 rule $want_rule (IPv6 forwarding is off)"
+  done
+  ip -6 route flush table "$rtable" 2>/dev/null || true
 fi
 
 # --- rp_filter loose on the tunnel -------------------------------------------------------------------
@@ -144,6 +181,13 @@ if [ "$units_wanted" = yes ]; then
   # The device unit of IF (systemd escapes '-' in unit names).
   device="sys-subsystem-net-devices-$(printf '%s' "$if" | sed 's/-/\\x2d/g').device"
   nft_bin=$(command -v nft) ip_bin=$(command -v ip) sysctl_bin=$(command -v sysctl)
+  v6_lines= # IPv6's rule and route, appended to the last ExecStart line (none: the unit as before)
+  if [ -n "$gw6" ]; then
+    v6_lines="
+ExecStart=-$ip_bin -6 rule del priority $prio fwmark $mark lookup $rtable
+ExecStart=$ip_bin -6 rule add priority $prio fwmark $mark lookup $rtable
+ExecStart=$ip_bin -6 route replace default via $gw6 dev $if table $rtable"
+  fi
   cat >"$tmp/unit" <<EOF
 # forgeway: the return path through $if for preserve-source forwarding, whenever $if
 # appears. Written by home-routing-up.sh; home-routing-down.sh removes it.
@@ -159,8 +203,7 @@ ExecStart=$nft_bin -f $file
 ExecStart=-$ip_bin -4 rule del priority $prio fwmark $mark lookup $rtable
 ExecStart=$ip_bin -4 rule add priority $prio fwmark $mark lookup $rtable
 ExecStart=$ip_bin -4 route replace default via $gw dev $if table $rtable
-ExecStart=$sysctl_bin -q -w $key=2
-
+ExecStart=$sysctl_bin -q -w $key=2$v6_lines
 [Install]
 WantedBy=$device
 EOF

@@ -27,8 +27,10 @@
 # a script created, removed by its down when empty).
 # drop PATH... / drop_state_dir DIR (a down's files and its directory).
 # Units (the host-service seam, components/host_service.py): install_unit, enable_unit,
-# units_changed, remove_units. nftables: read_ruleset, nft_check_table, nft_load_table.
-# Timers: cron_fields CALENDAR (a systemd calendar as cron time fields).
+# units_changed, remove_units. nftables: read_ruleset, nft_check_table, nft_load_table,
+# nft_sync_table, restore_ipv6_sysctls.
+# Timers: check_calendar CALENDAR [LABEL], cron_fields CALENDAR (a systemd calendar as cron
+# time fields), install_timer / remove_timer (a service on a calendar, by systemd or cron).
 # docker: update_ca, restart_docker. Processes and links: proc_ok (yes when /proc shows
 # this shell's PIDs), running PID, pid_in FILE [COMM], check_ifname NAME, link_kind IF.
 : "${me:?set me before sourcing host-files.sh}"
@@ -217,6 +219,51 @@ nft_load_table() { # nft_load_table "FAMILY NAME" FILE LIVE: nft -f FILE when ju
   fi
 }
 
+nft_sync_table() { # nft_sync_table "FAMILY NAME" FILE LIVE yes|no: a second table of FILE, after nft_load_table
+  # yes: FILE defines it too, so nft_load_table's `nft -f` loaded it; loaded again (the whole
+  # file, one transaction) only when it alone drifted. no: one left by an earlier run goes.
+  if [ "$4" = yes ]; then
+    _have=$(nft -s list table "$1" 2>/dev/null) || _have="(no table)"
+    if [ "$installed" = yes ]; then
+      nft -s list table "$1" >"$3"
+    elif ! [ -f "$3" ] || [ "$_have" != "$(cat "$3")" ]; then
+      nft -f "$2"
+      nft -s list table "$1" >"$3"
+      changed "table $1 (nft -f $2)"
+    else
+      ok "table $1"
+    fi
+  else
+    rm -f "$3"
+    if nft list table "$1" >/dev/null 2>&1; then
+      nft delete table "$1"
+      changed "removed table $1 (IPv6 forwarding is off)"
+    fi
+  fi
+}
+
+restore_ipv6_sysctls() { # restore_ipv6_sysctls DIR: IPv6 forwarding and accept_ra as DIR's *.before files say
+  if [ -f "$1/ipv6_forward.before" ]; then
+    _prev=$(cat "$1/ipv6_forward.before")
+    case $_prev in 0 | 1) ;; *) fail "$1/ipv6_forward.before holds '$_prev', not 0 or 1" ;; esac
+    if [ "$(sysctl -n net.ipv6.conf.all.forwarding)" != "$_prev" ]; then
+      sysctl -q -w net.ipv6.conf.all.forwarding="$_prev"
+      gone "net.ipv6.conf.all.forwarding=1 (back to $_prev, as found before)"
+    fi
+    rm -f "$1/ipv6_forward.before"
+  fi
+  if [ -f "$1/accept_ra.before" ]; then
+    read -r _if _ra <"$1/accept_ra.before" || true
+    check_ifname "$_if"
+    case $_ra in 0 | 1 | 2) ;; *) fail "$1/accept_ra.before holds '$_if $_ra', not an interface and 0-2" ;; esac
+    if [ -f "/proc/sys/net/ipv6/conf/$_if/accept_ra" ] && [ "$(cat "/proc/sys/net/ipv6/conf/$_if/accept_ra")" != "$_ra" ]; then
+      sysctl -q -w "net.ipv6.conf.$_if.accept_ra=$_ra"
+      gone "net.ipv6.conf.$_if.accept_ra=2 (back to $_ra, as found before)"
+    fi
+    rm -f "$1/accept_ra.before"
+  fi
+}
+
 # --- docker ------------------------------------------------------------------------------
 
 update_ca() { # rebuild the system trust store (only when FORGEWAY_ETC is /etc)
@@ -296,7 +343,17 @@ link_kind() { # link_kind IF: none, wireguard (a kernel WireGuard link), tun (wi
   fi
 }
 
-# --- timers: a systemd calendar in cron's words --------------------------------------------
+# --- timers: a service on a calendar, by systemd or cron -------------------------------------
+
+check_calendar() { # check_calendar CALENDAR [LABEL]: fail unless an OnCalendar (LABEL names it, default ON_CALENDAR)
+  case $1 in
+    '' | *[!A-Za-z0-9\ *:/,.~+-]*) fail "${2:-ON_CALENDAR} '$1' has characters OnCalendar does not use" ;;
+  esac
+  command -v systemd-analyze >/dev/null 2>&1 || return 0
+  _err=$(systemd-analyze calendar "$1" 2>&1) ||
+    fail "${2:-ON_CALENDAR} '$1' is not a systemd calendar: $(printf '%s' "$_err" | tail -n 1)"
+}
+
 
 cron_fields() { # cron_fields CALENDAR: its cron time fields, or nothing when cron cannot say it
   # Names cron knows, then (from `systemd-analyze calendar`'s normalized form)
@@ -324,4 +381,139 @@ cron_fields() { # cron_fields CALENDAR: its cron time fields, or nothing when cr
       m = field(t[2], 59); h = field(t[1], 23); dom = field(d[3], 31); mon = field(d[2], 12)
       if (!bad && m != "*") print m, h, dom, mon, "*"
     }'
+}
+
+# install_timer NAME CALENDAR EXEC DESCRIPTION DELAY TIMEOUT FALLBACK [SETTING...]
+# Runs EXEC as root on CALENDAR, and converges: a second run with the same arguments
+# changes nothing (and prints nothing); other arguments rewrite only what differs.
+#   NAME         [A-Za-z0-9_.-]: the files are $units/NAME.service (oneshot, ExecStart=EXEC),
+#                $units/NAME.timer and its link in $units/timers.target.wants; or $etc/cron.d/NAME
+#   CALENDAR     a systemd OnCalendar (check_calendar it first, before anything changes)
+#   EXEC         absolute path of the program, no arguments ([A-Za-z0-9._/-]); not checked to exist
+#   DESCRIPTION  one line: the service's Description= and the files' first comment
+#   DELAY        RandomizedDelaySec in minutes (cron: none)
+#   TIMEOUT      minutes a run may take (TimeoutStartSec; cron: `timeout`); 0: no limit
+#   FALLBACK     cron time fields for a CALENDAR cron cannot say (cron_fields); a note says so
+#   SETTING      a unit line KEY=VALUE: After=, Wants=, Requires= go to [Unit], others to [Service]
+# units_wanted=yes: the units, the timer enabled; when booted with FORGEWAY_ETC=/etc,
+# systemd reloads (only when a unit changed) and the timer starts (restarts when its file
+# changed); otherwise a note says they are installed, not started. units_wanted=no: the
+# cron file, its output to `logger -t NAME` where logger is installed. Either way the other
+# way's files go (the timer stopped first), so switching FORGEWAY_SYSTEMD converges too.
+# Directories it makes are in $created (save_dirs). remove_timer NAME undoes exactly this;
+# with nothing there it changes nothing and succeeds.
+install_timer() {
+  [ $# -ge 7 ] || fail "install_timer NAME CALENDAR EXEC DESCRIPTION DELAY TIMEOUT FALLBACK [SETTING...]: got $#"
+  case $1 in '' | *[!A-Za-z0-9_.-]*) fail "timer name '$1': expected [A-Za-z0-9_.-]" ;; esac
+  case $3 in /*) ;; *) fail "timer $1: EXEC '$3' is not an absolute path" ;; esac
+  case $3 in *[!A-Za-z0-9._/-]*) fail "timer $1: EXEC '$3' has characters other than [A-Za-z0-9._/-]" ;; esac
+  case $4 in *"
+"*) fail "timer $1: DESCRIPTION of more than one line" ;; esac
+  case $5 in '' | *[!0-9]*) fail "timer $1: DELAY '$5' is not a number of minutes" ;; esac
+  case $6 in '' | *[!0-9]*) fail "timer $1: TIMEOUT '$6' is not a number of minutes" ;; esac
+  case $7 in '' | *[!0-9*,/\ -]*) fail "timer $1: FALLBACK '$7' is not cron time fields" ;; esac
+  check_calendar "$2" "timer $1: OnCalendar"
+  _i=0
+  for _s in "$@"; do
+    _i=$((_i + 1))
+    [ "$_i" -gt 7 ] || continue
+    case $_s in
+      *"
+"*) fail "timer $1: SETTING of more than one line: '$_s'" ;;
+      [A-Za-z]*=*) ;;
+      *) fail "timer $1: SETTING '$_s' is not KEY=VALUE" ;;
+    esac
+  done
+  _timer_before=$changes
+  if [ "$units_wanted" = yes ]; then
+    _timer_units "$@"
+    drop "$etc/cron.d/$1"
+    if _timer_systemctl; then
+      if ! systemctl is-active --quiet "$1.timer"; then
+        systemctl start "$1.timer"
+        changed "started $1.timer"
+      elif [ "$_timer_new" = yes ]; then # a running timer keeps its old calendar until restarted
+        systemctl restart "$1.timer"
+        changed "restarted $1.timer"
+      fi
+    elif [ "$changes" != "$_timer_before" ]; then
+      note_out "systemd is not running here (or FORGEWAY_ETC is not /etc): $1.timer is installed, not started"
+    fi
+  else
+    _timer_cron "$@"
+    _drop_timer_units "$1"
+  fi
+}
+
+remove_timer() { # remove_timer NAME: what install_timer NAME made, the timer stopped first
+  _drop_timer_units "$1"
+  drop "$etc/cron.d/$1"
+}
+
+_timer_systemctl() { [ "$booted" = yes ] && [ "$etc" = /etc ] && command -v systemctl >/dev/null 2>&1; }
+
+_timer_units() { # install_timer's arguments: the service and the timer, enabled
+  _n=$1 _cal=$2 _exec=$3 _desc=$4 _delay=$5 _timeout=$6
+  shift 7
+  {
+    echo "# forgeway: $_desc ($me.sh)"
+    echo "[Unit]"
+    echo "Description=forgeway: $(printf '%s' "$_desc" | sed 's/%/%%/g')" # % starts a specifier
+    for _s in "$@"; do case $_s in After=* | Wants=* | Requires=*) echo "$_s" ;; esac; done
+    echo
+    echo "[Service]"
+    echo "Type=oneshot"
+    echo "ExecStart=\"$_exec\""
+    [ "$_timeout" = 0 ] || echo "TimeoutStartSec=${_timeout}min"
+    for _s in "$@"; do case $_s in After=* | Wants=* | Requires=*) ;; *) echo "$_s" ;; esac; done
+  } >"$tmp/$_n.service"
+  cat >"$tmp/$_n.timer" <<EOF
+# forgeway: timer of $_n.service ($me.sh)
+[Unit]
+Description=forgeway: timer of $_n.service ($_cal)
+
+[Timer]
+OnCalendar=$_cal
+Persistent=true
+RandomizedDelaySec=${_delay}min
+
+[Install]
+WantedBy=timers.target
+EOF
+  install_file "$tmp/$_n.service" "$units/$_n.service" 0644
+  install_unit "$tmp/$_n.timer" "$units/$_n.timer" "$units/timers.target.wants"
+  _timer_new=$installed
+}
+
+_timer_cron() { # install_timer's arguments: the cron file
+  _schedule=$(cron_fields "$2")
+  if [ -z "$_schedule" ]; then
+    _schedule=$7
+    note_out "cron cannot say OnCalendar '$2': $1 runs at '$7' (cron's time fields) instead"
+  fi
+  _run="'$3'"
+  [ "$6" = 0 ] || _run="timeout ${6}m $_run"
+  if command -v logger >/dev/null 2>&1; then _run="$_run 2>&1 | logger -t $1"; fi
+  cat >"$tmp/$1.cron" <<EOF
+# forgeway: $4 ($me.sh)
+# OnCalendar=$2
+SHELL=/bin/sh
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+$_schedule root $_run
+EOF
+  install_file "$tmp/$1.cron" "$etc/cron.d/$1" 0644
+  if [ "$etc" = /etc ] && ! command -v cron >/dev/null 2>&1 && ! command -v crond >/dev/null 2>&1; then
+    note_out "no cron daemon is installed (apt-get install cron): nothing runs $etc/cron.d/$1"
+  fi
+}
+
+_drop_timer_units() { # NAME: the timer stopped (when systemd runs it), the units and the link removed
+  _wants=$units/timers.target.wants/$1.timer
+  [ -e "$units/$1.timer" ] || [ -e "$units/$1.service" ] || [ -L "$_wants" ] || return 0
+  if _timer_systemctl && systemctl is-active --quiet "$1.timer"; then
+    systemctl stop "$1.timer"
+    changed "stopped $1.timer"
+  fi
+  remove_units "$_wants" "$units/$1.timer" "$units/$1.service"
+  ! _timer_systemctl || systemctl reset-failed "$1.service" "$1.timer" >/dev/null 2>&1 || true
 }

@@ -270,6 +270,7 @@ case ${impl:=auto} in
   *) fail "$env: IMPLEMENTATION=$impl is not auto, kernel or wireguard-go" ;;
 esac
 address=$(setting ADDRESS)
+address6=$(setting ADDRESS6) # dual-stack tunnels only (tunnel.ipv6)
 mtu=$(setting MTU)
 routes=$(setting ROUTES | tr ',' ' ')
 [ -n "$address" ] || fail "$env: ADDRESS is empty"
@@ -371,11 +372,19 @@ done <"$tmp/names"
 
 # --- address, MTU, link up, routes -------------------------------------------------------------
 
-have=$(ip -o addr show dev "$if" scope global | awk '{ print $4 }' | tr '\n' ' ')
-if [ "$have" != "$address " ]; then
+# Both families' global addresses, sorted: the kernel lists inet before inet6, but say so.
+want=$(printf '%s\n' "$address" ${address6:+"$address6"} | sort | tr '\n' ' ')
+have=$(ip -o addr show dev "$if" scope global | awk '{ print $4 }' | sort | tr '\n' ' ')
+if [ "$have" != "$want" ]; then
   ip addr flush dev "$if" scope global
   ip addr add "$address" dev "$if"
   changed "address $address"
+  if [ -n "$address6" ]; then
+    # nodad: the address is ours alone on a point-to-point link; usable at once.
+    ip -6 addr add "$address6" dev "$if" nodad ||
+      fail "cannot add $address6 to $if: is IPv6 disabled (sysctl net.ipv6.conf.$if.disable_ipv6)?"
+    changed "address $address6"
+  fi
 fi
 line=$(ip -o link show dev "$if")
 have=$(printf '%s\n' "$line" | sed -n 's/.* mtu \([0-9]*\) .*/\1/p')
@@ -388,13 +397,15 @@ case $line in
   *) ip link set dev "$if" up && changed "link up" ;;
 esac
 for r in $routes; do
-  if [ -z "$(ip route show exact "$r" dev "$if")" ]; then
-    ip route replace "$r" dev "$if"
+  fam=-4
+  case $r in *:*) fam=-6 ;; esac
+  if [ -z "$(ip "$fam" route show exact "$r" dev "$if")" ]; then
+    ip "$fam" route replace "$r" dev "$if"
     changed "route $r"
   fi
 done
 # Routes of the kind we add (proto boot) that are no longer wanted.
-for r in $(ip route show dev "$if" proto boot | awk '{ print $1 }'); do
+for r in $( (ip -4 route show dev "$if" proto boot && ip -6 route show dev "$if" proto boot) | awk '{ print $1 }'); do
   case " $routes " in
     *" $r "*) ;;
     *) ip route del "$r" dev "$if" && changed "removed route $r" ;;

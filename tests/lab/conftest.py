@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _pytest.nodeid import NodeId
 
 from tests.lab.make_lab import MakeLab
 from tests.lab.netns import Lab, require_lab_tools
+from tests.xdist_groups import put_in_group
 
 _HERE = Path(__file__).parent
 
@@ -29,31 +29,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.path.is_relative_to(_HERE):
             item.add_marker(pytest.mark.lab)
-            group = _xdist_group(item)
-            item.add_marker(pytest.mark.xdist_group(group))
-            if getattr(config.option, "loadgroup", False):  # an xdist worker under --dist loadgroup
-                _in_xdist_group(item, group)
+            put_in_group(config, item, _xdist_group(item))
     # The `make lab` tests in the order that applies and destroys the lab least often: first
     # those that want it applied, then those that start from a destroyed stack (each ends
     # applied or destroyed; the next one's fixture destroys it only if it is applied), and
     # last the test that takes it down. Any order gives the same results (each fixture puts
     # the lab in the state its test needs: MakeLab.ensure_up, ensure_destroyed); only the
     # wall time depends on it. The sort is stable: within a rank, the order of the files.
-    items.sort(key=_make_lab_rank)
+    # And they come first: `make test` runs every tier in one session with xdist's groups in
+    # the order of their first test (--no-loadscope-reorder), so that the longest group, the
+    # `make lab` tests, starts at once on one worker while the other worker runs the rest.
+    items.sort(key=_order)
 
 
-def _make_lab_rank(item: pytest.Item) -> int:
+def _order(item: pytest.Item) -> tuple[bool, int]:
     wanted = getattr(item, "fixturenames", ())
-    return 2 if "lab_to_take_down" in wanted else 1 if "destroyed_lab" in wanted else 0
-
-
-def _in_xdist_group(item: pytest.Item, group: str) -> None:
-    """Give ``item`` the node id ``<id>@<group>``, by which xdist's loadgroup scheduler sends
-    all of a group to one worker. xdist 3.8's own hook does it for an xdist_group mark by
-    setting ``item._nodeid``, which pytest 9.2 no longer reads (``nodeid`` is ``str(item._id)``),
-    so without this every lab test would be scheduled alone, `make lab`'s on both workers."""
-    if not item.nodeid.endswith(f"@{group}"):
-        item._id = NodeId.parse(f"{item.nodeid}@{group}")
+    rank = 2 if "lab_to_take_down" in wanted else 1 if "destroyed_lab" in wanted else 0
+    return "_session_make_lab" not in wanted, rank
 
 
 def _xdist_group(item: pytest.Item) -> str:

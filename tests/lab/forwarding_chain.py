@@ -122,9 +122,10 @@ class Chain:
     def nft(self, netns: str, *args: str) -> str:
         return self.ns(netns, "nft", *args).stdout
 
-    def start_server(self, port: int = HOME_PORT) -> None:
+    def start_server(self, port: int = HOME_PORT, server: str = SERVER, address: str = HOME_TUNNEL) -> None:
+        """``server`` (a Python program taking ADDRESS PORT, printing "ready") on home."""
         proc = subprocess.Popen(
-            Machine(self.home, self.home).argv([sys.executable, "-c", SERVER, HOME_TUNNEL, str(port)]),
+            Machine(self.home, self.home).argv([sys.executable, "-c", server, address, str(port)]),
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
@@ -189,7 +190,8 @@ def chain_in_namespaces(tmp_path: Path) -> Iterator[Chain]:
                 raise RuntimeError("cleanup failed: " + "; ".join(errors))
 
 
-def forward_ruleset(mode: str = "snat", home_port: int = HOME_PORT) -> str:
+def forward_ruleset(mode: str = "snat", home_port: int = HOME_PORT, home_address6: str | None = None) -> str:
+    """The VPS's ruleset for the chain; ``home_address6``: with forwarding.ipv6 (test_forwarding_ipv6.py)."""
     return render_forwarding(
         ForwardingSettings(
             public_interface="eth0",
@@ -200,6 +202,7 @@ def forward_ruleset(mode: str = "snat", home_port: int = HOME_PORT) -> str:
             admin_ssh_port=ADMIN_PORT,
             wireguard_port=51820,
             tunnel_mtu=TUNNEL_MTU,
+            home_address6=ipaddress.IPv6Address(home_address6) if home_address6 is not None else None,
         )
     )
 

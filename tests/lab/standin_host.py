@@ -7,9 +7,7 @@ files uploaded before start, the ports on the host's address) done as the progra
 from __future__ import annotations
 
 import contextlib
-import datetime
 import io
-import ipaddress
 import json
 import os
 import shutil
@@ -20,11 +18,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
 from components.gitlab import (
     PRIVATE_FILE_PERMISSIONS,
     PUBLIC_FILE_PERMISSIONS,
@@ -33,6 +26,7 @@ from components.gitlab import (
     secrets_rb,
 )
 from components.render.gitlab import GitLabSettings, render_gitlab_rb
+from tests.certs import gitlab_ssl
 from tests.lab.netns import isolated_netns, require_docker_tools
 from tools.lab.docker import DaemonInfo, docker_client, docker_env
 from tools.lab.dockerd import start_dockerd, stop_dockerd
@@ -119,39 +113,7 @@ def standin_host() -> Iterator[Host]:
 
 def certificates(directory: Path) -> Path:
     """A throwaway CA and its server certificate for DOMAIN and ADDRESS: ssl/<DOMAIN>.{crt,key}; the CA's path."""
-    now = datetime.datetime.now(datetime.UTC)
-
-    def name(cn: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder().subject_name(name("forgeway lab CA")).issuer_name(name("forgeway lab CA"))
-        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
-    san = x509.SubjectAlternativeName([x509.DNSName(DOMAIN), x509.IPAddress(ipaddress.ip_address(ADDRESS))])
-    cert = (
-        x509.CertificateBuilder().subject_name(name(DOMAIN)).issuer_name(ca.subject)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(san, critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
-    ssl = directory / "ssl"
-    ssl.mkdir()
-    (ssl / f"{DOMAIN}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path = ssl / f"{DOMAIN}.key"
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    key_path.chmod(0o600)
-    ca_path = directory / "ca.crt"
-    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    return ca_path
+    return gitlab_ssl(directory, DOMAIN, ADDRESS)
 
 
 def program_files(directory: Path, *, key_mode: str = PRIVATE_FILE_PERMISSIONS) -> dict[str, tuple[bytes, str]]:

@@ -40,6 +40,7 @@ from components.backup import SFTP_USER, SftpTarget, backup_settings, default_re
 from components.host_service import HostService
 from components.scripts import script, script_command
 from tests.lab.netns import SSHD, Lab, LabHost
+from tests.lab.tree import listing
 from tools.lab.machine import Machine
 
 pytestmark = pytest.mark.lab
@@ -84,22 +85,6 @@ class Tree:
     home_etc: Path
     container: Path  # the fake container's root
     bin: Path  # the fake docker
-
-
-Listing = dict[str, tuple[int, str, bytes | str | None]]
-
-
-def _listing(root: Path) -> Listing:
-    out: Listing = {}
-    for path in sorted(root.rglob("*")):
-        st = path.lstat()
-        content: bytes | str | None = None
-        if path.is_symlink():
-            content = os.readlink(path)
-        elif path.is_file():
-            content = path.read_bytes()
-        out[str(path.relative_to(root))] = (st.st_mode, f"{st.st_uid}:{st.st_gid}", content)
-    return out
 
 
 def _run(command: str | list[str], env: dict[str, str], *, stdin: str = "", ok: bool = True) -> list[str]:
@@ -223,7 +208,7 @@ def test_sftp_user_backup_converge_a_real_backup_and_delete_keeps_the_repository
         vps = lab.add_host("vps")
         config = _vps_sshd_config(tree, vps)
         vps_env, home_env = _env(tree.vps_etc, tree), _env(tree.home_etc, tree)
-        vps_before, home_before = _listing(tree.vps_etc), _listing(tree.home_etc)
+        vps_before, home_before = listing(tree.vps_etc), listing(tree.home_etc)
 
         # (a) the GitLab host's own key: made once, only its public half printed
         key_lines = _run(script_command("backup-key.sh", "home"), home_env)
@@ -271,8 +256,8 @@ def test_sftp_user_backup_converge_a_real_backup_and_delete_keeps_the_repository
         assert any("kept the backup repository" in line for line in down), down
         with pytest.raises(KeyError):
             pwd.getpwnam(SFTP_USER)
-        assert _listing(tree.home_etc) == home_before
-        assert _listing(tree.vps_etc) == vps_before
+        assert listing(tree.home_etc) == home_before
+        assert listing(tree.vps_etc) == vps_before
         assert (chroot / "restic" / "config").is_file(), "the repository stays"
         assert not (tree.base / "home/var/lib/forgeway").exists()
         _only_ok(_run(HostService(stage="backup", up="backup-up.sh", down="backup-down.sh").delete(), home_env))

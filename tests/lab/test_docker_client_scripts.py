@@ -13,8 +13,6 @@ stand-in sees the manifest request. The real /etc is never written.
 from __future__ import annotations
 
 import contextlib
-import datetime
-import ipaddress
 import os
 import shutil
 import signal
@@ -26,14 +24,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from components.render.docker_client import DockerClientSettings, render_docker_client
 from components.scripts import script_command
+from tests.certs import make_ca
 from tests.lab.netns import isolated_netns
+from tests.lab.tree import listing
 from tools.lab.docker import DOCKERD, docker
 from tools.lab.dockerd import start_dockerd, stop_dockerd
 from tools.lab.machine import Machine
@@ -42,45 +38,6 @@ pytestmark = pytest.mark.lab
 
 ADDRESS = "203.0.113.78"
 PORT = 5443
-
-
-def _ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "forgeway lab CA")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
-
-
-def _server_cert(ca_key: ec.EllipticCurvePrivateKey, ca: x509.Certificate, directory: Path) -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ADDRESS)]))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ADDRESS))]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    (directory / "server.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (directory / "server.key").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
 
 
 def _settings(ca_pem: str, *, proxy: bool = True) -> DockerClientSettings:
@@ -111,17 +68,9 @@ def _run(etc: Path, name: str, *args: str) -> list[str]:
     return done.stdout.splitlines()
 
 
-def _listing(root: Path) -> dict[str, tuple[int, bytes | None]]:
-    out: dict[str, tuple[int, bytes | None]] = {}
-    for path in sorted(root.rglob("*")):
-        st = path.lstat()
-        out[str(path.relative_to(root))] = (st.st_mode, path.read_bytes() if path.is_file() else None)
-    return out
-
-
 @pytest.fixture
 def ca_pem() -> str:
-    return _ca()[1].public_bytes(serialization.Encoding.PEM).decode()
+    return make_ca("forgeway lab CA").pem
 
 
 def test_up_converges_and_down_removes_exactly_what_up_added(tmp_path: Path, ca_pem: str) -> None:
@@ -130,7 +79,7 @@ def test_up_converges_and_down_removes_exactly_what_up_added(tmp_path: Path, ca_
     (etc / "docker" / "key.json").write_text("{}\n")
     (etc / "systemd" / "system").mkdir(parents=True)
     stage = _stage(tmp_path / "stage", _settings(ca_pem))
-    before = _listing(etc)
+    before = listing(etc)
 
     first = _run(etc, "docker-client-up.sh", str(stage))
     # 2 certs.d CAs, 2 job certs.d CAs and the jobs' buildkitd.toml, the trust store, the drop-in
@@ -144,11 +93,11 @@ def test_up_converges_and_down_removes_exactly_what_up_added(tmp_path: Path, ca_
     assert "[registry." in (etc / "docker/forgeway-jobs/buildkitd.toml").read_text()
     dropin = (etc / "systemd/system/docker.service.d/forgeway-proxy.conf").read_text()
     assert f"NO_PROXY=localhost,127.0.0.1,{ADDRESS},registry.forgeway.lab,gitlab.forgeway.lab,10.8.0.0/24" in dropin
-    after_first = _listing(etc)
+    after_first = listing(etc)
 
     second = _run(etc, "docker-client-up.sh", str(stage))
     assert second and all(line.startswith("ok ") for line in second), second
-    assert _listing(etc) == after_first
+    assert listing(etc) == after_first
 
     # The proxy goes away: up removes the drop-in and says what the caller must do.
     _stage(stage, _settings(ca_pem, proxy=False))
@@ -159,10 +108,10 @@ def test_up_converges_and_down_removes_exactly_what_up_added(tmp_path: Path, ca_
 
     down = _run(etc, "docker-client-down.sh")
     assert any(line.startswith("changed ") for line in down), down
-    assert _listing(etc) == before
+    assert listing(etc) == before
     again = _run(etc, "docker-client-down.sh")
     assert again and all(line.startswith("ok ") for line in again), again
-    assert _listing(etc) == before
+    assert listing(etc) == before
 
 
 def test_a_file_changed_by_hand_is_put_back(tmp_path: Path, ca_pem: str) -> None:
@@ -219,9 +168,9 @@ def test_dockerd_trusts_the_ca_from_the_certs_d_layout(netns: str) -> None:
     server: subprocess.Popen[bytes] | None = None
     daemon = None
     try:
-        ca_key, ca = _ca()
-        ca_pem = ca.public_bytes(serialization.Encoding.PEM).decode()
-        _server_cert(ca_key, ca, base)
+        ca = make_ca("forgeway lab CA")
+        ca.issue(ADDRESS, ips=[ADDRESS]).write(base / "server.crt", base / "server.key")
+        ca_pem = ca.pem
         etc = base / "etc"
         stage = _stage(base / "stage", _settings(ca_pem))
         log = base / "registry.log"

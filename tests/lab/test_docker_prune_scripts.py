@@ -25,6 +25,7 @@ import pytest
 
 from components.scripts import script, staged_command, unstaged_command
 from tests.lab.netns import scratch_dockerd
+from tests.lab.tree import Listing, listing
 from tools.lab.docker import DaemonInfo, docker, docker_env
 
 pytestmark = pytest.mark.lab
@@ -63,19 +64,6 @@ def _down(etc: Path, daemon: DaemonInfo) -> list[str]:
     return _sh(
         unstaged_command(STAGE, shlex.join(["sh", "-c", script("docker-prune-down.sh")])), _env(etc, daemon, "no")
     )
-
-
-def _listing(root: Path) -> dict[str, tuple[int, bytes | str | None]]:
-    out: dict[str, tuple[int, bytes | str | None]] = {}
-    for path in sorted(root.rglob("*")):
-        st = path.lstat()
-        content: bytes | str | None = None
-        if path.is_symlink():
-            content = os.readlink(path)
-        elif path.is_file():
-            content = path.read_bytes()
-        out[str(path.relative_to(root))] = (st.st_mode, content)
-    return out
 
 
 def _exec_start(etc: Path) -> list[str]:
@@ -125,7 +113,7 @@ def _has_image(daemon: DaemonInfo, image_id: str) -> bool:
 def test_up_prunes_converges_and_down_removes_what_up_added(tmp_path: Path, daemon: DaemonInfo) -> None:
     etc = tmp_path / "etc"
     etc.mkdir()
-    before = _listing(etc)
+    before = listing(etc)
 
     first = _up(etc, daemon, "yes", threshold=99, keep=0)
     assert sum(line.startswith("changed ") for line in first) == 5, first
@@ -136,18 +124,18 @@ def test_up_prunes_converges_and_down_removes_what_up_added(tmp_path: Path, daem
     settings = (home / "settings").read_text()
     assert "THRESHOLD_PERCENT=99\nKEEP_HOURS=0\n" in settings and f"DOCKER_HOST={daemon.host}\n" in settings
     timer = (etc / "systemd/system" / f"{NAME}.timer").read_text()
-    for line in ("OnCalendar=hourly", "Persistent=true", "RandomizedDelaySec=5m", "WantedBy=timers.target"):
+    for line in ("OnCalendar=hourly", "Persistent=true", "RandomizedDelaySec=5min", "WantedBy=timers.target"):
         assert f"\n{line}\n" in timer, timer
     assert "Type=oneshot" in (etc / "systemd/system" / f"{NAME}.service").read_text()
     wants = etc / "systemd/system/timers.target.wants" / f"{NAME}.timer"
     assert os.readlink(wants) == str(etc / "systemd/system" / f"{NAME}.timer")
     assert _exec_start(etc) == [str(home / NAME)]
     assert not (etc / "cron.d").exists()
-    installed = _listing(etc)
+    installed = listing(etc)
 
     second = _up(etc, daemon, "yes", threshold=99, keep=0)
     assert second and all(line.startswith("ok ") for line in second), second
-    assert _listing(etc) == installed
+    assert listing(etc) == installed
 
     # threshold 99: this disk is not that full, nothing goes
     image_id = _import_unused_image(daemon)
@@ -173,7 +161,7 @@ def test_up_prunes_converges_and_down_removes_what_up_added(tmp_path: Path, daem
     _cron_then_down(etc, daemon, before)
 
 
-def _cron_then_down(etc: Path, daemon: DaemonInfo, before: dict[str, tuple[int, bytes | str | None]]) -> None:
+def _cron_then_down(etc: Path, daemon: DaemonInfo, before: Listing) -> None:
     """Without systemd: the cron file instead of the units; then down, twice."""
     home = etc / "forgeway" / "docker-prune"
     wants = etc / "systemd/system/timers.target.wants" / f"{NAME}.timer"
@@ -189,10 +177,10 @@ def _cron_then_down(etc: Path, daemon: DaemonInfo, before: dict[str, tuple[int, 
 
     down = _down(etc, daemon)
     assert any("removed" in line for line in down), down
-    assert _listing(etc) == before
+    assert listing(etc) == before
     again = _down(etc, daemon)
     assert again and all(line.startswith("ok ") for line in again), again
-    assert _listing(etc) == before
+    assert listing(etc) == before
 
 
 def test_up_refuses_bad_arguments(tmp_path: Path, daemon: DaemonInfo) -> None:

@@ -15,9 +15,7 @@ Needs root, docker.io and debootstrap: fails loudly without them, never skips.
 
 from __future__ import annotations
 
-import datetime
 import io
-import ipaddress
 import json
 import secrets
 import shutil
@@ -30,12 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from components.render.runner_config import CA_PATH, RunnerSettingsView, render_config_toml
+from tests.certs import gitlab_ssl
 from tests.lab.netns import isolated_netns, require_docker_tools
 from tests.lab.test_gitlab_api_rules import _ruby
 from tools.lab.docker import DaemonInfo, docker
@@ -63,7 +58,7 @@ class Lab:
 
     def __init__(self, netns: str, daemon: DaemonInfo, scratch: Path) -> None:
         self.netns, self.daemon, self.scratch = netns, daemon, scratch
-        self.ca = _certificates(scratch)
+        self.ca = gitlab_ssl(scratch, DOMAIN, ADDRESS, "forgeway api lab CA")
 
     def docker(self, *args: str, input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
         return docker(self.daemon, *args, input=input, check=check, timeout=120)
@@ -136,40 +131,6 @@ class Lab:
             assert time.monotonic() - started < 120, self.logs("gitlab")
             time.sleep(0.5)
         return time.monotonic() - started
-
-
-def _certificates(directory: Path) -> Path:
-    """A throwaway CA and its certificate for DOMAIN: ssl/<DOMAIN>.{crt,key}; the CA's path."""
-    now = datetime.datetime.now(datetime.UTC)
-
-    def name(cn: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder().subject_name(name("forgeway api lab CA")).issuer_name(name("forgeway api lab CA"))
-        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
-    san = x509.SubjectAlternativeName([x509.DNSName(DOMAIN), x509.IPAddress(ipaddress.ip_address(ADDRESS))])
-    cert = (
-        x509.CertificateBuilder().subject_name(name(DOMAIN)).issuer_name(ca.subject)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(san, critical=False).add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
-        .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
-    ssl = directory / "ssl"
-    ssl.mkdir()
-    (ssl / f"{DOMAIN}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (ssl / f"{DOMAIN}.key").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    ca_path = directory / "ca.crt"
-    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    return ca_path
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,9 @@ of its own), so this runs beside `make lab` without the fwl lock."""
 from __future__ import annotations
 
 import secrets
+import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,16 +109,39 @@ def test_a_reboot_restarts_systemd_and_the_namespace_forgets_its_runtime_state(n
     ), "processes left in the host's namespace"
 
 
-def _docker(root: Path, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+# A unix socket's path has at most 107 bytes (sun_path). The host's docker socket under
+# tmp_path is 109 under xdist (.../popen-gwN/test_a_docker_host_runs_docker0/root/var/lib/
+# forgeway-lab/docker.sock): the client could never connect, and "dockerd answers" timed out.
+SOCKET_PATH_MAX = 107
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A directory of a short path, for a link to the host's docker socket."""
+    made = Path(tempfile.mkdtemp(prefix="fwn-"))
+    try:
+        yield made
+    finally:
+        shutil.rmtree(made, ignore_errors=True)
+
+
+def _docker_socket(root: Path, short_dir: Path) -> Path:
+    """A short link to the docker socket in the host's root (connect follows it)."""
+    link = short_dir / "docker.sock"
+    link.symlink_to(root / lab_rootfs.DOCKER_SOCKET.lstrip("/"))
+    assert len(str(link)) <= SOCKET_PATH_MAX, link
+    return link
+
+
+def _docker(socket: Path, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     """The docker client against the host's dockerd, through its socket in the host's root."""
-    socket = root / lab_rootfs.DOCKER_SOCKET.lstrip("/")
     return subprocess.run(
         ["docker", "-H", f"unix://{socket}", *args], input=stdin, capture_output=True, check=False, timeout=300
     )
 
 
 def test_a_docker_host_runs_dockerd_under_its_systemd_and_keeps_its_images_across_a_reboot(
-    netns: str, tmp_path: Path
+    netns: str, tmp_path: Path, short_dir: Path
 ) -> None:
     """dockerd started by systemd in the host (cgroup2, CAP_NET_ADMIN, runc's syscalls: the
     nspawn recipe); a container runs and publishes a port; binfmt_misc is mounted, and
@@ -134,20 +159,21 @@ def test_a_docker_host_runs_dockerd_under_its_systemd_and_keeps_its_images_acros
     setup = lab_rootfs.DockerSetup("172.30.9.1/24", "172.31.144.0/20", storage_driver(tmp_path))
     lab_rootfs.make_root(root, "dockerhost", PORT, {"fwl-forgeway": "ssh-ed25519 AAAA unused"}, tmp_path / "key",
                          groups=("docker",), docker=setup)  # fmt: skip
+    sock = _docker_socket(root, short_dir)
     pid = lab_nspawn.start(name, netns, root, state, BASE)
     try:
         _wait("sshd answers", lambda: _sshd_answers(netns, host_key))
-        _wait("dockerd answers", lambda: _docker(root, "info").returncode == 0)
-        info = _docker(root, "info", "--format", "{{.CgroupVersion}} {{.Driver}}").stdout.decode().split()
+        _wait("dockerd answers", lambda: _docker(sock, "info").returncode == 0)
+        info = _docker(sock, "info", "--format", "{{.CgroupVersion}} {{.Driver}}").stdout.decode().split()
         assert info == ["2", setup.storage_driver], info
         running = lab_nspawn.inside(state, "systemctl", "is-system-running", "--wait")
         assert running.stdout.strip() == "running", lab_nspawn.inside(state, "systemctl", "--failed").stdout
         assert lab_nspawn.inside(state, "systemctl", "is-active", "docker").stdout.strip() == "active"
         mounts = lab_nspawn.inside(state, "findmnt", "-n", "-o", "FSTYPE", "/proc/sys/fs/binfmt_misc").stdout
         assert set(mounts.split()) == {"binfmt_misc"}, mounts
-        imported = _docker(root, "import", "-", "lab/minbase:1", stdin=_minbase(SUITE, {}).read_bytes())
+        imported = _docker(sock, "import", "-", "lab/minbase:1", stdin=_minbase(SUITE, {}).read_bytes())
         assert imported.returncode == 0, imported.stderr
-        ran = _docker(root, "run", "--rm", "-p", "8080:80", "lab/minbase:1", "sh", "-c", "echo ran; cat /proc/1/cgroup")
+        ran = _docker(sock, "run", "--rm", "-p", "8080:80", "lab/minbase:1", "sh", "-c", "echo ran; cat /proc/1/cgroup")
         assert ran.returncode == 0 and ran.stdout.startswith(b"ran"), ran.stderr
         assert "DOCKER" in _in(netns, "nft", "list", "ruleset").stdout, "no docker rules in the host's netfilter"
         # forgeway's proxy drop-in for docker (docker-client-up.sh): systemd reloads and docker has it.
@@ -168,10 +194,10 @@ def test_a_docker_host_runs_dockerd_under_its_systemd_and_keeps_its_images_acros
         boots = lab_nspawn.boot_count(state)
         lab_nspawn.inside(state, "systemctl", "reboot")
         _wait("booted again", lambda: lab_nspawn.boot_count(state) > boots and _sshd_answers(netns, host_key))
-        _wait("dockerd answers again", lambda: _docker(root, "info").returncode == 0)
-        assert _docker(root, "image", "inspect", "lab/minbase:1").returncode == 0, "the image is gone after a reboot"
+        _wait("dockerd answers again", lambda: _docker(sock, "info").returncode == 0)
+        assert _docker(sock, "image", "inspect", "lab/minbase:1").returncode == 0, "the image is gone after a reboot"
         assert "HTTP_PROXY=http://proxy.example:3128" in environment(), "the proxy drop-in is not read at boot"
-        again = _docker(root, "run", "--rm", "lab/minbase:1", "echo", "again")
+        again = _docker(sock, "run", "--rm", "lab/minbase:1", "echo", "again")
         assert again.stdout == b"again\n", again.stderr
     finally:
         lab_nspawn.stop(pid, state, root, name)
@@ -241,5 +267,73 @@ def test_on_a_booting_host_the_endpoint_watch_is_a_unit_that_boots_after_the_tun
         assert active(unit) == ["inactive"]
         after = sorted(str(p.relative_to(root)) for p in (root / "etc").rglob("*"))
         assert [p for p in after if p not in before] == [], "tunnel-down left files up made"
+    finally:
+        lab_nspawn.stop(pid, state, root, name)
+
+
+def test_on_a_booting_host_install_timer_starts_its_timer_and_remove_timer_undoes_it(
+    netns: str, tmp_path: Path
+) -> None:
+    """install_timer (host-files.sh) where systemd is PID 1: the timer enabled and started, its
+    service runs the program, a second install changes nothing, a new calendar restarts the
+    timer; FORGEWAY_SYSTEMD=no stops it and swaps the units for the cron file; remove_timer
+    leaves /etc as it booted."""
+    from components.scripts import LIBRARY, SOURCE_LINE, script
+
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(tmp_path / "key")], check=True)
+    host_key = (tmp_path / "key.pub").read_text().split()[1]
+    root, state, name = tmp_path / "root", tmp_path / "state", netns.removeprefix("fwn-")
+    lab_rootfs.make_root(root, "booting", PORT, {"fwl-admin": "ssh-ed25519 AAAA unused"}, tmp_path / "key")
+    stage = root / "stage"
+    stage.mkdir()
+    (stage / LIBRARY).write_text(script(LIBRARY))
+    (stage / "t.sh").write_text(f'#!/bin/sh\nset -eu\nme=t tag=t\n{SOURCE_LINE}\n"$@"\nsave_dirs /stage/dirs\n')
+    (stage / "ran.sh").write_text("#!/bin/sh\necho ran >>/var/tmp/forgeway-t.ran\n")
+    (stage / "ran.sh").chmod(0o755)
+    install = ["install_timer", "forgeway-t", "*-*-* 03:15:00", "/stage/ran.sh", "a test", "1", "5", "0 * * * *"]
+
+    def t(*argv: str, systemd: str = "auto") -> list[str]:
+        done = lab_nspawn.inside(state, "env", f"FORGEWAY_SYSTEMD={systemd}", "sh", "/stage/t.sh", *argv)
+        assert done.returncode == 0 and done.stderr == "", done.stdout + done.stderr
+        return done.stdout.splitlines()
+
+    def systemctl(*argv: str) -> str:
+        return lab_nspawn.inside(state, "systemctl", *argv).stdout.strip()
+
+    pid = lab_nspawn.start(name, netns, root, state, BASE)
+    try:
+        _wait("sshd answers", lambda: _sshd_answers(netns, host_key))
+        before = sorted(str(p.relative_to(root)) for p in (root / "etc").rglob("*"))  # as booted (etc/mtab)
+        first = t(*install)
+        assert first[-1] == "changed t: started forgeway-t.timer", first
+        assert (systemctl("is-enabled", "forgeway-t.timer"), systemctl("is-active", "forgeway-t.timer")) == (
+            "enabled",
+            "active",
+        )
+        assert t(*install) == [], "a second install changed something"
+        assert systemctl("show", "-p", "TimeoutStartUSec", "--value", "forgeway-t.service") == "5min"
+        hourly = t(*install[:2], "hourly", *install[3:])  # a new calendar reaches the running timer
+        assert hourly[-1] == "changed t: restarted forgeway-t.timer", hourly
+        assert "OnCalendar=*-*-* *:00:00" in systemctl("show", "-p", "TimersCalendar", "--value", "forgeway-t.timer")
+        assert lab_nspawn.inside(state, "systemctl", "start", "forgeway-t.service").returncode == 0
+        assert (root / "var/tmp/forgeway-t.ran").read_text() == "ran\n"
+
+        cron = t(*install, systemd="no")
+        assert "changed t: stopped forgeway-t.timer" in cron, cron
+        assert systemctl("is-active", "forgeway-t.timer") == "inactive"
+        assert not (root / "etc/systemd/system/forgeway-t.timer").exists(), "the units stay beside the cron file"
+        assert (root / "etc/cron.d/forgeway-t").read_text().splitlines()[-1].startswith("15 3 * * * root timeout 5m")
+        t(*install)  # back to systemd: started again, the cron file gone
+        assert systemctl("is-active", "forgeway-t.timer") == "active"
+        assert not (root / "etc/cron.d/forgeway-t").exists()
+
+        down = t("remove_timer", "forgeway-t")
+        assert down[0] == "changed t: stopped forgeway-t.timer", down
+        assert systemctl("is-active", "forgeway-t.timer") == "inactive"
+        assert "forgeway-t" not in systemctl("list-units", "--all", "--no-legend", "forgeway-t*")
+        assert t("remove_timer", "forgeway-t") == []
+        t("remove_saved_dirs", "/stage/dirs")  # what the scripts' downs do with the directories up made
+        after = sorted(str(p.relative_to(root)) for p in (root / "etc").rglob("*"))
+        assert [p for p in after if p not in before] == [], "remove_timer left files install_timer made"
     finally:
         lab_nspawn.stop(pid, state, root, name)

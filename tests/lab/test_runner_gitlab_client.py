@@ -6,7 +6,6 @@ tests/lab/test_gitlab_api_standin.py.
 
 from __future__ import annotations
 
-import datetime
 import http.server
 import importlib.util
 import json
@@ -18,10 +17,8 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+
+from tests.certs import make_ca
 
 pytestmark = pytest.mark.lab
 
@@ -31,29 +28,9 @@ CLIENT = Path(__file__).resolve().parents[2] / "tools" / "lab" / "standin_image"
 
 def _tls_pair(directory: Path, host: str) -> tuple[Path, Path, Path]:
     """A CA, and a certificate and key for ``host`` it signed: (ca, cert, key) paths."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"CA for {host}")])
-    ca = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True).sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
-    cert = (
-        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
-        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
-    paths = directory / "ca.crt", directory / "server.crt", directory / "server.key"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return paths
+    ca = make_ca(f"CA for {host}")
+    cert, key = ca.issue(host, dns=[host]).write(directory / "server.crt", directory / "server.key")
+    return ca.write(directory / "ca.crt"), cert, key
 
 
 class _FakeGitLab(http.server.BaseHTTPRequestHandler):

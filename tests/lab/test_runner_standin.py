@@ -19,7 +19,6 @@ run on a machine builds the image (~15 s with the minbase cached); later runs re
 
 from __future__ import annotations
 
-import datetime
 import importlib.util
 import io
 import json
@@ -35,12 +34,9 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from components.render.runner_config import CA_PATH, RunnerSettingsView, render_config_toml
+from tests.certs import make_ca
 from tests.lab.host_view import container_pids, secrets_shown
 from tests.lab.netns import scratch_dockerd
 from tools.lab.docker import DaemonInfo, docker
@@ -54,21 +50,7 @@ REGISTRATION = "GR1348941lab-registration-token"
 SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "lab" / "standin_image" / "runner_standin.py"
 
 
-def _ca_pem() -> str:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "forgeway lab CA")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )  # fmt: skip
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
-
-
-CA_PEM = _ca_pem()
+CA_PEM = make_ca("forgeway lab CA").pem
 
 
 def _view(**overrides: object) -> RunnerSettingsView:

@@ -301,17 +301,21 @@ def _cleanup(netns: str, pidfile: Path) -> None:
 
 
 @contextlib.contextmanager
-def tunnel_pair(tmp_path: Path) -> Iterator[Pair]:
+def tunnel_pair(tmp_path: Path, *, ipv6_only_uplink: bool = False) -> Iterator[Pair]:
     """vps and home in namespaces of their own, the tunnel up on both under an ArgvWatch;
-    every process stopped and the namespaces deleted on exit."""
+    every process stopped and the namespaces deleted on exit.
+
+    ``ipv6_only_uplink``: the veth between them has IPv6 addresses only (2001:db8::1 and ::2),
+    the tunnel is dual-stack (tunnel.ipv6) and home dials the VPS at [2001:db8::1]."""
     _require_root_and_tools()
     token = secrets.token_hex(3)
     keys = {name: _ok(["wg", "genkey"]).stdout.strip() for name in ("vps", "home")}
     resolving = tmp_path / "hosts"
     resolving.write_text(f"127.0.0.1 localhost\n203.0.113.1 {VPS_NAME}\n")
+    uplink = ("2001:db8::1", "2001:db8::2") if ipv6_only_uplink else ("203.0.113.1", "203.0.113.2")
     hosts = {
         name: Host(name, f"fwt-{name}-{token}", address, tmp_path / name, keys[name], resolving)
-        for name, address in (("vps", "203.0.113.1"), ("home", "203.0.113.2"))
+        for name, address in zip(("vps", "home"), uplink, strict=True)
     }
     vps, home = hosts["vps"], hosts["home"]
     with Namespaces("fwt") as made:
@@ -320,14 +324,35 @@ def tunnel_pair(tmp_path: Path) -> Iterator[Pair]:
             (host.etc / "systemd" / "system").mkdir(parents=True)  # as on any systemd host
         made.link(vps.machine, "eth1", home.machine, "eth1")
         for host in hosts.values():
-            made.address(host.machine, "eth1", f"{host.address}/24")
+            if ipv6_only_uplink:
+                host.machine.succeed(["ip", "-6", "addr", "add", f"{host.address}/64", "dev", "eth1", "nodad"])
+                made.address(host.machine, "eth1")
+            else:
+                made.address(host.machine, "eth1", f"{host.address}/24")
 
-        tunnel = Tunnel()
-        vps_id = TunnelHost("vps", wg_public_key(vps.private_key), ipaddress.IPv4Address("10.8.0.1"))
-        home_id = TunnelHost("home", wg_public_key(home.private_key), ipaddress.IPv4Address("10.8.0.2"))
+        tunnel = Tunnel(ipv6=ipv6_only_uplink)
+        v6 = ipaddress.IPv6Address
+        vps_id = TunnelHost(
+            "vps",
+            wg_public_key(vps.private_key),
+            ipaddress.IPv4Address("10.8.0.1"),
+            v6("fd77:6179:7761::1") if ipv6_only_uplink else None,
+        )
+        home_id = TunnelHost(
+            "home",
+            wg_public_key(home.private_key),
+            ipaddress.IPv4Address("10.8.0.2"),
+            v6("fd77:6179:7761::2") if ipv6_only_uplink else None,
+        )
         rendered = {
-            "vps": endpoint_interface(tunnel=tunnel, address=vps_id.address, peers=[home_id]),
-            "home": peer_interface(tunnel=tunnel, address=home_id.address, vps=vps_id, endpoint_host=VPS_NAME),
+            "vps": endpoint_interface(tunnel=tunnel, address=vps_id.address, peers=[home_id], address6=vps_id.address6),
+            "home": peer_interface(
+                tunnel=tunnel,
+                address=home_id.address,
+                vps=vps_id,
+                endpoint_host=vps.address if ipv6_only_uplink else VPS_NAME,
+                address6=home_id.address6,
+            ),
         }
         for name, host in hosts.items():
             host.rendered.mkdir(parents=True)

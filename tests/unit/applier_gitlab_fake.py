@@ -1,11 +1,10 @@
 """A small fake GitLab API for the applier's gitlab tests (tests/unit/test_applier_gitlab.py):
-http.server over TLS on 127.0.0.1 with a throwaway CA made here, answering the user/runners
+http.server over TLS on 127.0.0.1 with a throwaway CA (tests/certs.py), answering the user/runners
 endpoints the provider uses (docs.gitlab.com/api/users, /runners) as GitLab does."""
 
 from __future__ import annotations
 
 import contextlib
-import datetime
 import json
 import re
 import ssl
@@ -17,71 +16,18 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from tests.certs import Ca, make_ca
 
 NAME = "gitlab.forgeway.test"
 TOKEN = "glpat-forgeway-provisioner-0123456789"  # noqa: S105 (a test value)
 
 
-# --- a throwaway CA and the fake GitLab ----------------------------------------------
+# --- the fake GitLab, over TLS ----------------------------------------------
 
 
-def make_ca(tmp: Path, label: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"forgeway test CA {label}")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )  # keyCertSign, cRLSign
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    path = tmp / f"ca-{label}.pem"
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return key, cert, path
-
-
-def server_context(
-    tmp: Path, ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate, Path], *, san: bool = True
-) -> ssl.SSLContext:
+def server_context(tmp: Path, ca: Ca, *, san: bool = True) -> ssl.SSLContext:
     """The fake's TLS: a certificate for NAME from ``ca`` (in its SANs, or with ``san`` off only as its CN)."""
-    ca_key, ca_cert, _ = ca
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, NAME)]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-    )
-    if san:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(NAME)]), critical=False)
-    cert = (
-        builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    cert_file, key_file = tmp / "server.pem", tmp / "server.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
+    cert_file, key_file = ca.issue(NAME, dns=[NAME] if san else []).write(tmp / "server.pem", tmp / "server.key")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_file, key_file)
     return context
@@ -144,7 +90,8 @@ class FakeGitLab:
 @contextlib.contextmanager
 def fake_gitlab(tmp_path: Path) -> Iterator[SimpleNamespace]:
     """The fake serving on 127.0.0.1 (reached by NAME only through a resolve map), stopped after."""
-    ca = make_ca(tmp_path, "lab")
+    ca = make_ca("forgeway test CA lab")
+    ca_file = ca.write(tmp_path / "ca-lab.pem")
     fake = FakeGitLab()
 
     class Handler(BaseHTTPRequestHandler):
@@ -178,7 +125,7 @@ def fake_gitlab(tmp_path: Path) -> Iterator[SimpleNamespace]:
     thread.start()
     try:
         yield SimpleNamespace(
-            fake=fake, ca=ca, ca_file=ca[2], tmp=tmp_path, base=f"https://{NAME}:{fake.port}/api/v4/", server=server
+            fake=fake, ca=ca, ca_file=ca_file, tmp=tmp_path, base=f"https://{NAME}:{fake.port}/api/v4/", server=server
         )
     finally:
         server.shutdown()

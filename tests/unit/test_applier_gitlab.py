@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from tests.unit.applier_gitlab_fake import NAME, TOKEN, FakeGitLab, fake_gitlab, make_ca, server_context
+from tests.certs import make_ca
+from tests.unit.applier_gitlab_fake import NAME, TOKEN, FakeGitLab, fake_gitlab, server_context
 from tools.applier.apply import Applier, ApplyError
 from tools.applier.refresh import refresh
 from tools.stack.synth import SECRET_SIG, SIG_KEY, RegistrationOptions
@@ -228,7 +229,7 @@ def test_a_wrong_token_fails_the_early_auth_check_without_showing_the_token(gitl
 
 
 def test_verification_uses_the_cacert_file_and_fails_naming_it(gitlab: SimpleNamespace) -> None:
-    other = make_ca(gitlab.tmp, "other")[2]
+    other = make_ca("forgeway test CA other").write(gitlab.tmp / "ca-other.pem")
     with pytest.raises(ApplyError) as failure:
         _run(gitlab, None, provider=_provider_inputs(gitlab, cacertFile=str(other)))
     message = str(failure.value)

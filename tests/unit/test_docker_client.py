@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import os
 import shlex
 import shutil
@@ -12,11 +11,6 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import NameOID
 
 from components.render.docker_client import (
     DROPIN_PATH,
@@ -26,29 +20,12 @@ from components.render.docker_client import (
     no_proxy_entries,
     render_docker_client,
 )
+from tests.certs import make_ca
 
 pytestmark = pytest.mark.unit
 
 
-def make_ca_pem(name: str = "forgeway-test-ca") -> str:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(Encoding.PEM).decode()
-
-
-CA = make_ca_pem()
+CA = make_ca("forgeway-test-ca").pem
 
 
 def settings(**changes: object) -> DockerClientSettings:

@@ -8,8 +8,6 @@ GitLab holds not_protected is refused, naming the runner, and no token is ever p
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import ssl
 import subprocess
@@ -21,35 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from components.scripts import script
+from tests.certs import make_ca
 
 RUNNER_TOKEN = "glrt-" + "r" * 20
 ADMIN_TOKEN = "A" * 20
 
 
-def _certificate(tmp: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake gitlab")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )  # fmt: skip
-    cert_path, key_path = tmp / "ca.pem", tmp / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_path, key_path
+def _certificate(tmp: Path) -> tuple[Path, Path, Path]:
+    """A new CA and the fake GitLab's certificate for 127.0.0.1 it signed: (ca, cert, key) paths."""
+    ca = make_ca("fake gitlab CA")
+    cert, key = ca.issue("fake gitlab", ips=["127.0.0.1"]).write(tmp / "cert.pem", tmp / "key.pem")
+    return ca.write(tmp / "ca.pem"), cert, key
 
 
 class FakeGitLab(BaseHTTPRequestHandler):
@@ -87,7 +69,7 @@ class FakeGitLab(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def gitlab(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    cert, key = _certificate(tmp_path)
+    ca, cert, key = _certificate(tmp_path)
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeGitLab)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
@@ -96,7 +78,7 @@ def gitlab(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"https://127.0.0.1:{server.server_address[1]}/api/v4/", cert
+        yield f"https://127.0.0.1:{server.server_address[1]}/api/v4/", ca
     finally:
         server.shutdown()
 
@@ -148,7 +130,6 @@ def test_a_token_gitlab_does_not_know_is_refused_before_asking_for_the_runner(gi
 
 
 def test_an_untrusted_certificate_fails(gitlab: tuple[str, Path], tmp_path: Path) -> None:
-    (tmp_path / "other").mkdir()
-    other, _ = _certificate(tmp_path / "other")  # another CA: TLS must refuse GitLab's certificate
+    other = make_ca("another CA").write(tmp_path / "other-ca.pem")  # TLS must refuse GitLab's certificate
     done = _check(gitlab[0], other, require=False)
     assert done.returncode != 0 and "CERTIFICATE_VERIFY_FAILED" in done.stderr, done.stderr

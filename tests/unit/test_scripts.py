@@ -63,12 +63,12 @@ def test_values_are_quoted_on_the_command_line(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-def _library(tmp_path: Path, body: str) -> subprocess.CompletedProcess[str]:
+def _library(tmp_path: Path, body: str, systemd: str = "yes") -> subprocess.CompletedProcess[str]:
     """``body`` run after sourcing host-files.sh, with FORGEWAY_ETC in tmp_path."""
     etc = tmp_path / "etc"
     lib = Path(__file__).resolve().parents[2] / "components" / "scripts" / "host-files.sh"
     text = f"set -eu\nme=t tag=t\n. {lib}\n{body}\n"
-    env = {**os.environ, "FORGEWAY_ETC": str(etc), "FORGEWAY_SYSTEMD": "yes"}
+    env = {**os.environ, "FORGEWAY_ETC": str(etc), "FORGEWAY_SYSTEMD": systemd}
     return subprocess.run(["sh", "-c", text], env=env, capture_output=True, text=True, check=False)
 
 
@@ -110,6 +110,88 @@ def test_cron_fields_say_a_calendar_in_crons_words_or_nothing(tmp_path: Path, ca
     done = _library(tmp_path, f"cron_fields '{calendar}'")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == fields
+
+
+# install_timer: its systemd and cron files converge, switch and go (the booted path: tests/lab/test_lab_nspawn.py)
+TIMER = (
+    "install_timer forgeway-t '*-*-* 03:15:00' /opt/t/run 'test at 80% disk use' 5 {timeout} '0 * * * *'"
+    " After=x.service Nice=10"
+)
+
+
+def _files(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): os.readlink(p) if p.is_symlink() else p.read_text()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() or p.is_symlink()
+    }
+
+
+def test_install_timer_converges_switches_and_remove_timer_undoes_exactly_it(tmp_path: Path) -> None:
+    etc = tmp_path / "etc"
+    (etc / "systemd/system").mkdir(parents=True)
+    (etc / "systemd/system/other.timer").write_text("not ours\n")
+    before = sorted(str(p.relative_to(etc)) for p in etc.rglob("*"))
+    saved = f"save_dirs {tmp_path / 'dirs'}"
+    units = etc / "systemd/system"
+
+    first = _library(tmp_path, f"{TIMER.format(timeout=0)}\n{saved}")
+    assert first.returncode == 0, first.stderr
+    assert [line.split(": ", 1)[0] for line in first.stdout.splitlines()] == ["changed t"] * 3 + ["note t"], first
+    assert "installed, not started" in first.stdout.splitlines()[3]
+    files = _files(etc)
+    assert files["systemd/system/timers.target.wants/forgeway-t.timer"] == str(units / "forgeway-t.timer")
+    service = files["systemd/system/forgeway-t.service"]
+    assert "\nDescription=forgeway: test at 80%% disk use\nAfter=x.service\n" in service, service
+    assert '\nType=oneshot\nExecStart="/opt/t/run"\nNice=10\n' in service and "Timeout" not in service, service
+    timer = files["systemd/system/forgeway-t.timer"]
+    assert "\nOnCalendar=*-*-* 03:15:00\nPersistent=true\nRandomizedDelaySec=5min\n" in timer, timer
+    again = _library(tmp_path, f"{TIMER.format(timeout=0)}\n{saved}\n" + '[ -z "$changes" ] && echo unchanged')
+    assert again.stdout == "unchanged\n" and _files(etc) == files, again.stdout
+
+    longer = _library(tmp_path, TIMER.format(timeout=30))
+    assert longer.stdout.splitlines()[0] == f"changed t: {units}/forgeway-t.service", longer.stdout
+    assert "\nTimeoutStartSec=30min\n" in (units / "forgeway-t.service").read_text()
+
+    # Without systemd: the cron file, the units gone; twice; a calendar cron cannot say takes FALLBACK.
+    cron = _library(tmp_path, f"{TIMER.format(timeout=30)}\n{saved}", systemd="no")
+    assert cron.returncode == 0, cron.stderr
+    assert sorted(_files(etc)) == ["cron.d/forgeway-t", "systemd/system/other.timer"], cron.stdout
+    line = (etc / "cron.d/forgeway-t").read_text().splitlines()[-1]
+    assert line.startswith("15 3 * * * root timeout 30m '/opt/t/run'"), line
+    assert (etc / "cron.d/forgeway-t").stat().st_mode & 0o777 == 0o644
+    body = f"{TIMER.format(timeout=30)}\n" + '[ -z "$changes" ] && echo unchanged'
+    assert _library(tmp_path, body, systemd="no").stdout == "unchanged\n"
+    weekdays = _library(tmp_path, TIMER.format(timeout=0).replace("*-*-* 03:15:00", "Mon 03:00"), systemd="no")
+    assert "runs at '0 * * * *' (cron's time fields) instead" in weekdays.stdout, weekdays.stdout
+    assert (etc / "cron.d/forgeway-t").read_text().splitlines()[-1].startswith("0 * * * * root '/opt/t/run'")
+
+    back = _library(tmp_path, TIMER.format(timeout=0))  # and back to systemd: the cron file goes
+    assert f"removed {etc}/cron.d/forgeway-t" in back.stdout.splitlines(), back.stdout
+    assert _files(etc) == files
+
+    down = _library(tmp_path, f"remove_timer forgeway-t\nremove_saved_dirs {tmp_path / 'dirs'}")
+    assert down.returncode == 0, down.stderr
+    assert sorted(str(p.relative_to(etc)) for p in etc.rglob("*")) == before
+    assert _library(tmp_path, 'remove_timer forgeway-t\n[ -z "$changes" ] && echo unchanged').stdout == "unchanged\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ("'bad name' daily /x d 0 0 '0 * * * *'", "timer name 'bad name'"),
+        ("t daily x d 0 0 '0 * * * *'", "EXEC 'x' is not an absolute path"),
+        ("t daily '/x y' d 0 0 '0 * * * *'", "EXEC '/x y' has characters"),
+        ("t bogus /x d 0 0 '0 * * * *'", "timer t: OnCalendar 'bogus' is not a systemd calendar"),
+        ("t daily /x d 5m 0 '0 * * * *'", "DELAY '5m' is not a number of minutes"),
+        ("t daily /x d 0 0 '0 * * * *; rm'", "FALLBACK '0 * * * *; rm' is not cron time fields"),
+        ("t daily /x d 0 0 '0 * * * *' Nice", "SETTING 'Nice' is not KEY=VALUE"),
+    ],
+)
+def test_install_timer_refuses_bad_arguments_before_any_change(tmp_path: Path, args: str, message: str) -> None:
+    done = _library(tmp_path, f"install_timer {args}")
+    assert done.returncode == 1 and message in done.stderr, done.stderr
+    assert not (tmp_path / "etc").exists()
 
 
 def _backup_home(tmp_path: Path, repository: str = "/nonexistent/repo") -> Path:

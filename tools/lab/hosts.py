@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -149,9 +150,19 @@ def start_docker_hosts(record: dict[str, Any]) -> None:
                          etc_docker=LAB_DIR / "client" / "etc-docker")  # fmt: skip
     daemons["client"] = info.to_json()
     TOPOLOGY.with_suffix(".partial").write_text(json.dumps(record))
-    ensure_image(DaemonInfo.from_json(daemons["home"]), GITLAB_STANDIN)
-    for name, arch in RUNNER_HOSTS.items():
-        ensure_image_as(DaemonInfo.from_json(daemons[name]), RUNNER_STANDIN, arch)
-    # runner-amd has runner.multiarch (Pulumi.lab.yaml): its binfmt image, and an arm64 program to run
-    ensure_image(DaemonInfo.from_json(daemons["runner-amd"]), BINFMT_STANDIN)
-    ensure_hello_arm64(DaemonInfo.from_json(daemons["runner-amd"]))
+
+    def images(name: str) -> None:
+        daemon = DaemonInfo.from_json(daemons[name])
+        if name == "home":
+            ensure_image(daemon, GITLAB_STANDIN)
+        if name in RUNNER_HOSTS:
+            ensure_image_as(daemon, RUNNER_STANDIN, RUNNER_HOSTS[name])
+        if name == "runner-amd":  # runner.multiarch (Pulumi.lab.yaml): its binfmt image, an arm64 program to run
+            ensure_image(daemon, BINFMT_STANDIN)
+            ensure_hello_arm64(daemon)
+
+    # Each host's daemon at once: the imports are mostly waiting on disk (a tarball
+    # cache file is built once, under its lock, whichever host asks first).
+    with ThreadPoolExecutor(max_workers=len(DOCKER_HOSTS)) as pool:
+        for done in [pool.submit(images, name) for name in DOCKER_HOSTS]:
+            done.result()

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from components.config.checks.arch import check_images, check_runner_tags
 from components.config.checks.backup import check_backup_repository
 from components.config.checks.hosts import check_admin_peers, check_host_links, check_roles
-from components.config.checks.networks import check_docker_overlaps, check_networks, check_runner_networks
+from components.config.checks.networks import check_docker_overlaps, check_ipv6, check_networks, check_runner_networks
 from components.config.checks.ports import check_host_ports, check_ports
 from components.config.checks.secrets import check_secrets, duplicate_wireguard_keys, missing_runner_tokens
 from components.config.problems import Problem
@@ -36,4 +36,5 @@ CROSS_CHECKS: tuple[tuple[frozenset[str], Check], ...] = (
     (frozenset({"hosts", "tunnel"}), check_docker_overlaps),
     (frozenset({"hosts"}), check_runner_tags),
     (frozenset({"hosts", "tunnel", "backup"}), check_backup_repository),
+    (frozenset({"hosts", "tunnel", "forwarding", "runners"}), check_ipv6),
 )

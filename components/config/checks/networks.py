@@ -145,3 +145,121 @@ def check_docker_overlaps(cfg: StackConfig) -> list[Problem]:
                         )
                     )
     return problems
+
+
+def _tunnel_addresses6(cfg: StackConfig) -> dict[str, ipaddress.IPv6Address]:
+    from components.render.wireguard import assign_tunnel_addresses, assign_tunnel_addresses6
+
+    subnet = cfg.tunnel.subnet
+    assert isinstance(subnet, ipaddress.IPv4Network)  # check_ipv6 runs only on an IPv4 subnet
+    v4 = assign_tunnel_addresses(subnet, [(h.name, "vps" in h.roles, h.tunnel_address) for h in cfg.hosts])
+    pinned = {h.name: h.tunnel_address6 for h in cfg.hosts}
+    return assign_tunnel_addresses6(subnet, cfg.tunnel.ipv6_subnet, v4, pinned)
+
+
+def _check_tunnel_ipv6(cfg: StackConfig) -> list[Problem]:
+    """With tunnel.ipv6: every host's tunnel IPv6 address inside the prefix, a host address
+    and its own; the prefix clear of the runners' prefix and every IPv6 LAN/docker network."""
+    problems = []
+    prefix = cfg.tunnel.ipv6_subnet
+    addresses = _tunnel_addresses6(cfg)
+    owner: dict[ipaddress.IPv6Address, int] = {}
+    for i, host in enumerate(cfg.hosts):
+        address = addresses[host.name]
+        key = f"{PROJECT}:hosts[{i}].tunnel_address6"
+        given = show(str(address)) if host.tunnel_address6 is not None else f"{address} (derived from the IPv4 one)"
+        if address not in prefix:
+            problems.append(
+                Problem(
+                    key,
+                    given,
+                    f"an address inside tunnel.ipv6_subnet {prefix} (a longer IPv4 "
+                    "host part needs a shorter prefix, or pin tunnel_address6)",
+                )
+            )
+        elif address == prefix.network_address:
+            problems.append(Problem(key, given, "a host address, not the prefix's subnet-router anycast address"))
+        elif address in owner:
+            problems.append(Problem(key, given, f"an address no other host has (hosts[{owner[address]}] has it)"))
+        owner.setdefault(address, i)
+        for field in ("lan_networks", "docker_networks"):
+            for j, net in enumerate(getattr(host, field)):
+                if net.version == 6 and net.overlaps(prefix):
+                    problems.append(
+                        Problem(
+                            f"{PROJECT}:hosts[{i}].{field}[{j}]",
+                            show(str(net)),
+                            f"a network that does not overlap the tunnel prefix {prefix} (tunnel.ipv6_subnet)",
+                        )
+                    )
+    if cfg.runners.ipv6 and prefix.overlaps(cfg.runners.ipv6_prefix):
+        problems.append(
+            Problem(
+                f"{PROJECT}:tunnel.ipv6_subnet",
+                show(str(prefix)),
+                f"a prefix outside runners.ipv6_prefix {cfg.runners.ipv6_prefix} (the job networks')",
+            )
+        )
+    return problems
+
+
+def check_ipv6(cfg: StackConfig) -> list[Problem]:
+    """IPv6 settings that fit together: forwarding.ipv6 and tunnel_address6 need tunnel.ipv6;
+    public_address6 is the VPS's and tunnel_endpoint_family a peer's; a peer told to dial over
+    one family has an address of that family to dial; the tunnel prefix (check above)."""
+    problems: list[Problem] = []
+    if cfg.tunnel.subnet.version != 4:
+        return problems  # check_networks reports it; addresses cannot be derived
+    if cfg.forwarding.ipv6 and not cfg.tunnel.ipv6:
+        problems.append(
+            Problem(
+                f"{PROJECT}:forwarding.ipv6",
+                "true",
+                "tunnel.ipv6: true as well (IPv6 is forwarded to the forge's tunnel IPv6 address)",
+            )
+        )
+    for i, host in enumerate(cfg.hosts):
+        is_vps = "vps" in host.roles
+        if host.tunnel_address6 is not None and not cfg.tunnel.ipv6:
+            problems.append(
+                Problem(
+                    f"{PROJECT}:hosts[{i}].tunnel_address6",
+                    show(str(host.tunnel_address6)),
+                    "nothing while tunnel.ipv6 is false (set tunnel.ipv6: true to use it)",
+                )
+            )
+        if host.public_address6 != "auto" and not is_vps:
+            problems.append(
+                Problem(
+                    f"{PROJECT}:hosts[{i}].public_address6",
+                    show(host.public_address6),
+                    "auto: only the VPS has a public_address6",
+                )
+            )
+        family = host.tunnel_endpoint_family
+        if family == "auto":
+            continue
+        if is_vps:
+            problems.append(
+                Problem(
+                    f"{PROJECT}:hosts[{i}].tunnel_endpoint_family",
+                    show(family),
+                    "auto: the VPS is the endpoint and dials no one",
+                )
+            )
+        elif cfg.hosts_with("vps") and cfg.tunnel_endpoint_for(host) is None:
+            where = (
+                "hosts[vps].public_address6 (the VPS's IPv6 address) or tunnel.endpoint as an IPv6 address"
+                if family == "ipv6"
+                else "an IPv4 address in tunnel.endpoint, the VPS's public_address or address"
+            )
+            problems.append(
+                Problem(
+                    f"{PROJECT}:hosts[{i}].tunnel_endpoint_family",
+                    show(family),
+                    f"auto, or set {where}: a DNS name is resolved as the host's resolver orders it (auto)",
+                )
+            )
+    if cfg.tunnel.ipv6:
+        problems += _check_tunnel_ipv6(cfg)
+    return problems
