@@ -18,22 +18,8 @@ name=forgeway-registry-gc
 home=$etc/forgeway/registry-gc
 state=/var/lib/forgeway/registry-gc
 [ "$etc" = /etc ] || state=$(dirname "$etc")/var/lib/forgeway/registry-gc
-timer=$units/$name.timer
-service=$units/$name.service
-wants=$units/timers.target.wants/$name.timer
-command -v systemctl >/dev/null 2>&1 || booted=no
 
-units_present=no
-if [ -e "$timer" ] || [ -e "$service" ] || [ -L "$wants" ]; then units_present=yes; fi
-if [ "$booted" = yes ] && [ "$units_present" = yes ] && systemctl is-active --quiet "$name.timer"; then
-  systemctl stop "$name.timer"
-  changed "stopped $name.timer"
-fi
-remove "$wants" "$timer" "$service" "$etc/cron.d/$name"
-if [ "$booted" = yes ] && [ "$units_present" = yes ]; then
-  systemctl daemon-reload
-  systemctl reset-failed "$name.service" >/dev/null 2>&1 || true
-fi
+remove_timer "$name"
 remove "$home/$name" "$home/settings" "$state/status.json" "$state/status.json.new" "$state/lock"
 remove_saved_dirs "$home/dirs"
 
