@@ -15,6 +15,7 @@ from components.hosts import connect_hosts, per_host
 from components.outputs import export_all, stack_outputs
 from components.pki import ForgeTls, ForgeTlsArgs
 from components.registry import registry_trust
+from components.registry_gc import stack_registry_gc
 from components.runner_registration import RunnerRegistration, RunnerRegistrationArgs
 from components.runners import RunnerDefaults, RunnerFleet, RunnerFleetArgs
 from components.secrets import StackSecrets
@@ -73,5 +74,6 @@ runners = RunnerFleet("runners", fleet_args)
 # GitLab's backups off the device (docs/backup.md): after the tunnel and segmentation of both ends.
 backup_after = per_host([config.gitlab_host.name, config.vps.name], tunnel.commands, segmentation.commands)
 backup = stack_backup(config, forge, hosts, addresses, secrets, after=[c for cs in backup_after.values() for c in cs])
+registry_gc = stack_registry_gc(config, forge, hosts, after=[gitlab.container])  # docs/gitlab.md
 
 export_all(stack_outputs(config, forge, tunnel, tls.ca, gitlab.root_password, backup=backup))

@@ -196,11 +196,30 @@ class GitLab(Section):
     )
 
 
+class RegistryGarbageCollection(Section):
+    """The registry's garbage collection on the GitLab host (components/registry_gc.py, docs/gitlab.md)."""
+
+    enabled: bool = Field(
+        True, description="Run `gitlab-ctl registry-garbage-collect -m` on a timer (frees untagged images' space)"
+    )
+    schedule: OnCalendar = Field(
+        "Sun *-*-* 04:30:00",
+        description="systemd OnCalendar of the window, UTC only (cron fallback where it can); the registry is "
+        "down while it runs: pushes and pulls fail",
+    )
+    timeout_minutes: Annotated[Int, Field(ge=5, le=1440)] = Field(
+        120, description="A run taking longer is stopped, the registry started again, and the run reported failed"
+    )
+
+
 class Registry(Section):
     """GitLab's container registry."""
 
     enabled: bool = Field(True, description="Serve the container registry")
     domain: Hostname | None = Field(None, description="Registry DNS name; default: the GitLab domain")
+    garbage_collection: RegistryGarbageCollection = Field(
+        RegistryGarbageCollection(), description="Scheduled garbage collection of untagged images"
+    )
 
 
 class Runners(Section):

@@ -25,6 +25,7 @@ from components.render.toml_text import toml_str
 
 __all__ = [
     "CA_PATH",
+    "DIND_CERTS_CLIENT",
     "NEVER",
     "SOCKET_INSIDE",
     "RunnerSettingsView",
@@ -42,6 +43,10 @@ CA_PATH = "/etc/gitlab-runner/certs/ca.crt"
 # (hosts[].docker_socket is bound here): docker's own default path, so the docker CLI in
 # a job finds it with no DOCKER_HOST.
 SOCKET_INSIDE = "/var/run/docker.sock"
+# docker:dind writes its client certificates here when DOCKER_TLS_CERTDIR=/certs; a volume
+# the runner gives the job and its services alike, so the job's client finds them and
+# reaches dind over TLS on 2376 (docs.gitlab.com/ci/docker/using_docker_build.html).
+DIND_CERTS_CLIENT = "/certs/client"
 
 
 def _list(values: Sequence[str]) -> str:
@@ -87,8 +92,11 @@ def job_volumes(s: RunnerSettingsView) -> list[str]:
 
     With own-ca, forgeway's job directory on the host (components/render/buildkitd.py),
     read-only: its certs.d as the job's, so docker and docker-in-docker in jobs trust the
-    registry, and the buildkitd.toml for buildx builders."""
+    registry, and the buildkitd.toml for buildx builders. A privileged runner (the only
+    kind that runs docker:dind) shares :data:`DIND_CERTS_CLIENT`, so dind is reached over TLS."""
     volumes = [s.cache_dir, *s.extra_volumes]
+    if s.privileged:
+        volumes.append(DIND_CERTS_CLIENT)
     if s.ca_registries:
         volumes.append(f"/{JOBS_DIR}/certs.d:{JOB_CERTS_D}:ro")
         volumes.append(f"/{JOBS_DIR}/buildkitd.toml:{JOB_PATH}:ro")

@@ -40,7 +40,7 @@ Conventions the components follow so these policies can see what they check (REA
 The pack is :data:`POLICIES`, built here in the order the engine lists them; each
 policy's validate function lives in the module of its concern: ``gitlab`` (volumes,
 memory, client addresses), ``images``, ``runners`` (with ``runner_config``, the
-config.toml reading), ``ssh``, ``forwarding``, ``registry``, ``secrets``,
+config.toml reading), ``dind`` (docker-in-docker over TLS), ``ssh``, ``forwarding``, ``registry``, ``secrets``,
 ``tunnel`` and ``backup``; ``_props`` and ``decoding`` are what they share (resource types, prop
 readers, decoded texts). Modules import each other relatively, so the package loads as
 ``policies.rules`` (tests) and as ``rules`` (``__main__.py`` under the Pulumi CLI).
@@ -55,6 +55,7 @@ from pulumi_policy import EnforcementLevel, ResourceValidationPolicy, StackValid
 from ._props import COMMAND, GITLAB_VOLUME_ROLES, REMOTE_IMAGE, ROLE_LABEL
 from .backup import backup_repository_off_device, gitlab_backed_up
 from .decoding import decoded_texts
+from .dind import runner_dind_tls
 from .forwarding import PORTS_CONFIG, forwarded_ports, vps_forwarding_ports
 from .gitlab import container_memory_limits, gitlab_client_addresses, gitlab_volumes_protected
 from .images import image_pin_problem, image_platform_matches_host, images_pinned
@@ -118,6 +119,13 @@ POLICIES: list[Any] = [
         "against GitLab's API before the runner container.",
         validate=runner_protected_by_gitlab,
         enforcement_level=EnforcementLevel.MANDATORY,
+    ),
+    ResourceValidationPolicy(
+        name="runner-dind-tls",
+        description="Warns when a runner that allows docker-in-docker (privileged jobs) leaves dind without TLS: "
+        "no /certs/client volume shared with its jobs, or an environment that turns TLS off.",
+        validate=runner_dind_tls,
+        enforcement_level=EnforcementLevel.ADVISORY,
     ),
     ResourceValidationPolicy(
         name="ssh-host-keys-pinned",

@@ -25,6 +25,7 @@ ADVISORY = {
     "runner-containers-drain",
     "gitlab-client-addresses",
     "gitlab-backed-up",  # issue 18: off is a choice, warned about
+    "runner-dind-tls",  # issue 21: a job network holds only the job's own services
 }
 STACK_POLICIES = {
     "image-platform-matches-host",

@@ -89,6 +89,8 @@ def test_config_toml_is_a_secret_0600_upload_with_the_token_and_the_hosts_settin
         assert runner["executor"] == "docker"
         settings = host.get("runner", {})
         assert runner["docker"]["privileged"] is bool(settings.get("privileged"))
+        # dind (privileged runners only) is reached over TLS with the certificates it shares here
+        assert ("/certs/client" in runner["docker"]["volumes"]) is bool(settings.get("privileged"))
         assert ("tls-ca-file" in runner) is own_ca
         assert (CA_PATH in uploads) is own_ca
         labels = {label["label"]: label["value"] for label in container.inputs["labels"]}

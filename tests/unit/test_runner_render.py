@@ -22,6 +22,7 @@ from components.render.docker_daemon import (
 )
 from components.render.runner_config import (
     CA_PATH,
+    DIND_CERTS_CLIENT,
     RunnerSettingsView,
     job_volumes,
     registration,
@@ -79,7 +80,12 @@ _VOLUME = re.compile(r"^(?:(?P<source>/[^:]*):)?(?P<destination>/[^:]*)(?::(?P<m
 
 @pytest.mark.parametrize(
     "changes",
-    [{}, {"ca_registries": ("gitlab.example.org:5050", "10.8.0.1:5050")}, {"docker_socket_in_jobs": True}],
+    [
+        {},
+        {"ca_registries": ("gitlab.example.org:5050", "10.8.0.1:5050")},
+        {"docker_socket_in_jobs": True},
+        {"privileged": True, "ca_registries": ("gitlab.example.org:5050",)},
+    ],
 )
 def test_every_job_volume_is_one_the_runner_can_parse(changes: dict[str, object]) -> None:
     volumes = tomllib.loads(render_config_toml(_view(**changes)))["runners"][0]["docker"]["volumes"]
@@ -95,6 +101,16 @@ def test_privileged_and_socket_only_as_asked_and_registration_says_protected() -
     assert "/var/run/docker.sock:/var/run/docker.sock" in docker["volumes"]
     assert registration(view) == {"tag_list": ["arm64", "pi5"], "run_untagged": False, "access_level": "ref_protected"}
     assert registration(_view())["access_level"] == "not_protected"
+
+
+def test_privileged_runners_share_dinds_client_certificates_with_the_job() -> None:
+    """docker:dind (DOCKER_TLS_CERTDIR=/certs) writes its client certificates to /certs/client;
+    the volume is shared by the job and its services, so the job reaches dind over TLS (2376)."""
+    volumes = tomllib.loads(render_config_toml(_view(privileged=True, protected_only=True)))["runners"][0]["docker"][
+        "volumes"
+    ]
+    assert DIND_CERTS_CLIENT == "/certs/client" and volumes.count(DIND_CERTS_CLIENT) == 1
+    assert DIND_CERTS_CLIENT not in job_volumes(_view())  # no dind without privileged: nothing to share
 
 
 @pytest.mark.parametrize("socket", ["/var/run/docker.sock", "/run/user/1000/docker.sock", "/srv/dk/docker.sock"])
