@@ -214,7 +214,8 @@ def _state_entry(suffix: str) -> tuple[str, dict[str, Any]]:
 
 def test_an_expired_registry_certificate_is_named_with_its_replace(make_lab: MakeLab) -> None:
     assert_clean()
-    urn, leaf = _state_entry(SERVER_CERT)
+    key, leaf = _state_entry(SERVER_CERT)
+    urn = f"urn:pulumi:lab::forgeway::forgeway:pki:ServerCertificate${key}"  # what `pulumi up --replace` takes
     ca_pem = _state_entry("::ca-cert")[1]["outputs"]["certPem"]
     old_pem = leaf["outputs"]["certPem"]
     end = datetime.datetime.now(datetime.UTC).replace(microsecond=0) - datetime.timedelta(days=2)
@@ -222,7 +223,7 @@ def test_an_expired_registry_certificate_is_named_with_its_replace(make_lab: Mak
     # The state as a year without `up` leaves it (a plain `up` would now renew it, too) ...
     state_file = LAB_DIR / "state.json"
     state = json.loads(state_file.read_text())
-    state["entries"][urn]["outputs"].update(certPem=pem, validityStartTime=f"{start:%Y-%m-%dT%H:%M:%SZ}",
+    state["entries"][key]["outputs"].update(certPem=pem, validityStartTime=f"{start:%Y-%m-%dT%H:%M:%SZ}",
                                             validityEndTime=f"{end:%Y-%m-%dT%H:%M:%SZ}")  # fmt: skip
     state_file.write_text(json.dumps(state, indent=1))
     # ... and the chain GitLab serves (components/gitlab.py: /etc/gitlab/ssl/<name>.crt, the certificate then the CA)
