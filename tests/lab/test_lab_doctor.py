@@ -7,6 +7,11 @@ starts from a clean doctor run and leaves the lab as it found it. A repair named
 (tools/applier/apply.py: the CLI's semantics); a unit is restarted or started inside the
 host, as `sudo systemctl` there would. FIXED names: run under ``flock /tmp/fwl.lock``.
 
+An expired certificate is made as a year without `pulumi up` makes it: the program's
+server certificate, re-signed by the stack's CA with the same key, names and uses but
+dates a year back, in the state and where GitLab's nginx reads it (restarted as omnibus's
+``gitlab-ctl restart nginx``); doctor must see it on every docker host, through the VPS.
+
 What the lab cannot do, said plainly: its docker data roots are on this machine's big
 disk, so "a disk past the threshold" is doctor run with ``--disk-threshold`` below the
 current use (the prune unit it names is then run, and doctor with the stack's threshold
@@ -16,6 +21,7 @@ is clean); gitlab-runner verify and the API token's expiry are not in the stand-
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import subprocess
@@ -24,10 +30,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.lab.make_lab import SEEDS, MakeLab
+from components.gitlab import CONTAINER_NAME as GITLAB
+from tests.lab.make_lab import LAB_DIR, REGISTRY, SEEDS, MakeLab
 from tests.stacks import ROOT
+from tests.unit.test_doctor_registry import backdated
 
 BACKUP_STATUS = "/var/lib/forgeway/backup/status.json"
+DOCKER_HOSTS = ("home", "runner-arm", "runner-amd")
+SERVER_CERT = "::gitlab-tls-cert"  # state keys end so (components/pki.py ForgeTls)
 
 
 def doctor(*args: str) -> tuple[int, dict[str, Any], str]:
@@ -56,15 +66,23 @@ def assert_clean(tries: int = 1, wait_s: float = 5) -> dict[str, Any]:
 
 
 def the_problem(document: dict[str, Any], host: str, item: str) -> dict[str, Any]:
-    """The one problem doctor reports (on ``host``, about ``item``), with its repair."""
+    """The one problem doctor reports (on ``host``, about ``item``), with its repair; an
+    unreachable registry it cuts off on docker hosts is named with that same repair."""
     found = problems(document)
-    assert [(f["host"], f["item"]) for f in found] == [(host, item)], found
-    assert found[0]["repair"], found[0]
-    return found[0]
+    primary = [f for f in found if f"(follows from {host} {item})" not in f["detail"]]
+    assert [(f["host"], f["item"]) for f in primary] == [(host, item)], found
+    assert primary[0]["repair"], primary[0]
+    for consequence in (f for f in found if f not in primary):
+        assert consequence["item"] == "registry-tls" and consequence["repair"] == primary[0]["repair"], consequence
+    return primary[0]
 
 
 def run_repair(lab: MakeLab, repair: dict[str, Any]) -> None:
     """The named repair as the lab runs it."""
+    if repair["kind"] == "run":  # `sudo COMMAND` on the host
+        done = lab.machine(repair["host"]).inside.execute(["sh", "-c", repair["subject"]], timeout=300)
+        assert done.returncode == 0, f"{repair['text']}: {done.stdout} {done.stderr}"
+        return
     if repair["kind"] in ("restart", "start"):
         done = lab.machine(repair["host"]).inside.execute(["systemctl", repair["kind"], repair["subject"]], timeout=300)
         assert done.returncode == 0, f"{repair['text']}: {done.stderr}"
@@ -92,8 +110,11 @@ def test_doctor_is_clean_on_the_applied_lab(make_lab: MakeLab) -> None:
     items = {(f["host"], f["item"]) for f in document["findings"]}
     for wanted in [("vps", "tunnel"), ("vps", "forwarding"), ("vps", "ip_forward"), ("vps", "admin-ssh"),
                    ("home", "tunnel"), ("home", "gitlab liveness"), ("home", "gitlab readiness"), ("home", "disk"),
-                   ("home", "backup"), ("runner-amd", "runner"), ("runner-arm", "disk")]:  # fmt: skip
+                   ("home", "backup"), ("runner-amd", "runner"), ("runner-arm", "disk"),
+                   *((h, "registry-tls") for h in DOCKER_HOSTS)]:  # fmt: skip
         assert wanted in items, (wanted, sorted(items))
+    tls = [f["detail"] for f in document["findings"] if f["item"] == "registry-tls"]
+    assert all(d.startswith(f"{REGISTRY}: certificate expires ") and "verified with" in d for d in tls), tls
     peers = [f["detail"] for f in document["findings"] if f["host"] == "vps" and f["item"] == "tunnel"]
     assert len(peers) == 3 and all("handshake" in p and "endpoint" in p for p in peers), peers
     # Human-readable by default, and nothing secret in it (the deployer's key, GitLab's root password).
@@ -184,3 +205,63 @@ def test_a_failed_backup_is_named_with_the_backup_unit(make_lab: MakeLab) -> Non
     finally:
         if before.returncode != 0:
             home.execute(["rm", "-f", BACKUP_STATUS])
+
+
+def _state_entry(suffix: str) -> tuple[str, dict[str, Any]]:
+    entries: dict[str, Any] = json.loads((LAB_DIR / "state.json").read_text())["entries"]
+    return next((urn, entry) for urn, entry in entries.items() if urn.endswith(suffix))
+
+
+def test_an_expired_registry_certificate_is_named_with_its_replace(make_lab: MakeLab) -> None:
+    assert_clean()
+    key, leaf = _state_entry(SERVER_CERT)
+    urn = f"urn:pulumi:lab::forgeway::forgeway:pki:ServerCertificate${key}"  # what `pulumi up --replace` takes
+    ca_pem = _state_entry("::ca-cert")[1]["outputs"]["certPem"]
+    old_pem = leaf["outputs"]["certPem"]
+    end = datetime.datetime.now(datetime.UTC).replace(microsecond=0) - datetime.timedelta(days=2)
+    pem, start = backdated(old_pem, ca_pem, _state_entry("::ca-key")[1]["outputs"]["privateKeyPem"], end)
+    # The state as a year without `up` leaves it (a plain `up` would now renew it, too) ...
+    state_file = LAB_DIR / "state.json"
+    state = json.loads(state_file.read_text())
+    state["entries"][key]["outputs"].update(certPem=pem, validityStartTime=f"{start:%Y-%m-%dT%H:%M:%SZ}",
+                                            validityEndTime=f"{end:%Y-%m-%dT%H:%M:%SZ}")  # fmt: skip
+    state_file.write_text(json.dumps(state, indent=1))
+    # ... and the chain GitLab serves (components/gitlab.py: /etc/gitlab/ssl/<name>.crt, the certificate then the CA)
+    home = make_lab.machine("home")
+    served = home.docker("exec", GITLAB, "sh", "-c", "ls /etc/gitlab/ssl/*.crt").split()
+    for path in served:
+        assert home.docker("exec", GITLAB, "cat", path).startswith(old_pem.strip()), path
+        home.docker("exec", "-i", GITLAB, "sh", "-c", f"cat >{path}", stdin=(pem + ca_pem).encode())
+    home.docker("exec", GITLAB, "gitlab-ctl", "restart", "nginx")
+    code, document, _ = doctor()
+    if record := os.environ.get("FORGEWAY_DOCTOR_RECORD"):
+        text = subprocess.run([sys.executable, "-m", "tools.doctor", "--stack", "lab"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=300, check=False)  # fmt: skip
+        Path(record, "broken-registry.txt").write_text(f"{text.stdout}[exit {text.returncode}]\n")
+    found = problems(document)
+    assert code == 2 and [(f["host"], f["item"]) for f in found] == [(h, "registry-tls") for h in DOCKER_HOSTS], found
+    for problem in found:
+        assert f"certificate expired {end.date().isoformat()} (2 days ago)" in problem["detail"], problem
+        assert "verified with" in problem["detail"], problem  # the chain is the CA's: only its date is wrong
+        assert (problem["repair"]["kind"], problem["repair"]["subject"]) == ("replace", urn), problem
+    run_repair(make_lab, found[0]["repair"])
+    assert_clean(tries=12, wait_s=10)
+    renewed = _state_entry(SERVER_CERT)[1]["outputs"]["certPem"]
+    assert renewed not in (pem, old_pem)  # a new certificate, and the new container serves it
+    for path in served:
+        assert home.docker("exec", GITLAB, "cat", path).startswith(renewed.strip()), path
+
+
+def test_a_removed_registry_trust_is_named_with_the_staged_install(make_lab: MakeLab) -> None:
+    assert_clean()
+    runner = make_lab.machine("runner-arm").inside
+    ca = f"/etc/docker/certs.d/{REGISTRY}/ca.crt"
+    runner.succeed(["rm", ca])
+    code, document, _ = doctor()
+    problem = the_problem(document, "runner-arm", "registry-tls")
+    assert code == 2 and f"{ca} is missing or unreadable" in problem["detail"], problem
+    stage = "/etc/forgeway/stage/docker-client"
+    assert problem["repair"]["text"].startswith(f"on runner-arm: sudo sh {stage}/docker-client-up.sh {stage}")
+    run_repair(make_lab, problem["repair"])
+    runner.succeed(["test", "-s", ca])
+    assert_clean()

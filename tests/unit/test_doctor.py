@@ -97,6 +97,11 @@ def test_probe_specs_follow_the_roles(expected: Expected) -> None:
     assert not specs["vps"].docker and specs["home"].gitlab and specs["home"].docker
     assert specs["home"].token_name == token_spec()[0] == "forgeway-provisioner"  # noqa: S105
     assert specs["runner-amd"].runner and specs["runner-amd"].docker and not specs["runner-amd"].gitlab
+    # every docker host fetches the registry's chain (own-ca: with the CA its dockerd trusts), the VPS none
+    assert {name: (s.registry, s.registry_ca) for name, s in specs.items()} == {
+        "vps": ((), True),
+        **{h: (("gitlab.forgeway.test:5050",), True) for h in ("home", "runner-arm", "runner-amd")},
+    }
 
 
 def test_token_spec_reads_the_script_constants() -> None:
@@ -367,9 +372,11 @@ def test_the_recorded_lab_is_all_well(expected: Expected) -> None:
     assert overall(found) == "ok", [f for f in found if f.status not in ("ok", "info")]
     details = {(f.host, f.item): f.detail for f in found}
     assert details["vps", "forwarding"] == "table ip forgeway is the program's (sha256 9d64cafc5832)"
-    assert details["home", "tunnel"].startswith("peer vps: handshake 83 s ago, endpoint 203.0.113.10:51820")
+    assert details["home", "tunnel"].startswith("peer vps: handshake 13 s ago, endpoint 203.0.113.10:51820")
     assert details["runner-amd", "runner"].startswith("running; this image has no gitlab-runner verify")
     assert details["home", "api-token"].startswith("its expiry could not be read: usage (stand-in)")
+    for host in ("home", "runner-arm", "runner-amd"):
+        assert "verified with /etc/docker/certs.d/gitlab.forgeway.test:5050/ca.crt" in details[host, "registry-tls"]
 
 
 def test_the_recorded_saved_ruleset_is_the_programs() -> None:
@@ -389,6 +396,9 @@ def test_the_recorded_saved_ruleset_is_the_programs() -> None:
          "backup", "on home: sudo systemctl start forgeway-backup.service"),
         ("runner-arm", "disk", "Filesystem 1024-blocks Used Available Capacity Mounted on\n/dev/vda 1 1 1 97% /", 0,
          "disk", "on runner-arm: sudo systemctl start forgeway-docker-prune.service"),
+        ("runner-arm", "registry-ca:gitlab.forgeway.test:5050", "cat: /etc/docker/certs.d/gitlab.forgeway.test:5050/"
+         "ca.crt: No such file or directory", 1, "registry-tls",
+         "on runner-arm: sudo sh /etc/forgeway/stage/docker-client/docker-client-up.sh"),
     ],
 )  # fmt: skip
 def test_each_recorded_break_names_its_item_and_repair(  # noqa: PLR0917 (the parametrized case)

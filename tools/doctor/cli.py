@@ -11,7 +11,9 @@ against the program's own synthesis (tools/doctor/expected.py):
   the last backup (status.json) and the API token's expiry;
 - runner hosts: the runner container and ``gitlab-runner verify``;
 - docker hosts: disk use of docker's data root against runners.prune.threshold_percent
-  (``--disk-threshold`` to judge against another).
+  (``--disk-threshold`` to judge against another), and the registry's TLS at each of its
+  endpoints as that host's dockerd trusts it: the served chain verified, days left of the
+  certificate (``--cert-days``) and of the CA (tools/doctor/registry.py).
 
 Exit status (monitoring plugins' convention): 0 all well, 1 a warning, 2 a problem,
 3 doctor could not run (the stack's config, the passphrase). Every problem names its
@@ -30,11 +32,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from components.forge import stack_forge
 from components.tunnel import INTERFACE, tunnel_addresses
 from tools.doctor import judge
 from tools.doctor.expected import Expected, synthesize_expected, token_spec
 from tools.doctor.findings import EXIT, Finding, overall, restart
 from tools.doctor.probe import ProbeSpec, probe_script, sections
+from tools.doctor.registry import CERT_WARN_DAYS, RegistryContext, follows_from, registry_tls
 
 __all__ = ["diagnose", "main", "probe_specs", "render_text"]
 
@@ -56,9 +60,12 @@ def probe_specs(expected: Expected) -> dict[str, ProbeSpec]:
     cfg = expected.config
     has_runners = bool(cfg.hosts_with("runner"))
     token_name = token_spec()[0] if has_runners else ""
+    forge = stack_forge(cfg)
+    endpoints = forge.registry_endpoints if cfg.registry.enabled else ()
     specs = {}
     for host in cfg.hosts:
         roles = set(host.roles)
+        docker = bool(roles & {"gitlab", "runner"})
         specs[host.name] = ProbeSpec(
             interface=INTERFACE,
             vps="vps" in roles,
@@ -68,15 +75,36 @@ def probe_specs(expected: Expected) -> dict[str, ProbeSpec]:
             gitlab="gitlab" in roles,
             runner="runner" in roles,
             token_name=token_name if "gitlab" in roles else "",
+            registry=endpoints if docker else (),
+            registry_ca=forge.tls == "own-ca",
         )
     return specs
 
 
+def _registry_contexts(expected: Expected, host: str, cert_days: int) -> list[RegistryContext]:
+    cfg = expected.config
+    if not cfg.registry.enabled:
+        return []
+    forge = stack_forge(cfg)
+    cert_urn, ca_urn = expected.urn(f"{forge.kind}-tls-cert"), expected.urn("ca-cert")
+    gitlab_urn = expected.urn(f"{forge.host}-gitlab")
+    own_ca = forge.tls == "own-ca"
+    return [
+        RegistryContext(host, endpoint, own_ca, cert_urn, ca_urn, gitlab_urn, forge.host, cert_days)
+        for endpoint in forge.registry_endpoints
+    ]
+
+
 def diagnose(
-    expected: Expected, outputs: Mapping[str, str | None], now: datetime.datetime, disk_threshold: int | None = None
+    expected: Expected,
+    outputs: Mapping[str, str | None],
+    now: datetime.datetime,
+    disk_threshold: int | None = None,
+    cert_days: int = CERT_WARN_DAYS,
 ) -> list[Finding]:
     """Findings from each host's probe output (None: the host could not be reached);
-    ``disk_threshold`` (percent) instead of runners.prune.threshold_percent."""
+    ``disk_threshold`` (percent) instead of runners.prune.threshold_percent; ``cert_days``:
+    warn when the registry's certificate has fewer days left."""
     cfg = expected.config
     threshold = cfg.runners.prune.threshold_percent if disk_threshold is None else disk_threshold
     names = {str(address): name for name, address in tunnel_addresses(cfg).items()}
@@ -113,7 +141,8 @@ def diagnose(
         if {"gitlab", "runner"} & set(host.roles):
             prune = PRUNE_UNIT if "runner" in host.roles else None
             findings += judge.disk(parts, host.name, threshold, prune)
-    return findings
+            findings += [registry_tls(parts, ctx, now) for ctx in _registry_contexts(expected, host.name, cert_days)]
+    return follows_from(findings, cfg.vps.name, cfg.gitlab_host.name)
 
 
 def _mask(text: str, secrets: Sequence[str]) -> str:
@@ -213,6 +242,13 @@ def main(argv: Sequence[str] | None = None, connect: Callable[[str], Runner] | N
         metavar="PERCENT",
         help="disk use to warn at (default runners.prune.threshold_percent)",
     )
+    parser.add_argument(
+        "--cert-days",
+        type=int,
+        default=CERT_WARN_DAYS,
+        metavar="DAYS",
+        help=f"warn when the registry's certificate has fewer days left (default {CERT_WARN_DAYS})",
+    )
     args = parser.parse_args(argv)
     from components.config import ConfigError
     from tools.applier.plan import PlanError, load_stack_config
@@ -232,6 +268,6 @@ def main(argv: Sequence[str] | None = None, connect: Callable[[str], Runner] | N
         for name, output in outputs.items():
             (args.record / f"{name}.txt").write_text(_mask(output or "", expected.secrets))
     now = datetime.datetime.now(datetime.UTC)
-    findings = diagnose(expected, outputs, now, args.disk_threshold)
+    findings = diagnose(expected, outputs, now, args.disk_threshold, args.cert_days)
     sys.stdout.write((render_json if args.json else render_text)(expected, findings, now))
     return EXIT[overall(findings)]

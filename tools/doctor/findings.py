@@ -6,7 +6,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["EXIT", "Finding", "Repair", "Status", "overall", "replace", "restart", "start", "target"]
+__all__ = ["EXIT", "Finding", "Repair", "Status", "overall", "replace", "restart", "run", "start", "target"]
 
 Status = Literal["ok", "info", "warn", "fail"]
 # Monitoring plugins' convention (Nagios, Icinga): 0 ok, 1 warning, 2 critical; 3: doctor could not run.
@@ -16,10 +16,11 @@ _RANK: dict[Status, int] = {"ok": 0, "info": 0, "warn": 1, "fail": 2}
 
 @dataclass(frozen=True)
 class Repair:
-    """How to fix a problem: ``pulumi up --replace|--target URN``, or a systemd unit on a host."""
+    """How to fix a problem: ``pulumi up --replace|--target URN``, a systemd unit on a host,
+    or (``run``) a command to run there as root where neither reaches (see registry.py)."""
 
-    kind: Literal["replace", "target", "restart", "start"]
-    subject: str  # a URN for replace/target, a unit for restart/start
+    kind: Literal["replace", "target", "restart", "start", "run"]
+    subject: str  # a URN for replace/target, a unit for restart/start, a command line for run
     host: str = ""  # the host a unit runs on
     note: str = ""  # what else to know (one sentence)
 
@@ -27,6 +28,8 @@ class Repair:
     def text(self) -> str:
         if self.kind in ("replace", "target"):
             command = f"pulumi up --{self.kind} {shlex.quote(self.subject)}"
+        elif self.kind == "run":
+            command = f"on {self.host}: sudo {self.subject}"
         else:
             command = f"on {self.host}: sudo systemctl {self.kind} {shlex.quote(self.subject)}"
         return f"{command}  ({self.note})" if self.note else command
@@ -51,10 +54,14 @@ def start(host: str, unit: str, note: str = "") -> Repair:
     return Repair("start", unit, host, note)
 
 
+def run(host: str, command: str, note: str = "") -> Repair:
+    return Repair("run", command, host, note)
+
+
 @dataclass(frozen=True)
 class Finding:
     host: str
-    item: str  # tunnel, forwarding, ip_forward, admin-ssh, gitlab, runner, disk, backup, api-token
+    item: str  # tunnel, forwarding, ip_forward, admin-ssh, gitlab, registry-tls, runner, disk, backup, api-token
     status: Status
     detail: str
     repair: Repair | None = None

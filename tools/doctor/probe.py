@@ -5,7 +5,8 @@ turns that into ``{NAME: Section}``. What the parts read is chosen to hold no se
 ``wg show IF latest-handshakes|endpoints|allowed-ips`` (never ``wg show`` whole or
 ``dump``, which print the private key), hashes of nft listings, ``df``, docker's view of
 two containers, GitLab's health endpoints and version file, status.json (no secret, issue
-18 contract), and the API token's expiry date (never its value).
+18 contract), the API token's expiry date (never its value), and the registry's served
+certificates and the CA dockerd trusts for it (public; s_client's session lines are cut).
 
 The forwarding table is compared on the VPS itself, with its own nft: the program's
 ruleset (the text `up` hands forwarding-up.sh) is loaded in a throw-away network
@@ -16,6 +17,7 @@ listings come from the same nft, so its formatting cannot differ between them.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import shlex
 from dataclasses import dataclass
@@ -67,6 +69,8 @@ class ProbeSpec:
     gitlab: bool = False  # the GitLab host: container, health, version, backup status
     runner: bool = False  # a runner host: the runner container, gitlab-runner verify
     token_name: str = ""  # gitlab host with runners: the API token whose expiry to read
+    registry: tuple[str, ...] = ()  # docker hosts: the registry's endpoints (host:port) to fetch the chain of
+    registry_ca: bool = False  # own-ca: also read each endpoint's certs.d ca.crt (public)
 
 
 def _part(name: str, body: str) -> str:
@@ -101,6 +105,8 @@ def probe_script(spec: ProbeSpec) -> str:
         ]
     if spec.docker:
         parts.append(_part("disk", "root=$(docker info --format '{{.DockerRootDir}}') || exit 1; df -P \"$root\""))
+    for endpoint in spec.registry:
+        parts += _registry_parts(endpoint, spec.registry_ca)
     if spec.gitlab:
         c = shlex.quote(GITLAB_CONTAINER)
         get = (
@@ -135,6 +141,39 @@ def probe_script(spec: ProbeSpec) -> str:
             _part("runner-verify", f"docker exec {r} gitlab-runner verify"),
         ]
     return "".join(parts)
+
+
+# From s_client's output only the served certificates and its verify/error lines: never the
+# session section (its Master-Key is a secret of that connection).
+_CHAIN_FILTER = (
+    "/-----BEGIN CERTIFICATE-----/ { pem = 1 }\n"
+    "pem { print }\n"
+    "/-----END CERTIFICATE-----/ { pem = 0; next }\n"
+    "!pem && /^(Verify return code:|verify error:|connect:)|:error:|errno=/ { print }\n"
+)
+
+
+def _registry_parts(endpoint: str, own_ca: bool) -> list[str]:
+    """The chain the registry serves at ``endpoint`` as this host reaches it (its names and
+    route; SNI and the name check as dockerd sends them), and with own-ca the CA dockerd
+    trusts for it. openssl's verify line is against the host's default store."""
+    name = endpoint.rsplit(":", 1)[0].strip("[]")
+    try:
+        ipaddress.ip_address(name)
+        check = ["-verify_ip", name]
+    except ValueError:
+        check = ["-servername", name, "-verify_hostname", name]
+    s_client = shlex.join(["openssl", "s_client", "-connect", endpoint, *check, "-showcerts"])
+    chain = (
+        "command -v openssl >/dev/null 2>&1 || { echo 'openssl: not found'; exit 127; }\n"
+        f"out=$(timeout 20 {s_client} </dev/null 2>&1); rc=$?\n"
+        f"printf '%s\\n' \"$out\" | awk {shlex.quote(_CHAIN_FILTER)}\nexit $rc"
+    )
+    parts = [_part(f"registry-chain:{endpoint}", chain)]
+    if own_ca:
+        ca = shlex.quote(f"docker/certs.d/{endpoint}/ca.crt")
+        parts.insert(0, _part(f"registry-ca:{endpoint}", f'cat "${{FORGEWAY_ETC:-/etc}}"/{ca}'))
+    return parts
 
 
 def _ruby_string(value: str) -> str:
