@@ -108,7 +108,9 @@ def test_apply_checks_every_host_then_reapply_changes_nothing(lab: Lab, tmp_path
     # The upgrade guard on the GitLab host: its read-only check, the pre-upgrade backup step
     # (with backups off it checks for a recorded manual backup only on an upgrade) and the wait.
     upgrade = {f"home-gitlab-{step}" for step in ("upgrade-check", "pre-upgrade-backup", "upgrade-wait")}
-    assert creates == {f"{name}-arch" for name in hosts} | tunnels | {"vps-forwarding"} | trust | segments | upgrade
+    registry_gc = {"home-registry-gc"}  # its timer on the GitLab host, on by default
+    host_steps = tunnels | {"vps-forwarding"} | trust | segments | upgrade | registry_gc
+    assert creates == {f"{name}-arch" for name in hosts} | host_steps
     docker = {name for op, typ, name in _ops(out) if op == "create" and typ.startswith("docker:index/")}
     assert docker == {f"home-gitlab{part}" for part in ("-image", "-config", "-logs", "-data", "")}
     for name, host in hosts.items():

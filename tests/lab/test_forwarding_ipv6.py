@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,7 +97,26 @@ def chain(tmp_path: Path) -> Iterator[Chain]:
             made.ns(netns, "ip", "-6", "addr", "add", cidr, "dev", dev, "nodad")
         # The home's IPv6 default route leads out of its own uplink too.
         made.ns(made.home, "ip", "-6", "route", "add", "default", "via", "fe80::1", "dev", "lan0")
+        for netns in (made.client, made.vps, made.home):
+            _wait_for_link_local(made, netns)
         yield made
+
+
+def _wait_for_link_local(chain: Chain, netns: str, timeout: float = 15.0) -> None:
+    """Until every link that is up has its kernel-made link-local address past DAD: the kernel
+    adds it, and its local route, a second or so after the link comes up, so a snapshot of
+    the routes taken earlier would differ from one taken later for no fault of the scripts."""
+    deadline = time.monotonic() + timeout
+    while True:
+        links = chain.ns(netns, "ip", "-o", "link", "show", "up").stdout
+        names = {line.split(":")[1].strip().split("@")[0] for line in links.splitlines()} - {"lo"}
+        addrs = chain.ns(netns, "ip", "-o", "-6", "addr", "show", "scope", "link").stdout.splitlines()
+        settled = {line.split()[1] for line in addrs if "tentative" not in line}
+        if names <= settled:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{netns}: links {sorted(names - settled)} have no settled link-local address")
+        time.sleep(0.1)
 
 
 def _start_server6(chain: Chain) -> None:
