@@ -27,40 +27,25 @@ me=forgeway-backup
 . "$(dirname "$0")/host-files.sh"
 home=$(cd "$(dirname "$0")" && pwd)
 restic=$home/forgeway-restic
-setting() { sed -n "s/^$1=//p" "$home/settings" | tail -n 1; }
 [ -f "$home/settings" ] || fail "$home/settings is missing (backup-up.sh writes it)"
-state=$(setting STATE)
-container=$(setting CONTAINER)
-host=$(setting HOST)
-repository=$(setting REPOSITORY_SHOWN)
-retention=$(setting RETENTION)
-registry=$(setting REGISTRY)
-if [ -z "${DOCKER_HOST:-}" ] && [ -n "$(setting DOCKER_HOST)" ]; then
-  DOCKER_HOST=$(setting DOCKER_HOST)
-  export DOCKER_HOST
-fi
+state=$(job_setting STATE)
+container=$(job_setting CONTAINER)
+host=$(job_setting HOST)
+repository=$(job_setting REPOSITORY_SHOWN)
+retention=$(job_setting RETENTION)
+registry=$(job_setting REGISTRY)
+job_docker_host
 staging=$state/staging
 status=$state/status.json
 umask 077
 mkdir -p "$state"
 chmod 0755 "$state"
+job_lock "$state" "a backup"
 
-exec 9>"$state/lock"
-if ! flock -n 9; then
-  echo "$me: a backup is already running (lock $state/lock): this run does nothing"
-  exit 0
-fi
-
-now() { date -u +%Y-%m-%dT%H:%M:%SZ; }
-json() { # a JSON string, or null for nothing
-  if [ -z "$1" ]; then echo null; else printf '"%s"' "$(printf '%s' "$1" | tr -d '\000-\037' | sed 's/\\/\\\\/g; s/"/\\"/g')"; fi
-}
-json_number() { if [ -z "$1" ]; then echo null; else echo "$1"; fi; }
-started=$(now)
-t0=$(date +%s.%N)
-version='' backup_file='' snapshot='' added='' error='' result=running finished=''
+job_begin
+version='' backup_file='' snapshot='' added=''
 write_status() {
-  duration=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+  duration=$(job_duration)
   cat >"$status.new" <<EOF2
 {"result": "$result", "started": "$started", "finished": $(json "$finished"), "snapshot": $(json "$snapshot"),
  "gitlab_version": $(json "$version"), "backup_file": $(json "$backup_file"), "repository": $(json "$repository"),
@@ -69,32 +54,14 @@ EOF2
   chmod 0644 "$status.new"
   mv -f "$status.new" "$status"
 }
-cleanup() { # $tmp: host-files.sh's scratch directory (this trap replaces its own)
+cleanup() {
   if [ -n "$backup_file" ]; then
     docker exec "$container" rm -f "/var/opt/gitlab/backups/$backup_file" >/dev/null 2>&1 || true
   fi
-  rm -rf "$staging" "$tmp"
+  rm -rf "$staging"
 }
-finish() {
-  code=$?
-  cleanup
-  if [ "$result" != ok ]; then
-    result=failed
-    finished=$(now)
-    [ -n "$error" ] || error="stopped (exit status $code) before it finished"
-    write_status
-    echo "$me: FAILED: $error" >&2
-    [ "$code" -ne 0 ] || code=1
-  fi
-  exit "$code"
-}
-trap finish EXIT
-trap 'error="stopped by a signal (a timeout?)"; exit 143' INT TERM HUP
-fail() {
-  error=$(printf '%s' "$*" | tr '\n' ' ' | cut -c1-400)
-  exit 1
-}
-last() { tail -n 3 "$1" | tr '\n' ' ' | sed 's/ *$//'; }
+job_traps "stopped by a signal (a timeout?)" cleanup
+fail() { job_fail "$@"; }
 write_status
 
 command -v docker >/dev/null 2>&1 || fail "no docker client on PATH"

@@ -24,36 +24,21 @@ me=forgeway-registry-gc
 # shellcheck source=host-files.sh
 . "$(dirname "$0")/host-files.sh"
 home=$(cd "$(dirname "$0")" && pwd)
-setting() { sed -n "s/^$1=//p" "$home/settings" | tail -n 1; }
 [ -f "$home/settings" ] || fail "$home/settings is missing (registry-gc-up.sh writes it)"
-state=$(setting STATE)
-container=$(setting CONTAINER)
-storage=$(setting STORAGE)
-backup_lock=$(setting BACKUP_LOCK)
-if [ -z "${DOCKER_HOST:-}" ] && [ -n "$(setting DOCKER_HOST)" ]; then
-  DOCKER_HOST=$(setting DOCKER_HOST)
-  export DOCKER_HOST
-fi
+state=$(job_setting STATE)
+container=$(job_setting CONTAINER)
+storage=$(job_setting STORAGE)
+backup_lock=$(job_setting BACKUP_LOCK)
+job_docker_host
 status=$state/status.json
 umask 022
 mkdir -p "$state"
+job_lock "$state" "a collection"
 
-exec 9>"$state/lock"
-if ! flock -n 9; then
-  echo "$me: a collection is already running (lock $state/lock): this run does nothing"
-  exit 0
-fi
-
-now() { date -u +%Y-%m-%dT%H:%M:%SZ; }
-json() { # a JSON string, or null for nothing
-  if [ -z "$1" ]; then echo null; else printf '"%s"' "$(printf '%s' "$1" | tr -d '\000-\037' | sed 's/\\/\\\\/g; s/"/\\"/g')"; fi
-}
-json_number() { if [ -z "$1" ]; then echo null; else echo "$1"; fi; }
-started=$(now)
-t0=$(date +%s.%N)
-before='' after='' freed='' error='' result=running finished=''
+job_begin
+before='' after='' freed=''
 write_status() {
-  duration=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+  duration=$(job_duration)
   cat >"$status.new" <<EOF2
 {"result": "$result", "started": "$started", "finished": $(json "$finished"), "duration_seconds": $duration,
  "bytes_before": $(json_number "$before"), "bytes_after": $(json_number "$after"),
@@ -62,26 +47,8 @@ EOF2
   chmod 0644 "$status.new"
   mv -f "$status.new" "$status"
 }
-finish() {
-  code=$?
-  rm -rf "$tmp"
-  if [ "$result" = running ]; then
-    result=failed
-    finished=$(now)
-    [ -n "$error" ] || error="stopped (exit status $code) before it finished"
-    write_status
-    echo "$me: FAILED: $error" >&2
-    [ "$code" -ne 0 ] || code=1
-  fi
-  exit "$code"
-}
-trap finish EXIT
-trap 'error="stopped by a signal (a timeout?): gitlab-ctl, in the container, starts the registry when it ends"; exit 143' INT TERM HUP
-fail() {
-  error=$(printf '%s' "$*" | tr '\n' ' ' | cut -c1-400)
-  exit 1
-}
-last() { tail -n 3 "$1" | tr '\n' ' ' | sed 's/ *$//'; }
+job_traps "stopped by a signal (a timeout?): gitlab-ctl, in the container, starts the registry when it ends"
+fail() { job_fail "$@"; }
 bytes() { # the bytes of every file under the registry's storage
   docker exec "$container" find "$storage" -type f -printf '%s\n' 2>"$tmp/err" >"$tmp/sizes" ||
     fail "cannot list $storage in $container: $(last "$tmp/err")"

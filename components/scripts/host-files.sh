@@ -517,3 +517,68 @@ _drop_timer_units() { # NAME: the timer stopped (when systemd runs it), the unit
   remove_units "$_wants" "$units/$1.timer" "$units/$1.service"
   ! _timer_systemctl || systemctl reset-failed "$1.service" "$1.timer" >/dev/null 2>&1 || true
 }
+
+# A timed job's run (forgeway-backup, forgeway-registry-gc): its settings, one run at a
+# time, and a status file that says "running" from the start and the result at the end.
+#   job_setting KEY      the last KEY= line of $home/settings
+#   job_docker_host      DOCKER_HOST from the settings, unless the environment sets it
+#   job_lock STATE WHAT  flock on STATE/lock; a second run exits 0 at once, saying so
+#   job_begin            started, t0, result=running, error, finished (then the job's own
+#                        write_status, which writes its fields and "duration_seconds": $(job_duration))
+#   job_traps NOTE [CLEANUP]  on exit: CLEANUP, then a run still "running" is recorded
+#                        failed (status written, FAILED on stderr, non-zero exit); a signal
+#                        ends it as 143 with NOTE as the error
+#   job_fail MESSAGE     MESSAGE (one line, 400 characters at most) as the error, exit 1
+#   now, json STRING (a JSON string, or null for nothing), json_number N, last FILE (its
+#   last three lines as one)
+job_setting() { sed -n "s/^$1=//p" "${home:?set home before job_setting}/settings" | tail -n 1; }
+job_docker_host() {
+  if [ -z "${DOCKER_HOST:-}" ] && [ -n "$(job_setting DOCKER_HOST)" ]; then
+    DOCKER_HOST=$(job_setting DOCKER_HOST)
+    export DOCKER_HOST
+  fi
+}
+job_lock() {
+  exec 9>"$1/lock"
+  if ! flock -n 9; then
+    echo "$me: $2 is already running (lock $1/lock): this run does nothing"
+    exit 0
+  fi
+}
+now() { date -u +%Y-%m-%dT%H:%M:%SZ; }
+json() {
+  if [ -z "$1" ]; then echo null; else printf '"%s"' "$(printf '%s' "$1" | tr -d '\000-\037' | sed 's/\\/\\\\/g; s/"/\\"/g')"; fi
+}
+json_number() { if [ -z "$1" ]; then echo null; else echo "$1"; fi; }
+last() { tail -n 3 "$1" | tr '\n' ' ' | sed 's/ *$//'; }
+job_begin() {
+  # shellcheck disable=SC2034 # started and finished: the job's write_status reads them
+  started=$(now)
+  t0=$(date +%s.%N)
+  error='' result=running finished=''
+}
+job_duration() { awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
+_job_finish() {
+  _code=$?
+  ${_job_cleanup:-:}
+  rm -rf "$tmp"
+  if [ "$result" = running ]; then
+    result=failed
+    # shellcheck disable=SC2034 # the job's write_status reads it
+    finished=$(now)
+    [ -n "$error" ] || error="stopped (exit status $_code) before it finished"
+    write_status
+    echo "$me: FAILED: $error" >&2
+    [ "$_code" -ne 0 ] || _code=1
+  fi
+  exit "$_code"
+}
+job_traps() { # replaces host-files.sh's own EXIT trap (it removes $tmp too)
+  _job_signal_note=$1 _job_cleanup=${2:-}
+  trap _job_finish EXIT
+  trap 'error=$_job_signal_note; exit 143' INT TERM HUP
+}
+job_fail() {
+  error=$(printf '%s' "$*" | tr '\n' ' ' | cut -c1-400)
+  exit 1
+}
