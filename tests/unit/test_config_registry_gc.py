@@ -61,5 +61,7 @@ def test_the_backups_lock_is_the_one_forgeway_backup_takes() -> None:
 
     scripts = Path(__file__).resolve().parents[2] / "components" / "scripts"
     assert "state=/var/lib/forgeway/backup\n" in (scripts / "backup-up.sh").read_text()
-    assert 'exec 9>"$state/lock"' in (scripts / "forgeway-backup.sh").read_text()
+    # forgeway-backup takes $state/lock through host-files.sh's job_lock
+    assert 'job_lock "$state" "a backup"' in (scripts / "forgeway-backup.sh").read_text()
+    assert 'job_lock() {\n  exec 9>"$1/lock"' in (scripts / "host-files.sh").read_text()
     assert "BACKUP_LOCK=/var/lib/forgeway/backup/lock" in settings_file()
