@@ -225,12 +225,7 @@ if [ -n "$home6" ]; then
   # default route comes from them would lose it when its lifetime ends. 2 keeps it.
   if [ "$ra_keep" = yes ]; then
     [ -f "$before_ra" ] || echo "$pubif $ra" >"$before_ra"
-    if [ "$ra" != 2 ]; then
-      sysctl -q -w "net.ipv6.conf.$pubif.accept_ra=2"
-      changed "net.ipv6.conf.$pubif.accept_ra=2 (was $ra: forwarding would ignore router advertisements)"
-    else
-      ok "net.ipv6.conf.$pubif.accept_ra=2"
-    fi
+    keep_ra "$pubif" "was $ra: forwarding would ignore router advertisements"
   fi
   if [ "$current6" != 1 ]; then
     sysctl -q -w net.ipv6.conf.all.forwarding=1

@@ -28,7 +28,7 @@
 # drop PATH... / drop_state_dir DIR (a down's files and its directory).
 # Units (the host-service seam, components/host_service.py): install_unit, enable_unit,
 # units_changed, remove_units. nftables: read_ruleset, nft_check_table, nft_load_table,
-# nft_sync_table, restore_ipv6_sysctls.
+# nft_sync_table, restore_ipv6_sysctls. IPv6 while forwarding: ipv6_conf_set, keep_ra.
 # Timers: check_calendar CALENDAR [LABEL], cron_fields CALENDAR (a systemd calendar as cron
 # time fields), install_timer / remove_timer (a service on a calendar, by systemd or cron).
 # docker: update_ca, restart_docker. Processes and links: proc_ok (yes when /proc shows
@@ -256,11 +256,32 @@ restore_ipv6_sysctls() { # restore_ipv6_sysctls DIR: IPv6 forwarding and accept_
     read -r _if _ra <"$1/accept_ra.before" || true
     check_ifname "$_if"
     case $_ra in 0 | 1 | 2) ;; *) fail "$1/accept_ra.before holds '$_if $_ra', not an interface and 0-2" ;; esac
-    if [ -f "/proc/sys/net/ipv6/conf/$_if/accept_ra" ] && [ "$(cat "/proc/sys/net/ipv6/conf/$_if/accept_ra")" != "$_ra" ]; then
-      sysctl -q -w "net.ipv6.conf.$_if.accept_ra=$_ra"
+    if ipv6_conf_set "$_if" accept_ra "$_ra"; then
       gone "net.ipv6.conf.$_if.accept_ra=2 (back to $_ra, as found before)"
     fi
     rm -f "$1/accept_ra.before"
+  fi
+}
+
+# --- IPv6 while forwarding: the default route from router advertisements kept -------------
+# (forwarding-up.sh on the VPS's public interface, ipv6-ra-up.sh on a runner host's uplink)
+# A forwarding interface ignores router advertisements unless its accept_ra is 2, and
+# turning forwarding on drops the default routes learned from them (kernel
+# rt6_purge_dflt_routers spares interfaces with accept_ra=2). Written through /proc, not
+# `sysctl -w`: an interface name may hold dots (eth0.100), which sysctl's keys cannot.
+
+ipv6_conf_set() { # ipv6_conf_set IF KEY VALUE: net.ipv6.conf.IF.KEY to VALUE when IF exists and it differs; false when nothing was written
+  [ -f "/proc/sys/net/ipv6/conf/$1/$2" ] || return 1
+  [ "$(cat "/proc/sys/net/ipv6/conf/$1/$2")" != "$3" ] || return 1
+  echo "$3" >"/proc/sys/net/ipv6/conf/$1/$2" || fail "cannot set net.ipv6.conf.$1.$2=$3"
+}
+
+keep_ra() { # keep_ra IF WHY: accept_ra=2 on IF now ("changed ...=2 (WHY)", or "ok ...=2" when it is)
+  [ -f "/proc/sys/net/ipv6/conf/$1/accept_ra" ] || fail "no interface $1: cannot keep its router advertisements"
+  if ipv6_conf_set "$1" accept_ra 2; then
+    changed "net.ipv6.conf.$1.accept_ra=2 ($2)"
+  else
+    ok "net.ipv6.conf.$1.accept_ra=2"
   fi
 }
 

@@ -52,12 +52,11 @@ forwarding_record=$state/forwarding
 sysctl_file=$etc/sysctl.d/60-forgeway-ipv6-ra.conf
 
 if [ "$mode" = restore ]; then
-  set_back() { # set_back IF KEY VALUE: /proc/sys/net/ipv6/conf/IF/KEY to VALUE when IF exists and differs
+  set_back() { # set_back IF KEY VALUE: net.ipv6.conf.IF.KEY to VALUE when IF exists and differs
     case $3 in '' | *[!0-9-]*) fail "a record holds '$1 $3' for $2, not a number: $state" ;; esac
-    [ -f "$conf/$1/$2" ] || return 0
-    [ "$(cat "$conf/$1/$2")" != "$3" ] || return 0
-    echo "$3" >"$conf/$1/$2"
-    changed "net.ipv6.conf.$1.$2=$3 (back as before ipv6-ra-up.sh)"
+    if ipv6_conf_set "$1" "$2" "$3"; then
+      changed "net.ipv6.conf.$1.$2=$3 (back as before ipv6-ra-up.sh)"
+    fi
   }
 
   if [ -f "$forwarding_record" ]; then
@@ -123,8 +122,7 @@ fi
 if [ -f "$accept_record" ]; then
   while read -r r_if r_value; do
     ! printf '%s\n' "$uplinks" | grep -Fxq "$r_if" || continue
-    if [ -f "$conf/$r_if/accept_ra" ] && [ "$(cat "$conf/$r_if/accept_ra")" != "$r_value" ]; then
-      echo "$r_value" >"$conf/$r_if/accept_ra"
+    if ipv6_conf_set "$r_if" accept_ra "$r_value"; then
       changed "net.ipv6.conf.$r_if.accept_ra=$r_value (restored: $r_if is no longer the uplink)"
     fi
   done <"$accept_record"
@@ -153,12 +151,7 @@ while read -r u found; do
   fi
   # The slash form: an interface name may hold dots (eth0.100).
   echo "net/ipv6/conf/$u/accept_ra = 2" >>"$tmp/sysctl.conf"
-  if [ "$(cat "$conf/$u/accept_ra")" != 2 ]; then
-    echo 2 >"$conf/$u/accept_ra"
-    changed "net.ipv6.conf.$u.accept_ra=2 (was $found)"
-  else
-    ok "net.ipv6.conf.$u.accept_ra=2"
-  fi
+  keep_ra "$u" "was $found"
 done <"$accept_record"
 if grep -q '^net/' "$tmp/sysctl.conf"; then
   install_file "$tmp/sysctl.conf" "$sysctl_file" 0644
