@@ -10,18 +10,12 @@ import pytest
 
 from components.config import ConfigError, Problem, StackConfig, parse_stack
 from components.forge import gitea_forge, gitlab_forge, stack_forge
-from tests.stacks import EXAMPLE_PASSPHRASE, ROOT, prod_stack
+from tests.stacks import gitea_stack, prod_stack
 from tests.unit.config_patches import Config, apply_patch
-from tools.stack.file import load_stack_file
 
 pytestmark = pytest.mark.unit
 
 GITEA = "forgeway:gitea"
-
-
-def gitea_stack() -> tuple[Config, list[str]]:
-    """Pulumi.gitea-example.yaml decrypted (config, secret keys)."""
-    return load_stack_file(ROOT / "Pulumi.gitea-example.yaml", EXAMPLE_PASSPHRASE)
 
 
 def _load(patch: dict[str, Any]) -> tuple[StackConfig, dict[str, Any]]:
