@@ -8,6 +8,7 @@ component makes its own decisions; this file only hands each one what it needs.
 from components.config import load_stack_config
 from components.docker_host import DockerHost, docker_host_args
 from components.forge import stack_forge
+from components.forge_switch import guard_forge_switch
 from components.forwarding import PortForwarding, PortForwardingArgs
 from components.gitea import gitea_stack
 from components.gitlab import CONTAINER_NAME
@@ -36,6 +37,7 @@ hosts = connect_hosts(config.hosts, secrets.ssh_private_key)
 # GitLab moved only along its upgrade stops: a refused upgrade changes no host (docs/gitlab.md).
 if gitlab_version is not None:
     guard_upgrades(config, hosts, gitlab_version, container=CONTAINER_NAME)
+guard_forge_switch(config, forge, hosts)  # another forge's data is not switched away from by accident
 tunnel = Tunnel("tunnel", TunnelArgs.for_forge(config, forge, hosts, secrets.wireguard_private_keys()))
 segmentation = TunnelSegmentation("segment", TunnelSegmentationArgs.for_forge(config, forge, hosts, addresses))
 forwarding_args = PortForwardingArgs.for_forge(config, forge, hosts, addresses, tunnel.commands)

@@ -216,3 +216,23 @@ def test_a_bad_gitea_config_fails_the_program_by_key() -> None:
     with pytest.raises(RuntimeError) as caught:
         synthesize_in_subprocess("gitea-bad", config, secret_keys)
     assert "forgeway:gitea.admin_username" in str(caught.value)
+
+
+def test_the_forge_switch_guard_runs_before_any_change(gitea: Stack) -> None:
+    check = _named(gitea, "jetson-forge-check")
+    words = shlex.split(as_root(check.inputs["create"]))
+    assert words[-6:] == ["jetson", "gitea", "no", *(f"forgeway-gitlab-{r}" for r in ("config", "logs", "data"))]
+    for name in ("jetson-gitea", "vps-forwarding", "pi5-docker-client", "jetson-gitea-tls-key"):
+        assert check.urn in _named(gitea, name).dependencies, name
+
+
+def test_a_gitlab_stack_has_no_forge_switch_guard(prod: Stack) -> None:
+    assert not [r for r in prod.synth.resources if r.name.endswith("-forge-check")]
+
+
+def test_allow_forge_change_reaches_the_guard() -> None:
+    config, secret_keys = gitea_stack()
+    config = {**config, f"{PROJECT}:allow_forge_change": True}
+    synth = synthesize_in_subprocess("gitea-switch", config, secret_keys)
+    (check,) = [r for r in synth.resources if r.name == "jetson-forge-check" and r.custom]
+    assert shlex.split(as_root(check.inputs["create"]))[-4] == "yes"

@@ -146,3 +146,61 @@ def test_the_tls_key_refuses_what_is_not_a_key(fakes: dict[str, str]) -> None:
     done = _tls_key(fakes, "not a key")
     assert done.returncode != 0 and "not a PEM private key" in done.stderr
     assert not (Path(fakes["VOLUME_ROOT"]) / "forgeway" / "tls.key").exists()
+
+
+# --- forge-switch-check.sh -------------------------------------------------------------
+
+SWITCH_DOCKER = r"""#!/bin/sh
+echo "docker $*" >>"$LOG"
+[ "$1 $2" = "volume inspect" ] || exit 1
+for volume; do :; done
+[ -d "$VOLUMES/$volume" ] || exit 1
+case "$*" in
+  *Options*) echo "" ;;
+  *Mountpoint*) echo "$VOLUMES/$volume" ;;
+esac
+"""
+GITLAB_VOLUMES = ("forgeway-gitlab-config", "forgeway-gitlab-logs", "forgeway-gitlab-data")
+
+
+@pytest.fixture()
+def volumes(tmp_path: Path) -> dict[str, str]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(SWITCH_DOCKER)
+    (bin_dir / "docker").chmod(0o755)
+    (tmp_path / "volumes").mkdir()
+    return {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "LOG": str(tmp_path / "log"),
+        "VOLUMES": str(tmp_path / "volumes"),
+    }
+
+
+def _switch(env: dict[str, str], allow: str) -> subprocess.CompletedProcess[str]:
+    command = script_command("forge-switch-check.sh", "jetson", "gitea", allow, *GITLAB_VOLUMES)
+    return subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True, check=False)
+
+
+def test_no_other_forge_volume_passes(volumes: dict[str, str]) -> None:
+    done = _switch(volumes, "no")
+    assert done.returncode == 0 and "no other forge's data" in done.stdout, done.stderr
+
+
+def test_empty_volumes_of_the_other_forge_pass(volumes: dict[str, str]) -> None:
+    for name in GITLAB_VOLUMES:
+        (Path(volumes["VOLUMES"]) / name).mkdir()
+    assert _switch(volumes, "no").returncode == 0
+
+
+def test_the_other_forges_data_refuses_the_switch_unless_allowed(volumes: dict[str, str]) -> None:
+    data = Path(volumes["VOLUMES"]) / "forgeway-gitlab-data"
+    (data / "git-data").mkdir(parents=True)
+    refused = _switch(volumes, "no")
+    assert refused.returncode == 1
+    assert "forgeway-gitlab-data" in refused.stderr and "forgeway-gitlab-config" not in refused.stderr
+    assert "allow_forge_change" in refused.stderr and "Nothing was changed" in refused.stderr
+    allowed = _switch(volumes, "yes")
+    assert allowed.returncode == 0 and "allowed by allow_forge_change" in allowed.stdout
+    assert data.joinpath("git-data").is_dir()  # read only: the data stays
