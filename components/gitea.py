@@ -40,7 +40,7 @@ from components.config import Gitea, StackConfig
 from components.config.checks.forge import gitea_image_version
 from components.docker_host import docker_changes
 from components.forge import Forge
-from components.gitlab import HEALTHCHECK_INTERVAL, HEALTHCHECK_TIMEOUT, go_duration
+from components.gitlab import forge_container_basics, go_duration
 from components.hosts import Host
 from components.outputs import stack_outputs
 from components.pki import ServerCertificate
@@ -222,30 +222,22 @@ class GiteaServerArgs:
     tunnel_address6: ipaddress.IPv6Address | None = None
 
     @classmethod
-    def from_config(
-        cls,
-        cfg: StackConfig,
-        forge: Forge,
-        hosts: Mapping[str, Host],
-        addresses: Mapping[str, ipaddress.IPv4Address],
-        *,
-        tunnel: Mapping[str, pulumi.Resource],
-        forwarding: Sequence[pulumi.Resource],
-        certificate: ServerCertificate | None,
-        db_password: pulumi.Output[str] | None,
-        docker_changes: Mapping[str, pulumi.Resource],
-    ) -> GiteaServerArgs:
+    def from_base(cls, base: StackBase) -> GiteaServerArgs:
+        """The fields from the config, the forge and the forge host's shared parts (its wg0,
+        its tunnel addresses, its registry trust, the forwarding and the server certificate)."""
+        cfg, forge = base.config, base.forge
+        changes = docker_changes(base.docker_hosts)
         return cls(
             section=cfg.gitea_section,
             settings=gitea_settings(cfg, forge),
             forge=forge,
-            host=hosts[forge.host],
-            tunnel_address=addresses[forge.host],
-            tunnel=tunnel[forge.host],
-            forwarding=forwarding,
-            certificate=certificate,
-            db_password=db_password,
-            docker_changes=[docker_changes[forge.host]] if forge.host in docker_changes else [],
+            host=base.hosts[forge.host],
+            tunnel_address=base.addresses[forge.host],
+            tunnel=base.tunnel.commands[forge.host],
+            forwarding=base.forwarding.resources,
+            certificate=base.tls.certificate,
+            db_password=base.secrets.gitea_db_password,
+            docker_changes=[changes[forge.host]] if forge.host in changes else [],
             tunnel_address6=tunnel_addresses6(cfg).get(forge.host),
         )
 
@@ -335,18 +327,7 @@ class GiteaServer(pulumi.ComponentResource):
             volumes=[docker.ContainerVolumeArgs(volume_name=self.volume.name, container_path=DATA_MOUNT)],
             uploads=uploads,
             labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in sorted(labels.items())],
-            restart="unless-stopped",
-            memory=gitea.memory_limit_mb,
-            memory_swap=2 * gitea.memory_limit_mb,  # dockerd's default, as for GitLab (no diff after read)
-            healthcheck=docker.ContainerHealthcheckArgs(
-                tests=list(HEALTHCHECK),
-                interval=HEALTHCHECK_INTERVAL,
-                timeout=HEALTHCHECK_TIMEOUT,
-                retries=5,
-                start_period=HEALTHCHECK_START_PERIOD,
-            ),
-            log_driver="json-file",
-            log_opts={"max-size": "50m", "max-file": "5"},
+            **forge_container_basics(gitea.memory_limit_mb, HEALTHCHECK, HEALTHCHECK_START_PERIOD),
             destroy_grace_seconds=60,
             opts=pulumi.ResourceOptions(
                 parent=self,
@@ -373,16 +354,5 @@ class GiteaServer(pulumi.ComponentResource):
 def gitea_stack(base: StackBase) -> dict[str, Any]:
     """Gitea's part of the program (``forge: gitea``); the stack's outputs. Runner hosts keep
     what every docker host gets (registry trust, MTU, proxy, prune); no CI runs on them yet."""
-    args = GiteaServerArgs.from_config(
-        base.config,
-        base.forge,
-        base.hosts,
-        base.addresses,
-        tunnel=base.tunnel.commands,
-        forwarding=base.forwarding.resources,
-        certificate=base.tls.certificate,
-        db_password=base.secrets.gitea_db_password,
-        docker_changes=docker_changes(base.docker_hosts),
-    )
-    gitea = GiteaServer("gitea", args)
+    gitea = GiteaServer("gitea", GiteaServerArgs.from_base(base))
     return stack_outputs(base.config, base.forge, base.tunnel, base.tls.ca, gitea.admin_password)

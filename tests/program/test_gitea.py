@@ -5,10 +5,7 @@ serves through the VPS is the lab's job (the stand-ins, tools/lab/standin_image/
 from __future__ import annotations
 
 import copy
-import os
 import shlex
-import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -19,8 +16,9 @@ from components.gitea import CONTAINER_NAME, DATA_VOLUME, HEALTHCHECK, KEY_FILE,
 from components.tunnel import tunnel_addresses
 from tests.program.conftest import Stack, as_root
 from tests.program.leaks import plaintext_leaks
+from tests.program.test_plan import _plan
 from tests.program.test_program import _staged_files
-from tests.stacks import EXAMPLE_PASSPHRASE, ROOT, gitea_stack
+from tests.stacks import gitea_stack
 from tools.stack.synth import Registration, is_secret_value, synthesize_in_subprocess, unwrap
 
 CONTAINER = "docker:index/container:Container"
@@ -244,16 +242,7 @@ def test_allow_forge_change_reaches_the_guard() -> None:
 def test_the_offline_plan_of_the_gitea_example(gitea: Stack) -> None:
     """`make preview` (tools/applier/plan.py) on a Gitea stack: every resource to create,
     the forge named in the outputs, no secret shown."""
-    env = {**os.environ, "PULUMI_CONFIG_PASSPHRASE": EXAMPLE_PASSPHRASE}
-    done = subprocess.run(
-        [sys.executable, "-m", "tools.applier.plan", "--stack", "gitea-example"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        check=False,
-        timeout=180,
-    )
+    done = _plan("--stack", "gitea-example")  # the example's published passphrase, as for prod
     assert done.returncode == 0, done.stderr[-2000:]
     # Every resource the synthesis registered, components included, and the stack itself.
     assert f"Resources: {len(gitea.synth.resources) + 1} to create" in done.stdout
