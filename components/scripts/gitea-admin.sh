@@ -54,15 +54,16 @@ token=$(gitea admin user generate-access-token --username "$user" --token-name "
   --scopes all --raw)
 case $token in '' | *[!A-Za-z0-9]*) fail "gitea admin user generate-access-token printed no token" ;; esac
 
-printf '%s\n%s\n%s\n' "$token" "$password" "$user" | docker exec -i -u git "$container" sh -c '
+# email too: Gitea releases before 1.17 require it in EditUserOption (modules/structs/admin_user.go).
+printf '%s\n%s\n%s\n%s\n' "$token" "$password" "$user" "$email" | docker exec -i -u git "$container" sh -c '
   set -eu
-  IFS= read -r token && IFS= read -r password && IFS= read -r user
+  IFS= read -r token && IFS= read -r password && IFS= read -r user && IFS= read -r email
   umask 077
   header=$(mktemp) body=$(mktemp)
   trap "rm -f \"\$header\" \"\$body\"" EXIT
   printf "Authorization: token %s\n" "$token" >"$header"
-  printf "{\"login_name\":\"%s\",\"source_id\":0,\"password\":\"%s\",\"must_change_password\":false}" \
-    "$user" "$password" >"$body"
+  printf "{\"login_name\":\"%s\",\"source_id\":0,\"email\":\"%s\",\"password\":\"%s\",\"must_change_password\":false}" \
+    "$user" "$email" "$password" >"$body"
   curl -fsS -k --max-time 30 -X PATCH -H @"$header" -H "Content-Type: application/json" \
     --data-binary @"$body" "https://localhost:3000/api/v1/admin/users/$user" >/dev/null
 ' || fail "setting the password of $user through Gitea's API failed"

@@ -4,6 +4,7 @@ TLS key written once as the git user's 0600 file."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -98,7 +99,14 @@ def test_admin_is_created_and_its_password_set_off_every_command_line(fakes: dic
     assert PASSWORD not in log and TOKEN not in log, log  # no argv held either
     state = Path(fakes["STATE"])
     assert state.joinpath("url").read_text().strip() == "https://localhost:3000/api/v1/admin/users/forgeway-admin"
-    assert f'"password":"{PASSWORD}"' in state.joinpath("body").read_text()
+    body = json.loads(state.joinpath("body").read_text())
+    assert body == {
+        "login_name": "forgeway-admin",
+        "source_id": 0,
+        "email": "forgeway-admin@git.example.org",
+        "password": PASSWORD,
+        "must_change_password": False,
+    }
     assert f"Authorization: token {TOKEN}" in state.joinpath("headers").read_text()
     assert "-X PATCH" in log
 
