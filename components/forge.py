@@ -22,7 +22,7 @@ from typing import Literal
 from components.config import ForwardedPort, StackConfig
 from components.registry import registry_endpoints
 
-__all__ = ["Forge", "TlsMode", "gitlab_forge", "stack_forge"]
+__all__ = ["Forge", "TlsMode", "gitea_forge", "gitea_url", "gitlab_forge", "stack_forge"]
 
 TlsMode = Literal["letsencrypt", "own-ca"]  # gitlab.tls
 
@@ -31,7 +31,7 @@ TlsMode = Literal["letsencrypt", "own-ca"]  # gitlab.tls
 class Forge:
     """One forge, as the stack around it sees it."""
 
-    kind: str  # "gitlab"; names it in messages
+    kind: str  # "gitlab" or "gitea"; names it in messages
     host: str  # the name of the host it runs on: the tunnel peer the VPS forwards to
     domain: str  # its own DNS name: the certificate's common name, SSH clone host
     services: tuple[ForwardedPort, ...]  # the public ports the VPS forwards to `host`
@@ -79,6 +79,33 @@ def gitlab_forge(cfg: StackConfig) -> Forge:
     )
 
 
+def gitea_url(cfg: StackConfig) -> str:
+    """https on Gitea's domain and the public https port (omitted when it is 443); Gitea's
+    ROOT_URL is this with a slash."""
+    https = cfg.forwarding.public_port("https")
+    port = "" if https is None or https == 443 else f":{https}"
+    return f"https://{cfg.gitea_section.domain}{port}"
+
+
+def gitea_forge(cfg: StackConfig) -> Forge:
+    """Gitea as the forge: the ``gitea`` section, on the host with role gitlab (the forge
+    host, docs/gitea.md). Its registry is served on its domain and https port, so the VPS
+    forwards no registry port of its own."""
+    gitea = cfg.gitea_section
+    return Forge(
+        kind="gitea",
+        host=cfg.gitlab_host.name,
+        domain=gitea.domain,
+        services=tuple(p for p in cfg.forwarding.ports if p.service != "registry"),
+        tls=gitea.tls,
+        certificate_names=(gitea.domain,),
+        lan_address=cfg.gitlab_host.address,
+        public_names=(gitea.domain,),
+        url=gitea_url(cfg),
+        registry_endpoints=registry_endpoints(cfg),
+    )
+
+
 def stack_forge(cfg: StackConfig) -> Forge:
-    """The stack's forge (GitLab is the only one so far)."""
-    return gitlab_forge(cfg)
+    """The stack's forge: ``forge`` in the config (default gitlab)."""
+    return gitea_forge(cfg) if cfg.forge == "gitea" else gitlab_forge(cfg)

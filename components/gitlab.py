@@ -29,6 +29,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_docker as docker
@@ -63,6 +64,7 @@ __all__ = [
     "SHM_SIZE_MB",
     "GitLabServer",
     "GitLabServerArgs",
+    "forge_container_basics",
     "go_duration",
     "memory_limit_mb",
     "omnibus_config",
@@ -130,6 +132,28 @@ def go_duration(seconds: int) -> str:
 HEALTHCHECK_INTERVAL = go_duration(60)
 HEALTHCHECK_TIMEOUT = go_duration(30)
 HEALTHCHECK_START_PERIOD = go_duration(600)  # first boot migrates the database: minutes
+
+
+def forge_container_basics(memory_mb: int, health: Sequence[str], start_period: str) -> dict[str, Any]:
+    """What a forge's container (GitLab's, Gitea's) is given alike: restart, memory, its
+    health check and log rotation, as the provider reads them back."""
+    return {
+        "restart": "unless-stopped",
+        "memory": memory_mb,
+        # dockerd's own default (moby daemon/daemon_unix.go adaptContainerSettings: twice
+        # the memory), which the provider's Read records; unset, it is a diff after every
+        # create and refresh (memory_swap is read back but neither computed nor defaulted).
+        "memory_swap": 2 * memory_mb,
+        "healthcheck": docker.ContainerHealthcheckArgs(
+            tests=list(health),
+            interval=HEALTHCHECK_INTERVAL,
+            timeout=HEALTHCHECK_TIMEOUT,
+            retries=5,
+            start_period=start_period,
+        ),
+        "log_driver": "json-file",
+        "log_opts": {"max-size": "50m", "max-file": "5"},
+    }
 
 
 def _published_ports(
@@ -320,22 +344,8 @@ class GitLabServer(pulumi.ComponentResource):
             ],
             uploads=uploads,
             labels=[docker.ContainerLabelArgs(label="forgeway.role", value="gitlab")],
-            restart="unless-stopped",
             shm_size=SHM_SIZE_MB,
-            memory=args.memory_limit_mb,
-            # dockerd's own default (moby daemon/daemon_unix.go adaptContainerSettings: twice
-            # the memory), which the provider's Read records; unset, it is a diff after every
-            # create and refresh (memory_swap is read back but neither computed nor defaulted).
-            memory_swap=2 * args.memory_limit_mb,
-            healthcheck=docker.ContainerHealthcheckArgs(
-                tests=list(HEALTHCHECK),
-                interval=HEALTHCHECK_INTERVAL,
-                timeout=HEALTHCHECK_TIMEOUT,
-                retries=5,
-                start_period=HEALTHCHECK_START_PERIOD,
-            ),
-            log_driver="json-file",
-            log_opts={"max-size": "50m", "max-file": "5"},
+            **forge_container_basics(args.memory_limit_mb, HEALTHCHECK, HEALTHCHECK_START_PERIOD),
             # omnibus stops its services in order (PostgreSQL last); docker's 10 s would kill it mid-write.
             destroy_grace_seconds=120,
             opts=pulumi.ResourceOptions(

@@ -39,13 +39,16 @@ class OutputSpec:
 
 
 OUTPUTS: tuple[OutputSpec, ...] = (
-    OutputSpec("gitlab_url", "string", "GitLab's external URL, e.g. https://gitlab.example.org"),
+    OutputSpec("forge", "string", "Which forge the stack runs: gitlab or gitea"),
+    OutputSpec("forge_url", "string", "The forge's URL, e.g. https://gitlab.example.org (either forge)"),
+    OutputSpec("gitlab_url", "string", "GitLab's external URL, e.g. https://gitlab.example.org", when="forge gitlab"),
     OutputSpec("ssh_clone_host", "string", "Host name in SSH clone URLs (git@HOST)"),
     OutputSpec("ssh_clone_port", "integer", "Public port of git over SSH", when="an ssh port is forwarded"),
     OutputSpec(
         "registry",
         "string",
-        "Container registry as host:port, for docker login and image names",
+        "Container registry as host:port, for docker login and image names (Gitea's on public port 443: "
+        "its domain alone, as docker names it)",
         when="registry.enabled",
     ),
     OutputSpec("vps_public_address", "string", "The VPS's public address or DNS name"),
@@ -58,7 +61,9 @@ OUTPUTS: tuple[OutputSpec, ...] = (
         "for operating the tunnel: its fields may change (e.g. IPv6 addresses, more roles)",
         stable=False,
     ),
-    OutputSpec("ca_certificate", "string (PEM)", "Our own CA certificate to trust", when="gitlab.tls=own-ca"),
+    OutputSpec(
+        "ca_certificate", "string (PEM)", "Our own CA certificate to trust", when="gitlab.tls (gitea.tls) = own-ca"
+    ),
     OutputSpec("runners", "map arch -> list of host names", "Runner hosts per architecture (arm64, amd64)"),
     OutputSpec(
         "backup_repository",
@@ -78,6 +83,15 @@ OUTPUTS: tuple[OutputSpec, ...] = (
         "GitLab's initial root password (generated unless set as secret config); "
         "`pulumi stack output gitlab_root_password --show-secrets`",
         secret=True,
+        when="forge gitlab",
+    ),
+    OutputSpec("gitea_admin_user", "string", "Gitea's admin user (gitea.admin_username)", when="forge gitea"),
+    OutputSpec(
+        "gitea_admin_password",
+        "string",
+        "The password of Gitea's admin user (generated); `pulumi stack output gitea_admin_password --show-secrets`",
+        secret=True,
+        when="forge gitea",
     ),
 )
 
@@ -87,15 +101,17 @@ def stack_outputs(
     forge: Forge,
     tunnel: Tunnel,
     ca: CertificateAuthority | None,
-    root_password: pulumi.Output[str],
+    admin_password: pulumi.Output[str],
     *,
     backup: Backup | None = None,
 ) -> dict[str, Any]:
-    """The values of OUTPUTS for this stack (names not in this dict are not exported)."""
+    """The values of OUTPUTS for this stack (names not in this dict are not exported).
+    ``admin_password``: GitLab's root password or Gitea's admin user's, by ``forge.kind``."""
     ssh = forge.service("ssh")
     public = cfg.vps.internet_address
     out: dict[str, Any] = {
-        "gitlab_url": forge.url,
+        "forge": forge.kind,
+        "forge_url": forge.url,
         "ssh_clone_host": forge.domain,
         "ssh_clone_port": ssh.public if ssh else None,
         "vps_public_address": public,
@@ -109,11 +125,18 @@ def stack_outputs(
             }
             for h in cfg.hosts
         },
-        "gitlab_root_password": pulumi.Output.secret(root_password),
         "runners": {arch: [h.name for h in cfg.hosts_with("runner") if h.arch == arch] for arch in ("arm64", "amd64")},
     }
+    if forge.kind == "gitea":
+        out["gitea_admin_user"] = cfg.gitea_section.admin_username
+        out["gitea_admin_password"] = pulumi.Output.secret(admin_password)
+        if forge.registry_endpoints:
+            out["registry"] = forge.registry_endpoints[0].removesuffix(":443")
+    else:
+        out["gitlab_url"] = forge.url
+        out["gitlab_root_password"] = pulumi.Output.secret(admin_password)
     registry = forge.service("registry")
-    if cfg.registry.enabled and registry is not None:
+    if forge.kind == "gitlab" and cfg.registry.enabled and registry is not None:
         out["registry"] = f"{cfg.registry_domain}:{registry.public}"
     if ca is not None:
         out["ca_certificate"] = ca.cert_pem

@@ -30,7 +30,11 @@ class RegistryTrust:
 
 
 def registry_endpoints(cfg: StackConfig) -> tuple[str, ...]:
-    """Every host:port a docker client may use for the registry (certs.d is per endpoint)."""
+    """Every host:port a docker client may use for the registry (certs.d is per endpoint).
+    Gitea serves its registry (packages) on its own domain and https port."""
+    if cfg.forge == "gitea":
+        https = cfg.forwarding.port("https")
+        return (f"{cfg.gitea_section.domain}:{https.public}",) if https is not None and cfg.registry.enabled else ()
     port = cfg.forwarding.port("registry")
     if port is None:
         return ()

@@ -29,6 +29,10 @@ class StackSecrets:
         return self._get("gitlab_root_password")
 
     @property
+    def gitea_db_password(self) -> pulumi.Output[str] | None:
+        return self._get("gitea_db_password")
+
+    @property
     def ca_private_key(self) -> pulumi.Output[str] | None:
         return self._get("ca_private_key")
 

@@ -12,16 +12,23 @@ from tools.stack.configs import (
     new_ssh_private_key,
     prod_stack,
 )
+from tools.stack.file import load_stack_file
 
 __all__ = [
     "EXAMPLE_PASSPHRASE",
     "ROOT",
+    "gitea_stack",
     "lab_stack",
     "new_host_key",
     "new_ssh_private_key",
     "prod_stack",
     "secret_strings",
 ]
+
+
+def gitea_stack() -> tuple[dict[str, Any], list[str]]:
+    """Pulumi.gitea-example.yaml decrypted (config, secret keys): the example Gitea stack."""
+    return load_stack_file(ROOT / "Pulumi.gitea-example.yaml", EXAMPLE_PASSPHRASE)
 
 
 def lab_stack() -> tuple[dict[str, Any], list[str]]:

@@ -22,7 +22,7 @@ from components.config.host import Host
 from components.config.placeholders import runner_names_as_given, with_placeholders
 from components.config.problems import ConfigError, Problem, key_path, show
 from components.config.secrets import SECRET_KEYS, fix_command
-from components.config.sections import SECTIONS, StackConfig
+from components.config.sections import SECTION_FIELDS, SECTIONS, StackConfig
 from components.config.types import PROJECT
 from components.config.yaml_numbers import stack_file, surprising_numbers
 
@@ -49,14 +49,19 @@ def _fields_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
     for part in loc[:-1]:
         if isinstance(part, int):
             continue
-        fields = getattr(current, "model_fields", {})
+        fields = _by_key(current)
         if part not in fields:
             return []
         annotation = fields[part].annotation
         current = model_in(annotation)
         if current is None:
             return []
-    return list(getattr(current, "model_fields", {}))
+    return list(_by_key(current))
+
+
+def _by_key(model: Any) -> dict[str, Any]:
+    """A model's fields by the key a stack spells (the alias, where a field has one)."""
+    return {info.alias or name: info for name, info in getattr(model, "model_fields", {}).items()}
 
 
 def model_in(annotation: Any) -> type[BaseModel] | None:
@@ -209,7 +214,7 @@ def _partial(sections: Mapping[str, Any]) -> tuple[StackConfig, frozenset[str], 
     host_index: list[int] = []
     for key in SECTIONS:
         if key not in sections:
-            if not StackConfig.model_fields[key].is_required():
+            if not SECTION_FIELDS[key].is_required():
                 whole.add(key)  # the default applies
             continue
         try:

@@ -101,6 +101,12 @@ SECRET_KEYS: dict[str, SecretKey] = {
             "<password>",
         ),
         SecretKey(
+            "gitea_db_password",
+            TypeAdapter(Annotated[str, Field(min_length=8), AfterValidator(_one_line)]),
+            "Gitea's PostgreSQL password (forge gitea with gitea.database.type postgres)",
+            "<password>",
+        ),
+        SecretKey(
             "ca_private_key",
             TypeAdapter(PemPrivateKey),
             "Private key of our own CA (tls own-ca; default: generated)",

@@ -9,9 +9,10 @@ every value derived from fields is a property next to them (``Tunnel.effective_m
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
+from pydantic.fields import FieldInfo
 
 from components.config.backup import Backup
 from components.config.host import Host
@@ -21,6 +22,7 @@ from components.config.types import (
     ArchField,
     Email,
     ExternalUrl,
+    ForgeKind,
     ForwardingMode,
     Hostname,
     HttpsUrl,
@@ -196,6 +198,65 @@ class GitLab(Section):
     )
 
 
+class GiteaDatabase(Section):
+    """Gitea's database: SQLite in its data volume, or a PostgreSQL server you run."""
+
+    type: Literal["sqlite", "postgres"] = Field(
+        "sqlite", description="sqlite: a file in Gitea's data volume; postgres: the server at host"
+    )
+    host: Address | None = Field(None, description="PostgreSQL server's address or DNS name (type postgres)")
+    port: Port = Field(5432, description="PostgreSQL server's port (type postgres)")
+    name: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")] = Field(
+        "gitea", description="Database name (type postgres)"
+    )
+    user: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")] = Field(
+        "gitea", description="Database user (type postgres); its password is the secret gitea_db_password"
+    )
+
+
+class Gitea(Section):
+    """The Gitea server on the forge host (forge: gitea; docs/gitea.md)."""
+
+    domain: Hostname = Field(description="Public DNS name of Gitea (and its container registry), pointing at the VPS")
+    images: dict[ArchField, Image] = Field(
+        description="Pinned image per architecture: {arm64: ..., amd64: ...} (gitea/gitea is multi-arch: the "
+        "same tag, or a digest per arch)"
+    )
+    version: Annotated[str, Field(pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$")] | None = Field(
+        None, description="Gitea version of the images (1.22.3) where their tag does not say it"
+    )
+    tls: TlsMode = Field("own-ca", description="Certificates from our own CA, or Let's Encrypt (Gitea's own ACME)")
+    acme_email: Email | None = Field(None, description="Contact address for Let's Encrypt (tls letsencrypt)")
+    ssh_listen_port: Port = Field(
+        22, description="Port Gitea's SSH server listens on inside the container (the public ssh port forwards to it)"
+    )
+    database: GiteaDatabase = Field(GiteaDatabase(), description="Gitea's database")
+    admin_username: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,38}$")] = Field(
+        "forgeway-admin",
+        description="Gitea's admin user, created with `gitea admin user create` (not 'admin': Gitea reserves it)",
+    )
+    admin_email: Email | None = Field(None, description="The admin user's e-mail; default forgeway-admin@<domain>")
+    memory_limit_mb: Annotated[Int, Field(ge=256)] = Field(1024, description="Container memory limit")
+    publish_on_lan: bool = Field(
+        False, description="Also publish Gitea's ports on the host's LAN address (default: tunnel address only)"
+    )
+    data_path: AbsolutePath | None = Field(
+        None, description="Host directory behind Gitea's /data volume; default: a docker named volume"
+    )
+
+    @field_validator("admin_username")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        # Gitea refuses these names (models/user/user.go reservedUsernames).
+        if value.lower() in {"admin", "api", "assets", "explore", "user", "org", "repo", "login", "ghost"}:
+            raise ValueError("a user name Gitea does not reserve, e.g. forgeway-admin")
+        return value
+
+    @property
+    def admin_address(self) -> str:
+        return self.admin_email or f"{self.admin_username.lower()}@{self.domain}"
+
+
 class RegistryGarbageCollection(Section):
     """The registry's garbage collection on the GitLab host (components/registry_gc.py, docs/gitlab.md)."""
 
@@ -281,7 +342,20 @@ class StackConfig(Section):
     hosts: list[Host] = Field(description="Every machine: exactly one vps, one gitlab; any number of runners")
     tunnel: Tunnel = Field(Tunnel(), description="The WireGuard tunnel")
     forwarding: Forwarding = Field(Forwarding(), description="Public ports on the VPS and where they land")
-    gitlab: GitLab = Field(description="The GitLab server")
+    forge: ForgeKind = Field(
+        "gitlab", description="Which forge runs on the host with role gitlab: gitlab or gitea (docs/gitea.md)"
+    )
+    # Named gitlab_section in code: `cfg.gitlab` is the property below, which says so when
+    # the stack's forge is not GitLab (a GitLab-only path reached on a Gitea stack).
+    gitlab_section: GitLab | None = Field(
+        None, alias="gitlab", description="The GitLab server (required with forge gitlab)"
+    )
+    gitea: Gitea | None = Field(None, description="The Gitea server (required with forge gitea)")
+    allow_forge_change: bool = Field(
+        False,
+        description="Let an up change `forge` on a stack whose forge volumes hold data (a migration you did by "
+        "hand; docs/gitea.md); refused otherwise",
+    )
     registry: Registry = Field(Registry(), description="The container registry")
     runners: Runners = Field(Runners(), description="Settings shared by the runner hosts")
     backup: Backup = Field(Backup(), description="Scheduled, encrypted backups of GitLab off the device (restic)")
@@ -291,6 +365,35 @@ class StackConfig(Section):
 
     def hosts_with(self, role: str) -> list[Host]:
         return [h for h in self.hosts if role in h.roles]
+
+    @property
+    def gitlab(self) -> GitLab:
+        """The ``gitlab`` section; only GitLab's paths read it (a check requires it with forge gitlab)."""
+        if self.gitlab_section is None:
+            raise ValueError(f"forgeway:gitlab: read on a stack with forge {self.forge} and no gitlab section")
+        return self.gitlab_section
+
+    @property
+    def gitea_section(self) -> Gitea:
+        """The ``gitea`` section; only Gitea's paths read it (a check requires it with forge gitea)."""
+        if self.gitea is None:
+            raise ValueError(f"forgeway:gitea: read on a stack with forge {self.forge} and no gitea section")
+        return self.gitea
+
+    @property
+    def forge_settings(self) -> GitLab | Gitea | None:
+        """The chosen forge's section, None when the stack lacks it (checks/forge.py says so)."""
+        return self.gitea if self.forge == "gitea" else self.gitlab_section
+
+    @property
+    def forge_domain(self) -> str:
+        """The forge's public DNS name, whichever forge."""
+        return self.gitea_section.domain if self.forge == "gitea" else self.gitlab.domain
+
+    @property
+    def forge_tls(self) -> TlsMode:
+        """Who issues the forge's certificate, whichever forge."""
+        return self.gitea_section.tls if self.forge == "gitea" else self.gitlab.tls
 
     @property
     def vps(self) -> Host:
@@ -382,5 +485,7 @@ def _ip_version(value: str) -> int | None:
         return None
 
 
-# The top-level keys of the stack config that are not secrets (secrets.py holds those).
-SECTIONS: tuple[str, ...] = tuple(StackConfig.model_fields)
+# The top-level keys of the stack config that are not secrets (secrets.py holds those),
+# by the name a stack spells them (a field's alias: gitlab_section is `gitlab`).
+SECTION_FIELDS: dict[str, FieldInfo] = {f.alias or n: f for n, f in StackConfig.model_fields.items()}
+SECTIONS: tuple[str, ...] = tuple(SECTION_FIELDS)

@@ -22,7 +22,8 @@ PROJECT = "forgeway"  # the config namespace: every key is forgeway:<key>
 # --- choices -----------------------------------------------------------------------
 
 Arch = Literal["arm64", "amd64"]
-Role = Literal["vps", "gitlab", "runner"]
+Role = Literal["vps", "gitlab", "runner"]  # gitlab: the forge host, whichever forge (docs/gitea.md)
+ForgeKind = Literal["gitlab", "gitea"]  # forge
 Service = Literal["http", "https", "ssh", "registry"]
 ForwardingMode = Literal["snat", "preserve-source"]
 TunnelImplementation = Literal["auto", "kernel", "wireguard-go"]

@@ -127,6 +127,12 @@ def _registry(value: str) -> tuple[str, int]:
     return _host(host, what), int(port)
 
 
+def _certs_dir(host: str, port: int) -> str:
+    """A registry's certs.d directory: dockerd looks it up by the registry's name as images
+    spell it, which has no port on 443 (Gitea's registry, on its https port)."""
+    return host if port == 443 else f"{host}:{port}"
+
+
 def _proxy(value: str | None, what: str) -> str | None:
     if value is None:
         return None
@@ -220,12 +226,12 @@ def render_docker_client(settings: DockerClientSettings) -> DockerClientFiles:
         ca = _ca(settings.ca_pem)
         for index, (host, port) in enumerate(endpoints):
             name = f"registry-{index}.crt"
-            path = f"{CERTS_DIR}/{host}:{port}/ca.crt"
+            path = f"{CERTS_DIR}/{_certs_dir(host, port)}/ca.crt"
             managed.append(ManagedFile("cert", "0644", name, path))
             texts[name] = ca
         for index, (host, port) in enumerate(endpoints):
             name = f"job-registry-{index}.crt"
-            managed.append(ManagedFile("plain", "0644", name, f"{JOBS_DIR}/certs.d/{host}:{port}/ca.crt"))
+            managed.append(ManagedFile("plain", "0644", name, f"{JOBS_DIR}/certs.d/{_certs_dir(host, port)}/ca.crt"))
             texts[name] = ca
         managed.append(ManagedFile("plain", "0644", "buildkitd.toml", f"{JOBS_DIR}/buildkitd.toml"))
         texts["buildkitd.toml"] = render_buildkitd_toml([f"{host}:{port}" for host, port in endpoints])

@@ -118,7 +118,7 @@ def segment_settings(
         runner_ports=tuple(sorted({p.home_port for p in ports if p.service in RUNNER_SERVICES})),
         forwarded_ports=tuple(sorted({p.home_port for p in ports})),
         mode=cfg.forwarding.mode,
-        backup_sftp=cfg.backup.enabled and cfg.backup.repository is None,
+        backup_sftp=cfg.backup.enabled and cfg.forge == "gitlab" and cfg.backup.repository is None,
     )
 
 

@@ -88,7 +88,8 @@ __all__ = [
 POLICIES: list[Any] = [
     ResourceValidationPolicy(
         name="gitlab-volumes-protected",
-        description="GitLab's config, logs, data and registry volumes are protected (and retained on delete).",
+        description="GitLab's config, logs, data and registry volumes, and Gitea's data volume, are protected "
+        "(and retained on delete).",
         validate=gitlab_volumes_protected,
         enforcement_level=EnforcementLevel.MANDATORY,
     ),

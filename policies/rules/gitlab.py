@@ -1,4 +1,4 @@
-"""GitLab's guardrails: its volumes are protected (1), containers have memory limits and
+"""GitLab's guardrails: its volumes (and Gitea's, forge: gitea) are protected (1), containers have memory limits and
 GitLab shared memory (8), and GitLab sees its clients' addresses (11)."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from pulumi_policy import ReportViolation, ResourceValidationArgs
 
 from ._props import (
     CONTAINER,
+    GITEA_VOLUME_ROLES,
     GITLAB_ROLE,
     GITLAB_VOLUME_ROLES,
     MIN_GITLAB_SHM_MB,
@@ -32,17 +33,18 @@ def gitlab_volumes_protected(args: ResourceValidationArgs, report_violation: Rep
         return
     role = _labels(args.props).get(ROLE_LABEL)
     docker_name = str(args.props.get("name") or args.name)
-    if role in GITLAB_VOLUME_ROLES:
+    forge = "Gitea" if role in GITEA_VOLUME_ROLES or "gitea" in f"{args.name} {docker_name}".lower() else "GitLab"
+    if role in GITLAB_VOLUME_ROLES | GITEA_VOLUME_ROLES:
         what = f"{ROLE_LABEL}={role}"
-    elif re.search(r"gitlab|registry", f"{args.name} {docker_name}", re.IGNORECASE):
-        # Unlabelled but named like GitLab's data: treated as such, data loss is not undone.
-        what = f"named like a GitLab volume ({docker_name})"
+    elif re.search(r"gitlab|gitea|registry", f"{args.name} {docker_name}", re.IGNORECASE):
+        # Unlabelled but named like a forge's data: treated as such, data loss is not undone.
+        what = f"named like a {forge} volume ({docker_name})"
     else:
         return
     if not args.opts.protect:
         report_violation(
             f"docker volume '{args.name}' ({what}) is not protected, so a replace or destroy deletes "
-            "GitLab's data: create it with pulumi.ResourceOptions(protect=True, retain_on_delete=True) "
+            f"{forge}'s data: create it with pulumi.ResourceOptions(protect=True, retain_on_delete=True) "
             "(retain_on_delete is invisible to policies; set it too)",
             None,
         )

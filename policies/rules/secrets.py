@@ -92,6 +92,15 @@ def _secret_named(name: str) -> bool:
     return bool(_SECRET_NAME.search(re.sub(r"[^a-z0-9]", "", name.lower())))
 
 
+# NAME_FILE=/absolute/path: the docker-secrets convention (Gitea's GITEA__s__KEY__FILE,
+# POSTGRES_PASSWORD_FILE) of a variable naming the file its secret is read from.
+_FILE_PATH = re.compile(r"/[A-Za-z0-9_./-]+")
+
+
+def _names_a_file(name: str, value: str) -> bool:
+    return name.upper().endswith("_FILE") and bool(_FILE_PATH.fullmatch(value.strip()))
+
+
 @dataclass(frozen=True)
 class SecretFinding:
     """Secret material at an input path: ``prop`` is the top-level input holding it."""
@@ -144,6 +153,8 @@ def secret_material(props: Mapping[str, Any]) -> list[SecretFinding]:
             return
         assignment = _ENV_ASSIGNMENT.match(text) if key is None else None
         if assignment and _secret_named(assignment.group(1)) and assignment.group(2).strip():
+            if _names_a_file(assignment.group(1), assignment.group(2)):
+                return  # NAME_FILE=/path: where the secret is read from, not the secret (Gitea's __FILE)
             findings.append(SecretFinding(prop, path, f"a secret-named variable ({assignment.group(1)})"))
             return
         found = list(dict.fromkeys(_text_findings(text)))

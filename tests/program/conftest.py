@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.stacks import lab_stack, prod_stack, secret_strings
+from tests.stacks import gitea_stack, lab_stack, prod_stack, secret_strings
 from tools.stack.synth import Synthesis, synthesize_in_subprocess
 
 
@@ -48,6 +48,12 @@ def prod() -> Stack:
 @pytest.fixture(scope="session")
 def lab() -> Stack:
     return _synth("lab", lab_stack())
+
+
+@pytest.fixture(scope="session")
+def gitea() -> Stack:
+    """Pulumi.gitea-example.yaml (forge: gitea), synthesized."""
+    return _synth("gitea-example", gitea_stack())
 
 
 @pytest.fixture(scope="session", params=["prod", "lab"])

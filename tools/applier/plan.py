@@ -101,8 +101,8 @@ def load_stack_config(stack: str) -> tuple[dict[str, Any], list[str], str]:
             config, secret_keys = lab_placeholder_stack()
             return config, secret_keys, f"{path.name} with placeholder keys and tokens (no lab built: no .lab/)"
         passphrase = _passphrase()
-        if passphrase is None and stack == "prod":
-            passphrase = EXAMPLE_PASSPHRASE  # the example stack's published passphrase (README)
+        if passphrase is None and stack in ("prod", "gitea-example"):
+            passphrase = EXAMPLE_PASSPHRASE  # the example stacks' published passphrase (README)
         config, secret_keys = load_stack_file(path, passphrase)
     except PermissionError as exc:
         raise PlanError(f"cannot read {exc.filename}: the lab writes .lab/ as root, owner-only; run as root") from exc

@@ -99,7 +99,8 @@ def _default(field: Any) -> str:
 
 def rows(model: type[BaseModel] = StackConfig, prefix: str = "") -> Iterator[tuple[str, str, str, str]]:
     """(key, type, default, description) for every field, depth first."""
-    for name, field in model.model_fields.items():
+    for field_name, field in model.model_fields.items():
+        name = field.alias or field_name  # as a stack spells it (StackConfig.gitlab_section is `gitlab`)
         key = f"{prefix}.{name}" if prefix else f"{PROJECT}:{name}"
         description = field.description or (model.__doc__ or "").strip().splitlines()[0]
         nested = _nested_model(field.annotation)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from components.config.checks.arch import check_images, check_runner_tags
 from components.config.checks.backup import check_backup_repository
+from components.config.checks.forge import check_forge
 from components.config.checks.hosts import check_admin_peers, check_host_links, check_roles
 from components.config.checks.networks import check_docker_overlaps, check_ipv6, check_networks, check_runner_networks
 from components.config.checks.ports import check_host_ports, check_ports
@@ -26,12 +27,13 @@ Check = Callable[[StackConfig], list[Problem]]
 # skipped (its field errors are already reported) rather than guessing from a part.
 CROSS_CHECKS: tuple[tuple[frozenset[str], Check], ...] = (
     (frozenset({"hosts"}), check_roles),
+    (frozenset({"forge", "gitlab", "gitea", "forwarding", "registry", "backup"}), check_forge),
     (frozenset({"hosts"}), check_host_links),
     (frozenset({"hosts", "tunnel"}), check_admin_peers),
-    (frozenset({"forwarding", "registry", "gitlab", "tunnel"}), check_ports),
+    (frozenset({"forge", "forwarding", "registry", "gitlab", "gitea", "tunnel"}), check_ports),
     (frozenset({"hosts", "forwarding"}), check_host_ports),
     (frozenset({"tunnel"}), check_networks),
-    (frozenset({"hosts", "gitlab", "runners"}), check_images),
+    (frozenset({"forge", "hosts", "gitlab", "gitea", "runners"}), check_images),
     (frozenset({"hosts", "tunnel", "runners"}), check_runner_networks),
     (frozenset({"hosts", "tunnel"}), check_docker_overlaps),
     (frozenset({"hosts"}), check_runner_tags),

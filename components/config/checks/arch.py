@@ -35,18 +35,25 @@ def _image_arch_problems(section: str, images: Mapping[Arch, str]) -> list[Probl
 
 
 def check_images(cfg: StackConfig) -> list[Problem]:
-    """A pinned image for the arch of the GitLab host and of every runner host, and none
-    filed under the other arch."""
-    problems = _image_arch_problems("gitlab", cfg.gitlab.images) + _image_arch_problems("runners", cfg.runners.images)
-    gitlab = cfg.hosts_with("gitlab")
-    if len(gitlab) == 1 and gitlab[0].arch not in cfg.gitlab.images:
+    """A pinned image for the arch of the forge host (the forge's section: gitlab or gitea)
+    and of every runner host (gitlab-runner: forge gitlab), and none filed under the other arch."""
+    section = cfg.forge_settings
+    if section is None:
+        return []  # checks/forge.py: the section is missing
+    problems = _image_arch_problems(cfg.forge, section.images)
+    forge_host = cfg.hosts_with("gitlab")
+    product = {"gitlab": "GitLab", "gitea": "Gitea"}[cfg.forge]
+    if len(forge_host) == 1 and forge_host[0].arch not in section.images:
         problems.append(
             Problem(
-                f"{PROJECT}:gitlab.images.{gitlab[0].arch}",
+                f"{PROJECT}:{cfg.forge}.images.{forge_host[0].arch}",
                 "nothing",
-                f"a pinned GitLab image for {gitlab[0].arch}, the arch of host '{gitlab[0].name}'",
+                f"a pinned {product} image for {forge_host[0].arch}, the arch of host '{forge_host[0].name}'",
             )
         )
+    if cfg.forge != "gitlab":
+        return problems  # gitlab-runner runs only beside GitLab
+    problems += _image_arch_problems("runners", cfg.runners.images)
     for arch in sorted({h.arch for h in cfg.hosts_with("runner")} - set(cfg.runners.images)):
         problems.append(
             Problem(

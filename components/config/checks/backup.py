@@ -32,7 +32,7 @@ def check_backup_repository(cfg: StackConfig) -> list[Problem]:
     """backup.repository must not be the GitLab host itself (sftp: or rest: to one of its
     addresses, or a loopback name): a backup there dies with the device."""
     backup = cfg.backup
-    if not backup.enabled or backup.repository is None or len(cfg.hosts_with("gitlab")) != 1:
+    if not backup.enabled or cfg.forge != "gitlab" or backup.repository is None or len(cfg.hosts_with("gitlab")) != 1:
         return []
     host = repository_host(backup.repository)
     if host is None:
@@ -64,7 +64,7 @@ def check_backup_repository(cfg: StackConfig) -> list[Problem]:
 def missing_backup_password(cfg: StackConfig, secrets: Mapping[str, Any]) -> list[Problem]:
     """backup.enabled needs backup_password: restic encrypts every backup with it, and a copy
     must live off the device (in the stack), or a dead device takes the key with it."""
-    if not cfg.backup.enabled or "backup_password" in secrets or not cfg.hosts_with("gitlab"):
+    if not cfg.backup.enabled or cfg.forge != "gitlab" or "backup_password" in secrets or not cfg.hosts_with("gitlab"):
         return []
     return [
         Problem(

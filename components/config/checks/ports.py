@@ -62,8 +62,10 @@ def check_ports(cfg: StackConfig) -> list[Problem]:
                 "an ssh entry (git over SSH; e.g. {service: ssh, public: 22, home: 2222})",
             )
         )
-    problems += _external_url_problems(cfg, by_service.get("https"))
-    if cfg.registry.enabled and "registry" not in by_service:
+    if cfg.forge == "gitlab" and cfg.gitlab_section is not None:
+        problems += _external_url_problems(cfg, by_service.get("https"))
+    # Gitea serves its registry on its https port (checks/forge.py): no entry of its own.
+    if cfg.forge == "gitlab" and cfg.registry.enabled and "registry" not in by_service:
         problems.append(
             Problem(
                 f"{PROJECT}:forwarding.ports",
@@ -72,20 +74,22 @@ def check_ports(cfg: StackConfig) -> list[Problem]:
             )
         )
     http = cfg.forwarding.port("http")
-    if cfg.gitlab.tls == "letsencrypt" and http is not None and http.public != 80:
+    tls_key = f"{cfg.forge}.tls"
+    letsencrypt = cfg.forge_settings is not None and cfg.forge_settings.tls == "letsencrypt"
+    if letsencrypt and http is not None and http.public != 80:
         problems.append(
             Problem(
                 f"{PROJECT}:forwarding.ports[{cfg.forwarding.ports.index(http)}].public",
                 show(http.public),
-                "80: gitlab.tls=letsencrypt answers the ACME HTTP-01 challenge on public port 80",
+                f"80: {tls_key}=letsencrypt answers the ACME HTTP-01 challenge on public port 80",
             )
         )
-    if cfg.gitlab.tls == "letsencrypt" and http is None:
+    if letsencrypt and http is None:
         problems.append(
             Problem(
                 f"{PROJECT}:forwarding.ports",
                 show(sorted(by_service)),
-                "an http entry on port 80: gitlab.tls=letsencrypt answers its challenge there",
+                f"an http entry on port 80: {tls_key}=letsencrypt answers its challenge there",
             )
         )
     if cfg.tunnel.listen_port in {fp.public for fp in cfg.forwarding.ports}:

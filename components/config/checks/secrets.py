@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from components.config.checks.backup import missing_backup_password
+from components.config.checks.forge import forge_secret_problems
 from components.config.problems import Problem, path_part
 from components.config.secrets import fix_command
 from components.config.sections import StackConfig
@@ -68,6 +69,8 @@ def check_secrets(cfg: StackConfig, secrets: Mapping[str, Any]) -> list[Problem]
                 f"{PROJECT}:wireguard_private_keys{path_part(str(name))}", "[secret]", "a key only for a host in hosts"
             )
         )
-    if "ca_private_key" in secrets and cfg.gitlab.tls != "own-ca":
-        problems.append(Problem(f"{PROJECT}:ca_private_key", "[secret]", "only with gitlab.tls=own-ca"))
+    section = cfg.forge_settings
+    if "ca_private_key" in secrets and section is not None and section.tls != "own-ca":
+        problems.append(Problem(f"{PROJECT}:ca_private_key", "[secret]", f"only with {cfg.forge}.tls=own-ca"))
+    problems += forge_secret_problems(cfg, secrets)
     return problems + missing_backup_password(cfg, secrets)
