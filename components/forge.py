@@ -22,7 +22,7 @@ from typing import Literal
 from components.config import ForwardedPort, StackConfig
 from components.registry import registry_endpoints
 
-__all__ = ["Forge", "TlsMode", "gitea_forge", "gitea_url", "gitlab_forge", "stack_forge"]
+__all__ = ["Forge", "TlsMode", "gitea_forge", "gitea_url", "gitlab_forge", "stack_forge", "woodpecker_url"]
 
 TlsMode = Literal["letsencrypt", "own-ca"]  # gitlab.tls
 
@@ -44,6 +44,9 @@ class Forge:
     public_names: tuple[str, ...]
     url: str  # what runners and clients use, e.g. https://gitlab.example.org
     registry_endpoints: tuple[str, ...]  # host:port of its container registry (empty: none)
+    # Ports on `host` that runner hosts reach over the tunnel only, never forwarded by the VPS
+    # (Woodpecker's gRPC for its agents); segmentation lets runners in to them.
+    tunnel_ports: tuple[int, ...] = ()
 
     def service(self, name: str) -> ForwardedPort | None:
         """The forwarded port of one service (https, ssh, ...), if the forge publishes it."""
@@ -87,22 +90,38 @@ def gitea_url(cfg: StackConfig) -> str:
     return f"https://{cfg.gitea_section.domain}{port}"
 
 
+def woodpecker_url(cfg: StackConfig) -> str | None:
+    """Woodpecker's public URL (WOODPECKER_HOST): https on ``woodpecker.domain`` (default
+    Gitea's) and the ``ci`` forwarded port; None without Woodpecker."""
+    wp = cfg.woodpecker
+    ci = cfg.forwarding.public_port("ci")
+    if wp is None or ci is None:
+        return None
+    port = "" if ci == 443 else f":{ci}"
+    return f"https://{wp.domain or cfg.gitea_section.domain}{port}"
+
+
 def gitea_forge(cfg: StackConfig) -> Forge:
     """Gitea as the forge: the ``gitea`` section, on the host with role gitlab (the forge
     host, docs/gitea.md). Its registry is served on its domain and https port, so the VPS
     forwards no registry port of its own."""
     gitea = cfg.gitea_section
+    wp = cfg.woodpecker
+    names: tuple[str, ...] = (gitea.domain,)
+    if wp is not None and wp.domain is not None and wp.domain != gitea.domain:
+        names += (wp.domain,)  # Woodpecker's own name, on the same certificate
     return Forge(
         kind="gitea",
         host=cfg.gitlab_host.name,
         domain=gitea.domain,
         services=tuple(p for p in cfg.forwarding.ports if p.service != "registry"),
         tls=gitea.tls,
-        certificate_names=(gitea.domain,),
+        certificate_names=names,
         lan_address=cfg.gitlab_host.address,
-        public_names=(gitea.domain,),
+        public_names=names,
         url=gitea_url(cfg),
         registry_endpoints=registry_endpoints(cfg),
+        tunnel_ports=(wp.grpc_port,) if wp is not None else (),
     )
 
 

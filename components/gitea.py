@@ -229,7 +229,8 @@ class GiteaServerArgs:
         changes = docker_changes(base.docker_hosts)
         return cls(
             section=cfg.gitea_section,
-            settings=gitea_settings(cfg, forge),
+            # Gitea's webhooks go to Woodpecker's name (its own, or Gitea's own).
+            settings=gitea_settings(cfg, forge, webhook_hosts=forge.certificate_names[1:]),
             forge=forge,
             host=base.hosts[forge.host],
             tunnel_address=base.addresses[forge.host],
@@ -353,6 +354,12 @@ class GiteaServer(pulumi.ComponentResource):
 
 def gitea_stack(base: StackBase) -> dict[str, Any]:
     """Gitea's part of the program (``forge: gitea``); the stack's outputs. Runner hosts keep
-    what every docker host gets (registry trust, MTU, proxy, prune); no CI runs on them yet."""
+    what every docker host gets (registry trust, MTU, proxy, prune), and a Woodpecker agent
+    with a ``woodpecker`` section (components/woodpecker.py)."""
     gitea = GiteaServer("gitea", GiteaServerArgs.from_base(base))
+    if base.config.woodpecker is not None:
+        # Imported here: components/woodpecker.py builds on this module's names.
+        from components.woodpecker import WoodpeckerCi, WoodpeckerCiArgs
+
+        WoodpeckerCi("woodpecker", WoodpeckerCiArgs.from_base(base, gitea.admin_token, gitea.admin))
     return stack_outputs(base.config, base.forge, base.tunnel, base.tls.ca, gitea.admin_password)

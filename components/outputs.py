@@ -21,7 +21,7 @@ import pulumi
 
 from components.backup import Backup
 from components.config import StackConfig
-from components.forge import Forge
+from components.forge import Forge, woodpecker_url
 from components.pki import CertificateAuthority
 from components.tunnel import Tunnel
 
@@ -85,6 +85,12 @@ OUTPUTS: tuple[OutputSpec, ...] = (
         secret=True,
         when="forge gitlab",
     ),
+    OutputSpec(
+        "woodpecker_url",
+        "string",
+        "Woodpecker CI's URL (sign in with Gitea's admin user; WOODPECKER_HOST)",
+        when="forge gitea with a woodpecker section",
+    ),
     OutputSpec("gitea_admin_user", "string", "Gitea's admin user (gitea.admin_username)", when="forge gitea"),
     OutputSpec(
         "gitea_admin_password",
@@ -130,6 +136,7 @@ def stack_outputs(
     if forge.kind == "gitea":
         out["gitea_admin_user"] = cfg.gitea_section.admin_username
         out["gitea_admin_password"] = pulumi.Output.secret(admin_password)
+        out["woodpecker_url"] = woodpecker_url(cfg)
         if forge.registry_endpoints:
             out["registry"] = forge.registry_endpoints[0].removesuffix(":443")
     else:

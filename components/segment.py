@@ -36,7 +36,10 @@ class TunnelSegmentationArgs:
         cls, cfg: StackConfig, forge: Forge, hosts: Mapping[str, Host], addresses: Mapping[str, ipaddress.IPv4Address]
     ) -> TunnelSegmentationArgs:
         """Every host's role and ports with ``forge`` as what runners and the VPS may reach."""
-        return cls(segment_settings(cfg, addresses, forge_host=forge.host, services=forge.services), hosts)
+        settings = segment_settings(
+            cfg, addresses, forge_host=forge.host, services=forge.services, tunnel_ports=forge.tunnel_ports
+        )
+        return cls(settings, hosts)
 
 
 class TunnelSegmentation(pulumi.ComponentResource):

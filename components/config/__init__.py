@@ -36,6 +36,7 @@ from components.config.sections import (
     StackConfig,
     Tunnel,
     VolumePaths,
+    Woodpecker,
 )
 from components.config.types import (
     PROJECT,
@@ -88,6 +89,7 @@ __all__ = [
     "TunnelImplementation",
     "VolumePaths",
     "VolumeRole",
+    "Woodpecker",
     "fix_command",
     "load_stack_config",
     "parse_stack",

@@ -109,7 +109,7 @@ class Tunnel(Section):
 class ForwardedPort(Section):
     """One public port on the VPS and where it lands on the GitLab host."""
 
-    service: Service = Field(description="http, https, ssh or registry")
+    service: Service = Field(description="http, https, ssh, registry, or ci (Woodpecker, forge gitea)")
     public: Port = Field(description="Port on the VPS public address")
     home: Port | None = Field(None, description="Port on the GitLab host (default: same as public)")
 
@@ -257,6 +257,32 @@ class Gitea(Section):
         return self.admin_email or f"{self.admin_username.lower()}@{self.domain}"
 
 
+class Woodpecker(Section):
+    """Woodpecker CI for a Gitea stack: its server on the forge host, an agent on every runner
+    host (components/woodpecker.py, docs/gitea.md). The section present is Woodpecker on."""
+
+    server_images: dict[ArchField, Image] = Field(
+        description="Pinned woodpecker-server image per architecture: {arm64: ..., amd64: ...}"
+    )
+    agent_images: dict[ArchField, Image] = Field(
+        description="Pinned woodpecker-agent image per architecture, for every runner host's arch"
+    )
+    domain: Hostname | None = Field(
+        None,
+        description="Public DNS name of Woodpecker (added to the forge certificate); default gitea.domain, "
+        "on the public port of the `ci` entry of forwarding.ports",
+    )
+    grpc_port: Port = Field(
+        9000, description="Port the agents reach the server on, over the tunnel only (never forwarded)"
+    )
+    privileged_plugins: list[Image] = Field(
+        default_factory=list,
+        description="Plugin images (with their tag) run privileged in any repository; default none: "
+        "privileged steps only in repositories a Woodpecker admin marks trusted",
+    )
+    memory_limit_mb: Annotated[Int, Field(ge=128)] = Field(512, description="Server container memory limit")
+
+
 class RegistryGarbageCollection(Section):
     """The registry's garbage collection on the GitLab host (components/registry_gc.py, docs/gitlab.md)."""
 
@@ -351,6 +377,9 @@ class StackConfig(Section):
         None, alias="gitlab", description="The GitLab server (required with forge gitlab)"
     )
     gitea: Gitea | None = Field(None, description="The Gitea server (required with forge gitea)")
+    woodpecker: Woodpecker | None = Field(
+        None, description="Woodpecker CI (forge gitea only): its server and an agent per runner host"
+    )
     allow_forge_change: bool = Field(
         False,
         description="Let an up change `forge` on a stack whose forge volumes hold data (a migration you did by "

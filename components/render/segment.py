@@ -92,11 +92,15 @@ def segment_settings(
     interface: str = "wg0",
     forge_host: str | None = None,
     services: Sequence[ForwardedPort] | None = None,
+    *,
+    tunnel_ports: Sequence[int] = (),
 ) -> SegmentSettings:
     """SegmentSettings from a validated StackConfig and the tunnel addresses (tunnel_addresses).
 
     ``forge_host`` and ``services``: the forge's host and published ports (Forge.host,
-    Forge.services); by default the host with role gitlab and forwarding.ports."""
+    Forge.services); by default the host with role gitlab and forwarding.ports.
+    ``tunnel_ports``: the forge host's ports runners reach over the tunnel only
+    (Forge.tunnel_ports: Woodpecker's gRPC), allowed to runners as the services are."""
     subnet = cfg.tunnel.subnet
     assert isinstance(subnet, ipaddress.IPv4Network)  # config refuses IPv6 tunnel subnets
     admin_ssh = cfg.admin_ssh_port
@@ -115,7 +119,7 @@ def segment_settings(
         subnet=subnet,
         members=members,
         admins=tuple(cfg.tunnel.admin_peers),
-        runner_ports=tuple(sorted({p.home_port for p in ports if p.service in RUNNER_SERVICES})),
+        runner_ports=tuple(sorted({p.home_port for p in ports if p.service in RUNNER_SERVICES} | set(tunnel_ports))),
         forwarded_ports=tuple(sorted({p.home_port for p in ports})),
         mode=cfg.forwarding.mode,
         backup_sftp=cfg.backup.enabled and cfg.forge == "gitlab" and cfg.backup.repository is None,

@@ -56,6 +56,14 @@ def gitea() -> Stack:
     return _synth("gitea-example", gitea_stack())
 
 
+@pytest.fixture(scope="session")
+def gitea_woodpecker() -> Stack:
+    """Pulumi.gitea-example.yaml with Woodpecker CI (tests/program/test_woodpecker.py)."""
+    from tests.program.test_woodpecker import with_woodpecker
+
+    return _synth("gitea-woodpecker", with_woodpecker(gitea_stack()))
+
+
 @pytest.fixture(scope="session", params=["prod", "lab"])
 def stack(request: pytest.FixtureRequest) -> Stack:
     fixture: Stack = request.getfixturevalue(request.param)

@@ -16,6 +16,7 @@ from components.config.checks.hosts import check_admin_peers, check_host_links, 
 from components.config.checks.networks import check_docker_overlaps, check_ipv6, check_networks, check_runner_networks
 from components.config.checks.ports import check_host_ports, check_ports
 from components.config.checks.secrets import check_secrets, duplicate_wireguard_keys, missing_runner_tokens
+from components.config.checks.woodpecker import check_woodpecker
 from components.config.problems import Problem
 from components.config.sections import StackConfig
 
@@ -39,4 +40,5 @@ CROSS_CHECKS: tuple[tuple[frozenset[str], Check], ...] = (
     (frozenset({"hosts"}), check_runner_tags),
     (frozenset({"hosts", "tunnel", "backup"}), check_backup_repository),
     (frozenset({"hosts", "tunnel", "forwarding", "runners"}), check_ipv6),
+    (frozenset({"forge", "hosts", "forwarding", "gitea", "woodpecker"}), check_woodpecker),
 )
