@@ -42,6 +42,7 @@ __all__ = [
     "RunnerHost",
     "delete_timeout",
     "host_cores",
+    "runner_host_ready",
 ]
 
 RUNNER_CONTAINER = "forgeway-runner"  # not forgeway-gitlab-*: the pack reads that prefix as GitLab data
@@ -84,6 +85,16 @@ class RunnerFleetArgs:
     depends_on: Mapping[str, Sequence[pulumi.Resource]]  # per host: e.g. its tunnel (the MTU it assumes)
     # Per host: the logical name of its UserRunner or token check (what GitLab holds rests on it).
     registration: Mapping[str, str] = field(default_factory=dict)
+
+
+def runner_host_ready(
+    host: Host, docker_host: DockerHost, depends_on: Sequence[pulumi.Resource]
+) -> list[pulumi.Resource]:
+    """What a CI container on a runner host (GitLab's runner, Woodpecker's agent) waits for:
+    the host's preflight and ``depends_on`` (its wg0), the registry trust (it pulls through
+    it), then daemon.json (the jobs' networks get the tunnel MTU)."""
+    ready = [*host.preflight, *depends_on]
+    return ready + [r for r in (docker_host.client, docker_host.daemon) if r is not None]
 
 
 def host_cores(arch_check_stdout: str) -> int:
@@ -139,10 +150,7 @@ class RunnerHost(pulumi.ComponentResource):
         runners = shared.runners
         if host.docker is None:
             raise ValueError(f"runner host '{name}' has no docker provider")
-        # Registry trust first (the runner pulls through it), then daemon.json.
-        docker_host = args.docker[name]
-        ready = [*host.preflight, *args.depends_on.get(name, ())]
-        ready += [r for r in (docker_host.client, docker_host.daemon) if r is not None]
+        ready = runner_host_ready(host, args.docker[name], args.depends_on.get(name, ()))
         on_host = pulumi.ResourceOptions(parent=self, provider=host.docker, depends_on=ready)
         image = docker.RemoteImage(
             f"{name}-runner-image",

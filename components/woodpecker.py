@@ -41,6 +41,7 @@ from components.hosts import Host
 from components.pki import ServerCertificate
 from components.render.buildkitd import JOB_CERTS_D, JOBS_DIR
 from components.render.runner_config import SOCKET_INSIDE
+from components.runners import runner_host_ready
 from components.scripts import script_command
 from components.stack_base import StackBase
 
@@ -275,10 +276,7 @@ class WoodpeckerCi(pulumi.ComponentResource):
         name, host = host_cfg.name, args.hosts[host_cfg.name]
         if host.docker is None:
             raise ValueError(f"runner host '{name}' has no docker provider")
-        # As the GitLab runner: after the registry trust and daemon.json (the jobs' MTU).
-        docker_host = args.docker[name]
-        ready = [*host.preflight, *args.depends_on.get(name, ())]
-        ready += [r for r in (docker_host.client, docker_host.daemon) if r is not None]
+        ready = runner_host_ready(host, args.docker[name], args.depends_on.get(name, ()))
         on_host = pulumi.ResourceOptions(parent=self, provider=host.docker, depends_on=ready)
         image = docker.RemoteImage(
             f"{name}-woodpecker-agent-image",

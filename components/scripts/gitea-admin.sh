@@ -33,13 +33,7 @@ IFS= read -r password || [ -n "${password:-}" ] || fail "no password on stdin"
 # The JSON body is written with printf: only characters that need no escaping.
 case $password in '' | *[!A-Za-z0-9._-]*) fail "the password on stdin must be letters, digits and . _ - only" ;; esac
 
-health() { docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}no-healthcheck{{end}}' "$container" </dev/null 2>/dev/null; }
-waited=0
-until [ "$(health || true)" = healthy ]; do
-  [ "$waited" -lt "$timeout" ] || fail "waited ${waited}s for container $container to report healthy (health: $(health || echo 'no such container')); check 'docker logs $container'"
-  sleep 5
-  waited=$((waited + 5))
-done
+wait_healthy "$container" "$timeout"
 
 gitea() { docker exec -u git "$container" gitea "$@" </dev/null; }
 # `admin user list --admin` prints a header, then ID, Username, ... per line.

@@ -31,7 +31,7 @@
 # nft_sync_table, restore_ipv6_sysctls. IPv6 while forwarding: ipv6_conf_set, keep_ra.
 # Timers: check_calendar CALENDAR [LABEL], cron_fields CALENDAR (a systemd calendar as cron
 # time fields), install_timer / remove_timer (a service on a calendar, by systemd or cron).
-# docker: update_ca, restart_docker. Processes and links: proc_ok (yes when /proc shows
+# docker: update_ca, restart_docker, wait_healthy CONTAINER TIMEOUT. Processes and links: proc_ok (yes when /proc shows
 # this shell's PIDs), running PID, pid_in FILE [COMM], check_ifname NAME, link_kind IF.
 : "${me:?set me before sourcing host-files.sh}"
 
@@ -315,6 +315,16 @@ restart_docker() { # restart_docker ELSE: reload systemd and try-restart docker;
 }
 
 note_out() { echo "note ${tag:+$tag: }$*"; } # a note on stdout, beside the changed and ok lines
+
+wait_healthy() { # wait_healthy CONTAINER TIMEOUT: until its health check says healthy, or fail
+  _waited=0
+  until [ "$(_health "$1" || true)" = healthy ]; do
+    [ "$_waited" -lt "$2" ] || fail "waited ${_waited}s for container $1 to report healthy (health: $(_health "$1" || echo 'no such container')); check 'docker logs $1'"
+    sleep 5
+    _waited=$((_waited + 5))
+  done
+}
+_health() { docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}no-healthcheck{{end}}' "$1" </dev/null 2>/dev/null; }
 
 # --- processes and network links -----------------------------------------------------------
 

@@ -45,13 +45,7 @@ else
   case $uri in *[!A-Za-z0-9:/._-]*) fail "REDIRECT_URI '$uri' has characters a JSON string would need escaped" ;; esac
   case $timeout in '' | *[!0-9]*) fail "TIMEOUT '$timeout' is not a number of seconds" ;; esac
   IFS= read -r token || [ -n "${token:-}" ] || fail "no admin token on stdin"
-  health() { docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}no-healthcheck{{end}}' "$container" </dev/null 2>/dev/null; }
-  waited=0
-  until [ "$(health || true)" = healthy ]; do
-    [ "$waited" -lt "$timeout" ] || fail "waited ${waited}s for container $container to report healthy; check 'docker logs $container'"
-    sleep 5
-    waited=$((waited + 5))
-  done
+  wait_healthy "$container" "$timeout"
 fi
 case $token in '' | *[!A-Za-z0-9]*) fail "no usable admin token" ;; esac
 

@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 
-from components.config import ConfigError, Problem, StackConfig, parse_stack
+from components.config import StackConfig
 from components.forge import gitea_forge, woodpecker_url
 from components.render.segment import segment_settings
 from components.tunnel import tunnel_addresses
-from tests.stacks import gitea_stack, prod_stack
-from tests.unit.config_patches import Config, apply_patch
+from tests.stacks import prod_stack
+from tests.unit.test_config_gitea import _load as load_gitea
+from tests.unit.test_config_gitea import _only, _refused
 
 pytestmark = pytest.mark.unit
 
@@ -33,20 +34,7 @@ def _patch(section: dict[str, Any] | None = None, ports: list[dict[str, Any]] | 
 
 
 def _load(patch: dict[str, Any]) -> StackConfig:
-    patched = apply_patch(gitea_stack(), patch)
-    return parse_stack(patched.config, patched.secret_keys)[0]
-
-
-def _refused(patch: dict[str, Any], base: tuple[Config, list[str]] | None = None) -> list[Problem]:
-    patched = apply_patch(base or gitea_stack(), patch)
-    with pytest.raises(ConfigError) as caught:
-        parse_stack(patched.config, patched.secret_keys)
-    return caught.value.problems
-
-
-def _only(problems: list[Problem], key: str) -> Problem:
-    assert [p.key for p in problems] == [key], problems
-    return problems[0]
+    return load_gitea(patch)[0]
 
 
 def test_without_the_section_there_is_no_woodpecker() -> None:
