@@ -220,6 +220,12 @@ class WoodpeckerCi(pulumi.ComponentResource):
         if ci is None:
             raise ValueError("woodpecker: no ci entry in forwarding.ports")
         bind = str(args.tunnel_address)
+        # The server calls Gitea's API at its public URL (the browser's redirects need that
+        # URL); its name resolves to the VPS, so point it at the tunnel address beside it
+        # where Gitea listens on the same port (https home port = public port).
+        https = args.forge.service("https")
+        same_port = https is not None and https.home_port == https.public
+        gitea_host = [docker.ContainerHostArgs(host=args.forge.domain, ip=bind)] if same_port else None
         self.server = docker.Container(
             f"{prefix}-server",
             name=SERVER_CONTAINER,
@@ -239,6 +245,7 @@ class WoodpeckerCi(pulumi.ComponentResource):
                 docker.ContainerPortArgs(internal=internal, external=external, ip=bind, protocol="tcp")
                 for internal, external in sorted([(HTTPS_PORT, ci.home_port), (wp.grpc_port, wp.grpc_port)])
             ],
+            hosts=gitea_host,
             volumes=[docker.ContainerVolumeArgs(volume_name=volume.name, container_path=DATA_MOUNT)],
             uploads=[
                 docker.ContainerUploadArgs(file=CLIENT_FILE, content=client, permissions=PRIVATE),

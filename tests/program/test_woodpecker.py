@@ -14,6 +14,8 @@ import pytest
 from components.config import PROJECT
 from components.gitea import CONTAINER_NAME as GITEA_CONTAINER
 from components.woodpecker import AGENT_CONTAINER, AGENT_SECRET_FILE, APP_NAME, SERVER_CONTAINER
+from policies import rules
+from tests.policies.harness import run_policies, specs_from_synthesis
 from tests.program.conftest import Stack, as_root
 from tests.program.leaks import plaintext_leaks
 from tools.stack.synth import Registration, is_secret_value, unwrap
@@ -93,6 +95,11 @@ def test_the_server_publishes_https_on_the_ci_home_port_and_grpc_on_the_tunnel_o
     ]
 
 
+def test_the_server_reaches_gitea_on_the_tunnel_address_beside_it(wp: Stack) -> None:
+    hosts = unwrap(_named(wp, "jetson-woodpecker-server").inputs["hosts"])
+    assert hosts == [{"host": "git.example.org", "ip": "10.8.0.2"}]
+
+
 def test_the_server_data_volume_is_protected_and_retained(wp: Stack) -> None:
     volume = _named(wp, "jetson-woodpecker-data")
     assert volume.protect and volume.retain_on_delete
@@ -146,3 +153,16 @@ def _segment_rules(stack: Stack, host: str) -> list[str]:
 def test_the_url_is_an_output_and_no_secret_leaks(wp: Stack) -> None:
     assert wp.synth.outputs["woodpecker_url"] == URL
     assert plaintext_leaks(wp.synth, wp.secrets) == []
+
+
+def test_the_pack_flags_only_woodpeckers_ports_until_its_config_allows_them(wp: Stack) -> None:
+    specs = specs_from_synthesis(wp.synth.resources)
+    found = run_policies(rules.POLICIES, specs).violations
+    # The ci port forwarded (8443) and the server's published 8443 and 9000: the pack's
+    # port allowlists are the user's to widen (docs/gitea.md); nothing else is found.
+    assert {v.policy for v in found} == {"vps-forwarding-ports"} and len(found) == 3, found
+    config = {
+        "vps-forwarding-ports": {"allowedPorts": [22, 80, 443, 8443], "allowedHomePorts": [80, 443, 2222, 8443, 9000]}
+    }
+    outcome = run_policies(rules.POLICIES, specs, config)
+    assert outcome.violations == [] and outcome.not_evaluated == [], outcome.violations
