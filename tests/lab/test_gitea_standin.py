@@ -107,7 +107,7 @@ class Gitea:
 def make_gitea(tmp: Path, **extra: str) -> Gitea:
     ca = make_ca("gitea standin test CA")
     ssl_dir = tmp / "ssl"
-    ssl_dir.mkdir(exist_ok=True)
+    ssl_dir.mkdir(parents=True, exist_ok=True)
     cert, key = ca.issue("gitea.test", dns=["gitea.test"], ips=["127.0.0.1"]).write(
         ssl_dir / "c.crt", ssl_dir / "c.key"
     )
