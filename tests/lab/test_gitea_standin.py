@@ -140,32 +140,23 @@ def gitea(tmp_path: Path) -> Iterator[Gitea]:
         g.stop()
 
 
+# `gitea admin user create` of the admin, as forgeway bootstraps it; and of a plain user
+CREATE_ADMIN = ("admin", "user", "create", "--username", "forgeway", "--email", "admin@example.test",
+                "--random-password", "--admin", "--must-change-password=false")  # fmt: skip
+DEV_PASSWORD = "a-password-123"  # noqa: S105 (a test user's)
+CREATE_DEV = ("admin", "user", "create", "--username", "dev", "--email", "d@example.test", "--password", DEV_PASSWORD,
+              "--must-change-password=false")  # fmt: skip
+
+
+def token_args(name: str, scopes: str, user: str = "forgeway") -> tuple[str, ...]:
+    return ("admin", "user", "generate-access-token", "--username", user, "--token-name", name, "--scopes", scopes,
+            "--raw")  # fmt: skip
+
+
 def admin_token(g: Gitea, scopes: str = "write:user,write:repository,write:package") -> str:
-    made = g.cli(
-        "admin",
-        "user",
-        "create",
-        "--username",
-        "forgeway",
-        "--email",
-        "admin@example.test",
-        "--random-password",
-        "--admin",
-        "--must-change-password=false",
-    )
+    made = g.cli(*CREATE_ADMIN)
     assert made.returncode == 0, made.stderr
-    token = g.cli(
-        "admin",
-        "user",
-        "generate-access-token",
-        "--username",
-        "forgeway",
-        "--token-name",
-        "t1",
-        "--scopes",
-        scopes,
-        "--raw",
-    )
+    token = g.cli(*token_args("t1", scopes))
     assert token.returncode == 0, token.stderr
     return token.stdout.strip()
 
@@ -185,18 +176,7 @@ def test_cli_refuses_root_as_gitea_does(gitea: Gitea) -> None:
 
 
 def test_cli_creates_admin_and_tokens_with_gitea_words(gitea: Gitea) -> None:
-    made = gitea.cli(
-        "admin",
-        "user",
-        "create",
-        "--username",
-        "forgeway",
-        "--email",
-        "a@example.test",
-        "--random-password",
-        "--admin",
-        "--must-change-password=false",
-    )
+    made = gitea.cli(*CREATE_ADMIN)
     assert made.returncode == 0, made.stderr
     lines = made.stdout.splitlines()
     assert lines[0].startswith("generated random password is '") and lines[0].endswith("'")
@@ -210,18 +190,7 @@ def test_cli_creates_admin_and_tokens_with_gitea_words(gitea: Gitea) -> None:
     neither = gitea.cli("admin", "user", "create", "--username", "other", "--email", "c@example.test")
     assert neither.returncode == 1 and "must set either password or random-password flag" in neither.stderr
 
-    raw = gitea.cli(
-        "admin",
-        "user",
-        "generate-access-token",
-        "--username",
-        "forgeway",
-        "--token-name",
-        "boot",
-        "--scopes",
-        "write:admin,write:user",
-        "--raw",
-    )
+    raw = gitea.cli(*token_args("boot", "write:admin,write:user"))
     assert raw.returncode == 0 and len(raw.stdout.strip()) == 40 and raw.stdout.strip().isalnum()
     same_name = gitea.cli("admin", "user", "generate-access-token", "-u", "forgeway", "-t", "boot", "--raw")
     assert same_name.returncode == 1 and "access token name has been used already" in same_name.stderr
@@ -229,6 +198,8 @@ def test_cli_creates_admin_and_tokens_with_gitea_words(gitea: Gitea) -> None:
     assert bad_scope.returncode == 1 and "invalid access token scope" in bad_scope.stderr
     worded = gitea.cli("admin", "user", "generate-access-token", "-u", "forgeway", "-t", "worded")
     assert worded.stdout.startswith("Access token was successfully created: ")
+    unscoped = worded.stdout.split(": ")[1].strip()  # Gitea's default --scopes "": no scope, refused
+    assert gitea.request("GET", "/api/v1/user", headers={"Authorization": f"token {unscoped}"})[0] == 403
 
     # the password works (basic auth), the token works (token header), with the admin flag
     status, _, body = gitea.request("GET", "/api/v1/user", headers={"Authorization": f"token {raw.stdout.strip()}"})
@@ -297,9 +268,7 @@ def test_oauth2_application_and_code_flow_with_exact_redirect_uri(gitea: Gitea) 
     listed = json.loads(gitea.request("GET", "/api/v1/user/applications/oauth2", headers=auth)[2])
     assert [a["client_id"] for a in listed] == [app["client_id"]] and listed[0]["client_secret"] == ""
     # a token without write:user may not
-    weak = gitea.cli(
-        "admin", "user", "generate-access-token", "-u", "forgeway", "-t", "weak", "--scopes", "read:user", "--raw"
-    ).stdout.strip()
+    weak = gitea.cli(*token_args("weak", "read:user")).stdout.strip()
     assert (
         gitea.request(
             "POST",
@@ -311,22 +280,8 @@ def test_oauth2_application_and_code_flow_with_exact_redirect_uri(gitea: Gitea) 
     )
 
     # sign in, then authorize: near-miss redirect URIs are refused without a redirect
-    password = "a-password-123"  # noqa: S105 (a test user's)
-    assert (
-        gitea.cli(
-            "admin",
-            "user",
-            "create",
-            "--username",
-            "dev",
-            "--email",
-            "d@example.test",
-            "--password",
-            password,
-            "--must-change-password=false",
-        ).returncode
-        == 0
-    )
+    password = DEV_PASSWORD
+    assert gitea.cli(*CREATE_DEV).returncode == 0
     status, headers, _ = gitea.request(
         "POST",
         "/user/login",
@@ -495,21 +450,8 @@ def test_registry_token_auth_as_gitea_packages(tmp_path: Path, backend: Backend)
         assert g.request("GET", "/v2/forgeway/app/tags/list", headers=anonymous)[0] == 200
         before = len(backend.seen)
         assert g.request("PUT", "/v2/forgeway/app/manifests/1", headers=anonymous, raw=b"{}")[0] == 401
-        assert (
-            g.cli(
-                "admin",
-                "user",
-                "create",
-                "--username",
-                "dev",
-                "--email",
-                "d@example.test",
-                "--password",
-                "a-password-123",
-            ).returncode
-            == 0
-        )
-        dev = base64.b64encode(b"dev:a-password-123").decode()
+        assert g.cli(*CREATE_DEV).returncode == 0
+        dev = base64.b64encode(f"dev:{DEV_PASSWORD}".encode()).decode()
         dev_bearer = {
             "Authorization": "Bearer "
             + json.loads(g.request("GET", "/v2/token", headers={"Authorization": f"Basic {dev}"})[2])["token"]

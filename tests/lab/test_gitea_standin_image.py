@@ -13,11 +13,9 @@ Needs root, docker.io, debootstrap, curl, git and ssh: fails loudly without them
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import subprocess
-import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
@@ -28,7 +26,9 @@ import pytest
 
 from tests.certs import gitlab_ssl
 from tests.lab.netns import generate_key, isolated_netns, require_docker_tools
-from tools.lab.docker import DaemonInfo, docker
+from tests.lab.standin_host import Host, upload
+from tests.lab.test_gitea_standin import CREATE_ADMIN, token_args
+from tools.lab.docker import DaemonInfo
 from tools.lab.dockerd import start_dockerd, stop_dockerd
 from tools.lab.images import (
     BASE,
@@ -48,17 +48,12 @@ ARM64_AGENT = "forgeway-lab/woodpecker-agent-standin:arm64"
 NETWORK = "fwgt"
 
 
-class Stand:
+class Stand(Host):
+    """The GitLab stand-in tests' host (docker with its own client config, logs), with the CA and the client's side."""
+
     def __init__(self, netns: str, daemon: DaemonInfo, scratch: Path) -> None:
-        self.netns, self.daemon, self.scratch = netns, daemon, scratch
+        super().__init__(netns, daemon, scratch)
         self.ca = scratch / "ca.crt"
-
-    def docker(self, *args: str, input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
-        return docker(self.daemon, *args, input=input, check=check, timeout=300)
-
-    def logs(self, name: str) -> str:
-        done = self.docker("logs", name, check=False)
-        return (done.stdout + done.stderr).decode(errors="replace")
 
     def run(self, *argv: str, input: bytes | None = None, env: dict[str, str] | None = None) -> str:
         """``argv`` in the namespace (the client's side); its stdout."""
@@ -89,15 +84,6 @@ class Stand:
         )
         text, _, code = out.rpartition("\n")
         return int(code), json.loads(text) if text.strip() else None
-
-    def upload(self, container: str, files: dict[str, tuple[bytes, int]]) -> None:
-        out = io.BytesIO()
-        with tarfile.open(fileobj=out, mode="w") as tar:
-            for path, (data, mode) in files.items():
-                info = tarfile.TarInfo(path.lstrip("/"))
-                info.size, info.mode = len(data), mode
-                tar.addfile(info, io.BytesIO(data))
-        self.docker("cp", "-", f"{container}:/", input=out.getvalue())
 
     def wait_ready(self, name: str, probe: list[str]) -> float:
         started = time.monotonic()
@@ -141,11 +127,12 @@ class Stand:
             GITEA_STANDIN,
         )
         ssl = self.scratch / "ssl"
-        self.upload(
+        upload(
+            self,
             "gitea",
             {
-                "/data/gitea/https/cert.pem": ((ssl / f"{DOMAIN}.crt").read_bytes(), 0o644),
-                "/data/gitea/https/key.pem": ((ssl / f"{DOMAIN}.key").read_bytes(), 0o600),
+                "/data/gitea/https/cert.pem": ((ssl / f"{DOMAIN}.crt").read_bytes(), "644"),
+                "/data/gitea/https/key.pem": ((ssl / f"{DOMAIN}.key").read_bytes(), "600"),
             },
         )
         self.docker("start", "gitea")
@@ -201,44 +188,10 @@ def _git(stand: Stand, *args: str, cwd: Path) -> str:
 def test_gitea_cli_api_ssh_registry_and_a_container_replace(stand: Stand) -> None:
     as_root = stand.docker("exec", "gitea", "gitea", "admin", "user", "list", check=False)
     assert as_root.returncode == 1 and b"Gitea is not supposed to be run as root" in as_root.stderr
-    made = stand.docker(
-        "exec",
-        "-u",
-        "git",
-        "gitea",
-        "gitea",
-        "admin",
-        "user",
-        "create",
-        "--username",
-        "forgeway",
-        "--email",
-        "admin@example.test",
-        "--random-password",
-        "--admin",
-        "--must-change-password=false",
-    ).stdout.decode()
+    made = stand.docker("exec", "-u", "git", "gitea", "gitea", *CREATE_ADMIN).stdout.decode()
     ADMIN["password"] = made.split("'")[1]
     ADMIN["token"] = (
-        stand.docker(
-            "exec",
-            "-u",
-            "git",
-            "gitea",
-            "gitea",
-            "admin",
-            "user",
-            "generate-access-token",
-            "--username",
-            "forgeway",
-            "--token-name",
-            "boot",
-            "--scopes",
-            "all",
-            "--raw",
-        )
-        .stdout.decode()
-        .strip()
+        stand.docker("exec", "-u", "git", "gitea", "gitea", *token_args("boot", "all")).stdout.decode().strip()
     )
     status, user = stand.api("GET", "/user", ADMIN["token"])
     assert status == 200 and user["login"] == "forgeway" and user["is_admin"], user

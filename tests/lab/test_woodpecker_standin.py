@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.lab.test_gitea_standin import Gitea, free_port, make_gitea
+from tests.lab.test_gitea_standin import CREATE_ADMIN, Gitea, free_port, make_gitea, token_args
 
 STANDIN = Path(__file__).resolve().parents[2] / "tools" / "lab" / "standin_image" / "woodpecker_standin"
 ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
@@ -121,11 +121,8 @@ def test_sign_in_through_gitea_agents_with_labels_and_a_job(tmp_path: Path, dock
 
 
 def _run(tmp: Path, gitea: Gitea, docker: FakeDocker, processes: list[subprocess.Popen[bytes]]) -> None:  # noqa: PLR0915 (one story)
-    made = gitea.cli("admin", "user", "create", "--username", "forgeway", "--email", "a@example.test",
-                     "--random-password", "--admin", "--must-change-password=false")  # fmt: skip
-    password = made.stdout.split("'")[1]
-    token = gitea.cli("admin", "user", "generate-access-token", "-u", "forgeway", "-t", "wp", "--scopes",
-                      "write:user", "--raw").stdout.strip()  # fmt: skip
+    password = gitea.cli(*CREATE_ADMIN).stdout.split("'")[1]
+    token = gitea.cli(*token_args("wp", "write:user")).stdout.strip()
     port, grpc = free_port(), free_port()
     host = f"http://127.0.0.1:{port}"
     status, _, body = gitea.request("POST", "/api/v1/user/applications/oauth2",

@@ -69,9 +69,9 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--must-change-password", nargs="?", const=True, default=None, type=_bool)
     create.add_argument("--access-token", action="store_true")
     token = user.add_parser("generate-access-token")
-    token.add_argument("--username", "-u", required=True)
+    token.add_argument("--username", "-u")
     token.add_argument("--token-name", "-t", default="gitea-admin")
-    token.add_argument("--scopes", default="all")
+    token.add_argument("--scopes", default="")  # Gitea's default: no scope at all
     token.add_argument("--raw", action="store_true")
     user.add_parser("list").add_argument("--admin", action="store_true")
     return top
@@ -97,13 +97,14 @@ def _globals(argv: list[str]) -> tuple[list[str], dict[str, str]]:
 
 def create_user(db: Db, args: argparse.Namespace) -> int:
     if args.password and args.random_password:
-        raise GiteaError("cannot set both --random-password and --password flags")
+        raise GiteaError("cannot set both -random-password and -password flags")
     if not args.password and not args.random_password:
         raise GiteaError("must set either password or random-password flag")
     password = args.password or secrets.token_urlsafe(args.random_password_length)[: args.random_password_length]
     if args.random_password:
         print(f"generated random password is '{password}'")
-    must_change = True if args.must_change_password is None else args.must_change_password
+    # Gitea: true, but false for the first user (taken as the admin), unless the flag says
+    must_change = bool(db.users()) if args.must_change_password is None else args.must_change_password
     user = db.create_user(args.username, args.email, password, admin=args.admin, must_change=must_change)
     if args.access_token:
         print(f"Access token was successfully created... {db.create_token(user, 'gitea-admin', ['all'])}")
@@ -112,6 +113,8 @@ def create_user(db: Db, args: argparse.Namespace) -> int:
 
 
 def generate_token(db: Db, args: argparse.Namespace) -> int:
+    if args.username is None:
+        raise GiteaError("You must provide a username to generate a token for")
     user = db.user_by_name(args.username)
     if user is None:
         raise GiteaError(f"user does not exist [uid: 0, name: {args.username}]")

@@ -289,9 +289,9 @@ class Db:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}", name):
             raise GiteaError(f"name is invalid [{name}]: must be valid alpha or numeric or dash(-_) or dot characters")
         if self.user_by_name(name) is not None:
-            raise GiteaError(f"user already exists [name: {name}]")
+            raise GiteaError(f"CreateUser: user already exists [name: {name}]")
         if self.one("SELECT 1 FROM user WHERE lower(email) = lower(?)", email):
-            raise GiteaError(f"e-mail already in use [email: {email}]")
+            raise GiteaError(f"CreateUser: e-mail already in use [email: {email}]")
         if not re.fullmatch(r"[^@\s]+@[^@\s]+", email):
             raise GiteaError(f"e-mail invalid [email: {email}]")
         if len(password) < 8:
