@@ -154,7 +154,9 @@ def main() -> int:  # noqa: PLR0915 (settings, then the connection loop)
         if backend not in ("docker", "auto-detect"):
             raise Fatal(f"WOODPECKER_BACKEND={backend!r}: the stand-in has the docker backend only")
         docker = Docker(docker_socket(environ))
-        labels = parse_labels(env_value(environ, "WOODPECKER_AGENT_LABELS"))
+        labels = parse_labels(
+            env_value(environ, "WOODPECKER_AGENT_LABELS") or env_value(environ, "WOODPECKER_FILTER_LABELS")
+        )  # the old name, still read
         capacity = int(env_value(environ, "WOODPECKER_MAX_WORKFLOWS", default="1"))
         hostname = env_value(environ, "WOODPECKER_HOSTNAME") or socket.gethostname()
         conf = Path(env_value(environ, "WOODPECKER_AGENT_CONFIG_FILE", default="/etc/woodpecker/agent.conf"))

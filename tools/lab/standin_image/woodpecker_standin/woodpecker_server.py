@@ -139,7 +139,7 @@ class Reply(Exception):
 def _agent_api(row: tuple[Any, ...]) -> dict[str, Any]:
     return {"id": row[0], "name": row[1], "platform": row[2], "backend": row[3], "capacity": row[4],
             "version": row[5], "custom_labels": json.loads(row[6]), "last_contact": row[7], "created": row[8],
-            "owner_id": -1, "org_id": -1, "no_schedule": False}  # fmt: skip
+            "owner_id": -1, "org_id": -1, "no_schedule": False, "last_work": 0, "updated": row[7]}  # fmt: skip
 
 
 _AGENT_COLUMNS = "id, name, platform, backend, capacity, version, labels, last_contact, created"
@@ -356,7 +356,8 @@ def serve_agent(config: Config, state: State, conn: socket.socket, address: Any)
                                  " created) VALUES (?,?,?,?,?,?,?,?)", *fields, now)  # fmt: skip
         wire.send({"type": "registered", "id": agent_id})
         print(f"grpc: agent {agent_id} ({fields[0]}, {platform}) connected from {address[0]}", flush=True)
-        match = {**labels, "platform": platform, "hostname": fields[0], "backend": fields[2]}
+        # the real agent's default labels; a custom one of the same name wins (agent/rpc auth)
+        match = {"platform": platform, "hostname": fields[0], "backend": fields[2], "repo": "*", **labels}
         while (message := wire.receive()) is not None:
             state.run("UPDATE agents SET last_contact = ? WHERE id = ?", int(time.time()), agent_id)
             if message.get("type") == "next":
