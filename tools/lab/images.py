@@ -55,12 +55,15 @@ from tools.lab.image_build import (  # the build steps; re-exported for tools/la
 __all__ = [
     "BASE",
     "BINFMT_STANDIN",
+    "GITEA_STANDIN",
     "GITLAB_STANDIN",
     "HELLO_ARM64",
     "RECIPES",
     "RUNNER_STANDIN",
     "STANDIN_VERSION",
     "SUITE",
+    "WOODPECKER_AGENT_STANDIN",
+    "WOODPECKER_SERVER_STANDIN",
     "ImageFile",
     "Recipe",
     "cache_dir",
@@ -159,6 +162,13 @@ BINFMT_STANDIN = "forgeway-lab/binfmt-standin:1.0"
 # One static aarch64 program, /hello (tools/lab/aarch64_hello.py): runs here only through QEMU.
 HELLO_ARM64 = "forgeway-lab/hello-arm64:1.0"
 _STANDIN_DIR = "tools/lab/standin_image"
+# Gitea (the rootful gitea/gitea image's interface) and Woodpecker's server and agent: see
+# docs/lab-gitea.md and tools/lab/standin_image/gitea_standin/, woodpecker_standin/.
+GITEA_STANDIN = "forgeway-lab/gitea-standin:1.0"
+WOODPECKER_SERVER_STANDIN = "forgeway-lab/woodpecker-server-standin:1.0"
+WOODPECKER_AGENT_STANDIN = "forgeway-lab/woodpecker-agent-standin:1.0"
+_GITEA_DIR = f"{_STANDIN_DIR}/gitea_standin"
+_WOODPECKER_DIR = f"{_STANDIN_DIR}/woodpecker_standin"
 # git: the repositories gitlab-shell serves and gitlab-backup bundles
 _GITLAB_PACKAGES = (
     "python3-minimal",
@@ -230,6 +240,53 @@ RECIPES: dict[str, Recipe] = {
         ),
         changes=("ENV PATH=" + _SEARCH_PATH, 'ENTRYPOINT ["/usr/bin/binfmt"]'),
     ),
+    GITEA_STANDIN: Recipe(
+        # libpython3-stdlib: sqlite3, http.server; docker-registry: the packages registry's storage
+        packages=(
+            "python3-minimal",
+            "libpython3-stdlib",
+            "ca-certificates",
+            "openssh-server",
+            "docker-registry",
+            "git",
+            "passwd",
+        ),
+        files=(
+            ImageFile(f"{_GITEA_DIR}/gitea_entrypoint.py", "/usr/bin/entrypoint", 0o755),
+            ImageFile(f"{_GITEA_DIR}/gitea.py", "/usr/local/bin/gitea", 0o755),
+            ImageFile(f"{_GITEA_DIR}/gitea_db.py", "/usr/local/bin/gitea_db.py"),
+            ImageFile(f"{_GITEA_DIR}/gitea_web.py", "/usr/local/bin/gitea_web.py"),
+            ImageFile(f"{_STANDIN_DIR}/wrapper.py", "/usr/local/bin/wrapper.py"),  # its supervisor
+        ),
+        remove=("/etc/ssh/ssh_host_*",),  # each container's are in /data/ssh, made once
+        changes=(
+            "ENV PATH=" + _SEARCH_PATH,
+            "ENV LANG=C.UTF-8",
+            "ENV USER=git",
+            "ENV GITEA_CUSTOM=/data/gitea",
+            "EXPOSE 22 3000",
+            'VOLUME ["/data"]',
+            'CMD ["/usr/bin/entrypoint"]',
+        ),
+    ),
+    **{
+        name: Recipe(
+            packages=("python3-minimal", "libpython3-stdlib", "ca-certificates"),
+            files=(
+                ImageFile(f"{_WOODPECKER_DIR}/woodpecker_server.py", "/bin/woodpecker-server", 0o755),
+                ImageFile(f"{_WOODPECKER_DIR}/woodpecker_agent.py", "/bin/woodpecker-agent", 0o755),
+                ImageFile(f"{_WOODPECKER_DIR}/woodpecker_common.py", "/bin/woodpecker_common.py"),
+            ),
+            changes=("ENV PATH=" + _SEARCH_PATH, "ENV LANG=C.UTF-8", *changes),
+        )
+        for name, changes in (
+            (
+                WOODPECKER_SERVER_STANDIN,
+                ("EXPOSE 8000 9000", 'VOLUME ["/var/lib/woodpecker"]', 'ENTRYPOINT ["/bin/woodpecker-server"]'),
+            ),
+            (WOODPECKER_AGENT_STANDIN, ('VOLUME ["/etc/woodpecker"]', 'ENTRYPOINT ["/bin/woodpecker-agent"]')),
+        )
+    },
     # python3-minimal has no tomllib: libpython3-stdlib brings it.
     RUNNER_STANDIN: Recipe(
         packages=("python3-minimal", "libpython3-stdlib"),
