@@ -6,7 +6,8 @@ against the program's own synthesis (tools/doctor/expected.py):
 
 - every host: the tunnel, each peer's latest handshake age and its endpoint;
 - the VPS: table ip forgeway equal to the program's (a hash of nft's listing of each),
-  net.ipv4.ip_forward, the admin SSH port listening;
+  net.ipv4.ip_forward, the admin SSH port listening; with forwarding.ipv6 table ip6
+  forgeway and net.ipv6.conf.all.forwarding the same way;
 - the GitLab host: the container, /-/liveness and /-/readiness, the version file,
   the last backup (status.json) and the API token's expiry;
 - runner hosts: the runner container and ``gitlab-runner verify``;
@@ -71,6 +72,7 @@ def probe_specs(expected: Expected) -> dict[str, ProbeSpec]:
             vps="vps" in roles,
             admin_port=cfg.admin_ssh_port if "vps" in roles else 0,
             ruleset=expected.ruleset if "vps" in roles else "",
+            ipv6="vps" in roles and cfg.forwarding.ipv6,
             docker=bool(roles & {"gitlab", "runner"}),
             gitlab="gitlab" in roles,
             runner="runner" in roles,
@@ -124,7 +126,8 @@ def diagnose(
         if vps:
             urn = expected.urn(f"{host.name}-forwarding")
             findings += judge.forwarding(
-                parts, judge.ForwardingContext(host.name, expected.ruleset, urn, cfg.admin_ssh_port)
+                parts,
+                judge.ForwardingContext(host.name, expected.ruleset, urn, cfg.admin_ssh_port, ipv6=cfg.forwarding.ipv6),
             )
         if "gitlab" in host.roles:
             findings += judge.gitlab(parts, host.name, expected.urn(f"{host.name}-gitlab"))

@@ -130,43 +130,54 @@ class ForwardingContext:
     urn: str  # the forwarding command's URN
     admin_port: int
     unit: str = "forgeway-nftables.service"
+    ipv6: bool = False  # forwarding.ipv6: table ip6 forgeway and net.ipv6.conf.all.forwarding too
+
+
+def _table(parts: Mapping[str, Section], prefix: str, table: str, ctx: ForwardingContext, fix: Repair) -> Finding:
+    """Live table ``table`` against the program's (PREFIX-live and PREFIX-expected: two sha256)."""
+    item = "forwarding" if prefix == "nft" else "forwarding6"
+    live, expected = _get(parts, f"{prefix}-live"), _get(parts, f"{prefix}-expected")
+    if expected is None or live is None:
+        return Finding(ctx.host, item, "fail", f"no nft listing of table {table} {MISSING}", fix)
+    if not expected.ok:
+        why = f"the program's ruleset does not load in a scratch namespace here: {_clean(expected.first_line)}"
+        return Finding(ctx.host, item, "fail", why, target(ctx.urn, "forwarding-up.sh says why"))
+    if not live.ok:
+        return Finding(ctx.host, item, "fail", f"table {table} is missing: {_clean(live.first_line)}", fix)
+    if live.text != expected.text:
+        why = f"table {table} differs from the program's (sha256 {live.text[:12]}, program's {expected.text[:12]})"
+        return Finding(ctx.host, item, "fail", why, fix)
+    return Finding(ctx.host, item, "ok", f"table {table} is the program's (sha256 {live.text[:12]})")
+
+
+def _sysctl(parts: Mapping[str, Section], name: str, key: str, host: str, fix: Repair) -> Finding:
+    """A forwarding sysctl that must be 1 (part ``name``: ``sysctl -n KEY``)."""
+    found = _get(parts, name)
+    if found is not None and found.ok and found.text == "1":
+        return Finding(host, name.replace("-", "_"), "ok", f"{key} = 1")
+    value = found.first_line if found is not None else MISSING
+    return Finding(host, name.replace("-", "_"), "fail", f"{key} is {value!r}, not 1", fix)
 
 
 def forwarding(parts: Mapping[str, Section], ctx: ForwardingContext) -> list[Finding]:
-    """Table ip forgeway as the program renders it (hashes of two nft listings), ip_forward, the admin port."""
-    findings = []
-    live, expected, saved = (_get(parts, p) for p in ("nft-live", "nft-expected", "nft-saved"))
+    """Table ip forgeway as the program renders it (hashes of two nft listings), ip_forward, the
+    admin port; with forwarding.ipv6 table ip6 forgeway and IPv6 forwarding the same way."""
+    saved = _get(parts, "nft-saved")
     program_sha = hashlib.sha256(ctx.ruleset.encode()).hexdigest()
     saved_is_program = saved is not None and saved.ok and saved.text == program_sha
-    # A host whose saved file is the program's: its boot unit loads it again. Else `up` must
-    # send the program's text (the command's stdin changed: an update runs create again).
+    # A host whose saved file is the program's: its boot unit loads it again (both tables,
+    # and both sysctls: forwarding-up.sh --boot). Else `up` must send the program's text
+    # (the command's stdin changed: an update runs create again).
     fix = (
         restart(ctx.host, ctx.unit, "loads the saved ruleset, which is the program's")
         if saved_is_program
         else target(ctx.urn, "the saved ruleset is not the program's: `up` sends it again")
     )
-    if expected is None or live is None:
-        findings.append(Finding(ctx.host, "forwarding", "fail", f"no nft listing {MISSING}", fix))
-    elif not expected.ok:
-        why = f"the program's ruleset does not load in a scratch namespace here: {_clean(expected.first_line)}"
-        findings.append(Finding(ctx.host, "forwarding", "fail", why, target(ctx.urn, "forwarding-up.sh says why")))
-    elif not live.ok:
-        findings.append(
-            Finding(ctx.host, "forwarding", "fail", f"table ip forgeway is missing: {_clean(live.first_line)}", fix)
-        )
-    elif live.text != expected.text:
-        why = f"table ip forgeway differs from the program's (sha256 {live.text[:12]}, program's {expected.text[:12]})"
-        findings.append(Finding(ctx.host, "forwarding", "fail", why, fix))
-    else:
-        findings.append(
-            Finding(ctx.host, "forwarding", "ok", f"table ip forgeway is the program's (sha256 {live.text[:12]})")
-        )
-    ip_forward = _get(parts, "ip-forward")
-    if ip_forward is not None and ip_forward.ok and ip_forward.text == "1":
-        findings.append(Finding(ctx.host, "ip_forward", "ok", "net.ipv4.ip_forward = 1"))
-    else:
-        value = ip_forward.first_line if ip_forward is not None else MISSING
-        findings.append(Finding(ctx.host, "ip_forward", "fail", f"net.ipv4.ip_forward is {value!r}, not 1", fix))
+    findings = [_table(parts, "nft", "ip forgeway", ctx, fix)]
+    findings.append(_sysctl(parts, "ip-forward", "net.ipv4.ip_forward", ctx.host, fix))
+    if ctx.ipv6:
+        findings.append(_table(parts, "nft6", "ip6 forgeway", ctx, fix))
+        findings.append(_sysctl(parts, "ipv6-forward", "net.ipv6.conf.all.forwarding", ctx.host, fix))
     admin = _get(parts, "admin-port")
     if admin is not None and admin.ok and "LISTEN" in admin.text:
         findings.append(Finding(ctx.host, "admin-ssh", "ok", f"tcp {ctx.admin_port} listens"))

@@ -65,6 +65,7 @@ class ProbeSpec:
     vps: bool = False
     admin_port: int = 0  # vps: the admin SSH port
     ruleset: str = ""  # vps: the program's ruleset text
+    ipv6: bool = False  # vps with forwarding.ipv6: table ip6 forgeway and IPv6 forwarding too
     docker: bool = False  # a docker host: disk free of the data root
     gitlab: bool = False  # the GitLab host: container, health, version, backup status
     runner: bool = False  # a runner host: the runner container, gitlab-runner verify
@@ -88,21 +89,17 @@ def probe_script(spec: ProbeSpec) -> str:
         _part("wg-allowed-ips", f"wg show {wg} allowed-ips"),
     ]
     if spec.vps:
-        digest = "sha256sum | cut -d' ' -f1"
         parts += [
             _part("ip-forward", "sysctl -n net.ipv4.ip_forward"),
             _part("admin-port", f"ss -Htln 'sport = :{int(spec.admin_port)}'"),
-            _part("nft-live", f"out=$(nft -s list table ip forgeway) || exit 1; printf '%s\\n' \"$out\" | {digest}"),
-            _part(
-                "nft-expected",
-                f"f=$(mktemp) || exit 1\ncat >\"$f\" <<'{_RULESET_END}'\n{spec.ruleset.rstrip()}\n{_RULESET_END}\n"
-                "# shellcheck disable=SC2016\n"
-                'out=$(unshare -n sh -c \'nft -f "$1" >/dev/null && nft -s list table ip forgeway\' sh "$f"); rc=$?\n'
-                'rm -f "$f"; [ $rc -eq 0 ] || { printf \'%s\\n\' "$out"; exit $rc; }\n'
-                f"printf '%s\\n' \"$out\" | {digest}",
-            ),
+            *_table_parts("nft", "ip forgeway", spec.ruleset),
             _part("nft-saved", f"sha256sum <{SAVED_RULESET} | cut -d' ' -f1"),
         ]
+        if spec.ipv6:
+            parts += [
+                _part("ipv6-forward", "sysctl -n net.ipv6.conf.all.forwarding"),
+                *_table_parts("nft6", "ip6 forgeway", spec.ruleset),
+            ]
     if spec.docker:
         parts.append(_part("disk", "root=$(docker info --format '{{.DockerRootDir}}') || exit 1; df -P \"$root\""))
     for endpoint in spec.registry:
@@ -141,6 +138,24 @@ def probe_script(spec: ProbeSpec) -> str:
             _part("runner-verify", f"docker exec {r} gitlab-runner verify"),
         ]
     return "".join(parts)
+
+
+def _table_parts(prefix: str, table: str, ruleset: str) -> list[str]:
+    """PREFIX-live: the sha256 of ``nft -s list table TABLE``; PREFIX-expected: the same of the
+    program's ``ruleset`` loaded in a scratch network namespace (as forwarding-up.sh checks it)."""
+    digest = "sha256sum | cut -d' ' -f1"
+    listing = shlex.quote(f'nft -f "$1" >/dev/null && nft -s list table {table}')
+    return [
+        _part(f"{prefix}-live", f"out=$(nft -s list table {table}) || exit 1; printf '%s\\n' \"$out\" | {digest}"),
+        _part(
+            f"{prefix}-expected",
+            f"f=$(mktemp) || exit 1\ncat >\"$f\" <<'{_RULESET_END}'\n{ruleset.rstrip()}\n{_RULESET_END}\n"
+            "# shellcheck disable=SC2016\n"
+            f'out=$(unshare -n sh -c {listing} sh "$f"); rc=$?\n'
+            'rm -f "$f"; [ $rc -eq 0 ] || { printf \'%s\\n\' "$out"; exit $rc; }\n'
+            f"printf '%s\\n' \"$out\" | {digest}",
+        ),
+    ]
 
 
 # From s_client's output only the served certificates and its verify/error lines: never the
