@@ -9,7 +9,8 @@ against the program's own synthesis (tools/doctor/expected.py):
   net.ipv4.ip_forward, the admin SSH port listening; with forwarding.ipv6 table ip6
   forgeway and net.ipv6.conf.all.forwarding the same way;
 - the GitLab host: the container, /-/liveness and /-/readiness, the version file,
-  the last backup (status.json) and the API token's expiry;
+  the last backup (status.json) and the API token's expiry; the registry's garbage
+  collection (its status.json, its timer) where the program has it;
 - runner hosts: the runner container and ``gitlab-runner verify``;
 - docker hosts: disk use of docker's data root against runners.prune.threshold_percent
   (``--disk-threshold`` to judge against another), and the registry's TLS at each of its
@@ -33,11 +34,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from components.config import StackConfig
 from components.forge import stack_forge
 from components.tunnel import INTERFACE, tunnel_addresses
 from tools.doctor import judge
 from tools.doctor.expected import Expected, synthesize_expected, token_spec
-from tools.doctor.findings import EXIT, Finding, overall, restart
+from tools.doctor.findings import EXIT, Finding, Repair, overall, restart, staged_up
 from tools.doctor.probe import ProbeSpec, probe_script, sections
 from tools.doctor.registry import CERT_WARN_DAYS, RegistryContext, follows_from, registry_tls
 
@@ -46,6 +48,8 @@ __all__ = ["diagnose", "main", "probe_specs", "render_text"]
 PROBE_TIMEOUT_S = 240  # gitlab-rails runner alone takes a minute on a small device
 TUNNEL_UNIT = f"forgeway-tunnel@{INTERFACE}.service"  # tunnel-up.sh's boot unit
 PRUNE_UNIT = "forgeway-docker-prune.service"  # docker-prune-up.sh's, on runner hosts
+# components/registry_gc.py RegistryGc: its host service's stage and up script
+REGISTRY_GC_STAGE, REGISTRY_GC_UP = "registry-gc", "registry-gc-up.sh"
 
 
 class Runner(Protocol):
@@ -79,6 +83,7 @@ def probe_specs(expected: Expected) -> dict[str, ProbeSpec]:
             token_name=token_name if "gitlab" in roles else "",
             registry=endpoints if docker else (),
             registry_ca=forge.tls == "own-ca",
+            registry_gc="gitlab" in roles and expected.registry_gc,
         )
     return specs
 
@@ -95,6 +100,13 @@ def _registry_contexts(expected: Expected, host: str, cert_days: int) -> list[Re
         RegistryContext(host, endpoint, own_ca, cert_urn, ca_urn, gitlab_urn, forge.host, cert_days)
         for endpoint in forge.registry_endpoints
     ]
+
+
+def _registry_gc_up(cfg: StackConfig, host: str) -> Repair:
+    """components/registry_gc.py's up, staged on the GitLab host, with its arguments."""
+    gc = cfg.registry.garbage_collection
+    note = "installs again the timer the last `pulumi up` staged here"
+    return staged_up(host, REGISTRY_GC_STAGE, REGISTRY_GC_UP, (gc.schedule, str(gc.timeout_minutes)), note)
 
 
 def diagnose(
@@ -138,6 +150,9 @@ def diagnose(
             if expected.backup_schedule:
                 status, schedule = parts.get("backup-status"), expected.backup_schedule
                 findings += judge.backup(status, host.name, schedule, now, expected.backup_slack)
+            if expected.registry_gc:
+                findings += judge.registry_gc(parts, host.name, cfg.registry.garbage_collection.schedule, now,
+                                              _registry_gc_up(cfg, host.name))  # fmt: skip
         if "runner" in host.roles:
             registration = expected.urns.get(f"{host.name}-runner-registration")
             findings += judge.runner(parts, host.name, expected.urn(f"{host.name}-runner"), registration)

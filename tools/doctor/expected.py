@@ -38,6 +38,7 @@ class Expected:
     backup_schedule: str  # "" when backups are off (backup.enabled false)
     backup_slack: datetime.timedelta = datetime.timedelta(minutes=DEFAULT_BACKUP_SLACK_MINUTES)
     secrets: Sequence[str] = field(default=(), repr=False)  # values never to print
+    registry_gc: bool = False  # the program has the GitLab host's registry garbage collection
 
     def urn(self, name: str) -> str:
         """The URN of resource ``name``; a URN of the right shape when the program has none by that name."""
@@ -72,7 +73,8 @@ def expected_from_synthesis(
     forwarding = next((r for r in resources if r.name == f"{config.vps.name}-forwarding"), None)
     ruleset = str(unwrap(forwarding.inputs).get("stdin", "")) if forwarding is not None else ""
     schedule, slack = backup_expectation(raw)
-    return Expected(stack, config, urns, ruleset, schedule, slack, tuple(_secret_strings(secrets)))
+    gc = f"{config.gitlab_host.name}-registry-gc" in urns  # components/registry_gc.py, when the program has it
+    return Expected(stack, config, urns, ruleset, schedule, slack, tuple(_secret_strings(secrets)), gc)
 
 
 def backup_expectation(raw: Mapping[str, Any]) -> tuple[str, datetime.timedelta]:

@@ -6,7 +6,19 @@ import shlex
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["EXIT", "Finding", "Repair", "Status", "overall", "replace", "restart", "run", "start", "target"]
+__all__ = [
+    "EXIT",
+    "Finding",
+    "Repair",
+    "Status",
+    "overall",
+    "replace",
+    "restart",
+    "run",
+    "staged_up",
+    "start",
+    "target",
+]
 
 Status = Literal["ok", "info", "warn", "fail"]
 # Monitoring plugins' convention (Nagios, Icinga): 0 ok, 1 warning, 2 critical; 3: doctor could not run.
@@ -56,6 +68,16 @@ def start(host: str, unit: str, note: str = "") -> Repair:
 
 def run(host: str, command: str, note: str = "") -> Repair:
     return Repair("run", command, host, note)
+
+
+def staged_up(host: str, stage: str, up: str, args: tuple[str, ...] = (), note: str = "") -> Repair:
+    """Run again the up script a host service's last `pulumi up` staged on ``host``
+    (components/host_service.py: ``/etc/forgeway/stage/<stage>``, the stage as its last
+    argument). Why not ``pulumi up``: ``--target`` of the unchanged command changes nothing,
+    and ``--replace`` runs the new create, then the old delete, whose down script removes
+    what the create just installed. The up converges."""
+    where = f"/etc/forgeway/stage/{stage}"
+    return run(host, shlex.join(["sh", f"{where}/{up}", *args, where]), note)
 
 
 @dataclass(frozen=True)

@@ -12,21 +12,24 @@ import hashlib
 import ipaddress
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from tools.doctor.findings import Finding, Repair, Status, replace, restart, start, target
-from tools.doctor.probe import BACKUP_STATUS, Section
+from tools.doctor.probe import BACKUP_STATUS, REGISTRY_GC_STATUS, REGISTRY_GC_UNIT, Section
 
 __all__ = [
     "HANDSHAKE_LIMIT_S",
     "TOKEN_WARN_DAYS",
+    "TimedJob",
     "backup",
     "disk",
     "forwarding",
     "gitlab",
+    "registry_gc",
     "runner",
     "schedule_period",
+    "timed_job",
     "token",
     "tunnel",
 ]
@@ -310,54 +313,114 @@ def _age(delta: datetime.timedelta) -> str:
     return f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} days"
 
 
-def backup(  # noqa: PLR0911
+@dataclass(frozen=True)
+class TimedJob:
+    """A timed job's status.json as doctor judges it (host-files.sh's job_* contract: result
+    ok, failed, skipped or running; started, finished, error; the job's own fields)."""
+
+    item: str  # the finding's item: backup, registry-gc
+    noun: str  # what one run is called in the details: backup, collection
+    status: str  # the status file's path on the host
+    unit: str  # the service one run is (the repair starts it)
+    schedule: str  # its timer's OnCalendar
+    allowed: datetime.timedelta  # how old the last finished run may be (and how long one may run)
+    ok_detail: Callable[[Mapping[str, object]], str]  # what an ok run's status adds ("snapshot ...")
+    level: Status = "fail"  # the status of a failed last run
+
+
+def timed_job(part: Section | None, host: str, job: TimedJob, now: datetime.datetime) -> list[Finding]:  # noqa: PLR0911
+    """The last run of ``job`` from its status.json: its result, and its age against
+    ``job.allowed``; every problem names the unit that runs one now."""
+    fix = start(host, job.unit, f"one {job.noun} now; its log: journalctl -u {job.unit}")
+
+    def problem(level: Status, why: str, repair: Repair = fix) -> list[Finding]:
+        return [Finding(host, job.item, level, why, repair)]
+
+    if part is None or not part.ok:
+        return problem(
+            "warn", f"{job.status} could not be read: {MISSING if part is None else _clean(part.first_line)}"
+        )
+    if part.text == "absent":
+        return [Finding(host, job.item, "info", f"no {job.noun} has run here ({job.status} does not exist)")]
+    try:
+        status = json.loads(part.text)
+    except ValueError:
+        return problem("warn", f"{job.status} is not JSON")
+    if not isinstance(status, dict):
+        return problem("warn", f"{job.status} is not a JSON object")
+    result = status.get("result")
+    started, finished = _when(status.get("started")), _when(status.get("finished"))
+    if result == "failed":
+        error = _clean(str(status.get("error") or "no error given"))
+        return problem(job.level, f"the last {job.noun} failed ({status.get('started')}): {error}")
+    if result == "running":
+        if started is not None and now - started > job.allowed:
+            allows = f"schedule {job.schedule!r} allows {_age(job.allowed)}"
+            why = f"a {job.noun} has been running for {_age(now - started)} ({allows})"
+            return problem("warn", why, restart(host, job.unit, f"see journalctl -u {job.unit} first"))
+        return [Finding(host, job.item, "ok", f"a {job.noun} is running (since {status.get('started')})")]
+    if result not in ("ok", "skipped") or finished is None:
+        return problem("warn", f"status.json says result {result!r}, finished {status.get('finished')!r}")
+    age = now - finished
+    if result == "skipped":
+        why = _clean(str(status.get("error") or "no reason given"))
+        detail = f"the last {job.noun} was skipped, {_age(age)} ago: {why}"
+        level: Status = "info"
+    else:
+        detail, level = f"last {job.noun} ok, {_age(age)} ago, {job.ok_detail(status)}", "ok"
+    if age > job.allowed:
+        return problem("warn", f"{detail}: older than schedule {job.schedule!r} allows ({_age(job.allowed)})")
+    return [Finding(host, job.item, level, detail)]
+
+
+def backup(
     part: Section | None, host: str, schedule: str, now: datetime.datetime, slack: datetime.timedelta = BACKUP_SLACK
 ) -> list[Finding]:
     """status.json (issue-18 contract): its result, and its age against the schedule (plus
     ``slack``: how late a run may start and how long it may take)."""
-    unit = "forgeway-backup.service"
-    fix = start(host, unit, f"one backup now; its log: journalctl -u {unit}")
-    if part is None or not part.ok:
-        return [
-            Finding(
-                host,
-                "backup",
-                "warn",
-                f"{BACKUP_STATUS} could not be read: {MISSING if part is None else _clean(part.first_line)}",
-                fix,
-            )
-        ]
-    if part.text == "absent":
-        return [Finding(host, "backup", "info", f"no backup has run here ({BACKUP_STATUS} does not exist)")]
-    try:
-        status = json.loads(part.text)
-    except ValueError:
-        return [Finding(host, "backup", "warn", f"{BACKUP_STATUS} is not JSON", fix)]
-    result = status.get("result")
-    started, finished = _when(status.get("started")), _when(status.get("finished"))
-    allowed = schedule_period(schedule) + slack
-    if result == "failed":
-        error = _clean(str(status.get("error") or "no error given"))
-        return [Finding(host, "backup", "fail", f"the last backup failed ({status.get('started')}): {error}", fix)]
-    if result == "running":
-        if started is not None and now - started > allowed:
-            why = f"a backup has been running for {_age(now - started)} (schedule {schedule!r} allows {_age(allowed)})"
-            return [Finding(host, "backup", "warn", why, restart(host, unit, f"see journalctl -u {unit} first"))]
-        return [Finding(host, "backup", "ok", f"a backup is running (since {status.get('started')})")]
-    if result != "ok" or finished is None:
-        return [
-            Finding(
-                host, "backup", "warn", f"status.json says result {result!r}, finished {status.get('finished')!r}", fix
-            )
-        ]
-    age = now - finished
-    snapshot, version = str(status.get("snapshot"))[:8], status.get("gitlab_version")
-    detail = f"last backup ok, {_age(age)} ago, snapshot {snapshot}, GitLab {version}"
-    if age > allowed:
-        return [
-            Finding(host, "backup", "warn", f"{detail}: older than schedule {schedule!r} allows ({_age(allowed)})", fix)
-        ]
-    return [Finding(host, "backup", "ok", detail)]
+    job = TimedJob(
+        "backup", "backup", BACKUP_STATUS, "forgeway-backup.service", schedule, schedule_period(schedule) + slack,
+        lambda s: f"snapshot {str(s.get('snapshot'))[:8]}, GitLab {s.get('gitlab_version')}",
+    )  # fmt: skip
+    return timed_job(part, host, job, now)
+
+
+def _size(value: object) -> str:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "an unknown number of bytes"
+    return f"{value / 2**20:.1f} MiB" if abs(value) >= 2**20 else f"{int(value)} bytes"
+
+
+def registry_gc(
+    parts: Mapping[str, Section], host: str, schedule: str, now: datetime.datetime, up: Repair
+) -> list[Finding]:
+    """The registry's garbage collection (components/registry_gc.py): its last run, which may
+    be two periods of its schedule old, and the space it freed; and its timer active (``up``:
+    the staged install that brings a removed timer back)."""
+    job = TimedJob(
+        "registry-gc", "collection", REGISTRY_GC_STATUS, REGISTRY_GC_UNIT, schedule, 2 * schedule_period(schedule),
+        lambda s: f"freed {_size(s.get('freed_bytes'))}", level="warn",
+    )  # fmt: skip
+    findings = timed_job(_get(parts, "registry-gc-status"), host, job, now)
+    timer = _get(parts, "registry-gc-timer")
+    state = dict(line.partition("=")[::2] for line in timer.text.splitlines()) if timer is not None else {}
+    name = REGISTRY_GC_UNIT.replace(".service", ".timer")
+    if timer is None or not timer.ok:
+        why = f"its timer could not be read: {MISSING if timer is None else _clean(timer.first_line)}"
+        findings.append(Finding(host, "registry-gc timer", "warn", why, up))
+    elif state.get("cron") == "present":
+        findings.append(
+            Finding(host, "registry-gc timer", "ok", "no systemd here: cron.d/forgeway-registry-gc runs it")
+        )
+    elif state.get("cron") == "absent" or state.get("LoadState") != "loaded":
+        why = f"{name} is not installed (LoadState {state.get('LoadState', 'none')}; no cron file either)"
+        findings.append(Finding(host, "registry-gc timer", "warn", why, up))
+    elif state.get("ActiveState") != "active":
+        why = f"{name} is {state.get('ActiveState', 'unknown')}: no collection runs"
+        findings.append(Finding(host, "registry-gc timer", "warn", why, start(host, name, "the schedule runs again")))
+    else:
+        findings.append(Finding(host, "registry-gc timer", "ok", f"{name} is active"))
+    return findings
 
 
 def token(part: Section | None, host: str, token_urn: str, token_name: str, now: datetime.datetime) -> list[Finding]:

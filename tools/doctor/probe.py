@@ -23,12 +23,24 @@ import shlex
 from dataclasses import dataclass
 
 from components.gitlab import CONTAINER_NAME as GITLAB_CONTAINER
+from components.registry_gc import STATUS as GC_STATUS
 from components.runners import RUNNER_CONTAINER
 
-__all__ = ["BACKUP_STATUS", "GITLAB_VERSION_FILE", "ProbeSpec", "Section", "probe_script", "sections"]
+__all__ = [
+    "BACKUP_STATUS",
+    "GITLAB_VERSION_FILE",
+    "REGISTRY_GC_STATUS",
+    "REGISTRY_GC_UNIT",
+    "ProbeSpec",
+    "Section",
+    "probe_script",
+    "sections",
+]
 
 GITLAB_VERSION_FILE = "/opt/gitlab/embedded/service/gitlab-rails/VERSION"  # issue-18 contract, point 1
 BACKUP_STATUS = "/var/lib/forgeway/backup/status.json"  # issue-18 contract, point 2
+REGISTRY_GC_STATUS = GC_STATUS  # forgeway-registry-gc.sh's (host-files.sh job_*)
+REGISTRY_GC_UNIT = "forgeway-registry-gc.service"  # registry-gc-up.sh's install_timer
 SAVED_RULESET = "/etc/forgeway/nftables/forgeway.nft"  # forwarding-up.sh's copy of what it loaded
 _RULESET_END = "FORGEWAY_DOCTOR_RULESET_END"
 _TOKEN_END = "FORGEWAY_DOCTOR_TOKEN_END"  # noqa: S105 (a here-document marker)
@@ -72,6 +84,7 @@ class ProbeSpec:
     token_name: str = ""  # gitlab host with runners: the API token whose expiry to read
     registry: tuple[str, ...] = ()  # docker hosts: the registry's endpoints (host:port) to fetch the chain of
     registry_ca: bool = False  # own-ca: also read each endpoint's certs.d ca.crt (public)
+    registry_gc: bool = False  # the GitLab host with the registry's garbage collection: its status, its timer
 
 
 def _part(name: str, body: str) -> str:
@@ -120,8 +133,19 @@ def probe_script(spec: ProbeSpec) -> str:
             _part("gitlab-version", f"docker exec {c} cat {GITLAB_VERSION_FILE}"),
             _part("gitlab-liveness", f"get() {{ {get}; }}; get liveness"),
             _part("gitlab-readiness", f"get() {{ {get}; }}; get readiness"),
-            _part("backup-status", f"if [ -e {BACKUP_STATUS} ]; then cat {BACKUP_STATUS}; else echo absent; fi"),
+            _status_part("backup-status", BACKUP_STATUS),
         ]
+        if spec.registry_gc:
+            timer = shlex.quote(REGISTRY_GC_UNIT.replace(".service", ".timer"))
+            cron = "/etc/cron.d/" + REGISTRY_GC_UNIT.removesuffix(".service")
+            parts += [
+                _status_part("registry-gc-status", REGISTRY_GC_STATUS),
+                _part(
+                    "registry-gc-timer",
+                    f"if [ -d /run/systemd/system ]; then systemctl show -p LoadState -p ActiveState {timer}; "
+                    f"elif [ -f {cron} ]; then echo cron=present; else echo cron=absent; fi",
+                ),
+            ]
         if spec.token_name:
             ruby = _TOKEN_RUBY % _ruby_string(spec.token_name)
             parts.append(
@@ -138,6 +162,11 @@ def probe_script(spec: ProbeSpec) -> str:
             _part("runner-verify", f"docker exec {r} gitlab-runner verify"),
         ]
     return "".join(parts)
+
+
+def _status_part(name: str, path: str) -> str:
+    """A timed job's status.json (no secret), or ``absent`` when it has not run yet."""
+    return _part(name, f"if [ -e {path} ]; then cat {path}; else echo absent; fi")
 
 
 def _table_parts(prefix: str, table: str, ruleset: str) -> list[str]:

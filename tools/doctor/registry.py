@@ -25,7 +25,7 @@ from cryptography.x509.verification import PolicyBuilder, Store, VerificationErr
 
 from components.gitlab import CONTAINER_NAME as GITLAB_CONTAINER
 from components.tlscheck import covers
-from tools.doctor.findings import Finding, Repair, Status, replace, run
+from tools.doctor.findings import Finding, Repair, Status, replace, run, staged_up
 from tools.doctor.probe import Section
 
 __all__ = [
@@ -159,12 +159,8 @@ def _cert_repair(ctx: RegistryContext) -> Repair:
 
 
 def _trust_repair(ctx: RegistryContext) -> Repair:
-    stage = f"/etc/forgeway/stage/{DOCKER_CLIENT_STAGE}"
-    return run(
-        ctx.host,
-        f"sh {stage}/{DOCKER_CLIENT_UP} {stage}",
-        "installs again the registry trust the last `pulumi up` staged here",
-    )
+    note = "installs again the registry trust the last `pulumi up` staged here"
+    return staged_up(ctx.host, DOCKER_CLIENT_STAGE, DOCKER_CLIENT_UP, note=note)
 
 
 def _unreachable(ctx: RegistryContext, why: str) -> Finding:
