@@ -36,6 +36,7 @@ from tests.stacks import ROOT
 from tests.unit.test_doctor_registry import backdated
 
 BACKUP_STATUS = "/var/lib/forgeway/backup/status.json"
+REGISTRY_GC_STATUS = "/var/lib/forgeway/registry-gc/status.json"  # components/registry_gc.py STATUS
 DOCKER_HOSTS = ("home", "runner-arm", "runner-amd")
 SERVER_CERT = "::gitlab-tls-cert"  # state keys end so (components/pki.py ForgeTls)
 
@@ -110,7 +111,8 @@ def test_doctor_is_clean_on_the_applied_lab(make_lab: MakeLab) -> None:
     items = {(f["host"], f["item"]) for f in document["findings"]}
     for wanted in [("vps", "tunnel"), ("vps", "forwarding"), ("vps", "ip_forward"), ("vps", "admin-ssh"),
                    ("home", "tunnel"), ("home", "gitlab liveness"), ("home", "gitlab readiness"), ("home", "disk"),
-                   ("home", "backup"), ("runner-amd", "runner"), ("runner-arm", "disk"),
+                   ("home", "backup"), ("home", "registry-gc"), ("home", "registry-gc timer"),
+                   ("runner-amd", "runner"), ("runner-arm", "disk"),
                    *((h, "registry-tls") for h in DOCKER_HOSTS)]:  # fmt: skip
         assert wanted in items, (wanted, sorted(items))
     tls = [f["detail"] for f in document["findings"] if f["item"] == "registry-tls"]
@@ -205,6 +207,41 @@ def test_a_failed_backup_is_named_with_the_backup_unit(make_lab: MakeLab) -> Non
     finally:
         if before.returncode != 0:
             home.execute(["rm", "-f", BACKUP_STATUS])
+
+
+def test_a_stopped_registry_gc_timer_and_a_failed_collection_are_named_with_their_units(make_lab: MakeLab) -> None:
+    """The registry's garbage collection on the GitLab host: its timer stopped, then a failed
+    last run in its status.json; each named with its unit, which is started (the second a
+    real collection, by the stand-in's gitlab-ctl); doctor clean after each."""
+    assert_clean()
+    home = make_lab.machine("home").inside
+    before = home.execute(["cat", REGISTRY_GC_STATUS])
+    home.succeed(["systemctl", "stop", "forgeway-registry-gc.timer"])
+    try:
+        code, document, _ = doctor()
+        problem = the_problem(document, "home", "registry-gc timer")
+        assert code == 1 and "forgeway-registry-gc.timer is inactive" in problem["detail"], problem
+        assert (problem["repair"]["kind"], problem["repair"]["subject"]) == ("start", "forgeway-registry-gc.timer")
+        run_repair(make_lab, problem["repair"])
+        assert_clean()
+        failed = {"result": "failed", "started": "2026-12-06T04:30:00Z", "finished": "2026-12-06T04:31:00Z",
+                  "duration_seconds": 60.0, "bytes_before": 1000, "bytes_after": None, "freed_bytes": None,
+                  "error": "gitlab-ctl registry-garbage-collect -m failed: boom"}  # fmt: skip
+        home.succeed(f"cat >{REGISTRY_GC_STATUS}", stdin=json.dumps(failed))
+        code, document, _ = doctor()
+        problem = the_problem(document, "home", "registry-gc")
+        assert code == 1 and problem["detail"].endswith("failed: boom"), problem
+        assert (problem["repair"]["kind"], problem["repair"]["subject"]) == ("start", "forgeway-registry-gc.service")
+        run_repair(make_lab, problem["repair"])
+        document = assert_clean(tries=6)
+        last = next(f for f in document["findings"] if (f["host"], f["item"]) == ("home", "registry-gc"))
+        assert last["detail"].startswith("last collection ok, 0.0 h ago, freed "), last  # a real collection ran
+    finally:
+        home.execute(["systemctl", "start", "forgeway-registry-gc.timer"])
+        if before.returncode == 0:
+            home.execute(f"cat >{REGISTRY_GC_STATUS}", stdin=before.stdout)
+        else:
+            home.execute(["rm", "-f", REGISTRY_GC_STATUS])
 
 
 def _state_entry(suffix: str) -> tuple[str, dict[str, Any]]:
