@@ -12,20 +12,25 @@ server certificate, re-signed by the stack's CA with the same key, names and use
 dates a year back, in the state and where GitLab's nginx reads it (restarted as omnibus's
 ``gitlab-ctl restart nginx``); doctor must see it on every docker host, through the VPS.
 
-What the lab cannot do, said plainly: its docker data roots are on this machine's big
-disk, so "a disk past the threshold" is doctor run with ``--disk-threshold`` below the
-current use (the prune unit it names is then run, and doctor with the stack's threshold
-is clean); gitlab-runner verify and the API token's expiry are not in the stand-in images
-(doctor says so as ``info``).
+A full disk is made on a small file system: the lab's docker data roots are on this
+machine's big disk, so runner-amd's dockerd is moved, for that test only, onto a tmpfs
+over its data root holding a copy of its data (inside that host's mount namespace), which
+old unused images fill past the stack's threshold; the prune unit doctor names empties
+it. The tmpfs goes after the test, pass or fail, and dockerd is back on its own data
+(docs/doctor.md, Limits). What the lab cannot do, said plainly: gitlab-runner verify and
+the API token's expiry are not in the stand-in images (doctor says so as ``info``).
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
+import io
 import json
 import os
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +39,7 @@ from components.gitlab import CONTAINER_NAME as GITLAB
 from tests.lab.make_lab import LAB_DIR, REGISTRY, SEEDS, MakeLab
 from tests.stacks import ROOT
 from tests.unit.test_doctor_registry import backdated
+from tools.lab.machine import Machine
 
 BACKUP_STATUS = "/var/lib/forgeway/backup/status.json"
 REGISTRY_GC_STATUS = "/var/lib/forgeway/registry-gc/status.json"  # components/registry_gc.py STATUS
@@ -171,17 +177,113 @@ def test_a_stopped_runner_is_named_with_its_replace(make_lab: MakeLab) -> None:
     assert_clean(tries=6)
 
 
+SMALL_DISK = "/run/fwl-doctor-disk"  # runner-amd: where its docker data root is seen while a tmpfs covers it
+FILL_IMAGE = "fwl-doctor-fill"
+
+
+def fill_image(tag: int, size: int) -> bytes:
+    """A ``docker load`` archive: image FILL_IMAGE:TAG, one layer of ``size`` random bytes,
+    created in 2020 (older than any runners.prune.keep_hours: the prune unit removes it)."""
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as layer:
+        info = tarfile.TarInfo(f"fill-{tag}")
+        info.size = size
+        layer.addfile(info, io.BytesIO(os.urandom(size)))
+    layer_tar = data.getvalue()
+    config = json.dumps({
+        "architecture": "amd64", "os": "linux", "created": "2020-01-01T00:00:00Z", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{hashlib.sha256(layer_tar).hexdigest()}"]},
+    }).encode()  # fmt: skip
+    name = f"{hashlib.sha256(config).hexdigest()}.json"
+    manifest = json.dumps([{"Config": name, "RepoTags": [f"{FILL_IMAGE}:{tag}"], "Layers": ["layer.tar"]}]).encode()
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as out:
+        for member, body in (("layer.tar", layer_tar), (name, config), ("manifest.json", manifest)):
+            info = tarfile.TarInfo(member)
+            info.size = len(body)
+            out.addfile(info, io.BytesIO(body))
+    return archive.getvalue()
+
+
+def _disk_use(document: dict[str, Any], host: str) -> tuple[str, int, int]:
+    """(mount point, use percent, threshold) of ``host``'s disk finding."""
+    detail = next(f["detail"] for f in document["findings"] if (f["host"], f["item"]) == (host, "disk"))
+    mount, rest = detail.split(": ", 1)
+    return mount, int(rest.split("% used")[0]), int(detail.rsplit("(threshold ", 1)[1].rstrip("%)"))
+
+
+def _small_docker_root(host: Machine, root: str) -> int:
+    """Docker's data root on ``host`` moved onto a tmpfs about twice its size, inside the
+    host's mount namespace: dockerd stopped, the tmpfs mounted over ROOT, the data copied
+    onto it, dockerd started again (its containers restart). Returns the tmpfs's size in KiB."""
+    host.succeed(["systemctl", "stop", "docker.socket", "docker.service"], timeout=120)
+    used_kib = int(host.succeed(["du", "-sk", root]).split()[0])
+    size_kib = max(2 * used_kib, 256 * 1024)
+    # The bind is made private first: else the tmpfs mounted over ROOT propagates onto it.
+    tmpfs = f"mount -t tmpfs -o size={size_kib}k,mode=0710 fwl-doctor-disk {root}"
+    host.succeed(f"mkdir -p {SMALL_DISK}/data && mount --bind {root} {SMALL_DISK}/data && "
+                 f"mount --make-private {SMALL_DISK}/data && {tmpfs} && "
+                 f"cp -a {SMALL_DISK}/data/. {root}/ && umount {SMALL_DISK}/data", timeout=300)  # fmt: skip
+    host.succeed(["systemctl", "start", "docker.socket", "docker.service"], timeout=120)
+    return size_kib
+
+
+def _docker_root_back(host: Machine, root: str) -> None:
+    """Undo :func:`_small_docker_root` (whatever part of it ran): dockerd stopped, the bind
+    and the tmpfs unmounted, SMALL_DISK removed, dockerd started on its own data again."""
+    host.execute(["systemctl", "stop", "docker.socket", "docker.service"], timeout=120)
+    for mount in (f"{SMALL_DISK}/data", root):
+        for _ in range(3):  # (mounted more than once by a retried setup)
+            source = host.execute(["findmnt", "-rn", "-M", mount, "-o", "SOURCE"]).stdout.strip()
+            if (mount == root and source != "fwl-doctor-disk") or not source:
+                break  # nothing of ours mounted there
+            if host.execute(["umount", "-R", mount]).returncode != 0:
+                host.succeed(["umount", "-l", mount])
+    host.execute(["rmdir", f"{SMALL_DISK}/data", SMALL_DISK])  # rmdir: never into what may still be docker's data
+    host.succeed(["systemctl", "start", "docker.socket", "docker.service"], timeout=120)
+
+
+def _use(host: Machine, root: str) -> int:
+    return int(host.succeed(f"df -P {root} | awk 'NR == 2 {{ sub(/%$/, \"\", $5); print $5 }}'").strip())
+
+
 def test_a_disk_past_the_threshold_is_named_with_the_prune_unit(make_lab: MakeLab) -> None:
+    """runner-amd's docker data root on a small file system (a tmpfs over it, with a copy of
+    its data), filled past runners.prune.threshold_percent with unused images of 2020: doctor
+    names the disk and the prune unit; the unit prunes them; doctor is clean. The host's own
+    data root, under the tmpfs, is not touched, and comes back as it was."""
     document = assert_clean()
-    used = next(f["detail"] for f in document["findings"] if (f["host"], f["item"]) == ("runner-amd", "disk"))
-    percent = int(used.split("% used")[0].rsplit(" ", 1)[-1])
-    code, document, _ = doctor("--disk-threshold", str(max(1, percent - 1)))
-    found = {(f["host"], f["item"]): f for f in problems(document)}
-    assert code in (1, 2) and ("runner-amd", "disk") in found, problems(document)
-    repair = found["runner-amd", "disk"]["repair"]
-    assert (repair["kind"], repair["subject"]) == ("start", "forgeway-docker-prune.service"), repair
-    run_repair(make_lab, repair)
-    assert_clean()
+    runner = make_lab.machine("runner-amd")
+    host = runner.inside
+    root = runner.docker("info", "--format", "{{.DockerRootDir}}").strip()
+    _, before, threshold = _disk_use(document, "runner-amd")
+    assert before < threshold
+    try:
+        size_kib = _small_docker_root(host, root)
+        assert host.succeed(["findmnt", "-rn", "-M", root, "-o", "FSTYPE"]).strip() == "tmpfs"
+        assert "fwl-doctor-disk" not in Path("/proc/self/mounts").read_text()  # in that host's namespace only
+        runner.docker("info", "--format", "{{.ID}}")  # dockerd answers on its data copy
+        # Fill to between the threshold and the 95 % that fails, in steps of 1/20 (a load
+        # needs its layer twice while it unpacks it).
+        step = size_kib * 1024 // 20
+        for tag in range(20):
+            if _use(host, root) >= threshold + 5:
+                break
+            runner.docker("load", stdin=fill_image(tag, step))
+        code, document, _ = doctor()
+        problem = the_problem(document, "runner-amd", "disk")
+        mount, used, _ = _disk_use(document, "runner-amd")
+        assert code in (1, 2) and mount == root and threshold <= used, problem
+        assert (problem["repair"]["kind"], problem["repair"]["subject"]) == ("start", "forgeway-docker-prune.service")
+        run_repair(make_lab, problem["repair"])
+        assert runner.docker("images", "-q", FILL_IMAGE).strip() == ""  # the prune removed them
+        after = assert_clean(tries=3)
+        assert _disk_use(after, "runner-amd")[1] < threshold
+    finally:
+        _docker_root_back(host, root)
+    assert host.succeed(["findmnt", "-rn", "-M", root, "-o", "FSTYPE"]).strip() != "tmpfs"
+    assert host.execute(["test", "-e", SMALL_DISK]).returncode != 0
+    assert_clean(tries=12)  # the runner container back on the host's own data
 
 
 def test_a_failed_backup_is_named_with_the_backup_unit(make_lab: MakeLab) -> None:
