@@ -127,7 +127,8 @@ class _Client:
         req = urllib.request.Request(full, data=body, method=method, headers=headers)  # noqa: S310 - https only
         try:
             with urllib.request.urlopen(req, context=self.context, timeout=60) as r:  # noqa: S310 - https, built here
-                return {"status": r.status, "location": r.headers.get("Location"), "body": r.read().decode()[:300]}
+                body = r.read().decode(errors="replace")[:300]
+                return {"status": r.status, "location": r.headers.get("Location"), "body": body}
         except urllib.error.HTTPError as err:
             return {"status": err.code, "location": None, "body": err.read().decode(errors="replace")[:300]}
 
