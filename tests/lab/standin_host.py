@@ -173,6 +173,17 @@ def wait_healthy(host: Host, name: str, timeout: float = 120.0) -> float:
         time.sleep(0.5)
 
 
+def started(host: Host, name: str) -> Path:
+    """The stand-in created, given the program's files and started as the program does, once
+    healthy; the CA's path (for the dind and registry modules)."""
+    ca = certificates(host.scratch)
+    create(host, name)
+    upload(host, name, program_files(host.scratch))
+    host.docker("start", name)
+    print(f"{name} healthy after {wait_healthy(host, name):.1f}s")
+    return ca
+
+
 def wait_exit(host: Host, name: str, timeout: float = 30.0) -> int:
     deadline = time.monotonic() + timeout
     while True:

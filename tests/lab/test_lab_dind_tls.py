@@ -33,17 +33,7 @@ import pytest
 
 from components.render.buildkitd import JOBS_DIR
 from components.render.runner_config import DIND_CERTS_CLIENT, RunnerSettingsView, job_volumes
-from tests.lab.standin_host import (
-    DOMAIN,
-    PASSWORD,
-    Host,
-    certificates,
-    create,
-    program_files,
-    standin_host,
-    upload,
-    wait_healthy,
-)
+from tests.lab.standin_host import DOMAIN, PASSWORD, Host, standin_host, started
 from tests.unit.test_pipeline_example import pipeline
 from tools.lab.images import DIND_STANDIN, ensure_image
 
@@ -94,11 +84,7 @@ class Build:
 def build() -> Iterator[Build]:
     with standin_host() as host:
         print(f"ensure_image dind: {ensure_image(host.daemon, DIND_STANDIN)}")
-        ca = certificates(host.scratch)
-        create(host, "gitlab")
-        upload(host, "gitlab", program_files(host.scratch))
-        host.docker("start", "gitlab")
-        print(f"gitlab healthy after {wait_healthy(host, 'gitlab'):.1f}s")
+        ca = started(host, "gitlab")
         host.docker("network", "create", NETWORK)
         host.docker("network", "connect", NETWORK, "gitlab")
         inspect = json.loads(host.docker("inspect", "gitlab").stdout)[0]

@@ -33,17 +33,7 @@ from components.registry_gc import STORAGE, settings_file
 from components.scripts import script
 from tests.lab.registry_http import OCI_INDEX, ROOT, Image, digest, index, run, start
 from tests.lab.registry_http import answers as answers_of
-from tests.lab.standin_host import (
-    ADDRESS,
-    PASSWORD,
-    Host,
-    certificates,
-    create,
-    program_files,
-    standin_host,
-    upload,
-    wait_healthy,
-)
+from tests.lab.standin_host import ADDRESS, PASSWORD, Host, standin_host, started
 from tools.lab.docker import docker_env
 from tools.lab.machine import Machine
 
@@ -95,12 +85,7 @@ class Forge:
 @pytest.fixture(scope="module")
 def forge() -> Iterator[Forge]:
     with standin_host() as host:
-        ca = certificates(host.scratch)
-        create(host, CONTAINER_NAME)
-        upload(host, CONTAINER_NAME, program_files(host.scratch))
-        host.docker("start", CONTAINER_NAME)
-        print(f"healthy after {wait_healthy(host, CONTAINER_NAME):.1f}s")
-        made = Forge(host, ca)
+        made = Forge(host, started(host, CONTAINER_NAME))
         service = HostService(
             stage="registry-gc", up="registry-gc-up.sh", down="registry-gc-down.sh",
             args=["Sun *-*-* 04:30:00", "120"],
