@@ -73,11 +73,19 @@ class Build:
                 self.mounts += ["-v", f"{name}:{v}"]
 
     def job(self, script: str, env: dict[str, str], stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-        args = ["run", "--rm", "-i", "--network", NETWORK, *self.mounts]
-        for name in env:
-            args += ["-e", name]
-        return self.host.docker(*args, "--entrypoint", "sh", DIND_STANDIN, "-c", script, env=env, input=stdin,
-                                check=False, timeout=180)  # fmt: skip
+        # the job's variables through a file the runner's way (not -e NAME: the host's own
+        # client would read DOCKER_HOST and the rest from that environment too), values off
+        # the command line; one line each, taken literally
+        assert all("\n" not in v for v in env.values())
+        variables = self.host.scratch / "job.env"
+        variables.touch(mode=0o600)
+        variables.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+        try:
+            args = ["run", "--rm", "-i", "--network", NETWORK, *self.mounts, "--env-file", str(variables)]
+            return self.host.docker(*args, "--entrypoint", "sh", DIND_STANDIN, "-c", script, input=stdin,
+                                    check=False, timeout=180)  # fmt: skip
+        finally:
+            variables.unlink()
 
 
 @pytest.fixture(scope="module")
