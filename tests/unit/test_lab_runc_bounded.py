@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,22 @@ def test_main_rewrites_a_new_containers_config_and_execs_runc(tmp_path: Path, mo
     runc_bounded.main(["--root", "/run/x", "delete", "id1"])
     assert spec.read_text() == "not json: must not be read"
     assert execs[-1] == ("runc", ["runc", "--root", "/run/x", "delete", "id1"])
+
+
+def test_the_runtime_sends_only_create_and_run_through_python(tmp_path: Path) -> None:
+    """tools/lab/runc_bounded.sh, the path dockerd is given, with a runc that records its arguments."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    (bin_dir / "runc").write_text(f'#!/bin/sh\necho "$*" >>{calls}\n')
+    (bin_dir / "runc").chmod(0o755)
+    spec = tmp_path / "config.json"
+    caps = [f"CAP_{name}" for name in runc_bounded.NAMES]
+    spec.write_text(json.dumps({"process": {"capabilities": {"bounding": caps}}}))
+    runtime = Path(runc_bounded.__file__).with_suffix(".sh")
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    for argv in (["--root", "/r", "create", "--bundle", str(tmp_path), "c1"], ["--root", "/r", "delete", "c1"]):
+        subprocess.run([str(runtime), *argv], env=env, check=True, timeout=30)
+    assert calls.read_text().splitlines() == [f"--root /r create --bundle {tmp_path} c1", "--root /r delete c1"]
+    kept = json.loads(spec.read_text())["process"]["capabilities"]["bounding"]
+    assert kept == [c for c in caps if c not in missing()]  # this machine's own bounding set

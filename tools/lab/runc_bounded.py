@@ -82,7 +82,8 @@ def runtime_args() -> tuple[str, ...]:
     """dockerd flags that make this wrapper its default runtime, or none when nothing is missing."""
     if not missing():
         return ()
-    return ("--add-runtime", f"{RUNTIME}={Path(__file__).resolve()}", "--default-runtime", RUNTIME)
+    shim = Path(__file__).resolve().with_suffix(".sh")  # create and run through this module, the rest to runc
+    return ("--add-runtime", f"{RUNTIME}={shim}", "--default-runtime", RUNTIME)
 
 
 def bound(config: dict[str, object], drop: list[str]) -> dict[str, object]:
