@@ -32,6 +32,7 @@ from tools.lab.docker import DaemonInfo, docker_client, docker_env
 from tools.lab.dockerd import start_dockerd, stop_dockerd
 from tools.lab.images import GITLAB_STANDIN, ensure_image
 from tools.lab.machine import Machine
+from tools.lab.runc_bounded import runtime_args
 
 ADDRESS = "203.0.113.78"  # only inside the test's own namespace, which has no link out
 DOMAIN = "gitlab.standin.test"
@@ -100,7 +101,9 @@ def standin_host() -> Iterator[Host]:
             daemon = None
             try:
                 started = time.monotonic()
-                daemon = start_dockerd(netns, scratch / "docker", index=9, extra_args=("--insecure-registry", REGISTRY))
+                # runtime_args: --privileged (the dind test) on a machine with a reduced bounding set
+                extra = ("--insecure-registry", REGISTRY, *runtime_args())
+                daemon = start_dockerd(netns, scratch / "docker", index=9, extra_args=extra)
                 print(f"\ndockerd start: {time.monotonic() - started:.2f}s")
                 print(f"ensure_image: {ensure_image(daemon, GITLAB_STANDIN)}")
                 yield Host(netns, daemon, scratch)
@@ -168,6 +171,17 @@ def wait_healthy(host: Host, name: str, timeout: float = 120.0) -> float:
         if time.monotonic() - started > timeout:
             raise AssertionError(f"{name} not healthy in {timeout}s:\n{host.logs(name)}")
         time.sleep(0.5)
+
+
+def started(host: Host, name: str) -> Path:
+    """The stand-in created, given the program's files and started as the program does, once
+    healthy; the CA's path (for the dind and registry modules)."""
+    ca = certificates(host.scratch)
+    create(host, name)
+    upload(host, name, program_files(host.scratch))
+    host.docker("start", name)
+    print(f"{name} healthy after {wait_healthy(host, name):.1f}s")
+    return ca
 
 
 def wait_exit(host: Host, name: str, timeout: float = 30.0) -> int:

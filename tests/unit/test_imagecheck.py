@@ -4,7 +4,7 @@ The index documents in tests/unit/imagecheck/ are in the shapes buildx pushes (a
 whose provenance manifests are ``unknown/unknown`` with buildx's annotations; without
 attestations; a Docker manifest list with ``arm64/v8``). The HTTP tests run a registry-shaped
 HTTPS server on loopback that asks for a bearer token (GitLab's registry) or basic auth (the
-lab's stand-in). The lab reads a real registry: tests/lab/test_lab_imagecheck.py."""
+lab's stand-in). The lab reads a real registry: tests/lab/test_lab_registry_gc.py."""
 
 from __future__ import annotations
 

@@ -55,6 +55,7 @@ from tools.lab.image_build import (  # the build steps; re-exported for tools/la
 __all__ = [
     "BASE",
     "BINFMT_STANDIN",
+    "DIND_STANDIN",
     "GITEA_STANDIN",
     "GITLAB_STANDIN",
     "HELLO_ARM64",
@@ -159,6 +160,10 @@ RUNNER_STANDIN = "forgeway-lab/runner-standin:1.0"
 # Speaks tonistiigi/binfmt's interface against the kernel's binfmt_misc, with Debian's
 # qemu-user-static (arm64 and amd64 only). See tools/lab/standin_image/binfmt_standin.py.
 BINFMT_STANDIN = "forgeway-lab/binfmt-standin:1.0"
+# docker:dind's TLS start (DOCKER_TLS_CERTDIR: certificates made at start, 2376 with
+# --tlsverify) with Debian's docker.io, which is also the job's docker client. See
+# tools/lab/standin_image/dind_entrypoint.sh.
+DIND_STANDIN = "forgeway-lab/dind-standin:1.0"
 # One static aarch64 program, /hello (tools/lab/aarch64_hello.py): runs here only through QEMU.
 HELLO_ARM64 = "forgeway-lab/hello-arm64:1.0"
 _STANDIN_DIR = "tools/lab/standin_image"
@@ -287,6 +292,16 @@ RECIPES: dict[str, Recipe] = {
             (WOODPECKER_AGENT_STANDIN, ('VOLUME ["/etc/woodpecker"]', 'ENTRYPOINT ["/bin/woodpecker-agent"]')),
         )
     },
+    DIND_STANDIN: Recipe(
+        packages=("docker.io", "openssl", "ca-certificates", "hostname"),
+        files=(ImageFile(f"{_STANDIN_DIR}/dind_entrypoint.sh", "/usr/local/bin/dockerd-entrypoint.sh", 0o755),),
+        changes=(
+            "ENV PATH=" + _SEARCH_PATH,
+            'VOLUME ["/var/lib/docker"]',
+            "EXPOSE 2375 2376",
+            'ENTRYPOINT ["/usr/local/bin/dockerd-entrypoint.sh"]',
+        ),
+    ),
     # python3-minimal has no tomllib: libpython3-stdlib brings it.
     RUNNER_STANDIN: Recipe(
         packages=("python3-minimal", "libpython3-stdlib"),
