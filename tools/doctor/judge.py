@@ -391,6 +391,14 @@ def _size(value: object) -> str:
     return f"{value / 2**20:.1f} MiB" if abs(value) >= 2**20 else f"{int(value)} bytes"
 
 
+def _freed(status: Mapping[str, object]) -> str:
+    freed = status.get("freed_bytes")
+    if isinstance(freed, (int, float)) and not isinstance(freed, bool) and freed < 0:
+        # Pushes that land during the collection add bytes: honest, but not "freed".
+        return f"freed nothing: pushes during the run added {_size(-freed)}"
+    return f"freed {_size(freed)}"
+
+
 def registry_gc(
     parts: Mapping[str, Section], host: str, schedule: str, now: datetime.datetime, up: Repair
 ) -> list[Finding]:
@@ -399,7 +407,7 @@ def registry_gc(
     the staged install that brings a removed timer back)."""
     job = TimedJob(
         "registry-gc", "collection", REGISTRY_GC_STATUS, REGISTRY_GC_UNIT, schedule, 2 * schedule_period(schedule),
-        lambda s: f"freed {_size(s.get('freed_bytes'))}", level="warn",
+        _freed, level="warn",
     )  # fmt: skip
     findings = timed_job(_get(parts, "registry-gc-status"), host, job, now)
     timer = _get(parts, "registry-gc-timer")
