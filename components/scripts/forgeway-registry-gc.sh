@@ -10,7 +10,8 @@
 #  1. a lock (flock on $STATE/lock): a second run while one runs exits 0 at once, saying so;
 #     a backup that runs (its lock held) makes this run skip, saying so: the backup copies
 #     the registry's files;
-#  2. the bytes of every file under the registry's storage (STORAGE, in the container);
+#  2. the bytes of every file under the registry's storage (STORAGE, in the container); a
+#     registry with no repository yet has nothing to collect: ok, freed 0, no collection;
 #  3. `docker exec forgeway-gitlab gitlab-ctl registry-garbage-collect -m`: omnibus stops
 #     the registry, deletes untagged manifests and every blob no manifest references, and
 #     starts it again: pushes and pulls fail (502) while it runs;
@@ -67,6 +68,17 @@ if [ -n "$backup_lock" ] && [ -e "$backup_lock" ]; then
   exec 8<&-
 fi
 command -v docker >/dev/null 2>&1 || fail "no docker client on PATH"
+
+# A registry nothing was ever pushed to has no repositories directory yet, and its garbage
+# collection fails on that ("failed to mark: filesystem: Path not found", distribution 2.8):
+# nothing to collect, and no reason to stop the registry.
+if ! docker exec "$container" test -d "$storage/docker/registry/v2/repositories"; then
+  before=$(bytes) after=$before freed=0
+  result=ok finished=$(now)
+  write_status
+  echo "$me: ok: nothing was pushed yet (no $storage/docker/registry/v2/repositories): nothing to collect"
+  exit 0
+fi
 
 before=$(bytes)
 echo "$me: registry storage $storage in $container: $before bytes; collecting (the registry is down until it ends)"

@@ -32,6 +32,7 @@ c=$FAKE_CONTAINER
 shift 2
 case $1 in
   find) find "$c$2" -type f -printf '%s\n' ;;
+  test) test "$2" "$c$3" ;;
   gitlab-ctl)
     echo "$*" >>"$c/gitlab-ctl.log"
     [ ! -e "$c/fail" ] || { echo "failed to garbage-collect: boom" >&2; exit 1; }
@@ -110,6 +111,7 @@ def _installed(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
     container = tmp_path / "container"
     blobs = container / "registry" / "blobs"
     blobs.mkdir(parents=True)
+    (container / "registry" / "docker" / "registry" / "v2" / "repositories").mkdir(parents=True)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "docker").write_text(FAKE_DOCKER)
@@ -141,6 +143,18 @@ def test_a_run_collects_and_reports_the_space_it_freed(tmp_path: Path) -> None:
     assert {k: status[k] for k in ("result", "bytes_before", "bytes_after", "freed_bytes", "error")} == {
         "result": "ok", "bytes_before": 5096, "bytes_after": 1000, "freed_bytes": 4096, "error": None,
     }  # fmt: skip
+
+
+def test_a_registry_nothing_was_pushed_to_is_not_collected(tmp_path: Path) -> None:
+    """docker-registry's garbage-collect fails without a repositories directory (checked
+    with Debian's 2.8.2); the timer must not fail every week on a fresh GitLab."""
+    run, container, env = _installed(tmp_path)
+    (container / "registry" / "docker" / "registry" / "v2" / "repositories").rmdir()
+    done = _sh(str(run), tmp_path, **env)
+    assert done.returncode == 0 and "nothing was pushed yet" in done.stdout, done.stdout + done.stderr
+    assert not (container / "gitlab-ctl.log").exists()  # the registry was never stopped
+    status = _status(tmp_path)
+    assert (status["result"], status["freed_bytes"], status["error"]) == ("ok", 0, None)
 
 
 def test_a_failed_collection_is_reported_and_exits_non_zero(tmp_path: Path) -> None:
