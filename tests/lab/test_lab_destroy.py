@@ -52,6 +52,11 @@ def test_destroy_restores_every_host_and_down_removes_the_lab(lab_to_take_down: 
     for name in ("runner-arm", "runner-amd"):
         restored = lab.machine(name).path("/etc/docker/daemon.json").read_text()
         assert restored == SEEDED_DAEMON_JSON, f"{name}: daemon.json not restored byte for byte"
+        # docker forwarded IPv6 for runners.ipv6 and never stops; ipv6-ra-up.sh --restore put it back as
+        # the host had it before forgeway (a lab namespace starts with 0), and eth0 takes RAs as before.
+        conf = "/proc/sys/net/ipv6/conf"
+        ipv6 = lab.machine(name).succeed(["cat", f"{conf}/all/forwarding", f"{conf}/eth0/accept_ra"])
+        assert ipv6.split() == ["0", "1"], f"{name}: IPv6 forwarding / eth0 accept_ra not as before: {ipv6.split()}"
     from tools.lab.binfmt import handlers
 
     # binfmt-down.sh unregistered what runner-amd's up registered (this machine had none before)

@@ -66,8 +66,9 @@ def start_booting_host(spec: HostSpec, work: Path, deployer_pub: str) -> dict[st
     (work / "etc").symlink_to("root/etc")
     state = work / "nspawn"
     pid = lab_nspawn.start(spec.name, ns(spec.name), root, state, base_network(spec))
-    return {"name": spec.name, "netns": ns(spec.name), "address": spec.address, "ssh_port": spec.ssh_port,
-            "host_key": host_key, "pid": pid, "boots": True, "root": str(root), "state": str(state)}  # fmt: skip
+    described = {"name": spec.name, "netns": ns(spec.name), "address": spec.address, "ssh_port": spec.ssh_port,
+                 "host_key": host_key, "pid": pid, "boots": True, "root": str(root), "state": str(state)}  # fmt: skip
+    return {**described, "address6": spec.address6} if spec.address6 else described
 
 
 def wait_booted(host: dict[str, Any], timeout: float = 120) -> None:
