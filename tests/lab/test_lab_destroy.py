@@ -11,6 +11,20 @@ import subprocess
 from pathlib import Path
 
 from tests.lab.make_lab import LAB_DIR, MakeLab, assert_admin_ssh, namespaces
+from tools.lab.machine import Machine
+
+
+def _assert_nothing_of_forgeway_left(machine: Machine) -> None:
+    machine.fail(["ip", "link", "show", "wg0"])
+    # No table of forgeway's on any host, of any family (ip, ip6, inet: the segmentation's too).
+    assert "forgeway" not in machine.succeed(["nft", "list", "tables"]), f"a table left on {machine.name}"
+    for family in ("-4", "-6"):  # no return-path rule or route of either family
+        rules = machine.succeed(["ip", family, "rule", "show"])
+        assert "fwmark" not in rules and "lookup 4680" not in rules, f"{machine.name}: {rules}"
+        assert machine.succeed(["ip", family, "route", "show", "table", "4680"]).strip() == "", machine.name
+    etc = machine.path("/etc")
+    leftovers = [*etc.rglob("forgeway*"), *etc.rglob("*segment*"), *etc.rglob("certs.d")]
+    assert leftovers == [], f"files left on {machine.name}: {leftovers}"
 
 
 def test_destroy_restores_every_host_and_down_removes_the_lab(lab_to_take_down: MakeLab) -> None:
@@ -39,14 +53,11 @@ def test_destroy_restores_every_host_and_down_removes_the_lab(lab_to_take_down: 
     vps = lab.machine("vps")
     assert vps.succeed(["nft", "list", "ruleset"]) == "", "the VPS ruleset is not back to empty"
     assert vps.succeed(["sysctl", "-n", "net.ipv4.ip_forward"]).strip() == "0"
+    # forwarding.ipv6: forwarding-down.sh put IPv6 forwarding back as found (a lab namespace starts with 0).
+    v6 = vps.succeed(["sysctl", "-n", "net.ipv6.conf.all.forwarding", "net.ipv6.conf.eth0.forwarding"]).split()
+    assert v6 == ["0", "0"], f"the VPS's IPv6 forwarding not as before: {v6}"
     for host in topology["hosts"]:
-        machine = lab.machine(host["name"])
-        machine.fail(["ip", "link", "show", "wg0"])
-        # No table of forgeway's on any host (the tunnel's segmentation table on every peer too).
-        assert "forgeway" not in machine.succeed(["nft", "list", "tables"]), f"a table left on {host['name']}"
-        etc = machine.path("/etc")
-        leftovers = [*etc.rglob("forgeway*"), *etc.rglob("*segment*"), *etc.rglob("certs.d")]
-        assert leftovers == [], f"files left on {host['name']}: {leftovers}"
+        _assert_nothing_of_forgeway_left(lab.machine(host["name"]))
     from tools.lab.layout import SEEDED_DAEMON_JSON
 
     for name in ("runner-arm", "runner-amd"):
