@@ -20,6 +20,7 @@ from components.forge import Forge
 from components.hosts import Host
 from components.render.segment import SegmentSettings, render_segment, segment_settings
 from components.scripts import script, script_command, staged_command, unstaged_command
+from components.tunnel import tunnel_addresses6
 
 __all__ = ["TunnelSegmentation", "TunnelSegmentationArgs"]
 
@@ -36,9 +37,11 @@ class TunnelSegmentationArgs:
         cls, cfg: StackConfig, forge: Forge, hosts: Mapping[str, Host], addresses: Mapping[str, ipaddress.IPv4Address]
     ) -> TunnelSegmentationArgs:
         """Every host's role and ports with ``forge`` as what runners and the VPS may reach."""
+        six = tunnel_addresses6(cfg)  # tunnel.ipv6: every rule gets its IPv6 twin
         settings = segment_settings(
-            cfg, addresses, forge_host=forge.host, services=forge.services, tunnel_ports=forge.tunnel_ports
-        )
+            cfg, addresses, forge_host=forge.host, services=forge.services, tunnel_ports=forge.tunnel_ports,
+            addresses6=six,
+        )  # fmt: skip
         return cls(settings, hosts)
 
 

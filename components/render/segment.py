@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from components.config import ForwardedPort, ForwardingMode, Role, StackConfig
@@ -57,6 +57,7 @@ class Member:
     role: Role
     address: ipaddress.IPv4Address  # its tunnel address
     ssh_port: int  # its own sshd (the VPS: the admin SSH port)
+    address6: ipaddress.IPv6Address | None = None  # its tunnel IPv6 address (tunnel.ipv6)
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class SegmentSettings:
     forwarded_ports: tuple[int, ...]  # the GitLab host's ports the VPS forwards to (home ports)
     mode: ForwardingMode
     backup_sftp: bool = False  # the GitLab host's backups go to the VPS's sshd (SFTP, over the tunnel)
+    subnet6: ipaddress.IPv6Network | None = None  # tunnel.ipv6_subnet with tunnel.ipv6: each rule gets its IPv6 twin
 
     def member(self, name: str) -> Member:
         found = [m for m in self.members if m.name == name]
@@ -90,17 +92,19 @@ def segment_settings(
     cfg: StackConfig,
     addresses: Mapping[str, ipaddress.IPv4Address],
     interface: str = "wg0",
+    *,
     forge_host: str | None = None,
     services: Sequence[ForwardedPort] | None = None,
-    *,
     tunnel_ports: Sequence[int] = (),
+    addresses6: Mapping[str, ipaddress.IPv6Address] | None = None,
 ) -> SegmentSettings:
     """SegmentSettings from a validated StackConfig and the tunnel addresses (tunnel_addresses).
 
     ``forge_host`` and ``services``: the forge's host and published ports (Forge.host,
     Forge.services); by default the host with role gitlab and forwarding.ports.
     ``tunnel_ports``: the forge host's ports runners reach over the tunnel only
-    (Forge.tunnel_ports: Woodpecker's gRPC), allowed to runners as the services are."""
+    (Forge.tunnel_ports: Woodpecker's gRPC), allowed to runners as the services are.
+    ``addresses6``: the tunnel IPv6 addresses (tunnel_addresses6) with tunnel.ipv6, else none."""
     subnet = cfg.tunnel.subnet
     assert isinstance(subnet, ipaddress.IPv4Network)  # config refuses IPv6 tunnel subnets
     admin_ssh = cfg.admin_ssh_port
@@ -110,8 +114,15 @@ def segment_settings(
     def role(name: str, roles: Iterable[str]) -> Role:
         return "vps" if "vps" in roles else "gitlab" if name == forge_host else "runner"
 
+    six = addresses6 or {}
     members = tuple(
-        Member(h.name, role(h.name, h.roles), addresses[h.name], admin_ssh if "vps" in h.roles else h.ssh_port)
+        Member(
+            h.name,
+            role(h.name, h.roles),
+            addresses[h.name],
+            admin_ssh if "vps" in h.roles else h.ssh_port,
+            six.get(h.name),
+        )
         for h in cfg.hosts
     )
     return SegmentSettings(
@@ -123,6 +134,7 @@ def segment_settings(
         forwarded_ports=tuple(sorted({p.home_port for p in ports})),
         mode=cfg.forwarding.mode,
         backup_sftp=cfg.backup.enabled and cfg.forge == "gitlab" and cfg.backup.repository is None,
+        subnet6=cfg.tunnel.ipv6_subnet if six else None,
     )
 
 
@@ -136,6 +148,8 @@ def _check(s: SegmentSettings) -> None:
     for m in s.members:
         if m.address not in s.subnet:
             raise ValueError(f"{m.name}: tunnel address {m.address} is outside {s.subnet}")
+        if (m.address6 is None) != (s.subnet6 is None) or (m.address6 and s.subnet6 and m.address6 not in s.subnet6):
+            raise ValueError(f"{m.name}: tunnel IPv6 address {m.address6} does not fit tunnel IPv6 subnet {s.subnet6}")
         if not 1 <= m.ssh_port <= 65535 or isinstance(m.ssh_port, bool):
             raise ValueError(f"{m.name}: ssh_port {m.ssh_port!r} is not a port number (1-65535)")
     for port in (*s.runner_ports, *s.forwarded_ports):
@@ -174,6 +188,31 @@ def _c(text: str) -> str:
     return f'comment "segment: {text}"'
 
 
+Address = Callable[[Member], object]
+# How each family says "an echo request" (the IPv4 text is what tables without tunnel.ipv6 have).
+_PING = {"ip": "ip protocol icmp icmp type echo-request", "ip6": "icmpv6 type echo-request"}
+
+
+def _both(s: SegmentSettings, rule: Callable[[str, Address], str]) -> list[str]:
+    """``rule(family, address_of)`` for IPv4 and, with tunnel.ipv6, its IPv6 twin (the same
+    hosts by their tunnel IPv6 addresses): the IPv4 text stays as it was without tunnel.ipv6."""
+    rules = [rule("ip", lambda m: m.address)]
+    if s.subnet6 is not None:
+        rules.append(rule("ip6", lambda m: m.address6))
+    return rules
+
+
+def _subnet(s: SegmentSettings, family: str) -> object:
+    return s.subnet if family == "ip" else s.subnet6
+
+
+def _admins_to_peer_ssh(tun: str, admins: list[Member], peer: Member) -> Callable[[str, Address], str]:
+    return lambda f, a: (
+        f"\t\tiifname {tun} oifname {tun} {f} saddr {_set(a(o) for o in admins)} {f} daddr {a(peer)} "
+        f"tcp dport {peer.ssh_port} accept {_c(f'admin peers to the ssh of {peer.name}')}"
+    )
+
+
 def _vps_chains(s: SegmentSettings, vps: Member) -> list[str]:
     tun = f'"{s.interface}"'
     gitlab = s.with_role("gitlab")[0]
@@ -186,20 +225,19 @@ def _vps_chains(s: SegmentSettings, vps: Member) -> list[str]:
         "\t\t# Replies, and ICMP errors about allowed connections.",
         f"\t\tct state established,related accept {_c('replies')}",
         "\t\t# The internet -> the tunnel: only what our forwarding DNATed to the GitLab host.",
-        f"\t\toifname {tun} ct status dnat ip daddr {gitlab.address} accept {_c('forwarded to gitlab')}",
+        *_both(
+            s, lambda f, a: f"\t\toifname {tun} ct status dnat {f} daddr {a(gitlab)} accept {_c('forwarded to gitlab')}"
+        ),
     ]
     if runners:
-        out.append(
-            f"\t\tiifname {tun} oifname {tun} ip saddr {_set(r.address for r in runners)} ip daddr {gitlab.address} "
+        out += _both(s, lambda f, a: (
+            f"\t\tiifname {tun} oifname {tun} {f} saddr {_set(a(r) for r in runners)} {f} daddr {a(gitlab)} "
             f"tcp dport {_set(s.runner_ports)} accept {_c('runners to gitlab https, ssh, registry')}"
-        )
+        ))  # fmt: skip
     for peer in peers:
         others = [a for a in admins if a.name != peer.name and a.role != "vps"]
         if others:
-            out.append(
-                f"\t\tiifname {tun} oifname {tun} ip saddr {_set(a.address for a in others)} ip daddr {peer.address} "
-                f"tcp dport {peer.ssh_port} accept {_c(f'admin peers to the ssh of {peer.name}')}"
-            )
+            out += _both(s, _admins_to_peer_ssh(tun, others, peer))
     out += [
         f"\t\tiifname {tun} counter drop {_c('nothing else from the tunnel')}",
         f"\t\toifname {tun} counter drop {_c('nothing else into the tunnel')}",
@@ -209,19 +247,19 @@ def _vps_chains(s: SegmentSettings, vps: Member) -> list[str]:
         "\t\ttype filter hook input priority filter; policy accept;",
         f"\t\tiifname != {tun} accept {_c('not from the tunnel: not ours to filter')}",
         f"\t\tct state established,related accept {_c('replies')}",
-        f"\t\tip protocol icmp icmp type echo-request accept {_c('ping, for tunnel health')}",
+        *_both(s, lambda f, a: f"\t\t{_PING[f]} accept {_c('ping, for tunnel health')}"),
     ]
     peer_admins = [a for a in admins if a.role != "vps"]
     if peer_admins:
-        out.append(
-            f"\t\tip saddr {_set(a.address for a in peer_admins)} tcp dport {vps.ssh_port} accept "
+        out += _both(s, lambda f, a: (
+            f"\t\t{f} saddr {_set(a(p) for p in peer_admins)} tcp dport {vps.ssh_port} accept "
             f"{_c('admin peers to the admin ssh')}"
-        )
+        ))  # fmt: skip
     if s.backup_sftp and gitlab.name not in s.admins:
-        out.append(
-            f"\t\tip saddr {gitlab.address} tcp dport {vps.ssh_port} accept "
+        out += _both(s, lambda f, a: (
+            f"\t\t{f} saddr {a(gitlab)} tcp dport {vps.ssh_port} accept "
             f"{_c('gitlab to the admin ssh: its backups, sftp only (user forgeway-backup)')}"
-        )
+        ))  # fmt: skip
     out += [
         f"\t\tcounter drop {_c('nothing else from the tunnel (admin ssh included)')}",
         "\t}",
@@ -241,30 +279,30 @@ def _peer_chains(s: SegmentSettings, host: Member) -> list[str]:
         "\t\ttype filter hook prerouting priority mangle; policy accept;",
         f"\t\tiifname != {tun} accept {_c('not from the tunnel: not ours to filter')}",
         f"\t\tct state established,related accept {_c('replies')}",
-        f"\t\tip saddr {vps.address} ip protocol icmp icmp type echo-request accept {_c('ping from the vps')}",
+        *_both(s, lambda f, a: f"\t\t{f} saddr {a(vps)} {_PING[f]} accept {_c('ping from the vps')}"),
     ]
     if host.role == "gitlab":
-        out.append(
-            f"\t\tip saddr {vps.address} tcp dport {_set(s.forwarded_ports)} accept "
+        out += _both(s, lambda f, a: (
+            f"\t\t{f} saddr {a(vps)} tcp dport {_set(s.forwarded_ports)} accept "
             f"{_c('the vps to the forwarded ports')}"
-        )
+        ))  # fmt: skip
         if s.mode == "preserve-source":
             # WireGuard lets a source outside the subnet in only from the VPS (cryptokey
             # routing), whose forward chain passes only what its forwarding DNATed.
-            out.append(
-                f"\t\tip saddr != {s.subnet} tcp dport {_set(s.forwarded_ports)} accept "
+            out += _both(s, lambda f, a: (
+                f"\t\t{f} saddr != {_subnet(s, f)} tcp dport {_set(s.forwarded_ports)} accept "
                 f"{_c('internet clients the vps forwarded, with their own address')}"
-            )
+            ))  # fmt: skip
         if runners:
-            out.append(
-                f"\t\tip saddr {_set(r.address for r in runners)} tcp dport {_set(s.runner_ports)} accept "
+            out += _both(s, lambda f, a: (
+                f"\t\t{f} saddr {_set(a(r) for r in runners)} tcp dport {_set(s.runner_ports)} accept "
                 f"{_c('runners to gitlab https, ssh, registry')}"
-            )
+            ))  # fmt: skip
     if admins:
-        out.append(
-            f"\t\tip saddr {_set(a.address for a in admins)} tcp dport {host.ssh_port} accept "
+        out += _both(s, lambda f, a: (
+            f"\t\t{f} saddr {_set(a(m) for m in admins)} tcp dport {host.ssh_port} accept "
             f"{_c('admin peers to this host ssh')}"
-        )
+        ))  # fmt: skip
     out += [
         f"\t\tcounter drop {_c('nothing else from the tunnel')}",
         "\t}",

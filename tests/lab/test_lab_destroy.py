@@ -11,6 +11,22 @@ import subprocess
 from pathlib import Path
 
 from tests.lab.make_lab import LAB_DIR, MakeLab, assert_admin_ssh, namespaces
+from tools.lab.machine import Machine
+
+
+def _assert_nothing_of_forgeway_left(machine: Machine) -> None:
+    machine.fail(["ip", "link", "show", "wg0"])
+    # No table of forgeway's on any host, of any family (ip, ip6, inet: the segmentation's too).
+    assert "forgeway" not in machine.succeed(["nft", "list", "tables"]), f"a table left on {machine.name}"
+    for family in ("-4", "-6"):  # no return-path rule or route of either family
+        rules = machine.succeed(["ip", family, "rule", "show"])
+        assert "fwmark" not in rules and "lookup 4680" not in rules, f"{machine.name}: {rules}"
+        # Empty, or gone ("FIB table does not exist": IPv4 forgets a table with its last route).
+        routes = machine.execute(["ip", family, "route", "show", "table", "4680"])
+        assert routes.stdout.strip() == "", f"{machine.name}: table 4680 left: {routes.stdout}"
+    etc = machine.path("/etc")
+    leftovers = [*etc.rglob("forgeway*"), *etc.rglob("*segment*"), *etc.rglob("certs.d")]
+    assert leftovers == [], f"files left on {machine.name}: {leftovers}"
 
 
 def test_destroy_restores_every_host_and_down_removes_the_lab(lab_to_take_down: MakeLab) -> None:
@@ -39,19 +55,21 @@ def test_destroy_restores_every_host_and_down_removes_the_lab(lab_to_take_down: 
     vps = lab.machine("vps")
     assert vps.succeed(["nft", "list", "ruleset"]) == "", "the VPS ruleset is not back to empty"
     assert vps.succeed(["sysctl", "-n", "net.ipv4.ip_forward"]).strip() == "0"
+    # forwarding.ipv6: forwarding-down.sh put IPv6 forwarding back as found (a lab namespace starts with 0).
+    v6 = vps.succeed(["sysctl", "-n", "net.ipv6.conf.all.forwarding", "net.ipv6.conf.eth0.forwarding"]).split()
+    assert v6 == ["0", "0"], f"the VPS's IPv6 forwarding not as before: {v6}"
     for host in topology["hosts"]:
-        machine = lab.machine(host["name"])
-        machine.fail(["ip", "link", "show", "wg0"])
-        # No table of forgeway's on any host (the tunnel's segmentation table on every peer too).
-        assert "forgeway" not in machine.succeed(["nft", "list", "tables"]), f"a table left on {host['name']}"
-        etc = machine.path("/etc")
-        leftovers = [*etc.rglob("forgeway*"), *etc.rglob("*segment*"), *etc.rglob("certs.d")]
-        assert leftovers == [], f"files left on {host['name']}: {leftovers}"
+        _assert_nothing_of_forgeway_left(lab.machine(host["name"]))
     from tools.lab.layout import SEEDED_DAEMON_JSON
 
     for name in ("runner-arm", "runner-amd"):
         restored = lab.machine(name).path("/etc/docker/daemon.json").read_text()
         assert restored == SEEDED_DAEMON_JSON, f"{name}: daemon.json not restored byte for byte"
+        # docker forwarded IPv6 for runners.ipv6 and never stops; ipv6-ra-up.sh --restore put it back as
+        # the host had it before forgeway (a lab namespace starts with 0), and eth0 takes RAs as before.
+        conf = "/proc/sys/net/ipv6/conf"
+        ipv6 = lab.machine(name).succeed(["cat", f"{conf}/all/forwarding", f"{conf}/eth0/accept_ra"])
+        assert ipv6.split() == ["0", "1"], f"{name}: IPv6 forwarding / eth0 accept_ra not as before: {ipv6.split()}"
     from tools.lab.binfmt import handlers
 
     # binfmt-down.sh unregistered what runner-amd's up registered (this machine had none before)

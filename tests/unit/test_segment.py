@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from components.config import ConfigError, parse_stack
+from components.config import ConfigError, ForwardingMode, parse_stack
 from components.render.segment import SegmentSettings, render_segment, segment_settings
 from components.scripts import script
-from components.tunnel import tunnel_addresses
+from components.tunnel import tunnel_addresses, tunnel_addresses6
 from tests.stacks import lab_stack, prod_stack
 
 pytestmark = pytest.mark.unit
@@ -321,3 +321,38 @@ def test_backups_to_the_vps_let_only_the_gitlab_host_reach_the_admin_ssh(tmp_pat
     config["forgeway:backup"] = {"enabled": False}
     off, _ = parse_stack(config, secret_keys)
     assert render_segment(segment_settings(off, tunnel_addresses(off)), "vps") == render_segment(_lab(), "vps")
+
+
+# --- the dual-stack tunnel (issue 20): every rule has its IPv6 twin --------------------------------
+
+
+@pytest.mark.parametrize("mode", ["snat", "preserve-source"])
+def test_a_dual_stack_tunnel_gives_every_rule_its_ipv6_twin(tmp_path: Path, mode: ForwardingMode) -> None:
+    config, secret_keys = lab_stack()
+    config["forgeway:tunnel"]["ipv6"] = True  # as `make lab` applies it (tools/lab/config.py)
+    cfg, _ = parse_stack(config, secret_keys)
+    addresses6 = tunnel_addresses6(cfg)
+    assert addresses6, "tunnel.ipv6 gives every host an IPv6 address"
+    four = dataclasses.replace(segment_settings(cfg, tunnel_addresses(cfg)), mode=mode, admins=("runner-arm",))
+    both = dataclasses.replace(
+        segment_settings(cfg, tunnel_addresses(cfg), addresses6=addresses6), mode=mode, admins=("runner-arm",)
+    )
+    for host in both.names:
+        v4, dual = render_segment(four, host), render_segment(both, host)
+        for chain in ("forward", "input") if host == "vps" else ("prerouting",):
+            rules4, rules = _chain(v4, chain), _chain(dual, chain)
+            assert [r for r in rules if "ip6 " not in r and "icmpv6" not in r] == rules4, f"{host}: IPv4 rules changed"
+            allows4 = [r for r in rules4 if " saddr " in r or " daddr " in r or "echo-request" in r]
+            allows6 = [r for r in rules if "ip6 " in r or "icmpv6" in r]
+            assert len(allows6) == len(allows4) >= 1, f"{host} ({mode}): {allows6} beside {allows4}"
+            assert all(rule.endswith(twin.split(" accept ")[1]) for rule, twin in zip(allows6, allows4, strict=True))
+            assert rules[-1] == rules4[-1] and "drop" in rules[-1], f"{host}: the default drop comes last"
+        listing = _loaded_listing(dual, tmp_path)  # the kernel takes it
+        if host != "vps":
+            assert f"ip6 saddr {addresses6['vps']} icmpv6 type echo-request accept" in listing, listing
+    home = _chain(render_segment(both, "home"), "prerouting")
+    assert any(r.startswith("ip6 saddr fd77:6179:7761::1 tcp dport { 80, 443, 2222, 5050 } accept") for r in home)
+    if mode == "preserve-source":
+        assert any(r.startswith("ip6 saddr != fd77:6179:7761::/64 tcp dport") for r in home), home
+    forward = _chain(render_segment(both, "vps"), "forward")
+    assert any(r.startswith('oifname "wg0" ct status dnat ip6 daddr fd77:6179:7761::2 accept') for r in forward)

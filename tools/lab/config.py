@@ -20,6 +20,15 @@ def _set(config: dict[str, Any], assignment: str) -> None:
     target[keys[-1]] = value
 
 
+def _dual_stack(config: dict[str, Any], vps_address6: str) -> None:
+    """tunnel.ipv6 and forwarding.ipv6 on, the VPS's public IPv6 address from the topology
+    (as its host key): the public names have AAAA too (tools/lab/hosts.py)."""
+    config.setdefault("forgeway:tunnel", {})["ipv6"] = True
+    config.setdefault("forgeway:forwarding", {})["ipv6"] = True
+    vps = next(h for h in config["forgeway:hosts"] if "vps" in h["roles"])
+    vps["public_address6"] = vps_address6
+
+
 def lab_config(
     topology: dict[str, Any], mode: str | None = None, overrides: list[str] | None = None
 ) -> tuple[dict[str, Any], list[str]]:
@@ -32,6 +41,8 @@ def lab_config(
     for host in config["forgeway:hosts"]:
         host["host_key"] = by_name[host["name"]]["host_key"]
     config["forgeway:ssh_private_key"] = (LAB_DIR / "deployer").read_text()
+    if "vps_public_address6" in topology:  # a dual-stack lab (issue 20): the forge over both families
+        _dual_stack(config, topology["vps_public_address6"])
     config["forgeway:backup_password"] = LAB_BACKUP_PASSWORD  # backups are on by default (issue 18)
     # No runner_tokens: the program creates both runners through GitLab's API (issue 17).
     booting = {h["name"] for h in topology["hosts"] if h.get("boots")}

@@ -13,12 +13,13 @@ from tools.lab.layout import (
     BOOTING_HOST_USERS,
     CLIENT_DOCKER_INDEX,
     DOCKER_HOSTS,
-    HOSTS,
     LAB_DIR,
     PUBLIC_NAMES,
     RUNNER_HOSTS,
     SEEDED_DAEMON_JSON,
     TOPOLOGY,
+    VPS_ADDRESS,
+    VPS_ADDRESS_V6,
     HostSpec,
 )
 from tools.lab.network import DEPLOYER, base_network, ns
@@ -53,10 +54,9 @@ def start_booting_host(spec: HostSpec, work: Path, deployer_pub: str) -> dict[st
         bip, pool = bridge_addresses(DOCKER_HOSTS[spec.name])
         # A runner's daemon.json is forgeway's to manage: dockerd refuses a flag it also sets.
         docker = lab_rootfs.DockerSetup(bip, None if spec.name in RUNNER_HOSTS else pool, storage_driver(work))
-    vps = next(h.address for h in HOSTS if h.name == "vps")
     lab_rootfs.make_root(
         root, spec.name, spec.ssh_port, users, work / "ssh_host_ed25519_key",
-        hosts=f"{vps} {' '.join(PUBLIC_NAMES)}\n" if docker else "",
+        hosts=public_name_lines() if docker else "",
         groups=("docker",) if docker else (), docker=docker, fake_machine=spec.fake_machine,
     )  # fmt: skip
     if spec.name in RUNNER_HOSTS:
@@ -66,8 +66,9 @@ def start_booting_host(spec: HostSpec, work: Path, deployer_pub: str) -> dict[st
     (work / "etc").symlink_to("root/etc")
     state = work / "nspawn"
     pid = lab_nspawn.start(spec.name, ns(spec.name), root, state, base_network(spec))
-    return {"name": spec.name, "netns": ns(spec.name), "address": spec.address, "ssh_port": spec.ssh_port,
-            "host_key": host_key, "pid": pid, "boots": True, "root": str(root), "state": str(state)}  # fmt: skip
+    described = {"name": spec.name, "netns": ns(spec.name), "address": spec.address, "ssh_port": spec.ssh_port,
+                 "host_key": host_key, "pid": pid, "boots": True, "root": str(root), "state": str(state)}  # fmt: skip
+    return {**described, "address6": spec.address6} if spec.address6 else described
 
 
 def wait_booted(host: dict[str, Any], timeout: float = 120) -> None:
@@ -88,16 +89,21 @@ def docker_work(name: str) -> Path:
     return LAB_DIR / "hosts" / name / "docker"
 
 
+def public_name_lines() -> str:
+    """What DNS says of the public names: A and AAAA, both the VPS (it forwards both families)."""
+    names = " ".join(PUBLIC_NAMES)
+    return f"{VPS_ADDRESS} {names}\n{VPS_ADDRESS_V6} {names}\n"
+
+
 def write_name_files() -> None:
     """/etc/netns/<ns>/hosts: `ip netns exec` shows it as /etc/hosts (the lab's DNS)."""
-    vps = next(h.address for h in HOSTS if h.name == "vps")
     for name in ["client", *DOCKER_HOSTS]:
         directory = Path("/etc/netns") / ns(name)
         directory.mkdir(parents=True, exist_ok=True)
         # The machine's own name too, as Debian's /etc/hosts has it: sudo resolves it and
         # warns on every call when it cannot.
         (directory / "hosts").write_text(
-            f"127.0.0.1 localhost\n127.0.1.1 {socket.gethostname()}\n{vps} {' '.join(PUBLIC_NAMES)}\n"
+            f"127.0.0.1 localhost\n127.0.1.1 {socket.gethostname()}\n{public_name_lines()}"
         )
 
 

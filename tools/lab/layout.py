@@ -22,6 +22,8 @@ SSHD = "/usr/sbin/sshd"
 INTERNET = "203.0.113"
 LAN = "198.51.100"
 LAN_V6 = "fd00:198:51:100::"  # the home LAN's IPv6 ULA; host .N is ::N
+# The internet segment's IPv6 (documentation prefix 2001:db8::/32; /64, beside INTERNET's /24).
+INTERNET_V6 = "2001:db8::"
 
 
 @dataclass(frozen=True)
@@ -31,10 +33,11 @@ class HostSpec:
     address: str
     ssh_port: int
     fake_machine: str | None = None  # what `uname -m` says in SSH sessions
+    address6: str | None = None  # its IPv6 address on its segment, where it has one
 
 
 HOSTS = (
-    HostSpec("vps", "internet", f"{INTERNET}.10", 2202),
+    HostSpec("vps", "internet", f"{INTERNET}.10", 2202, address6=f"{INTERNET_V6}10"),
     HostSpec("home", "lan", f"{LAN}.2", 22),
     HostSpec("runner-arm", "lan", f"{LAN}.3", 22, fake_machine="aarch64"),
     HostSpec("runner-amd", "lan", f"{LAN}.4", 22),
@@ -48,10 +51,12 @@ SEEDED_DAEMON_JSON = '{\n  "labels": ["lab=seeded-by-the-host"]\n}\n'
 CLIENT_DOCKER_INDEX = 4
 # What DNS would say: GitLab's and the registry's names are the VPS's public address.
 PUBLIC_NAMES = ("gitlab.forgeway.test", "registry.forgeway.test")
-CLIENT = f"{INTERNET}.100"
-VPS_ADDRESS = f"{INTERNET}.10"
+CLIENT, CLIENT_V6 = f"{INTERNET}.100", f"{INTERNET_V6}100"
+VPS_ADDRESS, VPS_ADDRESS_V6 = f"{INTERNET}.10", f"{INTERNET_V6}10"
 CGNAT_WAN, CGNAT_LAN, HOMEGW_WAN = f"{INTERNET}.20", "100.64.0.1", "100.64.0.2"
+CGNAT_WAN_V6 = f"{INTERNET_V6}20"  # the ISP's router on the internet side
 DEPLOYER_INTERNET, DEPLOYER_LAN = f"{INTERNET}.254", f"{LAN}.254"
+DEPLOYER_INTERNET_V6 = f"{INTERNET_V6}254"
 # The deployer's login user on each host (Pulumi.lab.yaml hosts[].ssh_user), in the host's own root.
 BOOTING_HOST_USERS = {"vps": "fwl-admin", "home": "fwl-forgeway", "runner-arm": "fwl-forgeway",
                       "runner-amd": "fwl-forgeway"}  # fmt: skip

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 from tools.lab.layout import (
     CGNAT_LAN,
     CGNAT_WAN,
+    CGNAT_WAN_V6,
     CLIENT,
+    CLIENT_V6,
     DEPLOYER_INTERNET,
+    DEPLOYER_INTERNET_V6,
     DEPLOYER_LAN,
     HOMEGW_WAN,
     HOSTS,
@@ -47,7 +51,10 @@ def _veth(a_ns: str | None, a_if: str, b_ns: str, b_if: str) -> None:
 def _up(netns: str | None, ifname: str, cidr: str | None = None, master: str | None = None) -> None:
     prefix = ["ip", "-n", netns] if netns else ["ip"]
     if cidr:
-        DEPLOYER.succeed([*prefix, "addr", "add", cidr, "dev", ifname])
+        # IPv6 without duplicate address detection: the lab's addresses are unique, and DAD
+        # would leave them "tentative" (unusable) for a second or two after each (re)boot.
+        nodad = ["nodad"] if ":" in cidr else []
+        DEPLOYER.succeed([*prefix, "addr", "add", cidr, "dev", ifname, *nodad])
     if master:
         DEPLOYER.succeed([*prefix, "link", "set", ifname, "master", master])
     DEPLOYER.succeed([*prefix, "link", "set", ifname, "up"])
@@ -71,8 +78,10 @@ def _nat(netns: str, out_if: str, source: str) -> None:
     router.succeed(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
 
 
-def _deployer_link(ifname: str, address: str, peers: list[str]) -> None:
-    """The root namespace's end of a segment: a /32 and a /32 route per lab host on it.
+def _deployer_link(ifname: str, address: str, peers: list[str], address6: str | None = None,
+                   peers6: Sequence[str] = ()) -> None:  # fmt: skip
+    """The root namespace's end of a segment: a /32 and a /32 route per lab host on it
+    (IPv6: a /128 and a /128 route per host, for the same reason).
 
     Never the segment's whole /24: this machine may reach real services at addresses in
     the same documentation ranges (its Debian mirror has been at 203.0.113.80), and a
@@ -81,12 +90,20 @@ def _deployer_link(ifname: str, address: str, peers: list[str]) -> None:
     _up(None, ifname, f"{address}/32")
     for peer in peers:
         DEPLOYER.succeed(["ip", "route", "add", f"{peer}/32", "dev", ifname, "src", address])
+    # This machine takes no router advertisement from a lab segment (its default route stays its own).
+    DEPLOYER.succeed(["sysctl", "-qw", f"net.ipv6.conf.{ifname}.accept_ra=0"])
+    if address6 is not None:
+        DEPLOYER.succeed(["ip", "-6", "addr", "add", f"{address6}/128", "dev", ifname, "nodad"])
+        for peer in peers6:
+            DEPLOYER.succeed(["ip", "-6", "route", "add", f"{peer}/128", "dev", ifname, "src", address6])
 
 
 def base_network(spec: HostSpec) -> list[list[str]]:
     """A lab host's own eth0 as its network configuration sets it at boot (`ip` arguments);
     a booting host's supervisor applies it again after each reboot (tools/lab/nspawn.py)."""
     argv = [["addr", "add", f"{spec.address}/24", "dev", "eth0"], ["link", "set", "eth0", "up"]]
+    if spec.address6 is not None:  # dual stack on the internet segment
+        argv.insert(1, ["-6", "addr", "add", f"{spec.address6}/64", "dev", "eth0", "nodad"])
     if spec.segment == "lan":
         argv.append(["route", "add", "default", "via", f"{LAN}.1"])
         # IPv6 on the LAN too (a ULA, no router): jobs' IPv6 reaches the other hosts.
@@ -112,19 +129,22 @@ def build_network() -> None:
     _bridge(ns("inet"), "br0")
     _bridge(ns("homegw"), "br0")
     # the internet segment
-    for name, addr in [("client", CLIENT), ("cgnat", CGNAT_WAN)]:
+    for name, addr, addr6 in [("client", CLIENT, CLIENT_V6), ("cgnat", CGNAT_WAN, CGNAT_WAN_V6)]:
         port = f"p-{name}"[:15]
         _veth(ns("inet"), port, ns(name), "eth0")
         _up(ns("inet"), port, master="br0")
+        _up(ns(name), "eth0", f"{addr6}/64")
         _up(ns(name), "eth0", f"{addr}/24")
     for h in HOSTS:
         if h.segment == "internet":
             _host_link(h, ns("inet"))
     _veth(None, "fwl-inet0", ns("inet"), "p-deployer")
     _up(ns("inet"), "p-deployer", master="br0")
+    on_internet = [h for h in HOSTS if h.segment == "internet"]
     _deployer_link(
-        "fwl-inet0", DEPLOYER_INTERNET, [CLIENT, CGNAT_WAN, *(h.address for h in HOSTS if h.segment == "internet")]
-    )
+        "fwl-inet0", DEPLOYER_INTERNET, [CLIENT, CGNAT_WAN, *(h.address for h in on_internet)],
+        DEPLOYER_INTERNET_V6, [CLIENT_V6, CGNAT_WAN_V6, *(h.address6 for h in on_internet if h.address6)],
+    )  # fmt: skip
     # CGNAT: 100.64.0.0/24 behind one public address, short UDP mappings
     _veth(ns("cgnat"), "eth1", ns("homegw"), "eth0")
     _up(ns("cgnat"), "eth1", f"{CGNAT_LAN}/24")

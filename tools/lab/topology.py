@@ -2,9 +2,10 @@
 
 Topology (network namespaces ``fwl-*``; addresses exist only inside them):
 
-    client 203.0.113.100 ─┐
-    vps    203.0.113.10  ─┼─ fwl-inet (a bridge: "the internet", 203.0.113.0/24)
-    cgnat  203.0.113.20  ─┤      the deployer (root namespace) is 203.0.113.254 on it
+    client 203.0.113.100 ─┐   (and 2001:db8::100)
+    vps    203.0.113.10  ─┼─ fwl-inet (a bridge: "the internet", 203.0.113.0/24
+    cgnat  203.0.113.20  ─┤      and 2001:db8::/64; the VPS 2001:db8::10, cgnat 2001:db8::20)
+                          │      the deployer (root namespace) is 203.0.113.254 and 2001:db8::254 on it
       │ 100.64.0.1        │
       └─ homegw 100.64.0.2 (the home router: NAT to the CGNAT)
            └─ 198.51.100.1 bridge: the home LAN; the deployer is 198.51.100.254 on it
@@ -62,7 +63,9 @@ from tools.lab.hosts import (
 )
 from tools.lab.layout import (
     CLIENT,
+    CLIENT_V6,
     DEPLOYER_INTERNET,
+    DEPLOYER_INTERNET_V6,
     DEPLOYER_LAN,
     HOSTS,
     LAB_DIR,
@@ -73,6 +76,7 @@ from tools.lab.layout import (
     ROOT,
     STATE,
     TOPOLOGY,
+    VPS_ADDRESS_V6,
 )
 from tools.lab.network import DEPLOYER, build_network, ns
 
@@ -128,11 +132,12 @@ def up(mode: str | None = None, overrides: list[str] | None = None, seed: int | 
                 for line in DEPLOYER.succeed(["ip", "netns", "list"]).splitlines()
                 if line.startswith(PREFIX)
             ),
-            "client": {"netns": ns("client"), "address": CLIENT},
-            "deployer": {"internet": DEPLOYER_INTERNET, "lan": DEPLOYER_LAN},
+            "client": {"netns": ns("client"), "address": CLIENT, "address6": CLIENT_V6},
+            "deployer": {"internet": DEPLOYER_INTERNET, "internet6": DEPLOYER_INTERNET_V6, "lan": DEPLOYER_LAN},
             "public_ports": [80, 443, 22, 5050],
             "public_names": list(PUBLIC_NAMES),
             "vps_public_address": next(h.address for h in HOSTS if h.name == "vps"),
+            "vps_public_address6": VPS_ADDRESS_V6,
             "ca_certificate": str(LAB_DIR / "ca.crt"),
         }
         TOPOLOGY.write_text(json.dumps(topology, indent=1) + "\n")
