@@ -37,7 +37,8 @@ def test_refresh_then_up_is_a_no_op_and_keeps_gitlabs_container(make_lab: MakeLa
     # The state holds what the read wrote: Go's duration form.
     assert make_lab.state()[key]["inputs"]["healthcheck"]["interval"] == "1m0s"
     again = make_lab.up()
-    replaced = {line.split()[-1] for line in (again.stdout + again.stderr).splitlines() if line.startswith("replace ")}
+    # "replace  TYPE NAME[ (delete before replace)]" (tools/applier/apply.py)
+    replaced = {line.split()[2] for line in (again.stdout + again.stderr).splitlines() if line.startswith("replace ")}
     if "home-gitlab" in replaced and make_lab.topology.get("vps_public_address6"):
         # OPEN (issue 20): with the tunnel's IPv6 published, docker reads GitLab's port bindings
         # back IPv6 first for a port bound on both families, the provider's flatten keeps that
