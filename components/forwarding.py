@@ -97,6 +97,7 @@ class PortForwarding(pulumi.ComponentResource):
                     settings.tunnel_interface,
                     args.vps_address,
                     vps_tunnel_address6=args.vps_address6 if settings.home_address6 is not None else None,
+                    home_tunnel_address6=settings.home_address6 if args.vps_address6 is not None else None,
                 )
             )
             self.home_routing = args.forge.command(

@@ -113,11 +113,17 @@ class HomeRoutingSettings:
     rule_priority: int = DEFAULT_RULE_PRIORITY
     # forwarding.ipv6: the VPS's tunnel IPv6 address, the IPv6 replies' gateway; None: IPv4 only
     vps_tunnel_address6: ipaddress.IPv6Address | None = None
+    # With vps_tunnel_address6: the home's own tunnel IPv6 address, the replies' source. A
+    # home without an IPv6 default route finds no route for a reply before the mark applies
+    # (the output hook never sees it), so `ip -6 rule from` this address sends it to the table.
+    home_tunnel_address6: ipaddress.IPv6Address | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "vps_tunnel_address", ipaddress.IPv4Address(self.vps_tunnel_address))
         if self.vps_tunnel_address6 is not None:
             object.__setattr__(self, "vps_tunnel_address6", ipaddress.IPv6Address(self.vps_tunnel_address6))
+        if self.home_tunnel_address6 is not None:
+            object.__setattr__(self, "home_tunnel_address6", ipaddress.IPv6Address(self.home_tunnel_address6))
 
 
 @dataclass(frozen=True)
@@ -135,10 +141,13 @@ class HomeRouting:
     gateway: str  # default route of the table: via the VPS tunnel address
     rp_filter: int = field(default=2)  # loose on the tunnel: replies' sources are anywhere
     gateway6: str | None = None  # the same for IPv6 (ip -6 rule/route), with forwarding.ipv6
+    source6: str | None = None  # with gateway6: `ip -6 rule from` it (the home's tunnel address)
 
     def script_args(self) -> tuple[str, ...]:
         base = (self.interface, self.fwmark, str(self.route_table), str(self.rule_priority), self.gateway)
-        return (*base, self.gateway6) if self.gateway6 is not None else base
+        if self.gateway6 is None:
+            return base
+        return (*base, self.gateway6, *([self.source6] if self.source6 is not None else []))
 
 
 # --- checks ---------------------------------------------------------------------------
@@ -409,6 +418,11 @@ def _check_home(s: HomeRoutingSettings) -> None:
     a6 = s.vps_tunnel_address6
     if a6 is not None and (a6.is_unspecified or a6.is_loopback or a6.is_multicast or a6.is_link_local):
         raise ValueError(f"vps_tunnel_address6 {a6} is not a unicast address")
+    h6 = s.home_tunnel_address6
+    if h6 is not None and a6 is None:
+        raise ValueError(f"home_tunnel_address6 {h6} is given without vps_tunnel_address6 (forwarding.ipv6)")
+    if h6 is not None and (h6.is_unspecified or h6.is_loopback or h6.is_multicast or h6.is_link_local or h6 == a6):
+        raise ValueError(f"home_tunnel_address6 {h6} is not a unicast address other than the VPS's")
 
 
 def render_home_routing(settings: HomeRoutingSettings) -> HomeRouting:
@@ -433,6 +447,8 @@ def render_home_routing(settings: HomeRoutingSettings) -> HomeRouting:
     if s.vps_tunnel_address6 is not None:
         families = ("ip", "ip6")
         meta.append(f"gateway6 {s.vps_tunnel_address6}")
+    if s.home_tunnel_address6 is not None:
+        meta.append(f"source6 {s.home_tunnel_address6}")
     title = [
         f"forgeway source-preserving return path on the home device: table ip {TABLE}, nothing else.",
         f"Connections arriving on {s.tunnel_interface} get conntrack mark bit {mark}; their replies get it",
@@ -441,6 +457,10 @@ def render_home_routing(settings: HomeRoutingSettings) -> HomeRouting:
     ]
     if s.vps_tunnel_address6 is not None:
         title.append(f"IPv6 the same in table ip6 {TABLE}: `ip -6 rule`, default via {s.vps_tunnel_address6}.")
+    if s.home_tunnel_address6 is not None:
+        title.append(
+            f"And `ip -6 rule from {s.home_tunnel_address6}`: without an IPv6 default route no reply gets marked."
+        )
     out = _table_header(title, meta, families)
     for family in families:
         out += _home_table(family, mark, tun)
@@ -453,6 +473,7 @@ def render_home_routing(settings: HomeRoutingSettings) -> HomeRouting:
         rule_priority=s.rule_priority,
         gateway=str(s.vps_tunnel_address),
         gateway6=str(s.vps_tunnel_address6) if s.vps_tunnel_address6 is not None else None,
+        source6=str(s.home_tunnel_address6) if s.home_tunnel_address6 is not None else None,
     )
 
 

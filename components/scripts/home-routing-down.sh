@@ -5,7 +5,8 @@
 #
 #   - table ip forgeway; the ip rule (priority, fwmark, table: all three must match) and
 #     the default route of our table via the tunnel
-#   - table ip6 forgeway, the ip -6 rule and route (forwarding.ipv6), the same way
+#   - table ip6 forgeway, the ip -6 rule and route (forwarding.ipv6), the same way, and
+#     the ip -6 rule by source (priority, from, table)
 #   - net.ipv4.conf.IF.rp_filter back to the value recorded before (when IF exists), and
 #     the sysctl.d file
 #   - the boot unit forgeway-home-routing.service, the saved ruleset and records
@@ -40,7 +41,7 @@ for t in "$table" "ip6 forgeway"; do
 done
 
 if [ -f "$params" ]; then
-  read -r if mark rtable prio gw gw6 <"$params"
+  read -r if mark rtable prio gw gw6 src6 <"$params"
   while ip -4 rule del priority "$prio" fwmark "$mark" lookup "$rtable" 2>/dev/null; do
     gone "ip rule $prio: from all fwmark $mark lookup $rtable"
   done
@@ -54,6 +55,11 @@ if [ -f "$params" ]; then
     if ip -6 route del default via "$gw6" dev "$if" table "$rtable" 2>/dev/null; then
       gone "ip -6 route default via $gw6 dev $if table $rtable"
     fi
+  fi
+  if [ -n "${src6:-}" ]; then
+    while ip -6 rule del priority "$prio" from "$src6" lookup "$rtable" 2>/dev/null; do
+      gone "ip -6 rule $prio: from $src6 lookup $rtable"
+    done
   fi
   device="sys-subsystem-net-devices-$(printf '%s' "$if" | sed 's/-/\\x2d/g').device"
   remove_units "$units/$device.wants/$unit"

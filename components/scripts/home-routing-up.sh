@@ -4,7 +4,7 @@
 # home's own uplink, where their source address is wrong for the client). Safe to run
 # any number of times: a run that finds everything as wanted prints only "ok ..." lines.
 #
-#   home-routing-up.sh IF MARK/MASK TABLE PRIORITY GATEWAY [GATEWAY6] <RULESET
+#   home-routing-up.sh IF MARK/MASK TABLE PRIORITY GATEWAY [GATEWAY6 [SOURCE6]] <RULESET
 #
 # The arguments and the ruleset come from components/render/nftables.py
 # (render_home_routing: HomeRouting.script_args() and .nftables). IF must exist (the
@@ -18,6 +18,10 @@
 #     `ip -6 rule` with the same priority, mark and table, and `ip -6 route replace default
 #     via GATEWAY6 dev IF table TABLE`. (IPv6 has no rp_filter sysctl.) Without GATEWAY6,
 #     the IPv6 table, rule and route of an earlier run are removed.
+#   - with SOURCE6 (the home's tunnel IPv6 address): `ip -6 rule add priority PRIORITY from
+#     SOURCE6 lookup TABLE`. A home without an IPv6 default route finds no route for a reply
+#     at all, so the reply never reaches the output hook where the mark would reroute it;
+#     replies from SOURCE6 are the ones that came in through the tunnel.
 #   - net.ipv4.conf.IF.rp_filter=2 (loose): the clients' packets arrive on IF while the
 #     main table routes their sources out of the uplink, which strict mode (1) drops. The
 #     value found before is recorded for home-routing-down.sh; a sysctl.d file keeps it at
@@ -33,8 +37,8 @@ me=home-routing-up tag='' say_ok=yes
 # shellcheck source=host-files.sh
 . "$(dirname "$0")/host-files.sh"
 
-[ $# -eq 5 ] || [ $# -eq 6 ] || fail "usage: home-routing-up.sh IF MARK/MASK TABLE PRIORITY GATEWAY [GATEWAY6] <RULESET"
-if=$1 mark=$2 rtable=$3 prio=$4 gw=$5 gw6=${6:-}
+[ $# -ge 5 ] && [ $# -le 7 ] || fail "usage: home-routing-up.sh IF MARK/MASK TABLE PRIORITY GATEWAY [GATEWAY6 [SOURCE6]] <RULESET"
+if=$1 mark=$2 rtable=$3 prio=$4 gw=$5 gw6=${6:-} src6=${7:-}
 case $if in '' | -* | *[!A-Za-z0-9_.-]*) fail "bad interface name '$if'" ;; esac
 [ ${#if} -le 15 ] || fail "interface name '$if' is longer than 15 characters"
 case $mark in 0x*/0x*) ;; *) fail "MARK/MASK '$mark' is not of the form 0x10000000/0x10000000" ;; esac
@@ -46,6 +50,9 @@ case $prio in '' | *[!0-9]* | 0*) fail "PRIORITY '$prio' is not a rule priority"
 printf '%s\n' "$gw" | grep -Eq '^[0-9]{1,3}(\.[0-9]{1,3}){3}$' || fail "GATEWAY '$gw' is not an IPv4 address"
 if [ -n "$gw6" ]; then
   printf '%s\n' "$gw6" | grep -Eq '^[0-9a-f:]*:[0-9a-f:]*$' || fail "GATEWAY6 '$gw6' is not an IPv6 address"
+fi
+if [ -n "$src6" ]; then
+  printf '%s\n' "$src6" | grep -Eq '^[0-9a-f:]*:[0-9a-f:]*$' || fail "SOURCE6 '$src6' is not an IPv6 address"
 fi
 
 state=$etc/forgeway/home-routing
@@ -84,8 +91,8 @@ chmod 0700 "$state"
 # --- parameters changed since the last run: take the old rule and route away --------------------
 
 if [ -f "$params" ]; then
-  read -r o_if o_mark o_table o_prio o_gw o_gw6 <"$params"
-  if [ "$o_if $o_mark $o_table $o_prio $o_gw${o_gw6:+ $o_gw6}" != "$if $mark $rtable $prio $gw${gw6:+ $gw6}" ]; then
+  read -r o_if o_mark o_table o_prio o_gw o_gw6 o_src6 <"$params"
+  if [ "$o_if $o_mark $o_table $o_prio $o_gw${o_gw6:+ $o_gw6}${o_src6:+ $o_src6}" != "$if $mark $rtable $prio $gw${gw6:+ $gw6}${src6:+ $src6}" ]; then
     while ip -4 rule del priority "$o_prio" fwmark "$o_mark" lookup "$o_table" 2>/dev/null; do
       changed "removed the old rule: priority $o_prio fwmark $o_mark lookup $o_table"
     done
@@ -99,6 +106,11 @@ if [ -f "$params" ]; then
       if ip -6 route del default via "$o_gw6" dev "$o_if" table "$o_table" 2>/dev/null; then
         changed "removed the old IPv6 route: default via $o_gw6 dev $o_if table $o_table"
       fi
+    fi
+    if [ -n "$o_src6" ]; then
+      while ip -6 rule del priority "$o_prio" from "$o_src6" lookup "$o_table" 2>/dev/null; do
+        changed "removed the old IPv6 rule: priority $o_prio from $o_src6 lookup $o_table"
+      done
     fi
     if [ "$o_if" != "$if" ] && [ -f "$before" ]; then
       read -r b_if b_value <"$before"
@@ -116,7 +128,7 @@ if [ -f "$params" ]; then
     fi
   fi
 fi
-echo "$if $mark $rtable $prio $gw${gw6:+ $gw6}" >"$tmp/params"
+echo "$if $mark $rtable $prio $gw${gw6:+ $gw6}${src6:+ $src6}" >"$tmp/params"
 install_file "$tmp/params" "$params" 0600
 
 # --- table ip forgeway -------------------------------------------------------------------------
@@ -149,6 +161,15 @@ rule_and_route() { # rule_and_route -4|-6 GATEWAY WHAT: our rule and our table's
 rule_and_route -4 "$gw" ip
 if [ -n "$gw6" ]; then
   rule_and_route -6 "$gw6" "ip -6"
+  if [ -n "$src6" ]; then
+    src_rule="$prio: from $src6 lookup $rtable"
+    if ip -6 rule show priority "$prio" | tr -s ' \t' '  ' | grep -Fxq "$src_rule"; then
+      ok "ip -6 rule $src_rule"
+    else
+      ip -6 rule add priority "$prio" from "$src6" lookup "$rtable"
+      changed "ip -6 rule $src_rule"
+    fi
+  fi
 else
   while ip -6 rule del priority "$prio" fwmark "$mark" lookup "$rtable" 2>/dev/null; do
     changed "removed ip -6 rule $want_rule (IPv6 forwarding is off)"
@@ -188,6 +209,11 @@ ExecStart=-$ip_bin -6 rule del priority $prio fwmark $mark lookup $rtable
 ExecStart=$ip_bin -6 rule add priority $prio fwmark $mark lookup $rtable
 ExecStart=$ip_bin -6 route replace default via $gw6 dev $if table $rtable"
   fi
+  if [ -n "$src6" ]; then
+    v6_lines="$v6_lines
+ExecStart=-$ip_bin -6 rule del priority $prio from $src6 lookup $rtable
+ExecStart=$ip_bin -6 rule add priority $prio from $src6 lookup $rtable"
+  fi
   cat >"$tmp/unit" <<EOF
 # forgeway: the return path through $if for preserve-source forwarding, whenever $if
 # appears. Written by home-routing-up.sh; home-routing-down.sh removes it.
@@ -213,6 +239,10 @@ else
     "return path after a reboot the caller runs, once $if is up: nft -f $file;" \
     "ip -4 rule add priority $prio fwmark $mark lookup $rtable;" \
     "ip -4 route replace default via $gw dev $if table $rtable; sysctl -w $key=2"
+  if [ -n "$gw6" ]; then
+    note "and for IPv6: ip -6 rule add priority $prio fwmark $mark lookup $rtable;" \
+      "ip -6 route replace default via $gw6 dev $if table $rtable${src6:+; ip -6 rule add priority $prio from $src6 lookup $rtable}"
+  fi
 fi
 
 [ -n "$changes" ] || ok "home routing: nothing to change"

@@ -82,7 +82,7 @@ def test_the_vps_forwards_ipv6_to_the_forge_and_the_forge_returns_it(
         return
     (path,) = returns
     assert "table ip6 forgeway {" in str(unwrap(path.inputs["stdin"]))
-    assert as_root(path.inputs["create"]).rstrip().endswith(f"10.8.0.1 {VPS_TUNNEL6}")
+    assert as_root(path.inputs["create"]).rstrip().endswith(f"10.8.0.1 {VPS_TUNNEL6} {FORGE_TUNNEL6}")
 
 
 def test_gitlab_binds_the_tunnel_ipv6_address_and_the_certificate_names_it(
