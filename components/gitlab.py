@@ -159,14 +159,19 @@ def forge_container_basics(memory_mb: int, health: Sequence[str], start_period: 
 def _published_ports(
     services: Sequence[ForwardedPort], registry_enabled: bool, bind: Sequence[str]
 ) -> list[docker.ContainerPortArgs]:
-    """Each bind address's forwarded services, ordered as the provider reads them back.
+    """Each bind address's forwarded services, sorted by internal port (the bind order within one).
 
     terraform-provider-docker's Read (resource_docker_container_structures.go
-    flattenContainerPorts) returns ``ports`` sorted by internal port, each port's
-    bindings in the order they were made, and ``ports`` forces a replace: in any other
-    order, a port published on two addresses (``gitlab.publish_on_lan``) makes the next
-    up after a create or refresh replace GitLab. A stable sort keeps the bind order
-    within a port. Every port is tcp: a port on two protocols comes back in no fixed order.
+    flattenContainerPorts) returns ``ports`` sorted by internal port, each port's bindings
+    in the daemon's order, and ``ports`` forces a replace. That order is NOT the one asked
+    for when a port binds two or more addresses (``gitlab.publish_on_lan``, or tunnel.ipv6's
+    address): dockerd sorts the bindings with go-connections' nat.SortPortMap, whose
+    comparator says "less" for any two bindings of one port, so up to 12 bindings in all
+    come back reversed per port and more in no fixed order (measured on dockerd 20.10.24).
+    No order given here survives the read, and the provider's diff suppress
+    (suppressIfPortsDidNotChangeForMigrationV0ToV1) compares each port's first binding:
+    such a container is replaced by the next up after a refresh (issue 20, docs/lab.md).
+    Every port is tcp: a port on two protocols comes back in no fixed order.
     """
     wanted = [
         (CONTAINER_PORTS[fp.service], fp.home_port, address)

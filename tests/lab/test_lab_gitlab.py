@@ -22,6 +22,9 @@ from tests.lab.make_lab import (
     seen_address,
     ssh_keys_offered,
 )
+from tests.lab.test_lab_ipv6 import NAME, curl6, sources_seen_by_the_forge
+
+HOME_TUNNEL6 = "fd77:6179:7761::2"  # the forge host's tunnel IPv6 address (tunnel.ipv6's default prefix)
 
 
 def test_http_https_ssh_and_registry_reach_gitlab_and_snat_shows_the_tunnel_address(make_lab: MakeLab) -> None:
@@ -68,9 +71,15 @@ def test_preserve_source_shows_the_client_and_switching_back_removes_the_return_
         assert ping(home, "198.51.100.1"), "the home LAN must keep working in preserve-source mode"
         assert_admin_ssh(make_lab)  # after an update
         assert "4680" in home.succeed(["ip", "rule"])
-        # forwarding.ipv6: the IPv6 return path by the same mark (IPv6 from the client is not
-        # answered yet on a forge host without an IPv6 default route: docs/lab.md).
-        assert "4680" in home.succeed(["ip", "-6", "rule"])
+        # forwarding.ipv6: home has no IPv6 default route, so its replies find the tunnel by
+        # source (ip -6 rule from its tunnel address) beside the mark. An IPv6 client is
+        # answered and the forge host sees the client's IPv6 address on wg0; nginx does not
+        # (GitLab's container has no IPv6: docker-proxy relays, docs/forwarding.md).
+        assert f"from {HOME_TUNNEL6} lookup 4680" in " ".join(home.succeed(["ip", "-6", "rule"]).split())
+        with sources_seen_by_the_forge(make_lab) as seen:
+            answer = curl6(make_lab, f"https://{NAME}/")
+        assert answer.startswith("forgeway-gitlab-standin 443 "), answer
+        assert seen["from_client6"] > 0 and seen["from_vps6"] == 0, seen
     finally:
         back = make_lab.up("--mode", "snat")
     assert "delete   command:remote:Command home-return-path" in back.stderr

@@ -5,8 +5,8 @@ From the client: HTTPS (`curl -6`), SSH on 22 and a `docker push` reach the forg
 IPv6 only (the client's own table rejects IPv4 to the VPS, so nothing falls back to it); an
 observer table on the forge host counts what arrives through the tunnel from which address:
 in snat mode the VPS's tunnel IPv6 address, never the client's. (Preserve-source over
-IPv6 is not answered yet on a forge host without an IPv6 default route, see docs/lab.md;
-test_lab_gitlab.py's mode switch checks its IPv6 return-path rule.) And a bulk transfer
+IPv6, the client's address on the forge host: test_lab_gitlab.py's mode switch, with this
+module's counters.) And a bulk transfer
 both ways with the VPS dropping every ICMPv6 packet-too-big: only the clamped MSS (tunnel
 MTU - 60) keeps segments small enough for wg0.
 
