@@ -52,6 +52,7 @@ if [ -n "$gw6" ]; then
   printf '%s\n' "$gw6" | grep -Eq '^[0-9a-f:]*:[0-9a-f:]*$' || fail "GATEWAY6 '$gw6' is not an IPv6 address"
 fi
 if [ -n "$src6" ]; then
+  [ -n "$gw6" ] || fail "SOURCE6 '$src6' is given without GATEWAY6"
   printf '%s\n' "$src6" | grep -Eq '^[0-9a-f:]*:[0-9a-f:]*$' || fail "SOURCE6 '$src6' is not an IPv6 address"
 fi
 

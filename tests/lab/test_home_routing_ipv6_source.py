@@ -80,3 +80,18 @@ def test_without_an_ipv6_default_route_the_source_rule_brings_the_reply_back(cha
     assert _routing(chain) == routing_before
     assert files_in(chain.etc["home"]) == []
     only_ok(chain.script("home", "home-routing-down.sh"))
+
+
+def test_a_bad_source6_is_refused_before_anything_changes(chain: Chain) -> None:
+    routing = render_home_routing(
+        HomeRoutingSettings(
+            "wg0", ipaddress.IPv4Address(VPS_TUNNEL), vps_tunnel_address6=ipaddress.IPv6Address(VPS_TUNNEL6)
+        )
+    )
+    for args, message in [
+        ((*routing.script_args(), "10.8.0.2"), "SOURCE6 '10.8.0.2' is not an IPv6 address"),
+        ((*routing.script_args()[:5], "", HOME_TUNNEL6), f"SOURCE6 '{HOME_TUNNEL6}' is given without GATEWAY6"),
+    ]:
+        done = chain.script("home", "home-routing-up.sh", *args, stdin=routing.nftables, check=False)
+        assert done.returncode != 0 and message in done.stderr, done.stderr
+    assert _rules6(chain) == [] and files_in(chain.etc["home"]) == []
