@@ -37,7 +37,7 @@ me=home-routing-up tag='' say_ok=yes
 # shellcheck source=host-files.sh
 . "$(dirname "$0")/host-files.sh"
 
-[ $# -ge 5 ] && [ $# -le 7 ] || fail "usage: home-routing-up.sh IF MARK/MASK TABLE PRIORITY GATEWAY [GATEWAY6 [SOURCE6]] <RULESET"
+case $# in 5 | 6 | 7) ;; *) fail "usage: home-routing-up.sh IF MARK/MASK TABLE PRIORITY GATEWAY [GATEWAY6 [SOURCE6]] <RULESET" ;; esac
 if=$1 mark=$2 rtable=$3 prio=$4 gw=$5 gw6=${6:-} src6=${7:-}
 case $if in '' | -* | *[!A-Za-z0-9_.-]*) fail "bad interface name '$if'" ;; esac
 [ ${#if} -le 15 ] || fail "interface name '$if' is longer than 15 characters"
