@@ -111,8 +111,10 @@ def _with_fraction(value: int, unit: int, digits: int) -> str:
 
 def normal_ports(ports: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """``ports`` in the order ``flattenContainerPorts`` reads them back: by internal port,
-    each port's bindings in the order given (the daemon keeps a key's bindings in the
-    order they were asked for), with the schema's defaults (ip 0.0.0.0, tcp) filled in."""
+    each port's bindings in the order given, with the schema's defaults (ip 0.0.0.0, tcp)
+    filled in. The daemon does not keep that order for a port bound to two addresses: it
+    reverses up to 12 bindings and shuffles more (go-connections ``nat.SortPortMap``,
+    measured on dockerd 20.10.24), so such ports read back changed (issue 20, docs/lab.md)."""
     order: list[tuple[int, str]] = []
     bindings: dict[tuple[int, str], list[dict[str, Any]]] = {}
     for port in ports:
