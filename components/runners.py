@@ -40,8 +40,10 @@ __all__ = [
     "RunnerFleet",
     "RunnerFleetArgs",
     "RunnerHost",
+    "RunnerHostBase",
     "delete_timeout",
     "host_cores",
+    "runner_host_base",
     "runner_host_ready",
 ]
 
@@ -97,6 +99,47 @@ def runner_host_ready(
     return ready + [r for r in (docker_host.client, docker_host.daemon) if r is not None]
 
 
+@dataclass(frozen=True)
+class RunnerHostBase:
+    """What a CI container on a runner host starts from: its pulled image and config volume,
+    both on the host's docker provider after :func:`runner_host_ready` (``on_host``)."""
+
+    on_host: pulumi.ResourceOptions
+    image: docker.RemoteImage
+    volume: docker.Volume
+
+
+def runner_host_base(
+    parent: pulumi.Resource,
+    host_cfg: HostConfig,
+    host: Host,
+    docker_host: DockerHost,
+    depends_on: Sequence[pulumi.Resource],
+    *,
+    prefix: str,
+    image: str,
+    volume: str,
+    role: str,
+) -> RunnerHostBase:
+    """``<host>-<prefix>-image`` (``image`` for the host's arch) and ``<host>-<prefix>-config``
+    (docker volume ``volume``, label forgeway.role=``role``): GitLab's runner and Woodpecker's agent."""
+    name = host_cfg.name
+    if host.docker is None:
+        raise ValueError(f"runner host '{name}' has no docker provider")
+    ready = runner_host_ready(host, docker_host, depends_on)
+    on_host = pulumi.ResourceOptions(parent=parent, provider=host.docker, depends_on=ready)
+    pulled = docker.RemoteImage(
+        f"{name}-{prefix}-image", name=image, platform=f"linux/{host_cfg.arch}", keep_locally=True, opts=on_host
+    )
+    config = docker.Volume(
+        f"{name}-{prefix}-config",
+        name=volume,
+        labels=[docker.VolumeLabelArgs(label="forgeway.role", value=role)],
+        opts=on_host,
+    )
+    return RunnerHostBase(on_host, pulled, config)
+
+
 def host_cores(arch_check_stdout: str) -> int:
     """The CPU count the host's arch check printed (``cores N``); 1 when it said none."""
     for line in arch_check_stdout.splitlines():
@@ -148,23 +191,12 @@ class RunnerHost(pulumi.ComponentResource):
         super().__init__("forgeway:runners:RunnerHost", f"{name}-runner-host", None, opts)
         shared, host = args.defaults, args.hosts[name]
         runners = shared.runners
-        if host.docker is None:
-            raise ValueError(f"runner host '{name}' has no docker provider")
-        ready = runner_host_ready(host, args.docker[name], args.depends_on.get(name, ()))
-        on_host = pulumi.ResourceOptions(parent=self, provider=host.docker, depends_on=ready)
-        image = docker.RemoteImage(
-            f"{name}-runner-image",
-            name=runners.images[host_cfg.arch],
-            platform=f"linux/{host_cfg.arch}",
-            keep_locally=True,
-            opts=on_host,
-        )
-        volume = docker.Volume(
-            f"{name}-runner-config",
-            name=f"{RUNNER_CONTAINER}-config",
-            labels=[docker.VolumeLabelArgs(label="forgeway.role", value="gitlab-runner-config")],
-            opts=on_host,
-        )
+        base = runner_host_base(
+            self, host_cfg, host, args.docker[name], args.depends_on.get(name, ()),
+            prefix="runner", image=runners.images[host_cfg.arch], volume=f"{RUNNER_CONTAINER}-config",
+            role="gitlab-runner-config",
+        )  # fmt: skip
+        on_host, image, volume = base.on_host, base.image, base.volume
         own_ca = args.ca_pem is not None
         # concurrent defaults to the host's own CPU count, which its arch check reports.
         config_toml: pulumi.Output[str] = pulumi.Output.secret(

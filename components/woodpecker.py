@@ -41,7 +41,7 @@ from components.hosts import Host
 from components.pki import ServerCertificate
 from components.render.buildkitd import JOB_CERTS_D, JOBS_DIR
 from components.render.runner_config import SOCKET_INSIDE
-from components.runners import runner_host_ready
+from components.runners import runner_host_base
 from components.scripts import script_command
 from components.stack_base import StackBase
 
@@ -281,23 +281,12 @@ class WoodpeckerCi(pulumi.ComponentResource):
         prefix_opts: pulumi.Resource,
     ) -> docker.Container:
         name, host = host_cfg.name, args.hosts[host_cfg.name]
-        if host.docker is None:
-            raise ValueError(f"runner host '{name}' has no docker provider")
-        ready = runner_host_ready(host, args.docker[name], args.depends_on.get(name, ()))
-        on_host = pulumi.ResourceOptions(parent=self, provider=host.docker, depends_on=ready)
-        image = docker.RemoteImage(
-            f"{name}-woodpecker-agent-image",
-            name=args.section.agent_images[host_cfg.arch],
-            platform=f"linux/{host_cfg.arch}",
-            keep_locally=True,
-            opts=on_host,
-        )
-        volume = docker.Volume(
-            f"{name}-woodpecker-agent-config",
-            name=f"{AGENT_CONTAINER}-config",
-            labels=[docker.VolumeLabelArgs(label="forgeway.role", value="woodpecker-agent-config")],
-            opts=on_host,
-        )
+        base = runner_host_base(
+            self, host_cfg, host, args.docker[name], args.depends_on.get(name, ()),
+            prefix="woodpecker-agent", image=args.section.agent_images[host_cfg.arch],
+            volume=f"{AGENT_CONTAINER}-config", role="woodpecker-agent-config",
+        )  # fmt: skip
+        on_host, image, volume = base.on_host, base.image, base.volume
         return docker.Container(
             f"{name}-woodpecker-agent",
             name=AGENT_CONTAINER,
