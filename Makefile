@@ -33,11 +33,12 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-setup.txt
 # First, the lab's cached root file systems are built, at once, if missing
 # (tools/lab/prebuild.py: minutes on a machine without the cache, nothing with it). Its
 # failure fails nothing by itself: the lab tests then build them, and fail, saying why.
+# --durations: CI's log then says where the critical path's time goes.
 PARALLEL := -n 2 --dist loadgroup
 
 test: setup
 	-$(PY) -m tools.lab.prebuild
-	$(PY) -m pytest tests -m "not bench" $(PARALLEL) --no-loadscope-reorder
+	$(PY) -m pytest tests -m "not bench" $(PARALLEL) --no-loadscope-reorder --durations=40
 
 test-unit: setup
 	$(PY) -m pytest tests -m unit $(PARALLEL)
