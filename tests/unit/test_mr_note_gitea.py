@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.test_mr_note import Seen
+from tests.unit.test_mr_note import FakeApiHandler, Seen
 from tools.ci.mr_note import TOKEN_ENV, marker_comment
 
 pytestmark = pytest.mark.unit
@@ -53,27 +53,7 @@ class FakeGitea:
 
 
 def _handler(fake: FakeGitea) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def _reply(self, code: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-            raw = json.dumps(payload).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            for key, value in (headers or {}).items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(raw)
-
-        def _handle(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length).decode() if length else ""
-            with fake.lock:
-                fake.seen.append(Seen(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-                self._route(body)
-
+    class Handler(FakeApiHandler):
         def _route(self, body: str) -> None:
             path = urllib.parse.urlsplit(self.path).path
             if self.headers.get("Authorization") != f"token {TOKEN}":
@@ -88,19 +68,11 @@ def _handler(fake: FakeGitea) -> type[BaseHTTPRequestHandler]:
             elif (self.command, path) == ("POST", COMMENTS):
                 self._reply(201, fake.add(json.loads(body)["body"], BOT_ID))
             elif self.command == "PATCH" and (m := re.fullmatch(rf"{ISSUE}/comments/(\d+)", path)):
-                comment = next((c for c in fake.comments if c["id"] == int(m.group(1))), None)
-                if comment is None:
-                    self._reply(404, {"message": "comment not found"})
-                elif comment["user"]["id"] != BOT_ID:
-                    self._reply(403, {"message": "not the poster"})
-                else:
-                    comment["body"] = json.loads(body)["body"]
-                    self._reply(200, comment)
+                self._edit(fake.comments, int(m.group(1)), body, "user", BOT_ID)
             else:
                 self._reply(404, {"message": f"{self.command} {path} not faked"})
 
-        do_GET = do_POST = do_PATCH = do_PUT = _handle
-
+    Handler.fake = fake
     return Handler
 
 
