@@ -59,6 +59,7 @@ bench: setup
 	$(PY) -m tests.bench.lab_bench
 	$(PY) -m tests.bench.recovery_bench
 	$(PY) -m tests.bench.backup_bench
+	$(PY) -m tests.bench.standin_memory_bench
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -5,9 +5,10 @@
 #
 #   forge-switch-check.sh HOST FORGE ALLOW VOLUME...
 #
-#   FORGE   the forge the config now runs (gitea)
+#   FORGE   the forge the config now runs (gitea or gitlab)
 #   ALLOW   yes: allow_forge_change is set (the data was migrated, or is not wanted)
-#   VOLUME  the other forge's volumes (forgeway-gitlab-config, -logs, -data)
+#   VOLUME  the other forge's volumes (gitea: forgeway-gitlab-config, -logs, -data;
+#           gitlab: forgeway-gitea-data, forgeway-woodpecker-server-data)
 #
 # A volume that exists and is not empty holds the other forge's data: switching forges
 # moves no repository, user or image, so the check refuses unless ALLOW is yes. A volume

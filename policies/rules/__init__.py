@@ -20,7 +20,8 @@ Conventions the components follow so these policies can see what they check (REA
 "Conventions"):
 
 * ``forgeway.role`` label: volumes ``gitlab-config``, ``gitlab-logs``, ``gitlab-data``,
-  ``registry-data``; containers ``gitlab`` and ``gitlab-runner``.
+  ``registry-data`` (forge gitea: ``gitea-data``, ``woodpecker-data``); containers ``gitlab``
+  and ``gitlab-runner``.
 * Runner containers declare what GitLab enforces server-side with labels
   ``forgeway.runner.access-level=ref_protected`` (naming its UserRunner or token check in
   ``forgeway.runner.registration``) and, to allow the docker socket in jobs,
@@ -88,8 +89,8 @@ __all__ = [
 POLICIES: list[Any] = [
     ResourceValidationPolicy(
         name="gitlab-volumes-protected",
-        description="GitLab's config, logs, data and registry volumes, and Gitea's data volume, are protected "
-        "(and retained on delete).",
+        description="GitLab's config, logs, data and registry volumes, and Gitea's and Woodpecker's data volumes, "
+        "are protected (and retained on delete).",
         validate=gitlab_volumes_protected,
         enforcement_level=EnforcementLevel.MANDATORY,
     ),

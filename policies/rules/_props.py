@@ -25,6 +25,7 @@ HOST = "forgeway:hosts:Host"
 ROLE_LABEL = "forgeway.role"
 GITLAB_VOLUME_ROLES = frozenset({"gitlab-config", "gitlab-logs", "gitlab-data", "registry-data"})
 GITEA_VOLUME_ROLES = frozenset({"gitea-data"})  # components/gitea.py: /data (forge: gitea)
+WOODPECKER_VOLUME_ROLES = frozenset({"woodpecker-data"})  # components/woodpecker.py: its server's data
 GITLAB_ROLE = "gitlab"
 RUNNER_ROLE = "gitlab-runner"
 # What GitLab holds for a runner (its access_level, ref_protected or not_protected), and the

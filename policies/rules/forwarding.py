@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,10 +23,15 @@ from .decoding import _with_decoded
 # socat) cannot be read and is refused.
 
 
-DEFAULT_ALLOWED_PORTS = (80, 443, 22, 5050)
+# 8443: Woodpecker's public https port on a Gitea stack (the `ci` entry docs/gitea.md writes).
+DEFAULT_ALLOWED_PORTS = (80, 443, 22, 5050, 8443)
 DOCKER_API_PORTS = (2375, 2376)
-# Ports on the GitLab host a forwarding may land on: forwarding.ports' default home ports.
-DEFAULT_ALLOWED_HOME_PORTS = (80, 443, 2222, 5050)
+# Ports on the forge host a forwarding may land on: forwarding.ports' default home ports,
+# and Woodpecker's https (the `ci` entry's home port is its public port).
+DEFAULT_ALLOWED_HOME_PORTS = (80, 443, 2222, 5050, 8443)
+# Ports a container may publish on a private address but no forwarding may land on:
+# Woodpecker's gRPC (woodpecker.grpc_port), which its agents reach over the tunnel only.
+DEFAULT_TUNNEL_ONLY_PORTS = (9000,)
 
 _NFT_SERVICES = {"ssh": 22, "http": 80, "https": 443, "domain": 53, "smtp": 25, "ftp": 21, "telnet": 23}
 # The NAT statements (`dnat to ...`, `dnat ip to ...`, `tproxy to ...`, `redirect [to :port]`), not
@@ -287,7 +293,9 @@ def _exposure_problem(e: Exposure, admin_ports: set[int], allowed: set[int], all
     return _target_problem(e, allowed_home)
 
 
-def _published_port_problems(props: Mapping[str, Any], allowed_home: set[int]) -> Iterator[str]:
+def _published_port_problems(
+    props: Mapping[str, Any], allowed_home: set[int], tunnel_only: AbstractSet[int] = frozenset()
+) -> Iterator[str]:
     """A container's ``ports``: docker DNATs each to the container, so each lands on a home port."""
     ports = props.get("ports")
     for i, port in enumerate(ports if _is_seq(ports) else []):
@@ -309,10 +317,10 @@ def _published_port_problems(props: Mapping[str, Any], allowed_home: set[int]) -
             )
         elif external in DOCKER_API_PORTS:
             yield f"{where}, a docker API port (2375/2376): do not publish it"
-        elif not address.is_loopback and external not in allowed_home:
+        elif not address.is_loopback and external not in allowed_home | tunnel_only:
             yield (
-                f"{where}, which is not in the home-port allowlist {sorted(allowed_home)}: publish another port, "
-                "or add it to the policy config allowedHomePorts"
+                f"{where}, which is not in the home-port allowlist {sorted(allowed_home)} (nor tunnel-only "
+                f"{sorted(tunnel_only)}): publish another port, or add it to the policy config allowedHomePorts"
             )
 
 
@@ -322,8 +330,9 @@ def vps_forwarding_ports(args: ResourceValidationArgs, report_violation: ReportV
     config = args.get_config()
     allowed = {int(p) for p in config.get("allowedPorts", DEFAULT_ALLOWED_PORTS)}
     allowed_home = {int(p) for p in config.get("allowedHomePorts", DEFAULT_ALLOWED_HOME_PORTS)}
+    tunnel_only = {int(p) for p in config.get("tunnelOnlyPorts", DEFAULT_TUNNEL_ONLY_PORTS)}
     if args.resource_type == CONTAINER:
-        for problem in _published_port_problems(args.props, allowed_home):
+        for problem in _published_port_problems(args.props, allowed_home, tunnel_only):
             report_violation(f"container '{args.name}' {problem}", None)
     texts = list(_with_decoded(_texts(args.resource_type, args.props)))
     found = [(path, forwarded_ports(text)) for path, text in texts]
@@ -358,7 +367,14 @@ PORTS_CONFIG = PolicyConfigSchema(
             "type": "array",
             "items": {"type": "integer", "minimum": 1, "maximum": 65535},
             "default": list(DEFAULT_ALLOWED_HOME_PORTS),
-            "description": "Ports on the GitLab host a forwarding may land on (2375/2376 never are)",
+            "description": "Ports on the forge host a forwarding may land on (2375/2376 never are)",
+        },
+        "tunnelOnlyPorts": {
+            "type": "array",
+            "items": {"type": "integer", "minimum": 1, "maximum": 65535},
+            "default": list(DEFAULT_TUNNEL_ONLY_PORTS),
+            "description": "Ports a container may publish on a private address that no forwarding may land on "
+            "(Woodpecker's gRPC)",
         },
     }
 )

@@ -1,5 +1,5 @@
-"""GitLab's guardrails: its volumes (and Gitea's, forge: gitea) are protected (1), containers have memory limits and
-GitLab shared memory (8), and GitLab sees its clients' addresses (11)."""
+"""The forge's guardrails: its volumes (GitLab's, or Gitea's and Woodpecker's) are protected (1), containers have
+memory limits and GitLab shared memory (8), and the forge sees its clients' addresses (11)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from ._props import (
     REMOTE_TYPES,
     ROLE_LABEL,
     VOLUME,
+    WOODPECKER_VOLUME_ROLES,
     _kind,
     _labels,
     _number,
@@ -33,10 +34,16 @@ def gitlab_volumes_protected(args: ResourceValidationArgs, report_violation: Rep
         return
     role = _labels(args.props).get(ROLE_LABEL)
     docker_name = str(args.props.get("name") or args.name)
-    forge = "Gitea" if role in GITEA_VOLUME_ROLES or "gitea" in f"{args.name} {docker_name}".lower() else "GitLab"
-    if role in GITLAB_VOLUME_ROLES | GITEA_VOLUME_ROLES:
+    names = f"{args.name} {docker_name}".lower()
+    if role in WOODPECKER_VOLUME_ROLES:
+        # A Gitea stack's CI: its pipelines and secrets. By label only: an agent's config
+        # volume (its id) is named like it and is no data.
+        forge = "Woodpecker"
+    else:
+        forge = "Gitea" if role in GITEA_VOLUME_ROLES or "gitea" in names else "GitLab"
+    if role in GITLAB_VOLUME_ROLES | GITEA_VOLUME_ROLES | WOODPECKER_VOLUME_ROLES:
         what = f"{ROLE_LABEL}={role}"
-    elif re.search(r"gitlab|gitea|registry", f"{args.name} {docker_name}", re.IGNORECASE):
+    elif re.search(r"gitlab|gitea|registry", names):
         # Unlabelled but named like a forge's data: treated as such, data loss is not undone.
         what = f"named like a {forge} volume ({docker_name})"
     else:

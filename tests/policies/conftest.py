@@ -64,7 +64,7 @@ def lab_bad_ports() -> SynthesizedStack:
         **config.get("forgeway:forwarding", {}),
         "ports": [
             {"service": "http", "public": 80},
-            {"service": "https", "public": 8443},
+            {"service": "https", "public": 8444},
             {"service": "ssh", "public": 22, "home": 2222},
             {"service": "registry", "public": 2375, "home": 5050},
         ],

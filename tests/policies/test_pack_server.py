@@ -89,7 +89,7 @@ def test_analyzer_info_lists_every_policy(analyzer: analyzer_pb2_grpc.AnalyzerSt
     }
     assert served == {p.name: p.enforcement_level.value for p in rules.POLICIES}
     schema = next(p.configSchema for p in info.policies if p.name == "vps-forwarding-ports")
-    assert json_format.MessageToDict(schema.properties)["allowedPorts"]["default"] == [80, 443, 22, 5050]
+    assert json_format.MessageToDict(schema.properties)["allowedPorts"]["default"] == [80, 443, 22, 5050, 8443]
 
 
 def test_analyze_refuses_a_floating_image(analyzer: analyzer_pb2_grpc.AnalyzerStub) -> None:

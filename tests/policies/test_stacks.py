@@ -12,7 +12,7 @@ reach the pack, and the tests below show it catches them:
   keys removed (mandatory; with the policy waiver, only ``ssh-host-keys-unpinned``
   warnings remain);
 * ``vps-forwarding-ports``: ``forwarding.ports`` with the registry on 2375 (a docker API
-  port) and HTTPS on 8443 (outside the allowlist, and so the GitLab container publishes a home port
+  port) and HTTPS on 8444 (outside the allowlist, and so the GitLab container publishes a home port
   outside allowedHomePorts); config validation accepts both.
 
 The other mistakes cannot reach the pack from config, which is the point of the config
@@ -155,10 +155,10 @@ def test_planted_forwarded_ports_are_mandatory_violations(lab_bad_ports: Synthes
     assert {v.policy for v in outcome.mandatory} == {"vps-forwarding-ports"}
     messages = [v.message for v in outcome.mandatory]
     assert len(messages) == 3, messages
-    assert any("'home-gitlab' ports[2] publishes port 8443 on 10.8.0.2" in m for m in messages), messages
+    assert any("'home-gitlab' ports[2] publishes port 8444 on 10.8.0.2" in m for m in messages), messages
     assert any("'vps-forwarding' (stdin) forwards port 2375, a docker API port" in m for m in messages), messages
     assert any(
-        "'vps-forwarding' (stdin) forwards port 8443, which is not in the allowlist" in m and "allowedPorts" in m
+        "'vps-forwarding' (stdin) forwards port 8444, which is not in the allowlist" in m and "allowedPorts" in m
         for m in messages
     ), messages
 

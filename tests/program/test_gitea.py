@@ -227,8 +227,16 @@ def test_the_forge_switch_guard_runs_before_any_change(gitea: Stack) -> None:
         assert check.urn in _named(gitea, name).dependencies, name
 
 
-def test_a_gitlab_stack_has_no_forge_switch_guard(prod: Stack) -> None:
-    assert not [r for r in prod.synth.resources if r.name.endswith("-forge-check")]
+def test_a_gitlab_stack_guards_against_giteas_data_the_same_way(prod: Stack) -> None:
+    """gitea -> gitlab: Gitea's and Woodpecker's volumes looked at before any change."""
+    (check,) = [r for r in prod.synth.resources if r.name.endswith("-forge-check") and r.custom]
+    host = check.name.removesuffix("-forge-check")
+    words = shlex.split(as_root(check.inputs["create"]))
+    assert words[-5:] == [host, "gitlab", "no", "forgeway-gitea-data", "forgeway-woodpecker-server-data"]
+    changes = [r for r in prod.synth.resources if r.custom and r.type in ("docker:index/container:Container",)]
+    assert changes, "no container in the prod stack"
+    for reg in [*changes, _named(prod, "vps-forwarding")]:
+        assert check.urn in reg.dependencies, f"{reg.name} does not wait for the forge-switch check"
 
 
 def test_allow_forge_change_reaches_the_guard() -> None:

@@ -34,3 +34,13 @@ def test_a_file_variable_names_where_a_secret_is_not_the_secret() -> None:
     ]
     found = rules.secret_material({"envs": envs})
     assert [f.path for f in found] == ["envs[1]", "envs[2]"], found
+
+
+def test_an_unprotected_woodpecker_volume_is_refused_naming_woodpecker(gitea_woodpecker: Stack) -> None:
+    specs = [
+        replace(s, protect=False) if s.type == "docker:index/volume:Volume" and "woodpecker" in s.name else s
+        for s in specs_from_synthesis(gitea_woodpecker.synth.resources)
+    ]
+    found = run_policies(rules.POLICIES, specs).of("gitlab-volumes-protected")
+    assert len(found) == 1 and found[0].level == "mandatory", found
+    assert "forgeway.role=woodpecker-data" in found[0].message and "Woodpecker's data" in found[0].message

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.program.conftest import Stack
-from tests.stacks import ROOT, prod_stack
+from tests.stacks import ROOT, gitea_stack, prod_stack
 
 CONTAINER = "docker:index/container:Container"
 VOLUME = "docker:index/volume:Volume"
@@ -81,8 +81,8 @@ def _plan(*args: str) -> Run:
     return Run(done.returncode, done.stdout, done.stderr)
 
 
-def record_state(path: str) -> None:
-    """(Run in its own process.) Synthesize prod and write the state the lab applier
+def record_state(path: str, stack: str = "prod") -> None:
+    """(Run in its own process.) Synthesize ``stack`` (prod or gitea-example) and write the state the lab applier
     would hold after applying it: the inputs it compares and the outputs it answered
     (the mocks' stand-ins here), with the resource options."""
     from pulumi.runtime import rpc
@@ -113,8 +113,8 @@ def record_state(path: str) -> None:
         state.next_seq += 1
         return f"{args.name}-id", outputs
 
-    config, secret_keys = prod_stack()
-    synthesize("prod", stack_config_strings(config), secret_keys, handler=handler)
+    config, secret_keys = gitea_stack() if stack == "gitea-example" else prod_stack()
+    synthesize(stack, stack_config_strings(config), secret_keys, handler=handler)
     state.save()
 
 

@@ -18,7 +18,8 @@ from policies import rules
 from tests.policies.harness import run_policies, specs_from_synthesis
 from tests.program.conftest import Stack, as_root
 from tests.program.leaks import plaintext_leaks
-from tools.stack.synth import Registration, is_secret_value, unwrap
+from tests.stacks import gitea_stack
+from tools.stack.synth import Registration, is_secret_value, synthesize_in_subprocess, unwrap
 
 CONTAINER = "docker:index/container:Container"
 COMMAND = "command:remote:Command"
@@ -155,14 +156,22 @@ def test_the_url_is_an_output_and_no_secret_leaks(wp: Stack) -> None:
     assert plaintext_leaks(wp.synth, wp.secrets) == []
 
 
-def test_the_pack_flags_only_woodpeckers_ports_until_its_config_allows_them(wp: Stack) -> None:
-    specs = specs_from_synthesis(wp.synth.resources)
+def test_the_pack_passes_woodpeckers_ports_by_default(wp: Stack) -> None:
+    """The ci port forwarded (8443), the server's published 8443 and its gRPC 9000 on the
+    tunnel address: in the pack's default allowlists (docs/policies.md), nothing to configure."""
+    outcome = run_policies(rules.POLICIES, specs_from_synthesis(wp.synth.resources))
+    assert outcome.violations == [] and outcome.not_evaluated == [], outcome.violations
+
+
+def test_another_ci_port_is_flagged_until_the_config_allows_it() -> None:
+    config, secret_keys = with_woodpecker(gitea_stack())
+    ports = config[f"{PROJECT}:forwarding"]["ports"]
+    ports[-1] = {"service": "ci", "public": 9443}
+    specs = specs_from_synthesis(synthesize_in_subprocess("gitea-wp-9443", config, secret_keys).resources)
     found = run_policies(rules.POLICIES, specs).violations
-    # The ci port forwarded (8443) and the server's published 8443 and 9000: the pack's
-    # port allowlists are the user's to widen (docs/gitea.md); nothing else is found.
-    assert {v.policy for v in found} == {"vps-forwarding-ports"} and len(found) == 3, found
-    config = {
-        "vps-forwarding-ports": {"allowedPorts": [22, 80, 443, 8443], "allowedHomePorts": [80, 443, 2222, 8443, 9000]}
-    }
-    outcome = run_policies(rules.POLICIES, specs, config)
+    # Forwarded from the VPS, and published by the server: both name 9443, nothing else is found.
+    assert {v.policy for v in found} == {"vps-forwarding-ports"} and len(found) == 2, found
+    assert all("9443" in v.message for v in found), found
+    widened = {"vps-forwarding-ports": {"allowedPorts": [22, 80, 443, 9443], "allowedHomePorts": [80, 443, 2222, 9443]}}
+    outcome = run_policies(rules.POLICIES, specs, widened)
     assert outcome.violations == [] and outcome.not_evaluated == [], outcome.violations

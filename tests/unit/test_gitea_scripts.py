@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from components.forge_switch import OTHER_FORGE_VOLUMES
 from components.scripts import script_command
 
 pytestmark = pytest.mark.unit
@@ -212,3 +213,15 @@ def test_the_other_forges_data_refuses_the_switch_unless_allowed(volumes: dict[s
     allowed = _switch(volumes, "yes")
     assert allowed.returncode == 0 and "allowed by allow_forge_change" in allowed.stdout
     assert data.joinpath("git-data").is_dir()  # read only: the data stays
+
+
+def test_giteas_data_refuses_a_switch_to_gitlab(volumes: dict[str, str]) -> None:
+    """gitea -> gitlab: the same script, given Gitea's and Woodpecker's volumes (components/forge_switch.py)."""
+    others = OTHER_FORGE_VOLUMES["gitlab"]
+    (Path(volumes["VOLUMES"]) / "forgeway-woodpecker-server-data").mkdir()  # empty: no data
+    (Path(volumes["VOLUMES"]) / "forgeway-gitea-data" / "git").mkdir(parents=True)
+    command = script_command("forge-switch-check.sh", "jetson", "gitlab", "no", *others)
+    refused = subprocess.run(["sh", "-c", command], env=volumes, capture_output=True, text=True, check=False)
+    assert refused.returncode == 1, refused.stdout
+    assert "now gitlab" in refused.stderr and "forgeway-gitea-data" in refused.stderr
+    assert "forgeway-woodpecker-server-data" not in refused.stderr, "an empty volume is not data"

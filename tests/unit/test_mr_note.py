@@ -58,28 +58,51 @@ class FakeGitLab:
         return [n for n in self.notes if n["author"]["id"] == BOT_ID and not n["system"] and n["body"].startswith(tag)]
 
 
+class FakeApiHandler(BaseHTTPRequestHandler):
+    """A fake forge API's plumbing: JSON replies, every request recorded in ``fake.seen``
+    (under ``fake.lock``), then ``_route`` answers. Subclasses set ``fake``."""
+
+    fake: Any
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet test output
+        pass
+
+    def _reply(self, code: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        raw = json.dumps(payload).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length).decode() if length else ""
+        with self.fake.lock:
+            self.fake.seen.append(Seen(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+            self._route(body)
+
+    def _route(self, body: str) -> None:
+        raise NotImplementedError
+
+    def _edit(self, items: list[dict[str, Any]], item_id: int, body: str, author: str, owner: int) -> None:
+        """Edit a note or comment in place, as its author only (the forges answer 404, 403)."""
+        item = next((i for i in items if i["id"] == item_id), None)
+        if item is None:
+            self._reply(404, {"message": "404 Not found"})
+        elif item[author]["id"] != owner:
+            self._reply(403, {"message": "403 Forbidden"})
+        else:
+            item["body"] = json.loads(body)["body"]
+            self._reply(200, item)
+
+    do_GET = do_POST = do_PUT = do_PATCH = _handle
+
+
 def _handler(fake: FakeGitLab) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:  # quiet test output
-            pass
-
-        def _reply(self, code: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-            raw = json.dumps(payload).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            for key, value in (headers or {}).items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(raw)
-
-        def _handle(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length).decode() if length else ""
-            with fake.lock:
-                fake.seen.append(Seen(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-                self._route(body)
-
+    class Handler(FakeApiHandler):
         def _route(self, body: str) -> None:
             url = urllib.parse.urlsplit(self.path)
             query = urllib.parse.parse_qs(url.query)
@@ -101,19 +124,11 @@ def _handler(fake: FakeGitLab) -> type[BaseHTTPRequestHandler]:
             elif (self.command, url.path) == ("POST", NOTES_PATH):
                 self._reply(201, fake.add(json.loads(body)["body"], BOT_ID))
             elif self.command == "PUT" and (m := re.fullmatch(rf"{NOTES_PATH}/(\d+)", url.path)):
-                note = next((n for n in fake.notes if n["id"] == int(m.group(1))), None)
-                if note is None:
-                    self._reply(404, {"message": "404 Not found"})
-                elif note["author"]["id"] != BOT_ID:
-                    self._reply(403, {"message": "403 Forbidden"})
-                else:
-                    note["body"] = json.loads(body)["body"]
-                    self._reply(200, note)
+                self._edit(fake.notes, int(m.group(1)), body, "author", BOT_ID)
             else:
                 self._reply(404, {"message": f"404 {url.path} not faked"})
 
-        do_GET = do_POST = do_PUT = _handle
-
+    Handler.fake = fake
     return Handler
 
 

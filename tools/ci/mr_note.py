@@ -1,28 +1,35 @@
-"""One merge-request note per key, updated in place on every push (standard library only).
+"""One preview note per key on a merge or pull request, updated in place on every push
+(standard library only); GitLab merge requests and Gitea pull requests.
 
-The preview job of ``.gitlab-ci.yml`` posts ``pulumi preview`` as a note on the merge
-request. A new note per push would bury the discussion, so each note starts with a
-hidden marker, ``<!-- forgeway-preview:prod -->``; the next run finds the note carrying
-it and edits that note instead of adding another::
+The preview jobs (``.gitlab-ci.yml``, ``.woodpecker/preview.yml``) post ``pulumi preview``
+as a note. A new note per push would bury the discussion, so each note starts with a
+hidden marker, ``<!-- forgeway-preview:prod -->``; the next run finds the note carrying it
+and edits that note instead of adding another::
 
-    python -m tools.ci.mr_note --marker forgeway-preview:prod --title "pulumi preview on prod" \\
-        --section "Offline plan" plan.txt --section "pulumi preview" preview.txt
+    python -m tools.ci.mr_note [--forge gitea] --marker forgeway-preview:prod \\
+        --title "pulumi preview on prod" --section "Offline plan" plan.txt --section "pulumi preview" preview.txt
 
-GitLab API (``CI_API_V4_URL``): ``GET /user`` (whose notes are ours), ``GET
+GitLab (``--forge gitlab``, the default; ``CI_API_V4_URL``, ``CI_PROJECT_ID``,
+``CI_MERGE_REQUEST_IID``): ``GET /user`` (whose notes are ours), ``GET
 /projects/:id/merge_requests/:iid/notes`` (all pages, oldest first), then ``PUT
-.../notes/:note_id`` or ``POST .../notes``. Project and merge request come from
-``CI_PROJECT_ID`` and ``CI_MERGE_REQUEST_IID`` (set in merge-request pipelines).
+.../notes/:note_id`` or ``POST .../notes``. The token, ``FORGEWAY_NOTE_TOKEN``, is a project
+access token (role Reporter, scope ``api``) sent as ``PRIVATE-TOKEN``; not ``CI_JOB_TOKEN``,
+which cannot write merge-request notes (gitlab-org/gitlab#464591).
 
-The token: a project access token (role Reporter, scope ``api``) in a masked CI variable,
-``FORGEWAY_NOTE_TOKEN``, sent as ``PRIVATE-TOKEN``. Not ``CI_JOB_TOKEN``: the job token
-cannot write merge-request notes (gitlab-org/gitlab#464591; notes are not among the
-endpoints a job token may reach). The token travels only in that header: never in a URL,
-never in output, and a redirect is refused rather than followed, so it cannot be carried
-to another host.
+Gitea (``--forge gitea``, in a Woodpecker pipeline: ``CI_FORGE_URL``, ``CI_REPO_OWNER``,
+``CI_REPO_NAME``, ``CI_COMMIT_PULL_REQUEST``): ``GET /api/v1/user``, ``GET
+/api/v1/repos/{owner}/{repo}/issues/{index}/comments`` (every comment of the pull request
+in one answer: the endpoint has no paging), then ``PATCH .../issues/comments/{id}`` or
+``POST .../issues/{index}/comments``. The token, ``FORGEWAY_NOTE_TOKEN`` (a Woodpecker
+secret), is a Gitea access token (scopes ``write:issue`` and ``read:user``) sent as
+``Authorization: token ...``.
 
-A note holds at most 1,000,000 characters (GitLab's limit on a note's text); longer
-output is cut inside its code block with a line saying how much was cut and that the job
-log has all of it.
+Either way the token travels only in that header: never in a URL, never in output, and a
+redirect is refused rather than followed, so it cannot be carried to another host.
+
+A note holds at most 1,000,000 characters (GitLab's limit on a note's text; the same cut
+is kept on Gitea); longer output is cut inside its code block with a line saying how much
+was cut and that the job log has all of it.
 """
 
 from __future__ import annotations
@@ -40,13 +47,18 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 __all__ = [
     "NOTE_LIMIT",
     "TOKEN_ENV",
     "GitLab",
+    "GitLabMergeRequest",
+    "Gitea",
+    "GiteaPullRequest",
+    "Note",
     "NoteError",
+    "Thread",
     "main",
     "marker_comment",
     "render_note",
@@ -81,7 +93,7 @@ def _fence(text: str) -> str:
 
 def _cut_notice(omitted: int) -> str:
     return (
-        f"\n[... {omitted} characters cut here: a GitLab note holds at most {NOTE_LIMIT:,} characters;"
+        f"\n[... {omitted} characters cut here: forgeway keeps a note to {NOTE_LIMIT:,} characters;"
         " the job log has the full output]"
     )
 
@@ -143,17 +155,21 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 @dataclass(frozen=True)
-class GitLab:
-    """A minimal GitLab REST v4 client: JSON in, JSON out, the token in one header."""
+class RestApi:
+    """A minimal REST client: JSON in, JSON out, the token in one header (:meth:`auth`)."""
 
-    api_url: str  # CI_API_V4_URL, e.g. https://gitlab.example.org/api/v4
+    api_url: str  # e.g. https://gitlab.example.org/api/v4, https://git.example.org/api/v1
     token: str
     timeout: float = 30.0
+    url_name = "the API URL"  # how the error names api_url
 
     def __post_init__(self) -> None:
         scheme = urllib.parse.urlsplit(self.api_url).scheme
         if scheme not in ("https", "http"):
-            raise NoteError(f"CI_API_V4_URL {self.api_url!r}: expected an http(s) URL")
+            raise NoteError(f"{self.url_name} {self.api_url!r}: expected an http(s) URL")
+
+    def auth(self) -> tuple[str, str]:
+        raise NotImplementedError
 
     def request(
         self,
@@ -172,7 +188,7 @@ class GitLab:
         if data is not None:
             req.add_header("Content-Type", "application/json")
         # Unredirected: urllib does not copy it onto a redirect (which we refuse anyway).
-        req.add_unredirected_header("PRIVATE-TOKEN", self.token)
+        req.add_unredirected_header(*self.auth())
         opener = urllib.request.build_opener(_NoRedirect)
         try:
             with opener.open(req, timeout=self.timeout) as resp:
@@ -189,62 +205,181 @@ class GitLab:
             raise NoteError(f"{method} {url}: the answer is not JSON") from None
 
 
-def _notes_path(project_id: str, mr_iid: str) -> str:
-    project, mr = urllib.parse.quote(project_id, safe=""), urllib.parse.quote(mr_iid, safe="")
-    return f"/projects/{project}/merge_requests/{mr}/notes"
+@dataclass(frozen=True)
+class GitLab(RestApi):
+    """GitLab REST v4 (``CI_API_V4_URL``); the token as ``PRIVATE-TOKEN``."""
+
+    url_name = "CI_API_V4_URL"
+
+    def auth(self) -> tuple[str, str]:
+        return "PRIVATE-TOKEN", self.token
 
 
-def _all_notes(api: GitLab, project_id: str, mr_iid: str) -> Iterator[Mapping[str, Any]]:
-    """Every note on the merge request, oldest first, following X-Next-Page."""
-    page = 1
-    for _ in range(MAX_PAGES):
-        query: dict[str, str | int] = {"per_page": PER_PAGE, "page": page, "sort": "asc", "order_by": "created_at"}
-        notes, headers = api.request("GET", _notes_path(project_id, mr_iid), query=query)
-        if not isinstance(notes, list):
-            raise NoteError("listing notes: expected a JSON list")
-        yield from (n for n in notes if isinstance(n, dict))
-        following = (headers.get("X-Next-Page") or "").strip()
-        if not following:
-            return
-        page = int(following)
-    raise NoteError(f"listing notes: more than {MAX_PAGES} pages")
+@dataclass(frozen=True)
+class Gitea(RestApi):
+    """Gitea's API v1 (``<CI_FORGE_URL>/api/v1``); the token as ``Authorization: token ...``."""
+
+    url_name = "CI_FORGE_URL"
+
+    def auth(self) -> tuple[str, str]:
+        return "Authorization", f"token {self.token}"
 
 
-def upsert_note(api: GitLab, project_id: str, mr_iid: str, marker: str, body: str) -> tuple[str, int]:
+@dataclass(frozen=True)
+class Note:
+    """A note or comment as the thread lists it: who wrote it, and whether the forge did."""
+
+    id: int
+    author: object
+    body: str
+    system: bool = False
+
+
+class Thread(Protocol):
+    """Where the notes live: a GitLab merge request or a Gitea pull request."""
+
+    @property
+    def where(self) -> str: ...  # "merge request !5", for the one line mr_note prints
+
+    def me(self) -> object: ...  # the token's user id: only its notes are ours
+
+    def notes(self) -> Iterator[Note]: ...  # oldest first
+
+    def edit(self, note_id: int, body: str) -> None: ...
+
+    def post(self, body: str) -> int: ...
+
+
+def _user_id(api: RestApi) -> object:
+    me, _ = api.request("GET", "/user")
+    return me.get("id") if isinstance(me, dict) else None
+
+
+def _created_id(created: object) -> int:
+    if not isinstance(created, dict) or "id" not in created:
+        raise NoteError("creating the note: the answer has no note id")
+    return int(created["id"])
+
+
+@dataclass(frozen=True)
+class GitLabMergeRequest:
+    api: GitLab
+    project_id: str
+    mr_iid: str
+
+    @property
+    def where(self) -> str:
+        return f"merge request !{self.mr_iid}"
+
+    @property
+    def _path(self) -> str:
+        project, mr = urllib.parse.quote(self.project_id, safe=""), urllib.parse.quote(self.mr_iid, safe="")
+        return f"/projects/{project}/merge_requests/{mr}/notes"
+
+    def me(self) -> object:
+        return _user_id(self.api)
+
+    def notes(self) -> Iterator[Note]:
+        """Every note on the merge request, oldest first, following X-Next-Page."""
+        page = 1
+        for _ in range(MAX_PAGES):
+            query: dict[str, str | int] = {"per_page": PER_PAGE, "page": page, "sort": "asc", "order_by": "created_at"}
+            notes, headers = self.api.request("GET", self._path, query=query)
+            if not isinstance(notes, list):
+                raise NoteError("listing notes: expected a JSON list")
+            for n in notes:
+                if isinstance(n, dict):
+                    author = (n.get("author") or {}).get("id")
+                    yield Note(int(n["id"]), author, str(n.get("body", "")), bool(n.get("system")))
+            following = (headers.get("X-Next-Page") or "").strip()
+            if not following:
+                return
+            page = int(following)
+        raise NoteError(f"listing notes: more than {MAX_PAGES} pages")
+
+    def edit(self, note_id: int, body: str) -> None:
+        self.api.request("PUT", f"{self._path}/{note_id}", payload={"body": body})
+
+    def post(self, body: str) -> int:
+        created, _ = self.api.request("POST", self._path, payload={"body": body})
+        return _created_id(created)
+
+
+@dataclass(frozen=True)
+class GiteaPullRequest:
+    api: Gitea
+    owner: str
+    repo: str
+    index: str
+
+    @property
+    def where(self) -> str:
+        return f"pull request #{self.index}"
+
+    @property
+    def _repo(self) -> str:
+        owner, repo = (urllib.parse.quote(x, safe="") for x in (self.owner, self.repo))
+        return f"/repos/{owner}/{repo}/issues"
+
+    def me(self) -> object:
+        return _user_id(self.api)
+
+    def notes(self) -> Iterator[Note]:
+        """Every comment on the pull request (an issue to Gitea's API), oldest first, in one answer."""
+        index = urllib.parse.quote(self.index, safe="")
+        comments, _ = self.api.request("GET", f"{self._repo}/{index}/comments")
+        if not isinstance(comments, list):
+            raise NoteError("listing comments: expected a JSON list")
+        for c in comments:
+            if isinstance(c, dict):
+                yield Note(int(c["id"]), (c.get("user") or {}).get("id"), str(c.get("body", "")))
+
+    def edit(self, note_id: int, body: str) -> None:
+        self.api.request("PATCH", f"{self._repo}/comments/{note_id}", payload={"body": body})
+
+    def post(self, body: str) -> int:
+        index = urllib.parse.quote(self.index, safe="")
+        created, _ = self.api.request("POST", f"{self._repo}/{index}/comments", payload={"body": body})
+        return _created_id(created)
+
+
+def upsert_note(thread: Thread, marker: str, body: str) -> tuple[str, int]:
     """Update our note that starts with the marker, or create it. Returns (action, note id)."""
     tag = marker_comment(marker)
     if not body.startswith(tag):
         raise NoteError(f"the note must start with {tag}, or the next run cannot find it")
-    me, _ = api.request("GET", "/user")
-    my_id = me.get("id") if isinstance(me, dict) else None
+    my_id = thread.me()
     found = next(
-        (
-            n
-            for n in _all_notes(api, project_id, mr_iid)
-            # Ours only: anyone may quote the marker, and only its author can edit a note.
-            if not n.get("system")
-            and (n.get("author") or {}).get("id") == my_id
-            and str(n.get("body", "")).startswith(tag)
-        ),
+        # Ours only: anyone may quote the marker, and only its author can edit a note.
+        (n for n in thread.notes() if not n.system and n.author == my_id and n.body.startswith(tag)),
         None,
     )
     if found is not None:
-        note_id = int(found["id"])
-        api.request("PUT", f"{_notes_path(project_id, mr_iid)}/{note_id}", payload={"body": body})
-        return "updated", note_id
-    created, _ = api.request("POST", _notes_path(project_id, mr_iid), payload={"body": body})
-    if not isinstance(created, dict) or "id" not in created:
-        raise NoteError("creating the note: the answer has no note id")
-    return "created", int(created["id"])
+        thread.edit(found.id, body)
+        return "updated", found.id
+    return "created", thread.post(body)
 
 
-def _footer(env: Mapping[str, str]) -> str:
+@dataclass(frozen=True)
+class CiEnv:
+    """What one CI system says about the job: where the footer's links come from."""
+
+    sha: str  # variable holding the commit (shortened to 8)
+    job_url: str
+    pipeline_url: str
+
+
+GITLAB_CI = CiEnv("CI_COMMIT_SHORT_SHA", "CI_JOB_URL", "CI_PIPELINE_URL")
+WOODPECKER = CiEnv("CI_COMMIT_SHA", "CI_STEP_URL", "CI_PIPELINE_URL")
+
+
+def _footer(env: Mapping[str, str], ci: CiEnv = GITLAB_CI) -> str:
     bits = []
-    if sha := env.get("CI_COMMIT_SHORT_SHA"):
-        bits.append(f"commit `{sha}`")
-    if job := env.get("CI_JOB_URL"):
+    if sha := env.get(ci.sha):
+        bits.append(f"commit `{sha[:8]}`")
+    if job := env.get(ci.job_url):
         bits.append(f"[job log]({job})")
-    if pipeline := env.get("CI_PIPELINE_URL"):
+    if pipeline := env.get(ci.pipeline_url):
         bits.append(f"[pipeline]({pipeline})")
     return f"<sub>{' · '.join(bits)}</sub>" if bits else ""
 
@@ -256,9 +391,40 @@ def _require(env: Mapping[str, str], name: str, why: str) -> str:
     return value
 
 
+def _thread(forge: str, env: Mapping[str, str]) -> Thread:
+    """The merge or pull request this job previews, from the CI system's variables."""
+    if forge == "gitea":
+        woodpecker = "run inside a Woodpecker pipeline"
+        api = Gitea(
+            _require(env, "CI_FORGE_URL", woodpecker).rstrip("/") + "/api/v1",
+            _require(env, TOKEN_ENV, "give the step a Woodpecker secret (a Gitea token: write:issue, read:user)"),
+        )
+        return GiteaPullRequest(
+            api,
+            _require(env, "CI_REPO_OWNER", woodpecker),
+            _require(env, "CI_REPO_NAME", woodpecker),
+            _require(env, "CI_COMMIT_PULL_REQUEST", "run on a pull_request event"),
+        )
+    gitlab = GitLab(
+        _require(env, "CI_API_V4_URL", "run inside a GitLab CI job"),
+        _require(env, TOKEN_ENV, "define it as a masked CI/CD variable (a project access token, scope api)"),
+    )
+    return GitLabMergeRequest(
+        gitlab,
+        _require(env, "CI_PROJECT_ID", "run inside a GitLab CI job"),
+        _require(env, "CI_MERGE_REQUEST_IID", "run in a merge-request pipeline"),
+    )
+
+
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     env = os.environ if env is None else env
     parser = argparse.ArgumentParser(prog="python -m tools.ci.mr_note", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--forge",
+        choices=("gitlab", "gitea"),
+        default="gitlab",
+        help="gitlab: a merge request, from GitLab CI; gitea: a pull request, from Woodpecker",
+    )
     parser.add_argument("--marker", required=True, help="note key, e.g. forgeway-preview:prod")
     parser.add_argument("--title", required=True, help="the note's heading (Markdown)")
     parser.add_argument(
@@ -278,21 +444,17 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
                 sections.append((name, Path(path).read_text(errors="replace")))
             except OSError as err:
                 raise NoteError(f"section {name!r}: cannot read {path}: {err.strerror}") from None
-        body = render_note(args.marker, args.title, sections, footer=_footer(env))
+        ci = WOODPECKER if args.forge == "gitea" else GITLAB_CI
+        body = render_note(args.marker, args.title, sections, footer=_footer(env, ci))
         if args.dry_run:
             sys.stdout.write(body)
             return 0
-        api = GitLab(
-            _require(env, "CI_API_V4_URL", "run inside a GitLab CI job"),
-            _require(env, TOKEN_ENV, "define it as a masked CI/CD variable (a project access token, scope api)"),
-        )
-        project_id = _require(env, "CI_PROJECT_ID", "run inside a GitLab CI job")
-        mr_iid = _require(env, "CI_MERGE_REQUEST_IID", "run in a merge-request pipeline")
-        action, note_id = upsert_note(api, project_id, mr_iid, args.marker, body)
+        thread = _thread(args.forge, env)
+        action, note_id = upsert_note(thread, args.marker, body)
     except NoteError as err:
         print(f"mr_note: {err}", file=sys.stderr)
         return 1
-    print(f"mr_note: {action} note {note_id} on merge request !{mr_iid} ({len(body)} characters)")
+    print(f"mr_note: {action} note {note_id} on {thread.where} ({len(body)} characters)")
     return 0
 
 
