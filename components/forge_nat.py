@@ -93,7 +93,7 @@ class ForgeNatArgs:
 
     host: Host
     settings: ForgeNatSettings
-    depends_on: Sequence[pulumi.Resource] = ()  # the container: its network and address exist first
+    depends_on: Sequence[pulumi.Resource] = ()  # the host's preflight (the network comes after: gitlab.py)
 
 
 class ForgeNat(pulumi.ComponentResource):

@@ -347,12 +347,26 @@ class GitLabServer(pulumi.ComponentResource):
         # its fixed addresses on a network of its own (components/forge_nat.py).
         lan = lan_ipv4(settings.address, f"hosts[{settings.name}].address") if gitlab.publish_on_lan else None
         self.network: ForgeNetwork | None = None
+        self.nat: ForgeNat | None = None
         networks: list[docker.ContainerNetworksAdvancedArgs] | None = None
         if args.tunnel_address6 is not None or lan is not None:
             six = gitlab.container_subnet6 if args.tunnel_address6 is not None else None
-            self.network = ForgeNetwork(f"{CONTAINER_NAME}", gitlab.container_subnet, six)
-            net = self.network.resource(f"{prefix}-network", on_host)
-            networks = [self.network.attachment(net)]
+            self.network = ForgeNetwork(CONTAINER_NAME, gitlab.container_subnet, six)
+            nat = ForgeNatSettings(
+                ports=_port_maps(args.forge.services, args.rb.registry_enabled),
+                tunnel6=args.tunnel_address6,
+                container6=self.network.container6,
+                lan4=lan,
+                container4=self.network.container4 if lan is not None else None,
+            )
+            # Before the network: dockerd turns IPv6 forwarding on when it makes an IPv6
+            # network and never off, so forge-nat-up.sh records the host's value first and
+            # its delete, after the network's, puts it back.
+            self.nat = ForgeNat(
+                f"{prefix}-nat", ForgeNatArgs(host, nat, depends_on=host.preflight), pulumi.ResourceOptions(parent=self)
+            )
+            after_nat = pulumi.ResourceOptions.merge(on_host, pulumi.ResourceOptions(depends_on=[self.nat.command]))
+            networks = [self.network.attachment(self.network.resource(f"{prefix}-network", after_nat))]
         self.container = docker.Container(
             prefix,
             name=CONTAINER_NAME,
@@ -379,20 +393,6 @@ class GitLabServer(pulumi.ComponentResource):
                 additional_secret_outputs=["envs", "uploads"],
             ),
         )
-        self.nat: ForgeNat | None = None
-        if self.network is not None:
-            nat = ForgeNatSettings(
-                ports=_port_maps(args.forge.services, args.rb.registry_enabled),
-                tunnel6=args.tunnel_address6,
-                container6=self.network.container6,
-                lan4=lan,
-                container4=self.network.container4 if lan is not None else None,
-            )
-            self.nat = ForgeNat(
-                f"{prefix}-nat",
-                ForgeNatArgs(host, nat, depends_on=[*host.preflight, self.container]),
-                pulumi.ResourceOptions(parent=self),
-            )
         # Each new container: ready, background migrations finished, before the up ends.
         self.upgrade_wait = (
             upgrade_wait(host, args.version, container=CONTAINER_NAME, replaced=self.container.id, parent=self)

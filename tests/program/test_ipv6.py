@@ -111,6 +111,9 @@ def test_gitlab_is_reached_on_the_tunnel_ipv6_address_by_dnat_and_the_certificat
         rule = f"ip6 daddr {FORGE_TUNNEL6} tcp dport {home} dnat to [{GITLAB6}]:{internal}"
         assert files["forge6.nft"].count(rule) == 2, rule  # clients (prerouting) and the host itself (output)
     assert as_root(nat.inputs["create"]).rstrip().endswith('forge-nat-up.sh ip6 "$d"')
+    # dockerd turns IPv6 forwarding on with the network and never off: the table's command
+    # records the host's value first, and its delete (after the network's) restores it
+    assert nat.urn in network.dependencies
     (request,) = result.of_type("tls:index/certRequest:CertRequest")
     assert {FORGE_TUNNEL6, VPS6, "10.8.0.2"} <= set(request.inputs["ipAddresses"])
 
