@@ -104,36 +104,10 @@ table_converge ip forge4.nft "$want4"
 
 # --- boot ----------------------------------------------------------------------------------------
 
-if [ "$units_wanted" = yes ]; then
-  nft_bin=$(command -v nft)
-  loads=
-  [ "$want6" = no ] || loads="${loads}ExecStart=$nft_bin -f $state/forge6.nft
-"
-  [ "$want4" = no ] || loads="${loads}ExecStart=$nft_bin -f $state/forge4.nft
-"
-  u=$tmp/unit
-  cat >"$u" <<EOF
-# forgeway: load table(s) forgeway_forge (the forge host's DNAT to the forge's container) at boot.
-# Written by forge-nat-up.sh; forge-nat-down.sh removes it.
-[Unit]
-Description=forgeway DNAT to the forge's container (nftables tables forgeway_forge)
-DefaultDependencies=no
-Wants=network-pre.target
-Before=network-pre.target shutdown.target
-Conflicts=shutdown.target
-After=local-fs.target nftables.service netfilter-persistent.service
-
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-${loads}
-[Install]
-WantedBy=multi-user.target
-EOF
-  install_unit "$u" "$units/$unit" "$units/multi-user.target.wants"
-else
-  note "systemd is not PID 1 here (or FORGEWAY_SYSTEMD=no): no boot unit installed. To keep the" \
-    "forge's DNAT after a reboot the caller runs at boot: nft -f $state/forge6.nft (and forge4.nft)"
-fi
+loads=
+[ "$want6" = no ] || loads="$state/forge6.nft"
+[ "$want4" = no ] || loads="$loads $state/forge4.nft"
+# shellcheck disable=SC2086 # one word per file: the paths hold no space (FORGEWAY_ETC is checked)
+nft_boot_unit "$unit" "the forge's DNAT to its container (nftables tables forgeway_forge)" $loads
 
 [ -n "$changes" ] || ok "forge-nat: nothing to change"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import ipaddress
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from components.config import PROJECT, ConfigError, parse_stack
 from components.render.forge_nat import FILE4, FILE6, ForgeNatSettings, PortMap, render_forge_nat
 from components.scripts import script
 from tests.stacks import lab_stack
+from tests.unit.test_segment import _tool
 
 pytestmark = pytest.mark.unit
 
@@ -28,13 +28,6 @@ PORTS = (PortMap("https", 443, 443), PortMap("ssh", 2222, 22), PortMap("registry
 TUNNEL6, GITLAB6 = ipaddress.IPv6Address("fd77:6179:7761::2"), ipaddress.IPv6Address("fd77:6179:7762::2")
 LAN4, GITLAB4 = ipaddress.IPv4Address("198.51.100.2"), ipaddress.IPv4Address("172.31.254.2")
 BOTH = ForgeNatSettings(PORTS, tunnel6=TUNNEL6, container6=GITLAB6, lan4=LAN4, container4=GITLAB4)
-
-
-def _tool(name: str) -> str:
-    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
-    if path is None:
-        pytest.fail(f"{name} is not installed: run `make setup` (tools/ci/apt-packages.txt)")
-    return path
 
 
 def _ns(tmp_path: Path, body: str) -> subprocess.CompletedProcess[str]:
