@@ -16,9 +16,14 @@ What it registers (children of the component):
   container starts, in :data:`SECRETS_FILE` (root, 0600), never in the env, where
   ``docker inspect`` and every process's ``/proc/<pid>/environ`` would show it. With
   ``own-ca`` the server certificate chain (0644) and key (root, 0600) are uploaded to
-  ``/etc/gitlab/ssl/<name>.{crt,key}``. Published ports bind the host's tunnel address
-  (and its LAN address with ``gitlab.publish_on_lan``), never every interface: each
-  forwarded service's home port onto the container's fixed port.
+  ``/etc/gitlab/ssl/<name>.{crt,key}``. Published ports bind the host's tunnel IPv4
+  address only, never every interface and never two addresses (issue 20): each forwarded
+  service's home port onto the container's fixed port.
+* With tunnel.ipv6 or ``gitlab.publish_on_lan``: ``<host>-gitlab-network``, GitLab's own
+  dual-stack docker network (``gitlab.container_subnet``/``container_subnet6``), the
+  container at fixed addresses on it, and ``<host>-gitlab-nat`` (components/forge_nat.py):
+  the forge host's ``table ip6/ip forgeway_forge`` DNATs the tunnel IPv6 address and the
+  LAN address to them, so GitLab sees the client's own address.
 
 Omnibus uses ``gitlab_rails['initial_root_password']`` only when it first creates the
 database; changing it later changes nothing inside GitLab (documented in the README).
@@ -39,8 +44,10 @@ from pulumi_command import remote
 from components.config import ForwardedPort, StackConfig, VolumeRole
 from components.config import GitLab as GitLabSection
 from components.forge import Forge
+from components.forge_nat import ForgeNat, ForgeNatArgs, ForgeNetwork, lan_ipv4
 from components.hosts import Host
 from components.pki import ServerCertificate
+from components.render.forge_nat import ForgeNatSettings, PortMap
 from components.render.gitlab import (
     CONTAINER_PORTS,
     SSL_DIR,
@@ -157,9 +164,9 @@ def forge_container_basics(memory_mb: int, health: Sequence[str], start_period: 
 
 
 def _published_ports(
-    services: Sequence[ForwardedPort], registry_enabled: bool, bind: Sequence[str]
+    services: Sequence[ForwardedPort], registry_enabled: bool, bind: str
 ) -> list[docker.ContainerPortArgs]:
-    """Each bind address's forwarded services, sorted by internal port (the bind order within one).
+    """The forwarded services on ONE host address, sorted by internal port.
 
     terraform-provider-docker's Read (resource_docker_container_structures.go
     flattenContainerPorts) returns ``ports`` sorted by internal port, each port's bindings
@@ -171,18 +178,23 @@ def _published_ports(
     No order given here survives the read, and the provider's diff suppress
     (suppressIfPortsDidNotChangeForMigrationV0ToV1) compares each port's first binding:
     such a container is replaced by the next up after a refresh (issue 20, docs/lab.md).
-    Every port is tcp: a port on two protocols comes back in no fixed order.
+    So one address per port, and the others reach the container through the forge host's
+    own DNAT (components/forge_nat.py). Every port is tcp: a port on two protocols comes
+    back in no fixed order.
     """
-    wanted = [
-        (CONTAINER_PORTS[fp.service], fp.home_port, address)
-        for address in bind
+    return [
+        docker.ContainerPortArgs(internal=p.container_port, external=p.host_port, ip=bind, protocol="tcp")
+        for p in sorted(_port_maps(services, registry_enabled), key=lambda p: p.container_port)
+    ]
+
+
+def _port_maps(services: Sequence[ForwardedPort], registry_enabled: bool) -> tuple[PortMap, ...]:
+    """Each published service: its home port onto the container's fixed port."""
+    return tuple(
+        PortMap(fp.service, fp.home_port, CONTAINER_PORTS[fp.service])
         for fp in services
         if fp.service != "registry" or registry_enabled
-    ]
-    return [
-        docker.ContainerPortArgs(internal=internal, external=external, ip=address, protocol="tcp")
-        for internal, external, address in sorted(wanted, key=lambda port: port[0])
-    ]
+    )
 
 
 @dataclass(frozen=True)
@@ -209,7 +221,7 @@ class GitLabServerArgs:
     # pre-upgrade backup is forgeway-backup (backup.enabled) or a recorded manual one.
     version: Version | None = None
     backups: bool = False
-    tunnel_address6: ipaddress.IPv6Address | None = None  # tunnel.ipv6: the ports bind it too
+    tunnel_address6: ipaddress.IPv6Address | None = None  # tunnel.ipv6: DNATed to the container (forge_nat)
 
     @classmethod
     def from_config(
@@ -331,18 +343,38 @@ class GitLabServer(pulumi.ComponentResource):
                     ),
                     docker.ContainerUploadArgs(file=f"{SSL_DIR}/{cert_name}.key", content=key, permissions=private),
                 ]
-        bind = [str(args.tunnel_address)]
-        if args.tunnel_address6 is not None:
-            bind.append(str(args.tunnel_address6))
-        if gitlab.publish_on_lan:
-            bind.append(settings.address)
+        # The tunnel IPv6 and LAN addresses reach GitLab through the forge host's DNAT to
+        # its fixed addresses on a network of its own (components/forge_nat.py).
+        lan = lan_ipv4(settings.address, f"hosts[{settings.name}].address") if gitlab.publish_on_lan else None
+        self.network: ForgeNetwork | None = None
+        self.nat: ForgeNat | None = None
+        networks: list[docker.ContainerNetworksAdvancedArgs] | None = None
+        if args.tunnel_address6 is not None or lan is not None:
+            six = gitlab.container_subnet6 if args.tunnel_address6 is not None else None
+            self.network = ForgeNetwork(CONTAINER_NAME, gitlab.container_subnet, six)
+            nat = ForgeNatSettings(
+                ports=_port_maps(args.forge.services, args.rb.registry_enabled),
+                tunnel6=args.tunnel_address6,
+                container6=self.network.container6,
+                lan4=lan,
+                container4=self.network.container4 if lan is not None else None,
+            )
+            # Before the network: dockerd turns IPv6 forwarding on when it makes an IPv6
+            # network and never off, so forge-nat-up.sh records the host's value first and
+            # its delete, after the network's, puts it back.
+            self.nat = ForgeNat(
+                f"{prefix}-nat", ForgeNatArgs(host, nat, depends_on=host.preflight), pulumi.ResourceOptions(parent=self)
+            )
+            after_nat = pulumi.ResourceOptions.merge(on_host, pulumi.ResourceOptions(depends_on=[self.nat.command]))
+            networks = [self.network.attachment(self.network.resource(f"{prefix}-network", after_nat))]
         self.container = docker.Container(
             prefix,
             name=CONTAINER_NAME,
             image=self.image.image_id,
             hostname=gitlab.domain,
             envs=envs,
-            ports=_published_ports(args.forge.services, args.rb.registry_enabled, bind),
+            ports=_published_ports(args.forge.services, args.rb.registry_enabled, str(args.tunnel_address)),
+            networks_advanced=networks,
             volumes=[
                 docker.ContainerVolumeArgs(volume_name=volume.name, container_path=MOUNTS[role])
                 for role, volume in self.volumes.items()

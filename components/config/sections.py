@@ -183,7 +183,19 @@ class GitLab(Section):
         default_factory=list, description="Contact addresses for Let's Encrypt expiry mail (tls letsencrypt)"
     )
     publish_on_lan: bool = Field(
-        False, description="Also publish GitLab's ports on the host's LAN address (default: tunnel address only)"
+        False,
+        description="Also reach GitLab's ports on the host's LAN address (forgeway's DNAT; default: tunnel "
+        "address only)",
+    )
+    # With tunnel.ipv6 or publish_on_lan GitLab runs on a docker network of its own, at
+    # fixed addresses the forge host's table forgeway_forge DNATs to (components/forge_nat.py).
+    container_subnet: IPv4Network = Field(
+        ipaddress.IPv4Network("172.31.254.0/29"),
+        description="IPv4 subnet of GitLab's docker network (tunnel.ipv6 or publish_on_lan); GitLab is its .2",
+    )
+    container_subnet6: TunnelIPv6Subnet = Field(
+        ipaddress.IPv6Network("fd77:6179:7762::/64"),
+        description="IPv6 subnet (a ULA, /64 to /120) of GitLab's docker network with tunnel.ipv6; GitLab is its ::2",
     )
     volume_paths: VolumePaths = Field(
         VolumePaths(), description="Host directories behind GitLab's volumes; default: docker named volumes"
@@ -196,6 +208,14 @@ class GitLab(Section):
     allow_edition_change: bool = Field(
         False, description="Let an up change GitLab's edition (CE to EE or back); refused otherwise"
     )
+
+    @field_validator("container_subnet")
+    @classmethod
+    def _container_subnet(cls, value: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
+        # A gateway (.1) and GitLab (.2) at least; a private range, never a routed one.
+        if value.prefixlen > 30 or not value.is_private:
+            raise ValueError("a private IPv4 subnet of /30 or larger, e.g. 172.31.254.0/29")
+        return value
 
 
 class GiteaDatabase(Section):

@@ -28,7 +28,7 @@
 # drop PATH... / drop_state_dir DIR (a down's files and its directory).
 # Units (the host-service seam, components/host_service.py): install_unit, enable_unit,
 # units_changed, remove_units. nftables: read_ruleset, nft_check_table, nft_load_table,
-# nft_sync_table, restore_ipv6_sysctls. IPv6 while forwarding: ipv6_conf_set, keep_ra.
+# nft_sync_table, nft_boot_unit UNIT WHAT FILE..., restore_ipv6_sysctls. IPv6 while forwarding: ipv6_conf_set, keep_ra.
 # Timers: check_calendar CALENDAR [LABEL], cron_fields CALENDAR (a systemd calendar as cron
 # time fields), install_timer / remove_timer (a service on a calendar, by systemd or cron).
 # docker: update_ca, restart_docker, wait_healthy CONTAINER TIMEOUT. Processes and links: proc_ok (yes when /proc shows
@@ -240,6 +240,30 @@ nft_sync_table() { # nft_sync_table "FAMILY NAME" FILE LIVE yes|no: a second tab
       changed "removed table $1 (IPv6 forwarding is off)"
     fi
   fi
+}
+
+nft_boot_unit() { # nft_boot_unit UNIT WHAT FILE...: a unit that loads each FILE (nft -f) at boot
+  # Like nftables.service: early, before anything brings up an interface, and after
+  # whatever loads a ruleset with `flush ruleset`. Without systemd: a note (the caller's job).
+  _unit=$1 _what=$2
+  shift 2
+  if [ "$units_wanted" != yes ]; then
+    note "systemd is not PID 1 here (or FORGEWAY_SYSTEMD=no): no boot unit installed. To keep" \
+      "$_what after a reboot the caller runs at boot, before the network: $(printf 'nft -f %s; ' "$@")"
+    return 0
+  fi
+  _nft=$(command -v nft)
+  {
+    echo "# forgeway: load $_what at boot, before the network."
+    echo "# Written by $me.sh; its down script removes it."
+    printf '%s\n' "[Unit]" "Description=forgeway $_what" "DefaultDependencies=no" "Wants=network-pre.target" \
+      "Before=network-pre.target shutdown.target" "Conflicts=shutdown.target" \
+      "After=local-fs.target nftables.service netfilter-persistent.service" "" \
+      "[Service]" "Type=oneshot" "RemainAfterExit=yes"
+    for _f in "$@"; do echo "ExecStart=$_nft -f $_f"; done
+    printf '%s\n' "" "[Install]" "WantedBy=multi-user.target"
+  } >"$tmp/$_unit"
+  install_unit "$tmp/$_unit" "$units/$_unit" "$units/multi-user.target.wants"
 }
 
 restore_ipv6_sysctls() { # restore_ipv6_sysctls DIR: IPv6 forwarding and accept_ra as DIR's *.before files say

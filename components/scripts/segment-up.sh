@@ -51,34 +51,6 @@ nft_load_table "$table" "$file" "$live"
 
 # --- boot ----------------------------------------------------------------------------------------
 
-if [ "$units_wanted" = yes ]; then
-  nft_bin=$(command -v nft)
-  u=$tmp/unit
-  cat >"$u" <<EOF
-# forgeway: load table $table (the tunnel's segmentation) at boot, before the network.
-# Written by segment-up.sh; segment-down.sh removes it.
-[Unit]
-Description=forgeway tunnel segmentation (nftables table $table)
-# Like nftables.service: early, before anything brings up an interface (the tunnel
-# must never run unfiltered), and after whatever loads a ruleset with \`flush ruleset\`.
-DefaultDependencies=no
-Wants=network-pre.target
-Before=network-pre.target shutdown.target
-Conflicts=shutdown.target
-After=local-fs.target nftables.service netfilter-persistent.service
-
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-ExecStart=$nft_bin -f $file
-
-[Install]
-WantedBy=multi-user.target
-EOF
-  install_unit "$u" "$units/$unit" "$units/multi-user.target.wants"
-else
-  note "systemd is not PID 1 here (or FORGEWAY_SYSTEMD=no): no boot unit installed. To keep the" \
-    "segmentation after a reboot the caller runs at boot, before the tunnel: nft -f $file"
-fi
+nft_boot_unit "$unit" "the tunnel's segmentation (nftables table $table)" "$file"
 
 [ -n "$changes" ] || ok "segment: nothing to change"

@@ -23,6 +23,7 @@ from tests.lab.make_lab import (
     ssh_keys_offered,
 )
 from tests.lab.test_lab_ipv6 import NAME, curl6, sources_seen_by_the_forge
+from tools.lab.layout import CLIENT_V6
 
 HOME_TUNNEL6 = "fd77:6179:7761::2"  # the forge host's tunnel IPv6 address (tunnel.ipv6's default prefix)
 
@@ -65,6 +66,7 @@ def test_gitlab_data_and_ssh_host_key_survive_a_replaced_container(make_lab: Mak
 
 def test_preserve_source_shows_the_client_and_switching_back_removes_the_return_path(make_lab: MakeLab) -> None:
     home = make_lab.machine("home")
+    marker = time.time_ns()
     try:
         make_lab.up("--mode", "preserve-source")
         assert seen_address(make_lab) == CLIENT_ADDRESS
@@ -73,13 +75,18 @@ def test_preserve_source_shows_the_client_and_switching_back_removes_the_return_
         assert "4680" in home.succeed(["ip", "rule"])
         # forwarding.ipv6: home has no IPv6 default route, so its replies find the tunnel by
         # source (ip -6 rule from its tunnel address) beside the mark. An IPv6 client is
-        # answered and the forge host sees the client's IPv6 address on wg0; nginx does not
-        # (GitLab's container has no IPv6: docker-proxy relays, docs/forwarding.md).
+        # answered, the forge host sees the client's IPv6 address on wg0, and so does GitLab:
+        # the forge host DNATs its tunnel IPv6 address to GitLab's own IPv6 address (table ip6
+        # forgeway_forge), no docker-proxy in between (issue 20).
         assert f"from {HOME_TUNNEL6} lookup 4680" in " ".join(home.succeed(["ip", "-6", "rule"]).split())
         with sources_seen_by_the_forge(make_lab) as seen:
-            answer = curl6(make_lab, f"https://{NAME}/")
-        assert answer.startswith("forgeway-gitlab-standin 443 "), answer
+            answer = curl6(make_lab, f"https://{NAME}/?forgeway-lab-v6-{marker}")
+        assert answer == f"forgeway-gitlab-standin 443 {CLIENT_V6}", answer
         assert seen["from_client6"] > 0 and seen["from_vps6"] == 0, seen
+        # ... and nginx's access log (omnibus's file) records the client for that request
+        log = home.docker("exec", "forgeway-gitlab", "cat", "/var/log/gitlab/nginx/gitlab_access.log")
+        (line,) = [line for line in log.splitlines() if f"forgeway-lab-v6-{marker}" in line]
+        assert line.startswith(f"{CLIENT_V6} - "), line
     finally:
         back = make_lab.up("--mode", "snat")
     assert "delete   command:remote:Command home-return-path" in back.stderr

@@ -10,9 +10,10 @@ module's counters.) And a bulk transfer
 both ways with the VPS dropping every ICMPv6 packet-too-big: only the clamped MSS (tunnel
 MTU - 60) keeps segments small enough for wg0.
 
-What the forge's nginx logs for an IPv6 connection is docker's: the lab's GitLab container
-has no IPv6, so docker-proxy carries the connection from the forge host's tunnel IPv6
-address and nginx sees the docker bridge's gateway (see docs/lab.md).
+GitLab's container publishes its ports on the tunnel IPv4 address only; the forge host's
+own table ip6 forgeway_forge DNATs its tunnel IPv6 address to the container's fixed IPv6
+address on GitLab's dual-stack docker network (issue 20), so nginx sees the connection's
+real source: the VPS's tunnel IPv6 address here (snat), the client's in preserve-source.
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ def test_https_ssh_and_a_push_reach_the_forge_over_ipv6_and_snat_shows_the_vps(m
     with _table(client, IPV6_ONLY, "lab-ipv6-only"), sources_seen_by_the_forge(make_lab) as seen:
         four = client.execute(["curl", "-4", "-ksS", "--max-time", "5", f"https://{NAME}/"])
         assert four.returncode == 7, f"IPv4 to the VPS must be refused here: {four.returncode} {four.stderr}"
-        assert curl6(make_lab, f"https://{NAME}/").startswith("forgeway-gitlab-standin 443 ")
+        # nginx answers with the address it saw: the VPS's (snat), not docker's bridge gateway
+        assert curl6(make_lab, f"https://{NAME}/") == f"forgeway-gitlab-standin 443 {VPS_TUNNEL6}"
         assert curl6(make_lab, f"https://{NAME}:5050/v2/", "-o", "/dev/null", "-w", "%{http_code}") == "401"
         # Public 22 over IPv6 lands on GitLab's SSH in the container.
         keyscan = client.execute(["ssh-keyscan", "-6", "-T", "5", "-t", "ed25519", NAME])

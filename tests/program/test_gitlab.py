@@ -192,18 +192,43 @@ def test_container_registers_ports_and_healthcheck_as_the_provider_reads_them_ba
     assert inputs["memorySwap"] == 2 * inputs["memory"]  # dockerd's default, which the read records
 
 
-def test_ports_published_on_two_addresses_keep_each_ports_bind_order() -> None:
-    """With publish_on_lan each port is bound twice; the provider reads a port's bindings
-    back in the order they were made, after sorting by internal port only."""
-    from components.gitlab import _published_ports
+def test_publish_on_lan_binds_each_port_once_and_dnats_the_lan_address_to_gitlab() -> None:
+    """publish_on_lan used to bind every port twice, which dockerd reads back reversed and the
+    provider then replaces (issue 20). Now each internal port has one binding, as the provider
+    reads it back, and the LAN address reaches GitLab's fixed IPv4 address by the forge
+    host's table ip forgeway_forge; no IPv6 table without tunnel.ipv6."""
+    import copy
+
+    from tests.program.test_forge import _named
+    from tests.program.test_program import _staged_files
     from tests.stacks import prod_stack
     from tools.applier.refresh import normal_ports
+    from tools.stack.synth import synthesize_in_subprocess
 
     config, secret_keys = prod_stack()
-    cfg, _ = parse_stack(config, secret_keys)
-    ports = [
-        {"internal": p.internal, "external": p.external, "ip": p.ip, "protocol": p.protocol}
-        for p in _published_ports(cfg.forwarding.ports, cfg.registry.enabled, ["10.77.0.2", "192.168.1.20"])
-    ]
+    config = copy.deepcopy(config)
+    config[f"{PROJECT}:gitlab"] = {**config[f"{PROJECT}:gitlab"], "publish_on_lan": True}
+    result = synthesize_in_subprocess("prod-publish-on-lan", config, secret_keys)
+    (container,) = [r for r in result.of_type(CONTAINER) if "forgeway:gitlab:GitLabServer" in r.parent]
+    ports = container.inputs["ports"]
     assert ports == normal_ports(ports)
-    assert [(p["internal"], p["ip"]) for p in ports[:2]] == [(22, "10.77.0.2"), (22, "192.168.1.20")]
+    assert len({p["internal"] for p in ports}) == len(ports)
+    host = next(h for h in config[f"{PROJECT}:hosts"] if "gitlab" in h["roles"])
+    parsed, _ = parse_stack(config, secret_keys)
+    assert {p["ip"] for p in ports} == {str(tunnel_addresses(parsed)[host["name"]])}
+    (attached,) = container.inputs["networksAdvanced"]
+    assert attached["ipv4Address"] == "172.31.254.2" and attached.get("ipv6Address") is None
+    files = _staged_files(_named(result, f"{host['name']}-gitlab-nat-tables"))
+    assert set(files) == {"forge-nat-up.sh", "forge4.nft"}
+    for fp in parsed.forwarding.ports:
+        rule = f"ip daddr {host['address']} tcp dport {fp.home_port} dnat to 172.31.254.2:{CONTAINER_PORTS[fp.service]}"
+        assert rule in files["forge4.nft"], rule
+
+
+def test_without_ipv6_or_lan_gitlab_stays_on_dockers_bridge_with_no_forge_nat(stack: Stack) -> None:
+    """Nothing to DNAT: no network, no table, the container as before (no replace on upgrade)."""
+    assert not stack.config[f"{PROJECT}:gitlab"].get("publish_on_lan")
+    assert not stack.config.get(f"{PROJECT}:tunnel", {}).get("ipv6")
+    assert "networksAdvanced" not in _one(stack, CONTAINER).inputs
+    assert stack.synth.of_type("docker:index/network:Network") == []
+    assert not [r for r in stack.synth.resources if r.name.endswith("-gitlab-nat-tables")]

@@ -18,6 +18,7 @@ from tests.stacks import lab_stack
 from tools.stack.synth import Synthesis, synthesize_in_subprocess, unwrap
 
 VPS6, VPS_TUNNEL6, FORGE_TUNNEL6 = "2001:db8::10", "fd77:6179:7761::1", "fd77:6179:7761::2"
+GITLAB6 = "fd77:6179:7762::2"  # gitlab.container_subnet6's ::2
 
 
 def _ipv6_lab(mode: str) -> tuple[dict[str, Any], list[str]]:
@@ -85,15 +86,34 @@ def test_the_vps_forwards_ipv6_to_the_forge_and_the_forge_returns_it(
     assert as_root(path.inputs["create"]).rstrip().endswith(f"10.8.0.1 {VPS_TUNNEL6} {FORGE_TUNNEL6}")
 
 
-def test_gitlab_binds_the_tunnel_ipv6_address_and_the_certificate_names_it(
+def test_gitlab_is_reached_on_the_tunnel_ipv6_address_by_dnat_and_the_certificate_names_it(
     synth: tuple[str, Synthesis, dict[str, Any]],
 ) -> None:
-    _mode, result, _config = synth
+    """One binding per port (the tunnel IPv4 address: issue 20's replace); the tunnel IPv6
+    address is DNATed by the forge host to GitLab's fixed address on its dual-stack network."""
+    _mode, result, config = synth
     (container,) = [
         r for r in result.of_type("docker:index/container:Container") if "forgeway:gitlab:GitLabServer" in r.parent
     ]
-    binds = {p["ip"] for p in container.inputs["ports"]}
-    assert binds == {"10.8.0.2", FORGE_TUNNEL6}
+    ports = container.inputs["ports"]
+    assert {p["ip"] for p in ports} == {"10.8.0.2"}
+    assert len({p["internal"] for p in ports}) == len(ports)  # each internal port bound once
+    assert "networkMode" not in container.inputs  # else docker attaches it without the fixed address
+    (attached,) = container.inputs["networksAdvanced"]
+    assert attached["ipv6Address"] == GITLAB6 and attached["ipv4Address"] == "172.31.254.2"
+    (network,) = result.of_type("docker:index/network:Network")
+    assert network.inputs["name"] == attached["name"] and network.inputs["ipv6"] is True
+    assert {c["subnet"] for c in network.inputs["ipamConfigs"]} == {"172.31.254.0/29", "fd77:6179:7762::/64"}
+    nat = _named(result, f"{_forge_host(config)}-gitlab-nat-tables")
+    files = _staged_files(nat)
+    assert set(files) == {"forge-nat-up.sh", "forge6.nft"}  # no LAN publishing in the lab stack
+    for internal, home in ((443, 443), (22, 2222)):
+        rule = f"ip6 daddr {FORGE_TUNNEL6} tcp dport {home} dnat to [{GITLAB6}]:{internal}"
+        assert files["forge6.nft"].count(rule) == 2, rule  # clients (prerouting) and the host itself (output)
+    assert as_root(nat.inputs["create"]).rstrip().endswith('forge-nat-up.sh ip6 "$d"')
+    # dockerd turns IPv6 forwarding on with the network and never off: the table's command
+    # records the host's value first, and its delete (after the network's) restores it
+    assert nat.urn in network.dependencies
     (request,) = result.of_type("tls:index/certRequest:CertRequest")
     assert {FORGE_TUNNEL6, VPS6, "10.8.0.2"} <= set(request.inputs["ipAddresses"])
 

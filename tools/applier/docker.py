@@ -23,13 +23,14 @@ DOCKER_PROVIDER = "pulumi:providers:docker"
 DOCKER_IMAGE = "docker:index/remoteImage:RemoteImage"
 DOCKER_VOLUME = "docker:index/volume:Volume"
 DOCKER_CONTAINER = "docker:index/container:Container"
+DOCKER_NETWORK = "docker:index/network:Network"
 
 # Container inputs the emulation honours; any other is refused by name.
 _CONTAINER_INPUTS = {
     "name", "image", "envs", "ports", "volumes", "labels", "restart", "maxRetryCount", "shmSize", "memory",
     "memorySwap", "cpuShares", "cpuSet", "healthcheck", "uploads", "hostname", "command", "entrypoints",
     "privileged", "networkMode", "logDriver", "logOpts", "capabilities", "destroyGraceSeconds", "mustRun",
-    "start", "wait", "waitTimeout", "removeVolumes", "stopSignal", "stopTimeout",
+    "start", "wait", "waitTimeout", "removeVolumes", "stopSignal", "stopTimeout", "networksAdvanced",
 }  # fmt: skip
 # Changed in place by the provider's update (ContainerUpdate).
 _CONTAINER_UPDATES = {"restart", "maxRetryCount", "cpuShares", "cpuSet", "memory", "memorySwap"}
@@ -48,6 +49,7 @@ _DOCKER_INPUTS = {
     DOCKER_IMAGE: {"name", "platform", "keepLocally", "forceRemove", "pullTriggers", "triggers"},
     DOCKER_VOLUME: {"name", "driver", "driverOpts", "labels"},
     DOCKER_CONTAINER: _CONTAINER_INPUTS,
+    DOCKER_NETWORK: {"name", "driver", "ipv6", "ipamConfigs", "labels"},
 }
 # Keys of the inputs' nested objects the emulation honours (wire names).
 _DOCKER_NESTED = {
@@ -57,6 +59,8 @@ _DOCKER_NESTED = {
     "healthcheck": {"tests", "interval", "timeout", "startPeriod", "retries"},
     "capabilities": {"adds", "drops"},
     "labels": {"label", "value"},
+    "networksAdvanced": {"name", "ipv4Address", "ipv6Address", "aliases"},
+    "ipamConfigs": {"subnet", "gateway"},
 }
 
 
@@ -141,7 +145,7 @@ def _provider_deletes_first(typ: str, inputs: Mapping[str, Any]) -> bool:
     """The bridge's delete-before-replace: always for containers (DeleteBeforeReplace in
     pulumi-docker's resource info), and for a resource whose autonamable ``name`` the
     program set itself (two with one name cannot exist at once)."""
-    return typ == DOCKER_CONTAINER or (typ == DOCKER_VOLUME and bool(inputs.get("name")))
+    return typ == DOCKER_CONTAINER or (typ in (DOCKER_VOLUME, DOCKER_NETWORK) and bool(inputs.get("name")))
 
 
 def _autoname(name: str) -> str:
@@ -222,6 +226,64 @@ def _volume_create(d: _Docker, name: str, inputs: dict[str, Any]) -> tuple[str, 
     volume = d.call("create volume", "POST", "/volumes/create", json_body=body, ok=(200, 201)).json()
     outputs = {**inputs, "name": volume["Name"], "driver": volume["Driver"], "mountpoint": volume.get("Mountpoint", "")}
     return str(volume["Name"]), outputs
+
+
+def _network_create(d: _Docker, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """NetworkCreate as resource_docker_network_funcs.go builds it (ipam driver "default")."""
+    given = _docker_inputs(DOCKER_NETWORK, inputs)
+    network_name = given.get("name") or _autoname(name)
+    body = {
+        "Name": network_name,
+        "CheckDuplicate": True,
+        "Driver": given.get("driver") or "bridge",
+        "EnableIPv6": bool(given.get("ipv6")),
+        "IPAM": {
+            "Driver": "default",
+            "Config": [
+                {k: v for k, v in (("Subnet", c.get("subnet")), ("Gateway", c.get("gateway"))) if v}
+                for c in given.get("ipamConfigs") or []
+            ],
+        },
+        "Labels": _labels(given.get("labels")),
+    }
+    created = d.call("create network", "POST", "/networks/create", json_body=body, ok=(200, 201)).json()
+    network_id = str(created["Id"])
+    return network_id, {**inputs, "name": network_name, "driver": body["Driver"]}
+
+
+def _network_delete(d: _Docker, entry: Entry) -> None:
+    """Remove the network; one still in use (a container on it) is retried a while."""
+    deadline = time.monotonic() + _VOLUME_IN_USE_RETRY_S
+    while True:
+        response = d.call("remove network", "DELETE", f"/networks/{_quote(entry.id)}", ok=(204, 404, 403, 409))
+        if response.status in (204, 404):
+            return
+        if time.monotonic() > deadline:
+            raise d.fail(f"remove network {entry.id}", f"HTTP {response.status}: {response.message()}")
+        time.sleep(1.0)
+
+
+def _connect_networks(d: _Docker, container_id: str, networks: list[Mapping[str, Any]]) -> None:
+    """networks_advanced as the provider's Create attaches them: the container leaves docker's
+    default "bridge" (created there by its network_mode), then joins each network with its
+    fixed addresses (NetworkConnect's EndpointConfig.IPAMConfig)."""
+    response = d.call(
+        "disconnect from bridge", "POST", "/networks/bridge/disconnect",
+        json_body={"Container": container_id, "Force": False}, ok=(200, 204, 403, 404, 500),
+    )  # fmt: skip
+    if response.status not in (200, 204) and "is not connected" not in response.message():
+        raise d.fail("disconnect from bridge", f"HTTP {response.status}: {response.message()}")
+    for net in networks:
+        ipam = {
+            k: v for k, v in (("IPv4Address", net.get("ipv4Address")), ("IPv6Address", net.get("ipv6Address"))) if v
+        }
+        endpoint: dict[str, Any] = {"IPAMConfig": ipam}
+        if net.get("aliases"):
+            endpoint["Aliases"] = list(net["aliases"])
+        d.call(
+            f"connect to network {net['name']}", "POST", f"/networks/{_quote(str(net['name']))}/connect",
+            json_body={"Container": container_id, "EndpointConfig": endpoint}, ok=(200, 204),
+        )  # fmt: skip
 
 
 def _volume_delete(d: _Docker, entry: Entry) -> None:
@@ -419,6 +481,8 @@ def _container_create(d: _Docker, name: str, inputs: dict[str, Any]) -> tuple[st
     created = d.call("create", "POST", "/containers/create", query={"name": container_name}, json_body=body, ok=(201,))
     container_id = str(created.json()["Id"])
     try:
+        if given.get("networksAdvanced"):
+            _connect_networks(d, container_id, list(given["networksAdvanced"]))
         for upload in given.get("uploads") or []:
             d.call(
                 f"upload of {upload.get('file')}",
@@ -537,11 +601,13 @@ _DOCKER_CREATE: dict[str, Callable[[_Docker, str, dict[str, Any]], tuple[str, di
     DOCKER_IMAGE: _image_create,
     DOCKER_VOLUME: _volume_create,
     DOCKER_CONTAINER: _container_create,
+    DOCKER_NETWORK: _network_create,
 }
 _DOCKER_DELETE: dict[str, Callable[[_Docker, Entry], None]] = {
     DOCKER_IMAGE: _image_delete,
     DOCKER_VOLUME: _volume_delete,
     DOCKER_CONTAINER: _container_delete,
+    DOCKER_NETWORK: _network_delete,
 }
 
 

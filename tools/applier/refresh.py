@@ -32,6 +32,10 @@ checked at v4.0.0 and v4.5.0, which agree on everything below):
 - ``docker:index/volume:Volume``: resource_docker_volume.go ``resourceDockerVolumeRead``:
   gone is dropped; ``name``, ``labels``, ``driver``, ``driverOpts`` (the daemon's
   ``Options``) and ``mountpoint`` read back.
+- ``docker:index/network:Network``: resource_docker_network.go ``resourceDockerNetworkRead``:
+  gone is dropped; otherwise the recorded inputs stay (every input replaces, and the
+  program's networks are read back as asked). ``networksAdvanced`` of a container is not
+  read back (resourceDockerContainerRead: "// networks_advanced").
 - ``docker:index/remoteImage:RemoteImage``: resource_docker_image_funcs.go
   ``resourceDockerImageRead``: an image no longer on the daemon is dropped; else the id
   (image id + name), ``imageId`` and ``repoDigest`` are read.
@@ -75,7 +79,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from tools.applier.docker import DOCKER_CONTAINER, DOCKER_IMAGE, DOCKER_VOLUME, _Docker, _quote, container_computed
+from tools.applier.docker import (
+    DOCKER_CONTAINER,
+    DOCKER_IMAGE,
+    DOCKER_NETWORK,
+    DOCKER_VOLUME,
+    _Docker,
+    _quote,
+    container_computed,
+)
 from tools.applier.gitlab import USER_RUNNER
 from tools.applier.state import Change, Entry
 
@@ -251,6 +263,14 @@ def read_volume(volume: Mapping[str, Any], recorded: Mapping[str, Any]) -> dict[
     return _settle(recorded, read, computed=frozenset({"name", "driver"}), defaults={}, sets=frozenset({"labels"}))
 
 
+def _refresh_network(d: _Docker, entry: Entry) -> Entry | None:
+    """resourceDockerNetworkRead: gone is dropped; every input replaces, and what the daemon
+    reports of a network the program made is what it asked (name, driver, ipv6, ipam), so
+    the state keeps its inputs."""
+    response = d.call("inspect network", "GET", f"/networks/{_quote(entry.id)}", ok=(200, 404))
+    return None if response.status == 404 else entry
+
+
 def _refresh_docker(d: _Docker, entry: Entry) -> Entry | None:
     """The entry after the provider's Read, or None when the provider no longer finds it."""
     if entry.type == DOCKER_CONTAINER:
@@ -295,7 +315,7 @@ def refresh(
     changes: list[Change] = []
     try:
         for key, entry in sorted(applier.state.entries.items(), key=lambda item: item[1].seq):
-            if entry.type not in (DOCKER_CONTAINER, DOCKER_VOLUME, DOCKER_IMAGE, USER_RUNNER):
+            if entry.type not in (DOCKER_CONTAINER, DOCKER_VOLUME, DOCKER_NETWORK, DOCKER_IMAGE, USER_RUNNER):
                 changes.append(Change("same", entry.type, entry.name))  # nothing the provider reads back
                 continue
             current = applier._provider_entry(entry.provider)
@@ -303,7 +323,8 @@ def refresh(
             if entry.type == USER_RUNNER:
                 after = applier.gitlab.read(entry, provider_inputs)
             else:
-                after = _refresh_docker(applier._docker(entry.type, entry.name, provider_inputs, entry.inputs), entry)
+                read = _refresh_network if entry.type == DOCKER_NETWORK else _refresh_docker
+                after = read(applier._docker(entry.type, entry.name, provider_inputs, entry.inputs), entry)
             if after is None:
                 log(f"{'gone':8} {entry.type} {entry.name} (the provider no longer finds it: removed from the state)")
                 del applier.state.entries[key]

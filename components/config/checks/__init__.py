@@ -13,7 +13,13 @@ from components.config.checks.arch import check_images, check_runner_tags
 from components.config.checks.backup import check_backup_repository
 from components.config.checks.forge import check_forge
 from components.config.checks.hosts import check_admin_peers, check_host_links, check_roles
-from components.config.checks.networks import check_docker_overlaps, check_ipv6, check_networks, check_runner_networks
+from components.config.checks.networks import (
+    check_docker_overlaps,
+    check_forge_network,
+    check_ipv6,
+    check_networks,
+    check_runner_networks,
+)
 from components.config.checks.ports import check_host_ports, check_ports
 from components.config.checks.secrets import check_secrets, duplicate_wireguard_keys, missing_runner_tokens
 from components.config.checks.woodpecker import check_woodpecker
@@ -37,6 +43,7 @@ CROSS_CHECKS: tuple[tuple[frozenset[str], Check], ...] = (
     (frozenset({"forge", "hosts", "gitlab", "gitea", "runners"}), check_images),
     (frozenset({"hosts", "tunnel", "runners"}), check_runner_networks),
     (frozenset({"hosts", "tunnel"}), check_docker_overlaps),
+    (frozenset({"forge", "hosts", "tunnel", "gitlab"}), check_forge_network),
     (frozenset({"hosts"}), check_runner_tags),
     (frozenset({"hosts", "tunnel", "backup"}), check_backup_repository),
     (frozenset({"hosts", "tunnel", "forwarding", "runners"}), check_ipv6),

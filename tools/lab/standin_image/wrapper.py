@@ -468,7 +468,19 @@ def _gid(group: str) -> int:
     raise Fatal(f"no group {group} in the image")
 
 
-def nginx_conf(s: Settings, htpasswd: Path) -> str:
+def has_ipv6() -> bool:
+    """Whether this container has IPv6 at all (any address, ::1 included)."""
+    table = Path("/proc/net/if_inet6")
+    return table.exists() and table.read_text().strip() != ""
+
+
+def _listen(port: int, flags: str, ipv6: bool) -> list[str]:
+    """nginx's listen lines: omnibus listens on '*' and '[::]' (nginx['listen_addresses']
+    default, gitlab/attributes/default.rb); [::] only where the container has IPv6."""
+    return [f"    listen {port}{flags};"] + ([f"    listen [::]:{port}{flags};"] if ipv6 else [])
+
+
+def nginx_conf(s: Settings, htpasswd: Path, ipv6: bool = False) -> str:
     logs = LOG_DIR / "nginx"
     tmp = RUN_DIR / "nginx"
     g = s.gitlab
@@ -496,13 +508,13 @@ def nginx_conf(s: Settings, htpasswd: Path) -> str:
         "  ssl_protocols TLSv1.2 TLSv1.3;",
         "  ssl_session_cache shared:SSL:1m;",
         "  server {",
-        f"    listen {HTTP_PORT} default_server;",
+        *_listen(HTTP_PORT, " default_server", ipv6),
         f"    access_log {logs}/gitlab_access.log gitlab;",
         "    access_log /dev/stdout gitlab_stdout;",
         f"    location / {{ return 301 {g.origin}$request_uri; }}",
         "  }",
         "  server {",
-        f"    listen {g.listen_port} ssl default_server;",
+        *_listen(g.listen_port, " ssl default_server", ipv6),
         f"    ssl_certificate {g.certificate};",
         f"    ssl_certificate_key {g.key};",
         f"    access_log {logs}/gitlab_access.log gitlab;",
@@ -536,7 +548,7 @@ def nginx_conf(s: Settings, htpasswd: Path) -> str:
             "    '' 'registry/2.0';",
             "  }",
             "  server {",
-            f"    listen {r.listen_port} ssl;",
+            *_listen(r.listen_port, " ssl", ipv6),
             f"    ssl_certificate {r.certificate};",
             f"    ssl_certificate_key {r.key};",
             f"    access_log {logs}/gitlab_registry_access.log gitlab;",
@@ -641,7 +653,7 @@ def prepare(environ: dict[str, str]) -> list[Service]:
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
 
     nginx = RUN_DIR / "nginx.conf"
-    nginx.write_text(nginx_conf(s, htpasswd))
+    nginx.write_text(nginx_conf(s, htpasswd, ipv6=has_ipv6()))
     _run(["nginx", "-e", "stderr", "-t", "-q", "-c", str(nginx)])
     sshd = RUN_DIR / "sshd_config"
     sshd.write_text(sshd_conf(keys))
