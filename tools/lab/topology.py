@@ -100,7 +100,48 @@ def _make_lab_dir() -> None:
     LAB_LINK.symlink_to(LAB_DIR)
 
 
-def up(mode: str | None = None, overrides: list[str] | None = None, seed: int | None = None) -> int:
+def state_file(forge: str = "gitlab") -> Path:
+    """The applier's state of the lab stack's ``forge`` variant: its own file for Gitea, so a
+    lab that ran GitLab (its protected volumes kept in its state) runs Gitea beside that
+    state, and back (a forge switch on one state would delete the other's protected volumes)."""
+    return STATE if forge == "gitlab" else STATE.with_name(f"state-{forge}.json")
+
+
+def _gitea_images(topology: dict[str, Any]) -> None:
+    """The Gitea variant's stand-in images (tools/lab/images.py) in the daemons that run them:
+    Gitea and Woodpecker's server on home, an agent on each runner host, labelled with the
+    host's declared arch (the agent stand-in reports its image's platform, as the real one
+    reports the machine's)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tools.lab.docker import DaemonInfo
+    from tools.lab.images import (
+        GITEA_STANDIN,
+        WOODPECKER_AGENT_STANDIN,
+        WOODPECKER_SERVER_STANDIN,
+        ensure_image,
+        ensure_image_as,
+    )
+    from tools.lab.layout import RUNNER_HOSTS
+
+    def load(name: str) -> None:
+        daemon = DaemonInfo.from_json(topology["docker"][name])
+        if name == "home":
+            ensure_image(daemon, GITEA_STANDIN)
+            ensure_image(daemon, WOODPECKER_SERVER_STANDIN)
+        else:
+            ensure_image_as(daemon, WOODPECKER_AGENT_STANDIN, RUNNER_HOSTS[name])
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        for done in [pool.submit(load, name) for name in ("home", *RUNNER_HOSTS)]:
+            done.result()
+
+
+def up(
+    mode: str | None = None, overrides: list[str] | None = None, seed: int | None = None, forge: str = "gitlab"
+) -> int:
+    """Build the topology if it is not there, then apply the lab stack (``forge``: its
+    GitLab or its Gitea variant, tools/lab/config.py)."""
     from tools.stack.synth import stack_config_strings
 
     if not TOPOLOGY.exists():
@@ -143,24 +184,28 @@ def up(mode: str | None = None, overrides: list[str] | None = None, seed: int | 
         TOPOLOGY.write_text(json.dumps(topology, indent=1) + "\n")
         print(f"lab: built {len(topology['namespaces'])} namespaces; described in .lab/{TOPOLOGY.name}")
     topology = json.loads(TOPOLOGY.read_text())
-    config, secret_keys = lab_config(topology, mode, overrides)
+    config, secret_keys = lab_config(topology, mode, overrides, forge)
+    if forge == "gitea":
+        _gitea_images(topology)
     # The applier runs independent resources concurrently in an order drawn from the seed
     # (printed; None: FORGEWAY_APPLY_SEED, else a fresh one).
+    state_path = state_file(forge)
     returncode, changes = _applier({"action": "apply", "stack": "lab", "config": stack_config_strings(config),
-                                    "secret_keys": secret_keys, "state": str(STATE), "seed": seed})  # fmt: skip
+                                    "secret_keys": secret_keys, "state": str(state_path), "seed": seed})  # fmt: skip
     if returncode != 0:
         return returncode
     changed = [c for c in changes if c["op"] != "same"]
     print(f"lab: applied the lab stack: {len(changed)} change(s), {len(changes) - len(changed)} unchanged")
     # The stack's CA (the stack output ca_certificate), for clients to trust.
-    state = json.loads(STATE.read_text())["entries"]
+    state = json.loads(state_path.read_text())["entries"]
     ca = state.get("tls:index/selfSignedCert:SelfSignedCert::ca-cert")
     if ca is not None:
         Path(topology["ca_certificate"]).write_text(ca["outputs"]["certPem"])
     _print_runners(state)
-    name, vps = PUBLIC_NAMES[0], topology["vps_public_address"]
+    name, vps = config.get(f"forgeway:{forge}", {}).get("domain", PUBLIC_NAMES[0]), topology["vps_public_address"]
+    product = "Gitea" if forge == "gitea" else "GitLab"
     print(
-        f"lab: GitLab through the VPS: ip netns exec {ns('client')} curl --cacert {topology['ca_certificate']} "
+        f"lab: {product} through the VPS: ip netns exec {ns('client')} curl --cacert {topology['ca_certificate']} "
         f"--resolve {name}:443:{vps} https://{name}/"
     )
     return 0
@@ -203,10 +248,10 @@ def _applier(request: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
     return 0, [json.loads(line) for line in done.stdout.splitlines()]
 
 
-def destroy() -> int:
+def destroy(forge: str = "gitlab") -> int:
     """Destroy the stack's resources on the lab hosts, keep the topology (for tests)."""
-    # As `pulumi destroy --exclude-protected`: GitLab's volumes stay (and the log says so).
-    returncode, _ = _applier({"action": "destroy", "state": str(STATE), "exclude_protected": True})
+    # As `pulumi destroy --exclude-protected`: the forge's volumes stay (and the log says so).
+    returncode, _ = _applier({"action": "destroy", "state": str(state_file(forge)), "exclude_protected": True})
     return returncode
 
 
@@ -257,13 +302,19 @@ def _remove_host_cgroups() -> None:
             remove_cgroups(host.name)
 
 
+def _destroy_states(errors: list[str]) -> None:
+    """Each forge variant's stack that has a state (GitLab's, Gitea's), destroyed."""
+    for state in (STATE, state_file("gitea")):
+        if state.exists() and TOPOLOGY.exists():
+            done = _applier_run({"action": "destroy", "state": str(state), "exclude_protected": True})
+            if done.returncode != 0:
+                errors.append(f"destroy {state.name}: {done.stderr.strip()}")
+
+
 def down() -> int:
     """Destroy the stack's resources, stop our processes by PID, delete the namespaces."""
     errors: list[str] = []
-    if STATE.exists() and TOPOLOGY.exists():
-        done = _applier_run({"action": "destroy", "state": str(STATE), "exclude_protected": True})
-        if done.returncode != 0:
-            errors.append(f"destroy: {done.stderr.strip()}")
+    _destroy_states(errors)
     _stop_started(errors)
     try:  # what a destroy that never ran or failed left in the kernel
         for name in remove_leftovers(LAB_DIR):
@@ -355,12 +406,20 @@ def main() -> int:
         "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a string in the lab stack"
     )
     parser.add_argument(
+        "--forge",
+        choices=["gitlab", "gitea"],
+        default="gitlab",
+        help="up, destroy: the lab stack's forge variant (default gitlab; docs/lab-gitea.md)",
+    )
+    parser.add_argument(
         "--seed", type=int, help="the apply's order seed (default: FORGEWAY_APPLY_SEED, else a fresh one, printed)"
     )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("lab: needs root (network namespaces); run as root", file=sys.stderr)
         return 1
+    if args.forge != "gitlab" and args.action not in ("up", "destroy"):
+        parser.error(f"--forge applies to up and destroy, not {args.action}")
     if args.action != "reboot" and args.hosts:
         parser.error(f"{args.action} takes no host names")
     if args.action == "reboot":
@@ -368,10 +427,10 @@ def main() -> int:
             parser.error("reboot: name the hosts (vps, home, runner-arm, runner-amd) or all")
         return reboot(args.hosts)
     if args.action == "up":
-        return up(args.mode, args.set, args.seed)
+        return up(args.mode, args.set, args.seed, args.forge)
     if args.action == "refresh":
         return refresh()
-    return destroy() if args.action == "destroy" else down()
+    return destroy(args.forge) if args.action == "destroy" else down()
 
 
 if __name__ == "__main__":

@@ -303,6 +303,17 @@ class Db:
         )  # fmt: skip
         return User(uid, name, email, admin)
 
+    def edit_user(self, user: User, *, password: str | None, must_change: bool | None) -> None:
+        """What PATCH /api/v1/admin/users/{username} changes here: the password (re-salted) and
+        must_change_password; every other EditUserOption field is accepted and not kept."""
+        if password is not None:
+            if len(password) < 8:
+                raise GiteaError("password is too short (minimum length is 8)")
+            salt = secrets.token_hex(16)
+            self.run("UPDATE user SET passwd = ?, salt = ? WHERE id = ?", hash_password(password, salt), salt, user.id)
+        if must_change is not None:
+            self.run("UPDATE user SET must_change = ? WHERE id = ?", int(must_change), user.id)
+
     def check_password(self, name: str, password: str) -> User | None:
         row = self.one("SELECT id, passwd, salt FROM user WHERE lower(name) = lower(?)", name)
         if row is None or not secrets.compare_digest(str(row[1]), hash_password(password, str(row[2]))):
