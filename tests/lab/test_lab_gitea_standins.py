@@ -18,10 +18,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.certs import make_ca
 from tests.lab.test_gitea_standin import (
@@ -37,21 +34,20 @@ from tests.lab.test_gitea_standin import (
 SERVER = Path(__file__).resolve().parents[2] / "tools/lab/standin_image/woodpecker_standin/woodpecker_server.py"
 
 
-@pytest.fixture
-def gitea(tmp_path: Path) -> Iterator[Gitea]:
-    g = make_gitea(tmp_path)
-    g.start()
-    try:
-        yield g
-    finally:
-        g.stop()
-
-
 def _basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
-def test_an_admin_sets_a_users_password_through_the_admin_api(gitea: Gitea) -> None:
+def test_an_admin_sets_a_users_password_through_the_admin_api(tmp_path: Path) -> None:
+    gitea = make_gitea(tmp_path)
+    gitea.start()
+    try:
+        _edit_user(gitea)
+    finally:
+        gitea.stop()
+
+
+def _edit_user(gitea: Gitea) -> None:
     assert gitea.cli(*CREATE_ADMIN).returncode == 0
     assert gitea.cli(*CREATE_DEV).returncode == 0
     admin = gitea.cli(*token_args("all", "all")).stdout.strip()
