@@ -53,8 +53,10 @@ def _decode(name: str) -> str:
     return name.replace("_0X2E_", ".").replace("_0X2D_", "-")
 
 
-def env_settings(environ: dict[str, str]) -> dict[tuple[str, str], str]:
-    """``(section, KEY) -> value`` of every ``GITEA__section__KEY[__FILE]`` variable."""
+def env_settings(environ: dict[str, str], *, files: bool = True) -> dict[tuple[str, str], str]:
+    """``(section, KEY) -> value`` of every ``GITEA__section__KEY[__FILE]`` variable; with
+    ``files`` False the ``__FILE`` ones are left out (their files are root's: only the
+    image's setup, as root, reads them, writing the values into app.ini)."""
     found: dict[tuple[str, str], str] = {}
     for name, value in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX):
@@ -64,6 +66,8 @@ def env_settings(environ: dict[str, str]) -> dict[tuple[str, str], str]:
         if len(parts) != 2 and not from_file:
             raise GiteaError(f"{name}: expected GITEA__section__KEY or GITEA__section__KEY__FILE")
         setting = value
+        if from_file and not files:
+            continue
         if from_file:
             try:
                 setting = Path(value).read_text().rstrip("\n")
@@ -136,7 +140,9 @@ def settings(environ: dict[str, str] | None = None) -> Settings:
     env = dict(os.environ if environ is None else environ)
     custom = custom_dir(env)
     config = read_config(app_ini(env))
-    for (section, key), value in env_settings(env).items():  # the environment wins, as after environment-to-ini
+    # The environment wins, as after environment-to-ini; its __FILE values are in app.ini
+    # already: the gitea binary (`docker exec -u git ... gitea`) never reads those files.
+    for (section, key), value in env_settings(env, files=False).items():
         if section and not config.has_section(section):
             config.add_section(section)
         config.set(section or configparser.DEFAULTSECT, key, value)
