@@ -132,8 +132,9 @@ def _urls() -> dict[str, str]:
 
 
 def test_a_forge_switch_on_a_stack_with_data_is_refused(gitea_lab: GiteaLab, destroyed_lab: MakeLab) -> None:
-    """GitLab's volumes hold data: the Gitea variant's first up stops at the guard, before
-    any host changes (no Gitea container on home)."""
+    """GitLab's volumes hold data: the Gitea variant's first up fails at the guard, whose
+    message names them and allow_forge_change. (That no host changed before it is the
+    program's ordering, tests/program; the up that follows is allowed.)"""
     assert gitea_lab.refused.returncode != 0
     assert "forgeway-gitlab-" in gitea_lab.refused.stderr and "allow_forge_change" in gitea_lab.refused.stderr, (
         gitea_lab.refused.stderr[-3000:]
