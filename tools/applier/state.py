@@ -138,6 +138,20 @@ def state_delete(
     return gone
 
 
+def state_unprotect(state: State, targets: Iterable[str]) -> list[Entry]:
+    """Clear the ``protect`` flag of resources in the state, as `pulumi state unprotect URN...`
+    does (a forge switch's step, docs/lab-gitea.md): the next apply may then delete them (a
+    ``retain_on_delete`` one only leaves the state). All are checked first; saved once."""
+    keys = [key_of_urn(t) if t.startswith("urn:") else t for t in targets]
+    missing = [t for t, k in zip(targets, keys, strict=True) if k not in state.entries]
+    if missing:
+        raise ApplyError(f"state unprotect: no resource {', '.join(missing)} in the state")
+    for key in keys:
+        state.entries[key].protect = False
+    state.save()
+    return [state.entries[k] for k in keys]
+
+
 def state_delete_main(argv: list[str]) -> int:
     """``python -m tools.applier state-delete --state PATH [--force] [--target-dependents] URN...``"""
     import argparse
@@ -158,4 +172,25 @@ def state_delete_main(argv: list[str]) -> int:
         return 1
     for entry in gone:
         print(json.dumps(asdict(Change("forget", entry.type, entry.name))))
+    return 0
+
+
+def state_unprotect_main(argv: list[str]) -> int:
+    """``python -m tools.applier state-unprotect --state PATH URN...``"""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.applier state-unprotect", description=state_unprotect.__doc__
+    )
+    parser.add_argument("--state", type=Path, required=True)
+    parser.add_argument("urns", nargs="+")
+    args = parser.parse_args(argv)
+    try:
+        done = state_unprotect(State.load(args.state), list(args.urns))
+    except ApplyError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    for entry in done:
+        print(json.dumps(asdict(Change("unprotect", entry.type, entry.name))))
     return 0
