@@ -100,13 +100,6 @@ def _make_lab_dir() -> None:
     LAB_LINK.symlink_to(LAB_DIR)
 
 
-def state_file(forge: str = "gitlab") -> Path:
-    """The applier's state of the lab stack's ``forge`` variant: its own file for Gitea, so a
-    lab that ran GitLab (its protected volumes kept in its state) runs Gitea beside that
-    state, and back (a forge switch on one state would delete the other's protected volumes)."""
-    return STATE if forge == "gitlab" else STATE.with_name(f"state-{forge}.json")
-
-
 def _gitea_images(topology: dict[str, Any]) -> None:
     """The Gitea variant's stand-in images (tools/lab/images.py) in the daemons that run them:
     Gitea and Woodpecker's server on home, an agent on each runner host, labelled with the
@@ -141,7 +134,9 @@ def up(
     mode: str | None = None, overrides: list[str] | None = None, seed: int | None = None, forge: str = "gitlab"
 ) -> int:
     """Build the topology if it is not there, then apply the lab stack (``forge``: its
-    GitLab or its Gitea variant, tools/lab/config.py)."""
+    GitLab or its Gitea variant, tools/lab/config.py). Both are one stack, one state, as a
+    user's: switching forges on it meets the guard and the old forge's protected volumes
+    (docs/lab-gitea.md)."""
     from tools.stack.synth import stack_config_strings
 
     if not TOPOLOGY.exists():
@@ -189,15 +184,14 @@ def up(
         _gitea_images(topology)
     # The applier runs independent resources concurrently in an order drawn from the seed
     # (printed; None: FORGEWAY_APPLY_SEED, else a fresh one).
-    state_path = state_file(forge)
     returncode, changes = _applier({"action": "apply", "stack": "lab", "config": stack_config_strings(config),
-                                    "secret_keys": secret_keys, "state": str(state_path), "seed": seed})  # fmt: skip
+                                    "secret_keys": secret_keys, "state": str(STATE), "seed": seed})  # fmt: skip
     if returncode != 0:
         return returncode
     changed = [c for c in changes if c["op"] != "same"]
     print(f"lab: applied the lab stack: {len(changed)} change(s), {len(changes) - len(changed)} unchanged")
     # The stack's CA (the stack output ca_certificate), for clients to trust.
-    state = json.loads(state_path.read_text())["entries"]
+    state = json.loads(STATE.read_text())["entries"]
     ca = state.get("tls:index/selfSignedCert:SelfSignedCert::ca-cert")
     if ca is not None:
         Path(topology["ca_certificate"]).write_text(ca["outputs"]["certPem"])
@@ -248,10 +242,10 @@ def _applier(request: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
     return 0, [json.loads(line) for line in done.stdout.splitlines()]
 
 
-def destroy(forge: str = "gitlab") -> int:
-    """Destroy the stack's resources on the lab hosts, keep the topology (for tests)."""
+def destroy() -> int:
+    """Destroy the stack's resources on the lab hosts (either forge), keep the topology (for tests)."""
     # As `pulumi destroy --exclude-protected`: the forge's volumes stay (and the log says so).
-    returncode, _ = _applier({"action": "destroy", "state": str(state_file(forge)), "exclude_protected": True})
+    returncode, _ = _applier({"action": "destroy", "state": str(STATE), "exclude_protected": True})
     return returncode
 
 
@@ -302,19 +296,13 @@ def _remove_host_cgroups() -> None:
             remove_cgroups(host.name)
 
 
-def _destroy_states(errors: list[str]) -> None:
-    """Each forge variant's stack that has a state (GitLab's, Gitea's), destroyed."""
-    for state in (STATE, state_file("gitea")):
-        if state.exists() and TOPOLOGY.exists():
-            done = _applier_run({"action": "destroy", "state": str(state), "exclude_protected": True})
-            if done.returncode != 0:
-                errors.append(f"destroy {state.name}: {done.stderr.strip()}")
-
-
 def down() -> int:
     """Destroy the stack's resources, stop our processes by PID, delete the namespaces."""
     errors: list[str] = []
-    _destroy_states(errors)
+    if STATE.exists() and TOPOLOGY.exists():
+        done = _applier_run({"action": "destroy", "state": str(STATE), "exclude_protected": True})
+        if done.returncode != 0:
+            errors.append(f"destroy: {done.stderr.strip()}")
     _stop_started(errors)
     try:  # what a destroy that never ran or failed left in the kernel
         for name in remove_leftovers(LAB_DIR):
@@ -409,7 +397,7 @@ def main() -> int:
         "--forge",
         choices=["gitlab", "gitea"],
         default="gitlab",
-        help="up, destroy: the lab stack's forge variant (default gitlab; docs/lab-gitea.md)",
+        help="up: the lab stack's forge variant (default gitlab; docs/lab-gitea.md)",
     )
     parser.add_argument(
         "--seed", type=int, help="the apply's order seed (default: FORGEWAY_APPLY_SEED, else a fresh one, printed)"
@@ -418,8 +406,8 @@ def main() -> int:
     if os.geteuid() != 0:
         print("lab: needs root (network namespaces); run as root", file=sys.stderr)
         return 1
-    if args.forge != "gitlab" and args.action not in ("up", "destroy"):
-        parser.error(f"--forge applies to up and destroy, not {args.action}")
+    if args.forge != "gitlab" and args.action != "up":
+        parser.error(f"--forge applies to up, not {args.action}")
     if args.action != "reboot" and args.hosts:
         parser.error(f"{args.action} takes no host names")
     if args.action == "reboot":
@@ -430,7 +418,7 @@ def main() -> int:
         return up(args.mode, args.set, args.seed, args.forge)
     if args.action == "refresh":
         return refresh()
-    return destroy(args.forge) if args.action == "destroy" else down()
+    return destroy() if args.action == "destroy" else down()
 
 
 if __name__ == "__main__":
