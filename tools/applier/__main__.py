@@ -4,14 +4,10 @@
 
 import sys
 
-if sys.argv[1:2] == ["state-delete"]:
-    from tools.applier.state import state_delete_main
+if sys.argv[1:2] in (["state-delete"], ["state-unprotect"]):
+    from tools.applier.state import state_main
 
-    raise SystemExit(state_delete_main(sys.argv[2:]))
-if sys.argv[1:2] == ["state-unprotect"]:
-    from tools.applier.state import state_unprotect_main
-
-    raise SystemExit(state_unprotect_main(sys.argv[2:]))
+    raise SystemExit(state_main(sys.argv[1], sys.argv[2:]))
 
 from tools.applier.apply import main
 

@@ -152,45 +152,30 @@ def state_unprotect(state: State, targets: Iterable[str]) -> list[Entry]:
     return [state.entries[k] for k in keys]
 
 
-def state_delete_main(argv: list[str]) -> int:
-    """``python -m tools.applier state-delete --state PATH [--force] [--target-dependents] URN...``"""
+def state_main(command: str, argv: list[str]) -> int:
+    """``python -m tools.applier state-delete --state PATH [--force] [--target-dependents] URN...``
+    or ``python -m tools.applier state-unprotect --state PATH URN...``: one JSON line per resource."""
     import argparse
     import sys
 
-    parser = argparse.ArgumentParser(prog="python -m tools.applier state-delete", description=state_delete.__doc__)
+    delete = command == "state-delete"
+    action = state_delete if delete else state_unprotect
+    parser = argparse.ArgumentParser(prog=f"python -m tools.applier {command}", description=action.__doc__)
     parser.add_argument("--state", type=Path, required=True)
-    parser.add_argument("--force", action="store_true")
-    parser.add_argument("--target-dependents", action="store_true")
+    if delete:
+        parser.add_argument("--force", action="store_true")
+        parser.add_argument("--target-dependents", action="store_true")
     parser.add_argument("urns", nargs="+")
     args = parser.parse_args(argv)
     try:
-        gone = state_delete(
-            State.load(args.state), args.urns, force=args.force, target_dependents=args.target_dependents
-        )
-    except ApplyError as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    for entry in gone:
-        print(json.dumps(asdict(Change("forget", entry.type, entry.name))))
-    return 0
-
-
-def state_unprotect_main(argv: list[str]) -> int:
-    """``python -m tools.applier state-unprotect --state PATH URN...``"""
-    import argparse
-    import sys
-
-    parser = argparse.ArgumentParser(
-        prog="python -m tools.applier state-unprotect", description=state_unprotect.__doc__
-    )
-    parser.add_argument("--state", type=Path, required=True)
-    parser.add_argument("urns", nargs="+")
-    args = parser.parse_args(argv)
-    try:
-        done = state_unprotect(State.load(args.state), list(args.urns))
+        state = State.load(args.state)
+        if delete:
+            done = state_delete(state, args.urns, force=args.force, target_dependents=args.target_dependents)
+        else:
+            done = state_unprotect(state, args.urns)
     except ApplyError as exc:
         print(exc, file=sys.stderr)
         return 1
     for entry in done:
-        print(json.dumps(asdict(Change("unprotect", entry.type, entry.name))))
+        print(json.dumps(asdict(Change("forget" if delete else "unprotect", entry.type, entry.name))))
     return 0
