@@ -58,10 +58,10 @@ def _assert_gitea_destroyed(lab: MakeLab, destroyed: subprocess.CompletedProcess
     assert ("forgeway-woodpecker",) not in apps, f"Woodpecker's OAuth application outlived destroy: {apps}"
 
 
-def test_destroy_restores_every_host_and_down_removes_the_lab(lab_to_take_down: MakeLab, tmp_path: Path) -> None:
+def test_destroy_restores_every_host_and_down_removes_the_lab(lab_on_either_forge: MakeLab, tmp_path: Path) -> None:
     """On the forge the lab has (after tests/lab/test_lab_gitea.py, Gitea's stack in
     preserve-source mode; alone, GitLab's)."""
-    lab = lab_to_take_down
+    lab = lab_on_either_forge
     topology = lab.topology
     runner_ids = gitlab_runner_ids(lab) if lab.forge == "gitlab" else set()
     started = time.monotonic()
