@@ -48,8 +48,10 @@ test-program test-policies test-lab: setup
 	$(PY) -m pytest tests -m "$(@:test-%=%)"
 
 # The lab: network namespaces on this machine (root), the lab stack applied to them.
+# FORGE=gitea: its Gitea variant, Gitea and Woodpecker in place of GitLab (docs/lab-gitea.md).
+FORGE ?= gitlab
 lab: setup
-	$(PY) -m tools.lab up
+	$(PY) -m tools.lab up --forge $(FORGE)
 
 lab-down:
 	$(PY) -m tools.lab down

@@ -340,15 +340,30 @@ restart_docker() { # restart_docker ELSE: reload systemd and try-restart docker;
 
 note_out() { echo "note ${tag:+$tag: }$*"; } # a note on stdout, beside the changed and ok lines
 
-wait_healthy() { # wait_healthy CONTAINER TIMEOUT: until its health check says healthy, or fail
+wait_healthy() { # wait_healthy CONTAINER TIMEOUT: until its health check says healthy, or its test passes now, or fail
   _waited=0
-  until [ "$(_health "$1" || true)" = healthy ]; do
+  until [ "$(_health "$1" || true)" = healthy ] || _health_test_now "$1"; do
     [ "$_waited" -lt "$2" ] || fail "waited ${_waited}s for container $1 to report healthy (health: $(_health "$1" || echo 'no such container')); check 'docker logs $1'"
     sleep 5
     _waited=$((_waited + 5))
   done
 }
 _health() { docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}no-healthcheck{{end}}' "$1" </dev/null 2>/dev/null; }
+# The container's own health test, run now: docker runs it once per interval only (a forge's
+# is a minute), so a container that is ready would otherwise wait that long to say so.
+_health_test_now() {
+  _c=$1
+  _kind=$(docker inspect -f '{{with .Config.Healthcheck}}{{index .Test 0}}{{end}}' "$_c" </dev/null 2>/dev/null) || return 1
+  set --
+  while IFS= read -r _a; do set -- "$@" "$_a"; done <<TEST
+$(docker inspect -f '{{range $i, $a := .Config.Healthcheck.Test}}{{if $i}}{{$a}}{{"\n"}}{{end}}{{end}}' "$_c" </dev/null 2>/dev/null)
+TEST
+  case $_kind in
+    CMD) [ $# -gt 0 ] && docker exec "$_c" "$@" >/dev/null 2>&1 </dev/null ;;
+    CMD-SHELL) [ $# -eq 1 ] && docker exec "$_c" sh -c "$1" >/dev/null 2>&1 </dev/null ;;
+    *) return 1 ;;
+  esac
+}
 
 # --- processes and network links -----------------------------------------------------------
 

@@ -32,8 +32,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             put_in_group(config, item, _xdist_group(item))
     # The `make lab` tests in the order that applies and destroys the lab least often: first
     # those that want it applied, then those that start from a destroyed stack (each ends
-    # applied or destroyed; the next one's fixture destroys it only if it is applied), and
-    # last the test that takes it down. Any order gives the same results (each fixture puts
+    # applied or destroyed; the next one's fixture destroys it only if it is applied), then
+    # those that take it down or wipe a host (the backup drill), then those on the stack
+    # switched to Gitea in place (tests/lab/test_lab_gitea.py: its switch starts with
+    # GitLab's destroy, and it leaves Gitea applied), and last the destroy test, which
+    # destroys either forge and takes the lab down. Any order gives the same results (each fixture puts
     # the lab in the state its test needs: MakeLab.ensure_up, ensure_destroyed); only the
     # wall time depends on it. The sort is stable: within a rank, the order of the files.
     # And they come first: `make test` runs every tier in one session with xdist's groups in
@@ -44,7 +47,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def _order(item: pytest.Item) -> tuple[bool, int]:
     wanted = getattr(item, "fixturenames", ())
-    rank = 2 if "lab_to_take_down" in wanted else 1 if "destroyed_lab" in wanted else 0
+    ranks = {"lab_on_either_forge": 4, "gitea_lab": 3, "lab_to_take_down": 2, "destroyed_lab": 1}
+    rank = max((r for name, r in ranks.items() if name in wanted), default=0)
     return "_session_make_lab" not in wanted, rank
 
 
@@ -107,6 +111,14 @@ def destroyed_lab(_session_make_lab: MakeLab) -> MakeLab:
 def lab_to_take_down(make_lab: MakeLab) -> MakeLab:
     """The session's lab, for a test that takes it down (sorted after the lab's other tests)."""
     return make_lab
+
+
+@pytest.fixture
+def lab_on_either_forge(_session_make_lab: MakeLab) -> MakeLab:
+    """The session's lab, applied on the forge it has (GitLab, or Gitea after the Gitea
+    tests), for the destroy test (sorted last)."""
+    _session_make_lab.ensure_up(forge=None)
+    return _session_make_lab
 
 
 @pytest.fixture

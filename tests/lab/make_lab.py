@@ -53,6 +53,9 @@ class MakeLab:
         # Whether the lab stack is applied (True), destroyed (False) or unknown (None: an up
         # or a destroy failed, or an apply ran by other means), as the last `up`/`destroy` left it.
         self.applied: bool | None = None
+        # The forge of the lab stack's state (`up --forge`: gitlab or gitea; None: an up that
+        # switched forges failed, the state is in doubt). One state for both, as a user's stack.
+        self.forge: str | None = "gitlab"
 
     # ----------------------------------------------------------------------- the CLI
 
@@ -64,6 +67,11 @@ class MakeLab:
         )  # fmt: skip
         if args[:1] in (("up",), ("destroy",)):
             self.applied = (args[0] == "up") if done.returncode == 0 else None
+        if args[:1] == ("down",):
+            self.forge = "gitlab"  # no state left: the next up starts anew
+        if args[:1] == ("up",):
+            forge = args[args.index("--forge") + 1] if "--forge" in args else "gitlab"
+            self.forge = forge if done.returncode == 0 or forge == self.forge else None
         return done
 
     def up(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -82,7 +90,7 @@ class MakeLab:
         return (LAB_DIR / "topology.json").exists() and any(n.startswith("fwl-") for n in namespaces())
 
     def start(self) -> None:
-        """Bring the lab up from nothing (under the first seed); fail if one is up already."""
+        """Bring the lab up from nothing (under the first seed), on GitLab; fail if one is up already."""
         from tools.lab.binfmt import handlers
 
         if (LAB_DIR / "topology.json").exists() or any(n.startswith("fwl-") for n in namespaces()):
@@ -91,17 +99,23 @@ class MakeLab:
         up = self.up("--seed", str(SEEDS[0]))
         assert f"apply seed {SEEDS[0]} " in up.stderr, up.stderr[:500]
 
-    def ensure_up(self) -> None:
+    def ensure_up(self, forge: str | None = "gitlab") -> None:
         """Bring the lab up again if a test took it down (the destroy test's `down`), and
-        apply it again if a test left it destroyed (or in doubt)."""
+        apply it again if a test left it destroyed (or in doubt). ``forge``: the stack on
+        that forge (a lab on the other one, or in doubt, is brought up anew: switching back
+        is not what its tests are about); None: on the forge it has."""
+        if self.is_up() and (self.forge is None or forge not in (None, self.forge)):
+            self.run("down")
         if not self.is_up():
             self.start()
         elif self.applied is not True:
-            self.up()
+            self.up(*forge_args(self.forge or "gitlab"))
 
     def ensure_destroyed(self) -> None:
-        """The lab up with its stack destroyed: every host as before any apply, GitLab's
+        """The lab up with its GitLab stack destroyed: every host as before any apply, GitLab's
         protected volumes kept (on the home host and in the state)."""
+        if self.is_up() and self.forge != "gitlab":
+            self.run("down")
         if not self.is_up():
             self.start()
         if self.applied is not False:
@@ -147,6 +161,12 @@ class MakeLab:
         config = LAB_DIR / "docker-clients" / name
         config.mkdir(parents=True, exist_ok=True)
         return config
+
+
+def forge_args(forge: str) -> tuple[str, ...]:
+    """`tools.lab up` arguments of the lab stack on ``forge``. On Gitea with
+    ``allow_forge_change``: GitLab's kept volumes hold data, and every up's guard sees them."""
+    return () if forge == "gitlab" else ("--forge", forge, "--set", "allow_forge_change=true")
 
 
 def _daemon(record: dict[str, Any]) -> Callable[[], DaemonInfo]:
@@ -236,19 +256,24 @@ def login(lab: MakeLab, name: str) -> subprocess.CompletedProcess[str]:
     return lab.machine(name).docker_execute(*login, stdin=password.encode(), config=lab.docker_config(name))
 
 
-def push_and_pull(lab: MakeLab, name: str, size: int) -> None:
-    """From lab host ``name``: push an image with a ``size``-byte random layer, delete it, pull it back."""
+def random_layer(size: int) -> bytes:
+    """A tar of one ``size``-byte file of random bytes (``docker import``: an image no registry has)."""
     layer = io.BytesIO()
     with tarfile.open(fileobj=layer, mode="w") as tar:
         info = tarfile.TarInfo("payload")
         info.size = size
         tar.addfile(info, io.BytesIO(os.urandom(size)))
+    return layer.getvalue()
+
+
+def push_and_pull(lab: MakeLab, name: str, size: int) -> None:
+    """From lab host ``name``: push an image with a ``size``-byte random layer, delete it, pull it back."""
     tag = f"{REGISTRY}/root/lab-{name}:{time.time_ns()}"
     logged_in = login(lab, name)
     assert logged_in.returncode == 0, logged_in.stderr
     machine, config = lab.machine(name), lab.docker_config(name)
     try:
-        machine.docker("import", "-", tag, stdin=layer.getvalue(), config=config)
+        machine.docker("import", "-", tag, stdin=random_layer(size), config=config)
         machine.docker("push", tag, config=config)
         layers = machine.docker("image", "inspect", "--format", "{{.RootFS.Layers}}", tag, config=config)
         machine.docker("rmi", tag, config=config)
@@ -256,3 +281,31 @@ def push_and_pull(lab: MakeLab, name: str, size: int) -> None:
     except CommandFailed as failed:
         raise AssertionError(f"push and pull from {name}: {failed}") from failed
     assert machine.docker("image", "inspect", "--format", "{{.RootFS.Layers}}", tag, config=config) == layers
+
+
+# --------------------------------------------------------------------------- GitLab's destroy
+
+
+def gitlab_runner_ids(lab: MakeLab) -> set[str]:
+    """The GitLab runners the applied stack registered (their ids in GitLab), one per runner host."""
+    ids = {str(e["id"]) for urn, e in lab.state().items() if urn.startswith("gitlab:index/userRunner:UserRunner::")}
+    assert len(ids) == 2, f"the lab registers one runner per runner host: {ids}"
+    return ids
+
+
+def assert_gitlab_destroyed(lab: MakeLab, destroyed: subprocess.CompletedProcess[str], runner_ids: set[str]) -> None:
+    """After GitLab's stack was destroyed (``destroyed``, from applied with ``runner_ids``):
+    the container gone, its protected volumes kept and named in the log, and GitLab itself
+    (the stand-in's database, in the kept data volume) forgot the runners and the API token."""
+    assert destroyed.returncode == 0, destroyed.stderr
+    home = lab.machine("home")
+    assert home.docker("ps", "-aq", "--filter", "name=forgeway-gitlab").strip() == ""
+    volumes = home.docker("volume", "ls", "--format", "{{.Name}}").split()
+    assert {"forgeway-gitlab-config", "forgeway-gitlab-logs", "forgeway-gitlab-data"} <= set(volumes)
+    for role in ("config", "logs", "data"):
+        assert f"home-gitlab-{role}" in destroyed.stderr and "protected" in destroyed.stderr, destroyed.stderr
+    data = home.docker("volume", "inspect", "--format", "{{.Mountpoint}}", "forgeway-gitlab-data").strip()
+    database = json.loads(home.path(data + "/gitlab-rails/forgeway-standin.json").read_text())
+    left = runner_ids & {str(key) for key in database["runners"]}
+    assert not left, f"runners {sorted(left)} outlived destroy in GitLab"
+    assert all(t["revoked"] for t in database["tokens"] if t["name"] == "forgeway-provisioner"), "API token not revoked"

@@ -6,11 +6,20 @@ The one test takes the session's lab down: it runs after the lab's other tests
 
 from __future__ import annotations
 
-import json
+import sqlite3
 import subprocess
+import time
+from contextlib import closing
 from pathlib import Path
 
-from tests.lab.make_lab import LAB_DIR, MakeLab, assert_admin_ssh, namespaces
+from tests.lab.make_lab import (
+    LAB_DIR,
+    MakeLab,
+    assert_admin_ssh,
+    assert_gitlab_destroyed,
+    gitlab_runner_ids,
+    namespaces,
+)
 from tools.lab.machine import Machine
 
 
@@ -29,29 +38,41 @@ def _assert_nothing_of_forgeway_left(machine: Machine) -> None:
     assert leftovers == [], f"files left on {machine.name}: {leftovers}"
 
 
-def test_destroy_restores_every_host_and_down_removes_the_lab(lab_to_take_down: MakeLab) -> None:
-    lab = lab_to_take_down
+def _assert_gitea_destroyed(lab: MakeLab, destroyed: subprocess.CompletedProcess[str], tmp_path: Path) -> None:
+    """Gitea's and Woodpecker's containers gone from every host, their protected volumes kept
+    and named in the log, and Woodpecker's OAuth application gone from Gitea (the stand-in's
+    database in the kept data volume)."""
+    for name in ("home", "runner-arm", "runner-amd"):
+        left = lab.machine(name).docker("ps", "-a", "--format", "{{.Names}}").split()
+        assert not [c for c in left if c.startswith(("forgeway-gitea", "forgeway-woodpecker"))], f"{name}: {left}"
+    home = lab.machine("home")
+    volumes = set(home.docker("volume", "ls", "--format", "{{.Name}}").split())
+    assert {"forgeway-gitea-data", "forgeway-woodpecker-server-data"} <= volumes, volumes
+    for volume in ("home-gitea-data", "home-woodpecker-data"):
+        assert volume in destroyed.stderr and "protected" in destroyed.stderr, destroyed.stderr
+    data = home.docker("volume", "inspect", "--format", "{{.Mountpoint}}", "forgeway-gitea-data").strip()
+    copy = tmp_path / "gitea.db"  # a copy: sqlite did not open it in place (through /proc/<pid>/root)
+    copy.write_bytes(home.copy_from(data + "/gitea/gitea.db"))
+    with closing(sqlite3.connect(copy)) as db:
+        apps = db.execute("SELECT name FROM oauth2_application").fetchall()
+    assert ("forgeway-woodpecker",) not in apps, f"Woodpecker's OAuth application outlived destroy: {apps}"
+
+
+def test_destroy_restores_every_host_and_down_removes_the_lab(lab_on_either_forge: MakeLab, tmp_path: Path) -> None:
+    """On the forge the lab has (after tests/lab/test_lab_gitea.py, Gitea's stack in
+    preserve-source mode; alone, GitLab's)."""
+    lab = lab_on_either_forge
     topology = lab.topology
-    runner_ids = {
-        str(entry["id"]) for urn, entry in lab.state().items() if urn.startswith("gitlab:index/userRunner:UserRunner::")
-    }
-    assert len(runner_ids) == 2, f"the lab registers one runner per runner host: {runner_ids}"
+    runner_ids = gitlab_runner_ids(lab) if lab.forge == "gitlab" else set()
+    started = time.monotonic()
     destroyed = lab.run("destroy")
+    print(f"{lab.forge} stack destroyed in {time.monotonic() - started:.0f} s")
     assert destroyed.returncode == 0, destroyed.stderr
     assert_admin_ssh(lab)  # after a destroy
-    # GitLab's volumes are protected and retained: the container goes, the data stays, and it says so.
-    home = lab.machine("home")
-    assert home.docker("ps", "-aq", "--filter", "name=forgeway-gitlab").strip() == ""
-    volumes = home.docker("volume", "ls", "--format", "{{.Name}}").split()
-    assert {"forgeway-gitlab-config", "forgeway-gitlab-logs", "forgeway-gitlab-data"} <= set(volumes)
-    for role in ("config", "logs", "data"):
-        assert f"home-gitlab-{role}" in destroyed.stderr and "protected" in destroyed.stderr, destroyed.stderr
-    # GitLab itself forgot the runners and the API token (the stand-in's database, in the kept data volume).
-    data = home.docker("volume", "inspect", "--format", "{{.Mountpoint}}", "forgeway-gitlab-data").strip()
-    database = json.loads(home.path(data + "/gitlab-rails/forgeway-standin.json").read_text())
-    left = runner_ids & {str(key) for key in database["runners"]}
-    assert not left, f"runners {sorted(left)} outlived destroy in GitLab"
-    assert all(t["revoked"] for t in database["tokens"] if t["name"] == "forgeway-provisioner"), "API token not revoked"
+    if lab.forge == "gitlab":
+        assert_gitlab_destroyed(lab, destroyed, runner_ids)
+    else:
+        _assert_gitea_destroyed(lab, destroyed, tmp_path)
     vps = lab.machine("vps")
     assert vps.succeed(["nft", "list", "ruleset"]) == "", "the VPS ruleset is not back to empty"
     assert vps.succeed(["sysctl", "-n", "net.ipv4.ip_forward"]).strip() == "0"
@@ -62,6 +83,7 @@ def test_destroy_restores_every_host_and_down_removes_the_lab(lab_to_take_down: 
         _assert_nothing_of_forgeway_left(lab.machine(host["name"]))
     # GitLab's dual-stack network went with its container, and forge-nat-down.sh put the forge
     # host's IPv6 forwarding back as found (table ip6 forgeway_forge: the loop above).
+    home = lab.machine("home")
     assert "forgeway-gitlab" not in home.docker("network", "ls", "--format", "{{.Name}}").split()
     assert home.succeed(["sysctl", "-n", "net.ipv6.conf.all.forwarding"]).strip() == "0"
     from tools.lab.layout import SEEDED_DAEMON_JSON
@@ -84,7 +106,9 @@ def test_destroy_restores_every_host_and_down_removes_the_lab(lab_to_take_down: 
     from tools.lab.nspawn import container_pid1
 
     inits = [container_pid1(Path(h["state"])) for h in topology["hosts"] if h.get("boots")]
+    started = time.monotonic()
     down = lab.run("down")
+    print(f"lab down in {time.monotonic() - started:.0f} s")
     assert down.returncode == 0, down.stderr
     assert not any(n.startswith("fwl-") for n in namespaces())
     assert not LAB_DIR.exists()

@@ -147,3 +147,17 @@ def test_upload_is_one_file_with_the_providers_mode() -> None:
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         (member,) = tar.getmembers()
     assert (member.name, member.mode, member.size) == ("/srv/run.sh", 0o744, 10)
+
+
+def test_program_hosts_come_first_and_win_over_the_labs_names() -> None:
+    """The provider's `host` blocks (woodpecker-server's Gitea at the tunnel address) are
+    ExtraHosts; a lab name they also give is left out, as /etc/hosts wins over DNS."""
+    given = _docker_inputs(
+        "docker:index/container:Container",
+        {"image": "i", "hosts": [{"host": "gitea.forgeway.test", "ip": "10.8.0.2"}]},
+    )
+    lab = {"gitea.forgeway.test": "203.0.113.10", "gitlab.forgeway.test": "203.0.113.10"}
+    body = _container_body(given, lab)
+    assert body["HostConfig"]["ExtraHosts"] == ["gitea.forgeway.test:10.8.0.2", "gitlab.forgeway.test:203.0.113.10"]
+    with pytest.raises(ApplyError, match=r"hosts\.alias"):
+        _docker_inputs("docker:index/container:Container", {"image": "i", "hosts": [{"host": "a", "alias": "b"}]})

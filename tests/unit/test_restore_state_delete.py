@@ -1,5 +1,6 @@
 """The dead device's steps, offline: `pulumi state delete` as the lab applier emulates it,
-and which resources a dead host leaves in the state (tools/lab/wipe.py)."""
+and which resources a dead host leaves in the state (tools/lab/wipe.py); and `pulumi state
+unprotect` (a forge switch's step)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.applier.state import ApplyError, Entry, State, state_delete
+from tools.applier.state import ApplyError, Entry, State, state_delete, state_unprotect
 from tools.lab.wipe import dead_host_resources
 from tools.stack.configs import ROOT
 
@@ -81,3 +82,17 @@ def test_the_cli_forgets_and_prints_each(tmp_path: Path) -> None:
     refused = subprocess.run([*argv[:5], str(state.path), "nope::x"], capture_output=True, text=True, cwd=ROOT,
                              check=False)  # fmt: skip
     assert refused.returncode == 1 and "no resource nope::x" in refused.stderr
+
+
+def test_unprotect_clears_the_flag_on_disk_and_an_unknown_one_changes_nothing(tmp_path: Path) -> None:
+    state = _state(tmp_path)
+    with pytest.raises(ApplyError, match=r"no resource nope::x"):
+        state_unprotect(state, [VOLUME, "nope::x"])
+    assert State.load(state.path).entries[VOLUME].protect
+    argv = [sys.executable, "-m", "tools.applier", "state-unprotect", "--state", str(state.path),
+            f"urn:pulumi:lab::forgeway::forgeway:gitlab:GitLabServer${VOLUME}"]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line)["op"] for line in done.stdout.splitlines()] == ["unprotect"]
+    after = State.load(state.path).entries
+    assert not after[VOLUME].protect and len(after) == 6

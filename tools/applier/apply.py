@@ -394,7 +394,7 @@ class Applier:
             raw = os.urandom(int(inputs["length"]))
             return None, {**inputs, "base64": base64.b64encode(raw).decode(), "hex": raw.hex()}
         if typ == "random:index/randomPassword:RandomPassword":
-            return None, {**inputs, "result": base64.urlsafe_b64encode(os.urandom(int(inputs["length"]))).decode()}
+            return None, {**inputs, "result": random_password(inputs)}
         if typ in _TLS_EMULATIONS:
             return None, {**inputs, **_TLS_EMULATIONS[typ](inputs)}
         if typ in _DOCKER_CREATE:
@@ -640,6 +640,35 @@ def destroy(
     finally:
         applier.close()
     return applier.changes
+
+
+# The provider's character sets (terraform-provider-random, internal/random/string.go).
+_PASSWORD_SETS = {
+    "lower": "abcdefghijklmnopqrstuvwxyz",
+    "upper": "ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+    "numeric": "0123456789",
+    "special": "!@#$%&*()-_=+[]{}<>:?",
+}
+
+
+def random_password(inputs: Mapping[str, Any]) -> str:
+    """random_password's ``result`` as the provider makes it: exactly ``length`` characters
+    from the enabled sets (``special`` replaced by ``overrideSpecial``), at least each
+    ``min*`` of its set, shuffled."""
+    import secrets
+
+    sets = dict(_PASSWORD_SETS)
+    if inputs.get("overrideSpecial") is not None:
+        sets["special"] = str(inputs["overrideSpecial"])
+    enabled = {k: v for k, v in sets.items() if inputs.get(k, True) is not False and v}
+    chars = [secrets.choice(enabled[k]) for k in enabled for _ in range(int(inputs.get(f"min{k.title()}") or 0))]
+    length = int(inputs["length"])
+    if len(chars) > length:
+        raise ApplyError(f"random_password: the min* counts ({len(chars)}) exceed length {length}")
+    pool = "".join(enabled.values())
+    chars += [secrets.choice(pool) for _ in range(length - len(chars))]
+    secrets.SystemRandom().shuffle(chars)
+    return "".join(chars)
 
 
 def main() -> int:

@@ -31,6 +31,7 @@ _CONTAINER_INPUTS = {
     "memorySwap", "cpuShares", "cpuSet", "healthcheck", "uploads", "hostname", "command", "entrypoints",
     "privileged", "networkMode", "logDriver", "logOpts", "capabilities", "destroyGraceSeconds", "mustRun",
     "start", "wait", "waitTimeout", "removeVolumes", "stopSignal", "stopTimeout", "networksAdvanced",
+    "hosts",
 }  # fmt: skip
 # Changed in place by the provider's update (ContainerUpdate).
 _CONTAINER_UPDATES = {"restart", "maxRetryCount", "cpuShares", "cpuSet", "memory", "memorySwap"}
@@ -61,6 +62,7 @@ _DOCKER_NESTED = {
     "labels": {"label", "value"},
     "networksAdvanced": {"name", "ipv4Address", "ipv6Address", "aliases"},
     "ipamConfigs": {"subnet", "gateway"},
+    "hosts": {"host", "ip"},  # the provider's `host` blocks (ForceNew): ExtraHosts host:ip
 }
 
 
@@ -350,6 +352,13 @@ def _restart_policy(given: Mapping[str, Any]) -> dict[str, Any]:
     return {"Name": given.get("restart") or "no", "MaximumRetryCount": int(given.get("maxRetryCount") or 0)}
 
 
+def _extra_hosts(hosts: list[Mapping[str, Any]], lab_names: Mapping[str, str]) -> list[str]:
+    """ExtraHosts: the program's ``host:ip`` entries, then the lab's names they do not give."""
+    given = [f"{h['host']}:{h['ip']}" for h in hosts]
+    named = {str(h["host"]) for h in hosts}
+    return given + [f"{name}:{address}" for name, address in sorted(lab_names.items()) if name not in named]
+
+
 def _container_body(given: Mapping[str, Any], lab_names: Mapping[str, str] | None = None) -> dict[str, Any]:
     """ContainerCreate's config and host config, built as the terraform provider does.
 
@@ -357,7 +366,9 @@ def _container_body(given: Mapping[str, Any], lab_names: Mapping[str, str] | Non
     container on a lab host resolves those names as a real host's DNS would (the runner
     reaches <gitlab.domain> at the VPS's public address). Docker writes a container's
     /etc/hosts itself, so the netns's /etc/hosts does not reach it. Not an input: the
-    provider sends no ExtraHosts for an unset ``hosts``, and refresh reads none.
+    provider sends no ExtraHosts for an unset ``hosts``, and refresh reads none. The
+    program's own ``hosts`` (the provider's ``host`` blocks) come first and a lab name they
+    give is left out: a real container's /etc/hosts entry wins over DNS.
     """
     exposed, bindings = _port_config(given.get("ports") or [])
     binds, anonymous = _volume_config(given.get("volumes") or [])
@@ -396,7 +407,7 @@ def _container_body(given: Mapping[str, Any], lab_names: Mapping[str, str] | Non
         "NetworkMode": given.get("networkMode") or "bridge",
         "CapAdd": list(capabilities.get("adds") or []),
         "CapDrop": list(capabilities.get("drops") or []),
-        "ExtraHosts": [f"{name}:{address}" for name, address in sorted((lab_names or {}).items())],
+        "ExtraHosts": _extra_hosts(given.get("hosts") or [], lab_names or {}),
     }
     host: dict[str, Any] = {
         "Privileged": bool(given.get("privileged")),

@@ -138,24 +138,44 @@ def state_delete(
     return gone
 
 
-def state_delete_main(argv: list[str]) -> int:
-    """``python -m tools.applier state-delete --state PATH [--force] [--target-dependents] URN...``"""
+def state_unprotect(state: State, targets: Iterable[str]) -> list[Entry]:
+    """Clear the ``protect`` flag of resources in the state, as `pulumi state unprotect URN...`
+    does (a forge switch's step, docs/lab-gitea.md): the next apply may then delete them (a
+    ``retain_on_delete`` one only leaves the state). All are checked first; saved once."""
+    keys = [key_of_urn(t) if t.startswith("urn:") else t for t in targets]
+    missing = [t for t, k in zip(targets, keys, strict=True) if k not in state.entries]
+    if missing:
+        raise ApplyError(f"state unprotect: no resource {', '.join(missing)} in the state")
+    for key in keys:
+        state.entries[key].protect = False
+    state.save()
+    return [state.entries[k] for k in keys]
+
+
+def state_main(command: str, argv: list[str]) -> int:
+    """``python -m tools.applier state-delete --state PATH [--force] [--target-dependents] URN...``
+    or ``python -m tools.applier state-unprotect --state PATH URN...``: one JSON line per resource."""
     import argparse
     import sys
 
-    parser = argparse.ArgumentParser(prog="python -m tools.applier state-delete", description=state_delete.__doc__)
+    delete = command == "state-delete"
+    action = state_delete if delete else state_unprotect
+    parser = argparse.ArgumentParser(prog=f"python -m tools.applier {command}", description=action.__doc__)
     parser.add_argument("--state", type=Path, required=True)
-    parser.add_argument("--force", action="store_true")
-    parser.add_argument("--target-dependents", action="store_true")
+    if delete:
+        parser.add_argument("--force", action="store_true")
+        parser.add_argument("--target-dependents", action="store_true")
     parser.add_argument("urns", nargs="+")
     args = parser.parse_args(argv)
     try:
-        gone = state_delete(
-            State.load(args.state), args.urns, force=args.force, target_dependents=args.target_dependents
-        )
+        state = State.load(args.state)
+        if delete:
+            done = state_delete(state, args.urns, force=args.force, target_dependents=args.target_dependents)
+        else:
+            done = state_unprotect(state, args.urns)
     except ApplyError as exc:
         print(exc, file=sys.stderr)
         return 1
-    for entry in gone:
-        print(json.dumps(asdict(Change("forget", entry.type, entry.name))))
+    for entry in done:
+        print(json.dumps(asdict(Change("forget" if delete else "unprotect", entry.type, entry.name))))
     return 0

@@ -9,11 +9,15 @@ from tools.lab.layout import LAB_DIR, ROOT, RUNNER_HOSTS
 
 
 def _set(config: dict[str, Any], assignment: str) -> None:
-    """``section.key.sub=value`` (as `pulumi config set --path forgeway:section.key.sub value`)."""
+    """``section.key.sub=value`` (as `pulumi config set --path forgeway:section.key.sub value`),
+    or a top-level ``key=value`` (``allow_forge_change=true``: a string, as the CLI hands it)."""
     path, sep, value = assignment.partition("=")
     section, *keys = path.split(".")
-    if not sep or not keys:
-        raise ValueError(f"--set {assignment!r}: expected SECTION.KEY[.SUB...]=VALUE, e.g. gitlab.images.amd64=...")
+    if not sep or not section:
+        raise ValueError(f"--set {assignment!r}: expected [SECTION.]KEY[.SUB...]=VALUE, e.g. gitlab.images.amd64=...")
+    if not keys:
+        config[f"forgeway:{section}"] = value
+        return
     target = config.setdefault(f"forgeway:{section}", {})
     for key in keys[:-1]:
         target = target.setdefault(key, {})
@@ -29,10 +33,48 @@ def _dual_stack(config: dict[str, Any], vps_address6: str) -> None:
     vps["public_address6"] = vps_address6
 
 
+GITEA_DOMAIN = "gitea.forgeway.test"  # tools/lab/layout.py PUBLIC_NAMES: the VPS, as gitlab.forgeway.test
+CI_PORT = 8443  # Woodpecker's public https port (forwarding.ports ci), on Gitea's name
+FORGES = ("gitlab", "gitea")
+
+
+def _gitea(config: dict[str, Any]) -> None:
+    """The lab stack with ``forge: gitea`` (docs/lab-gitea.md): the gitlab section out, a
+    gitea and a woodpecker section in, each image the lab's stand-in (tools/lab/images.py),
+    and Woodpecker's ci port forwarded. The rest (hosts, tunnel, forwarding mode, CA, the
+    runners section whose binfmt image serves runner-amd's multiarch) is the GitLab lab's."""
+    from tools.lab.images import GITEA_STANDIN, WOODPECKER_AGENT_STANDIN, WOODPECKER_SERVER_STANDIN
+
+    del config["forgeway:gitlab"]
+    config["forgeway:forge"] = "gitea"
+    both = ("arm64", "amd64")
+    config["forgeway:gitea"] = {
+        "domain": GITEA_DOMAIN,
+        "images": dict.fromkeys(both, GITEA_STANDIN),
+        "version": "1.22.6",  # the stand-in's (docs/lab-gitea.md); its tag does not say it
+    }
+    config["forgeway:woodpecker"] = {
+        "server_images": dict.fromkeys(both, WOODPECKER_SERVER_STANDIN),
+        "agent_images": dict.fromkeys(both, WOODPECKER_AGENT_STANDIN),
+    }
+    config.setdefault("forgeway:forwarding", {})["ports"] = [
+        {"service": "http", "public": 80},
+        {"service": "https", "public": 443},
+        {"service": "ssh", "public": 22, "home": 2222},
+        {"service": "ci", "public": CI_PORT},
+    ]
+
+
 def lab_config(
-    topology: dict[str, Any], mode: str | None = None, overrides: list[str] | None = None
+    topology: dict[str, Any],
+    mode: str | None = None,
+    overrides: list[str] | None = None,
+    forge: str = "gitlab",
 ) -> tuple[dict[str, Any], list[str]]:
-    """Pulumi.lab.yaml with this lab's host keys and deployer key."""
+    """Pulumi.lab.yaml with this lab's host keys and deployer key; ``forge="gitea"``: its
+    Gitea variant (:func:`_gitea`)."""
+    if forge not in FORGES:
+        raise ValueError(f"forge {forge!r}: expected one of {', '.join(FORGES)}")
     from tools.stack.configs import LAB_BACKUP_PASSWORD
     from tools.stack.file import load_stack_file
 
@@ -49,6 +91,8 @@ def lab_config(
     for host in config["forgeway:hosts"]:
         if host["name"] in RUNNER_HOSTS and host["name"] not in booting:
             host["docker_socket"] = str(docker_work(host["name"]) / "docker.sock")  # bound into the runner
+    if forge == "gitea":
+        _gitea(config)
     if mode is not None:
         config["forgeway:forwarding"]["mode"] = mode
     for assignment in overrides or []:

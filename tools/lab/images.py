@@ -255,6 +255,7 @@ RECIPES: dict[str, Recipe] = {
             "docker-registry",
             "git",
             "passwd",
+            "curl",  # as gitea/gitea's (its Dockerfile's apk add): health checks and API calls in it
         ),
         files=(
             ImageFile(f"{_GITEA_DIR}/gitea_entrypoint.py", "/usr/bin/entrypoint", 0o755),

@@ -50,7 +50,7 @@ RUNNER_HOSTS = {"runner-arm": "arm64", "runner-amd": "amd64"}
 SEEDED_DAEMON_JSON = '{\n  "labels": ["lab=seeded-by-the-host"]\n}\n'
 CLIENT_DOCKER_INDEX = 4
 # What DNS would say: GitLab's and the registry's names are the VPS's public address.
-PUBLIC_NAMES = ("gitlab.forgeway.test", "registry.forgeway.test")
+PUBLIC_NAMES = ("gitlab.forgeway.test", "registry.forgeway.test", "gitea.forgeway.test")  # the last: forge gitea
 CLIENT, CLIENT_V6 = f"{INTERNET}.100", f"{INTERNET_V6}100"
 VPS_ADDRESS, VPS_ADDRESS_V6 = f"{INTERNET}.10", f"{INTERNET_V6}10"
 CGNAT_WAN, CGNAT_LAN, HOMEGW_WAN = f"{INTERNET}.20", "100.64.0.1", "100.64.0.2"

@@ -100,7 +100,43 @@ def _make_lab_dir() -> None:
     LAB_LINK.symlink_to(LAB_DIR)
 
 
-def up(mode: str | None = None, overrides: list[str] | None = None, seed: int | None = None) -> int:
+def _gitea_images(topology: dict[str, Any]) -> None:
+    """The Gitea variant's stand-in images (tools/lab/images.py) in the daemons that run them:
+    Gitea and Woodpecker's server on home, an agent on each runner host, labelled with the
+    host's declared arch (the agent stand-in reports its image's platform, as the real one
+    reports the machine's)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tools.lab.docker import DaemonInfo
+    from tools.lab.images import (
+        GITEA_STANDIN,
+        WOODPECKER_AGENT_STANDIN,
+        WOODPECKER_SERVER_STANDIN,
+        ensure_image,
+        ensure_image_as,
+    )
+    from tools.lab.layout import RUNNER_HOSTS
+
+    def load(name: str) -> None:
+        daemon = DaemonInfo.from_json(topology["docker"][name])
+        if name == "home":
+            ensure_image(daemon, GITEA_STANDIN)
+            ensure_image(daemon, WOODPECKER_SERVER_STANDIN)
+        else:
+            ensure_image_as(daemon, WOODPECKER_AGENT_STANDIN, RUNNER_HOSTS[name])
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        for done in [pool.submit(load, name) for name in ("home", *RUNNER_HOSTS)]:
+            done.result()
+
+
+def up(
+    mode: str | None = None, overrides: list[str] | None = None, seed: int | None = None, forge: str = "gitlab"
+) -> int:
+    """Build the topology if it is not there, then apply the lab stack (``forge``: its
+    GitLab or its Gitea variant, tools/lab/config.py). Both are one stack, one state, as a
+    user's: switching forges on it meets the guard and the old forge's protected volumes
+    (docs/lab-gitea.md)."""
     from tools.stack.synth import stack_config_strings
 
     if not TOPOLOGY.exists():
@@ -143,7 +179,9 @@ def up(mode: str | None = None, overrides: list[str] | None = None, seed: int | 
         TOPOLOGY.write_text(json.dumps(topology, indent=1) + "\n")
         print(f"lab: built {len(topology['namespaces'])} namespaces; described in .lab/{TOPOLOGY.name}")
     topology = json.loads(TOPOLOGY.read_text())
-    config, secret_keys = lab_config(topology, mode, overrides)
+    config, secret_keys = lab_config(topology, mode, overrides, forge)
+    if forge == "gitea":
+        _gitea_images(topology)
     # The applier runs independent resources concurrently in an order drawn from the seed
     # (printed; None: FORGEWAY_APPLY_SEED, else a fresh one).
     returncode, changes = _applier({"action": "apply", "stack": "lab", "config": stack_config_strings(config),
@@ -158,9 +196,10 @@ def up(mode: str | None = None, overrides: list[str] | None = None, seed: int | 
     if ca is not None:
         Path(topology["ca_certificate"]).write_text(ca["outputs"]["certPem"])
     _print_runners(state)
-    name, vps = PUBLIC_NAMES[0], topology["vps_public_address"]
+    name, vps = config.get(f"forgeway:{forge}", {}).get("domain", PUBLIC_NAMES[0]), topology["vps_public_address"]
+    product = "Gitea" if forge == "gitea" else "GitLab"
     print(
-        f"lab: GitLab through the VPS: ip netns exec {ns('client')} curl --cacert {topology['ca_certificate']} "
+        f"lab: {product} through the VPS: ip netns exec {ns('client')} curl --cacert {topology['ca_certificate']} "
         f"--resolve {name}:443:{vps} https://{name}/"
     )
     return 0
@@ -204,8 +243,8 @@ def _applier(request: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
 
 
 def destroy() -> int:
-    """Destroy the stack's resources on the lab hosts, keep the topology (for tests)."""
-    # As `pulumi destroy --exclude-protected`: GitLab's volumes stay (and the log says so).
+    """Destroy the stack's resources on the lab hosts (either forge), keep the topology (for tests)."""
+    # As `pulumi destroy --exclude-protected`: the forge's volumes stay (and the log says so).
     returncode, _ = _applier({"action": "destroy", "state": str(STATE), "exclude_protected": True})
     return returncode
 
@@ -355,12 +394,20 @@ def main() -> int:
         "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a string in the lab stack"
     )
     parser.add_argument(
+        "--forge",
+        choices=["gitlab", "gitea"],
+        default="gitlab",
+        help="up: the lab stack's forge variant (default gitlab; docs/lab-gitea.md)",
+    )
+    parser.add_argument(
         "--seed", type=int, help="the apply's order seed (default: FORGEWAY_APPLY_SEED, else a fresh one, printed)"
     )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("lab: needs root (network namespaces); run as root", file=sys.stderr)
         return 1
+    if args.forge != "gitlab" and args.action != "up":
+        parser.error(f"--forge applies to up, not {args.action}")
     if args.action != "reboot" and args.hosts:
         parser.error(f"{args.action} takes no host names")
     if args.action == "reboot":
@@ -368,7 +415,7 @@ def main() -> int:
             parser.error("reboot: name the hosts (vps, home, runner-arm, runner-amd) or all")
         return reboot(args.hosts)
     if args.action == "up":
-        return up(args.mode, args.set, args.seed)
+        return up(args.mode, args.set, args.seed, args.forge)
     if args.action == "refresh":
         return refresh()
     return destroy() if args.action == "destroy" else down()

@@ -53,8 +53,10 @@ def _decode(name: str) -> str:
     return name.replace("_0X2E_", ".").replace("_0X2D_", "-")
 
 
-def env_settings(environ: dict[str, str]) -> dict[tuple[str, str], str]:
-    """``(section, KEY) -> value`` of every ``GITEA__section__KEY[__FILE]`` variable."""
+def env_settings(environ: dict[str, str], *, files: bool = True) -> dict[tuple[str, str], str]:
+    """``(section, KEY) -> value`` of every ``GITEA__section__KEY[__FILE]`` variable; with
+    ``files`` False the ``__FILE`` ones are left out (their files are root's: only the
+    image's setup, as root, reads them, writing the values into app.ini)."""
     found: dict[tuple[str, str], str] = {}
     for name, value in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX):
@@ -64,6 +66,8 @@ def env_settings(environ: dict[str, str]) -> dict[tuple[str, str], str]:
         if len(parts) != 2 and not from_file:
             raise GiteaError(f"{name}: expected GITEA__section__KEY or GITEA__section__KEY__FILE")
         setting = value
+        if from_file and not files:
+            continue
         if from_file:
             try:
                 setting = Path(value).read_text().rstrip("\n")
@@ -136,7 +140,9 @@ def settings(environ: dict[str, str] | None = None) -> Settings:
     env = dict(os.environ if environ is None else environ)
     custom = custom_dir(env)
     config = read_config(app_ini(env))
-    for (section, key), value in env_settings(env).items():  # the environment wins, as after environment-to-ini
+    # The environment wins, as after environment-to-ini; its __FILE values are in app.ini
+    # already: the gitea binary (`docker exec -u git ... gitea`) never reads those files.
+    for (section, key), value in env_settings(env, files=False).items():
         if section and not config.has_section(section):
             config.add_section(section)
         config.set(section or configparser.DEFAULTSECT, key, value)
@@ -302,6 +308,17 @@ class Db:
             name, email, hash_password(password, salt), salt, int(admin), int(must_change), int(time.time()),
         )  # fmt: skip
         return User(uid, name, email, admin)
+
+    def edit_user(self, user: User, *, password: str | None, must_change: bool | None) -> None:
+        """What PATCH /api/v1/admin/users/{username} changes here: the password (re-salted) and
+        must_change_password; every other EditUserOption field is accepted and not kept."""
+        if password is not None:
+            if len(password) < 8:
+                raise GiteaError("password is too short (minimum length is 8)")
+            salt = secrets.token_hex(16)
+            self.run("UPDATE user SET passwd = ?, salt = ? WHERE id = ?", hash_password(password, salt), salt, user.id)
+        if must_change is not None:
+            self.run("UPDATE user SET must_change = ? WHERE id = ?", int(must_change), user.id)
 
     def check_password(self, name: str, password: str) -> User | None:
         row = self.one("SELECT id, passwd, salt FROM user WHERE lower(name) = lower(?)", name)

@@ -209,6 +209,8 @@ class Handler(BaseHTTPRequestHandler):
                 raise _message(404, "OAuth2 application not found")
             db.run("DELETE FROM oauth2_application WHERE id = ?", int(m[1]))
             self._send(204, b"")
+        elif method == "PATCH" and (m := re.fullmatch(r"/api/v1/admin/users/([^/]+)", path)):
+            self._edit_user(db, m[1])
         elif method == "POST" and path == "/api/v1/user/keys":
             self._add_key(db)
         elif method == "POST" and path == "/api/v1/user/repos":
@@ -225,6 +227,24 @@ class Handler(BaseHTTPRequestHandler):
             raise _message(404, "not found")
 
     # API --------------------------------------------------------------------
+
+    def _edit_user(self, db: Db, name: str) -> None:
+        """Gitea's admin EditUser (routers/api/v1/admin/user.go): a site admin's token with
+        write:admin; the body is EditUserOption, of which password and must_change_password act."""
+        admin = self._need_user(db, "write:admin")
+        if not admin.is_admin:
+            raise _message(403, "reqSiteAdmin: user should be the site admin")
+        user = db.user_by_name(name)
+        if user is None:
+            raise _message(404, f"user redirect does not exist [name: {name}]")
+        body = self._json()
+        password, must_change = body.get("password"), body.get("must_change_password")
+        if password is not None and not isinstance(password, str):
+            raise _message(422, "password: expected a string")
+        if must_change is not None and not isinstance(must_change, bool):
+            raise _message(422, "must_change_password: expected a boolean")
+        db.edit_user(user, password=password or None, must_change=must_change)
+        self._send(200, (db.user_by_id(user.id) or user).api())
 
     def _oauth2_apps(self, db: Db, method: str) -> None:
         user = self._need_user(db, "write:user" if method == "POST" else "read:user")

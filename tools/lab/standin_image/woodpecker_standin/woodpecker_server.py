@@ -90,6 +90,15 @@ class Config:
         self.http = listen_address(
             env_value(environ, "WOODPECKER_SERVER_ADDR", default=":8000"), "WOODPECKER_SERVER_ADDR"
         )
+        # WOODPECKER_SERVER_CERT and _KEY: TLS on WOODPECKER_SERVER_ADDR_TLS (":443"), and the
+        # plain address only redirects to it (cmd/server/server.go, as the real server does).
+        cert, key = env_value(environ, "WOODPECKER_SERVER_CERT"), env_value(environ, "WOODPECKER_SERVER_KEY")
+        if bool(cert) != bool(key):
+            raise Fatal("WOODPECKER_SERVER_CERT and WOODPECKER_SERVER_KEY go together")
+        self.tls_files = (cert, key) if cert else None
+        self.https = listen_address(
+            env_value(environ, "WOODPECKER_SERVER_ADDR_TLS", default=":443"), "WOODPECKER_SERVER_ADDR_TLS"
+        )
         self.grpc = listen_address(env_value(environ, "WOODPECKER_GRPC_ADDR", default=":9000"), "WOODPECKER_GRPC_ADDR")
         self.db = Path(env_value(environ, "WOODPECKER_DATABASE_DATASOURCE",
                                  default="/var/lib/woodpecker/woodpecker.sqlite"))  # fmt: skip
@@ -409,11 +418,44 @@ def main() -> int:
                 self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             super().server_bind()
 
-    server = Server((config.http[0] or "::", config.http[1]), handler)
-    print(f"woodpecker-server {VERSION} (stand-in): http on {config.http[1]}, agents on {config.grpc[1]}, "
-          f"host {config.host}, forge {config.gitea_url}", flush=True)  # fmt: skip
+    if config.tls_files is None:
+        server = Server((config.http[0] or "::", config.http[1]), handler)
+        print(f"woodpecker-server {VERSION} (stand-in): http on {config.http[1]}, agents on {config.grpc[1]}, "
+              f"host {config.host}, forge {config.gitea_url}", flush=True)  # fmt: skip
+        server.serve_forever()
+        return 0
+    try:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*config.tls_files)
+    except (OSError, ssl.SSLError) as err:
+        print(f"woodpecker-server: FATAL: WOODPECKER_SERVER_CERT/KEY: {err}", flush=True)
+        return 1
+    redirect = type("Redirect", (RedirectHandler,), {"config": config})
+    plain = Server((config.http[0] or "::", config.http[1]), redirect)
+    threading.Thread(target=plain.serve_forever, daemon=True).start()
+    server = Server((config.https[0] or "::", config.https[1]), handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    print(f"woodpecker-server {VERSION} (stand-in): https on {config.https[1]} (http {config.http[1]} redirects), "
+          f"agents on {config.grpc[1]}, host {config.host}, forge {config.gitea_url}", flush=True)  # fmt: skip
     server.serve_forever()
     return 0
+
+
+class RedirectHandler(BaseHTTPRequestHandler):
+    """The plain address with TLS on: every request sent to WOODPECKER_HOST (the real server's redirect)."""
+
+    config: Config
+
+    def _redirect(self) -> None:
+        self.send_response(301)
+        self.send_header("Location", self.config.host + self.path)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_POST = do_HEAD = _redirect
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
 
 
 if __name__ == "__main__":
