@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import shlex
 from collections.abc import Mapping, Sequence
 from functools import cache
@@ -11,8 +12,11 @@ from pathlib import Path
 __all__ = [
     "HOST_ENV",
     "LIBRARY",
+    "MAX_ARGUMENT",
     "SOURCE_LINE",
     "become_command",
+    "decode_staged",
+    "encode_staged",
     "script",
     "script_command",
     "staged_command",
@@ -20,6 +24,11 @@ __all__ = [
 ]
 
 _DIR = Path(__file__).parent
+
+# Linux's MAX_ARG_STRLEN (32 pages of 4 KiB): the longest single argument execve takes. sshd
+# runs a remote command as ONE argument of `sh -c`, and become_command wraps it in another,
+# so a command longer than this fails on the host with "Argument list too long".
+MAX_ARGUMENT = 131072
 
 
 # How a host script sources the shared library (host-files.sh, beside it in this folder).
@@ -112,9 +121,28 @@ def staged_command(
     """
     if entry not in files:
         raise ValueError(f"entry {entry!r} is not among the staged files")
-    pairs = [part for name, text in sorted(files.items()) for part in (name, base64.b64encode(text.encode()).decode())]
+    pairs = [part for name, text in sorted(files.items()) for part in (name, encode_staged(text))]
     stage_dir = _stage_dir(stage)
-    return (
+    command = (
         f'd={stage_dir} && {shlex.join(["sh", "-c", script("stage.sh"), "stage.sh"])} "$d" {shlex.join(pairs)}'
         f' && sh "$d"/{shlex.quote(entry)} {shlex.join(args)}' + (' "$d"' if pass_dir else "")
     )
+    # become_command quotes it once more (a few hundred bytes of sudo and env around it).
+    if len(shlex.quote(command)) + 1024 > MAX_ARGUMENT:
+        raise ValueError(
+            f"stage {stage!r}: its command is {len(command)} bytes, and a host runs one argument of at most "
+            f"{MAX_ARGUMENT} (Linux's MAX_ARG_STRLEN): stage fewer or smaller files"
+        )
+    return command
+
+
+def encode_staged(text: str) -> str:
+    """A staged file as it travels: gzip (about a quarter of a script's size, so a command
+    stays far below MAX_ARGUMENT), then base64. ``mtime=0``: the same text gives the same
+    command on every run, so an unchanged service does not run again."""
+    return base64.b64encode(gzip.compress(text.encode(), compresslevel=9, mtime=0)).decode()
+
+
+def decode_staged(blob: str) -> str:
+    """What stage.sh writes on the host for ``blob`` (``base64 -d | gzip -dc``)."""
+    return gzip.decompress(base64.b64decode(blob, validate=True)).decode()

@@ -9,12 +9,12 @@ That the scripts do what they say is tests/lab/test_backup_scripts.py's job.
 
 from __future__ import annotations
 
-import base64
 import shlex
 from functools import cache
 
 from components.backup import default_repository
 from components.config import PROJECT, parse_stack
+from components.scripts import decode_staged
 from components.tunnel import tunnel_addresses
 from tests.program.conftest import Stack, _synth, as_root
 from tests.program.leaks import plaintext_leaks
@@ -40,7 +40,7 @@ def _hosts(stack: Stack) -> tuple[str, str]:
 def _staged(cmd: Registration) -> dict[str, str]:
     words = shlex.split(as_root(unwrap(cmd.inputs["create"])).split("&&")[1])
     pairs = words[5:]  # sh -c STAGE_SH stage.sh $d NAME B64 ...
-    return {pairs[i]: base64.b64decode(pairs[i + 1]).decode() for i in range(0, len(pairs) - 1, 2)}
+    return {pairs[i]: decode_staged(pairs[i + 1]) for i in range(0, len(pairs) - 1, 2)}
 
 
 @cache

@@ -15,6 +15,7 @@ from typing import Any
 
 from components.config import PROJECT
 from components.outputs import OUTPUTS
+from components.scripts import decode_staged
 from tests.program.conftest import Stack, as_root
 from tests.program.leaks import plaintext_leaks
 from tools.stack.synth import Registration, contains_secret, is_secret_value, unwrap
@@ -225,7 +226,7 @@ def _staged_files(cmd: Registration) -> dict[str, str]:
     """The files a staged command ships (NAME B64 pairs after the stage directory)."""
     words = shlex.split(as_root(cmd.inputs["create"]).split("&&")[1])
     pairs = words[words.index('"$d"') + 1 :] if '"$d"' in words else words[5:]
-    return {pairs[i]: base64.b64decode(pairs[i + 1]).decode() for i in range(0, len(pairs) - 1, 2)}
+    return {pairs[i]: decode_staged(pairs[i + 1]) for i in range(0, len(pairs) - 1, 2)}
 
 
 def test_own_ca_stacks_get_a_registry_certificate_and_trust_on_every_docker_host(stack: Stack) -> None:

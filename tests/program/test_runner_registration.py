@@ -10,7 +10,6 @@ its UserRunner or its check. That GitLab enforces it is the lab tier's job.
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import shlex
@@ -20,6 +19,7 @@ from typing import Any
 from components.config import PROJECT, parse_stack
 from components.gitlab import CONTAINER_NAME
 from components.runner_registration import API_TOKEN_LENGTH
+from components.scripts import decode_staged
 from tests.program.conftest import Stack, as_root
 from tests.program.leaks import plaintext_leaks
 from tools.stack.synth import Registration, is_secret_value, unwrap
@@ -54,7 +54,7 @@ def _config_toml(stack: Stack, host: str) -> dict[str, Any]:
 def _staged_files(command: str) -> dict[str, str]:
     words = shlex.split(as_root(command).split("&&")[1])
     pairs = words[words.index('"$d"') + 1 :] if '"$d"' in words else words[5:]
-    return {pairs[i]: base64.b64decode(pairs[i + 1]).decode() for i in range(0, len(pairs) - 1, 2)}
+    return {pairs[i]: decode_staged(pairs[i + 1]) for i in range(0, len(pairs) - 1, 2)}
 
 
 def test_api_token_value_is_a_20_character_alphanumeric_secret(stack: Stack) -> None:

@@ -9,7 +9,6 @@ runs and the daemon restarts is the lab tier's job.
 
 from __future__ import annotations
 
-import base64
 import copy
 import hashlib
 import json
@@ -20,7 +19,7 @@ from typing import Any
 from components.config import PROJECT, Runners, parse_stack
 from components.render.runner_config import CA_PATH
 from components.runners import RUNNER_CONTAINER, delete_timeout
-from components.scripts import script_command
+from components.scripts import decode_staged, script_command
 from tests.program.conftest import Stack, _synth, as_root
 from tests.stacks import prod_stack
 from tools.stack.synth import Registration, is_secret_value, unwrap
@@ -42,7 +41,7 @@ def _named(stack: Stack, type_: str, name: str) -> Registration:
 def _staged(cmd: Registration) -> dict[str, str]:
     words = shlex.split(as_root(unwrap(cmd.inputs["create"])).split("&&")[1])
     pairs = words[words.index('"$d"') + 1 :] if '"$d"' in words else words[5:]
-    return {pairs[i]: base64.b64decode(pairs[i + 1]).decode() for i in range(0, len(pairs) - 1, 2)}
+    return {pairs[i]: decode_staged(pairs[i + 1]) for i in range(0, len(pairs) - 1, 2)}
 
 
 def test_every_runner_host_gets_daemon_prune_image_volume_and_runner(stack: Stack) -> None:

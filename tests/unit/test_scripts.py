@@ -257,3 +257,31 @@ def test_backup_up_refuses_without_restic_or_a_password(tmp_path: Path) -> None:
     bad = staged_command("backup", files, "backup-up.sh", ["every night", "30", "360"])
     done = subprocess.run(["sh", "-c", bad], input="pw\n", env=env, capture_output=True, text=True, check=False)
     assert done.returncode == 1 and "ON_CALENDAR 'every night' is not a systemd calendar" in done.stderr
+
+
+def test_staged_files_arrive_byte_for_byte_and_the_command_is_stable(tmp_path: Path) -> None:
+    """stage.sh (gzip in base64) writes each file exactly, an empty one too; the same files
+    give the same command (an unchanged service must not run again)."""
+    from components.scripts import decode_staged, encode_staged, staged_command
+
+    files = {"run.sh": "echo staged\n", "empty": "", "settings": "A='b c'\n\u00e9\n", "big": script_text(10_000)}
+    command = staged_command("probe", files, "run.sh", [])
+    assert command == staged_command("probe", dict(reversed(files.items())), "run.sh", [])
+    assert all(decode_staged(encode_staged(text)) == text for text in files.values())
+    env = {**os.environ, "FORGEWAY_ETC": str(tmp_path / "etc")}
+    done = subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and done.stdout == "staged\n", done.stderr
+    stage = tmp_path / "etc" / "forgeway" / "stage" / "probe"
+    assert {p.name: p.read_text() for p in stage.iterdir()} == files
+
+
+def test_a_command_too_long_for_one_host_argument_is_refused_naming_its_stage() -> None:
+    from components.scripts import MAX_ARGUMENT, staged_command
+
+    noise = os.urandom(MAX_ARGUMENT).hex()  # incompressible: gzip cannot save it
+    with pytest.raises(ValueError, match=r"stage 'huge': its command is \d+ bytes.*131072 \(Linux's MAX_ARG_STRLEN\)"):
+        staged_command("huge", {"run.sh": "true\n", "blob": noise}, "run.sh", [])
+
+
+def script_text(lines: int) -> str:
+    return "".join(f"echo line {i}\n" for i in range(lines))
