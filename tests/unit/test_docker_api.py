@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import pytest
 
@@ -132,6 +133,19 @@ def test_container_body_as_the_provider_builds_it() -> None:
     }
     assert host["RestartPolicy"] == {"Name": "no", "MaximumRetryCount": 0}
     assert host["NetworkMode"] == "bridge"  # the schema default, sent (a refresh reads it back)
+
+
+def test_lab_containers_resolve_the_public_names_to_both_families(tmp_path: Path) -> None:
+    """The lab's DNS stand-in: A and AAAA, as DNS gives them (an IPv6-only runner host needs the AAAA)."""
+    from tools.applier.apply import Applier
+
+    applier = Applier(
+        tmp_path / "state.json", lambda _: None, resolve={"gitlab.example": "203.0.113.10"},
+        resolve6={"gitlab.example": "2001:db8::10"},
+    )  # fmt: skip
+    body = _container_body({"image": "sha256:abc"}, applier.container_names)
+    assert body["HostConfig"]["ExtraHosts"] == ["gitlab.example:203.0.113.10", "gitlab.example:2001:db8::10"]
+    assert "ExtraHosts" not in _container_body({"image": "sha256:abc"})["HostConfig"]  # not an input
 
 
 def test_unknown_docker_inputs_are_refused_by_name() -> None:
