@@ -357,9 +357,8 @@ def _extra_hosts(hosts: list[Mapping[str, Any]], lab_names: Mapping[str, Sequenc
     (each with all its addresses: A and AAAA)."""
     given = [f"{h['host']}:{h['ip']}" for h in hosts]
     named = {str(h["host"]) for h in hosts}
-    return given + [
-        f"{name}:{address}" for name, addresses in sorted(lab_names.items()) if name not in named for address in addresses
-    ]
+    lab = [(name, address) for name, addresses in sorted(lab_names.items()) for address in addresses]
+    return given + [f"{name}:{address}" for name, address in lab if name not in named]
 
 
 def _container_body(given: Mapping[str, Any], lab_names: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
