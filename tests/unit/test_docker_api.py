@@ -170,7 +170,7 @@ def test_program_hosts_come_first_and_win_over_the_labs_names() -> None:
         "docker:index/container:Container",
         {"image": "i", "hosts": [{"host": "gitea.forgeway.test", "ip": "10.8.0.2"}]},
     )
-    lab = {"gitea.forgeway.test": "203.0.113.10", "gitlab.forgeway.test": "203.0.113.10"}
+    lab = {"gitea.forgeway.test": ["203.0.113.10"], "gitlab.forgeway.test": ["203.0.113.10"]}
     body = _container_body(given, lab)
     assert body["HostConfig"]["ExtraHosts"] == ["gitea.forgeway.test:10.8.0.2", "gitlab.forgeway.test:203.0.113.10"]
     with pytest.raises(ApplyError, match=r"hosts\.alias"):
