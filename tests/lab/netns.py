@@ -104,7 +104,7 @@ _MAKE_LAB_NUMBERS = frozenset(
     int(address.rsplit(".", 1)[1])
     for address in (
         _layout.CLIENT, _layout.CGNAT_WAN, _layout.DEPLOYER_INTERNET, _layout.DEPLOYER_LAN,
-        *(host.address for host in _layout.HOSTS),
+        *(host.address for host in _layout.HOSTS if host.segment != "v6only"),  # IPv4 addresses
     )
 )  # fmt: skip
 # Addresses given out when add_host is not told one: host numbers 10..254 (IPv4) but

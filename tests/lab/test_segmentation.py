@@ -29,6 +29,7 @@ from tests.stacks import ROOT
 from tools.lab.machine import Machine
 
 VPS_PUBLIC = "203.0.113.10"
+VPS_PUBLIC6 = "2001:db8::10"  # what runner-arm's jobs reach: it is IPv6-only (no IPv4 route out)
 VPS, GITLAB = "10.8.0.1", "10.8.0.2"
 RUNNERS = {"runner-arm": "10.8.0.3", "runner-amd": "10.8.0.4"}
 ADMIN_SSH = 2202  # Pulumi.lab.yaml: the VPS's ssh_port
@@ -107,12 +108,13 @@ def _job_probe(topology: dict[str, Any], runner: str, probes: list[tuple[str, st
     return seen
 
 
-def _allowed() -> list[tuple[str, str, int]]:
+def _allowed(runner: str) -> list[tuple[str, str, int]]:
+    public = VPS_PUBLIC6 if runner == "runner-arm" else VPS_PUBLIC
     return [
         # By GitLab's public name (what jobs use): the VPS's public address, DNATed to GitLab.
-        ("https", VPS_PUBLIC, 443),
-        ("registry", VPS_PUBLIC, 5050),
-        ("ssh", VPS_PUBLIC, 22),
+        ("https", public, 443),
+        ("registry", public, 5050),
+        ("ssh", public, 22),
         # Straight through the tunnel to the GitLab host's published ports.
         ("https", GITLAB, 443),
         ("registry", GITLAB, 5050),
@@ -131,7 +133,7 @@ def _forbidden(runner: str) -> list[tuple[str, str, int]]:
 
 
 def _assert_allowed(seen: dict[str, str], runner: str) -> None:
-    for kind, host, port in _allowed():
+    for kind, host, port in _allowed(runner):
         result = seen[f"{kind} {host}:{port}"]
         want = {"https": "ok HTTP/1.1 200", "registry": "ok HTTP/1.1 401", "ssh": "ok SSH-2.0-"}[kind]
         assert result.startswith(want), f"{runner}: {kind} {host}:{port} should work from a job: {result}"
@@ -171,13 +173,14 @@ def test_every_forbidden_target_listens_on_its_tunnel_address(topology: dict[str
     assert _listening("fwl-home", GITLAB, 22), "the home device's sshd does not listen on its tunnel address"
     for name, address in RUNNERS.items():
         assert _listening(f"fwl-{name}", address, 22), f"{name}'s sshd does not listen on its tunnel address"
-    # And the LAN is not the tunnel's to filter: runner to runner over the home LAN works.
-    assert _listening("fwl-runner-arm", "198.51.100.4", 22)
+    # And the LAN is not the tunnel's to filter: runner to home over the home LAN works
+    # (runner-arm is IPv6-only, on no LAN of home's).
+    assert _listening("fwl-runner-amd", "198.51.100.2", 22)
 
 
 @pytest.mark.parametrize("runner", sorted(RUNNERS))
 def test_snat_a_job_reaches_gitlab_and_nothing_else_through_the_tunnel(topology: dict[str, Any], runner: str) -> None:
-    seen = _job_probe(topology, runner, _allowed() + _forbidden(runner))
+    seen = _job_probe(topology, runner, _allowed(runner) + _forbidden(runner))
     _assert_allowed(seen, runner)
     _assert_forbidden(seen, runner)
 
@@ -227,7 +230,7 @@ def test_preserve_source_a_job_reaches_gitlab_and_nothing_else_and_the_internet_
     assert switched.returncode == 0, switched.stderr[-2000:]
     try:
         for runner in sorted(RUNNERS):
-            seen = _job_probe(topology, runner, _allowed() + _forbidden(runner))
+            seen = _job_probe(topology, runner, _allowed(runner) + _forbidden(runner))
             _assert_allowed(seen, runner)
             _assert_forbidden(seen, runner)
         # An internet host that routes the tunnel subnet at the VPS: in this mode the GitLab

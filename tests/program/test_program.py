@@ -64,7 +64,8 @@ def test_docker_provider_reaches_its_own_host_with_the_pinned_key(stack: Stack) 
     hosts = {h["name"]: h for h in _hosts(stack)}
     for p in stack.synth.of_type(DOCKER_PROVIDER):
         host = hosts[_parent_name(p)]
-        assert p.inputs["host"] == f"ssh://{host.get('ssh_user', 'root')}@{host['address']}", p.urn
+        address = f"[{host['address']}]" if ":" in host["address"] else host["address"]  # IPv6 in brackets
+        assert p.inputs["host"] == f"ssh://{host.get('ssh_user', 'root')}@{address}", p.urn
         opts = json.loads(p.inputs["sshOpts"])
         key_type, key_b64 = host["host_key"].split()[:2]
         assert f"KnownHostsCommand=/bin/echo %H {key_type} {key_b64}" in opts, p.urn

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import pytest
 
@@ -134,6 +135,19 @@ def test_container_body_as_the_provider_builds_it() -> None:
     assert host["NetworkMode"] == "bridge"  # the schema default, sent (a refresh reads it back)
 
 
+def test_lab_containers_resolve_the_public_names_to_both_families(tmp_path: Path) -> None:
+    """The lab's DNS stand-in: A and AAAA, as DNS gives them (an IPv6-only runner host needs the AAAA)."""
+    from tools.applier.apply import Applier
+
+    applier = Applier(
+        tmp_path / "state.json", lambda _: None, resolve={"gitlab.example": "203.0.113.10"},
+        resolve6={"gitlab.example": "2001:db8::10"},
+    )  # fmt: skip
+    body = _container_body({"image": "sha256:abc"}, applier.container_names)
+    assert body["HostConfig"]["ExtraHosts"] == ["gitlab.example:203.0.113.10", "gitlab.example:2001:db8::10"]
+    assert "ExtraHosts" not in _container_body({"image": "sha256:abc"})["HostConfig"]  # not an input
+
+
 def test_unknown_docker_inputs_are_refused_by_name() -> None:
     typ = "docker:index/container:Container"
     with pytest.raises(ApplyError, match=r"gpus, uploads.source of docker:index/container:Container"):
@@ -156,7 +170,7 @@ def test_program_hosts_come_first_and_win_over_the_labs_names() -> None:
         "docker:index/container:Container",
         {"image": "i", "hosts": [{"host": "gitea.forgeway.test", "ip": "10.8.0.2"}]},
     )
-    lab = {"gitea.forgeway.test": "203.0.113.10", "gitlab.forgeway.test": "203.0.113.10"}
+    lab = {"gitea.forgeway.test": ["203.0.113.10"], "gitlab.forgeway.test": ["203.0.113.10"]}
     body = _container_body(given, lab)
     assert body["HostConfig"]["ExtraHosts"] == ["gitea.forgeway.test:10.8.0.2", "gitlab.forgeway.test:203.0.113.10"]
     with pytest.raises(ApplyError, match=r"hosts\.alias"):

@@ -217,6 +217,7 @@ class Applier:
         seed: int | None = None,
         max_delay_s: float = MAX_DELAY_S,
         resolve: Mapping[str, str] | None = None,
+        resolve6: Mapping[str, str] | None = None,
         replace: Collection[str] = (),
     ) -> None:
         self.state = State.load(state_path)
@@ -224,7 +225,10 @@ class Applier:
         self._replace = {key_of_urn(urn) for urn in replace}
         self.log = log
         self.gitlab = GitLab(resolve, log)  # resolve: the lab's stand-in for DNS (tools/applier/gitlab.py)
-        self.resolve = dict(resolve or {})  # and in the containers it creates (tools/applier/docker.py)
+        # And in the containers it creates, with the IPv6 addresses (AAAA) too (tools/applier/docker.py).
+        self.container_names = {name: [address] for name, address in (resolve or {}).items()}
+        for name, address in (resolve6 or {}).items():
+            self.container_names.setdefault(name, []).append(address)
         self.changes: list[Change] = []
         self.seed = apply_seed(seed)
         self._max_delay_s = max_delay_s
@@ -510,7 +514,9 @@ class Applier:
                 "program's Command connections, and none is registered or in the state"
             )
         client = DockerClient(host, self._agent_with(keys).env())
-        return _Docker(client, f"{typ} {name}", host.label, _secret_values(inputs), self.log, lab_names=self.resolve)
+        return _Docker(
+            client, f"{typ} {name}", host.label, _secret_values(inputs), self.log, lab_names=self.container_names
+        )
 
     def _command(
         self,
@@ -599,13 +605,14 @@ def apply_stack(
     *,
     seed: int | None = None,
     resolve: Mapping[str, str] | None = None,
+    resolve6: Mapping[str, str] | None = None,
     replace: Collection[str] = (),
 ) -> tuple[Synthesis, list[Change]]:
     """Apply one stack (in this process: one apply per process, as with synthesis).
 
     ``seed`` (else FORGEWAY_APPLY_SEED, else a fresh one, printed) draws each
     resource's delay, hence the order in which independent resources run."""
-    applier = Applier(state_path, log, seed=seed, resolve=resolve, replace=replace)
+    applier = Applier(state_path, log, seed=seed, resolve=resolve, resolve6=resolve6, replace=replace)
     log(f"apply seed {applier.seed} (repeat its delays with {SEED_ENV}={applier.seed})")
     try:
         try:
@@ -676,16 +683,18 @@ def main() -> int:
 
     {"action": "apply"|"destroy"|"refresh", "stack": ..., "config": {...}, "secret_keys": [...],
     "state": "path", "exclude_protected": false, "seed": null, "resolve": {"name": "address"},
-    "replace": [urn, ...]}; prints the
+    "resolve6": {"name": "IPv6 address"}, "replace": [urn, ...]}; prints the
     changes as JSON lines on stdout, progress on stderr. ``refresh`` (tools/applier/refresh.py) needs only "state".
     "resolve" is the lab's stand-in for DNS: where the deployer's HTTP clients (the gitlab
     provider's) connect for a name; TLS still checks the name (tools/applier/gitlab.py).
+    Containers the apply creates resolve those names to both maps' addresses (A and AAAA).
     """
     import sys
 
     request = json.load(sys.stdin)
     state_path = Path(request["state"])
     resolve = {str(k): str(v) for k, v in (request.get("resolve") or {}).items()}
+    resolve6 = {str(k): str(v) for k, v in (request.get("resolve6") or {}).items()}
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
@@ -702,7 +711,7 @@ def main() -> int:
             seed = request.get("seed")
             _, changes = apply_stack(
                 request["stack"], request["config"], request["secret_keys"], state_path, log,
-                seed=None if seed is None else int(seed), resolve=resolve,
+                seed=None if seed is None else int(seed), resolve=resolve, resolve6=resolve6,
                 replace=[str(urn) for urn in request.get("replace") or []],
             )  # fmt: skip
     except ApplyError as exc:

@@ -13,7 +13,7 @@ import secrets
 import tarfile
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from tools.applier.docker_api import DockerApiError, DockerClient, Response, redact
@@ -88,7 +88,7 @@ class _Docker:
         secret_values: list[str],
         log: Callable[[str], None] | None = None,
         *,
-        lab_names: Mapping[str, str] | None = None,
+        lab_names: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.client = client
         self.what = what
@@ -352,19 +352,21 @@ def _restart_policy(given: Mapping[str, Any]) -> dict[str, Any]:
     return {"Name": given.get("restart") or "no", "MaximumRetryCount": int(given.get("maxRetryCount") or 0)}
 
 
-def _extra_hosts(hosts: list[Mapping[str, Any]], lab_names: Mapping[str, str]) -> list[str]:
-    """ExtraHosts: the program's ``host:ip`` entries, then the lab's names they do not give."""
+def _extra_hosts(hosts: list[Mapping[str, Any]], lab_names: Mapping[str, Sequence[str]]) -> list[str]:
+    """ExtraHosts: the program's ``host:ip`` entries, then the lab's names they do not give
+    (each with all its addresses: A and AAAA)."""
     given = [f"{h['host']}:{h['ip']}" for h in hosts]
     named = {str(h["host"]) for h in hosts}
-    return given + [f"{name}:{address}" for name, address in sorted(lab_names.items()) if name not in named]
+    lab = [(name, address) for name, addresses in sorted(lab_names.items()) for address in addresses]
+    return given + [f"{name}:{address}" for name, address in lab if name not in named]
 
 
-def _container_body(given: Mapping[str, Any], lab_names: Mapping[str, str] | None = None) -> dict[str, Any]:
+def _container_body(given: Mapping[str, Any], lab_names: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
     """ContainerCreate's config and host config, built as the terraform provider does.
 
     ``lab_names`` is the lab's stand-in for DNS (the applier request's ``resolve`` map): a
     container on a lab host resolves those names as a real host's DNS would (the runner
-    reaches <gitlab.domain> at the VPS's public address). Docker writes a container's
+    reaches <gitlab.domain> at the VPS's public addresses, A and AAAA). Docker writes a container's
     /etc/hosts itself, so the netns's /etc/hosts does not reach it. Not an input: the
     provider sends no ExtraHosts for an unset ``hosts``, and refresh reads none. The
     program's own ``hosts`` (the provider's ``host`` blocks) come first and a lab name they

@@ -85,6 +85,9 @@ def lab_config(
     config["forgeway:ssh_private_key"] = (LAB_DIR / "deployer").read_text()
     if "vps_public_address6" in topology:  # a dual-stack lab (issue 20): the forge over both families
         _dual_stack(config, topology["vps_public_address6"])
+        for host in config["forgeway:hosts"]:
+            if by_name[host["name"]].get("ipv6_only"):  # it has no IPv4 way to the VPS's public_address
+                host["tunnel_endpoint_family"] = "ipv6"
     config["forgeway:backup_password"] = LAB_BACKUP_PASSWORD  # backups are on by default (issue 18)
     # No runner_tokens: the program creates both runners through GitLab's API (issue 17).
     booting = {h["name"] for h in topology["hosts"] if h.get("boots")}

@@ -22,7 +22,7 @@ from tools.lab.layout import (
     VPS_ADDRESS_V6,
     HostSpec,
 )
-from tools.lab.network import DEPLOYER, base_network, ns
+from tools.lab.network import DEPLOYER, base_network, machine, ns
 
 
 def keygen(path: Path) -> str:
@@ -31,10 +31,17 @@ def keygen(path: Path) -> str:
     return " ".join(path.with_name(path.name + ".pub").read_text().split()[:2])
 
 
-def sshd_answers(address: str, port: int, host_key: str) -> bool:
-    """Whether an sshd answers at address:port with this host key (its own, not another's)."""
-    scan = DEPLOYER.execute(["ssh-keyscan", "-T", "2", "-t", "ed25519", "-p", str(port), address])
+def sshd_answers(address: str, port: int, host_key: str, via: str | None = None) -> bool:
+    """Whether an sshd answers at address:port with this host key (its own, not another's),
+    from this machine or from lab host ``via``'s network (a jump host's: no other way there)."""
+    scanner = DEPLOYER if via is None else machine(via)
+    scan = scanner.execute(["ssh-keyscan", "-T", "2", "-t", "ed25519", "-p", str(port), address])
     return host_key.split()[1] in scan.stdout
+
+
+def host_sshd_answers(host: dict[str, Any]) -> bool:
+    """:func:`sshd_answers` for a topology host record, through its jump host where it has one."""
+    return sshd_answers(host["address"], host["ssh_port"], host["host_key"], via=host.get("jump_host"))
 
 
 def start_booting_host(spec: HostSpec, work: Path, deployer_pub: str) -> dict[str, Any]:
@@ -66,9 +73,17 @@ def start_booting_host(spec: HostSpec, work: Path, deployer_pub: str) -> dict[st
     (work / "etc").symlink_to("root/etc")
     state = work / "nspawn"
     pid = lab_nspawn.start(spec.name, ns(spec.name), root, state, base_network(spec))
-    described = {"name": spec.name, "netns": ns(spec.name), "address": spec.address, "ssh_port": spec.ssh_port,
-                 "host_key": host_key, "pid": pid, "boots": True, "root": str(root), "state": str(state)}  # fmt: skip
-    return {**described, "address6": spec.address6} if spec.address6 else described
+    described: dict[str, Any] = {
+        "name": spec.name, "netns": ns(spec.name), "address": spec.address, "ssh_port": spec.ssh_port,
+        "host_key": host_key, "pid": pid, "boots": True, "root": str(root), "state": str(state),
+    }  # fmt: skip
+    if spec.address6:
+        described["address6"] = spec.address6
+    if spec.jump:  # the deployer reaches it only through this host (hosts[].jump_host)
+        described["jump_host"] = spec.jump
+    if spec.segment == "v6only":
+        described["ipv6_only"] = True  # no IPv4 address on its uplink
+    return described
 
 
 def wait_booted(host: dict[str, Any], timeout: float = 120) -> None:
@@ -76,7 +91,7 @@ def wait_booted(host: dict[str, Any], timeout: float = 120) -> None:
     from tools.lab.nspawn import running
 
     deadline = time.monotonic() + timeout
-    while not sshd_answers(host["address"], host["ssh_port"], host["host_key"]):
+    while not host_sshd_answers(host):
         if not running(host["pid"]) or time.monotonic() > deadline:
             console = Path(host["state"]) / "console.log"
             tail = console.read_text(errors="replace")[-3000:] if console.exists() else "(no console log)"

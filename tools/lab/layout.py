@@ -24,22 +24,28 @@ LAN = "198.51.100"
 LAN_V6 = "fd00:198:51:100::"  # the home LAN's IPv6 ULA; host .N is ::N
 # The internet segment's IPv6 (documentation prefix 2001:db8::/32; /64, beside INTERNET's /24).
 INTERNET_V6 = "2001:db8::"
+# The IPv6-only runner's network behind the ISP's router (the CGNAT, ::1 on it): no IPv4 at all.
+V6ONLY_LAN = "2001:db8:6::"
 
 
 @dataclass(frozen=True)
 class HostSpec:
     name: str  # the stack's host name
-    segment: str  # "internet" or "lan"
-    address: str
+    segment: str  # "internet", "lan" or "v6only" (IPv6 only, behind the CGNAT's router)
+    address: str  # what the deployer's SSH dials (through ``jump`` where set)
     ssh_port: int
     fake_machine: str | None = None  # what `uname -m` says in SSH sessions
     address6: str | None = None  # its IPv6 address on its segment, where it has one
+    jump: str | None = None  # the host the deployer reaches it through (hosts[].jump_host)
 
 
 HOSTS = (
     HostSpec("vps", "internet", f"{INTERNET}.10", 2202, address6=f"{INTERNET_V6}10"),
     HostSpec("home", "lan", f"{LAN}.2", 22),
-    HostSpec("runner-arm", "lan", f"{LAN}.3", 22, fake_machine="aarch64"),
+    # IPv6-only on its uplink (issue 20): reached through the VPS, it dials the tunnel over IPv6.
+    HostSpec(
+        "runner-arm", "v6only", f"{V6ONLY_LAN}2", 22, fake_machine="aarch64", address6=f"{V6ONLY_LAN}2", jump="vps"
+    ),
     HostSpec("runner-amd", "lan", f"{LAN}.4", 22),
 )
 # Hosts with a dockerd of their own (index: their bridge subnets, tools/lab/docker.py);

@@ -19,6 +19,7 @@ from tools.lab.layout import (
     LAN,
     LAN_V6,
     PREFIX,
+    V6ONLY_LAN,
     HostSpec,
 )
 from tools.lab.machine import ROOT_NAMESPACE, Machine
@@ -101,9 +102,14 @@ def _deployer_link(ifname: str, address: str, peers: list[str], address6: str | 
 def base_network(spec: HostSpec) -> list[list[str]]:
     """A lab host's own eth0 as its network configuration sets it at boot (`ip` arguments);
     a booting host's supervisor applies it again after each reboot (tools/lab/nspawn.py)."""
+    if spec.segment == "v6only":  # no IPv4 address at all; its router is the CGNAT (an ISP's)
+        return [["-6", "addr", "add", f"{spec.address6}/64", "dev", "eth0", "nodad"], ["link", "set", "eth0", "up"],
+                ["-6", "route", "add", "default", "via", f"{V6ONLY_LAN}1"]]  # fmt: skip
     argv = [["addr", "add", f"{spec.address}/24", "dev", "eth0"], ["link", "set", "eth0", "up"]]
     if spec.address6 is not None:  # dual stack on the internet segment
         argv.insert(1, ["-6", "addr", "add", f"{spec.address6}/64", "dev", "eth0", "nodad"])
+        # The internet routes the IPv6-only network to the ISP's router.
+        argv.append(["-6", "route", "add", f"{V6ONLY_LAN}/64", "via", CGNAT_WAN_V6])
     if spec.segment == "lan":
         argv.append(["route", "add", "default", "via", f"{LAN}.1"])
         # IPv6 on the LAN too (a ULA, no router): jobs' IPv6 reaches the other hosts.
@@ -154,6 +160,14 @@ def build_network() -> None:
     cgnat.execute(["sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout=10"])
     cgnat.execute(["sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout_stream=20"])
     DEPLOYER.succeed(["ip", "-n", ns("homegw"), "route", "add", "default", "via", CGNAT_LAN])
+    # The ISP's IPv6-only customer: a link of the CGNAT's own, routed, no NAT (no route from this machine).
+    for h in HOSTS:
+        if h.segment == "v6only":
+            _veth(ns("cgnat"), "eth2", ns(h.name), "eth0")
+            _up(ns("cgnat"), "eth2", f"{V6ONLY_LAN}1/64")
+            cgnat.succeed(["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
+            for argv in base_network(h):
+                DEPLOYER.succeed(["ip", "-n", ns(h.name), *argv])
     # the home LAN
     _up(ns("homegw"), "br0", f"{LAN}.1/24")
     _nat(ns("homegw"), "eth0", f"{LAN}.0/24")

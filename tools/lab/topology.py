@@ -7,9 +7,11 @@ Topology (network namespaces ``fwl-*``; addresses exist only inside them):
     cgnat  203.0.113.20  ─┤      and 2001:db8::/64; the VPS 2001:db8::10, cgnat 2001:db8::20)
                           │      the deployer (root namespace) is 203.0.113.254 and 2001:db8::254 on it
       │ 100.64.0.1        │
-      └─ homegw 100.64.0.2 (the home router: NAT to the CGNAT)
-           └─ 198.51.100.1 bridge: the home LAN; the deployer is 198.51.100.254 on it
-                home 198.51.100.2, runner-arm .3, runner-amd .4
+      ├─ homegw 100.64.0.2 (the home router: NAT to the CGNAT)
+      │    └─ 198.51.100.1 bridge: the home LAN; the deployer is 198.51.100.254 on it
+      │         home 198.51.100.2, runner-amd .4
+      └─ 2001:db8:6::1 ── runner-arm 2001:db8:6::2: IPv6 only (no IPv4 on its uplink), routed by
+           the CGNAT, no route from this machine: the deployer reaches it through the VPS (jump host)
 
 Every host (vps, home and the runners) boots: systemd is its PID 1, in systemd-nspawn
 inside its namespace, with its own root file system, sshd, host key and users
@@ -54,8 +56,8 @@ from typing import Any
 from tools.lab.binfmt import remove_leftovers
 from tools.lab.config import lab_config
 from tools.lab.hosts import (
+    host_sshd_answers,
     keygen,
-    sshd_answers,
     start_booting_host,
     start_docker_hosts,
     wait_booted,
@@ -218,11 +220,17 @@ def _applier_run(request: dict[str, Any]) -> subprocess.CompletedProcess[str]:
     """tools.applier in its own process (one program run per process); request on stdin.
 
     The request carries the lab's stand-in for the deployer's DNS (``resolve``): the
-    public names at the VPS's public address (tools/applier/gitlab.py)."""
-    if "resolve" not in request and TOPOLOGY.exists():
+    public names at the VPS's public address (tools/applier/gitlab.py); and, for the
+    containers it creates, at its public IPv6 address too (``resolve6``, AAAA: an
+    IPv6-only runner host's containers reach GitLab over IPv6), unless the request says."""
+    if TOPOLOGY.exists():
         described = json.loads(TOPOLOGY.read_text())
-        resolve = {name: described["vps_public_address"] for name in described.get("public_names", [])}
-        request = {**request, "resolve": resolve}
+        names, v4, v6 = (
+            described.get("public_names", []),
+            described["vps_public_address"],
+            described.get("vps_public_address6"),
+        )
+        request = {"resolve": {name: v4 for name in names}, "resolve6": {name: v6 for name in names if v6}, **request}
     return subprocess.run(
         [sys.executable, "-m", "tools.applier"],
         input=json.dumps(request),
@@ -364,7 +372,7 @@ def reboot(names: list[str]) -> int:
         before = boot_count(state)
         asked = inside(state, "systemctl", "reboot")  # its init may take the call with it: rc ignored
         deadline = time.monotonic() + REBOOT_TIMEOUT
-        while boot_count(state) == before or not sshd_answers(host["address"], host["ssh_port"], host["host_key"]):
+        while boot_count(state) == before or not host_sshd_answers(host):
             if not running(host["pid"]) or time.monotonic() > deadline:
                 why = "its supervisor ended" if not running(host["pid"]) else f"not within {REBOOT_TIMEOUT:.0f} s"
                 failed.append(f"lab host {host['name']} did not come back ({why}; `systemctl reboot`: "
