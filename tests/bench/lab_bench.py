@@ -5,7 +5,10 @@ brings one up and takes it down again. Both transfers download the same bytes ov
 HTTPS from GitLab's (stand-in) nginx in its container on the home device (``/-/bulk``):
 once from the client through the VPS's forwarding (DNAT, tunnel, CGNAT, docker's
 published port), once from the VPS straight over the tunnel to the same published
-port, so their ratio is the cost of the forwarding itself. Both paths run on this one
+port, so their ratio is the cost of the forwarding itself. Where the lab is dual stack the
+same pair over IPv6 (the VPS's public IPv6 address; the home device's tunnel IPv6 address,
+which the forge host's table ip6 forgeway_forge DNATs to GitLab's container on both
+paths). Both paths run on this one
 machine's CPU: the figures compare the paths with each other, not with real links.
 """
 

@@ -109,7 +109,9 @@ def test_apply_checks_every_host_then_reapply_changes_nothing(lab: Lab, tmp_path
     # (with backups off it checks for a recorded manual backup only on an upgrade) and the wait.
     upgrade = {f"home-gitlab-{step}" for step in ("upgrade-check", "pre-upgrade-backup", "upgrade-wait")}
     registry_gc = {"home-registry-gc"}  # its timer on the GitLab host, on by default
-    host_steps = tunnels | {"vps-forwarding"} | trust | segments | upgrade | registry_gc
+    # The forge-switch check (read-only): Gitea's volumes on the forge host hold no data.
+    forge_check = {"home-forge-check"}
+    host_steps = tunnels | {"vps-forwarding"} | trust | segments | upgrade | registry_gc | forge_check
     assert creates == {f"{name}-arch" for name in hosts} | host_steps
     docker = {name for op, typ, name in _ops(out) if op == "create" and typ.startswith("docker:index/")}
     assert docker == {f"home-gitlab{part}" for part in ("-image", "-config", "-logs", "-data", "")}

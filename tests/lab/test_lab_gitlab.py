@@ -22,7 +22,7 @@ from tests.lab.make_lab import (
     seen_address,
     ssh_keys_offered,
 )
-from tests.lab.test_lab_ipv6 import NAME, curl6, sources_seen_by_the_forge
+from tests.lab.test_lab_ipv6 import NAME, curl6, ipv6_only_client, sources_seen_by_the_forge, ssh_and_push_over_ipv6
 from tools.lab.layout import CLIENT_V6
 
 HOME_TUNNEL6 = "fd77:6179:7761::2"  # the forge host's tunnel IPv6 address (tunnel.ipv6's default prefix)
@@ -79,9 +79,12 @@ def test_preserve_source_shows_the_client_and_switching_back_removes_the_return_
         # the forge host DNATs its tunnel IPv6 address to GitLab's own IPv6 address (table ip6
         # forgeway_forge), no docker-proxy in between (issue 20).
         assert f"from {HOME_TUNNEL6} lookup 4680" in " ".join(home.succeed(["ip", "-6", "rule"]).split())
-        with sources_seen_by_the_forge(make_lab) as seen:
+        # SSH on 22 and a docker push and pull over IPv6 too, IPv4 refused (as in snat mode)
+        with ipv6_only_client(make_lab) as sent, sources_seen_by_the_forge(make_lab) as seen:
             answer = curl6(make_lab, f"https://{NAME}/?forgeway-lab-v6-{marker}")
+            ssh_and_push_over_ipv6(make_lab)
         assert answer == f"forgeway-gitlab-standin 443 {CLIENT_V6}", answer
+        assert sent["to_vps6"] > 0, sent
         assert seen["from_client6"] > 0 and seen["from_vps6"] == 0, seen
         # ... and nginx's access log (omnibus's file) records the client for that request
         log = home.docker("exec", "forgeway-gitlab", "cat", "/var/log/gitlab/nginx/gitlab_access.log")

@@ -5,8 +5,8 @@ From the client: HTTPS (`curl -6`), SSH on 22 and a `docker push` reach the forg
 IPv6 only (the client's own table rejects IPv4 to the VPS, so nothing falls back to it); an
 observer table on the forge host counts what arrives through the tunnel from which address:
 in snat mode the VPS's tunnel IPv6 address, never the client's. (Preserve-source over
-IPv6, the client's address on the forge host: test_lab_gitlab.py's mode switch, with this
-module's counters.) And a bulk transfer
+IPv6: the same HTTPS, SSH and push, and the client's address on the forge host and in
+GitLab's log: test_lab_gitlab.py's mode switch, with this module's helpers.) And a bulk transfer
 both ways with the VPS dropping every ICMPv6 packet-too-big: only the clamped MSS (tunnel
 MTU - 60) keeps segments small enough for wg0.
 
@@ -86,20 +86,34 @@ def curl6(lab: MakeLab, url: str, *extra: str) -> str:
     return got.stdout.strip()
 
 
-def test_https_ssh_and_a_push_reach_the_forge_over_ipv6_and_snat_shows_the_vps(make_lab: MakeLab) -> None:
-    client = make_lab.machine("client")
-    with _table(client, IPV6_ONLY, "lab-ipv6-only"), sources_seen_by_the_forge(make_lab) as seen:
+@contextmanager
+def ipv6_only_client(lab: MakeLab) -> Iterator[dict[str, int]]:
+    """The client with IPv4 to the VPS's public ports refused, so nothing falls back to it;
+    the dict, filled when the block ends: the IPv6 packets it sent them (``to_vps6``)."""
+    client = lab.machine("client")
+    sent: dict[str, int] = {}
+    with _table(client, IPV6_ONLY, "lab-ipv6-only"):
         four = client.execute(["curl", "-4", "-ksS", "--max-time", "5", f"https://{NAME}/"])
         assert four.returncode == 7, f"IPv4 to the VPS must be refused here: {four.returncode} {four.stderr}"
+        yield sent
+        sent.update(_counters(client, "lab-ipv6-only"))
+
+
+def ssh_and_push_over_ipv6(lab: MakeLab) -> None:
+    """From the client (inside :func:`ipv6_only_client`): public 22 lands on GitLab's SSH in
+    the container, and a docker push and pull go through the registry."""
+    keyscan = lab.machine("client").execute(["ssh-keyscan", "-6", "-T", "5", "-t", "ed25519", NAME])
+    assert gitlab_ssh_key(lab) in keyscan.stdout, keyscan.stdout + keyscan.stderr
+    client_trusts_the_stack_ca(lab)
+    push_and_pull(lab, "client", size=64 << 10)
+
+
+def test_https_ssh_and_a_push_reach_the_forge_over_ipv6_and_snat_shows_the_vps(make_lab: MakeLab) -> None:
+    with ipv6_only_client(make_lab) as sent, sources_seen_by_the_forge(make_lab) as seen:
         # nginx answers with the address it saw: the VPS's (snat), not docker's bridge gateway
         assert curl6(make_lab, f"https://{NAME}/") == f"forgeway-gitlab-standin 443 {VPS_TUNNEL6}"
         assert curl6(make_lab, f"https://{NAME}:5050/v2/", "-o", "/dev/null", "-w", "%{http_code}") == "401"
-        # Public 22 over IPv6 lands on GitLab's SSH in the container.
-        keyscan = client.execute(["ssh-keyscan", "-6", "-T", "5", "-t", "ed25519", NAME])
-        assert gitlab_ssh_key(make_lab) in keyscan.stdout, keyscan.stdout + keyscan.stderr
-        client_trusts_the_stack_ca(make_lab)
-        push_and_pull(make_lab, "client", size=64 << 10)
-        sent = _counters(client, "lab-ipv6-only")
+        ssh_and_push_over_ipv6(make_lab)
     assert sent["to_vps6"] > 0, sent
     assert seen["from_vps6"] > 0 and seen["from_client6"] == 0, f"snat: the forge must see the VPS only: {seen}"
 
