@@ -47,3 +47,15 @@ def test_the_standins_server_on_the_default_address_answers_both_families(monkey
                 accepted.close()
     finally:
         server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("seen", "shown"),
+    [
+        (("::ffff:10.8.0.1", 5, 0, 0), "10.8.0.1"),  # IPv4 on the dual-stack socket: Go's RemoteAddr form
+        (("fd77:6179:7761::1", 5, 0, 0), "fd77:6179:7761::1"),
+        (("10.8.0.1", 5), "10.8.0.1"),
+    ],
+)
+def test_the_client_address_logged_and_answered_is_gos(seen: tuple[Any, ...], shown: str) -> None:
+    assert gitea_web.unmapped(seen)[0] == shown

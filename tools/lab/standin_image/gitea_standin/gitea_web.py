@@ -509,6 +509,14 @@ def listen_address(http_addr: str, ipv6: bool) -> str:
     return http_addr.strip("[]")
 
 
+def unmapped(client_address: Any) -> Any:
+    """An IPv4 client on the dual-stack socket as Go shows it (10.8.0.1, not ::ffff:10.8.0.1)."""
+    host = str(client_address[0])
+    if host.startswith("::ffff:") and "." in host:
+        return (host.removeprefix("::ffff:"), *client_address[1:])
+    return client_address
+
+
 class Server(ThreadingHTTPServer):
     daemon_threads = True
 
@@ -533,7 +541,7 @@ class Server(ThreadingHTTPServer):
             except (ssl.SSLError, OSError):
                 return
             request.settimeout(None)
-        super().finish_request(request, client_address)
+        super().finish_request(request, unmapped(client_address))
 
 
 def serve(settings: Settings) -> None:
