@@ -18,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import pulumi
 import pulumi_docker as docker
@@ -153,26 +154,37 @@ class ForgeReach:
     networks_advanced: list[docker.ContainerNetworksAdvancedArgs] | None = None  # the container's input
 
 
+class ForgeSection(Protocol):
+    """What :func:`forge_reach` reads of the ``gitlab`` or ``gitea`` section."""
+
+    @property
+    def publish_on_lan(self) -> bool: ...
+    @property
+    def container_subnet(self) -> ipaddress.IPv4Network: ...
+    @property
+    def container_subnet6(self) -> ipaddress.IPv6Network: ...
+
+
 def forge_reach(
     prefix: str,
     container: str,
     host: Host,
+    section: ForgeSection,
     *,
     ports: Sequence[PortMap],
-    subnets: tuple[ipaddress.IPv4Network, ipaddress.IPv6Network],
     tunnel6: ipaddress.IPv6Address | None,
-    lan: ipaddress.IPv4Address | None,
     parent: pulumi.Resource,
 ) -> ForgeReach:
     """The forge's own network and the forge host's DNAT to it, for the tunnel IPv6 address
-    (``tunnel6``) and the LAN address (``lan``, publish_on_lan); nothing without either.
-    ``container`` names the network (the container's name); ``subnets`` are the forge
-    section's container_subnet and container_subnet6."""
+    (``tunnel6``) and the LAN address (the host's, with the section's publish_on_lan);
+    nothing without either. ``container`` names the network (the container's name)."""
+    name = host.settings.name
+    lan = lan_ipv4(host.settings.address, f"hosts[{name}].address") if section.publish_on_lan else None
     if tunnel6 is None and lan is None:
         return ForgeReach()
     if host.docker is None:
-        raise ValueError(f"host '{host.settings.name}' runs the forge but has no docker provider")
-    network = ForgeNetwork(container, subnets[0], subnets[1] if tunnel6 is not None else None)
+        raise ValueError(f"host '{name}' runs the forge but has no docker provider")
+    network = ForgeNetwork(container, section.container_subnet, section.container_subnet6 if tunnel6 else None)
     settings = ForgeNatSettings(
         ports=tuple(ports),
         tunnel6=tunnel6,

@@ -46,7 +46,7 @@ from components.config import Gitea, StackConfig
 from components.config.checks.forge import gitea_image_version
 from components.docker_host import docker_changes
 from components.forge import Forge
-from components.forge_nat import ForgeNat, ForgeNetwork, forge_reach, lan_ipv4, published_ports
+from components.forge_nat import ForgeNat, ForgeNetwork, forge_reach, published_ports
 from components.gitlab import forge_container_basics, go_duration
 from components.hosts import Host
 from components.outputs import stack_outputs
@@ -311,18 +311,7 @@ class GiteaServer(pulumi.ComponentResource):
         ports = _port_maps([(p.service, p.home_port) for p in args.forge.services], args.settings.container_ports())
         # One host address per port (the tunnel IPv4 one); the tunnel IPv6 and LAN addresses
         # reach Gitea through the forge host's DNAT to its own network (components/forge_nat.py).
-        lan = lan_ipv4(settings.address, f"hosts[{settings.name}].address") if gitea.publish_on_lan else None
-        subnets = (gitea.container_subnet, gitea.container_subnet6)
-        reach = forge_reach(
-            prefix,
-            CONTAINER_NAME,
-            host,
-            ports=ports,
-            subnets=subnets,
-            tunnel6=args.tunnel_address6,
-            lan=lan,
-            parent=self,
-        )
+        reach = forge_reach(prefix, CONTAINER_NAME, host, gitea, ports=ports, tunnel6=args.tunnel_address6, parent=self)
         self.network, self.nat = reach.network, reach.nat
         labels = {"forgeway.role": "gitea"}
         version = gitea.version or gitea_image_version(gitea.images[settings.arch])

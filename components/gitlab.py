@@ -44,7 +44,7 @@ from pulumi_command import remote
 from components.config import ForwardedPort, StackConfig, VolumeRole
 from components.config import GitLab as GitLabSection
 from components.forge import Forge
-from components.forge_nat import forge_reach, lan_ipv4, published_ports
+from components.forge_nat import forge_reach, published_ports
 from components.hosts import Host
 from components.pki import ServerCertificate
 from components.render.forge_nat import PortMap
@@ -320,18 +320,9 @@ class GitLabServer(pulumi.ComponentResource):
                 ]
         # The tunnel IPv6 and LAN addresses reach GitLab through the forge host's DNAT to
         # its fixed addresses on a network of its own (components/forge_nat.py).
-        lan = lan_ipv4(settings.address, f"hosts[{settings.name}].address") if gitlab.publish_on_lan else None
         ports = _port_maps(args.forge.services, args.rb.registry_enabled)
-        subnets = (gitlab.container_subnet, gitlab.container_subnet6)
         reach = forge_reach(
-            prefix,
-            CONTAINER_NAME,
-            host,
-            ports=ports,
-            subnets=subnets,
-            tunnel6=args.tunnel_address6,
-            lan=lan,
-            parent=self,
+            prefix, CONTAINER_NAME, host, gitlab, ports=ports, tunnel6=args.tunnel_address6, parent=self
         )
         self.network, self.nat = reach.network, reach.nat
         self.container = docker.Container(

@@ -13,6 +13,7 @@ import ipaddress
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -187,6 +188,13 @@ def test_bad_container_subnets_name_the_key(
     config, secret_keys = lab_stack()
     config = copy.deepcopy(config)
     config[f"{PROJECT}:gitlab"] = {**config[f"{PROJECT}:gitlab"], **gitlab}
+    _refused_naming(config, secret_keys, tunnel, key, expected)
+
+
+def _refused_naming(
+    config: dict[str, Any], secret_keys: list[str], tunnel: dict[str, object], key: str, expected: str
+) -> None:
+    """``config`` with ``tunnel`` merged in is refused, the message naming ``key`` and ``expected``."""
     config[f"{PROJECT}:tunnel"] = {**config.get(f"{PROJECT}:tunnel", {}), **tunnel}
     with pytest.raises(ConfigError) as failed:
         parse_stack(config, secret_keys)
@@ -227,8 +235,4 @@ def test_giteas_network_is_checked_as_gitlabs_by_its_own_keys(
         forge_host["address"] = gitea.pop("address")
     forge_host.setdefault("lan_networks", ["192.168.1.0/24"])
     config[f"{PROJECT}:gitea"] = {**config[f"{PROJECT}:gitea"], **gitea}
-    config[f"{PROJECT}:tunnel"] = {**config.get(f"{PROJECT}:tunnel", {}), **tunnel}
-    with pytest.raises(ConfigError) as failed:
-        parse_stack(config, secret_keys)
-    message = str(failed.value)
-    assert f"{PROJECT}:{key}" in message and expected in message, message
+    _refused_naming(config, secret_keys, tunnel, key, expected)
