@@ -18,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import pulumi
 import pulumi_docker as docker
@@ -27,7 +28,16 @@ from components.host_service import HostService, host_service
 from components.hosts import Host
 from components.render.forge_nat import ForgeNatSettings, PortMap, render_forge_nat
 
-__all__ = ["ForgeNat", "ForgeNatArgs", "ForgeNetwork", "PortMap", "lan_ipv4"]
+__all__ = [
+    "ForgeNat",
+    "ForgeNatArgs",
+    "ForgeNetwork",
+    "ForgeReach",
+    "PortMap",
+    "forge_reach",
+    "lan_ipv4",
+    "published_ports",
+]
 
 
 @dataclass(frozen=True)
@@ -111,3 +121,81 @@ class ForgeNat(pulumi.ComponentResource):
         )
         self.command = host_service(args.host, f"{name}-tables", service, parent=self, depends_on=list(args.depends_on))
         self.register_outputs({"families": families})
+
+
+def published_ports(ports: Sequence[PortMap], bind: str) -> list[docker.ContainerPortArgs]:
+    """The forge's services on ONE host address, sorted by container port (GitLab's, Gitea's).
+
+    terraform-provider-docker's Read (resource_docker_container_structures.go
+    flattenContainerPorts) returns ``ports`` sorted by internal port, each port's bindings
+    in the daemon's order, and ``ports`` forces a replace. That order is NOT the one asked
+    for when a port binds two or more addresses (``publish_on_lan``, or tunnel.ipv6's
+    address): dockerd sorts the bindings with go-connections' nat.SortPortMap, whose
+    comparator says "less" for any two bindings of one port, so up to 12 bindings in all
+    come back reversed per port and more in no fixed order (measured on dockerd 20.10.24).
+    No order given here survives the read, and the provider's diff suppress
+    (suppressIfPortsDidNotChangeForMigrationV0ToV1) compares each port's first binding:
+    such a container is replaced by the next up after a refresh (issue 20, docs/lab.md).
+    So one address per port, and the others reach the container through :func:`forge_reach`.
+    Every port is tcp: a port on two protocols comes back in no fixed order.
+    """
+    return [
+        docker.ContainerPortArgs(internal=p.container_port, external=p.host_port, ip=bind, protocol="tcp")
+        for p in sorted(ports, key=lambda p: p.container_port)
+    ]
+
+
+@dataclass(frozen=True)
+class ForgeReach:
+    """What :func:`forge_reach` made: nothing without tunnel.ipv6 or publish_on_lan."""
+
+    network: ForgeNetwork | None = None
+    nat: ForgeNat | None = None
+    networks_advanced: list[docker.ContainerNetworksAdvancedArgs] | None = None  # the container's input
+
+
+class ForgeSection(Protocol):
+    """What :func:`forge_reach` reads of the ``gitlab`` or ``gitea`` section."""
+
+    @property
+    def publish_on_lan(self) -> bool: ...
+    @property
+    def container_subnet(self) -> ipaddress.IPv4Network: ...
+    @property
+    def container_subnet6(self) -> ipaddress.IPv6Network: ...
+
+
+def forge_reach(
+    prefix: str,
+    container: str,
+    host: Host,
+    section: ForgeSection,
+    *,
+    ports: Sequence[PortMap],
+    tunnel6: ipaddress.IPv6Address | None,
+    parent: pulumi.Resource,
+) -> ForgeReach:
+    """The forge's own network and the forge host's DNAT to it, for the tunnel IPv6 address
+    (``tunnel6``) and the LAN address (the host's, with the section's publish_on_lan);
+    nothing without either. ``container`` names the network (the container's name)."""
+    name = host.settings.name
+    lan = lan_ipv4(host.settings.address, f"hosts[{name}].address") if section.publish_on_lan else None
+    if tunnel6 is None and lan is None:
+        return ForgeReach()
+    if host.docker is None:
+        raise ValueError(f"host '{name}' runs the forge but has no docker provider")
+    network = ForgeNetwork(container, section.container_subnet, section.container_subnet6 if tunnel6 else None)
+    settings = ForgeNatSettings(
+        ports=tuple(ports),
+        tunnel6=tunnel6,
+        container6=network.container6,
+        lan4=lan,
+        container4=network.container4 if lan is not None else None,
+    )
+    # Before the network: dockerd turns IPv6 forwarding on when it makes an IPv6 network
+    # and never off, so forge-nat-up.sh records the host's value first and its delete,
+    # after the network's, puts it back.
+    nat = ForgeNat(f"{prefix}-nat", ForgeNatArgs(host, settings, depends_on=host.preflight),
+                   pulumi.ResourceOptions(parent=parent))  # fmt: skip
+    opts = pulumi.ResourceOptions(parent=parent, provider=host.docker, depends_on=[*host.preflight, nat.command])
+    return ForgeReach(network, nat, [network.attachment(network.resource(f"{prefix}-network", opts))])

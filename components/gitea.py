@@ -14,9 +14,15 @@ What it registers (children of the component, ``<host>`` the forge host):
   which the image's setup writes into app.ini on every start (environment-to-ini); the
   secrets are ``GITEA__section__KEY__FILE`` variables naming files uploaded root-only
   (0600) under :data:`SECRETS_DIR`, read by that setup as root: no secret is in the env,
-  ``docker inspect`` or a command line. Published ports bind the host's tunnel address (and
-  its LAN address with ``gitea.publish_on_lan``): https, the http redirect (and ACME's
-  HTTP-01 answer) and SSH, each forwarded service's home port onto the container's port.
+  ``docker inspect`` or a command line. Published ports bind the host's tunnel IPv4
+  address only, never two addresses (issue 20, components/forge_nat.py published_ports):
+  https, the http redirect (and ACME's HTTP-01 answer) and SSH, each forwarded service's
+  home port onto the container's port.
+* With tunnel.ipv6 or ``gitea.publish_on_lan``: ``<host>-gitea-network``, Gitea's own
+  dual-stack docker network ``forgeway-gitea`` (``gitea.container_subnet``/
+  ``container_subnet6``), the container at its .2/::2, and ``<host>-gitea-nat``: the forge
+  host's ``table ip6/ip forgeway_forge`` DNATs the tunnel IPv6 and LAN addresses to them
+  (as GitLab's, components/forge_nat.py), so Gitea sees the client's own address.
 * ``<host>-gitea-admin-password``: ``RandomPassword`` (a secret output of the stack).
 * ``<host>-gitea-admin``: a command (components/scripts/gitea-admin.sh) that creates the
   admin user with ``gitea admin user create`` and mints an admin token with ``gitea admin
@@ -40,10 +46,12 @@ from components.config import Gitea, StackConfig
 from components.config.checks.forge import gitea_image_version
 from components.docker_host import docker_changes
 from components.forge import Forge
+from components.forge_nat import ForgeNat, ForgeNetwork, forge_reach, published_ports
 from components.gitlab import forge_container_basics, go_duration
 from components.hosts import Host
 from components.outputs import stack_outputs
 from components.pki import ServerCertificate
+from components.render.forge_nat import PortMap
 from components.scripts import script_command
 from components.stack_base import StackBase
 from components.tunnel import tunnel_addresses6
@@ -175,21 +183,11 @@ def gitea_env(s: GiteaSettings, *, db_password_file: str | None) -> list[str]:
     return [f"{key}={value}" for key, value in env.items()]
 
 
-def _published_ports(
-    services: Sequence[tuple[str, int]], container_ports: Mapping[str, int], bind: Sequence[str]
-) -> list[docker.ContainerPortArgs]:
-    """Each bind address's forwarded services, sorted by internal port as the provider reads
-    them back (components/gitlab.py _published_ports says why)."""
-    wanted = [
-        (container_ports[service], home, address)
-        for address in bind
-        for service, home in services
-        if service in container_ports
-    ]
-    return [
-        docker.ContainerPortArgs(internal=internal, external=external, ip=address, protocol="tcp")
-        for internal, external, address in sorted(wanted, key=lambda port: port[0])
-    ]
+def _port_maps(services: Sequence[tuple[str, int]], container_ports: Mapping[str, int]) -> tuple[PortMap, ...]:
+    """Each forwarded service Gitea serves: its home port onto the container's port."""
+    return tuple(
+        PortMap(service, home, container_ports[service]) for service, home in services if service in container_ports
+    )
 
 
 def _random(name: str, length: int, parent: pulumi.Resource) -> pulumi.Output[str]:
@@ -253,6 +251,8 @@ class GiteaServer(pulumi.ComponentResource):
     admin_password: pulumi.Output[str]
     admin_token: pulumi.Output[str]
     forge: Forge
+    network: ForgeNetwork | None  # tunnel.ipv6 or publish_on_lan: Gitea's own network
+    nat: ForgeNat | None  # ... and the forge host's DNAT to it
 
     def __init__(self, name: str, args: GiteaServerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("forgeway:gitea:GiteaServer", name, None, opts)
@@ -308,12 +308,11 @@ class GiteaServer(pulumi.ComponentResource):
                     additional_secret_outputs=["stdin"],
                 )
             )
-        bind = [str(args.tunnel_address)]
-        if args.tunnel_address6 is not None:
-            bind.append(str(args.tunnel_address6))
-        if gitea.publish_on_lan:
-            bind.append(settings.address)
-        services = [(p.service, p.home_port) for p in args.forge.services]
+        ports = _port_maps([(p.service, p.home_port) for p in args.forge.services], args.settings.container_ports())
+        # One host address per port (the tunnel IPv4 one); the tunnel IPv6 and LAN addresses
+        # reach Gitea through the forge host's DNAT to its own network (components/forge_nat.py).
+        reach = forge_reach(prefix, CONTAINER_NAME, host, gitea, ports=ports, tunnel6=args.tunnel_address6, parent=self)
+        self.network, self.nat = reach.network, reach.nat
         labels = {"forgeway.role": "gitea"}
         version = gitea.version or gitea_image_version(gitea.images[settings.arch])
         if version is not None:
@@ -324,7 +323,8 @@ class GiteaServer(pulumi.ComponentResource):
             image=self.image.image_id,
             hostname=gitea.domain,
             envs=gitea_env(args.settings, db_password_file=db_password_file),
-            ports=_published_ports(services, args.settings.container_ports(), bind),
+            ports=published_ports(ports, str(args.tunnel_address)),
+            networks_advanced=reach.networks_advanced,
             volumes=[docker.ContainerVolumeArgs(volume_name=self.volume.name, container_path=DATA_MOUNT)],
             uploads=uploads,
             labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in sorted(labels.items())],

@@ -44,10 +44,10 @@ from pulumi_command import remote
 from components.config import ForwardedPort, StackConfig, VolumeRole
 from components.config import GitLab as GitLabSection
 from components.forge import Forge
-from components.forge_nat import ForgeNat, ForgeNatArgs, ForgeNetwork, lan_ipv4
+from components.forge_nat import forge_reach, published_ports
 from components.hosts import Host
 from components.pki import ServerCertificate
-from components.render.forge_nat import ForgeNatSettings, PortMap
+from components.render.forge_nat import PortMap
 from components.render.gitlab import (
     CONTAINER_PORTS,
     SSL_DIR,
@@ -161,31 +161,6 @@ def forge_container_basics(memory_mb: int, health: Sequence[str], start_period: 
         "log_driver": "json-file",
         "log_opts": {"max-size": "50m", "max-file": "5"},
     }
-
-
-def _published_ports(
-    services: Sequence[ForwardedPort], registry_enabled: bool, bind: str
-) -> list[docker.ContainerPortArgs]:
-    """The forwarded services on ONE host address, sorted by internal port.
-
-    terraform-provider-docker's Read (resource_docker_container_structures.go
-    flattenContainerPorts) returns ``ports`` sorted by internal port, each port's bindings
-    in the daemon's order, and ``ports`` forces a replace. That order is NOT the one asked
-    for when a port binds two or more addresses (``gitlab.publish_on_lan``, or tunnel.ipv6's
-    address): dockerd sorts the bindings with go-connections' nat.SortPortMap, whose
-    comparator says "less" for any two bindings of one port, so up to 12 bindings in all
-    come back reversed per port and more in no fixed order (measured on dockerd 20.10.24).
-    No order given here survives the read, and the provider's diff suppress
-    (suppressIfPortsDidNotChangeForMigrationV0ToV1) compares each port's first binding:
-    such a container is replaced by the next up after a refresh (issue 20, docs/lab.md).
-    So one address per port, and the others reach the container through the forge host's
-    own DNAT (components/forge_nat.py). Every port is tcp: a port on two protocols comes
-    back in no fixed order.
-    """
-    return [
-        docker.ContainerPortArgs(internal=p.container_port, external=p.host_port, ip=bind, protocol="tcp")
-        for p in sorted(_port_maps(services, registry_enabled), key=lambda p: p.container_port)
-    ]
 
 
 def _port_maps(services: Sequence[ForwardedPort], registry_enabled: bool) -> tuple[PortMap, ...]:
@@ -345,36 +320,19 @@ class GitLabServer(pulumi.ComponentResource):
                 ]
         # The tunnel IPv6 and LAN addresses reach GitLab through the forge host's DNAT to
         # its fixed addresses on a network of its own (components/forge_nat.py).
-        lan = lan_ipv4(settings.address, f"hosts[{settings.name}].address") if gitlab.publish_on_lan else None
-        self.network: ForgeNetwork | None = None
-        self.nat: ForgeNat | None = None
-        networks: list[docker.ContainerNetworksAdvancedArgs] | None = None
-        if args.tunnel_address6 is not None or lan is not None:
-            six = gitlab.container_subnet6 if args.tunnel_address6 is not None else None
-            self.network = ForgeNetwork(CONTAINER_NAME, gitlab.container_subnet, six)
-            nat = ForgeNatSettings(
-                ports=_port_maps(args.forge.services, args.rb.registry_enabled),
-                tunnel6=args.tunnel_address6,
-                container6=self.network.container6,
-                lan4=lan,
-                container4=self.network.container4 if lan is not None else None,
-            )
-            # Before the network: dockerd turns IPv6 forwarding on when it makes an IPv6
-            # network and never off, so forge-nat-up.sh records the host's value first and
-            # its delete, after the network's, puts it back.
-            self.nat = ForgeNat(
-                f"{prefix}-nat", ForgeNatArgs(host, nat, depends_on=host.preflight), pulumi.ResourceOptions(parent=self)
-            )
-            after_nat = pulumi.ResourceOptions.merge(on_host, pulumi.ResourceOptions(depends_on=[self.nat.command]))
-            networks = [self.network.attachment(self.network.resource(f"{prefix}-network", after_nat))]
+        ports = _port_maps(args.forge.services, args.rb.registry_enabled)
+        reach = forge_reach(
+            prefix, CONTAINER_NAME, host, gitlab, ports=ports, tunnel6=args.tunnel_address6, parent=self
+        )
+        self.network, self.nat = reach.network, reach.nat
         self.container = docker.Container(
             prefix,
             name=CONTAINER_NAME,
             image=self.image.image_id,
             hostname=gitlab.domain,
             envs=envs,
-            ports=_published_ports(args.forge.services, args.rb.registry_enabled, str(args.tunnel_address)),
-            networks_advanced=networks,
+            ports=published_ports(ports, str(args.tunnel_address)),
+            networks_advanced=reach.networks_advanced,
             volumes=[
                 docker.ContainerVolumeArgs(volume_name=volume.name, container_path=MOUNTS[role])
                 for role, volume in self.volumes.items()

@@ -240,7 +240,7 @@ class WoodpeckerCi(pulumi.ComponentResource):
                 grpc_port=wp.grpc_port,
                 privileged_plugins=wp.privileged_plugins,
             ),
-            # By internal port, as the provider reads them back (gitlab.py _published_ports).
+            # By internal port, as the provider reads them back (forge_nat.py published_ports).
             ports=[
                 docker.ContainerPortArgs(internal=internal, external=external, ip=bind, protocol="tcp")
                 for internal, external in sorted([(HTTPS_PORT, ci.home_port), (wp.grpc_port, wp.grpc_port)])

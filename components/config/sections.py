@@ -9,7 +9,7 @@ every value derived from fields is a property next to them (``Tunnel.effective_m
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic.fields import FieldInfo
@@ -166,6 +166,30 @@ class VolumePaths(Section):
         return path
 
 
+def _container_subnet_field(forge: str) -> Any:  # Field(): pydantic types it Any
+    """``<forge>.container_subnet``: one forge per stack, so GitLab's and Gitea's share the default."""
+    return Field(
+        ipaddress.IPv4Network("172.31.254.0/29"),
+        description=f"IPv4 subnet of {forge}'s docker network (tunnel.ipv6 or publish_on_lan); {forge} is its .2",
+    )
+
+
+def _container_subnet6_field(forge: str) -> Any:
+    return Field(
+        ipaddress.IPv6Network("fd77:6179:7762::/64"),
+        description=f"IPv6 subnet (a ULA, /64 to /120) of {forge}'s docker network with tunnel.ipv6; {forge} is "
+        "its ::2",
+    )
+
+
+def forge_subnet(value: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
+    """A forge network's IPv4 subnet: a gateway (.1) and the forge (.2) at least; a private
+    range, never a routed one."""
+    if value.prefixlen > 30 or not value.is_private:
+        raise ValueError("a private IPv4 subnet of /30 or larger, e.g. 172.31.254.0/29")
+    return value
+
+
 class GitLab(Section):
     """The GitLab server on the host with role gitlab."""
 
@@ -189,14 +213,8 @@ class GitLab(Section):
     )
     # With tunnel.ipv6 or publish_on_lan GitLab runs on a docker network of its own, at
     # fixed addresses the forge host's table forgeway_forge DNATs to (components/forge_nat.py).
-    container_subnet: IPv4Network = Field(
-        ipaddress.IPv4Network("172.31.254.0/29"),
-        description="IPv4 subnet of GitLab's docker network (tunnel.ipv6 or publish_on_lan); GitLab is its .2",
-    )
-    container_subnet6: TunnelIPv6Subnet = Field(
-        ipaddress.IPv6Network("fd77:6179:7762::/64"),
-        description="IPv6 subnet (a ULA, /64 to /120) of GitLab's docker network with tunnel.ipv6; GitLab is its ::2",
-    )
+    container_subnet: IPv4Network = _container_subnet_field("GitLab")
+    container_subnet6: TunnelIPv6Subnet = _container_subnet6_field("GitLab")
     volume_paths: VolumePaths = Field(
         VolumePaths(), description="Host directories behind GitLab's volumes; default: docker named volumes"
     )
@@ -212,10 +230,7 @@ class GitLab(Section):
     @field_validator("container_subnet")
     @classmethod
     def _container_subnet(cls, value: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
-        # A gateway (.1) and GitLab (.2) at least; a private range, never a routed one.
-        if value.prefixlen > 30 or not value.is_private:
-            raise ValueError("a private IPv4 subnet of /30 or larger, e.g. 172.31.254.0/29")
-        return value
+        return forge_subnet(value)
 
 
 class GiteaDatabase(Section):
@@ -258,11 +273,21 @@ class Gitea(Section):
     admin_email: Email | None = Field(None, description="The admin user's e-mail; default forgeway-admin@<domain>")
     memory_limit_mb: Annotated[Int, Field(ge=256)] = Field(1024, description="Container memory limit")
     publish_on_lan: bool = Field(
-        False, description="Also publish Gitea's ports on the host's LAN address (default: tunnel address only)"
+        False,
+        description="Also reach Gitea's ports on the host's LAN address (forgeway's DNAT; default: tunnel "
+        "address only)",
     )
+    # As GitLab's: with tunnel.ipv6 or publish_on_lan Gitea runs on a docker network of its own.
+    container_subnet: IPv4Network = _container_subnet_field("Gitea")
+    container_subnet6: TunnelIPv6Subnet = _container_subnet6_field("Gitea")
     data_path: AbsolutePath | None = Field(
         None, description="Host directory behind Gitea's /data volume; default: a docker named volume"
     )
+
+    @field_validator("container_subnet")
+    @classmethod
+    def _container_subnet(cls, value: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
+        return forge_subnet(value)
 
     @field_validator("admin_username")
     @classmethod

@@ -81,10 +81,12 @@ def test_destroy_restores_every_host_and_down_removes_the_lab(lab_on_either_forg
     assert v6 == ["0", "0"], f"the VPS's IPv6 forwarding not as before: {v6}"
     for host in topology["hosts"]:
         _assert_nothing_of_forgeway_left(lab.machine(host["name"]))
-    # GitLab's dual-stack network went with its container, and forge-nat-down.sh put the forge
-    # host's IPv6 forwarding back as found (table ip6 forgeway_forge: the loop above).
+    # The forge's dual-stack network (GitLab's or Gitea's) went with its container, and
+    # forge-nat-down.sh put the forge host's IPv6 forwarding back as found (table ip6
+    # forgeway_forge: the loop above).
     home = lab.machine("home")
-    assert "forgeway-gitlab" not in home.docker("network", "ls", "--format", "{{.Name}}").split()
+    left = home.docker("network", "ls", "--format", "{{.Name}}").split()
+    assert not {"forgeway-gitlab", "forgeway-gitea"} & set(left), left
     assert home.succeed(["sysctl", "-n", "net.ipv6.conf.all.forwarding"]).strip() == "0"
     from tools.lab.layout import SEEDED_DAEMON_JSON
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from components.config import PROJECT, parse_stack
+from components.config import PROJECT, ConfigError, parse_stack
 from components.forge import stack_forge
 from components.gitea import CONTAINER_NAME, DATA_VOLUME, HEALTHCHECK, KEY_FILE, SECRETS_DIR
 from components.tunnel import tunnel_addresses
@@ -256,3 +256,90 @@ def test_the_offline_plan_of_the_gitea_example(gitea: Stack) -> None:
     assert f"Resources: {len(gitea.synth.resources) + 1} to create" in done.stdout
     assert 'forge               : "gitea"' in done.stdout and "jetson-gitea-admin" in done.stdout
     assert not [s for s in gitea.secrets if len(s) >= 8 and s in done.stdout]
+
+
+GITEA6 = "fd77:6179:7762::2"  # gitea.container_subnet6's ::2 (the default)
+GITEA4 = "172.31.254.2"  # gitea.container_subnet's .2
+
+
+def _dual_stack_on_lan() -> tuple[dict[str, Any], list[str]]:
+    """The Gitea example with tunnel.ipv6, forwarding.ipv6 and publish_on_lan: every address
+    a client may use besides the tunnel IPv4 one."""
+    config, secret_keys = gitea_stack()
+    config = copy.deepcopy(config)
+    config[f"{PROJECT}:tunnel"] = {**config.get(f"{PROJECT}:tunnel", {}), "ipv6": True}
+    config[f"{PROJECT}:forwarding"] = {**config.get(f"{PROJECT}:forwarding", {}), "ipv6": True}
+    vps = next(h for h in config[f"{PROJECT}:hosts"] if "vps" in h["roles"])
+    vps["public_address6"] = "2001:db8::10"
+    config[f"{PROJECT}:gitea"] = {**config[f"{PROJECT}:gitea"], "publish_on_lan": True}
+    return config, secret_keys
+
+
+@pytest.fixture(scope="module")
+def gitea_dual() -> Stack:
+    config, secret_keys = _dual_stack_on_lan()
+    return Stack("gitea-dual", config, secret_keys, synthesize_in_subprocess("gitea-dual", config, secret_keys))
+
+
+@pytest.mark.parametrize("which", ["gitea", "gitea_woodpecker", "gitea_dual", "postgres_letsencrypt"])
+def test_every_port_binds_one_address_as_the_provider_reads_it_back(which: str, request: pytest.FixtureRequest) -> None:
+    """Two bindings of one port come back from dockerd in an order of their own, and the
+    provider then replaces Gitea's container on every up after a read (issue 20): one binding
+    per port, the tunnel IPv4 address, in the provider's read order, in every config."""
+    from tools.applier.refresh import normal_ports
+
+    stack: Stack = request.getfixturevalue(which)
+    config, _ = parse_stack(stack.config, stack.secret_keys)
+    ports = _named(stack, "jetson-gitea").inputs["ports"]
+    assert ports == normal_ports(ports)
+    assert len({p["internal"] for p in ports}) == len(ports) == 3
+    assert {p["ip"] for p in ports} == {str(tunnel_addresses(config)["jetson"])}
+
+
+def test_ipv6_and_the_lan_reach_gitea_by_the_forge_hosts_dnat_to_its_own_network(gitea_dual: Stack) -> None:
+    """As GitLab's (components/forge_nat.py): Gitea on its own dual-stack network at fixed
+    addresses, the tunnel IPv6 address DNATed to ::2, the LAN address to .2, each port to
+    Gitea's own port, for clients (prerouting) and the host itself (output)."""
+    container = _named(gitea_dual, "jetson-gitea")
+    assert "networkMode" not in container.inputs  # else docker attaches it without the fixed address
+    (attached,) = container.inputs["networksAdvanced"]
+    assert (attached["ipv4Address"], attached["ipv6Address"]) == (GITEA4, GITEA6)
+    (network,) = gitea_dual.synth.of_type("docker:index/network:Network")
+    assert network.name == "jetson-gitea-network" and network.inputs["name"] == attached["name"] == CONTAINER_NAME
+    assert network.inputs["ipv6"] is True
+    assert {c["subnet"] for c in network.inputs["ipamConfigs"]} == {"172.31.254.0/29", "fd77:6179:7762::/64"}
+    nat = _named(gitea_dual, "jetson-gitea-nat-tables")
+    files = _staged_files(nat)
+    assert set(files) == {"forge-nat-up.sh", "forge6.nft", "forge4.nft"}
+    assert as_root(nat.inputs["create"]).rstrip().endswith('''forge-nat-up.sh 'ip6 ip' "$d"''')
+    config, _ = parse_stack(gitea_dual.config, gitea_dual.secret_keys)
+    tunnel6 = "fd77:6179:7761::2"
+    lan = next(h["address"] for h in gitea_dual.config[f"{PROJECT}:hosts"] if h["name"] == "jetson")
+    for home, internal in ((443, 3000), (80, 3080), (2222, 22)):
+        assert {fp.home_port for fp in config.forwarding.ports} >= {home}
+        rule6 = f"ip6 daddr {tunnel6} tcp dport {home} dnat to [{GITEA6}]:{internal}"
+        rule4 = f"ip daddr {lan} tcp dport {home} dnat to {GITEA4}:{internal}"
+        assert files["forge6.nft"].count(rule6) == 2, rule6
+        assert files["forge4.nft"].count(rule4) == 2, rule4
+    # The table's command first (it records the host's IPv6 forwarding, which dockerd turns
+    # on with the network), then the network, then the container on it.
+    assert nat.urn in network.dependencies
+    assert network.urn in container.dependencies
+
+
+def test_without_ipv6_or_lan_gitea_stays_on_dockers_bridge_with_no_forge_nat(gitea: Stack) -> None:
+    assert not gitea.config[f"{PROJECT}:gitea"].get("publish_on_lan")
+    assert not gitea.config.get(f"{PROJECT}:tunnel", {}).get("ipv6")
+    assert "networksAdvanced" not in _named(gitea, "jetson-gitea").inputs
+    assert gitea.synth.of_type("docker:index/network:Network") == []
+    assert not [r for r in gitea.synth.resources if r.name.endswith("-gitea-nat-tables")]
+
+
+def test_a_gitea_container_subnet_that_clashes_is_a_config_error_by_key() -> None:
+    config, secret_keys = _dual_stack_on_lan()
+    config[f"{PROJECT}:gitea"] = {**config[f"{PROJECT}:gitea"], "container_subnet": "10.8.0.0/29"}
+    with pytest.raises(ConfigError) as failed:
+        parse_stack(config, secret_keys)
+    message = str(failed.value)
+    assert f"{PROJECT}:gitea.container_subnet" in message and "10.8.0.0/29" in message, message
+    assert "does not overlap tunnel.subnet" in message, message

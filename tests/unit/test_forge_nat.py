@@ -13,13 +13,14 @@ import ipaddress
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from components.config import PROJECT, ConfigError, parse_stack
 from components.render.forge_nat import FILE4, FILE6, ForgeNatSettings, PortMap, render_forge_nat
 from components.scripts import script
-from tests.stacks import lab_stack
+from tests.stacks import gitea_stack, lab_stack
 from tests.unit.test_segment import _tool
 
 pytestmark = pytest.mark.unit
@@ -187,6 +188,13 @@ def test_bad_container_subnets_name_the_key(
     config, secret_keys = lab_stack()
     config = copy.deepcopy(config)
     config[f"{PROJECT}:gitlab"] = {**config[f"{PROJECT}:gitlab"], **gitlab}
+    _refused_naming(config, secret_keys, tunnel, key, expected)
+
+
+def _refused_naming(
+    config: dict[str, Any], secret_keys: list[str], tunnel: dict[str, object], key: str, expected: str
+) -> None:
+    """``config`` with ``tunnel`` merged in is refused, the message naming ``key`` and ``expected``."""
     config[f"{PROJECT}:tunnel"] = {**config.get(f"{PROJECT}:tunnel", {}), **tunnel}
     with pytest.raises(ConfigError) as failed:
         parse_stack(config, secret_keys)
@@ -203,3 +211,28 @@ def test_publish_on_lan_needs_the_forge_hosts_address_as_ipv4() -> None:
     with pytest.raises(ConfigError) as failed:
         parse_stack(config, secret_keys)
     assert f"{PROJECT}:hosts[{i}].address" in str(failed.value) and "LAN IPv4 address" in str(failed.value)
+
+
+@pytest.mark.parametrize(
+    ("gitea", "tunnel", "key", "expected"),
+    [
+        ({"container_subnet": "8.8.8.0/29"}, {}, "gitea.container_subnet", "private IPv4 subnet"),
+        ({"container_subnet6": "fd77:6100::/40"}, {}, "gitea.container_subnet6", "/64 to /120"),
+        ({"container_subnet": "192.168.1.0/29", "publish_on_lan": True}, {}, "gitea.container_subnet", "lan_networks"),
+        ({"container_subnet6": "fd77:6179:7761::/64"}, {"ipv6": True}, "gitea.container_subnet6", "ipv6_subnet"),
+        ({"publish_on_lan": True, "address": "jetson.lan"}, {}, "hosts[1].address", "Gitea host's LAN IPv4"),
+    ],
+)
+def test_giteas_network_is_checked_as_gitlabs_by_its_own_keys(
+    gitea: dict[str, object], tunnel: dict[str, object], key: str, expected: str
+) -> None:
+    """check_forge_network reads the chosen forge's section: Gitea's keys, Gitea's host."""
+    config, secret_keys = gitea_stack()
+    config, gitea = copy.deepcopy(config), dict(gitea)
+    forge_host = next(h for h in config[f"{PROJECT}:hosts"] if "gitlab" in h["roles"])
+    assert config[f"{PROJECT}:hosts"].index(forge_host) == 1
+    if "address" in gitea:
+        forge_host["address"] = gitea.pop("address")
+    forge_host.setdefault("lan_networks", ["192.168.1.0/24"])
+    config[f"{PROJECT}:gitea"] = {**config[f"{PROJECT}:gitea"], **gitea}
+    _refused_naming(config, secret_keys, tunnel, key, expected)

@@ -43,7 +43,7 @@ CROSS_CHECKS: tuple[tuple[frozenset[str], Check], ...] = (
     (frozenset({"forge", "hosts", "gitlab", "gitea", "runners"}), check_images),
     (frozenset({"hosts", "tunnel", "runners"}), check_runner_networks),
     (frozenset({"hosts", "tunnel"}), check_docker_overlaps),
-    (frozenset({"forge", "hosts", "tunnel", "gitlab"}), check_forge_network),
+    (frozenset({"forge", "hosts", "tunnel", "gitlab", "gitea"}), check_forge_network),
     (frozenset({"hosts"}), check_runner_tags),
     (frozenset({"hosts", "tunnel", "backup"}), check_backup_repository),
     (frozenset({"hosts", "tunnel", "forwarding", "runners"}), check_ipv6),

@@ -266,16 +266,19 @@ def check_ipv6(cfg: StackConfig) -> list[Problem]:
 
 
 def check_forge_network(cfg: StackConfig) -> list[Problem]:
-    """GitLab's own docker network (tunnel.ipv6 or gitlab.publish_on_lan, components/forge_nat.py):
-    its subnets clash with no tunnel subnet, LAN or docker network of the forge host, and
-    publish_on_lan's DNAT needs the forge host's address as an IPv4 address."""
-    if cfg.forge != "gitlab" or cfg.gitlab_section is None or not cfg.hosts_with("gitlab"):
+    """The forge's own docker network (tunnel.ipv6 or <forge>.publish_on_lan, GitLab's or
+    Gitea's, components/forge_nat.py): its subnets clash with no tunnel subnet, LAN or docker
+    network of the forge host, and publish_on_lan's DNAT needs the forge host's address as an
+    IPv4 address."""
+    section, forge = cfg.forge_settings, cfg.forge
+    if section is None or not cfg.hosts_with("gitlab"):  # the forge host has role gitlab, whichever forge
         return []
-    gitlab, problems = cfg.gitlab_section, []
+    problems: list[Problem] = []
     i, host = next((i, h) for i, h in enumerate(cfg.hosts) if "gitlab" in h.roles)
-    if not (cfg.tunnel.ipv6 or gitlab.publish_on_lan):
+    if not (cfg.tunnel.ipv6 or section.publish_on_lan):
         return []
-    if gitlab.publish_on_lan:
+    name = "GitLab" if forge == "gitlab" else "Gitea"
+    if section.publish_on_lan:
         try:
             ipaddress.IPv4Address(host.address)
         except ValueError:
@@ -283,26 +286,26 @@ def check_forge_network(cfg: StackConfig) -> list[Problem]:
                 Problem(
                     f"{PROJECT}:hosts[{i}].address",
                     show(host.address),
-                    "the GitLab host's LAN IPv4 address with gitlab.publish_on_lan (forgeway DNATs it to GitLab)",
+                    f"the {name} host's LAN IPv4 address with {forge}.publish_on_lan (forgeway DNATs it to {name})",
                 )
             )
     clashes = [(cfg.tunnel.subnet, "tunnel.subnet"), (DOCKER_DEFAULT_BRIDGE, "docker's default bridge docker0")]
     clashes += [(net, f"hosts[{i}].lan_networks[{j}]") for j, net in enumerate(host.lan_networks)]
     clashes += [(net, f"hosts[{i}].docker_networks[{j}]") for j, net in enumerate(host.docker_networks)]
     for net, what in clashes:
-        if net.version == 4 and gitlab.container_subnet.overlaps(ipaddress.ip_network(str(net))):
+        if net.version == 4 and section.container_subnet.overlaps(ipaddress.ip_network(str(net))):
             problems.append(
                 Problem(
-                    f"{PROJECT}:gitlab.container_subnet",
-                    show(str(gitlab.container_subnet)),
+                    f"{PROJECT}:{forge}.container_subnet",
+                    show(str(section.container_subnet)),
                     f"a subnet that does not overlap {what} ({net}), e.g. 172.31.254.0/29",
                 )
             )
-    if cfg.tunnel.ipv6 and gitlab.container_subnet6.overlaps(cfg.tunnel.ipv6_subnet):
+    if cfg.tunnel.ipv6 and section.container_subnet6.overlaps(cfg.tunnel.ipv6_subnet):
         problems.append(
             Problem(
-                f"{PROJECT}:gitlab.container_subnet6",
-                show(str(gitlab.container_subnet6)),
+                f"{PROJECT}:{forge}.container_subnet6",
+                show(str(section.container_subnet6)),
                 f"a ULA prefix that does not overlap tunnel.ipv6_subnet ({cfg.tunnel.ipv6_subnet}), "
                 "e.g. fd77:6179:7762::/64",
             )

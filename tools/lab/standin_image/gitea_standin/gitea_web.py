@@ -494,15 +494,38 @@ def _ini(settings: Settings) -> Path:
     return settings.data / "gitea" / "conf" / "app.ini"
 
 
+def has_ipv6() -> bool:
+    """Whether this container has IPv6 at all (any address, ::1 included)."""
+    table = Path("/proc/net/if_inet6")
+    return table.exists() and table.read_text().strip() != ""
+
+
+def listen_address(http_addr: str, ipv6: bool) -> str:
+    """Where Gitea's listener binds: Go's net.Listen("tcp", "0.0.0.0:port"), HTTP_ADDR's
+    default, opens one dual-stack [::] socket where the host has IPv6, so real Gitea answers
+    on its container's IPv6 address too (the forge host DNATs the tunnel IPv6 address there)."""
+    if http_addr == "0.0.0.0" and ipv6:  # noqa: S104 (Gitea's default)
+        return "::"
+    return http_addr.strip("[]")
+
+
+def unmapped(client_address: Any) -> Any:
+    """An IPv4 client on the dual-stack socket as Go shows it (10.8.0.1, not ::ffff:10.8.0.1)."""
+    host = str(client_address[0])
+    if host.startswith("::ffff:") and "." in host:
+        return (host.removeprefix("::ffff:"), *client_address[1:])
+    return client_address
+
+
 class Server(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, settings: Settings, context: ssl.SSLContext | None) -> None:
         self.context = context
-        ipv6 = ":" in settings.http_addr
-        self.address_family = socket.AF_INET6 if ipv6 else socket.AF_INET
+        address = listen_address(settings.http_addr, has_ipv6())
+        self.address_family = socket.AF_INET6 if ":" in address else socket.AF_INET
         handler = type("BoundHandler", (Handler,), {"settings": settings})
-        super().__init__((settings.http_addr.strip("[]"), settings.http_port), handler)
+        super().__init__((address, settings.http_port), handler)
 
     def server_bind(self) -> None:
         if self.address_family == socket.AF_INET6:
@@ -518,7 +541,7 @@ class Server(ThreadingHTTPServer):
             except (ssl.SSLError, OSError):
                 return
             request.settimeout(None)
-        super().finish_request(request, client_address)
+        super().finish_request(request, unmapped(client_address))
 
 
 def serve(settings: Settings) -> None:
