@@ -582,18 +582,43 @@ class Applier:
             ssh_destination(target),
             command,
         ]
-        try:
-            return subprocess.run(
-                argv,
-                input=stdin or "",
-                capture_output=True,
-                text=True,
-                env={**agent.env(), **(env or {})},
-                timeout=COMMAND_TIMEOUT_S,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise ApplyError(f"host {conn['host']}: no answer within {COMMAND_TIMEOUT_S} s") from exc
+        # pulumi-command dials again after a failed dial, up to the connection's dialErrorLimit
+        # (default 10; -1: no limit). A dial refused for a moment (an sshd reloading its
+        # config re-execs and closes its listener, as the VPS's backup SFTP step does while a
+        # runner's command jumps through it) is retried here as there; a command never ran.
+        limit = int(conn.get("dialErrorLimit", DIAL_ERROR_LIMIT))
+        attempt = 1
+        while True:
+            try:
+                done = subprocess.run(
+                    argv,
+                    input=stdin or "",
+                    capture_output=True,
+                    text=True,
+                    env={**agent.env(), **(env or {})},
+                    timeout=COMMAND_TIMEOUT_S,
+                    check=False,
+                )
+            except subprocess.TimeoutExpired as exc:
+                raise ApplyError(f"host {conn['host']}: no answer within {COMMAND_TIMEOUT_S} s") from exc
+            if not dial_failed(done) or (limit >= 0 and attempt >= limit):
+                return done
+            time.sleep(min(0.2 * attempt, 1.0))
+            attempt += 1
+
+
+# pulumi-command's Connection.dialErrorLimit default.
+DIAL_ERROR_LIMIT = 10
+# What ssh says when it could not open the session (connecting, or in the identification
+# exchange, a jump host's included), before any command ran.
+_DIAL_ERRORS = ("ssh: connect to host ", "kex_exchange_identification:", "Connection closed by ")
+
+
+def dial_failed(done: subprocess.CompletedProcess[str]) -> bool:
+    """ssh's exit 255 with nothing from a command and a dial error on stderr."""
+    if done.returncode != 255 or done.stdout:
+        return False
+    return any(line.startswith(_DIAL_ERRORS) for line in done.stderr.splitlines())
 
 
 def apply_stack(
